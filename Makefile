@@ -1,0 +1,49 @@
+# Two commands for an analyst: `make run` and `make test`. Both create the environment
+# when it is absent (Python 3.11+ is the only thing the machine needs), install the pinned
+# dependencies from requirements.lock, and then do their job.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+MONTH ?=
+PATIENTS ?= 20000
+SEED ?= 20260
+EXTRACTS := data/extracts
+WAREHOUSE := data/warehouse/core20plus5.duckdb
+
+.PHONY: run test env synth dev bench clean
+
+env: $(STAMP)
+
+$(STAMP): requirements.lock pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "core20plus5 needs Python 3.11 or newer; found " + sys.version.split()[0])'
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@$(BIN)/python -m pip install --quiet --disable-pip-version-check uv==0.13.8
+	@$(BIN)/uv pip sync --quiet --python $(BIN)/python requirements.lock
+	@$(BIN)/uv pip install --quiet --python $(BIN)/python --no-deps -e .
+	@touch $(STAMP)
+	@echo "environment ready in $(VENV)"
+
+# The demo extract: synthetic patients at real Nottingham and Nottinghamshire postcodes,
+# written only when absent so repeated runs reuse it.
+$(EXTRACTS)/.demo: | $(STAMP)
+	@$(BIN)/core20 synth --out $(EXTRACTS) --patients $(PATIENTS) --seed $(SEED)
+	@touch $@
+
+synth: $(EXTRACTS)/.demo
+
+run: $(STAMP) $(EXTRACTS)/.demo
+	@$(BIN)/core20 run --extract $(EXTRACTS) --warehouse $(WAREHOUSE) $(if $(MONTH),--month $(MONTH),)
+
+test: $(STAMP)
+	@$(BIN)/python -m pytest -q
+
+dev: $(STAMP)
+	@DAGSTER_HOME=$${DAGSTER_HOME:-$(CURDIR)/.dagster_home}; mkdir -p $$DAGSTER_HOME; \
+	 DAGSTER_HOME=$$DAGSTER_HOME $(BIN)/dagster dev
+
+bench: $(STAMP)
+	@$(BIN)/python scripts/benchmark.py
+
+clean:
+	rm -rf $(VENV) data .dagster_home

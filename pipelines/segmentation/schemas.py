@@ -1,0 +1,242 @@
+"""Table contracts: every table the pipeline reads or writes, declared once.
+
+Casting of supplier extracts, the input checks, the DuckDB table layout and the data
+dictionary all derive from these declarations, so a column's name, type and meaning are
+written in exactly one place (the ehrQL habit: the *what* lives apart from the *how*).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import polars as pl
+
+
+@dataclass(frozen=True)
+class Column:
+    """One column of a table contract.
+
+    Arguments:
+        name: the column's name in the pipeline (suppliers' headers are mapped onto it).
+        dtype: the polars type the column is cast to.
+        description: what the column means, for the data dictionary.
+        required: whether an input must supply it (outputs: always written).
+        nullable: whether a null is an allowed value.
+        allowed: the closed set of allowed values, when there is one.
+    """
+
+    name: str
+    dtype: pl.DataType
+    description: str
+    required: bool = True
+    nullable: bool = False
+    allowed: tuple[str, ...] | None = None
+
+
+@dataclass(frozen=True)
+class Table:
+    """A table contract: a named, ordered set of columns."""
+
+    name: str
+    description: str
+    columns: tuple[Column, ...]
+    primary_key: tuple[str, ...] = field(default_factory=tuple)
+
+    @property
+    def names(self) -> list[str]:
+        """Return the column names in contract order."""
+        return [c.name for c in self.columns]
+
+    @property
+    def schema(self) -> dict[str, pl.DataType]:
+        """Return the polars schema (name -> dtype) in contract order."""
+        return {c.name: c.dtype for c in self.columns}
+
+    def column(self, name: str) -> Column:
+        """Return the column called `name`, or raise KeyError naming the table."""
+        for c in self.columns:
+            if c.name == name:
+                return c
+        raise KeyError(f"table {self.name!r} has no column {name!r}")
+
+    def empty(self) -> pl.DataFrame:
+        """Return a zero-row frame with exactly this contract's schema."""
+        return pl.DataFrame(schema=self.schema)
+
+
+# Sex as recorded in GP systems (GP2GP / NHS Data Dictionary person stated gender):
+# M male, F female, I indeterminate, U unknown/not recorded.
+SEX_CODES = ("M", "F", "I", "U")
+
+# ---------------------------------------------------------------------------
+# Input contract: one folder per monthly extract holding `patients` and `events`
+# (CSV or Parquet). Suppliers map their own headers onto these names with a
+# column-mapping file (see pipelines/segmentation/extract.py).
+# ---------------------------------------------------------------------------
+
+INPUT_PATIENTS = Table(
+    name="patients",
+    description=(
+        "One row per patient on the practice register extract. Either date_of_birth, or "
+        "year_of_birth with month_of_birth, must be supplied; either postcode or lsoa_code."
+    ),
+    columns=(
+        Column("patient_id", pl.String, "Pseudonymised patient identifier, stable across months."),
+        Column("practice_code", pl.String, "ODS code of the registered GP practice (e.g. C84001)."),
+        Column(
+            "postcode",
+            pl.String,
+            "Patient's home postcode in any common format; may be blank.",
+            required=False,
+            nullable=True,
+        ),
+        Column(
+            "lsoa_code",
+            pl.String,
+            "LSOA code of the home address, when the supplier gives it instead of a postcode; "
+            "its vintage (2011 or 2021) is stated in the column mapping.",
+            required=False,
+            nullable=True,
+        ),
+        Column("date_of_birth", pl.Date, "Date of birth.", required=False, nullable=True),
+        Column("year_of_birth", pl.Int32, "Year of birth (when no full date is supplied).", required=False, nullable=True),
+        Column("month_of_birth", pl.Int32, "Month of birth 1-12 (with year_of_birth).", required=False, nullable=True),
+        Column("sex", pl.String, "Sex: M, F, I (indeterminate) or U (unknown).", allowed=SEX_CODES),
+        Column("registration_start_date", pl.Date, "Date the current registration started."),
+        Column(
+            "registration_end_date",
+            pl.Date,
+            "Date the registration ended; blank while still registered.",
+            required=True,
+            nullable=True,
+        ),
+    ),
+    primary_key=("patient_id",),
+)
+
+INPUT_EVENTS = Table(
+    name="events",
+    description=(
+        "Coded clinical events and medication issues. Blood pressure is two events on the same "
+        "date: a systolic and a diastolic observable, each with its value."
+    ),
+    columns=(
+        Column("patient_id", pl.String, "Pseudonymised patient identifier (as in patients)."),
+        Column("code", pl.String, "SNOMED CT concept id or dm+d product id (6-18 digits)."),
+        Column("event_date", pl.Date, "Date the event was recorded or the item issued."),
+        Column("value", pl.Float64, "Numeric value when the code carries one (e.g. mmHg).", required=False, nullable=True),
+    ),
+)
+
+INPUT_TABLES = {t.name: t for t in (INPUT_PATIENTS, INPUT_EVENTS)}
+
+# ---------------------------------------------------------------------------
+# Staging (private layer: patient-level, never published).
+# ---------------------------------------------------------------------------
+
+POSTCODE_STATUSES = ("valid", "blank", "invalid")
+
+STAGING_PATIENTS = Table(
+    name="staging.patients",
+    description="Patients registered at the end of the reporting month, cast to the contract.",
+    columns=(
+        Column("reporting_month", pl.Date, "First day of the reporting month (the partition)."),
+        Column("patient_id", pl.String, "Pseudonymised patient identifier."),
+        Column("practice_code", pl.String, "ODS code of the registered practice, upper case."),
+        Column("postcode", pl.String, "Postcode in canonical form ('NG7 2UH'); null unless valid.", nullable=True),
+        Column("postcode_status", pl.String, "Whether the supplied postcode was valid, blank or invalid.", allowed=POSTCODE_STATUSES),
+        Column("lsoa_code_supplied", pl.String, "LSOA code supplied in the extract, if any.", nullable=True),
+        Column("date_of_birth", pl.Date, "Date of birth (mid-month when only year and month are known).", nullable=True),
+        Column("age", pl.Int32, "Age in whole years at the end of the reporting month.", nullable=True),
+        Column("sex", pl.String, "Sex: M, F, I or U.", allowed=SEX_CODES),
+        Column("registration_start_date", pl.Date, "Date the registration started."),
+        Column("registration_end_date", pl.Date, "Date the registration ended, if it has.", nullable=True),
+    ),
+    primary_key=("reporting_month", "patient_id"),
+)
+
+STAGING_EVENTS = Table(
+    name="staging.events",
+    description="Coded events of registered patients dated on or before the end of the reporting month.",
+    columns=(
+        Column("reporting_month", pl.Date, "First day of the reporting month (the partition)."),
+        Column("patient_id", pl.String, "Pseudonymised patient identifier."),
+        Column("code", pl.String, "SNOMED CT / dm+d concept id."),
+        Column("event_date", pl.Date, "Date of the event."),
+        Column("value", pl.Float64, "Numeric value, if any.", nullable=True),
+    ),
+)
+
+# ---------------------------------------------------------------------------
+# Deprivation (private layer): one row per registered patient.
+# ---------------------------------------------------------------------------
+
+IMD_VINTAGES = ("IMD2019", "IMD2025")
+
+# How a patient's LSOA (and so decile) was obtained; DOMAIN.md section 2 requires it per row.
+MATCH_METHODS = (
+    "postcode_lookup",  # exact ONS postcode -> LSOA lookup (live or terminated postcode)
+    "spatial",  # postcode centroid placed in LSOA 2021 polygons (split/complex LSOAs, new postcodes)
+    "lsoa_supplied",  # the extract supplied an LSOA code of this vintage (or bridged one-to-one)
+    "practice_fallback",  # practice's LSOA substituted (off by default; a different statistic)
+    "outside_england",  # Welsh, Scottish, NI or Crown-dependency postcode: IMD does not apply
+    "invalid_postcode",  # not the shape of a UK postcode
+    "blank",  # no postcode and no LSOA supplied
+    "unmatched",  # valid shape but found in no lookup
+)
+
+PATIENT_DEPRIVATION = Table(
+    name="population.patient_deprivation",
+    description="National IMD deciles for both vintages, with how each was obtained, per patient.",
+    columns=(
+        Column("reporting_month", pl.Date, "First day of the reporting month."),
+        Column("patient_id", pl.String, "Pseudonymised patient identifier."),
+        Column("lsoa11_code", pl.String, "LSOA 2011 of the home address.", nullable=True),
+        Column("lsoa21_code", pl.String, "LSOA 2021 of the home address.", nullable=True),
+        Column("imd2019_decile", pl.Int8, "National IMD 2019 decile (1 = most deprived 10%).", nullable=True),
+        Column("imd2019_method", pl.String, "How the IMD 2019 decile was obtained.", allowed=MATCH_METHODS),
+        Column("imd2025_decile", pl.Int8, "National IoD 2025 IMD decile (1 = most deprived 10%).", nullable=True),
+        Column("imd2025_method", pl.String, "How the IoD 2025 decile was obtained.", allowed=MATCH_METHODS),
+        Column("imd2025_is_certain", pl.Boolean, "Whether the 2025 decile is the same whichever candidate 2021 LSOA is right.", nullable=True),
+        Column("sicbl_code", pl.String, "Sub-ICB location (ODS) of the home LSOA.", nullable=True),
+        Column("icb_code", pl.String, "ICB (ODS) of the home LSOA.", nullable=True),
+        Column("lad_code", pl.String, "Local authority district of the home LSOA.", nullable=True),
+    ),
+    primary_key=("reporting_month", "patient_id"),
+)
+
+# ---------------------------------------------------------------------------
+# Published (aggregate only): the gap table.
+# ---------------------------------------------------------------------------
+
+GAP_TABLE = Table(
+    name="published.gap_table",
+    description=(
+        "Long format: one row per reporting month x indicator x IMD vintage x breakdown x group. "
+        "Counts have had the disclosure profile applied before any rate, interval or gap was computed."
+    ),
+    columns=(
+        Column("reporting_month", pl.Date, "First day of the reporting month."),
+        Column("indicator_id", pl.String, "Indicator identifier (see the indicator definitions)."),
+        Column("indicator_version", pl.Int32, "Version of the indicator definition that produced the row."),
+        Column("clinical_area", pl.String, "Core20PLUS5 clinical area."),
+        Column("direction", pl.String, "Whether a higher or lower rate is better.", allowed=("higher_is_better", "lower_is_better")),
+        Column("imd_vintage", pl.String, "IMD vintage used for deprivation groups.", allowed=IMD_VINTAGES),
+        Column("breakdown", pl.String, "Dimension the rows are grouped by (e.g. imd_quintile, core20)."),
+        Column("group", pl.String, "Group within the breakdown (e.g. '1', 'core20', 'rest', 'unknown')."),
+        Column("numerator", pl.Int64, "Patients meeting the numerator after disclosure control; null when suppressed.", nullable=True),
+        Column("denominator", pl.Int64, "Patients in the denominator after disclosure control; null when suppressed.", nullable=True),
+        Column("rate", pl.Float64, "numerator / denominator.", nullable=True),
+        Column("rate_lower", pl.Float64, "Lower 95% Wilson score limit.", nullable=True),
+        Column("rate_upper", pl.Float64, "Upper 95% Wilson score limit.", nullable=True),
+        Column("reference_group", pl.String, "Group the gap is measured against.", nullable=True),
+        Column("gap", pl.Float64, "Absolute gap: rate minus the reference group's rate.", nullable=True),
+        Column("gap_lower", pl.Float64, "Lower 95% limit of the gap (Newcombe hybrid score).", nullable=True),
+        Column("gap_upper", pl.Float64, "Upper 95% limit of the gap (Newcombe hybrid score).", nullable=True),
+        Column("rate_ratio", pl.Float64, "rate / reference rate.", nullable=True),
+        Column("comparison", pl.String, "Direction-aware: worse, better, similar than the reference, or not compared.", nullable=True),
+        Column("is_suppressed", pl.Boolean, "Whether disclosure control suppressed this row's counts."),
+        Column("disclosure_profile", pl.String, "Disclosure-control profile applied."),
+    ),
+    primary_key=("reporting_month", "indicator_id", "imd_vintage", "breakdown", "group"),
+)
