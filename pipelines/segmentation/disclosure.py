@@ -1,0 +1,198 @@
+"""Disclosure control for published counts: named profiles, applied before any rate is computed.
+
+A profile is configuration (the ICS chooses it) and its name is written into every
+published row (`disclosure_profile`), so a reader can always tell which rule produced a
+figure. DOMAIN.md section 6 fixes the order: control the counts first, then compute rates,
+intervals and gaps from the controlled counts, so no published statistic can be inverted
+to recover a small count.
+
+Profiles:
+
+- `NHS_SUPPRESS_ROUND5` ("nhs_suppress_1_7_round_5"): counts 1-7 are suppressed (null);
+  every other count is rounded to the nearest 5; 0 stays 0. The rule of NHS England's
+  secondary-care statistical publications.
+- `OPENSAFELY_REDACT_ROUND5` ("opensafely_redact_le7_round_5"): counts of 7 or fewer are
+  redacted to 0, then every count is rounded to the nearest 5 (OpenSAFELY "Updated
+  disclosure control guidance"; ehrQL measures do the same, replacing small numbers with 0).
+- `MIDPOINT6` ("midpoint6"): OpenSAFELY's midpoint 6 rounding. 0 stays 0; any other count
+  x is published as ceil(x / 6) * 6 - 3, the midpoint of its band of six: 1-6 -> 3,
+  7-12 -> 9, 13-18 -> 15, ... Nothing is suppressed: the small count itself is never
+  shown, because every count 1-6 is shown as the same 3. (So this profile *does* publish
+  the number 3, which is not a count of 3 people; the "never 1-7" guarantee below is a
+  guarantee of the suppressing profiles.)
+- `NONE` ("none"): counts unchanged. For private checks only; never for a published table.
+
+Guarantee (suppressing profiles): no published count is between 1 and 7.
+
+Rounding to the nearest 5 has no ties on integers (5 is odd), so "nearest" is exact:
+floor((x + 2) / 5) * 5, e.g. 12 -> 10, 13 -> 15, 8 -> 10.
+
+Secondary (complementary) suppression is NOT done here yet. DOMAIN.md section 6: when one
+cell of a row or column is suppressed, another must be, or the suppressed value falls out
+by subtraction from the total. Rounding every published count to 5 blunts that
+subtraction for these profiles (the difference of rounded counts is only known to within
+a band), but it is not a proof of safety; the complementary-cell rule is a later issue and
+must be added before an ICS publishes a table whose margins are also published unrounded.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal, Sequence, TypeVar
+
+import polars as pl
+
+FrameT = TypeVar("FrameT", pl.DataFrame, pl.LazyFrame)
+
+
+@dataclass(frozen=True)
+class DisclosureProfile:
+    """A named disclosure-control rule for counts.
+
+    Arguments:
+        name: the identifier written into published rows.
+        description: the rule in words, for the data dictionary.
+        small_count_threshold: counts from 1 up to this value are "small" (0: none are).
+        small_count_action: what happens to a small count: "suppress" (null), "redact"
+            (0) or "keep".
+        rounding: "nearest" (nearest multiple of `base`), "midpoint" (midpoint of the
+            band of `base`, OpenSAFELY midpoint 6) or "none".
+        base: the rounding base.
+    """
+
+    name: str
+    description: str
+    small_count_threshold: int = 0
+    small_count_action: Literal["suppress", "redact", "keep"] = "keep"
+    rounding: Literal["nearest", "midpoint", "none"] = "none"
+    base: int = 1
+
+    def is_small(self, column: str | pl.Expr) -> pl.Expr:
+        """Return an expression: whether the count is suppressed or redacted by this profile.
+
+        Null counts are not small (there is nothing to hide); 0 is never small.
+
+        Examples:
+            >>> import polars as pl
+            >>> pl.DataFrame({"n": [0, 7, 8]}).select(NHS_SUPPRESS_ROUND5.is_small("n"))["n"].to_list()
+            [False, True, False]
+        """
+        x = pl.col(column) if isinstance(column, str) else column
+        if self.small_count_action == "keep" or self.small_count_threshold < 1:
+            # Always false, but keeps the input column's name (like the branch below).
+            return x.is_null() & pl.lit(False)
+        return x.is_between(1, self.small_count_threshold).fill_null(False)
+
+    def control(self, column: str | pl.Expr) -> pl.Expr:
+        """Return an expression giving the published (controlled) value of a count column.
+
+        Examples:
+            >>> import polars as pl
+            >>> frame = pl.DataFrame({"n": [0, 7, 13]})
+            >>> frame.select(MIDPOINT6.control("n"))["n"].to_list()
+            [0, 9, 15]
+        """
+        x = (pl.col(column) if isinstance(column, str) else column).cast(pl.Int64)
+        small = self.is_small(x)
+        # `then(x)` first so the result keeps the input column's name.
+        if self.small_count_action == "suppress":
+            x = pl.when(~small).then(x)  # otherwise null
+        elif self.small_count_action == "redact":
+            x = pl.when(~small).then(x).otherwise(pl.lit(0, dtype=pl.Int64))
+        if self.rounding == "nearest":
+            # Integer arithmetic: no float rounding mode can creep in. For odd bases there
+            # are no ties; for even bases ties round up (half up), stated here for the record.
+            x = ((x + self.base // 2) // self.base) * self.base
+        elif self.rounding == "midpoint":
+            # OpenSAFELY midpoint rounding: ceil(x / base) * base - base / 2, 0 stays 0.
+            # ceil(x / b) for non-negative integers is (x + b - 1) // b.
+            x = pl.when(x == 0).then(x).otherwise(((x + self.base - 1) // self.base) * self.base - self.base // 2)
+        return x
+
+
+NHS_SUPPRESS_ROUND5 = DisclosureProfile(
+    name="nhs_suppress_1_7_round_5",
+    description="Counts 1-7 suppressed (null); others rounded to the nearest 5; 0 stays 0.",
+    small_count_threshold=7,
+    small_count_action="suppress",
+    rounding="nearest",
+    base=5,
+)
+
+OPENSAFELY_REDACT_ROUND5 = DisclosureProfile(
+    name="opensafely_redact_le7_round_5",
+    description="Counts of 7 or fewer redacted to 0, then all counts rounded to the nearest 5.",
+    small_count_threshold=7,
+    small_count_action="redact",
+    rounding="nearest",
+    base=5,
+)
+
+MIDPOINT6 = DisclosureProfile(
+    name="midpoint6",
+    description="0 stays 0; other counts x shown as ceil(x/6)*6 - 3 (1-6 -> 3, 7-12 -> 9, ...).",
+    rounding="midpoint",
+    base=6,
+)
+
+NONE = DisclosureProfile(
+    name="none",
+    description="No disclosure control. Private checks only; never published.",
+)
+
+PROFILES: dict[str, DisclosureProfile] = {
+    p.name: p for p in (NHS_SUPPRESS_ROUND5, OPENSAFELY_REDACT_ROUND5, MIDPOINT6, NONE)
+}
+
+
+def get_profile(name: str) -> DisclosureProfile:
+    """Return the profile called `name`, or raise ValueError listing the known names."""
+    try:
+        return PROFILES[name]
+    except KeyError:
+        raise ValueError(f"unknown disclosure profile {name!r}; known profiles: {sorted(PROFILES)}") from None
+
+
+def apply_profile(frame: FrameT, columns: Sequence[str], profile: DisclosureProfile) -> FrameT:
+    """Replace count columns by their published values and flag rows with a small count.
+
+    Arguments:
+        frame: a DataFrame or LazyFrame of aggregate counts.
+        columns: the count columns to control (e.g. numerator and denominator).
+        profile: the disclosure profile to apply.
+
+    Returns:
+        The same kind of frame with `columns` controlled (cast to Int64) and a Boolean
+        column `is_suppressed`: true when any of `columns` held a small count that the
+        profile suppressed or redacted (OR-ed with an existing `is_suppressed`, if any).
+        Rates and intervals must be computed from the returned counts, and left null where
+        `is_suppressed` is true.
+
+    Examples:
+        >>> import polars as pl
+        >>> frame = pl.DataFrame({"numerator": [0, 5, 13], "denominator": [12, 40, 20]})
+        >>> apply_profile(frame, ["numerator", "denominator"], NHS_SUPPRESS_ROUND5)
+        shape: (3, 3)
+        ┌───────────┬─────────────┬───────────────┐
+        │ numerator ┆ denominator ┆ is_suppressed │
+        │ ---       ┆ ---         ┆ ---           │
+        │ i64       ┆ i64         ┆ bool          │
+        ╞═══════════╪═════════════╪═══════════════╡
+        │ 0         ┆ 10          ┆ false         │
+        │ null      ┆ 40          ┆ true          │
+        │ 15        ┆ 20          ┆ false         │
+        └───────────┴─────────────┴───────────────┘
+    """
+    if not columns:
+        raise ValueError("columns must name at least one count column to control")
+    names = frame.collect_schema().names()
+    missing = [c for c in columns if c not in names]
+    if missing:
+        raise ValueError(f"apply_profile: columns {missing} are not in the frame (has {names})")
+    small = pl.any_horizontal([profile.is_small(c) for c in columns])
+    if "is_suppressed" in names:
+        small = small | pl.col("is_suppressed").fill_null(False)
+    return frame.with_columns(
+        *[profile.control(c).alias(c) for c in columns],
+        small.alias("is_suppressed"),
+    )
