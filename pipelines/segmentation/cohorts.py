@@ -1,0 +1,605 @@
+"""Evaluate the register, cohort and indicator definitions: one engine, no per-indicator code.
+
+Every definition is compiled the same way. Each leaf criterion that looks at coded events
+(`has_event`, `count_events`, a register's latest diagnosis/resolved dates, the latest BP
+value, ...) becomes one aggregation in a single `group_by(patient_id)` over the events whose
+code is in any referenced codelist (`is_in`), dated on or before the reference date R.
+That per-patient frame is joined onto the registered patients (with age, IMD decile and
+ethnicity), and every register, cohort and indicator becomes a boolean polars expression
+over it. Nothing iterates over rows in Python, and the whole evaluation stays one lazy plan.
+
+Shared semantics (DOMAIN.md sections 3-4):
+
+- R, the reference date, is the last day of the reporting month; `reporting_month` in the
+  outputs is the first day of that month (the partition key of the staging tables).
+- "within N months" = event_date in [R - N months + 1 day, R]; R - N months clamps to the
+  month end (polars `offset_by`), so R = 2024-02-29, 12 months starts on 2023-03-01.
+- Events after R are ignored everywhere: a backfilled extract gives the same answer.
+- Age is whole years at R, from date_of_birth (falling back to the staged `age`).
+- A patient with unknown age, decile or ethnicity fails a criterion on it; `not` then
+  includes them. Missing data is reported by the breakdowns, not guessed here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import date, timedelta
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+from pydantic import BaseModel
+
+from pipelines.segmentation.definitions import (
+    Age,
+    AllOf,
+    AnyOf,
+    CountEvents,
+    Definitions,
+    Deprivation,
+    Ethnicity,
+    HasEvent,
+    InCohort,
+    LatestEventIn,
+    LatestValueAtMost,
+    NoEvent,
+    Not,
+    OnRegister,
+    Register,
+)
+
+IMD_DECILE_COLUMNS = {"IMD2019": "imd2019_decile", "IMD2025": "imd2025_decile"}
+
+# The 2001-census 6-group classification of the OpenSAFELY ethnicity codelist (`grouping_6`)
+# mapped to the broad groups we report. Group 5 is "Chinese or Other Ethnic Groups": in the
+# 2001 classification (and NHS ethnic category R) Chinese sits under "Other ethnic groups",
+# not Asian, so it is reported as "Other ethnic group" here; ethnicity_16 keeps Chinese
+# separate for anyone who needs the 2011-census grouping.
+ETHNICITY_BROAD_BY_GROUP_6 = {
+    "1": "White",
+    "2": "Mixed",
+    "3": "Asian or Asian British",
+    "4": "Black or Black British",
+    "5": "Other ethnic group",
+}
+NOT_STATED = "Not stated"  # a Z code was recorded: the patient was asked and did not say
+UNKNOWN = "Unknown"  # no ethnicity code at all: never asked or never coded
+
+
+# --- dates -------------------------------------------------------------------------------
+
+
+def check_reference_date(reference_date: date) -> date:
+    """Return the reporting month (first day) of R, raising unless R is a month's last day.
+
+    Arguments:
+        reference_date: R, the last day of the reporting month.
+
+    Returns:
+        The first day of R's month.
+    """
+    if (reference_date + timedelta(days=1)).day != 1:
+        raise ValueError(
+            f"reference date {reference_date} is not the last day of a month; registers and "
+            "windows are evaluated as at the end of the reporting month"
+        )
+    return reference_date.replace(day=1)
+
+
+def window_start(reference_date: date, months: int) -> date:
+    """Return the first day of the N-month window ending on R: R - N months + 1 day.
+
+    Arguments:
+        reference_date: R.
+        months: N.
+
+    Returns:
+        The earliest event date inside the window.
+
+    Examples:
+        >>> window_start(date(2025, 3, 31), 12)
+        datetime.date(2024, 4, 1)
+        >>> window_start(date(2024, 2, 29), 12)
+        datetime.date(2023, 3, 1)
+    """
+    shifted = pl.select(pl.lit(reference_date).dt.offset_by(f"-{months}mo")).item()
+    return shifted + timedelta(days=1)
+
+
+def age_at(reference_date: date, date_of_birth: pl.Expr) -> pl.Expr:
+    """Return whole years of age at R (the birthday itself counts as the new age)."""
+    birthday_not_reached = (
+        date_of_birth.dt.month().cast(pl.Int32) * 100 + date_of_birth.dt.day().cast(pl.Int32)
+    ) > (reference_date.month * 100 + reference_date.day)
+    return (reference_date.year - date_of_birth.dt.year().cast(pl.Int32) - birthday_not_reached.cast(pl.Int32)).cast(pl.Int32)
+
+
+# --- codelists and ethnicity -------------------------------------------------------------
+
+
+def load_codelists(
+    definitions: Definitions, reference_dir: str | Path | None = None
+) -> dict[str, frozenset[str]]:
+    """Read the pinned codelists the definitions refer to, and only those.
+
+    Arguments:
+        definitions: validated definitions.
+        reference_dir: the shared reference directory (see `reference_data.loader`).
+
+    Returns:
+        codelist id -> frozenset of codes.
+    """
+    from reference_data.loader import read_codelist
+
+    return {
+        codelist_id: frozenset(read_codelist(codelist_id, reference_dir)["code"].to_list())
+        for codelist_id in sorted(definitions.codelist_ids())
+    }
+
+
+def build_ethnicity_codes(snomed: pl.DataFrame, not_stated: pl.DataFrame) -> pl.DataFrame:
+    """Return one row per ethnicity code: code, ethnic_category, ethnicity_16, ethnicity_broad.
+
+    Arguments:
+        snomed: the ethnicity codelist (code, grouping_6, label_16, nhs_ethnic_category).
+        not_stated: the not-stated codelist (code); every code maps to category Z.
+
+    Returns:
+        The mapping `derive_ethnicity` joins events to.
+    """
+    stated = snomed.select(
+        pl.col("code").cast(pl.String),
+        pl.col("nhs_ethnic_category").cast(pl.String).alias("ethnic_category"),
+        pl.col("label_16").cast(pl.String).alias("ethnicity_16"),
+        pl.col("grouping_6").cast(pl.String).replace_strict(ETHNICITY_BROAD_BY_GROUP_6).alias("ethnicity_broad"),
+    )
+    unstated = not_stated.select(
+        pl.col("code").cast(pl.String),
+        pl.lit("Z").alias("ethnic_category"),
+        pl.lit(NOT_STATED).alias("ethnicity_16"),
+        pl.lit(NOT_STATED).alias("ethnicity_broad"),
+    )
+    return pl.concat([stated, unstated]).unique("code", keep="first", maintain_order=True)
+
+
+def load_ethnicity_codes(reference_dir: str | Path | None = None) -> pl.DataFrame:
+    """Read the pinned ethnicity and not-stated codelists into the `build_ethnicity_codes` mapping."""
+    from reference_data.loader import read_codelist
+
+    return build_ethnicity_codes(
+        read_codelist("ethnicity_snomed", reference_dir), read_codelist("eth_not_stated", reference_dir)
+    )
+
+
+def derive_ethnicity(
+    events: pl.LazyFrame,
+    ethnicity_codes: pl.DataFrame | pl.LazyFrame,
+    reference_date: date | None = None,
+) -> pl.LazyFrame:
+    """Return each patient's ethnicity from their latest ethnicity code dated on or before R.
+
+    The latest code wins (DOMAIN.md section 3). When codes on that latest date disagree, a
+    stated category beats "not stated" (it carries information the Z code lacks), then the
+    lowest category letter, so the answer never depends on row order. Patients with no
+    ethnicity code are absent: downstream they are 'Unknown', kept apart from 'Not stated'.
+
+    Arguments:
+        events: coded events (patient_id, code, event_date).
+        ethnicity_codes: the mapping from `build_ethnicity_codes` / `load_ethnicity_codes`.
+        reference_date: R; events after it are ignored. None keeps every event.
+
+    Returns:
+        patient_id, ethnic_category (A-S or Z), ethnicity_16, ethnicity_broad.
+    """
+    mapping = ethnicity_codes.lazy() if isinstance(ethnicity_codes, pl.DataFrame) else ethnicity_codes
+    coded = events.select("patient_id", "code", "event_date")
+    if reference_date is not None:
+        coded = coded.filter(pl.col("event_date") <= reference_date)
+    coded = coded.join(mapping, on="code", how="inner").with_columns(
+        (pl.col("ethnic_category") != "Z").alias("_is_stated")
+    )
+    order = dict(by=["event_date", "_is_stated", "ethnic_category"], descending=[True, True, False])
+    return coded.group_by("patient_id").agg(
+        pl.col(name).sort_by(**order).first() for name in ("ethnic_category", "ethnicity_16", "ethnicity_broad")
+    )
+
+
+# --- the compiler ------------------------------------------------------------------------
+
+
+class _Compiler:
+    """Turn criteria into boolean expressions over one per-patient frame.
+
+    Event-based leaves register an aggregation (deduplicated by what it computes) and
+    return a reference to its column; `frame()` then builds the single group_by.
+    """
+
+    def __init__(self, defs: Definitions, codelists: Mapping[str, frozenset[str]], reference_date: date):
+        self.defs = defs
+        self.codelists = codelists
+        self.reference_date = reference_date
+        self.aggs: dict[Any, tuple[str, pl.Expr, Any]] = {}
+        self.codes: set[str] = set()
+        self.needs_deprivation = False
+        self.needs_ethnicity = False
+        self._cohorts: dict[str, pl.Expr] = {}
+        self._registers: dict[str, pl.Expr] = {}
+
+    # -- building blocks
+
+    def _codes(self, codelist_ids: Sequence[str]) -> list[str]:
+        missing = [c for c in codelist_ids if c not in self.codelists]
+        if missing:
+            raise KeyError(f"codelist(s) {missing} were not loaded; pass them in `codelists`")
+        codes = sorted(set().union(*(self.codelists[c] for c in codelist_ids)))
+        self.codes.update(codes)
+        return codes
+
+    def _in_window(self, months: int | None) -> pl.Expr:
+        # The upper bound (<= R) is applied once to every event before aggregation.
+        if months is None:
+            return pl.lit(True)
+        return pl.col("event_date") >= window_start(self.reference_date, months)
+
+    def _agg(self, key: Any, expr: pl.Expr, fill: Any) -> pl.Expr:
+        if key not in self.aggs:
+            self.aggs[key] = (f"_agg{len(self.aggs)}", expr, fill)
+        return pl.col(self.aggs[key][0])
+
+    def _has_event(self, codelist_ids: Sequence[str], months: int | None) -> pl.Expr:
+        mask = pl.col("code").is_in(self._codes(codelist_ids)) & self._in_window(months)
+        return self._agg(("any", tuple(codelist_ids), months), mask.any(), False)
+
+    def _latest_date(self, codelist_ids: Sequence[str]) -> pl.Expr:
+        mask = pl.col("code").is_in(self._codes(codelist_ids))
+        return self._agg(("latest_date", tuple(codelist_ids)), pl.col("event_date").filter(mask).max(), None)
+
+    def _latest_code(self, codelist_ids: Sequence[str]) -> pl.Expr:
+        # The code on the latest date (the lowest code when several share it, for stability).
+        mask = pl.col("code").is_in(self._codes(codelist_ids))
+        on_latest = mask & (pl.col("event_date") == pl.col("event_date").filter(mask).max())
+        return self._agg(("latest_code", tuple(codelist_ids)), pl.col("code").filter(on_latest).min(), None)
+
+    def _latest_lowest_value(self, codelist_ids: Sequence[str], months: int) -> pl.Expr:
+        # QOF: the latest reading is the lowest value recorded on the latest date that has a
+        # reading of this kind inside the window; events without a value are not readings.
+        mask = (
+            pl.col("code").is_in(self._codes(codelist_ids))
+            & self._in_window(months)
+            & pl.col("value").is_not_null()
+        )
+        on_latest = mask & (pl.col("event_date") == pl.col("event_date").filter(mask).max())
+        return self._agg(("latest_value", tuple(codelist_ids), months), pl.col("value").filter(on_latest).min(), None)
+
+    # -- registers and cohorts
+
+    def register(self, register_id: str) -> pl.Expr:
+        """Return whether each patient is on a register at R."""
+        if register_id not in self._registers:
+            definition = self.defs.registers[register_id]
+            diagnosed = self._latest_date(definition.diagnosis)
+            on = diagnosed.is_not_null()
+            if definition.resolved:
+                resolved = self._latest_date(definition.resolved)
+                # Strictly later: a resolved code on the same date as the latest diagnosis
+                # takes the patient off (QOF: the diagnosis must be *after* the resolution).
+                on = on & (resolved.is_null() | (diagnosed > resolved))
+            if definition.age is not None:
+                on = on & self.criterion(Age(age=definition.age))
+            self._registers[register_id] = on.fill_null(False)
+        return self._registers[register_id]
+
+    def cohort(self, cohort_id: str) -> pl.Expr:
+        """Return whether each patient is in a cohort at R."""
+        if cohort_id not in self._cohorts:
+            self._cohorts[cohort_id] = self.criterion(self.defs.cohorts[cohort_id].criteria)
+        return self._cohorts[cohort_id]
+
+    # -- criteria
+
+    def criterion(self, c: BaseModel) -> pl.Expr:
+        """Return a non-null boolean expression for one criterion."""
+        if isinstance(c, HasEvent):
+            return self._has_event(c.has_event.codelists, c.has_event.months)
+        if isinstance(c, NoEvent):
+            return ~self._has_event(c.no_event.codelists, c.no_event.months)
+        if isinstance(c, CountEvents):
+            spec = c.count_events
+            mask = pl.col("code").is_in(self._codes(spec.codelists)) & self._in_window(spec.months)
+            # Every coded row counts (two issues on one day are two issues).
+            n_events = self._agg(("count", tuple(spec.codelists), spec.months), mask.sum(), 0)
+            return n_events >= spec.at_least
+        if isinstance(c, LatestEventIn):
+            spec = c.latest_event_in
+            mask = pl.col("code").is_in(self._codes(spec.codelists)) & self._in_window(spec.months)
+            latest = pl.col("event_date").filter(mask).max()
+            # True when the latest date has a code in `matches` and none outside it: a
+            # conflicting code on the same day (e.g. current and ex-smoker) does not count,
+            # the same tie rule as a register's same-day resolved code.
+            conflict = (mask & (pl.col("event_date") == latest) & ~pl.col("code").is_in(self._codes(spec.matches))).any()
+            key = ("latest_in", tuple(spec.codelists), tuple(spec.matches), spec.months)
+            return self._agg(key, latest.is_not_null() & ~conflict, False)
+        if isinstance(c, LatestValueAtMost):
+            return self._bp_controlled(c)
+        if isinstance(c, Age):
+            parts = []
+            if c.age.min is not None:
+                parts.append(pl.col("age") >= c.age.min)
+            if c.age.max is not None:
+                parts.append(pl.col("age") <= c.age.max)
+            return pl.all_horizontal(parts).fill_null(False)
+        if isinstance(c, OnRegister):
+            return self.register(c.on_register)
+        if isinstance(c, InCohort):
+            return self.cohort(c.in_cohort)
+        if isinstance(c, Deprivation):
+            self.needs_deprivation = True
+            return pl.col("imd_decile").is_in(c.deprivation.imd_deciles).fill_null(False)
+        if isinstance(c, Ethnicity):
+            self.needs_ethnicity = True
+            parts = []
+            if c.ethnicity.categories:
+                parts.append(pl.col("ethnic_category").is_in(list(c.ethnicity.categories)))
+            if c.ethnicity.broad:
+                parts.append(pl.col("ethnicity_broad").is_in(list(c.ethnicity.broad)))
+            return pl.any_horizontal(parts).fill_null(False)
+        if isinstance(c, AllOf):
+            return pl.all_horizontal([self.criterion(x) for x in c.all_of])
+        if isinstance(c, AnyOf):
+            return pl.any_horizontal([self.criterion(x) for x in c.any_of])
+        if isinstance(c, Not):
+            return ~self.criterion(c.not_)
+        raise TypeError(f"no compiler rule for criterion {type(c).__name__}")
+
+    def _bp_controlled(self, c: LatestValueAtMost) -> pl.Expr:
+        spec = c.latest_value_at_most
+        systolic = self._latest_lowest_value(spec.systolic, spec.within_months)
+        diastolic = self._latest_lowest_value(spec.diastolic, spec.within_months)
+        bands = []
+        for t in spec.thresholds:
+            in_band = pl.lit(True)
+            if t.age_from is not None:
+                in_band = in_band & (pl.col("age") >= t.age_from)
+            if t.age_below is not None:
+                in_band = in_band & (pl.col("age") < t.age_below)
+            # At the threshold counts as controlled; no reading (null) is not controlled.
+            bands.append(in_band & (systolic <= t.systolic) & (diastolic <= t.diastolic))
+        return pl.any_horizontal(bands).fill_null(False)
+
+    # -- the per-patient frame
+
+    def frame(
+        self,
+        patients: pl.LazyFrame,
+        events: pl.LazyFrame,
+        deprivation: pl.LazyFrame | None,
+        ethnicity: pl.LazyFrame | None,
+        imd_vintage: str,
+    ) -> pl.LazyFrame:
+        """Return one row per patient with age and every aggregation the compiled rules use."""
+        month = self.reference_date.replace(day=1)
+        patients = _this_month(patients, month)
+        names = patients.collect_schema().names()
+        if "date_of_birth" in names and "age" in names:
+            age = pl.coalesce(age_at(self.reference_date, pl.col("date_of_birth")), pl.col("age").cast(pl.Int32))
+        elif "date_of_birth" in names:
+            age = age_at(self.reference_date, pl.col("date_of_birth"))
+        else:
+            age = pl.col("age").cast(pl.Int32)
+        base = patients.select(pl.col("patient_id"), age.alias("age"))
+        if self.aggs:
+            in_scope = _this_month(events, month).filter(
+                (pl.col("event_date") <= self.reference_date) & pl.col("code").is_in(sorted(self.codes))
+            )
+            per_patient = in_scope.group_by("patient_id").agg(expr.alias(name) for name, expr, _ in self.aggs.values())
+            base = base.join(per_patient, on="patient_id", how="left").with_columns(
+                pl.col(name).fill_null(fill) for name, _, fill in self.aggs.values() if fill is not None
+            )
+        if self.needs_deprivation:
+            if deprivation is None:
+                raise ValueError("a definition uses `deprivation` but no deprivation frame was given")
+            if imd_vintage not in IMD_DECILE_COLUMNS:
+                raise ValueError(f"imd_vintage must be one of {sorted(IMD_DECILE_COLUMNS)}, got {imd_vintage!r}")
+            deciles = _this_month(deprivation, month).select(
+                "patient_id", pl.col(IMD_DECILE_COLUMNS[imd_vintage]).cast(pl.Int8).alias("imd_decile")
+            )
+            base = base.join(deciles, on="patient_id", how="left")
+        if self.needs_ethnicity:
+            if ethnicity is None:
+                raise ValueError("a definition uses `ethnicity` but no ethnicity frame was given (see derive_ethnicity)")
+            base = base.join(
+                ethnicity.select("patient_id", "ethnic_category", "ethnicity_broad"), on="patient_id", how="left"
+            ).with_columns(pl.col("ethnicity_broad").fill_null(UNKNOWN))
+        return base
+
+
+def _this_month(frame: pl.LazyFrame, month: date) -> pl.LazyFrame:
+    # Staged tables carry the partition column; keep only this month's rows when present.
+    if "reporting_month" in frame.collect_schema().names():
+        return frame.filter(pl.col("reporting_month") == month)
+    return frame
+
+
+def _select(available: Mapping[str, Any], ids: Sequence[str] | None, kind: str) -> list[str]:
+    if ids is None:
+        return sorted(available)
+    unknown = [i for i in ids if i not in available]
+    if unknown:
+        raise KeyError(f"unknown {kind} id(s) {unknown}")
+    return list(ids)
+
+
+def _long(frame: pl.LazyFrame, rows: list[pl.Expr], keep: str, month: date) -> pl.LazyFrame:
+    # One struct per definition per patient, exploded to a long table: a single lazy plan.
+    return (
+        frame.select("patient_id", pl.concat_list(rows).alias("_row"))
+        .explode("_row")
+        .unnest("_row")
+        .filter(pl.col(keep))
+        .with_columns(pl.lit(month, dtype=pl.Date).alias("reporting_month"))
+    )
+
+
+# --- public evaluators -------------------------------------------------------------------
+
+
+def evaluate_registers(
+    defs: Definitions,
+    patients: pl.LazyFrame,
+    events: pl.LazyFrame,
+    codelists: Mapping[str, frozenset[str]],
+    reference_date: date,
+    register_ids: Sequence[str] | None = None,
+) -> pl.LazyFrame:
+    """Return who is on each register at R, with the deciding diagnosis code and date.
+
+    Arguments:
+        defs: validated definitions.
+        patients: staged patients (patient_id, date_of_birth and/or age).
+        events: staged events (patient_id, code, event_date, value).
+        codelists: codelist id -> codes (see `load_codelists`).
+        reference_date: R, the last day of the reporting month.
+        register_ids: registers to evaluate; default all.
+
+    Returns:
+        reporting_month, patient_id, register_id, register_version, diagnosis_date,
+        diagnosis_code — members only; the latest diagnosis code answers "why is this
+        patient on the register".
+    """
+    month = check_reference_date(reference_date)
+    compiler = _Compiler(defs, codelists, reference_date)
+    rows = []
+    for register_id in _select(defs.registers, register_ids, "register"):
+        definition: Register = defs.registers[register_id]
+        rows.append(
+            pl.struct(
+                pl.lit(register_id).alias("register_id"),
+                pl.lit(definition.version, dtype=pl.Int32).alias("register_version"),
+                compiler.register(register_id).alias("_is_on"),
+                compiler._latest_date(definition.diagnosis).alias("diagnosis_date"),
+                compiler._latest_code(definition.diagnosis).alias("diagnosis_code"),
+            )
+        )
+    frame = compiler.frame(patients, events, None, None, "IMD2019")
+    return _long(frame, rows, "_is_on", month).select(
+        "reporting_month", "patient_id", "register_id", "register_version", "diagnosis_date", "diagnosis_code"
+    )
+
+
+def evaluate_cohorts(
+    defs: Definitions,
+    patients: pl.LazyFrame,
+    events: pl.LazyFrame,
+    deprivation: pl.LazyFrame,
+    codelists: Mapping[str, frozenset[str]],
+    reference_date: date,
+    imd_vintage: str = "IMD2019",
+    ethnicity: pl.LazyFrame | None = None,
+    cohort_ids: Sequence[str] | None = None,
+) -> pl.LazyFrame:
+    """Return the members of each cohort at R.
+
+    Arguments:
+        defs: validated definitions.
+        patients, events: staged tables (see `evaluate_registers`).
+        deprivation: PATIENT_DEPRIVATION rows (patient_id, imd2019_decile, imd2025_decile).
+        codelists: codelist id -> codes.
+        reference_date: R, the last day of the reporting month.
+        imd_vintage: which national decile `deprivation` criteria use.
+        ethnicity: `derive_ethnicity` output; needed only by `ethnicity` criteria.
+        cohort_ids: cohorts to evaluate; default all.
+
+    Returns:
+        reporting_month, patient_id, cohort_id, cohort_version — members only.
+    """
+    month = check_reference_date(reference_date)
+    compiler = _Compiler(defs, codelists, reference_date)
+    rows = [
+        pl.struct(
+            pl.lit(cohort_id).alias("cohort_id"),
+            pl.lit(defs.cohorts[cohort_id].version, dtype=pl.Int32).alias("cohort_version"),
+            compiler.cohort(cohort_id).alias("_is_member"),
+        )
+        for cohort_id in _select(defs.cohorts, cohort_ids, "cohort")
+    ]
+    frame = compiler.frame(patients, events, deprivation, ethnicity, imd_vintage)
+    return _long(frame, rows, "_is_member", month).select("reporting_month", "patient_id", "cohort_id", "cohort_version")
+
+
+def evaluate_indicators(
+    defs: Definitions,
+    patients: pl.LazyFrame,
+    events: pl.LazyFrame,
+    deprivation: pl.LazyFrame,
+    codelists: Mapping[str, frozenset[str]],
+    reference_date: date,
+    imd_vintage: str = "IMD2019",
+    ethnicity: pl.LazyFrame | None = None,
+    indicator_ids: Sequence[str] | None = None,
+) -> pl.LazyFrame:
+    """Return one row per denominator patient per indicator, saying if they meet the numerator.
+
+    Arguments:
+        defs, patients, events, deprivation, codelists, reference_date, imd_vintage,
+        ethnicity: as for `evaluate_cohorts`.
+        indicator_ids: indicators to evaluate; default all.
+
+    Returns:
+        reporting_month, patient_id, indicator_id, indicator_version, is_numerator.
+    """
+    month = check_reference_date(reference_date)
+    compiler = _Compiler(defs, codelists, reference_date)
+    rows = []
+    for indicator_id in _select(defs.indicators, indicator_ids, "indicator"):
+        definition = defs.indicators[indicator_id]
+        in_denominator = compiler.criterion(definition.denominator)
+        rows.append(
+            pl.struct(
+                pl.lit(indicator_id).alias("indicator_id"),
+                pl.lit(definition.version, dtype=pl.Int32).alias("indicator_version"),
+                in_denominator.alias("_is_denominator"),
+                # The numerator only counts inside the denominator.
+                (in_denominator & compiler.criterion(definition.numerator)).alias("is_numerator"),
+            )
+        )
+    frame = compiler.frame(patients, events, deprivation, ethnicity, imd_vintage)
+    return _long(frame, rows, "_is_denominator", month).select(
+        "reporting_month", "patient_id", "indicator_id", "indicator_version", "is_numerator"
+    )
+
+
+def indicator_catalogue(defs: Definitions) -> pl.DataFrame:
+    """Return one row per indicator: what it is, which way is better, and its definition hash.
+
+    Arguments:
+        defs: validated definitions.
+
+    Returns:
+        indicator_id, indicator_version, title, clinical_area, direction, target,
+        unavailable_components ("component: reason"), definition_hash (sha256 of the
+        canonical text of the indicator and every register/cohort it uses).
+    """
+    rows = [
+        {
+            "indicator_id": ind.id,
+            "indicator_version": ind.version,
+            "title": ind.title,
+            "clinical_area": ind.clinical_area,
+            "direction": ind.direction,
+            "target": ind.target,
+            "unavailable_components": [f"{u.component}: {u.reason}" for u in ind.unavailable_components],
+            "definition_hash": defs.definition_hash("indicator", ind.id),
+        }
+        for ind in sorted(defs.indicators.values(), key=lambda i: i.id)
+    ]
+    schema = {
+        "indicator_id": pl.String,
+        "indicator_version": pl.Int32,
+        "title": pl.String,
+        "clinical_area": pl.String,
+        "direction": pl.String,
+        "target": pl.Float64,
+        "unavailable_components": pl.List(pl.String),
+        "definition_hash": pl.String,
+    }
+    return pl.DataFrame(rows, schema=schema)
