@@ -64,9 +64,10 @@ def _check_proportion(numerator_name: str, numerator: float, denominator_name: s
 #
 #     limits = (2x + z^2 -/+ z * sqrt(z^2 + 4x(1 - x/n))) / (2(n + z^2))
 #
-# The limits are clamped to [0, 1]: at x = 0 (or x = n) the closed form gives 0 (or 1)
-# exactly in real arithmetic, but z * sqrt(z^2) can differ from z^2 in the last bit, and a
-# published lower limit of -1e-17 would look like a bug to an analyst.
+# At x = 0 the lower limit is 0, and at x = n the upper limit is 1, exactly in real
+# arithmetic; in floating point z * sqrt(z^2) can differ from z^2 in the last bit (giving
+# -1e-17, or 0.9999999999999999 below a rate of 1.0), so those two limits are set exactly
+# and the rest clamped to [0, 1].
 
 
 def wilson_interval(numerator: float, denominator: float, confidence: float = 0.95, multiplier: float = 1) -> Interval:
@@ -98,8 +99,8 @@ def wilson_interval(numerator: float, denominator: float, confidence: float = 0.
     spread = z * math.sqrt(z2 + 4.0 * x * (1.0 - x / n))
     centre = 2.0 * x + z2
     scale = 2.0 * (n + z2)
-    lower = min(max((centre - spread) / scale, 0.0), 1.0)
-    upper = min(max((centre + spread) / scale, 0.0), 1.0)
+    lower = 0.0 if x == 0 else min(max((centre - spread) / scale, 0.0), 1.0)
+    upper = 1.0 if x == n else min(max((centre + spread) / scale, 0.0), 1.0)
     return Interval(x / n * multiplier, lower * multiplier, upper * multiplier)
 
 
@@ -119,8 +120,8 @@ def _wilson_exprs(x: pl.Expr, n: pl.Expr, z: float) -> tuple[pl.Expr, pl.Expr, p
     centre = pl.lit(2.0) * x + pl.lit(z2)
     scale = pl.lit(2.0) * (n + pl.lit(z2))
     value = pl.when(valid).then(x / n)
-    lower = pl.when(valid).then(((centre - spread) / scale).clip(0.0, 1.0))
-    upper = pl.when(valid).then(((centre + spread) / scale).clip(0.0, 1.0))
+    lower = pl.when(valid).then(pl.when(x == 0).then(pl.lit(0.0)).otherwise(((centre - spread) / scale).clip(0.0, 1.0)))
+    upper = pl.when(valid).then(pl.when(x == n).then(pl.lit(1.0)).otherwise(((centre + spread) / scale).clip(0.0, 1.0)))
     return value, lower, upper
 
 

@@ -1,0 +1,136 @@
+"""Invariants of the intervals and disclosure profiles, checked with hypothesis.
+
+Raise the number of examples with CORE20_HYPOTHESIS_EXAMPLES (default 50).
+"""
+
+from __future__ import annotations
+
+import os
+
+import polars as pl
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from pipelines.segmentation.disclosure import (
+    MIDPOINT6,
+    NHS_SUPPRESS_ROUND5,
+    OPENSAFELY_REDACT_ROUND5,
+    apply_profile,
+)
+from pipelines.segmentation.stats import newcombe_columns, newcombe_difference, wilson_columns, wilson_interval
+
+EXAMPLES = settings(max_examples=int(os.environ.get("CORE20_HYPOTHESIS_EXAMPLES", "50")), deadline=None)
+CONFIDENCE = st.sampled_from([0.8, 0.9, 0.95, 0.99, 0.998])
+
+
+@st.composite
+def proportions(draw, max_denominator=100_000):
+    denominator = draw(st.integers(1, max_denominator))
+    numerator = draw(st.integers(0, denominator))
+    return numerator, denominator
+
+
+@EXAMPLES
+@given(cases=st.lists(proportions(), min_size=1, max_size=20), confidence=CONFIDENCE)
+def test_wilson_vectorised_equals_scalar_exactly(cases, confidence):
+    frame = pl.DataFrame(cases, schema={"x": pl.Int64, "n": pl.Int64}, orient="row")
+    got = frame.select(wilson_columns("x", "n", confidence)).rows()
+    expected = [tuple(wilson_interval(x, n, confidence)) for x, n in cases]
+    assert got == expected
+
+
+@EXAMPLES
+@given(case=proportions(), confidence=CONFIDENCE)
+def test_wilson_limits_bracket_the_rate_inside_zero_one(case, confidence):
+    value, lower, upper = wilson_interval(*case, confidence=confidence)
+    assert 0.0 <= lower <= value <= upper <= 1.0
+
+
+@EXAMPLES
+@given(cases=st.lists(st.tuples(proportions(), proportions()), min_size=1, max_size=20), confidence=CONFIDENCE)
+def test_newcombe_vectorised_equals_scalar_exactly(cases, confidence):
+    flat = [(a, b, c, d) for (a, b), (c, d) in cases]
+    frame = pl.DataFrame(flat, schema={"a": pl.Int64, "b": pl.Int64, "c": pl.Int64, "d": pl.Int64}, orient="row")
+    got = frame.select(newcombe_columns("a", "b", "c", "d", confidence)).rows()
+    expected = [tuple(newcombe_difference(*row, confidence=confidence)) for row in flat]
+    assert got == expected
+
+
+@EXAMPLES
+@given(first=proportions(), second=proportions(), confidence=CONFIDENCE)
+def test_newcombe_limits_bracket_the_difference_inside_minus_one_one(first, second, confidence):
+    value, lower, upper = newcombe_difference(*first, *second, confidence=confidence)
+    assert -1.0 - 1e-12 <= lower <= value <= upper <= 1.0 + 1e-12
+
+
+@EXAMPLES
+@given(
+    numerators=st.lists(st.one_of(st.none(), st.integers(0, 10_000)), min_size=1, max_size=30),
+)
+def test_vectorised_intervals_are_null_exactly_where_undefined(numerators):
+    denominators = [None if x is None else (x if x % 3 else 0) for x in numerators]
+    frame = pl.DataFrame({"x": numerators, "n": denominators}, schema={"x": pl.Int64, "n": pl.Int64})
+    rates = frame.select(wilson_columns("x", "n"))
+    undefined = [x is None or n is None or n == 0 for x, n in zip(numerators, denominators)]
+    assert rates["rate"].is_null().to_list() == undefined
+    assert rates["rate_lower"].is_null().to_list() == undefined
+
+
+COUNTS = st.lists(st.one_of(st.none(), st.integers(0, 5_000)), min_size=1, max_size=40)
+
+
+@EXAMPLES
+@given(counts=COUNTS)
+def test_suppressing_profiles_never_publish_1_to_7(counts):
+    frame = pl.DataFrame({"n": counts}, schema={"n": pl.Int64})
+    for profile in (NHS_SUPPRESS_ROUND5, OPENSAFELY_REDACT_ROUND5):
+        published = apply_profile(frame, ["n"], profile)["n"]
+        assert published.is_between(1, 7).sum() == 0
+        assert (published.drop_nulls() % 5 == 0).all()
+        # Null in, null out; a true 0 is published as 0.
+        assert [p is None for p in published.to_list()] == [
+            c is None or (profile is NHS_SUPPRESS_ROUND5 and 1 <= c <= 7) for c in counts
+        ]
+        assert all(p == 0 for c, p in zip(counts, published.to_list()) if c == 0)
+
+
+@EXAMPLES
+@given(counts=COUNTS)
+def test_rounding_moves_a_count_by_at_most_half_the_base(counts):
+    frame = pl.DataFrame({"n": counts}, schema={"n": pl.Int64})
+    for profile, most in ((NHS_SUPPRESS_ROUND5, 2), (OPENSAFELY_REDACT_ROUND5, 2), (MIDPOINT6, 3)):
+        published = apply_profile(frame, ["n"], profile)["n"].to_list()
+        for true, shown in zip(counts, published):
+            if true is not None and shown is not None and not (profile is OPENSAFELY_REDACT_ROUND5 and true <= 7):
+                assert abs(shown - true) <= most
+
+
+@EXAMPLES
+@given(counts=COUNTS)
+def test_midpoint6_shows_only_band_midpoints_so_small_counts_are_indistinguishable(counts):
+    # Midpoint 6 does publish the number 3, but it stands for every count from 1 to 6, so
+    # no count of 1-7 can be read off the output (see disclosure.MIDPOINT6).
+    frame = pl.DataFrame({"n": counts}, schema={"n": pl.Int64})
+    published = apply_profile(frame, ["n"], MIDPOINT6)["n"].to_list()
+    for true, shown in zip(counts, published):
+        if true is None:
+            assert shown is None
+        elif true == 0:
+            assert shown == 0
+        else:
+            assert shown % 6 == 3 and shown - 3 < true <= shown + 3
+
+
+@EXAMPLES
+@given(case=proportions(max_denominator=2_000))
+def test_controlled_counts_stay_a_valid_proportion(case):
+    # Rounding is monotone, so numerator <= denominator survives disclosure control and the
+    # rate computed from controlled counts is always defined or null, never NaN.
+    frame = pl.DataFrame({"numerator": [case[0]], "denominator": [case[1]]})
+    for profile in (NHS_SUPPRESS_ROUND5, OPENSAFELY_REDACT_ROUND5, MIDPOINT6):
+        out = apply_profile(frame, ["numerator", "denominator"], profile)
+        x, n = out.row(0)[:2]
+        if x is not None and n is not None:
+            assert x <= n
+        rate = out.select(wilson_columns("numerator", "denominator"))["rate"]
+        assert not rate.is_nan().fill_null(False).any()
