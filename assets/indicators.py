@@ -1,0 +1,41 @@
+"""Indicator assets: per-patient numerator flags for every indicator whose inputs are present."""
+
+
+import dagster as dg
+import polars as pl
+
+from assets.cohorts import DEPRIVATION, compiled_inputs, month_of
+from assets.staging import EVENTS, MONTH_META, PATIENTS
+from pipelines.partitions import MONTHLY
+from pipelines.resources import PipelineSettings, ReferenceData
+from pipelines.segmentation import cohorts
+from pipelines.segmentation.extract import month_end
+
+
+@dg.asset(
+    key=["indicators", "patient_indicators"], partitions_def=MONTHLY, metadata=MONTH_META, group_name="indicators",
+    ins={"patients": dg.AssetIn(PATIENTS), "events": dg.AssetIn(EVENTS), "deprivation": dg.AssetIn(DEPRIVATION)},
+    description="One row per denominator patient per indicator, with whether they meet the numerator (private).",
+)
+def patient_indicators(context: dg.AssetExecutionContext, reference_data: ReferenceData, settings: PipelineSettings,
+                       patients: pl.DataFrame, events: pl.DataFrame, deprivation: pl.DataFrame) -> dg.Output:
+    defs, codelists = compiled_inputs(reference_data)
+    results = cohorts.evaluate_indicators(
+        defs, patients.lazy(), events.lazy(), deprivation.lazy(), codelists, month_end(month_of(context)),
+        imd_vintage=settings.primary_imd_vintage,
+    ).collect()
+    counts = results.group_by("indicator_id").agg(pl.len(), pl.col("is_numerator").sum()).sort("indicator_id")
+    return dg.Output(results, metadata={f"{i}": f"{num} of {den}" for i, den, num in counts.iter_rows()})
+
+
+@dg.asset(
+    key=["indicators", "indicator_catalogue"], partitions_def=MONTHLY, metadata=MONTH_META, group_name="indicators",
+    description="The indicator definitions used for the month: version, direction, target and definition hash.",
+)
+def indicator_catalogue(context: dg.AssetExecutionContext) -> pl.DataFrame:
+    from pipelines.segmentation import definitions
+
+    catalogue = cohorts.indicator_catalogue(definitions.load_definitions())
+    return catalogue.with_columns(pl.lit(month_of(context)).alias("reporting_month")).select(
+        "reporting_month", pl.exclude("reporting_month")
+    )

@@ -1,0 +1,135 @@
+"""`core20`: the analyst-facing command. It runs the same Dagster jobs the UI runs.
+
+    core20 synth --out DIR [--patients N] [--seed S] [--month YYYY-MM]
+    core20 run [--extract DIR] [--month YYYY-MM] [--warehouse PATH]
+
+Exit codes of `run`: 0 published; 2 a data-quality gate blocked publication (the published
+tables are unchanged); 1 the input or configuration could not be used (message says why).
+Nothing printed here carries a patient-level value.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+import warnings
+from datetime import date
+from pathlib import Path
+
+EXIT_OK, EXIT_ERROR, EXIT_BLOCKED = 0, 1, 2
+
+
+def _parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="core20", description="Core20PLUS5 healthcare-inequalities pipeline for ICS analysts.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    synth = sub.add_parser("synth", help="write a synthetic practice-register extract (for demos, tests and benchmarks)")
+    synth.add_argument("--out", required=True, type=Path, help="extracts root; the extract goes in OUT/YYYY-MM/")
+    synth.add_argument("--patients", type=int, default=20_000, help="number of patients (default 20000)")
+    synth.add_argument("--seed", type=int, default=20260, help="random seed: same seed, same extract")
+    synth.add_argument("--month", help="reporting month YYYY-MM (default: the last complete month)")
+    synth.add_argument("--defect-rate", type=float, default=0.02, help="share of rows given realistic defects")
+    synth.add_argument("--icb", default="QT1", help="ODS code of the ICB whose postcodes and practices are used")
+    synth.add_argument("--reference-dir", help="reference data folder (default $CORE20_REFERENCE_DIR or ../shared/reference_data)")
+
+    run = sub.add_parser("run", help="run the monthly pipeline for one month and publish its gap tables")
+    run.add_argument("--extract", help="extracts root holding YYYY-MM folders, or one extract folder (default data/extracts)")
+    run.add_argument("--month", help="reporting month YYYY-MM (default: the latest extract present)")
+    run.add_argument("--warehouse", help="DuckDB file (default $CORE20_WAREHOUSE or data/warehouse/core20plus5.duckdb)")
+    run.add_argument("--reference-dir", help="reference data folder (default $CORE20_REFERENCE_DIR or ../shared/reference_data)")
+    run.add_argument("--column-mapping", help="column-mapping YAML for a supplier's headers")
+    run.add_argument("--primary-vintage", choices=["IMD2019", "IMD2025"], help="IMD vintage Core20 is flagged on")
+    run.add_argument("--disclosure-profile", help="disclosure-control profile for published counts")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the `core20` command and return its exit code."""
+    args = _parse_args(argv)
+    warnings.filterwarnings("ignore")
+    os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
+    try:
+        if args.command == "synth":
+            return _synth(args)
+        return _run(args)
+    except KeyboardInterrupt:
+        print("core20: interrupted", file=sys.stderr)
+        return EXIT_ERROR
+
+
+def _synth(args: argparse.Namespace) -> int:
+    from pipelines.partitions import parse_month
+    from pipelines.segmentation import synth
+
+    month = parse_month(args.month) if args.month else synth.default_reporting_month()
+    folder = args.out / month.strftime("%Y-%m")
+    started = time.perf_counter()
+    truth = synth.generate_extract(
+        folder, reporting_month=month, n_patients=args.patients, seed=args.seed, icb_code=args.icb,
+        defect_rate=args.defect_rate, reference_dir=args.reference_dir,
+    )
+    manifest = json.loads((folder / "extract.json").read_text())
+    print(
+        f"wrote synthetic extract {folder} for {month:%Y-%m}: {args.patients:,} patients, "
+        f"{manifest.get('n_events', manifest.get('row_counts', {}).get('events', '?'))} events "
+        f"({time.perf_counter() - started:.1f} s); ground truth in {folder / 'ground_truth.json'}"
+    )
+    del truth
+    return EXIT_OK
+
+
+def _months_to_run(args: argparse.Namespace, source) -> list[str]:
+    from pipelines.partitions import month_key, parse_month
+
+    if args.month:
+        return [month_key(parse_month(args.month))]
+    root = source.root_path()
+    single = root / "extract.json"
+    if single.exists():
+        return [json.loads(single.read_text())["reporting_month"][:7] + "-01"]
+    available = source.months_available()
+    if not available:
+        raise ValueError(
+            f"no extracts found under {root}: expected YYYY-MM folders holding patients and events files "
+            "(make one with `core20 synth --out DIR`), or pass --extract and --month."
+        )
+    return [available[-1] + "-01"]
+
+
+def _run(args: argparse.Namespace) -> int:
+    from pipelines.definitions import build_definitions
+    from pipelines.resources import ExtractSource, PipelineSettings, resolve_warehouse_path
+
+    settings_kwargs = {}
+    if args.primary_vintage:
+        settings_kwargs["primary_imd_vintage"] = args.primary_vintage
+    if args.disclosure_profile:
+        settings_kwargs["disclosure_profile"] = args.disclosure_profile
+    source = ExtractSource(root=args.extract, column_mapping=args.column_mapping)
+    try:
+        months = _months_to_run(args, source)
+    except ValueError as error:
+        print(f"core20 run: {error}", file=sys.stderr)
+        return EXIT_ERROR
+    warehouse = resolve_warehouse_path(args.warehouse)
+    defs = build_definitions(
+        warehouse=str(warehouse), extracts=args.extract, reference_dir=args.reference_dir,
+        column_mapping=args.column_mapping, settings=PipelineSettings(**settings_kwargs),
+    )
+    from pipelines import runner
+
+    code = runner.ensure_reference(defs, warehouse)
+    if code != EXIT_OK:
+        return code
+    for key in months:
+        code = runner.run_month(defs, key, warehouse)
+        if code != EXIT_OK:
+            return code
+    return EXIT_OK
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

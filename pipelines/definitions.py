@@ -1,0 +1,58 @@
+"""The one place the Dagster Definitions object is built."""
+
+import dagster as dg
+
+from assets.cohorts import cohort_membership, register_membership
+from assets.gaps import audit_gap_table, published_gap_table, published_indicator_catalogue
+from assets.indicators import indicator_catalogue, patient_indicators
+from assets.population import patient_attributes, patient_deprivation
+from assets.reference import REFERENCE_ASSETS
+from assets.staging import staging_extract
+from pipelines.jobs import monthly_job, reference_job
+from pipelines.resources import ExtractSource, PipelineSettings, ReferenceData, Warehouse
+from pipelines.warehouse import DuckDBPolarsIOManager
+
+
+def build_definitions(
+    *,
+    warehouse: str | None = None,
+    extracts: str | None = None,
+    reference_dir: str | None = None,
+    column_mapping: str | None = None,
+    settings: PipelineSettings | None = None,
+) -> dg.Definitions:
+    """Return the Definitions with resources pointed at the given (or default) locations.
+
+    Arguments:
+        warehouse: DuckDB file (default $CORE20_WAREHOUSE or data/warehouse/core20plus5.duckdb).
+        extracts: extracts root or a single extract folder (default $CORE20_EXTRACTS or data/extracts).
+        reference_dir: reference directory (default $CORE20_REFERENCE_DIR or ../shared/reference_data).
+        column_mapping: a column-mapping file for the extracts.
+        settings: ICS settings (primary IMD vintage, disclosure profile, gate thresholds).
+    """
+    return dg.Definitions(
+        assets=[
+            *REFERENCE_ASSETS,
+            staging_extract,
+            patient_deprivation,
+            patient_attributes,
+            register_membership,
+            cohort_membership,
+            patient_indicators,
+            indicator_catalogue,
+            audit_gap_table,
+            published_gap_table,
+            published_indicator_catalogue,
+        ],
+        jobs=[monthly_job, reference_job],
+        resources={
+            "io_manager": DuckDBPolarsIOManager(database=warehouse),
+            "warehouse": Warehouse(path=warehouse),
+            "extracts": ExtractSource(root=extracts, column_mapping=column_mapping),
+            "reference_data": ReferenceData(directory=reference_dir),
+            "settings": settings or PipelineSettings(),
+        },
+    )
+
+
+defs = build_definitions()

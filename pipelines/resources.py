@@ -1,0 +1,104 @@
+"""Resources: where the warehouse, the reference data and the extracts are, and run settings.
+
+Every path has a default that works from a fresh clone; an environment variable overrides
+it (read when the run starts, never at import time), and Dagster run config overrides both.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Optional
+
+import dagster as dg
+
+from pipelines.segmentation.extract import SUFFIXES, ExtractError
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_WAREHOUSE = REPO_ROOT / "data" / "warehouse" / "core20plus5.duckdb"
+DEFAULT_EXTRACTS = REPO_ROOT / "data" / "extracts"
+WAREHOUSE_ENV = "CORE20_WAREHOUSE"
+EXTRACTS_ENV = "CORE20_EXTRACTS"
+
+
+def resolve_warehouse_path(path: str | None = None) -> Path:
+    """Return the warehouse file: the argument, else $CORE20_WAREHOUSE, else data/warehouse/."""
+    return Path(path or os.environ.get(WAREHOUSE_ENV) or DEFAULT_WAREHOUSE).expanduser().resolve()
+
+
+class ReferenceData(dg.ConfigurableResource):
+    """The shared reference directory (IMD, lookups, boundaries, codelists), checked by sha256."""
+
+    directory: Optional[str] = None
+
+    def path(self) -> Path:
+        """Return the resolved reference directory (argument, $CORE20_REFERENCE_DIR, default)."""
+        from reference_data.loader import resolve_reference_dir
+
+        return resolve_reference_dir(self.directory)
+
+
+class ExtractSource(dg.ConfigurableResource):
+    """Where monthly extracts arrive: `root/YYYY-MM/` folders, or one extract folder itself."""
+
+    root: Optional[str] = None
+    column_mapping: Optional[str] = None
+
+    def root_path(self) -> Path:
+        """Return the extracts root (argument, $CORE20_EXTRACTS, default data/extracts)."""
+        return Path(self.root or os.environ.get(EXTRACTS_ENV) or DEFAULT_EXTRACTS).expanduser().resolve()
+
+    def folder_for(self, month_key: str) -> Path:
+        """Return the extract folder for a partition key such as '2026-10-01'."""
+        root = self.root_path()
+        if any((root / f"patients{suffix}").exists() for suffix in SUFFIXES):
+            return root
+        folder = root / month_key[:7]
+        if not folder.is_dir():
+            raise ExtractError(
+                f"no extract for {month_key[:7]}: expected a folder {folder} holding patients and events files."
+            )
+        return folder
+
+    def mapping_path(self) -> Path | None:
+        """Return the configured column-mapping file, if any (else the folder's own is used)."""
+        return Path(self.column_mapping).expanduser().resolve() if self.column_mapping else None
+
+    def months_available(self) -> list[str]:
+        """Return the YYYY-MM folders under the root that hold a patients file, oldest first."""
+        root = self.root_path()
+        if not root.is_dir():
+            return []
+        return sorted(
+            p.name
+            for p in root.iterdir()
+            if p.is_dir() and len(p.name) == 7 and any((p / f"patients{s}").exists() for s in SUFFIXES)
+        )
+
+
+class Warehouse(dg.ConfigurableResource):
+    """The DuckDB warehouse file (one writer at a time: jobs use the in-process executor)."""
+
+    path: Optional[str] = None
+
+    def file(self) -> Path:
+        """Return the resolved warehouse path."""
+        return resolve_warehouse_path(self.path)
+
+
+class PipelineSettings(dg.ConfigurableResource):
+    """ICS choices that change figures, recorded with the outputs they produce.
+
+    Attributes:
+        primary_imd_vintage: the IMD vintage Core20 is flagged on (both are always attached).
+        disclosure_profile: the disclosure-control profile applied to published counts.
+        min_decile_match_rate: block the run when fewer than this share of patients with a
+            valid English postcode get a decile (a data problem, not a deprived population).
+        practice_fallback: substitute the practice's LSOA for unmatched patients (a different
+            statistic; off by default and flagged per row when on).
+    """
+
+    primary_imd_vintage: str = "IMD2025"
+    disclosure_profile: str = "nhs_suppress_1_7_round_5"
+    min_decile_match_rate: float = 0.95
+    practice_fallback: bool = False

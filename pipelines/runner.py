@@ -1,0 +1,194 @@
+"""Run the Dagster jobs in-process for the CLI and explain the outcome to an analyst."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from pathlib import Path
+
+import dagster as dg
+
+from pipelines.jobs import MONTHLY_JOB, REFERENCE_JOB
+from pipelines.warehouse import built_pins, connect, table_exists
+
+EXIT_OK, EXIT_ERROR, EXIT_BLOCKED = 0, 1, 2
+QUIET_LOGS = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
+
+
+def _instance() -> dg.DagsterInstance:
+    # With DAGSTER_HOME set (make run sets it), CLI runs join the UI's persistent run history.
+    if os.environ.get("DAGSTER_HOME"):
+        return dg.DagsterInstance.get()
+    return dg.DagsterInstance.ephemeral()
+
+
+def _say(message: str) -> None:
+    print(message, flush=True)
+
+
+def stale_reference_assets(defs: dg.Definitions, warehouse: Path) -> list[dg.AssetKey]:
+    """Return the reference assets whose table is missing or was built from other pinned files."""
+    built: dict[str, str] = {}
+    if warehouse.exists():
+        with connect(warehouse, read_only=True) as con:
+            built = built_pins(con)
+    stale = []
+    for spec in defs.resolve_all_asset_specs():
+        if spec.group_name != "reference":
+            continue
+        table = f"{spec.key.path[0]}.{spec.key.path[-1]}"
+        if built.get(table) != spec.metadata.get("reference_pin"):
+            stale.append(spec.key)
+    return stale
+
+
+def ensure_reference(defs: dg.Definitions, warehouse: Path) -> int:
+    """Build the reference tables that are missing or stale; return an exit code."""
+    stale = stale_reference_assets(defs, warehouse)
+    if not stale:
+        return EXIT_OK
+    _say(
+        f"loading {len(stale)} reference table(s) into {warehouse} "
+        "(once per reference-data version; the spatial postcode lookup takes longest)"
+    )
+    started = time.perf_counter()
+    result = defs.get_job_def(REFERENCE_JOB).execute_in_process(
+        instance=_instance(), asset_selection=stale, raise_on_error=False, run_config=QUIET_LOGS
+    )
+    if not result.success:
+        print(f"core20 run: reference data could not be loaded: {failure_message(result)}", file=sys.stderr)
+        return EXIT_ERROR
+    _say(f"  reference data ready ({time.perf_counter() - started:.0f} s)")
+    return EXIT_OK
+
+
+def failure_message(result: dg.ExecuteInProcessResult) -> str:
+    """Return the analyst-facing reason a run failed: the failed gate, or the step's error."""
+    blocked = blocked_gates(result)
+    if blocked:
+        return "; ".join(blocked)
+    for event in result.all_events:
+        if event.event_type_value == "STEP_FAILURE":
+            error = event.event_specific_data.error
+            # The user-facing error is the innermost cause (e.g. ExtractError), not Dagster's wrapper.
+            while error.cause is not None:
+                error = error.cause
+            return f"step {event.step_key} failed: {error.message.strip()}"
+    return "the run failed without a step failure (see the Dagster UI for the run)"
+
+
+def blocked_gates(result: dg.ExecuteInProcessResult) -> list[str]:
+    """Return a description of every failed blocking check in a run (counts only, no values)."""
+    failures = []
+    for event in result.all_events:
+        if event.event_type_value != "ASSET_CHECK_EVALUATION":
+            continue
+        evaluation = event.event_specific_data
+        if evaluation.passed:
+            continue
+        summary = evaluation.metadata.get("summary")
+        text = summary.value if summary is not None else ""
+        failures.append(f"gate {evaluation.asset_key.to_user_string()}:{evaluation.check_name} blocked — {text}")
+    return failures
+
+
+def run_month(defs: dg.Definitions, partition_key: str, warehouse: Path) -> int:
+    """Run the monthly job for one partition, print the outcome and return an exit code."""
+    _say(f"running {partition_key[:7]} ...")
+    started = time.perf_counter()
+    result = defs.get_job_def(MONTHLY_JOB).execute_in_process(
+        instance=_instance(), partition_key=partition_key, raise_on_error=False, run_config=QUIET_LOGS
+    )
+    elapsed = time.perf_counter() - started
+    if not result.success:
+        blocked = blocked_gates(result)
+        if blocked:
+            print(f"core20 run: {partition_key[:7]} NOT published — a data-quality gate blocked it. "
+                  "The previously published tables are unchanged.", file=sys.stderr)
+            for line in blocked:
+                print(f"  {line}", file=sys.stderr)
+            return EXIT_BLOCKED
+        print(f"core20 run: {partition_key[:7]} NOT published: {failure_message(result)}", file=sys.stderr)
+        return EXIT_ERROR
+    _say(f"  published {partition_key[:7]} in {elapsed:.0f} s")
+    print_summary(warehouse, partition_key)
+    return EXIT_OK
+
+
+def month_summary(warehouse: Path, partition_key: str) -> dict:
+    """Return the headline figures for a published month (aggregates only)."""
+    from datetime import date
+
+    month = date.fromisoformat(partition_key)
+    with connect(warehouse, read_only=True) as con:
+        settings_vintage = con.execute(
+            "select imd_vintage from published.gap_table where reporting_month = ? and breakdown = 'overall' limit 1",
+            [month],
+        ).fetchone()
+        vintage = settings_vintage[0] if settings_vintage else "IMD2025"
+        column = "imd2019_decile" if vintage == "IMD2019" else "imd2025_decile"
+        method = column.replace("decile", "method")
+        n, matched, core20, english_valid, english_matched = con.execute(
+            f"""
+            select count(*),
+                   count({column}),
+                   count(*) filter (where {column} <= 2),
+                   count(*) filter (where {method} not in ('outside_england', 'invalid_postcode', 'blank')),
+                   count({column}) filter (where {method} not in ('outside_england', 'invalid_postcode', 'blank'))
+            from population.patient_deprivation where reporting_month = ?
+            """,
+            [month],
+        ).fetchone()
+        gaps = con.execute(
+            """
+            select indicator_id, "group", numerator, denominator, rate, rate_lower, rate_upper,
+                   gap, gap_lower, gap_upper, comparison
+            from published.gap_table
+            where reporting_month = ? and breakdown = 'core20' and imd_vintage = ? and "group" in ('core20', 'rest')
+            order by indicator_id, "group"
+            """,
+            [month, vintage],
+        ).fetchall()
+        has_catalogue = table_exists(con, "published", "indicator_catalogue")
+        titles = (
+            dict(con.execute(
+                "select indicator_id, title from published.indicator_catalogue where reporting_month = ?", [month]
+            ).fetchall())
+            if has_catalogue
+            else {}
+        )
+    indicators: dict[str, dict] = {}
+    for row in gaps:
+        indicator, group = row[0], row[1]
+        indicators.setdefault(indicator, {"title": titles.get(indicator, indicator)})[group] = {
+            "numerator": row[2], "denominator": row[3], "rate": row[4], "rate_lower": row[5], "rate_upper": row[6],
+            "gap": row[7], "gap_lower": row[8], "gap_upper": row[9], "comparison": row[10],
+        }
+    return {
+        "month": partition_key[:7], "imd_vintage": vintage, "n_patients": n, "n_matched": matched, "n_core20": core20,
+        "n_english_valid": english_valid, "n_english_matched": english_matched, "indicators": indicators,
+    }
+
+
+def _pct(value: float | None) -> str:
+    return "suppressed" if value is None else f"{100 * value:.1f}%"
+
+
+def print_summary(warehouse: Path, partition_key: str) -> None:
+    """Print the month's headline figures for an analyst."""
+    s = month_summary(warehouse, partition_key)
+    n = max(s["n_patients"], 1)
+    _say(f"\n{s['month']} — {s['n_patients']:,} registered patients")
+    _say(f"  matched to a national {s['imd_vintage']} decile: {s['n_matched'] / n:.1%} of all patients; "
+         f"{s['n_english_matched'] / max(s['n_english_valid'], 1):.1%} of those with a valid English postcode")
+    _say(f"  Core20 (national deciles 1-2): {s['n_core20'] / max(s['n_matched'], 1):.1%} of matched patients")
+    for indicator, figures in sorted(s["indicators"].items()):
+        core, rest = figures.get("core20", {}), figures.get("rest", {})
+        _say(f"  {figures['title']}")
+        _say(f"    Core20 {_pct(core.get('rate'))} ({core.get('numerator')}/{core.get('denominator')})"
+             f"  vs rest {_pct(rest.get('rate'))} ({rest.get('numerator')}/{rest.get('denominator')})")
+        if core.get("gap") is not None:
+            _say(f"    gap {100 * core['gap']:+.1f} points (95% CI {100 * core['gap_lower']:+.1f} to "
+                 f"{100 * core['gap_upper']:+.1f}): Core20 {core['comparison']}")
+    _say(f"\nwarehouse: {warehouse}  (published schema: published.gap_table, published.indicator_catalogue)")
