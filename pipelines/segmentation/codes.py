@@ -125,6 +125,8 @@ def postcode_status(expr: pl.Expr) -> pl.Expr:
         .when(normalise_postcode(text).is_null())
         .then(pl.lit("invalid"))
         .otherwise(pl.lit("valid"))
+        # Keep the input column's name, like the other functions here (not "literal").
+        .name.keep()
     )
 
 

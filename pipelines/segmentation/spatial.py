@@ -16,6 +16,11 @@ Facts measured on the shared reference data (the ONS May 2022 lookup, Code-Point
   gives the 2011 LSOA (a postcode cannot leave its parent).
 * 92.7% of split-LSOA postcode centroids fall inside one of their own children; the rest
   (generalisation again) go to the nearest child.
+* For postcodes newer than the lookup, every polygon within `CANDIDATE_DISTANCE_M` is a
+  candidate. Checked on the 1.38 million live English postcodes whose 2021 LSOA is exact
+  (U/M): the chosen polygon gives the right IoD2025 decile for 91.5% of them, 99.0% when
+  `is_decile_certain`, and the true LSOA is among the candidates for 99.1%
+  (`place_points` over those postcodes versus the lookup).
 * Only 21% of split-LSOA postcodes have all children sharing one IoD2025 decile, but 87%
   share Core20 status: `is_core20_certain` is usually True even when the decile is not.
 
