@@ -15,7 +15,7 @@ from assets.staging import MONTH_META
 from pipelines.gates import run_suite
 from pipelines.partitions import MONTHLY
 from pipelines.resources import PipelineSettings
-from pipelines.segmentation.disclosure import PROFILES
+from pipelines.segmentation.disclosure import PROFILES, unpublishable_counts
 from pipelines.segmentation.gaps import build_gap_table
 
 AUDIT_GAPS = dg.AssetKey(["audit", "gap_table"])
@@ -34,12 +34,13 @@ AUDIT_GAPS = dg.AssetKey(["audit", "gap_table"])
 )
 def audit_gap_table(context: dg.AssetExecutionContext, settings: PipelineSettings, results: pl.DataFrame,
                     attributes: pl.DataFrame, catalogue: pl.DataFrame):
+    profile = PROFILES[settings.disclosure_profile]
     table = build_gap_table(
-        results.lazy(), attributes.lazy(), catalogue, profile=PROFILES[settings.disclosure_profile],
+        results.lazy(), attributes.lazy(), catalogue, profile=profile,
         primary_vintage=settings.primary_imd_vintage,
     )
     yield dg.Output(table, metadata={"n_rows": table.height, "disclosure_profile": settings.disclosure_profile})
-    gate = run_suite(table, "audit.gap_table")
+    gate = run_suite(table, "audit.gap_table", {"unpublishable_counts": unpublishable_counts(profile)})
     yield dg.AssetCheckResult(check_name="published_invariants", passed=gate.success,
                               metadata={**gate.metadata(), "summary": gate.summary()})
 

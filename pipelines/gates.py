@@ -121,6 +121,7 @@ def load_suite(path: Path, params: dict[str, Any] | None = None):
     import great_expectations.expectations as gxe
     from pydantic import ValidationError as V2ValidationError
 
+    gx.get_context(mode="ephemeral")  # GX 1.x builds suites only inside an active context
     try:
         raw = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:

@@ -132,8 +132,11 @@ def read_table(
     """Return a table, or one partition of it, as a polars frame."""
     target = f"{quote(schema)}.{quote(table)}"
     if partition_column is None:
-        return con.execute(f"select * from {target}").pl()
-    return con.execute(f"select * from {target} where {quote(partition_column)} = ?", [partition_value]).pl()
+        relation = con.sql(f"select * from {target}")
+    else:
+        relation = con.sql(f"select * from {target} where {quote(partition_column)} = $1", params=[partition_value])
+    # duckdb 2.0 results have no .pl(); a relation's Arrow table is the copy-free route into polars.
+    return pl.from_arrow(relation.to_arrow_table())
 
 
 def record_build(con: duckdb.DuckDBPyConnection, table: str, pin: str) -> None:

@@ -199,3 +199,23 @@ def apply_profile(frame: FrameT, columns: Sequence[str], profile: DisclosureProf
         *[profile.control(c).alias(c) for c in columns],
         small.alias("is_suppressed"),
     )
+
+
+def unpublishable_counts(profile: DisclosureProfile, upper: int = 7) -> list[int]:
+    """Return the counts from 1 to `upper` that this profile can never publish.
+
+    The published-table gate forbids exactly these values, so each profile is held to its
+    own promise: rounding to 5 after suppressing 1-7 never shows 1-7, while midpoint 6 may
+    show 3 (the midpoint of the band 1-6) and nothing else below 8.
+
+    Examples:
+        >>> unpublishable_counts(NHS_SUPPRESS_ROUND5)
+        [1, 2, 3, 4, 5, 6, 7]
+        >>> unpublishable_counts(MIDPOINT6)
+        [1, 2, 4, 5, 6, 7]
+    """
+    if profile.name == NONE.name:
+        raise ValueError("disclosure profile 'none' is for private checks only; published tables need control")
+    counts = pl.DataFrame({"n": list(range(0, 10 * upper + 1))})
+    published = set(apply_profile(counts, ["n"], profile)["n"].drop_nulls().to_list())
+    return [k for k in range(1, upper + 1) if k not in published]

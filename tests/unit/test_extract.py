@@ -1,0 +1,159 @@
+"""The input contract: reading, column mapping, casting and the errors an analyst sees."""
+
+import datetime as dt
+import gzip
+
+import polars as pl
+import pytest
+
+from pipelines.segmentation.extract import ExtractError, month_end, read_extract, stage_extract
+
+MONTH = dt.date(2026, 10, 1)
+
+PATIENTS_CSV = """patient_id,practice_code,postcode,date_of_birth,sex,registration_start_date,registration_end_date
+p1,c84001,ng7 2uh,1980-05-17,F,2010-01-01,
+p2,C84001,NG72UH,2008-10-31,M,2010-01-01,
+p3,C84001,,1950-01-01,M,2010-01-01,2026-10-31
+p4,C84001,NOT KNOWN,1950-01-01,U,2010-01-01,2026-09-30
+p5,C84001,NG7 2UH,1990-01-01,F,2026-11-01,
+"""
+
+EVENTS_CSV = """patient_id,code,event_date,value
+p1,72313002,2026-10-31,138
+p1,72313002,2026-10-31,138
+p1,72313002,2026-11-01,150
+p4,72313002,2026-01-01,120
+p2,1091811000000102,2026-05-01,
+"""
+
+
+def write(folder, patients=PATIENTS_CSV, events=EVENTS_CSV, mapping=None):
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "patients.csv").write_text(patients)
+    (folder / "events.csv").write_text(events)
+    if mapping is not None:
+        (folder / "column_mapping.yaml").write_text(mapping)
+    return folder
+
+
+def test_staging_keeps_patients_registered_at_month_end(tmp_path):
+    staged = stage_extract(read_extract(write(tmp_path / "x")), MONTH)
+    # p3 ends on the reference date (not after it), p4 ended before, p5 starts after: all out.
+    assert staged.patients["patient_id"].to_list() == ["p1", "p2"]
+    assert staged.counts["n_not_registered_at_month_end"] == 3
+
+
+def test_staging_normalises_codes_and_computes_age_at_month_end(tmp_path):
+    staged = stage_extract(read_extract(write(tmp_path / "x")), MONTH)
+    rows = staged.patients.select("patient_id", "practice_code", "postcode", "postcode_status", "age").rows()
+    # p2 turns 18 on 2026-10-31, the reference date itself.
+    assert rows == [("p1", "C84001", "NG7 2UH", "valid", 46), ("p2", "C84001", "NG7 2UH", "valid", 18)]
+
+
+def test_staging_drops_exact_duplicate_events_and_events_after_month_end(tmp_path):
+    staged = stage_extract(read_extract(write(tmp_path / "x")), MONTH)
+    assert staged.counts["n_duplicate_event_rows"] == 1
+    assert staged.counts["n_events_after_month_end"] == 1
+    # p4's event goes with p4 (not registered); p1 keeps one copy of its 31 Oct reading.
+    assert staged.events.select("patient_id", "event_date", "value").rows() == [
+        ("p1", dt.date(2026, 10, 31), 138.0),
+        ("p2", dt.date(2026, 5, 1), None),
+    ]
+
+
+def test_column_mapping_renames_supplier_headers_and_codes(tmp_path):
+    patients = """PatientGUID;Org;PC;DOB;Gender;RegDate;DeRegDate
+a;C84001;NG7 2UH;17/05/1980;2;01/01/2010;
+"""
+    events = """PatientGUID;Snomed;Effective;Val
+a;72313002;31/10/2026;138
+"""
+    mapping = """
+patients: {patient_id: PatientGUID, practice_code: Org, postcode: PC, date_of_birth: DOB, sex: Gender,
+           registration_start_date: RegDate, registration_end_date: DeRegDate}
+events: {patient_id: PatientGUID, code: Snomed, event_date: Effective, value: Val}
+options: {date_format: "%d/%m/%Y", delimiter: ";", sex_values: {"1": M, "2": F}}
+"""
+    staged = stage_extract(read_extract(write(tmp_path / "x", patients, events, mapping)), MONTH)
+    assert staged.patients.select("patient_id", "sex", "date_of_birth").rows() == [("a", "F", dt.date(1980, 5, 17))]
+    assert staged.events["value"].to_list() == [138.0]
+
+
+def test_year_and_month_of_birth_are_accepted(tmp_path):
+    patients = """patient_id,practice_code,postcode,year_of_birth,month_of_birth,sex,registration_start_date,registration_end_date
+a,C84001,NG7 2UH,2008,10,F,2010-01-01,
+"""
+    staged = stage_extract(read_extract(write(tmp_path / "x", patients)), MONTH)
+    # Mid-month (15th) stands in for the unknown day: 18 at the end of October 2026.
+    assert staged.patients.select("date_of_birth", "age").rows() == [(dt.date(2008, 10, 15), 18)]
+
+
+def test_parquet_and_gzipped_csv_are_read(tmp_path):
+    folder = write(tmp_path / "x")
+    pl.read_csv(folder / "patients.csv", infer_schema_length=0).write_parquet(folder / "patients.parquet")
+    (folder / "patients.csv").unlink()
+    with gzip.open(folder / "events.csv.gz", "wt") as handle:
+        handle.write(EVENTS_CSV)
+    (folder / "events.csv").unlink()
+    assert stage_extract(read_extract(folder), MONTH).patients.height == 2
+
+
+@pytest.mark.parametrize(
+    ("patients", "events", "expected"),
+    [
+        (PATIENTS_CSV.replace("sex", "gender"), EVENTS_CSV, r"patients.csv: required column\(s\) \['sex'\] are missing"),
+        (PATIENTS_CSV.replace(",", ";"), EVENTS_CSV, r"only one column was found: is the delimiter right\?"),
+        (PATIENTS_CSV.replace("1980-05-17", "17/05/1980"), EVENTS_CSV, r"column 'date_of_birth' has 1 value\(s\) that are not dates in the form %Y-%m-%d"),
+        (PATIENTS_CSV.replace(",F,", ",X,", 1), EVENTS_CSV, r"column 'sex' has 1 value\(s\) outside"),
+        (PATIENTS_CSV, EVENTS_CSV.replace(",138", ",high", 1), r"events.csv: column 'value' has 1 value\(s\) that are not Float64"),
+        (PATIENTS_CSV.splitlines()[0] + "\n", EVENTS_CSV, r"patients.csv: has a header but no rows"),
+        (PATIENTS_CSV.replace("p2,", "p1,", 1), EVENTS_CSV, r"column 'patient_id' has 1 id\(s\) appearing on more than one row"),
+    ],
+)
+def test_malformed_inputs_name_the_file_and_column(tmp_path, patients, events, expected):
+    with pytest.raises(ExtractError, match=expected):
+        stage_extract(read_extract(write(tmp_path / "x", patients, events)), MONTH)
+
+
+def test_error_messages_carry_no_patient_values(tmp_path):
+    patients = PATIENTS_CSV.replace("1980-05-17", "17/05/1980")
+    with pytest.raises(ExtractError) as caught:
+        read_extract(write(tmp_path / "x", patients))
+    message = str(caught.value)
+    assert "17/05/1980" not in message and "p1" not in message and "NG7" not in message.upper()
+
+
+def test_missing_and_empty_files(tmp_path):
+    with pytest.raises(ExtractError, match="does not exist"):
+        read_extract(tmp_path / "nowhere")
+    folder = write(tmp_path / "x")
+    (folder / "events.csv").unlink()
+    with pytest.raises(ExtractError, match=r"has no 'events' file: expected one of events.parquet"):
+        read_extract(folder)
+    (folder / "events.csv").write_text("")
+    with pytest.raises(ExtractError, match="events.csv: the file is empty"):
+        read_extract(folder)
+
+
+def test_truncated_parquet_is_named(tmp_path):
+    folder = write(tmp_path / "x")
+    pl.read_csv(folder / "events.csv").write_parquet(folder / "events.parquet")
+    (folder / "events.csv").unlink()
+    data = (folder / "events.parquet").read_bytes()
+    (folder / "events.parquet").write_bytes(data[: len(data) // 2])
+    with pytest.raises(ExtractError, match=r"events.parquet: could not be read as Parquet"):
+        read_extract(folder)
+
+
+def test_mapping_file_errors_name_the_problem(tmp_path):
+    folder = write(tmp_path / "x", mapping="patients: {patient_ident: PatientGUID}\n")
+    with pytest.raises(ExtractError, match=r"maps unknown contract column\(s\) \['patient_ident'\]"):
+        read_extract(folder)
+    folder = write(tmp_path / "y", mapping="options: {lsoa_vintage: 2001}\n")
+    with pytest.raises(ExtractError, match="'lsoa_vintage' must be 2011 or 2021"):
+        read_extract(folder)
+
+
+def test_month_end_handles_leap_years():
+    assert month_end(dt.date(2024, 2, 1)) == dt.date(2024, 2, 29)
+    assert month_end(dt.date(2026, 12, 1)) == dt.date(2026, 12, 31)
