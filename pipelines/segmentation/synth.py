@@ -235,6 +235,7 @@ def generate_extract(
 # --- calendar -----------------------------------------------------------------------------
 
 def _days(d: date) -> int:
+    """Return the day number (days since 1970-01-01) of a date."""
     return (d - _EPOCH).days
 
 
@@ -266,6 +267,7 @@ class _Calendar:
 
 
 def _ymd(days: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Return (year, month, day) arrays of day numbers."""
     d = days.astype("datetime64[D]")
     y = d.astype("datetime64[Y]")
     m = d.astype("datetime64[M]")
@@ -538,12 +540,11 @@ class _ConditionState:
 def _draw_conditions(rng: np.random.Generator, people: _People, cal: _Calendar) -> dict[str, _ConditionState]:
     """Draw who has each condition, and who has it resolved or resolved then re-diagnosed."""
     out: dict[str, _ConditionState] = {}
-    eth_mult_of = np.asarray
     for c in _CONDITIONS:  # eight conditions, each vectorised over everyone
         knots_age, knots_val = c.age_knots
         raw = np.interp(people.age, knots_age, knots_val)
         raw = raw * c.deprivation_ratio ** ((10 - people.decile) / 9.0)
-        raw = raw * eth_mult_of(c.ethnicity_multipliers)[people.eth6]
+        raw = raw * np.asarray(c.ethnicity_multipliers)[people.eth6]
         if c.name == "epilepsy":
             raw = raw * np.where(out["ld"].ever, 8.0, 1.0)  # epilepsy is far commoner with LD
         scope = people.age >= c.min_scope_age
@@ -736,6 +737,7 @@ def _emit_bp(rng, ref: _Reference, events: _EventBuffer, pid, day, sys, dia) -> 
 
 
 def _normal_bp(rng, age: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Return everyday (systolic, diastolic) readings, systolic rising with age (approximate)."""
     sys = np.clip(np.rint(rng.normal(118 + 0.45 * np.maximum(age - 18, 0), 13)), 90, 200)
     dia = np.clip(np.rint(rng.normal(76, 8, age.size)), 50, 120)
     return sys, dia
@@ -1023,6 +1025,7 @@ def _patient_ids(rng: np.random.Generator, n: int) -> pl.Series:
 
 
 def _dates(days: np.ndarray, missing: np.ndarray | None = None) -> pl.Series:
+    """Return a Date series of day numbers, null where `missing`."""
     s = pl.Series(days.astype(np.int32)).cast(pl.Date)
     if missing is not None:
         s = pl.select(pl.when(pl.Series(missing)).then(None).otherwise(s)).to_series()
@@ -1030,6 +1033,7 @@ def _dates(days: np.ndarray, missing: np.ndarray | None = None) -> pl.Series:
 
 
 def _patients_frame(ref: _Reference, people: _People, ids: pl.Series, postcodes: pl.Series) -> pl.DataFrame:
+    """Return the patients table in the input contract's column order and types."""
     frame = pl.DataFrame({
         "patient_id": ids,
         "practice_code": ref.practice_codes.gather(people.practice),
@@ -1046,6 +1050,7 @@ def _patients_frame(ref: _Reference, people: _People, ids: pl.Series, postcodes:
 
 
 def _events_frame(ref: _Reference, ids: pl.Series, rows: pl.DataFrame) -> pl.DataFrame:
+    """Return the events table in the input contract's column order and types."""
     frame = pl.DataFrame({
         "patient_id": ids.gather(rows["pid"]),
         "code": ref.codes.gather(rows["code"]),
