@@ -114,6 +114,16 @@ def _run(args: argparse.Namespace) -> int:
     except ValueError as error:
         print(f"core20 run: {error}", file=sys.stderr)
         return EXIT_ERROR
+    from pipelines.partitions import MONTHLY
+
+    known = set(MONTHLY.get_partition_keys())
+    for key in months:
+        if key not in known:
+            print(
+                f"core20 run: {key[:7]} is not a reporting month that can run: months run from "
+                f"{min(known)[:7]} to the last complete month, {max(known)[:7]}.", file=sys.stderr,
+            )
+            return EXIT_ERROR
     warehouse = resolve_warehouse_path(args.warehouse)
     defs = build_definitions(
         warehouse=str(warehouse), extracts=args.extract, reference_dir=args.reference_dir,

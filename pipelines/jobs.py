@@ -6,7 +6,6 @@ another in one process (STYLE habit 9) rather than fighting over the lock.
 
 import dagster as dg
 
-from pipelines.partitions import MONTHLY
 
 REFERENCE_JOB = "reference_data"
 MONTHLY_JOB = "monthly"
@@ -21,7 +20,6 @@ reference_job = dg.define_asset_job(
 monthly_job = dg.define_asset_job(
     MONTHLY_JOB,
     selection=dg.AssetSelection.all() - dg.AssetSelection.groups("reference"),
-    partitions_def=MONTHLY,
     executor_def=dg.in_process_executor,
     description="Stage the month's extract, attach deprivation, evaluate cohorts and indicators, gate and publish gap tables.",
 )

@@ -12,7 +12,7 @@ import dagster as dg
 from pipelines.jobs import MONTHLY_JOB, REFERENCE_JOB
 from pipelines.warehouse import built_pins, connect, table_exists
 
-EXIT_OK, EXIT_ERROR, EXIT_BLOCKED = 0, 1, 2
+from pipelines.cli import EXIT_BLOCKED, EXIT_ERROR, EXIT_OK
 QUIET_LOGS = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
 
 
@@ -125,8 +125,8 @@ def month_summary(warehouse: Path, partition_key: str) -> dict:
         settings_vintage = con.execute(
             "select imd_vintage from published.gap_table where reporting_month = ? and breakdown = 'overall' limit 1",
             [month],
-        ).fetchone()
-        vintage = settings_vintage[0] if settings_vintage else "IMD2025"
+        ).fetchall()
+        vintage = settings_vintage[0][0] if settings_vintage else "IMD2025"
         column = "imd2019_decile" if vintage == "IMD2019" else "imd2025_decile"
         method = column.replace("decile", "method")
         n, matched, core20, english_valid, english_matched = con.execute(
@@ -139,7 +139,7 @@ def month_summary(warehouse: Path, partition_key: str) -> dict:
             from population.patient_deprivation where reporting_month = ?
             """,
             [month],
-        ).fetchone()
+        ).fetchall()[0]
         gaps = con.execute(
             """
             select indicator_id, "group", numerator, denominator, rate, rate_lower, rate_upper,
