@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import doctest
 
 import polars as pl
 import pytest
@@ -81,13 +80,6 @@ def test_ods_codes():
         "C84001", "QMF", "52R", "C84001", None, None, None,
     ]
 
-
-@pytest.mark.parametrize("module", [codes, deprivation, spatial])
-def test_docstring_examples_run(module):
-    # Examples whose data would come from the shared reference files are marked SKIP.
-    result = doctest.testmod(module, optionflags=doctest.NORMALIZE_WHITESPACE)
-    assert result.failed == 0
-    assert result.attempted > 0
 
 
 def test_segmentation_modules_do_not_import_geopandas_at_top():

@@ -13,7 +13,6 @@ Sources of the expected numbers:
 
 from __future__ import annotations
 
-import doctest
 import sys
 from statistics import NormalDist
 
@@ -124,12 +123,6 @@ def test_errors_name_the_argument_and_the_reason(call, message):
         call()
     assert message in str(caught.value)
 
-
-@pytest.mark.parametrize("module", [stats, disclosure, gaps])
-def test_docstring_examples_run(module):
-    failures, attempted = doctest.testmod(module, optionflags=doctest.NORMALIZE_WHITESPACE)
-    assert attempted > 0
-    assert failures == 0
 
 
 def test_importing_stats_does_not_import_scipy():
