@@ -53,7 +53,7 @@ def ensure_reference(defs: dg.Definitions, warehouse: Path) -> int:
         "(once per reference-data version; the spatial postcode lookup takes longest)"
     )
     started = time.perf_counter()
-    result = defs.get_job_def(REFERENCE_JOB).execute_in_process(
+    result = defs.resolve_job_def(REFERENCE_JOB).execute_in_process(
         instance=_instance(), asset_selection=stale, raise_on_error=False, run_config=QUIET_LOGS
     )
     if not result.success:
@@ -97,7 +97,7 @@ def run_month(defs: dg.Definitions, partition_key: str, warehouse: Path) -> int:
     """Run the monthly job for one partition, print the outcome and return an exit code."""
     _say(f"running {partition_key[:7]} ...")
     started = time.perf_counter()
-    result = defs.get_job_def(MONTHLY_JOB).execute_in_process(
+    result = defs.resolve_job_def(MONTHLY_JOB).execute_in_process(
         instance=_instance(), partition_key=partition_key, raise_on_error=False, run_config=QUIET_LOGS
     )
     elapsed = time.perf_counter() - started

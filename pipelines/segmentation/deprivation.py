@@ -35,6 +35,7 @@ from pipelines.segmentation.codes import (
     postcode_district,
 )
 from pipelines.segmentation.schemas import PATIENT_DEPRIVATION
+from pipelines.segmentation.spatial import SPATIAL_SCHEMA
 
 __all__ = [
     "DeprivationReference",
@@ -60,14 +61,6 @@ def _empty(schema: dict[str, pl.DataType]) -> pl.DataFrame:
     return pl.DataFrame(schema=schema)
 
 
-_SPATIAL_SCHEMA = {
-    "postcode": pl.String(),
-    "lsoa21_code": pl.String(),
-    "n_candidates": pl.Int16(),
-    "is_decile_certain": pl.Boolean(),
-    "is_core20_certain": pl.Boolean(),
-    "spatial_rule": pl.String(),
-}
 
 
 @dataclass
@@ -108,7 +101,7 @@ class DeprivationReference:
 
     def __post_init__(self) -> None:
         if self.spatial is None:
-            self.spatial = _empty(_SPATIAL_SCHEMA)
+            self.spatial = _empty(SPATIAL_SCHEMA)
         if self.outside_england_postcodes is None:
             self.outside_england_postcodes = _empty({"postcode": pl.String()})
         if self.outside_england_outward is None:
