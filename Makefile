@@ -10,6 +10,8 @@ PATIENTS ?= 20000
 SEED ?= 20260
 EXTRACTS := data/extracts
 WAREHOUSE := data/warehouse/core20plus5.duckdb
+# Run history persists here, so `make run` and `make dev` share one history in the UI.
+export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
 
 .PHONY: run test env synth dev bench clean
 
@@ -33,14 +35,15 @@ $(EXTRACTS)/.demo: | $(STAMP)
 synth: $(EXTRACTS)/.demo
 
 run: $(STAMP) $(EXTRACTS)/.demo
+	@mkdir -p $(DAGSTER_HOME)
 	@$(BIN)/core20 run --extract $(EXTRACTS) --warehouse $(WAREHOUSE) $(if $(MONTH),--month $(MONTH),)
 
 test: $(STAMP)
-	@$(BIN)/python -m pytest -q
+	@DAGSTER_HOME= $(BIN)/python -m pytest -q
 
 dev: $(STAMP)
-	@DAGSTER_HOME=$${DAGSTER_HOME:-$(CURDIR)/.dagster_home}; mkdir -p $$DAGSTER_HOME; \
-	 DAGSTER_HOME=$$DAGSTER_HOME $(BIN)/dagster dev
+	@mkdir -p $(DAGSTER_HOME)
+	@$(BIN)/dagster dev
 
 bench: $(STAMP)
 	@$(BIN)/python scripts/benchmark.py
