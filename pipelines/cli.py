@@ -42,7 +42,11 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     run.add_argument("--reference-dir", help="reference data folder (default $CORE20_REFERENCE_DIR or ../shared/reference_data)")
     run.add_argument("--column-mapping", help="column-mapping YAML for a supplier's headers")
     run.add_argument("--primary-vintage", choices=["IMD2019", "IMD2025"], help="IMD vintage Core20 is flagged on")
-    run.add_argument("--disclosure-profile", help="disclosure-control profile for published counts")
+    run.add_argument(
+        "--disclosure-profile",
+        choices=["nhs_suppress_1_7_round_5", "opensafely_redact_le7_round_5", "midpoint6"],
+        help="disclosure-control profile for published counts (default nhs_suppress_1_7_round_5)",
+    )
     return parser.parse_args(argv)
 
 
@@ -90,6 +94,8 @@ def _months_to_run(args: argparse.Namespace, source) -> list[str]:
     single = root / "extract.json"
     if single.exists():
         return [json.loads(single.read_text())["reporting_month"][:7] + "-01"]
+    if any(root.glob("patients.*")):
+        raise ValueError(f"{root} is a single extract with no extract.json: say which month it is with --month YYYY-MM.")
     available = source.months_available()
     if not available:
         raise ValueError(
