@@ -210,6 +210,31 @@ PATIENT_DEPRIVATION = Table(
     primary_key=("reporting_month", "patient_id"),
 )
 
+DEPRIVATION_QUALITY = Table(
+    name="published.deprivation_quality",
+    description=(
+        "Postcode -> LSOA -> IMD data quality per reporting month x IMD vintage x practice ('ALL' = the "
+        "whole extract). Exact in population.deprivation_quality; counts disclosure-controlled in published."
+    ),
+    columns=(
+        Column("reporting_month", pl.Date, "First day of the reporting month."),
+        Column("imd_vintage", pl.String, "IMD vintage the figures are for.", allowed=IMD_VINTAGES),
+        Column("practice_code", pl.String, "ODS code of the registered practice, or 'ALL' for the whole extract."),
+        Column("n_patients", pl.Int64, "Registered patients.", nullable=True),
+        Column("n_matched", pl.Int64, "Patients with an address (not blank, not outside England) who got a national decile.", nullable=True),
+        *(
+            Column(f"n_{method}", pl.Int64, f"Patients whose decile route ended in '{method}'.", nullable=True)
+            for method in MATCH_METHODS
+        ),
+        Column("match_rate", pl.Float64, "n_matched / patients with an address (all but blank and outside England); gated.", nullable=True),
+        Column("address_rate", pl.Float64, "Share of patients with a usable postcode or LSOA (not blank, not invalid); gated per practice.", nullable=True),
+        Column("share_blank", pl.Float64, "Share of patients with no postcode and no LSOA.", nullable=True),
+        Column("share_invalid_postcode", pl.Float64, "Share of patients whose postcode is not the shape of a UK postcode.", nullable=True),
+        Column("share_outside_england", pl.Float64, "Share of patients living outside England (no IMD applies; not a data failure).", nullable=True),
+    ),
+    primary_key=("reporting_month", "imd_vintage", "practice_code"),
+)
+
 # ---------------------------------------------------------------------------
 # Published (aggregate only): the gap table.
 # ---------------------------------------------------------------------------
