@@ -3,6 +3,7 @@
     core20 synth --out DIR [--patients N] [--seed S] [--month YYYY-MM]
     core20 run [--extract DIR] [--month YYYY-MM] [--warehouse PATH]
     core20 imd --vintage {2019,2025} INPUT.csv OUTPUT.csv
+    core20 reference fetch [--source URL] [--reference-dir DIR] [--only ID]
 
 Exit codes of `run`: 0 published; 2 a data-quality gate blocked publication (the published
 tables are unchanged); 1 the input or configuration could not be used (message says why).
@@ -65,6 +66,20 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
                      help="2019: IMD 2019 on 2011 LSOAs; 2025: IoD 2025 on 2021 LSOAs")
     imd.add_argument("--postcode-column", default="postcode", help="column holding postcodes (default postcode)")
     imd.add_argument("--reference-dir", help="reference data folder (default $CORE20_REFERENCE_DIR or ../shared/reference_data)")
+
+    reference = sub.add_parser("reference", help="get or check the pinned reference data")
+    reference_sub = reference.add_subparsers(dest="reference_command", required=True)
+    fetch = reference_sub.add_parser(
+        "fetch", help="download the pinned reference files and codelists, verifying each sha256",
+        description="Download every file in reference_data/manifest.yaml into the reference directory, check its "
+                    "sha256 before moving it into place, and print the licence attributions.",
+    )
+    fetch.add_argument("--source", help="base URL of a mirror of the pinned files (default $CORE20_REFERENCE_SOURCE; "
+                                        "without one only files with a public exact-bytes address can be fetched)")
+    fetch.add_argument("--reference-dir", help="where to put them (default $CORE20_REFERENCE_DIR or ../shared/reference_data)")
+    fetch.add_argument("--only", action="append", metavar="ID", help="fetch just this file or codelist id (repeatable)")
+    fetch.add_argument("--force", action="store_true", help="download again even when a verified copy is present")
+    fetch.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for a server (default 120)")
     return parser.parse_args(argv)
 
 
@@ -78,6 +93,8 @@ def main(argv: list[str] | None = None) -> int:
             return _synth(args)
         if args.command == "imd":
             return _imd(args)
+        if args.command == "reference":
+            return _reference_fetch(args)
         return _run(args)
     except KeyboardInterrupt:
         print("core20: interrupted", file=sys.stderr)
@@ -120,6 +137,23 @@ def _imd(args: argparse.Namespace) -> int:
     vintage = "IMD2019" if args.vintage == 2019 else "IMD2025"
     print(f"wrote {args.output} ({time.perf_counter() - started:.1f} s): {summary.describe(vintage)}")
     return EXIT_OK
+
+
+def _reference_fetch(args: argparse.Namespace) -> int:
+    from reference_data.fetch import fetch_reference
+    from reference_data.loader import DEFAULT_REFERENCE_DIR, REFERENCE_DIR_ENV
+
+    target = Path(args.reference_dir or os.environ.get(REFERENCE_DIR_ENV) or DEFAULT_REFERENCE_DIR)
+    print(f"reference directory: {target}")
+    report = fetch_reference(target, source=args.source, only=args.only, force=args.force, timeout=args.timeout)
+    print(f"{len(report.fetched)} fetched, {len(report.verified)} already present and verified, {len(report.failed)} failed")
+    for reason in report.failed.values():
+        print(f"core20 reference fetch: {reason}", file=sys.stderr)
+    if report.attributions:
+        print("Products using these files must carry these attributions:")
+        for text in report.attributions:
+            print(f"  - {text}")
+    return EXIT_OK if report.ok else EXIT_ERROR
 
 
 def _months_to_run(args: argparse.Namespace, source) -> list[str]:
