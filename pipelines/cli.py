@@ -2,6 +2,8 @@
 
     core20 synth --out DIR [--patients N] [--seed S] [--month YYYY-MM]
     core20 run [--extract DIR] [--month YYYY-MM] [--warehouse PATH]
+    core20 imd --vintage {2019,2025} INPUT.csv OUTPUT.csv
+    core20 reference fetch [--source URL] [--reference-dir DIR] [--only ID]
 
 Exit codes of `run`: 0 published; 2 a data-quality gate blocked publication (the published
 tables are unchanged); 1 the input or configuration could not be used (message says why).
@@ -47,6 +49,37 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
         choices=["nhs_suppress_1_7_round_5", "opensafely_redact_le7_round_5", "midpoint6"],
         help="disclosure-control profile for published counts (default nhs_suppress_1_7_round_5)",
     )
+    run.add_argument("--min-match-rate", type=float,
+                     help="block when fewer than this share of patients with a postcode get a decile (default 0.95)")
+    run.add_argument("--min-practice-address-rate", type=float,
+                     help="block when a practice has a usable postcode for fewer than this share of patients (default 0.5; 0 = off)")
+
+    imd = sub.add_parser(
+        "imd", help="attach national IMD deciles to a CSV of postcodes (the pipeline's own code path)",
+        description="Read INPUT.csv (any columns, one of them postcodes), write OUTPUT.csv with the same columns "
+                    "plus postcode_normalised, lsoa_code, imd_vintage, imd_decile, imd_quintile, is_core20, "
+                    "imd_match_method, certainty flags and Sub-ICB/ICB/LAD codes.",
+    )
+    imd.add_argument("input", type=Path, metavar="INPUT.csv")
+    imd.add_argument("output", type=Path, metavar="OUTPUT.csv")
+    imd.add_argument("--vintage", type=int, choices=[2019, 2025], required=True,
+                     help="2019: IMD 2019 on 2011 LSOAs; 2025: IoD 2025 on 2021 LSOAs")
+    imd.add_argument("--postcode-column", default="postcode", help="column holding postcodes (default postcode)")
+    imd.add_argument("--reference-dir", help="reference data folder (default $CORE20_REFERENCE_DIR or ../shared/reference_data)")
+
+    reference = sub.add_parser("reference", help="get or check the pinned reference data")
+    reference_sub = reference.add_subparsers(dest="reference_command", required=True)
+    fetch = reference_sub.add_parser(
+        "fetch", help="download the pinned reference files and codelists, verifying each sha256",
+        description="Download every file in reference_data/manifest.yaml into the reference directory, check its "
+                    "sha256 before moving it into place, and print the licence attributions.",
+    )
+    fetch.add_argument("--source", help="base URL of a mirror of the pinned files (default $CORE20_REFERENCE_SOURCE; "
+                                        "without one only files with a public exact-bytes address can be fetched)")
+    fetch.add_argument("--reference-dir", help="where to put them (default $CORE20_REFERENCE_DIR or ../shared/reference_data)")
+    fetch.add_argument("--only", action="append", metavar="ID", help="fetch just this file or codelist id (repeatable)")
+    fetch.add_argument("--force", action="store_true", help="download again even when a verified copy is present")
+    fetch.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for a server (default 120)")
     return parser.parse_args(argv)
 
 
@@ -58,6 +91,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "synth":
             return _synth(args)
+        if args.command == "imd":
+            return _imd(args)
+        if args.command == "reference":
+            return _reference_fetch(args)
         return _run(args)
     except KeyboardInterrupt:
         print("core20: interrupted", file=sys.stderr)
@@ -83,6 +120,40 @@ def _synth(args: argparse.Namespace) -> int:
     )
     del truth
     return EXIT_OK
+
+
+def _imd(args: argparse.Namespace) -> int:
+    from pipelines.segmentation.imd_lookup import ImdLookupError, attach_imd_to_csv
+    from reference_data.loader import ReferenceDataError
+
+    started = time.perf_counter()
+    try:
+        summary = attach_imd_to_csv(
+            args.input, args.output, args.vintage, reference_dir=args.reference_dir, postcode_column=args.postcode_column
+        )
+    except (ImdLookupError, ReferenceDataError) as error:
+        print(f"core20 imd: {error}", file=sys.stderr)
+        return EXIT_ERROR
+    vintage = "IMD2019" if args.vintage == 2019 else "IMD2025"
+    print(f"wrote {args.output} ({time.perf_counter() - started:.1f} s): {summary.describe(vintage)}")
+    return EXIT_OK
+
+
+def _reference_fetch(args: argparse.Namespace) -> int:
+    from reference_data.fetch import fetch_reference
+    from reference_data.loader import DEFAULT_REFERENCE_DIR, REFERENCE_DIR_ENV
+
+    target = Path(args.reference_dir or os.environ.get(REFERENCE_DIR_ENV) or DEFAULT_REFERENCE_DIR)
+    print(f"reference directory: {target}")
+    report = fetch_reference(target, source=args.source, only=args.only, force=args.force, timeout=args.timeout)
+    print(f"{len(report.fetched)} fetched, {len(report.verified)} already present and verified, {len(report.failed)} failed")
+    for reason in report.failed.values():
+        print(f"core20 reference fetch: {reason}", file=sys.stderr)
+    if report.attributions:
+        print("Products using these files must carry these attributions:")
+        for text in report.attributions:
+            print(f"  - {text}")
+    return EXIT_OK if report.ok else EXIT_ERROR
 
 
 def _months_to_run(args: argparse.Namespace, source) -> list[str]:
@@ -114,6 +185,10 @@ def _run(args: argparse.Namespace) -> int:
         settings_kwargs["primary_imd_vintage"] = args.primary_vintage
     if args.disclosure_profile:
         settings_kwargs["disclosure_profile"] = args.disclosure_profile
+    if args.min_match_rate is not None:
+        settings_kwargs["min_decile_match_rate"] = args.min_match_rate
+    if args.min_practice_address_rate is not None:
+        settings_kwargs["min_practice_address_rate"] = args.min_practice_address_rate
     source = ExtractSource(root=args.extract, column_mapping=args.column_mapping)
     try:
         months = _months_to_run(args, source)

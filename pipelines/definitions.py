@@ -5,7 +5,12 @@ import dagster as dg
 from assets.cohorts import cohort_membership, register_membership
 from assets.gaps import audit_gap_table, published_gap_table, published_indicator_catalogue
 from assets.indicators import indicator_catalogue, patient_indicators
-from assets.population import patient_attributes, patient_deprivation
+from assets.population import (
+    deprivation_quality_table,
+    patient_attributes,
+    patient_deprivation,
+    published_deprivation_quality,
+)
 from assets.reference import REFERENCE_ASSETS
 from assets.staging import staging_extract
 from pipelines.jobs import monthly_job, reference_job
@@ -35,6 +40,7 @@ def build_definitions(
             *REFERENCE_ASSETS,
             staging_extract,
             patient_deprivation,
+            deprivation_quality_table,
             patient_attributes,
             register_membership,
             cohort_membership,
@@ -43,6 +49,7 @@ def build_definitions(
             audit_gap_table,
             published_gap_table,
             published_indicator_catalogue,
+            published_deprivation_quality,
         ],
         jobs=[monthly_job, reference_job],
         resources={

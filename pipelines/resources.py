@@ -96,9 +96,15 @@ class PipelineSettings(dg.ConfigurableResource):
             valid English postcode get a decile (a data problem, not a deprived population).
         practice_fallback: substitute the practice's LSOA for unmatched patients (a different
             statistic; off by default and flagged per row when on).
+        min_practice_address_rate: block the run when a practice (of at least
+            `min_practice_patients`) has a usable postcode or LSOA for fewer than this share
+            of its patients; 0 switches the check off.
+        min_practice_patients: practices smaller than this are not judged by that check.
     """
 
     primary_imd_vintage: str = "IMD2025"
     disclosure_profile: str = "nhs_suppress_1_7_round_5"
     min_decile_match_rate: float = 0.95
     practice_fallback: bool = False
+    min_practice_address_rate: float = 0.5
+    min_practice_patients: int = 50

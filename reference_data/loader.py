@@ -44,6 +44,8 @@ class ReferenceFile:
     vintage: str = ""
     version: str = ""
     attribution: str = ""
+    publisher_page: str = ""
+    download: str = ""
 
 
 @dataclass(frozen=True)
@@ -81,6 +83,8 @@ def load_manifest() -> Manifest:
                 vintage=str(value.get("vintage", "")),
                 version=str(value.get("version", "")),
                 attribution=value.get("attribution", ""),
+                publisher_page=value.get("publisher_page", ""),
+                download=value.get("download", ""),
             )
             for key, value in raw[section].items()
         }

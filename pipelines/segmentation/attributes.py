@@ -37,7 +37,7 @@ def build_patient_attributes(
         ...     schema_overrides={"imd2019_decile": pl.Int8, "imd2025_decile": pl.Int8})
         >>> e = pl.LazyFrame({"patient_id": ["a"], "ethnic_category": ["N"], "ethnicity_16": ["Black or Black British - African"],
         ...     "ethnicity_broad": ["Black or Black British"]})
-        >>> build_patient_attributes(p, d, e, primary_vintage="IMD2025").select("patient_id", "imd_decile", "is_core20", "ethnicity_broad").collect().rows()
+        >>> build_patient_attributes(p, d, e, primary_vintage="IMD2025").select("patient_id", "imd_decile", "is_core20", "ethnicity_broad").sort("patient_id").collect().rows()
         [('a', 3, False, 'Black or Black British'), ('b', 1, True, None)]
     """
     if primary_vintage not in ("IMD2019", "IMD2025"):

@@ -260,16 +260,26 @@ def load_deprivation_reference(
 
 
 def _postcode_route(frame: pl.LazyFrame, reference: DeprivationReference) -> pl.LazyFrame:
-    """Add `_pc_lsoa11`, `_pc_lsoa21`, `_pc_m19`, `_pc_m25`, `_pc_certain` from `postcode`.
+    """Add `_pc_lsoa11`, `_pc_lsoa21`, `_pc_m19`, `_pc_m25`, `_pc_certain`, `_pc_core20_certain`
+    and `_pc_agreed25` from `postcode`.
 
     Methods are null where the postcode route found nothing (the caller decides why).
+    `_pc_agreed25` is the IoD2025 decile of a split/complex 2011 LSOA whose 2021 children
+    all share it: a terminated postcode there (Code-Point holds live postcodes only, so the
+    spatial table cannot place it) still gets its 2025 decile exactly, with no 2021 LSOA.
     """
     postcode = pl.col("postcode")
     lookup = reference.postcodes.lazy().select(
         "postcode", pl.col("lsoa11_code").alias("_lk_lsoa11"), pl.col("country_code").alias("_lk_country")
     )
     spatial = reference.spatial.lazy().select(
-        "postcode", pl.col("lsoa21_code").alias("_sp_lsoa21"), pl.col("is_decile_certain").alias("_sp_certain")
+        "postcode",
+        pl.col("lsoa21_code").alias("_sp_lsoa21"),
+        pl.col("is_decile_certain").alias("_sp_certain"),
+        pl.col("is_core20_certain").alias("_sp_core20_certain"),
+    )
+    agreed = reference.agreed_imd2025().lazy().rename(
+        {"lsoa11_code": "_lk_lsoa11", "agreed_imd2025_decile": "_agreed25"}
     )
     outside_postcodes = reference.outside_england_postcodes.lazy().select(
         "postcode", pl.lit(True).alias("_cp_outside")
@@ -296,12 +306,15 @@ def _postcode_route(frame: pl.LazyFrame, reference: DeprivationReference) -> pl.
         | postcode_area(postcode).is_in(outward)
     )
     is_outside = lookup_outside | (~in_lookup & ~use_spatial & area_outside)
+    # Split/complex LSOA that the spatial table did not place, but whose children agree.
+    is_agreed = is_english & ~has_one_to_one & pl.col("_sp_used").is_null() & pl.col("_agreed25").is_not_null()
 
     return (
         frame.join(lookup, on="postcode", how="left")
         .join(spatial, on="postcode", how="left")
         .join(outside_postcodes, on="postcode", how="left")
         .join(one_to_one, on="_lk_lsoa11", how="left")
+        .join(agreed, on="_lk_lsoa11", how="left")
         .with_columns(
             pl.when(use_spatial).then(pl.col("_sp_lsoa21")).alias("_sp_used"),
             is_outside.alias("_pc_outside"),
@@ -333,6 +346,8 @@ def _postcode_route(frame: pl.LazyFrame, reference: DeprivationReference) -> pl.
             .then(pl.lit("postcode_lookup"))
             .when(pl.col("_sp_used").is_not_null())
             .then(pl.lit("spatial"))
+            .when(is_agreed)
+            .then(pl.lit("postcode_lookup"))
             .alias("_pc_m25"),
             pl.when(pl.col("_pc_outside"))
             .then(None)
@@ -340,16 +355,32 @@ def _postcode_route(frame: pl.LazyFrame, reference: DeprivationReference) -> pl.
             .then(pl.lit(True))
             .when(pl.col("_sp_used").is_not_null())
             .then(pl.col("_sp_certain"))
+            .when(is_agreed)
+            .then(pl.lit(True))
             .alias("_pc_certain"),
+            pl.when(pl.col("_pc_outside"))
+            .then(None)
+            .when(is_english & has_one_to_one)
+            .then(pl.lit(True))
+            .when(pl.col("_sp_used").is_not_null())
+            .then(pl.col("_sp_core20_certain"))
+            .when(is_agreed)
+            .then(pl.lit(True))
+            .alias("_pc_core20_certain"),
+            pl.when(~pl.col("_pc_outside") & is_agreed).then(pl.col("_agreed25")).alias("_pc_agreed25"),
         )
-        .drop("_lk_lsoa11", "_lk_country", "_sp_lsoa21", "_sp_certain", "_cp_outside", "_o2o_lsoa21", "_sp_used", "_rev_lsoa11", "_pc_outside")
+        .drop(
+            "_lk_lsoa11", "_lk_country", "_sp_lsoa21", "_sp_certain", "_sp_core20_certain", "_cp_outside",
+            "_o2o_lsoa21", "_sp_used", "_rev_lsoa11", "_pc_outside", "_agreed25",
+        )
     )
 
 
 def _practice_deciles(
     practices: pl.LazyFrame, reference: DeprivationReference
 ) -> pl.LazyFrame:
-    """Return practice_code -> `_pr_dec19`, `_pr_dec25`, `_pr_certain` via the practice postcode."""
+    """Return practice_code -> `_pr_dec19`, `_pr_dec25`, `_pr_certain`, `_pr_core20_certain`
+    via the practice postcode."""
     routed = _postcode_route(
         practices.select("practice_code", normalise_postcode(pl.col("postcode")).alias("postcode"))
         .unique("practice_code", keep="first"),
@@ -361,8 +392,9 @@ def _practice_deciles(
         .select(
             "practice_code",
             pl.col("imd2019_decile").alias("_pr_dec19"),
-            pl.col("imd2025_decile").alias("_pr_dec25"),
+            pl.coalesce("imd2025_decile", "_pc_agreed25").alias("_pr_dec25"),
             pl.col("_pc_certain").alias("_pr_certain"),
+            pl.col("_pc_core20_certain").alias("_pr_core20_certain"),
         )
     )
 
@@ -511,19 +543,26 @@ def attach_deprivation(
         .join(reference.imd2025.lazy().select("lsoa21_code", "imd2025_decile"), on="lsoa21_code", how="left")
     )
     supplied_split = (pl.col("imd2025_method") == "lsoa_supplied") & pl.col("lsoa21_code").is_null() & read_as_2011
-    frame = frame.with_columns(
+    from_postcode = pl.col("imd2025_method").is_in(["postcode_lookup", "spatial"])
+    supplied_certain = (
         pl.when(supplied_split)
-        .then(pl.col("agreed_imd2025_decile"))
-        .otherwise(pl.col("imd2025_decile"))
-        .cast(pl.Int8)
-        .alias("imd2025_decile"),
-        pl.when(pl.col("imd2025_method").is_in(["postcode_lookup", "spatial"]))
-        .then(pl.col("_pc_certain"))
-        .when(supplied_split)
         .then(pl.col("agreed_imd2025_decile").is_not_null())
         .when(pl.col("imd2025_method") == "lsoa_supplied")
         .then(pl.lit(True))
-        .alias("imd2025_is_certain"),
+    )
+    frame = frame.with_columns(
+        pl.when(supplied_split)
+        .then(pl.col("agreed_imd2025_decile"))
+        .when(from_postcode)
+        .then(pl.coalesce("imd2025_decile", "_pc_agreed25"))
+        .otherwise(pl.col("imd2025_decile"))
+        .cast(pl.Int8)
+        .alias("imd2025_decile"),
+        pl.when(from_postcode).then(pl.col("_pc_certain")).otherwise(supplied_certain).alias("imd2025_is_certain"),
+        pl.when(from_postcode)
+        .then(pl.col("_pc_core20_certain"))
+        .otherwise(supplied_certain)
+        .alias("imd2025_core20_is_certain"),
     )
 
     # --- practice fallback (off by default; flagged per row) --------------------------------
@@ -538,6 +577,10 @@ def attach_deprivation(
             pl.when(use25).then(pl.col("_pr_dec25")).otherwise(pl.col("imd2025_decile")).alias("imd2025_decile"),
             pl.when(use25).then(pl.lit("practice_fallback")).otherwise(pl.col("imd2025_method")).alias("imd2025_method"),
             pl.when(use25).then(pl.col("_pr_certain")).otherwise(pl.col("imd2025_is_certain")).alias("imd2025_is_certain"),
+            pl.when(use25)
+            .then(pl.col("_pr_core20_certain"))
+            .otherwise(pl.col("imd2025_core20_is_certain"))
+            .alias("imd2025_core20_is_certain"),
         )
 
     # --- geography: 2024 lookup from the 2021 LSOA, else 2022 lookup from the 2011 LSOA ------
@@ -555,6 +598,11 @@ def attach_deprivation(
             pl.when(has21).then(pl.col(f"_g21_{c}")).otherwise(pl.col(f"_g11_{c}")).alias(c)
             for c in ("sicbl_code", "icb_code", "lad_code")
         )
+    )
+    # Quintile and Core20 from the national decile of each vintage (never re-ranked).
+    frame = frame.with_columns(
+        *(imd_quintile(pl.col(f"{v}_decile")).alias(f"{v}_quintile") for v in ("imd2019", "imd2025")),
+        *(is_core20(pl.col(f"{v}_decile")).alias(f"{v}_is_core20") for v in ("imd2019", "imd2025")),
     )
     return (
         frame.sort("_row")

@@ -198,11 +198,41 @@ PATIENT_DEPRIVATION = Table(
         Column("imd2025_decile", pl.Int8, "National IoD 2025 IMD decile (1 = most deprived 10%).", nullable=True),
         Column("imd2025_method", pl.String, "How the IoD 2025 decile was obtained.", allowed=MATCH_METHODS),
         Column("imd2025_is_certain", pl.Boolean, "Whether the 2025 decile is the same whichever candidate 2021 LSOA is right.", nullable=True),
+        Column("imd2025_core20_is_certain", pl.Boolean, "Whether 2025 Core20 status is the same whichever candidate 2021 LSOA is right (true more often than imd2025_is_certain).", nullable=True),
+        Column("imd2019_quintile", pl.Int8, "National IMD 2019 quintile, ceil(decile / 2) (1 = most deprived 20%).", nullable=True),
+        Column("imd2019_is_core20", pl.Boolean, "IMD 2019 national decile 1-2; null when there is no decile.", nullable=True),
+        Column("imd2025_quintile", pl.Int8, "National IoD 2025 IMD quintile, ceil(decile / 2).", nullable=True),
+        Column("imd2025_is_core20", pl.Boolean, "IoD 2025 national decile 1-2; null when there is no decile.", nullable=True),
         Column("sicbl_code", pl.String, "Sub-ICB location (ODS) of the home LSOA.", nullable=True),
         Column("icb_code", pl.String, "ICB (ODS) of the home LSOA.", nullable=True),
         Column("lad_code", pl.String, "Local authority district of the home LSOA.", nullable=True),
     ),
     primary_key=("reporting_month", "patient_id"),
+)
+
+DEPRIVATION_QUALITY = Table(
+    name="published.deprivation_quality",
+    description=(
+        "Postcode -> LSOA -> IMD data quality per reporting month x IMD vintage x practice ('ALL' = the "
+        "whole extract). Exact in population.deprivation_quality; counts disclosure-controlled in published."
+    ),
+    columns=(
+        Column("reporting_month", pl.Date, "First day of the reporting month."),
+        Column("imd_vintage", pl.String, "IMD vintage the figures are for.", allowed=IMD_VINTAGES),
+        Column("practice_code", pl.String, "ODS code of the registered practice, or 'ALL' for the whole extract."),
+        Column("n_patients", pl.Int64, "Registered patients.", nullable=True),
+        Column("n_matched", pl.Int64, "Patients with an address (not blank, not outside England) who got a national decile.", nullable=True),
+        *(
+            Column(f"n_{method}", pl.Int64, f"Patients whose decile route ended in '{method}'.", nullable=True)
+            for method in MATCH_METHODS
+        ),
+        Column("match_rate", pl.Float64, "n_matched / patients with an address (all but blank and outside England); gated.", nullable=True),
+        Column("address_rate", pl.Float64, "Share of patients with a usable postcode or LSOA (not blank, not invalid); gated per practice.", nullable=True),
+        Column("share_blank", pl.Float64, "Share of patients with no postcode and no LSOA.", nullable=True),
+        Column("share_invalid_postcode", pl.Float64, "Share of patients whose postcode is not the shape of a UK postcode.", nullable=True),
+        Column("share_outside_england", pl.Float64, "Share of patients living outside England (no IMD applies; not a data failure).", nullable=True),
+    ),
+    primary_key=("reporting_month", "imd_vintage", "practice_code"),
 )
 
 # ---------------------------------------------------------------------------

@@ -38,6 +38,7 @@ REFERENCE = DeprivationReference(
             ("AL1 1AA", "E01000001", "E92000001", "E07000240"),  # terminated 1994, same lookup
             ("NG7 2UH", "E01000002", "E92000001", "E06000018"),  # split LSOA, decile differs
             ("NG7 2UJ", "E01000002", "E92000001", "E06000018"),  # split LSOA, not in spatial table
+            ("NG7 2ZZ", "E01000003", "E92000001", "E06000018"),  # terminated, split LSOA whose children agree
             ("DE1 1AA", "E01000004", "E92000001", "E06000015"),  # merged LSOA
             ("CF10 1AA", "W01001939", "W92000004", "W06000015"),  # Wales
             ("EH1 1AA", "S01008677", "S92000003", "S12000036"),  # Scotland
@@ -91,7 +92,9 @@ REFERENCE = DeprivationReference(
     ),
     spatial=frame(
         [
-            ("NG7 2UH", "E01035001", 2, False, True, "within_child"),
+            # Children deciles 2 and 5: neither the decile nor Core20 status is certain.
+            ("NG7 2UH", "E01035001", 2, False, False, "within_child"),
+            ("NG7 2UK", "E01035001", 2, False, True, "nearest_child"),  # made-up: Core20-certain only
             ("NG1 9ZZ", "E01035003", 1, True, True, "point_in_polygon"),  # newer than the lookup
             ("ZZ9 9ZZ", "E01000001", 1, True, True, "point_in_polygon"),
         ],
@@ -135,6 +138,7 @@ def test_postcode_routes():
             ("merged", "P1", "DE1 1AA", "valid", None),
             ("split_spatial", "P1", "NG7 2UH", "valid", None),
             ("split_no_centroid", "P1", "NG7 2UJ", "valid", None),
+            ("split_terminated_children_agree", "P1", "NG7 2ZZ", "valid", None),
             ("new_postcode", "P1", "NG1 9ZZ", "valid", None),
             ("lookup_no_geography", "P1", "ZZ9 9ZZ", "valid", None),
             ("unknown", "P1", "XX1 1XX", "valid", None),
@@ -149,6 +153,8 @@ def test_postcode_routes():
                 ("merged", "E01000004", "E01035005", 9, "postcode_lookup", 10, "postcode_lookup", True, "QJ2"),
                 ("split_spatial", "E01000002", "E01035001", 1, "postcode_lookup", 2, "spatial", False, "QT1"),
                 ("split_no_centroid", "E01000002", None, 1, "postcode_lookup", None, "unmatched", None, "QT1"),
+                # Not placeable (no centroid), but both children of the 2011 LSOA are decile 7.
+                ("split_terminated_children_agree", "E01000003", None, 6, "postcode_lookup", 7, "postcode_lookup", True, "QT1"),
                 # A split child has one parent, so its 2019 decile is the parent's.
                 ("new_postcode", "E01000003", "E01035003", 6, "spatial", 7, "spatial", True, "QT1"),
                 ("lookup_no_geography", "E01000001", "E01000001", 3, "spatial", 4, "spatial", True, "QWO"),
@@ -306,6 +312,29 @@ def test_duplicated_reference_key_is_refused_without_values():
             lsoa11_geography=REFERENCE.lsoa11_geography,
         )
     assert "LS1" not in str(error.value)
+
+
+def test_core20_certainty_and_quintiles_of_both_vintages():
+    patients = frame(
+        [
+            ("exact", "P1", "LS1 4AP", "valid", None),
+            ("split_uncertain", "P1", "NG7 2UH", "valid", None),
+            ("split_core20_certain", "P1", "NG7 2UK", "valid", None),
+            ("split_agree", "P1", "NG7 2ZZ", "valid", None),
+            ("wales", "P1", "CF10 1AA", "valid", None),
+        ],
+        INPUT_COLUMNS,
+    ).with_columns(pl.lit(MONTH).alias("reporting_month"), pl.col("lsoa_code_supplied").cast(pl.String))
+    out = attach_deprivation(patients.lazy(), REFERENCE).collect()
+    columns = ["imd2025_is_certain", "imd2025_core20_is_certain", "imd2019_quintile", "imd2019_is_core20",
+               "imd2025_quintile", "imd2025_is_core20"]
+    assert out.select(columns).rows() == [
+        (True, True, 2, False, 2, False),
+        (False, False, 1, True, 1, True),
+        (False, True, 1, True, 1, True),
+        (True, True, 3, False, 4, False),
+        (None, None, None, None, None, None),
+    ]
 
 
 def test_quintile_and_core20_are_national():
