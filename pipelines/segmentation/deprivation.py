@@ -309,6 +309,17 @@ def _postcode_route(frame: pl.LazyFrame, reference: DeprivationReference) -> pl.
     # Split/complex LSOA that the spatial table did not place, but whose children agree.
     is_agreed = is_english & ~has_one_to_one & pl.col("_sp_used").is_null() & pl.col("_agreed25").is_not_null()
 
+    def certainty(spatial_flag: str) -> pl.Expr:
+        # Exact routes are certain; a spatial placement is as certain as its flag says.
+        return (
+            pl.when(pl.col("_pc_outside"))
+            .then(None)
+            .when((is_english & has_one_to_one) | is_agreed)
+            .then(pl.lit(True))
+            .when(pl.col("_sp_used").is_not_null())
+            .then(pl.col(spatial_flag))
+        )
+
     return (
         frame.join(lookup, on="postcode", how="left")
         .join(spatial, on="postcode", how="left")
@@ -349,24 +360,8 @@ def _postcode_route(frame: pl.LazyFrame, reference: DeprivationReference) -> pl.
             .when(is_agreed)
             .then(pl.lit("postcode_lookup"))
             .alias("_pc_m25"),
-            pl.when(pl.col("_pc_outside"))
-            .then(None)
-            .when(is_english & has_one_to_one)
-            .then(pl.lit(True))
-            .when(pl.col("_sp_used").is_not_null())
-            .then(pl.col("_sp_certain"))
-            .when(is_agreed)
-            .then(pl.lit(True))
-            .alias("_pc_certain"),
-            pl.when(pl.col("_pc_outside"))
-            .then(None)
-            .when(is_english & has_one_to_one)
-            .then(pl.lit(True))
-            .when(pl.col("_sp_used").is_not_null())
-            .then(pl.col("_sp_core20_certain"))
-            .when(is_agreed)
-            .then(pl.lit(True))
-            .alias("_pc_core20_certain"),
+            certainty("_sp_certain").alias("_pc_certain"),
+            certainty("_sp_core20_certain").alias("_pc_core20_certain"),
             pl.when(~pl.col("_pc_outside") & is_agreed).then(pl.col("_agreed25")).alias("_pc_agreed25"),
         )
         .drop(
