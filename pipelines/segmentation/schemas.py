@@ -265,6 +265,15 @@ GAP_TABLE = Table(
         Column("gap_upper", pl.Float64, "Upper 95% limit of the gap (Newcombe hybrid score).", nullable=True),
         Column("rate_ratio", pl.Float64, "rate / reference rate.", nullable=True),
         Column("comparison", pl.String, "Direction-aware: worse, better, similar than the reference, or not compared.", nullable=True),
+        Column(
+            "comparison_method",
+            pl.String,
+            "How the gap was tested: 'newcombe' (difference from the reference group, Newcombe hybrid score) or "
+            "'benchmark' (areas: the group's Wilson interval against the overall rate as a fixed benchmark, as Fingertips "
+            "compares areas); null when not compared.",
+            nullable=True,
+            allowed=("newcombe", "benchmark"),
+        ),
         Column("is_suppressed", pl.Boolean, "Whether disclosure control suppressed this row's counts."),
         Column("disclosure_profile", pl.String, "Disclosure-control profile applied."),
     ),
