@@ -538,3 +538,118 @@ def _compare(
         )
         .select([pl.col(c.name).cast(c.dtype) for c in GAP_TABLE.columns])
     )
+
+
+# ---------------------------------------------------------------------------
+# Slope and relative index of inequality from the published decile / quintile rows.
+# ---------------------------------------------------------------------------
+
+QUANTILE_TYPES = {"imd_decile": 10, "imd_quintile": 5}
+_INDEX_KEYS = [*_KEYS, "imd_vintage", "quantile_type"]
+
+
+def index_seed(base_seed: int, *parts: object) -> int:
+    """Return the seed for one index: stable across runs and machines (CRC-32 of its key).
+
+    Examples:
+        >>> index_seed(20260, "2026-10-01", "smi_health_check", 1, "IMD2025", "imd_decile")
+        95234967
+    """
+    import zlib
+
+    key = "|".join(str(p) for p in parts).encode("utf-8")
+    return (base_seed + zlib.crc32(key)) % 2**31
+
+
+def build_inequality_table(
+    gap_table: pl.DataFrame,
+    *,
+    base_seed: int = 20260,
+    repetitions: int = 100000,
+    confidence: float = 0.95,
+    transform: bool = False,
+) -> pl.DataFrame:
+    """Return SII/RII per month x indicator x vintage x quantile type (the `INEQUALITY_TABLE` contract).
+
+    Inputs are the published, disclosure-controlled rows: the rate of each national IMD
+    decile or quintile (proportions, 'unknown' left out), its controlled denominator as the
+    population, and the standard error implied by its 95% Wilson interval, (upper - lower)
+    / (2 z) as phe_sii derives it (on the logit scale when `transform`). An index needs
+    every quantile with a published rate; otherwise its row says why it was not computed.
+    Each index's seed is derived from `base_seed` and its key, and recorded.
+
+    Examples:
+        >>> import datetime as dt
+        >>> m = dt.date(2026, 1, 1)
+        >>> rows = pl.DataFrame({"reporting_month": [m] * 5, "indicator_id": ["x"] * 5, "indicator_version": [1] * 5,
+        ...     "clinical_area": ["SMI"] * 5, "direction": ["higher_is_better"] * 5, "imd_vintage": ["IMD2025"] * 5,
+        ...     "breakdown": ["imd_quintile"] * 5, "group": ["1", "2", "3", "4", "5"], "denominator": [100] * 5,
+        ...     "rate": [0.5, 0.55, 0.6, 0.65, 0.7], "rate_lower": [0.4, 0.45, 0.5, 0.55, 0.6],
+        ...     "rate_upper": [0.6, 0.65, 0.7, 0.75, 0.8], "disclosure_profile": ["none"] * 5},
+        ...     schema_overrides={"indicator_version": pl.Int32})
+        >>> out = build_inequality_table(rows, repetitions=1000)  # linear: 0.5 at rank 0.1 to 0.7 at 0.9
+        >>> out.select("quantile_type", pl.col("sii").round(4), pl.col("rii").round(4), "status").rows()
+        [('imd_quintile', 0.25, 1.5263, 'computed')]
+    """
+    from pipelines.segmentation.schemas import INEQUALITY_TABLE
+    from pipelines.segmentation.stats import _z, inequality_table
+
+    z = _z(confidence)
+    quantile_rows = gap_table.filter(
+        pl.col("breakdown").is_in(list(QUANTILE_TYPES)) & (pl.col("group") != UNKNOWN)
+    ).with_columns(pl.col("breakdown").alias("quantile_type"), pl.col("group").cast(pl.Int32).alias("quantile"))
+    if transform:
+        logit = lambda c: (pl.col(c) / (1.0 - pl.col(c))).log()  # noqa: E731
+        se = (logit("rate_upper") - logit("rate_lower")) / z / 2.0
+        usable = (pl.col("rate_lower") > 0) & (pl.col("rate_upper") < 1) & (pl.col("rate") > 0) & (pl.col("rate") < 1)
+    else:
+        se = (pl.col("rate_upper") - pl.col("rate_lower")) / z / 2.0
+        usable = pl.lit(True)
+    quantile_rows = quantile_rows.with_columns(
+        se.alias("standard_error"),
+        (pl.col("rate").is_not_null() & (pl.col("denominator") > 0) & usable).alias("_usable"),
+    )
+    summary = (
+        quantile_rows.group_by(_INDEX_KEYS)
+        .agg(
+            pl.col("clinical_area").first(),
+            pl.col("direction").first(),
+            pl.col("disclosure_profile").first(),
+            pl.col("_usable").sum().cast(pl.Int32).alias("n_quantiles"),
+            pl.col("quantile").filter(pl.col("_usable")).n_unique().alias("_distinct"),
+            pl.col("denominator").filter(pl.col("_usable")).sum().cast(pl.Int64).alias("population"),
+        )
+        .with_columns(pl.col("quantile_type").replace_strict(QUANTILE_TYPES, return_dtype=pl.Int32).alias("_needed"))
+    )
+    seeds = [index_seed(base_seed, *key) for key in summary.select(_INDEX_KEYS).rows()]
+    summary = summary.with_columns(
+        pl.Series("seed", seeds, dtype=pl.Int64),
+        pl.when(pl.col("n_quantiles") == pl.col("_needed")).then(pl.lit("computed"))
+        .otherwise(pl.format("not computed: {} of {} quantiles have a published rate", "n_quantiles", "_needed"))
+        .alias("status"),
+    )
+    complete = summary.filter(pl.col("status") == "computed").select(*_INDEX_KEYS, "seed")
+    inputs = quantile_rows.filter("_usable").join(complete, on=_INDEX_KEYS, how="inner").select(
+        *_INDEX_KEYS, "quantile", pl.col("denominator").alias("population"), pl.col("rate").alias("value"),
+        "standard_error", "seed",
+    )
+    if inputs.height:
+        indices = inequality_table(
+            inputs, _INDEX_KEYS, value_type="proportion", transform=transform,
+            confidence=confidence, repetitions=repetitions,
+        )
+    else:
+        indices = pl.DataFrame(schema={**{k: quantile_rows.schema[k] for k in _INDEX_KEYS},
+                                       **{c: pl.Float64 for c in ("sii", "sii_lower", "sii_upper", "rii", "rii_lower", "rii_upper")}})
+    return (
+        summary.join(indices, on=_INDEX_KEYS, how="left")
+        .with_columns(
+            pl.lit("proportion").alias("value_type"),
+            pl.lit(transform).alias("transform"),
+            pl.lit(1.0).alias("multiplier"),
+            pl.lit(float(confidence)).alias("confidence"),
+            pl.lit(repetitions, pl.Int64).alias("repetitions"),
+        )
+        .sort(_INDEX_KEYS)
+        .select([pl.col(c.name).cast(c.dtype) for c in INEQUALITY_TABLE.columns])
+    )

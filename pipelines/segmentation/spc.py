@@ -301,3 +301,63 @@ def xmr_table(
         w(assurance.last()).alias("assurance"),
         (pl.col("n_points") < SHORT_SERIES).alias("is_short_series"),
     ).drop("_mr", "_amr", "_near", "_side", "_step", "_close", "_side_run", "_step_run", "_trend_run", "_window")
+
+
+SPC_BREAKDOWNS = ("overall", "core20")
+
+
+def build_spc_table(
+    history: pl.DataFrame,
+    catalogue: pl.DataFrame,
+    reporting_month,
+    *,
+    breakdowns: Sequence[str] = SPC_BREAKDOWNS,
+    run_length: int = 7,
+) -> pl.DataFrame:
+    """Return the XmR chart points (the `SPC_TABLE` contract) of published rates up to a month.
+
+    Arguments:
+        history: published gap-table rows of any months (those after `reporting_month` are
+            ignored); suppressed points (null rate) are left out of the series.
+        catalogue: indicator_id, indicator_version, direction and target.
+        reporting_month: the run's month.
+        breakdowns: gap-table breakdowns to chart (every group and vintage of each).
+        run_length: points in a shift or trend.
+
+    Examples:
+        >>> import datetime as dt
+        >>> months = [dt.date(2026, m, 1) for m in range(1, 4)]
+        >>> h = pl.DataFrame({"reporting_month": months, "indicator_id": ["x"] * 3, "indicator_version": [1] * 3,
+        ...     "imd_vintage": ["IMD2025"] * 3, "breakdown": ["overall"] * 3, "group": ["all"] * 3,
+        ...     "rate": [0.5, 0.6, 0.55]}, schema_overrides={"indicator_version": pl.Int32})
+        >>> c = pl.DataFrame({"indicator_id": ["x"], "indicator_version": [1], "direction": ["higher_is_better"],
+        ...     "target": [0.6]}, schema_overrides={"indicator_version": pl.Int32})
+        >>> build_spc_table(h, c, months[-1]).select("point_month", "mean", "point_type").rows()[-1]
+        (datetime.date(2026, 3, 1), 0.55, 'common_cause')
+    """
+    from pipelines.segmentation.schemas import SPC_TABLE
+
+    series = ["indicator_id", "indicator_version", "imd_vintage", "breakdown", "group"]
+    points = history.filter(
+        (pl.col("reporting_month") <= reporting_month)
+        & pl.col("breakdown").is_in(list(breakdowns))
+        & pl.col("rate").is_not_null()
+    ).select(pl.col("reporting_month").alias("point_month"), *series, "rate")
+    directions = catalogue.select(
+        pl.col("indicator_id").cast(pl.String),
+        pl.col("indicator_version").cast(pl.Int32),
+        pl.col("direction").replace_strict(
+            {"higher_is_better": "increase", "lower_is_better": "decrease"}, default="neutral"
+        ).alias("improvement"),
+        pl.col("target").cast(pl.Float64),
+    ).unique(["indicator_id", "indicator_version"], keep="first")
+    points = points.with_columns(pl.col("indicator_version").cast(pl.Int32)).join(
+        directions, on=["indicator_id", "indicator_version"], how="left"
+    ).with_columns(pl.col("improvement").fill_null("neutral"))
+    if points.is_empty():
+        return SPC_TABLE.empty()
+    charted = xmr_table(points, series, "point_month", "rate", run_length=run_length)
+    return charted.with_columns(
+        pl.lit(reporting_month, pl.Date).alias("reporting_month"),
+        pl.lit(run_length, pl.Int32).alias("run_length"),
+    ).select([pl.col(c.name).cast(c.dtype) for c in SPC_TABLE.columns])
