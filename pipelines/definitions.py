@@ -3,7 +3,15 @@
 import dagster as dg
 
 from assets.cohorts import cohort_membership, register_membership
-from assets.gaps import audit_gap_table, published_gap_table, published_indicator_catalogue
+from assets.gaps import (
+    audit_gap_table,
+    audit_inequality_table,
+    audit_spc_series,
+    published_gap_table,
+    published_indicator_catalogue,
+    published_inequality_table,
+    published_spc_series,
+)
 from assets.indicators import indicator_catalogue, patient_indicators
 from assets.population import (
     deprivation_quality_table,
@@ -50,6 +58,10 @@ def build_definitions(
             published_gap_table,
             published_indicator_catalogue,
             published_deprivation_quality,
+            audit_inequality_table,
+            published_inequality_table,
+            audit_spc_series,
+            published_spc_series,
         ],
         jobs=[monthly_job, reference_job],
         resources={

@@ -100,6 +100,10 @@ class PipelineSettings(dg.ConfigurableResource):
             `min_practice_patients`) has a usable postcode or LSOA for fewer than this share
             of its patients; 0 switches the check off.
         min_practice_patients: practices smaller than this are not judged by that check.
+        sii_repetitions: simulated draws for SII/RII confidence limits (PHE default 100,000).
+        sii_seed: base seed of those draws; each index's own seed is derived from it and recorded.
+        sii_transform: simulate proportions on the logit scale (PHE `transform`).
+        spc_run_length: points in an SPC shift or trend (Making Data Count: 7).
     """
 
     primary_imd_vintage: str = "IMD2025"
@@ -108,3 +112,7 @@ class PipelineSettings(dg.ConfigurableResource):
     practice_fallback: bool = False
     min_practice_address_rate: float = 0.5
     min_practice_patients: int = 50
+    sii_repetitions: int = 100000
+    sii_seed: int = 20260
+    sii_transform: bool = False
+    spc_run_length: int = 7

@@ -30,12 +30,25 @@ Guarantee (suppressing profiles): no published count is between 1 and 7.
 Rounding to the nearest 5 has no ties on integers (5 is odd), so "nearest" is exact:
 floor((x + 2) / 5) * 5, e.g. 12 -> 10, 13 -> 15, 8 -> 10.
 
-Secondary (complementary) suppression is NOT done here yet. DOMAIN.md section 6: when one
+Secondary (complementary) suppression: `protect_counts`. DOMAIN.md section 6: when one
 cell of a row or column is suppressed, another must be, or the suppressed value falls out
-by subtraction from the total. Rounding every published count to 5 blunts that
-subtraction for these profiles (the difference of rounded counts is only known to within
-a band), but it is not a proof of safety; the complementary-cell rule is a later issue and
-must be added before an ICS publishes a table whose margins are also published unrounded.
+by subtraction from the total. A published gap table is a set of additive relations
+(every breakdown's groups add up to the overall count; deciles add up to quintiles,
+quintiles to Core20/rest, detailed ethnic groups to broad ones, Sub-ICBs to ICBs; the
+cells of an intersection add up to both margins). `complementary_suppression` makes
+sure, within each table of counts, that
+
+1. no relation has exactly one hidden cell (the classic rule: hide the smallest
+   non-zero visible part as well, else the total), and
+2. no hidden cell is determined by the relations at all (checked by linear algebra: a
+   cell is recoverable from the visible cells exactly when every vector of the null
+   space of the hidden cells' relation matrix is zero at that cell; a recoverable cell
+   gets a further complement, and the check repeats).
+
+It assumes the worst case, that every visible count were exact; rounding to 5 adds
+protection on top. The complementary cells are hidden in the same way as the small ones
+(null, or 0 for the redacting profile) and are not marked apart from them: telling a
+reader which hidden cells are the small ones would tell them those cells are 1-7.
 """
 
 from __future__ import annotations
@@ -219,3 +232,187 @@ def unpublishable_counts(profile: DisclosureProfile, upper: int = 7) -> list[int
     counts = pl.DataFrame({"n": list(range(0, 10 * upper + 1))})
     published = set(apply_profile(counts, ["n"], profile)["n"].drop_nulls().to_list())
     return [k for k in range(1, upper + 1) if k not in published]
+
+
+# ---------------------------------------------------------------------------
+# Secondary (complementary) suppression.
+# ---------------------------------------------------------------------------
+
+CellKey = tuple
+
+
+def _complement(members: list, values: dict, hidden: set, total) -> CellKey | None:
+    """Return the cell to hide next in a relation: smallest non-zero visible part, else the total."""
+    parts = [m for m in members if m != total and m not in hidden]
+    positive = sorted((values[m], m) for m in parts if values[m] > 0)
+    if positive:
+        return positive[0][1]
+    if total is not None and total not in hidden and values[total] > 0:
+        return total
+    zeros = sorted(parts)
+    if zeros:
+        return zeros[0]
+    return total if total is not None and total not in hidden else None
+
+
+def _recoverable(hidden: set, relations: list[tuple]) -> list[CellKey]:
+    """Return the hidden cells whose value the visible cells determine (linear algebra)."""
+    import numpy as np  # lazy: only tables with hidden cells need it
+
+    cells = sorted(hidden)
+    position = {c: i for i, c in enumerate(cells)}
+    # Split into connected components so each SVD stays small.
+    parent = list(range(len(cells)))
+
+    def find(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    touching = []
+    for total, members in relations:
+        inside = [position[m] for m in members if m in position]
+        if inside:
+            touching.append((total, members))
+            for i in inside[1:]:
+                parent[find(i)] = find(inside[0])
+    components: dict[int, list[int]] = {}
+    for i in range(len(cells)):
+        components.setdefault(find(i), []).append(i)
+    determined = []
+    for indices in components.values():
+        local = {cells[i]: j for j, i in enumerate(indices)}
+        rows = []
+        for total, members in touching:
+            row = [0.0] * len(indices)
+            for m in members:
+                if m in local:
+                    row[local[m]] += 1.0 if m == total else -1.0
+            if any(row):
+                rows.append(row)
+        if not rows:
+            continue
+        matrix = np.array(rows)
+        _, singular, vt = np.linalg.svd(matrix)
+        rank = int((singular > 1e-9 * max(singular.max(), 1.0)).sum())
+        null_space = vt[rank:].T  # columns span the hidden values' free directions
+        for cell, j in local.items():
+            if null_space.shape[1] == 0 or np.abs(null_space[j]).max() < 1e-9:
+                determined.append(cell)
+    return sorted(determined)
+
+
+def complementary_suppression(values: dict, primary: set, relations: list[tuple]) -> set:
+    """Return the cells to hide so no hidden cell can be recovered from the visible ones.
+
+    Arguments:
+        values: true count of every cell of one table (cell key -> count). Cells absent
+            from `values` are known zeros.
+        primary: the cells hidden by the profile's small-count rule.
+        relations: (total, members) pairs, where `members` lists the total and its parts
+            and the total equals the sum of the parts; `total` may be None for a relation
+            stated as "these parts sum to a published constant".
+
+    Returns:
+        The hidden cells: `primary` plus the complementary cells.
+
+    Examples:
+        >>> values = {"all": 50, "a": 3, "b": 20, "c": 27}
+        >>> sorted(complementary_suppression(values, {"a"}, [("all", ["all", "a", "b", "c"])]))
+        ['a', 'b']
+    """
+    hidden = set(primary)
+    if not hidden:
+        return hidden
+    relations = [(t if t in values else None, [m for m in members if m in values]) for t, members in relations]
+    relations = [(t, members) for t, members in relations if len(members) > 1]
+    by_cell: dict = {}
+    for index, (_, members) in enumerate(relations):
+        for m in members:
+            by_cell.setdefault(m, []).append(index)
+    while True:
+        changed = True
+        while changed:
+            changed = False
+            for total, members in relations:
+                if sum(m in hidden for m in members) == 1:
+                    extra = _complement(members, values, hidden, total)
+                    if extra is not None:
+                        hidden.add(extra)
+                        changed = True
+        exposed = _recoverable(hidden, relations)
+        if not exposed:
+            return hidden
+        added = False
+        for cell in exposed:
+            for index in by_cell.get(cell, []):
+                total, members = relations[index]
+                extra = _complement(members, values, hidden, total)
+                if extra is not None:
+                    hidden.add(extra)
+                    added = True
+                    break
+        if not added:
+            raise RuntimeError(
+                f"complementary_suppression: {len(exposed)} hidden cell(s) stay recoverable and no visible "
+                "cell is left to hide in their relations"
+            )
+
+
+def protect_counts(
+    frame: pl.DataFrame,
+    columns: Sequence[str],
+    profile: DisclosureProfile,
+    *,
+    table: Sequence[str],
+    cell: Sequence[str],
+    relations: list[tuple],
+) -> pl.DataFrame:
+    """Apply a profile with secondary suppression: small counts and their complements hidden.
+
+    Arguments:
+        frame: true aggregate counts, one row per cell of each table.
+        columns: count columns, each protected as its own table of counts (a numerator and
+            a denominator are separate additive tables).
+        profile: the disclosure profile.
+        table: columns identifying one table (e.g. month, indicator and version).
+        cell: columns identifying a cell within a table (e.g. vintage, breakdown, group).
+        relations: (total, members) pairs of cell keys (tuples of the `cell` columns),
+            true in every table: the total equals the sum of the other members.
+
+    Returns:
+        `frame` with `columns` controlled (Int64; hidden cells null, or 0 for a redacting
+        profile, the rest rounded by the profile) and `is_suppressed` true where any of
+        `columns` is hidden.
+
+    Examples:
+        >>> import polars as pl
+        >>> f = pl.DataFrame({"t": [1] * 4, "g": ["all", "a", "b", "c"], "n": [50, 3, 20, 27]})
+        >>> protect_counts(f, ["n"], NHS_SUPPRESS_ROUND5, table=["t"], cell=["g"],
+        ...                relations=[(("all",), [("all",), ("a",), ("b",), ("c",)])]).rows()
+        [(1, 'all', 50, False), (1, 'a', None, True), (1, 'b', None, True), (1, 'c', 25, False)]
+    """
+    hides = {c: [False] * frame.height for c in columns}
+    suppresses = profile.small_count_action in ("suppress", "redact") and profile.small_count_threshold > 0
+    if suppresses:
+        indexed = frame.with_row_index("_row")
+        for c in columns:
+            small = indexed.select(pl.col("_row"), profile.is_small(c).alias("_small"))["_small"].to_list()
+            for _, group in indexed.group_by(list(table)):
+                rows = group["_row"].to_list()
+                if not any(small[r] for r in rows):
+                    continue
+                keys = group.select(list(cell)).rows()
+                values = {k: (v or 0) for k, v in zip(keys, group[c].to_list())}
+                row_of = dict(zip(keys, rows))
+                primary = {k for k, r in row_of.items() if small[r]}
+                for k in complementary_suppression(values, primary, relations):
+                    hides[c][row_of[k]] = True
+    hidden_value = pl.lit(None, pl.Int64) if profile.small_count_action == "suppress" else pl.lit(0, pl.Int64)
+    hide_columns = [pl.Series(f"_hide_{c}", hides[c], dtype=pl.Boolean) for c in columns]
+    out = frame.with_columns(hide_columns)
+    return out.with_columns(
+        *[pl.when(pl.col(f"_hide_{c}")).then(hidden_value).otherwise(profile.control(c)).alias(c) for c in columns],
+        pl.any_horizontal([pl.col(f"_hide_{c}") for c in columns]).alias("is_suppressed"),
+    ).drop([f"_hide_{c}" for c in columns])

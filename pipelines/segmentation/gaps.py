@@ -5,37 +5,47 @@ the aggregate `GAP_TABLE` contract (published layer). The order of work follows 
 sections 5 and 6:
 
 1. count numerator and denominator per month x indicator x group (one scan of the
-   patient-level rows, then cheap re-aggregation per breakdown);
-2. apply the disclosure profile to those counts;
+   patient-level rows to the finest cross-tabulation, then cheap re-aggregation per
+   breakdown);
+2. apply the disclosure profile to those counts, with secondary suppression across every
+   additive relation of the table (`disclosure.protect_counts`);
 3. only then compute rates (Wilson), gaps against the reference group (Newcombe hybrid
    score, method 10), rate ratios and the direction-aware comparison.
 
-Breakdowns and their reference groups (`REFERENCE_GROUPS`; fixed labels rather than "the
-largest group", so a gap means the same thing every month and for every indicator):
+Breakdowns (one-dimensional) and their reference groups (`REFERENCE_GROUPS`; fixed labels
+rather than "the largest group", so a gap means the same thing every month):
 
+- `overall`: the single group 'all'; compared to nothing.
 - `imd_decile`: '1'..'10' (national decile, 1 = most deprived); reference '10'.
 - `imd_quintile`: '1'..'5' = ceil(decile / 2); reference '5' (least deprived).
 - `core20`: 'core20' (national decile 1-2) or 'rest'; reference 'rest'.
-- `ethnicity_broad`: the broad group as supplied; reference 'White'.
-- `sex`: 'F', 'M', 'I'; reference 'F', so the sex gap reads "male minus female"
-  (the NHS/ONS convention of females as the comparator in sex breakdowns); 'U'
+- `ethnicity_broad`: the five broad census groups plus 'Not stated'; reference 'White'.
+- `ethnicity_16`: the 16 census groups (NHS ethnic category A-S) plus 'Not stated';
+  reference 'White - British' (DOMAIN.md section 5: "each ethnic group vs White British").
+- `sex`: 'F', 'M', 'I'; reference 'F', so the sex gap reads "male minus female"; 'U'
   (unknown / not recorded) is the 'unknown' group.
-- `age_band`: '0-17', '18-39', '40-59', '60-79', '80+'; reference '40-59', a middle
-  adult band chosen so no band is compared against an extreme of the age range. For
-  children-only indicators the reference is absent and gaps are null ('not compared').
-- `overall`: the single group 'all'; compared to nothing.
+- `age_band`: '0-17', '18-39', '40-59', '60-79', '80+'; reference '40-59'.
+- `practice`, `sub_icb`, `icb`: the registered practice (ODS code) and the Sub-ICB and ICB
+  of the home LSOA. Areas are compared with the whole population ('all') the way
+  Fingertips compares an area with its benchmark: the overall rate is treated as a fixed
+  value, the gap's interval is the area's Wilson interval minus it, and the area is
+  better or worse when that interval excludes 0 (`comparison_method` 'benchmark').
+- `cohort:<id>`: 'member' or 'not_member' of each cohort in `cohorts.cohort_membership`
+  (the PLUS groups and ICS focus cohorts; the Core20 cohort is the `core20` breakdown);
+  reference 'not_member'.
 
-Deprivation breakdowns are emitted once per IMD vintage (IMD2019 from `imd2019_decile`,
-IMD2025 from `imd2025_decile`). Breakdowns that do not depend on deprivation are emitted
-once, labelled with `primary_vintage` (default "IMD2019"), to avoid publishing identical
-rows twice.
+Intersections of two breakdowns (`INTERSECTIONS`, default IMD quintile x broad ethnicity
+and Core20 x each cohort) are breakdowns named 'A|B' with groups 'a|b'; their reference
+group is 'ref(A)|ref(B)' (e.g. '5|White': least deprived White patients), because equity
+work asks who is disadvantaged on more than one axis at once.
 
-Missing values (null decile, null ethnicity, sex 'U', null age, or a patient with no
-attributes row) form their own group 'unknown': missingness is itself an output (DOMAIN.md
-section 1). 'unknown' and 'not stated' groups are compared to nothing.
+Deprivation breakdowns, and intersections involving one, are emitted once per IMD vintage.
+Other breakdowns are emitted once, labelled with `primary_vintage`.
 
-Only groups that occur in the data get a row; an absent reference group leaves its
-breakdown's gaps null.
+Missing values (null decile, ethnicity or geography, sex 'U', null age, or a patient with
+no attributes row) form their own group 'unknown' (in an intersection, any 'unknown'
+part): missingness is itself an output (DOMAIN.md section 1). 'unknown' and 'Not stated'
+groups are reported, never compared.
 """
 
 from __future__ import annotations
@@ -44,11 +54,14 @@ from typing import Mapping, Sequence
 
 import polars as pl
 
-from pipelines.segmentation.disclosure import NHS_SUPPRESS_ROUND5, DisclosureProfile, apply_profile
+from pipelines.segmentation.disclosure import NHS_SUPPRESS_ROUND5, DisclosureProfile, protect_counts
 from pipelines.segmentation.schemas import GAP_TABLE, IMD_VINTAGES
 from pipelines.segmentation.stats import newcombe_columns, wilson_columns
 
 UNKNOWN = "unknown"
+SEPARATOR = "|"
+COHORT_PREFIX = "cohort:"
+MEMBER, NOT_MEMBER = "member", "not_member"
 
 BREAKDOWNS: tuple[str, ...] = (
     "overall",
@@ -56,11 +69,17 @@ BREAKDOWNS: tuple[str, ...] = (
     "imd_quintile",
     "core20",
     "ethnicity_broad",
+    "ethnicity_16",
     "sex",
     "age_band",
+    "practice",
+    "sub_icb",
+    "icb",
 )
 
 DEPRIVATION_BREAKDOWNS = ("imd_decile", "imd_quintile", "core20")
+# Areas are benchmarked against the whole population rather than a reference group.
+BENCHMARKED_BREAKDOWNS = ("practice", "sub_icb", "icb")
 
 REFERENCE_GROUPS: dict[str, str | None] = {
     "overall": None,
@@ -68,9 +87,19 @@ REFERENCE_GROUPS: dict[str, str | None] = {
     "imd_quintile": "5",
     "core20": "rest",
     "ethnicity_broad": "White",
+    "ethnicity_16": "White - British",
     "sex": "F",
     "age_band": "40-59",
+    "practice": "all",
+    "sub_icb": "all",
+    "icb": "all",
 }
+
+# "cohort:*" stands for every cohort breakdown present.
+INTERSECTIONS: tuple[tuple[str, str], ...] = (
+    ("imd_quintile", "ethnicity_broad"),
+    ("core20", "cohort:*"),
+)
 
 # Group labels that describe missing data: reported, never compared (lower-cased match).
 NOT_COMPARED_GROUPS = frozenset({UNKNOWN, "not stated", "not_stated", "not known"})
@@ -79,8 +108,19 @@ NOT_COMPARED_GROUPS = frozenset({UNKNOWN, "not stated", "not_stated", "not known
 AGE_BANDS: tuple[tuple[str, int], ...] = (("0-17", 17), ("18-39", 39), ("40-59", 59), ("60-79", 79))
 AGE_BAND_OPEN = "80+"
 
+# The attribute column each breakdown needs (deprivation ones need both decile columns).
+_ATTRIBUTE_COLUMNS = {
+    "ethnicity_broad": "ethnicity_broad",
+    "ethnicity_16": "ethnicity_16",
+    "sex": "sex",
+    "age_band": "age",
+    "practice": "practice_code",
+    "sub_icb": "sicbl_code",
+    "icb": "icb_code",
+}
 _DECILE_COLUMNS = {"IMD2019": "imd2019_decile", "IMD2025": "imd2025_decile"}
 _KEYS = ["reporting_month", "indicator_id", "indicator_version"]
+_CELL = ["imd_vintage", "breakdown", "group"]
 
 
 def _deprivation_groups(decile: pl.Expr) -> dict[str, pl.Expr]:
@@ -101,6 +141,11 @@ def _age_band(age: pl.Expr) -> pl.Expr:
     return expr.otherwise(pl.lit(AGE_BAND_OPEN))
 
 
+def _text_group(column: str) -> pl.Expr:
+    value = pl.col(column).cast(pl.String).str.strip_chars()
+    return pl.when(value.is_null() | (value == "")).then(pl.lit(UNKNOWN)).otherwise(value)
+
+
 def _check_columns(frame: pl.LazyFrame | pl.DataFrame, required: Sequence[str], what: str) -> None:
     names = set(frame.collect_schema().names())
     missing = [c for c in required if c not in names]
@@ -108,14 +153,90 @@ def _check_columns(frame: pl.LazyFrame | pl.DataFrame, required: Sequence[str], 
         raise ValueError(f"build_gap_table: {what} is missing columns {missing}")
 
 
+def _is_deprivation(breakdown: str) -> bool:
+    return any(part in DEPRIVATION_BREAKDOWNS for part in breakdown.split(SEPARATOR))
+
+
+def _reference_of(breakdown: str, references: Mapping[str, str | None]) -> str | None:
+    parts = breakdown.split(SEPARATOR)
+    refs = [NOT_MEMBER if p.startswith(COHORT_PREFIX) else references.get(p) for p in parts]
+    if any(r is None for r in refs) or (len(parts) > 1 and any(p in BENCHMARKED_BREAKDOWNS for p in parts)):
+        return None
+    return SEPARATOR.join(refs)
+
+
+def _label_column(vintage: str, breakdown: str) -> str:
+    return f"{vintage}__{breakdown}" if breakdown in DEPRIVATION_BREAKDOWNS else f"__{breakdown}"
+
+
+def _relations(counts: pl.DataFrame, cells: pl.DataFrame, primary_vintage: str) -> list[tuple]:
+    """Return every additive relation among the table's cells: (total, [total, *parts]).
+
+    Cell keys are (imd_vintage, breakdown, group). The relations are structural, true for
+    every indicator and month: each breakdown sums to the overall count, deciles to
+    quintiles to Core20/rest, detailed to broad ethnic groups, Sub-ICBs to ICBs, and the
+    cells of an intersection to both of its margins.
+    """
+    present: dict[tuple[str, str], list[str]] = {}
+    for vintage, breakdown, group in counts.select(_CELL).unique().rows():
+        present.setdefault((vintage, breakdown), []).append(group)
+    overall = (primary_vintage, "overall", "all")
+    relations: list[tuple] = []
+
+    def add(total, parts):
+        if parts:
+            relations.append((total, [total, *parts]))
+
+    for (vintage, breakdown), groups in present.items():
+        if breakdown != "overall":
+            add(overall, [(vintage, breakdown, g) for g in groups])
+    for vintage in IMD_VINTAGES:
+        deciles = set(present.get((vintage, "imd_decile"), []))
+        quintiles = set(present.get((vintage, "imd_quintile"), []))
+        core20 = set(present.get((vintage, "core20"), []))
+        if deciles and quintiles:
+            for q in quintiles:
+                members = [UNKNOWN] if q == UNKNOWN else [str(2 * int(q) - 1), str(2 * int(q))]
+                add((vintage, "imd_quintile", q), [(vintage, "imd_decile", d) for d in members if d in deciles])
+        if quintiles and core20:
+            split = {"core20": ["1"], "rest": ["2", "3", "4", "5"], UNKNOWN: [UNKNOWN]}
+            for c in core20:
+                add((vintage, "core20", c), [(vintage, "imd_quintile", q) for q in split[c] if q in quintiles])
+    for fine, coarse in (("ethnicity_16", "ethnicity_broad"), ("sub_icb", "icb")):
+        vintage = primary_vintage
+        if (vintage, fine) in present and (vintage, coarse) in present:
+            mapping = cells.select(
+                pl.col(_label_column(vintage, fine)).alias("fine"), pl.col(_label_column(vintage, coarse)).alias("coarse")
+            ).unique()
+            many = mapping.group_by("fine").len().filter(pl.col("len") > 1)["fine"].to_list()
+            for coarse_group, parts in mapping.filter(~pl.col("fine").is_in(many)).group_by("coarse").agg("fine").rows():
+                add((vintage, coarse, coarse_group), [(vintage, fine, f) for f in parts])
+    for (vintage, breakdown), groups in present.items():
+        if SEPARATOR not in breakdown:
+            continue
+        first, second = breakdown.split(SEPARATOR)
+        for position, margin in enumerate((first, second)):
+            margin_vintage = vintage if margin in DEPRIVATION_BREAKDOWNS else primary_vintage
+            if (margin_vintage, margin) not in present:
+                continue
+            by_margin: dict[str, list] = {}
+            for g in groups:
+                by_margin.setdefault(g.split(SEPARATOR)[position], []).append((vintage, breakdown, g))
+            for label, parts in by_margin.items():
+                add((margin_vintage, margin, label), parts)
+    return relations
+
+
 def build_gap_table(
     indicator_results: pl.LazyFrame,
     attributes: pl.LazyFrame,
     catalogue: pl.DataFrame,
     *,
+    cohorts: pl.LazyFrame | None = None,
     profile: DisclosureProfile = NHS_SUPPRESS_ROUND5,
     confidence: float = 0.95,
     breakdowns: Sequence[str] | None = None,
+    intersections: Sequence[tuple[str, str]] | None = None,
     primary_vintage: str = "IMD2019",
     reference_groups: Mapping[str, str | None] | None = None,
 ) -> pl.DataFrame:
@@ -126,20 +247,27 @@ def build_gap_table(
             `reporting_month`, `patient_id`, `indicator_id`, `indicator_version`,
             `is_numerator`.
         attributes: one row per patient per month, with `reporting_month`, `patient_id`,
-            `imd2019_decile`, `imd2025_decile`, `sex`, `age`, `ethnicity_broad`.
-            A denominator patient with no attributes row falls in every 'unknown' group.
+            `imd2019_decile`, `imd2025_decile` and the columns of the chosen breakdowns
+            (`sex`, `age`, `ethnicity_broad`, `ethnicity_16`, `practice_code`,
+            `sicbl_code`, `icb_code`). A denominator patient with no attributes row falls
+            in every 'unknown' group.
         catalogue: `indicator_id`, `indicator_version`, `clinical_area`, `direction`
             ('higher_is_better' or 'lower_is_better'); other columns are ignored.
+        cohorts: cohort members (`reporting_month`, `patient_id`, `cohort_id`); each
+            cohort but 'core20' becomes a `cohort:<id>` breakdown. None: no cohort rows.
         profile: disclosure-control profile applied to the counts before any statistic.
         confidence: confidence level of the rate and gap intervals.
-        breakdowns: which of `BREAKDOWNS` to produce (default: all).
+        breakdowns: which of `BREAKDOWNS` to produce (default: all); cohort breakdowns
+            follow `cohorts`.
+        intersections: pairs of breakdowns to cross (default `INTERSECTIONS`; `()` for
+            none); 'cohort:*' stands for every cohort.
         primary_vintage: IMD vintage that labels the breakdowns not based on deprivation.
         reference_groups: overrides of `REFERENCE_GROUPS`, by breakdown.
 
     Returns:
         A DataFrame with exactly `GAP_TABLE`'s columns, dtypes and order, sorted by month,
-        indicator, vintage, breakdown (in `BREAKDOWNS` order) and group (numeric groups
-        numerically, 'unknown' last).
+        indicator, vintage, breakdown and group (numeric groups numerically, 'unknown'
+        last).
 
     Raises:
         ValueError: for an unknown breakdown or vintage, missing input columns, or an
@@ -153,14 +281,13 @@ def build_gap_table(
         ...     "indicator_id": ["smi_phc"] * 3, "indicator_version": [1, 1, 1],
         ...     "is_numerator": [True, False, True]}, schema_overrides={"indicator_version": pl.Int32})
         >>> people = pl.LazyFrame({"reporting_month": [month] * 3, "patient_id": ["a", "b", "c"],
-        ...     "imd2019_decile": [1, 10, None], "imd2025_decile": [1, 9, 2], "sex": ["F", "M", "F"],
-        ...     "age": [30, 45, 70], "ethnicity_broad": ["White", None, "Asian"], "practice_code": ["C84001"] * 3},
-        ...     schema_overrides={"imd2019_decile": pl.Int8, "imd2025_decile": pl.Int8, "age": pl.Int32})
+        ...     "imd2019_decile": [1, 10, None], "imd2025_decile": [1, 9, 2], "sex": ["F", "M", "F"]},
+        ...     schema_overrides={"imd2019_decile": pl.Int8, "imd2025_decile": pl.Int8})
         >>> catalogue = pl.DataFrame({"indicator_id": ["smi_phc"], "indicator_version": [1],
         ...     "clinical_area": ["SMI"], "direction": ["higher_is_better"]})
-        >>> table = build_gap_table(results, people, catalogue, breakdowns=["overall", "core20"])
-        >>> table.select("imd_vintage", "breakdown", "group", "denominator", "is_suppressed", "comparison").rows()
-        [('IMD2019', 'overall', 'all', None, True, 'not compared'), ('IMD2019', 'core20', 'core20', None, True, 'not compared'), ('IMD2019', 'core20', 'rest', None, True, 'not compared'), ('IMD2019', 'core20', 'unknown', None, True, 'not compared'), ('IMD2025', 'core20', 'core20', None, True, 'not compared'), ('IMD2025', 'core20', 'rest', None, True, 'not compared')]
+        >>> table = build_gap_table(results, people, catalogue, breakdowns=["overall", "core20"], intersections=())
+        >>> table.select("imd_vintage", "breakdown", "group", "denominator", "is_suppressed").rows()
+        [('IMD2019', 'overall', 'all', None, True), ('IMD2019', 'core20', 'core20', None, True), ('IMD2019', 'core20', 'rest', None, True), ('IMD2019', 'core20', 'unknown', None, True), ('IMD2025', 'core20', 'core20', None, True), ('IMD2025', 'core20', 'rest', None, True)]
     """
     chosen = list(BREAKDOWNS) if breakdowns is None else list(dict.fromkeys(breakdowns))
     if not chosen:
@@ -173,11 +300,8 @@ def build_gap_table(
     references = {**REFERENCE_GROUPS, **(reference_groups or {})}
 
     _check_columns(indicator_results, ["reporting_month", "patient_id", *_KEYS[1:], "is_numerator"], "indicator_results")
-    _check_columns(
-        attributes,
-        ["reporting_month", "patient_id", "imd2019_decile", "imd2025_decile", "sex", "age", "ethnicity_broad"],
-        "attributes",
-    )
+    needed = list(dict.fromkeys(_ATTRIBUTE_COLUMNS[b] for b in chosen if b in _ATTRIBUTE_COLUMNS))
+    _check_columns(attributes, ["reporting_month", "patient_id", "imd2019_decile", "imd2025_decile", *needed], "attributes")
     _check_columns(catalogue, [*_KEYS[1:], "clinical_area", "direction"], "catalogue")
     bad_direction = catalogue.filter(~pl.col("direction").is_in(["higher_is_better", "lower_is_better"]))
     if bad_direction.height:
@@ -186,35 +310,85 @@ def build_gap_table(
             f"{sorted(bad_direction['indicator_id'].unique().to_list())} have another value"
         )
 
-    # Every (vintage, breakdown) pair to emit, with the column holding its group label.
-    pairs: list[tuple[str, str, str]] = []
-    for breakdown in chosen:
-        if breakdown in DEPRIVATION_BREAKDOWNS:
-            pairs += [(vintage, breakdown, f"{vintage}__{breakdown}") for vintage in IMD_VINTAGES]
-        else:
-            pairs.append((primary_vintage, breakdown, f"__{breakdown}"))
+    # Cohort membership becomes one Boolean column per cohort (members only are listed).
+    cohort_ids: list[str] = []
+    member_flags = None
+    if cohorts is not None:
+        _check_columns(cohorts, ["reporting_month", "patient_id", "cohort_id"], "cohorts")
+        members = cohorts.select("reporting_month", "patient_id", "cohort_id").filter(pl.col("cohort_id") != "core20").collect()
+        cohort_ids = sorted(members["cohort_id"].unique().to_list())
+        if cohort_ids:
+            member_flags = (
+                members.unique().with_columns(pl.lit(True).alias("_member"))
+                .pivot(on="cohort_id", index=["reporting_month", "patient_id"], values="_member")
+                .rename({c: f"__{COHORT_PREFIX}{c}" for c in cohort_ids})
+            )
+    cohort_breakdowns = [f"{COHORT_PREFIX}{c}" for c in cohort_ids]
+    one_dimensional = chosen + cohort_breakdowns
+    # The overall count is always counted and protected (conservatively, as if published:
+    # two breakdowns that both sum to it are a relation even when it is not shown).
+    counted = one_dimensional if "overall" in chosen else ["overall", *one_dimensional]
 
-    group_exprs: dict[str, pl.Expr] = {}
+    crosses: list[str] = []
+    explicit = intersections is not None
+    for first, second in INTERSECTIONS if intersections is None else intersections:
+        for a in cohort_breakdowns if first == f"{COHORT_PREFIX}*" else [first]:
+            for b in cohort_breakdowns if second == f"{COHORT_PREFIX}*" else [second]:
+                if a == "overall" or b == "overall" or a == b:
+                    raise ValueError(f"intersection {a}{SEPARATOR}{b} must cross two different breakdowns other than overall")
+                missing = [part for part in (a, b) if part not in one_dimensional]
+                if missing:
+                    # The default crosses follow the chosen breakdowns; an explicit one must be satisfiable.
+                    if explicit and not any(m.startswith(COHORT_PREFIX) for m in missing):
+                        raise ValueError(
+                            f"intersection {a}{SEPARATOR}{b}: {missing} must also be chosen as breakdowns"
+                        )
+                    continue
+                crosses.append(f"{a}{SEPARATOR}{b}")
+
+    # Every (vintage, breakdown) pair to emit.
+    pairs: list[tuple[str, str]] = []
+    for breakdown in counted + crosses:
+        if _is_deprivation(breakdown):
+            pairs += [(vintage, breakdown) for vintage in IMD_VINTAGES]
+        else:
+            pairs.append((primary_vintage, breakdown))
+
+    group_exprs: dict[str, pl.Expr] = {"__overall": pl.lit("all")}
     for vintage, column in _DECILE_COLUMNS.items():
         for breakdown, expr in _deprivation_groups(pl.col(column)).items():
             group_exprs[f"{vintage}__{breakdown}"] = expr
-    sex = pl.col("sex").str.strip_chars().str.to_uppercase()
-    ethnicity = pl.col("ethnicity_broad").str.strip_chars()
-    group_exprs["__overall"] = pl.lit("all")
-    group_exprs["__ethnicity_broad"] = pl.when(ethnicity.is_null() | (ethnicity == "")).then(pl.lit(UNKNOWN)).otherwise(ethnicity)
-    group_exprs["__sex"] = pl.when(sex.is_null() | (sex == "U") | (sex == "")).then(pl.lit(UNKNOWN)).otherwise(sex)
-    group_exprs["__age_band"] = _age_band(pl.col("age"))
-    group_columns = list(dict.fromkeys(column for _, _, column in pairs))
+    sex = pl.col("sex").str.strip_chars().str.to_uppercase() if "sex" in needed else None
+    if sex is not None:
+        group_exprs["__sex"] = pl.when(sex.is_null() | (sex == "U") | (sex == "")).then(pl.lit(UNKNOWN)).otherwise(sex)
+    if "age" in needed:
+        group_exprs["__age_band"] = _age_band(pl.col("age"))
+    for breakdown in ("ethnicity_broad", "ethnicity_16", "practice", "sub_icb", "icb"):
+        if breakdown in chosen:
+            group_exprs[f"__{breakdown}"] = _text_group(_ATTRIBUTE_COLUMNS[breakdown])
+    for breakdown in cohort_breakdowns:
+        flag = pl.col(f"__{breakdown}").fill_null(False)
+        group_exprs[f"__{breakdown}"] = pl.when(flag).then(pl.lit(MEMBER)).otherwise(pl.lit(NOT_MEMBER))
+    label_columns: set[str] = set()
+    for vintage, breakdown in pairs:
+        for part in breakdown.split(SEPARATOR):
+            label_columns.add(_label_column(vintage, part))
+    label_columns |= {_label_column(primary_vintage, "overall")}
+    group_columns = sorted(label_columns)
 
     # Step 1: one pass over patient-level rows to the finest cross-tabulation needed.
     # A left join keeps denominator patients without attributes (they become 'unknown').
-    attribute_rows = attributes.select(
-        "reporting_month", "patient_id", "imd2019_decile", "imd2025_decile", "sex", "age", "ethnicity_broad"
-    ).unique(subset=["reporting_month", "patient_id"], keep="first")
+    attribute_columns = ["imd2019_decile", "imd2025_decile", *needed]
+    attribute_rows = attributes.select("reporting_month", "patient_id", *attribute_columns).unique(
+        subset=["reporting_month", "patient_id"], keep="first"
+    )
+    joined = indicator_results.select("reporting_month", "patient_id", *_KEYS[1:], "is_numerator").join(
+        attribute_rows, on=["reporting_month", "patient_id"], how="left"
+    )
+    if member_flags is not None:
+        joined = joined.join(member_flags.lazy(), on=["reporting_month", "patient_id"], how="left")
     cells = (
-        indicator_results.select("reporting_month", "patient_id", *_KEYS[1:], "is_numerator")
-        .join(attribute_rows, on=["reporting_month", "patient_id"], how="left")
-        .select(*_KEYS, "is_numerator", *[group_exprs[c].alias(c) for c in group_columns])
+        joined.select(*_KEYS, "is_numerator", *[group_exprs[c].alias(c) for c in group_columns])
         .group_by(*_KEYS, *group_columns)
         .agg(
             pl.col("is_numerator").fill_null(False).sum().cast(pl.Int64).alias("numerator"),
@@ -222,28 +396,47 @@ def build_gap_table(
         )
         .collect()
     )
-    pieces = [
-        cells.group_by(*_KEYS, pl.col(column).alias("group"))
-        .agg(pl.col("numerator").sum(), pl.col("denominator").sum())
-        .with_columns(pl.lit(vintage).alias("imd_vintage"), pl.lit(breakdown).alias("breakdown"))
-        .select(*_KEYS, "imd_vintage", "breakdown", "group", "numerator", "denominator")
-        for vintage, breakdown, column in pairs
-    ]
+    pieces = []
+    for vintage, breakdown in pairs:
+        parts = [_label_column(vintage, p) for p in breakdown.split(SEPARATOR)]
+        label = pl.col(parts[0]) if len(parts) == 1 else pl.concat_str(parts, separator=SEPARATOR)
+        pieces.append(
+            cells.group_by(*_KEYS, label.alias("group"))
+            .agg(pl.col("numerator").sum(), pl.col("denominator").sum())
+            .with_columns(pl.lit(vintage).alias("imd_vintage"), pl.lit(breakdown).alias("breakdown"))
+            .select(*_KEYS, "imd_vintage", "breakdown", "group", "numerator", "denominator")
+        )
     counts = pl.concat(pieces)
 
-    # Step 2: disclosure control on the counts, before any statistic.
-    controlled = apply_profile(counts, ["numerator", "denominator"], profile)
+    # Step 2: disclosure control on the counts, with secondary suppression, before any statistic.
+    relations = _relations(counts, cells, primary_vintage)
+    controlled = protect_counts(
+        counts, ["numerator", "denominator"], profile, table=_KEYS, cell=_CELL, relations=relations
+    )
 
-    # Step 3: rates from controlled counts; a row with a suppressed count gets no rate.
+    # Step 3: rates from controlled counts; a row with a hidden count gets no rate.
     controlled = controlled.with_columns(
         [pl.when(~pl.col("is_suppressed")).then(e).alias(name) for e, name in zip(
             wilson_columns("numerator", "denominator", confidence), ["rate", "rate_lower", "rate_upper"]
         )]
     )
+    return _compare(controlled, catalogue, references, profile, confidence, one_dimensional + crosses)
+
+
+def _compare(
+    controlled: pl.DataFrame,
+    catalogue: pl.DataFrame,
+    references: Mapping[str, str | None],
+    profile: DisclosureProfile,
+    confidence: float,
+    emitted: list[str],
+) -> pl.DataFrame:
+    """Add reference groups, gaps, ratios and the direction-aware comparison."""
     reference_frame = pl.DataFrame(
-        {"breakdown": list(references), "reference_group": list(references.values())},
+        {"breakdown": emitted, "reference_group": [_reference_of(b, references) for b in emitted]},
         schema={"breakdown": pl.String, "reference_group": pl.String},
     )
+    is_benchmarked = pl.col("breakdown").is_in(list(BENCHMARKED_BREAKDOWNS))
     reference_rows = controlled.select(
         *_KEYS,
         "imd_vintage",
@@ -254,24 +447,49 @@ def build_gap_table(
         pl.col("rate").alias("reference_rate"),
         pl.col("is_suppressed").alias("reference_is_suppressed"),
     )
-    is_missing_group = pl.col("group").str.to_lowercase().is_in(list(NOT_COMPARED_GROUPS))
-    is_reference = pl.col("group") == pl.col("reference_group")
+    overall_rows = controlled.filter(pl.col("breakdown") == "overall").select(
+        *_KEYS, pl.col("rate").alias("overall_rate"), pl.col("is_suppressed").alias("overall_is_suppressed")
+    )
+    parts = pl.col("group").str.to_lowercase().str.split(SEPARATOR)
+    is_missing_group = parts.list.eval(pl.element().is_in(list(NOT_COMPARED_GROUPS))).list.any()
+    is_reference = (pl.col("group") == pl.col("reference_group")) & ~is_benchmarked
     compared = (
         controlled.join(reference_frame, on="breakdown", how="left")
         .with_columns(pl.when(~is_missing_group).then(pl.col("reference_group")).alias("reference_group"))
         .join(reference_rows, on=[*_KEYS, "imd_vintage", "breakdown", "reference_group"], how="left")
+        .join(overall_rows, on=_KEYS, how="left")
     )
-    can_compare = (
+    pairwise = (
         pl.col("reference_group").is_not_null()
+        & ~is_benchmarked
         & ~is_reference
         & ~pl.col("is_suppressed")
         & ~pl.col("reference_is_suppressed").fill_null(True)
     )
+    benchmark = (
+        pl.col("reference_group").is_not_null()
+        & is_benchmarked
+        & ~pl.col("is_suppressed")
+        & ~pl.col("overall_is_suppressed").fill_null(True)
+    )
     gap_exprs = newcombe_columns("numerator", "denominator", "reference_numerator", "reference_denominator", confidence)
     compared = compared.with_columns(
-        *[pl.when(can_compare).then(e).alias(name) for e, name in zip(gap_exprs, ["gap", "gap_lower", "gap_upper"])],
+        *[
+            pl.when(pairwise).then(e).when(benchmark).then(bench).alias(name)
+            for e, bench, name in zip(
+                gap_exprs,
+                [pl.col("rate") - pl.col("overall_rate"), pl.col("rate_lower") - pl.col("overall_rate"),
+                 pl.col("rate_upper") - pl.col("overall_rate")],
+                ["gap", "gap_lower", "gap_upper"],
+            )
+        ],
         # A zero reference rate has no ratio (not infinity).
-        pl.when(can_compare & (pl.col("reference_rate") > 0)).then(pl.col("rate") / pl.col("reference_rate")).alias("rate_ratio"),
+        pl.when(pairwise & (pl.col("reference_rate") > 0)).then(pl.col("rate") / pl.col("reference_rate"))
+        .when(benchmark & (pl.col("overall_rate") > 0)).then(pl.col("rate") / pl.col("overall_rate"))
+        .alias("rate_ratio"),
+        pl.when(pl.col("reference_group").is_null()).then(pl.lit(None, pl.String))
+        .when(is_benchmarked).then(pl.lit("benchmark"))
+        .otherwise(pl.lit("newcombe")).alias("comparison_method"),
     )
 
     # Direction-aware comparison: significant when the gap interval excludes 0.
@@ -301,21 +519,137 @@ def build_gap_table(
         .then(pl.when(higher_is_better).then(pl.lit("worse")).otherwise(pl.lit("better")))
         .otherwise(pl.lit("similar"))
     )
-    breakdown_order = pl.col("breakdown").replace_strict(
-        {b: i for i, b in enumerate(BREAKDOWNS)}, return_dtype=pl.Int32
-    )
+    order = {b: i for i, b in enumerate(emitted)}
+    breakdown_order = pl.col("breakdown").replace_strict(order, default=len(order), return_dtype=pl.Int32)
+    first_group = pl.col("group").str.split(SEPARATOR).list.first()
     return (
-        compared.with_columns(comparison.alias("comparison"), pl.lit(profile.name).alias("disclosure_profile"))
+        compared.filter(pl.col("breakdown").is_in(emitted))
+        .with_columns(comparison.alias("comparison"), pl.lit(profile.name).alias("disclosure_profile"))
         .sort(
             "reporting_month",
             "indicator_id",
             "indicator_version",
             "imd_vintage",
             breakdown_order,
-            pl.col("group") == UNKNOWN,
-            pl.col("group").cast(pl.Int64, strict=False),
+            pl.col("group").str.contains(UNKNOWN),
+            first_group.cast(pl.Int64, strict=False),
             "group",
             nulls_last=True,
         )
         .select([pl.col(c.name).cast(c.dtype) for c in GAP_TABLE.columns])
+    )
+
+
+# ---------------------------------------------------------------------------
+# Slope and relative index of inequality from the published decile / quintile rows.
+# ---------------------------------------------------------------------------
+
+QUANTILE_TYPES = {"imd_decile": 10, "imd_quintile": 5}
+_INDEX_KEYS = [*_KEYS, "imd_vintage", "quantile_type"]
+
+
+def index_seed(base_seed: int, *parts: object) -> int:
+    """Return the seed for one index: stable across runs and machines (CRC-32 of its key).
+
+    Examples:
+        >>> index_seed(20260, "2026-10-01", "smi_health_check", 1, "IMD2025", "imd_decile")
+        95234967
+    """
+    import zlib
+
+    key = "|".join(str(p) for p in parts).encode("utf-8")
+    return (base_seed + zlib.crc32(key)) % 2**31
+
+
+def build_inequality_table(
+    gap_table: pl.DataFrame,
+    *,
+    base_seed: int = 20260,
+    repetitions: int = 100000,
+    confidence: float = 0.95,
+    transform: bool = False,
+) -> pl.DataFrame:
+    """Return SII/RII per month x indicator x vintage x quantile type (the `INEQUALITY_TABLE` contract).
+
+    Inputs are the published, disclosure-controlled rows: the rate of each national IMD
+    decile or quintile (proportions, 'unknown' left out), its controlled denominator as the
+    population, and the standard error implied by its 95% Wilson interval, (upper - lower)
+    / (2 z) as phe_sii derives it (on the logit scale when `transform`). An index needs
+    every quantile with a published rate; otherwise its row says why it was not computed.
+    Each index's seed is derived from `base_seed` and its key, and recorded.
+
+    Examples:
+        >>> import datetime as dt
+        >>> m = dt.date(2026, 1, 1)
+        >>> rows = pl.DataFrame({"reporting_month": [m] * 5, "indicator_id": ["x"] * 5, "indicator_version": [1] * 5,
+        ...     "clinical_area": ["SMI"] * 5, "direction": ["higher_is_better"] * 5, "imd_vintage": ["IMD2025"] * 5,
+        ...     "breakdown": ["imd_quintile"] * 5, "group": ["1", "2", "3", "4", "5"], "denominator": [100] * 5,
+        ...     "rate": [0.5, 0.55, 0.6, 0.65, 0.7], "rate_lower": [0.4, 0.45, 0.5, 0.55, 0.6],
+        ...     "rate_upper": [0.6, 0.65, 0.7, 0.75, 0.8], "disclosure_profile": ["none"] * 5},
+        ...     schema_overrides={"indicator_version": pl.Int32})
+        >>> out = build_inequality_table(rows, repetitions=1000)  # linear: 0.5 at rank 0.1 to 0.7 at 0.9
+        >>> out.select("quantile_type", pl.col("sii").round(4), pl.col("rii").round(4), "status").rows()
+        [('imd_quintile', 0.25, 1.5263, 'computed')]
+    """
+    from pipelines.segmentation.schemas import INEQUALITY_TABLE
+    from pipelines.segmentation.stats import _z, inequality_table
+
+    z = _z(confidence)
+    quantile_rows = gap_table.filter(
+        pl.col("breakdown").is_in(list(QUANTILE_TYPES)) & (pl.col("group") != UNKNOWN)
+    ).with_columns(pl.col("breakdown").alias("quantile_type"), pl.col("group").cast(pl.Int32).alias("quantile"))
+    if transform:
+        logit = lambda c: (pl.col(c) / (1.0 - pl.col(c))).log()  # noqa: E731
+        se = (logit("rate_upper") - logit("rate_lower")) / z / 2.0
+        usable = (pl.col("rate_lower") > 0) & (pl.col("rate_upper") < 1) & (pl.col("rate") > 0) & (pl.col("rate") < 1)
+    else:
+        se = (pl.col("rate_upper") - pl.col("rate_lower")) / z / 2.0
+        usable = pl.lit(True)
+    quantile_rows = quantile_rows.with_columns(
+        se.alias("standard_error"),
+        (pl.col("rate").is_not_null() & (pl.col("denominator") > 0) & usable).alias("_usable"),
+    )
+    summary = (
+        quantile_rows.group_by(_INDEX_KEYS)
+        .agg(
+            pl.col("clinical_area").first(),
+            pl.col("direction").first(),
+            pl.col("disclosure_profile").first(),
+            pl.col("_usable").sum().cast(pl.Int32).alias("n_quantiles"),
+            pl.col("quantile").filter(pl.col("_usable")).n_unique().alias("_distinct"),
+            pl.col("denominator").filter(pl.col("_usable")).sum().cast(pl.Int64).alias("population"),
+        )
+        .with_columns(pl.col("quantile_type").replace_strict(QUANTILE_TYPES, return_dtype=pl.Int32).alias("_needed"))
+    )
+    seeds = [index_seed(base_seed, *key) for key in summary.select(_INDEX_KEYS).rows()]
+    summary = summary.with_columns(
+        pl.Series("seed", seeds, dtype=pl.Int64),
+        pl.when(pl.col("n_quantiles") == pl.col("_needed")).then(pl.lit("computed"))
+        .otherwise(pl.format("not computed: {} of {} quantiles have a published rate", "n_quantiles", "_needed"))
+        .alias("status"),
+    )
+    complete = summary.filter(pl.col("status") == "computed").select(*_INDEX_KEYS, "seed")
+    inputs = quantile_rows.filter("_usable").join(complete, on=_INDEX_KEYS, how="inner").select(
+        *_INDEX_KEYS, "quantile", pl.col("denominator").alias("population"), pl.col("rate").alias("value"),
+        "standard_error", "seed",
+    )
+    if inputs.height:
+        indices = inequality_table(
+            inputs, _INDEX_KEYS, value_type="proportion", transform=transform,
+            confidence=confidence, repetitions=repetitions,
+        )
+    else:
+        indices = pl.DataFrame(schema={**{k: quantile_rows.schema[k] for k in _INDEX_KEYS},
+                                       **{c: pl.Float64 for c in ("sii", "sii_lower", "sii_upper", "rii", "rii_lower", "rii_upper")}})
+    return (
+        summary.join(indices, on=_INDEX_KEYS, how="left")
+        .with_columns(
+            pl.lit("proportion").alias("value_type"),
+            pl.lit(transform).alias("transform"),
+            pl.lit(1.0).alias("multiplier"),
+            pl.lit(float(confidence)).alias("confidence"),
+            pl.lit(repetitions, pl.Int64).alias("repetitions"),
+        )
+        .sort(_INDEX_KEYS)
+        .select([pl.col(c.name).cast(c.dtype) for c in INEQUALITY_TABLE.columns])
     )

@@ -265,8 +265,85 @@ GAP_TABLE = Table(
         Column("gap_upper", pl.Float64, "Upper 95% limit of the gap (Newcombe hybrid score).", nullable=True),
         Column("rate_ratio", pl.Float64, "rate / reference rate.", nullable=True),
         Column("comparison", pl.String, "Direction-aware: worse, better, similar than the reference, or not compared.", nullable=True),
+        Column(
+            "comparison_method",
+            pl.String,
+            "How the gap was tested: 'newcombe' (difference from the reference group, Newcombe hybrid score) or "
+            "'benchmark' (areas: the group's Wilson interval against the overall rate as a fixed benchmark, as Fingertips "
+            "compares areas); null when not compared.",
+            nullable=True,
+            allowed=("newcombe", "benchmark"),
+        ),
         Column("is_suppressed", pl.Boolean, "Whether disclosure control suppressed this row's counts."),
         Column("disclosure_profile", pl.String, "Disclosure-control profile applied."),
     ),
     primary_key=("reporting_month", "indicator_id", "imd_vintage", "breakdown", "group"),
+)
+
+INEQUALITY_TABLE = Table(
+    name="published.inequality_table",
+    description=(
+        "Slope and relative index of inequality (PHE method, PHEindicatormethods::phe_sii) per reporting month x "
+        "indicator x IMD vintage x quantile type, from the published (disclosure-controlled) decile or quintile rows."
+    ),
+    columns=(
+        Column("reporting_month", pl.Date, "First day of the reporting month."),
+        Column("indicator_id", pl.String, "Indicator identifier."),
+        Column("indicator_version", pl.Int32, "Version of the indicator definition."),
+        Column("clinical_area", pl.String, "Core20PLUS5 clinical area."),
+        Column("direction", pl.String, "Whether a higher or lower rate is better.", allowed=("higher_is_better", "lower_is_better")),
+        Column("imd_vintage", pl.String, "IMD vintage of the quantiles.", allowed=IMD_VINTAGES),
+        Column("quantile_type", pl.String, "imd_decile or imd_quintile (1 = most deprived).", allowed=("imd_decile", "imd_quintile")),
+        Column("n_quantiles", pl.Int32, "Quantiles with a published rate (all are needed for an index)."),
+        Column("population", pl.Int64, "Sum of the quantiles' published denominators.", nullable=True),
+        Column("sii", pl.Float64, "Slope index of inequality: fitted rate at the least deprived end minus the most deprived end.", nullable=True),
+        Column("sii_lower", pl.Float64, "Lower simulated confidence limit of the SII.", nullable=True),
+        Column("sii_upper", pl.Float64, "Upper simulated confidence limit of the SII.", nullable=True),
+        Column("rii", pl.Float64, "Relative index of inequality: fitted rate at the least deprived end / most deprived end.", nullable=True),
+        Column("rii_lower", pl.Float64, "Lower simulated confidence limit of the RII.", nullable=True),
+        Column("rii_upper", pl.Float64, "Upper simulated confidence limit of the RII.", nullable=True),
+        Column("value_type", pl.String, "Indicator type passed to the method.", allowed=("normal", "rate", "proportion")),
+        Column("transform", pl.Boolean, "Whether draws were simulated on the logit (proportion) or log (rate) scale."),
+        Column("multiplier", pl.Float64, "Scale of the SII (1: a proportion difference)."),
+        Column("confidence", pl.Float64, "Confidence level of the limits."),
+        Column("repetitions", pl.Int64, "Number of simulated draws."),
+        Column("seed", pl.Int64, "Seed of the random generator: re-running with it reproduces the limits."),
+        Column("status", pl.String, "'computed', or why not (e.g. a quantile is suppressed or absent)."),
+        Column("disclosure_profile", pl.String, "Disclosure profile of the counts the indices were computed from."),
+    ),
+    primary_key=("reporting_month", "indicator_id", "imd_vintage", "quantile_type"),
+)
+
+SPC_TABLE = Table(
+    name="published.spc_series",
+    description=(
+        "NHS Making Data Count XmR charts of published monthly rates: one row per chart point, for the series as "
+        "published up to and including the reporting month (the month whose run produced it)."
+    ),
+    columns=(
+        Column("reporting_month", pl.Date, "The run's month: the chart includes every published month up to it."),
+        Column("point_month", pl.Date, "The month this point is."),
+        Column("indicator_id", pl.String, "Indicator identifier."),
+        Column("indicator_version", pl.Int32, "Version of the indicator definition (a new version starts a new series)."),
+        Column("imd_vintage", pl.String, "IMD vintage label of the gap-table rows.", allowed=IMD_VINTAGES),
+        Column("breakdown", pl.String, "Gap-table breakdown of the series."),
+        Column("group", pl.String, "Gap-table group of the series."),
+        Column("rate", pl.Float64, "Published rate of the point."),
+        Column("n_points", pl.Int64, "Points in the series (suppressed months are left out)."),
+        Column("mean", pl.Float64, "Centre line: mean of the points."),
+        Column("lower_limit", pl.Float64, "Lower natural process limit: mean - 2.66 x mean moving range.", nullable=True),
+        Column("upper_limit", pl.Float64, "Upper natural process limit: mean + 2.66 x mean moving range.", nullable=True),
+        Column("is_outside_limits", pl.Boolean, "Point outside the process limits."),
+        Column("is_shift", pl.Boolean, "Point in a run of run_length or more on one side of the mean."),
+        Column("is_trend", pl.Boolean, "Point in a run of run_length or more consecutively increasing or decreasing points."),
+        Column("is_two_in_three", pl.Boolean, "Point close to a limit in two of three consecutive points on one side."),
+        Column("point_type", pl.String, "common_cause or special_cause_improvement/concern/neutral_high/neutral_low."),
+        Column("variation", pl.String, "Series variation icon: the latest point's type."),
+        Column("assurance", pl.String, "Series assurance icon against the indicator's target.", nullable=True,
+               allowed=("consistent_pass", "consistent_fail", "inconsistent")),
+        Column("target", pl.Float64, "The indicator's target, if it has one.", nullable=True),
+        Column("run_length", pl.Int32, "Run length used for shifts and trends."),
+        Column("is_short_series", pl.Boolean, "Fewer than 12 points: read the chart with care."),
+    ),
+    primary_key=("reporting_month", "point_month", "indicator_id", "indicator_version", "imd_vintage", "breakdown", "group"),
 )

@@ -22,11 +22,11 @@ import polars as pl
 
 
 class Interval(NamedTuple):
-    """A point estimate with its lower and upper confidence limits."""
+    """A point estimate with its lower and upper confidence limits (None where undefined)."""
 
-    value: float
-    lower: float
-    upper: float
+    value: float | None
+    lower: float | None
+    upper: float | None
 
 
 def _z(confidence: float) -> float:
@@ -256,41 +256,569 @@ def newcombe_columns(
 
 
 # ---------------------------------------------------------------------------
-# Byar's method for a count (with exact Poisson limits for small counts).
+# Counts and crude rates: Byar's method, exact Poisson limits under 10.
 # ---------------------------------------------------------------------------
+#
+# Fingertips technical guidance, "Rates" (Public Health Technical Guidance, Basic
+# statistics), and PHEindicatormethods::phe_rate / byars_lower / byars_upper
+# (Breslow & Day 1987 for Byar's approximation):
+#
+#     O_lower = O (1 - 1/(9 O) - z / (3 sqrt(O)))^3
+#     O_upper = (O + 1) (1 - 1/(9 (O + 1)) + z / (3 sqrt(O + 1)))^3
+#
+# PHEindicatormethods sets a negative Byar lower limit to NA; `byar_interval` returns None
+# there (and at O = 0, where the formula is undefined and tends to minus infinity). Crude
+# rates use the chi-squared exact limits when O < 10 (chi2(alpha/2, 2O)/2 and
+# chi2(1 - alpha/2, 2O + 2)/2; Armitage & Berry 2002) because Byar's approximation is poor
+# there. Cubes are written t*t*t in both the scalar and vectorised forms so that the two
+# perform identical floating-point operations.
+
+EXACT_POISSON_BELOW = 10
+
+
+def _byar_lower(o: float, z: float) -> float | None:
+    if o <= 0:
+        return None
+    t = 1.0 - 1.0 / (9.0 * o) - z / (3.0 * math.sqrt(o))
+    lower = o * (t * t * t)
+    return None if lower < 0 else lower
+
+
+def _byar_upper(o: float, z: float) -> float:
+    u = o + 1.0
+    t = 1.0 - 1.0 / (9.0 * u) + z / (3.0 * math.sqrt(u))
+    return u * (t * t * t)
 
 
 def byar_interval(count: float, confidence: float = 0.95) -> Interval:
-    """Return a count with its confidence interval: exact Poisson under 10, Byar's otherwise.
-
-    Fingertips technical guidance ("Confidence intervals for counts and rates"; Breslow &
-    Day 1987 for Byar's approximation) uses exact Poisson limits, from the chi-squared
-    distribution, when the count is under 10 because Byar's approximation is poor there.
-    Divide the result by a population (and multiply) for a crude rate's interval.
+    """Return a count with its confidence interval by Byar's method.
 
     Arguments:
         count: the observed number of events (non-negative).
         confidence: two-sided confidence level, strictly between 0 and 1.
 
     Returns:
-        Interval(count, lower, upper).
+        Interval(count, lower, upper); lower is None where Byar's formula goes negative
+        (small counts at high confidence) or is undefined (a count of 0), as
+        PHEindicatormethods::byars_lower returns NA there.
+
+    Raises:
+        ValueError: naming the argument, for a negative count or a confidence outside (0, 1).
 
     Examples:
-        >>> [round(v, 3) for v in byar_interval(0)]
-        [0.0, 0.0, 3.689]
         >>> [round(v, 2) for v in byar_interval(100)]
         [100.0, 81.36, 121.63]
+        >>> byar_interval(0).lower is None
+        True
     """
     _check_count("count", count)
     z = _z(confidence)
     o = float(count)
-    if o < 10:
-        from scipy.stats import chi2  # lazy: scipy is heavy and only needed here
+    return Interval(o, _byar_lower(o, z), _byar_upper(o, z))
 
-        alpha = 1 - confidence
-        lower = 0.0 if o == 0 else chi2.ppf(alpha / 2, 2 * o) / 2
-        upper = chi2.ppf(1 - alpha / 2, 2 * (o + 1)) / 2
-        return Interval(o, float(lower), float(upper))
-    lower = o * (1 - 1 / (9 * o) - z / (3 * math.sqrt(o))) ** 3
-    upper = (o + 1) * (1 - 1 / (9 * (o + 1)) + z / (3 * math.sqrt(o + 1))) ** 3
-    return Interval(o, lower, upper)
+
+def exact_poisson_limits(count: float, confidence: float = 0.95) -> tuple[float, float]:
+    """Return the chi-squared exact (Garwood) limits for a Poisson count.
+
+    Examples:
+        >>> [round(v, 4) for v in exact_poisson_limits(0)]
+        [0.0, 3.6889]
+    """
+    _check_count("count", count)
+    _z(confidence)
+    from scipy.stats import chi2  # lazy: scipy is heavy and only needed here
+
+    alpha = 1.0 - confidence
+    o = float(count)
+    lower = 0.0 if o == 0 else float(chi2.ppf(alpha / 2.0, 2.0 * o)) / 2.0
+    upper = float(chi2.ppf(1.0 - alpha / 2.0, 2.0 * o + 2.0)) / 2.0
+    return lower, upper
+
+
+def rate_interval(count: float, denominator: float, multiplier: float = 100000, confidence: float = 0.95) -> Interval:
+    """Return a crude rate with its confidence interval (Fingertips method).
+
+    Byar's method for counts of 10 or more, chi-squared exact limits below 10, each limit
+    divided by the denominator and multiplied, as PHEindicatormethods::phe_rate does.
+
+    Arguments:
+        count: observed events (non-negative).
+        denominator: population or person-years at risk (greater than 0).
+        multiplier: the rate's scale, e.g. 100000 for "per 100,000".
+        confidence: two-sided confidence level, strictly between 0 and 1.
+
+    Returns:
+        Interval(rate, lower, upper); lower is None only where Byar's lower limit is
+        negative (possible only at extreme confidence levels).
+
+    Raises:
+        ValueError: naming the argument, for a negative count, a denominator that is not
+            positive, or a confidence outside (0, 1).
+
+    Examples:
+        >>> [round(v, 2) for v in rate_interval(100, 50000)]
+        [200.0, 162.72, 243.26]
+        >>> [round(v, 2) for v in rate_interval(5, 50000)]
+        [10.0, 3.25, 23.34]
+    """
+    _check_count("count", count)
+    _check_count("denominator", denominator)
+    if denominator == 0:
+        raise ValueError("denominator must be greater than 0: a rate over no population is undefined")
+    z = _z(confidence)
+    o, n = float(count), float(denominator)
+    if o < EXACT_POISSON_BELOW:
+        lower, upper = exact_poisson_limits(o, confidence)
+    else:
+        lower, upper = _byar_lower(o, z), _byar_upper(o, z)
+    return Interval(
+        o / n * multiplier,
+        None if lower is None else lower / n * multiplier,
+        upper / n * multiplier,
+    )
+
+
+def _byar_exprs(o: pl.Expr, z: float) -> tuple[pl.Expr, pl.Expr]:
+    t = pl.lit(1.0) - pl.lit(1.0) / (pl.lit(9.0) * o) - pl.lit(z) / (pl.lit(3.0) * o.sqrt())
+    raw_lower = o * (t * t * t)
+    lower = pl.when((o > 0) & (raw_lower >= 0)).then(raw_lower)
+    u = o + pl.lit(1.0)
+    tu = pl.lit(1.0) - pl.lit(1.0) / (pl.lit(9.0) * u) + pl.lit(z) / (pl.lit(3.0) * u.sqrt())
+    return lower, u * (tu * tu * tu)
+
+
+def rate_columns(
+    count: str | pl.Expr, denominator: str | pl.Expr, multiplier: float = 100000, confidence: float = 0.95
+) -> list[pl.Expr]:
+    """Return expressions for a crude rate and its interval, one value per row.
+
+    The vectorised twin of `rate_interval`. Counts under 10 take their exact limits from a
+    table of the ten possible whole counts computed by `exact_poisson_limits` itself, so the
+    two forms agree exactly; a non-integer count under 10 (not a count) gives null limits.
+
+    Returns:
+        Expressions aliased `rate`, `rate_lower`, `rate_upper`; null where the count is
+        null or negative or the denominator is not positive.
+
+    Examples:
+        >>> import polars as pl
+        >>> frame = pl.DataFrame({"o": [100, 5, None], "n": [50000, 50000, 10]})
+        >>> frame.select(rate_columns("o", "n")).with_columns(pl.all().round(2)).rows()
+        [(200.0, 162.72, 243.26), (10.0, 3.25, 23.34), (None, None, None)]
+    """
+    z = _z(confidence)
+    o = _as_expr(count).cast(pl.Float64)
+    n = _as_expr(denominator).cast(pl.Float64)
+    exact = {k: exact_poisson_limits(k, confidence) for k in range(EXACT_POISSON_BELOW)}
+    byar_lower, byar_upper = _byar_exprs(o, z)
+    lower, upper = pl.when(o >= EXACT_POISSON_BELOW).then(byar_lower), pl.when(o >= EXACT_POISSON_BELOW).then(byar_upper)
+    for k, (low, up) in exact.items():
+        lower = lower.when(o == k).then(pl.lit(low))
+        upper = upper.when(o == k).then(pl.lit(up))
+    valid = (o >= 0) & (n > 0)
+    scale = pl.lit(float(multiplier))
+    return [
+        pl.when(valid).then(o / n * scale).alias("rate"),
+        pl.when(valid).then(lower / n * scale).alias("rate_lower"),
+        pl.when(valid).then(upper / n * scale).alias("rate_upper"),
+    ]
+
+
+# ---------------------------------------------------------------------------
+# Directly standardised rates: Dobson limits, European Standard Population 2013.
+# ---------------------------------------------------------------------------
+#
+# The 2013 European Standard Population in 19 five-year bands, 0-4 ... 85-89 and 90+, as
+# published by Eurostat ("Revision of the European Standard Population: report of
+# Eurostat's task force", 2013 edition, KS-RA-13-028-EN) with age 0 and 1-4 combined and
+# 90-94 and 95+ combined, exactly as PHEindicatormethods' `esp2013` data set. Sums to
+# 100,000.
+#
+# Dobson et al. (1991) "Confidence intervals for weighted sums of Poisson parameters",
+# Stat Med 10:457-62, as PHEindicatormethods::phe_dsr computes it (Byar's limits for the
+# total count O, not shown when O < 10):
+#
+#     DSR      = sum(w_i x_i / n_i) / sum(w_i) * multiplier
+#     var(DSR) = sum(x_i (w_i / n_i)^2) / sum(w_i)^2
+#     limit    = DSR + sqrt(var(DSR) / O) * (O_limit - O) * multiplier
+
+ESP2013_BANDS: tuple[str, ...] = (
+    "0-4", "5-9", "10-14", "15-19", "20-24", "25-29", "30-34", "35-39", "40-44", "45-49",
+    "50-54", "55-59", "60-64", "65-69", "70-74", "75-79", "80-84", "85-89", "90+",
+)
+ESP2013: tuple[int, ...] = (
+    5000, 5500, 5500, 5500, 6000, 6000, 6500, 7000, 7000, 7000,
+    7000, 6500, 6000, 5500, 5000, 4000, 2500, 1500, 1000,
+)
+DSR_MINIMUM_COUNT = 10
+
+
+def dsr_interval(
+    counts,
+    populations,
+    standard_populations,
+    multiplier: float = 100000,
+    confidence: float = 0.95,
+) -> Interval:
+    """Return a directly standardised rate with Dobson confidence limits.
+
+    Arguments:
+        counts: events per standardisation band; None means no events in that band (0).
+        populations: the local population of each band (each greater than 0).
+        standard_populations: the standard population of each band, e.g. `ESP2013`.
+        multiplier: the rate's scale, e.g. 100000.
+        confidence: two-sided confidence level, strictly between 0 and 1.
+
+    Returns:
+        Interval(dsr, lower, upper); all three None when the total count is under 10 (the
+        Fingertips rule: a DSR on fewer than 10 events is not shown).
+
+    Raises:
+        ValueError: naming the argument, for sequences of different lengths, a negative
+            count, a population that is not positive or a confidence outside (0, 1).
+
+    Examples:
+        >>> [round(v, 3) for v in dsr_interval([10, 20], [1000, 2000], [1, 1], multiplier=1000)]
+        [10.0, 6.548, 14.536]
+        >>> dsr_interval([3, 4], [1000, 2000], [1, 1])
+        Interval(value=None, lower=None, upper=None)
+    """
+    counts, populations, standard = list(counts), list(populations), list(standard_populations)
+    if not (len(counts) == len(populations) == len(standard)) or not counts:
+        raise ValueError(
+            "counts, populations and standard_populations must be non-empty and of equal length; "
+            f"got {len(counts)}, {len(populations)} and {len(standard)}"
+        )
+    z = _z(confidence)
+    x = [0.0 if c is None else c for c in counts]
+    for i, c in enumerate(x):
+        _check_count(f"counts[{i}]", c)
+    for i, (n, w) in enumerate(zip(populations, standard)):
+        _check_count(f"populations[{i}]", n)
+        _check_count(f"standard_populations[{i}]", w)
+        if n == 0:
+            raise ValueError(f"populations[{i}] must be greater than 0: a band with no population has no rate")
+    weighted = 0.0
+    squared = 0.0
+    total_standard = 0.0
+    total = 0.0
+    for xi, ni, wi in zip(x, populations, standard):
+        ratio = float(wi) / float(ni)
+        weighted = weighted + float(xi) * ratio
+        squared = squared + float(xi) * (ratio * ratio)
+        total_standard = total_standard + float(wi)
+        total = total + float(xi)
+    if total < DSR_MINIMUM_COUNT:
+        return Interval(None, None, None)
+    value = weighted / total_standard * multiplier
+    spread = math.sqrt(squared / (total_standard * total_standard) / total)
+    lower = _byar_lower(total, z)
+    return Interval(
+        value,
+        None if lower is None else value + spread * (lower - total) * multiplier,
+        value + spread * (_byar_upper(total, z) - total) * multiplier,
+    )
+
+
+def dsr_columns(
+    count: str,
+    population: str,
+    standard_population: str,
+    multiplier: float = 100000,
+    confidence: float = 0.95,
+) -> list[pl.Expr]:
+    """Return aggregation expressions for a DSR with Dobson limits, one value per group.
+
+    The vectorised twin of `dsr_interval`, for `group_by(...).agg(...)` over one row per
+    group and band, rows in band order. Sums are running sums taken in row order
+    (`cum_sum().last()`), the order `dsr_interval` adds in, so the two agree exactly.
+
+    Returns:
+        Expressions aliased `total_count`, `dsr`, `dsr_lower`, `dsr_upper` (null when the
+        total count is under 10).
+
+    Examples:
+        >>> import polars as pl
+        >>> frame = pl.DataFrame({"area": ["a", "a"], "x": [10, 20], "n": [1000, 2000], "w": [1, 1]})
+        >>> frame.group_by("area").agg(dsr_columns("x", "n", "w", multiplier=1000)).select(
+        ...     pl.col("dsr", "dsr_lower", "dsr_upper").round(3)).rows()
+        [(10.0, 6.548, 14.536)]
+    """
+    z = _z(confidence)
+    x = pl.col(count).cast(pl.Float64).fill_null(0.0)
+    ratio = pl.col(standard_population).cast(pl.Float64) / pl.col(population).cast(pl.Float64)
+    weighted = (x * ratio).cum_sum().last()
+    squared = (x * (ratio * ratio)).cum_sum().last()
+    total_standard = pl.col(standard_population).cast(pl.Float64).cum_sum().last()
+    total = x.cum_sum().last()
+    shown = total >= DSR_MINIMUM_COUNT
+    value = weighted / total_standard * pl.lit(float(multiplier))
+    spread = (squared / (total_standard * total_standard) / total).sqrt()
+    lower, upper = _byar_exprs(total, z)
+    scale = pl.lit(float(multiplier))
+    return [
+        total.alias("total_count"),
+        pl.when(shown).then(value).alias("dsr"),
+        pl.when(shown).then(value + spread * (lower - total) * scale).alias("dsr_lower"),
+        pl.when(shown).then(value + spread * (upper - total) * scale).alias("dsr_upper"),
+    ]
+
+
+# ---------------------------------------------------------------------------
+# Slope and relative index of inequality (PHEindicatormethods::phe_sii).
+# ---------------------------------------------------------------------------
+#
+# Low & Low (2004) "Measuring the gap: quantifying and comparing local health
+# inequalities", J Public Health 26:388-395, as implemented by PHEindicatormethods
+# (phe_sii, FindXValues, SimulationFunc):
+#
+# - quantiles are ordered 1 (most deprived) upwards; a_i is quantile i's share of the
+#   population and its relative rank b_i the midpoint of its band of the cumulative share
+#   (12% then 10% of the population give ranks 0.06 and 0.17);
+# - Y_i sqrt(a_i) = alpha sqrt(a_i) + beta b_i sqrt(a_i) is fitted by least squares (the
+#   square-root weighting is population-weighted regression); SII = beta, the fitted value
+#   at rank 1 minus that at rank 0, and RII = (alpha + beta) / alpha;
+# - confidence limits by simulation: each quantile's value is drawn `repetitions` times
+#   from a normal distribution with its standard error (on the log scale for rates or the
+#   logit scale for proportions when `transform` is set, then transformed back), the
+#   regression refitted to every draw, and the limits read as order statistics at
+#   positions round(R (1 - c)) and round(R c), c = confidence + (1 - confidence) / 2;
+# - the SII and its draws are multiplied by `multiplier`; a negative multiplier reverses
+#   the direction and inverts the RII and its draws (1 / RII), as in the PHE method.
+#
+# Draws use numpy's PCG64 generator from `seed`, so results are reproducible from the
+# recorded seed but are not R's draws: limits agree with the R package to within
+# simulation error, not digit for digit.
+
+VALUE_TYPES = ("normal", "rate", "proportion")
+
+
+class InequalityIndices(NamedTuple):
+    """The slope and relative index of inequality with their simulated confidence limits."""
+
+    sii: float
+    sii_lower: float
+    sii_upper: float
+    rii: float
+    rii_lower: float
+    rii_upper: float
+
+
+def relative_ranks(populations) -> list[float]:
+    """Return each quantile's rank: the midpoint of its band of cumulative population share.
+
+    Populations are in quantile order (quantile 1, the most deprived, first).
+
+    Examples:
+        >>> [round(r, 2) for r in relative_ranks([12, 10, 78])]  # the phe_sii documentation's example
+        [0.06, 0.17, 0.61]
+    """
+    total = float(sum(populations))
+    ranks, cumulative = [], 0.0
+    for p in populations:
+        share = float(p) / total
+        ranks.append(cumulative + share / 2.0)
+        cumulative = cumulative + share
+    return ranks
+
+
+def _check_inequality_inputs(quantiles, populations, values, standard_errors, value_type, transform, repetitions):
+    k = len(quantiles)
+    if not (k == len(populations) == len(values) == len(standard_errors)):
+        raise ValueError(
+            "quantiles, populations, values and standard_errors must have equal lengths; got "
+            f"{k}, {len(populations)}, {len(values)} and {len(standard_errors)}"
+        )
+    if not 5 <= k <= 100:
+        raise ValueError(f"quantiles must number between 5 and 100 (the PHE method's range); got {k}")
+    if len(set(quantiles)) != k:
+        raise ValueError("quantiles must be distinct (one row per quantile)")
+    if value_type not in VALUE_TYPES:
+        raise ValueError(f"value_type must be one of {list(VALUE_TYPES)}; got {value_type!r}")
+    if isinstance(repetitions, bool) or not isinstance(repetitions, int) or repetitions < 1000:
+        raise ValueError(f"repetitions must be a whole number of at least 1000 (the PHE minimum); got {repetitions!r}")
+    for name, seq in (("populations", populations), ("values", values), ("standard_errors", standard_errors)):
+        for i, v in enumerate(seq):
+            if v is None or isinstance(v, bool) or not isinstance(v, (int, float)) or math.isnan(v):
+                raise ValueError(f"{name}[{i}] must be a number; got {v!r}")
+    for i, p in enumerate(populations):
+        if p <= 0:
+            raise ValueError(f"populations[{i}] must be greater than 0: every quantile needs a population")
+    for i, se in enumerate(standard_errors):
+        if se < 0:
+            raise ValueError(f"standard_errors[{i}] must not be negative")
+    for i, v in enumerate(values):
+        if value_type == "proportion" and not 0 <= v <= 1:
+            raise ValueError(f"values[{i}] must be a proportion between 0 and 1 for value_type 'proportion'")
+        if value_type == "rate" and v < 0:
+            raise ValueError(f"values[{i}] must not be negative for value_type 'rate'")
+        if transform and value_type == "rate" and v <= 0:
+            raise ValueError(f"values[{i}] must be greater than 0 to log-transform a rate")
+        if transform and value_type == "proportion" and not 0 < v < 1:
+            raise ValueError(f"values[{i}] must be strictly between 0 and 1 to logit-transform a proportion")
+
+
+def inequality_indices(
+    quantiles,
+    populations,
+    values,
+    standard_errors,
+    value_type: str = "normal",
+    transform: bool = False,
+    multiplier: float = 1,
+    confidence: float = 0.95,
+    repetitions: int = 100000,
+    seed: int | None = None,
+) -> InequalityIndices:
+    """Return the SII and RII with simulated confidence limits (the PHE method).
+
+    Arguments:
+        quantiles: quantile labels, 1 = most deprived (any order; rows are sorted by it).
+        populations: each quantile's population (greater than 0).
+        values: each quantile's indicator value (a proportion in [0, 1] for "proportion").
+        standard_errors: each value's standard error; when `transform` is set, the standard
+            error of the log (rate) or logit (proportion) of the value, e.g. from
+            `standard_error_from_limits`.
+        value_type: "normal", "rate" or "proportion".
+        transform: simulate on the log (rate) or logit (proportion) scale.
+        multiplier: scale of the SII, e.g. 100 for percentage points; negative reverses the
+            direction of the SII and inverts the RII.
+        confidence: two-sided confidence level, strictly between 0 and 1.
+        repetitions: number of simulated draws (at least 1000; PHE default 100,000).
+        seed: seed of the random generator; record it to reproduce the limits.
+
+    Returns:
+        InequalityIndices(sii, sii_lower, sii_upper, rii, rii_lower, rii_upper).
+
+    Raises:
+        ValueError: naming the argument, for inputs the method cannot use.
+
+    Examples:
+        >>> # values exactly linear in rank: 0.5 at rank 0 rising to 0.8 at rank 1
+        >>> pops = [100, 100, 100, 100, 100]
+        >>> vals = [0.5 + 0.3 * r for r in relative_ranks(pops)]
+        >>> out = inequality_indices([1, 2, 3, 4, 5], pops, vals, [0.01] * 5, seed=1, repetitions=1000)
+        >>> round(out.sii, 10), round(out.rii, 10), out.sii_lower < out.sii < out.sii_upper
+        (0.3, 1.6, True)
+    """
+    quantiles, populations = list(quantiles), list(populations)
+    values, standard_errors = list(values), list(standard_errors)
+    _check_inequality_inputs(quantiles, populations, values, standard_errors, value_type, transform, repetitions)
+    z_check = _z(confidence)  # validates confidence
+    del z_check
+    import numpy as np  # lazy, like scipy: keeps `import pipelines` light
+
+    order = sorted(range(len(quantiles)), key=lambda i: quantiles[i])
+    pops = np.array([float(populations[i]) for i in order])
+    y = np.array([float(values[i]) for i in order])
+    se = np.array([float(standard_errors[i]) for i in order])
+    sqrt_a = np.sqrt(pops / pops.sum())
+    b = np.array(relative_ranks(pops.tolist()))
+    design = np.vstack([sqrt_a, b * sqrt_a])  # 2 x k, the transpose of X
+    solver = np.linalg.solve(design @ design.T, design)  # (X'X)^-1 X'
+    intercept, slope = solver @ (y * sqrt_a)
+    sii = multiplier * slope
+    rii = (intercept + slope) / intercept
+    if multiplier < 0:
+        rii = 1.0 / rii
+
+    if transform and value_type == "rate":
+        centre = np.log(y)
+    elif transform and value_type == "proportion":
+        centre = np.log(y / (1.0 - y))
+    else:
+        centre = y
+    rng = np.random.default_rng(seed)
+    draws = rng.normal(loc=centre, scale=se, size=(repetitions, len(y)))
+    if transform and value_type == "rate":
+        draws = np.exp(draws)
+    elif transform and value_type == "proportion":
+        draws = np.exp(draws) / (1.0 + np.exp(draws))
+    params = (draws * sqrt_a) @ solver.T  # repetitions x 2: intercept, slope
+    sii_draws = np.sort(multiplier * params[:, 1])
+    rii_draws = (params[:, 0] + params[:, 1]) / params[:, 0]
+    if multiplier < 0:
+        rii_draws = 1.0 / rii_draws
+    rii_draws = np.sort(rii_draws)
+    critical = confidence + (1.0 - confidence) / 2.0
+    low = max(int(round(repetitions * (1.0 - critical))), 1) - 1  # R's 1-based positions
+    high = min(int(round(repetitions * critical)), repetitions) - 1
+    return InequalityIndices(
+        float(sii), float(sii_draws[low]), float(sii_draws[high]),
+        float(rii), float(rii_draws[low]), float(rii_draws[high]),
+    )
+
+
+def standard_error_from_limits(
+    lower: float, upper: float, value_type: str = "normal", transform: bool = False, confidence: float = 0.95
+) -> float:
+    """Return the standard error implied by a confidence interval, as phe_sii derives it.
+
+    (upper - lower) / (2 z), after taking logs (rates) or logits (proportions) of the
+    limits when `transform` is set.
+
+    Examples:
+        >>> round(standard_error_from_limits(72.7, 79.1), 4)
+        1.6327
+    """
+    z = _z(confidence)
+    if value_type not in VALUE_TYPES:
+        raise ValueError(f"value_type must be one of {list(VALUE_TYPES)}; got {value_type!r}")
+    if transform and value_type == "rate":
+        if lower <= 0:
+            raise ValueError("lower must be greater than 0 to log-transform a rate's limits")
+        lower, upper = math.log(lower), math.log(upper)
+    elif transform and value_type == "proportion":
+        if not (0 < lower and upper < 1):
+            raise ValueError("limits must be strictly between 0 and 1 to logit-transform a proportion's limits")
+        lower, upper = math.log(lower / (1 - lower)), math.log(upper / (1 - upper))
+    return (upper - lower) / z / 2.0
+
+
+def inequality_table(
+    frame: pl.DataFrame,
+    by: list[str],
+    *,
+    quantile: str = "quantile",
+    population: str = "population",
+    value: str = "value",
+    standard_error: str = "standard_error",
+    seed: str = "seed",
+    value_type: str = "normal",
+    transform: bool = False,
+    multiplier: float = 1,
+    confidence: float = 0.95,
+    repetitions: int = 100000,
+) -> pl.DataFrame:
+    """Return one row of SII/RII per group of `by`: the frame-level twin of `inequality_indices`.
+
+    Each group's rows (one per quantile) and its own seed column go through
+    `inequality_indices`, so a group's figures are exactly those of the scalar call with
+    the same inputs and seed, whatever the order of the frame's rows. The simulation itself
+    is vectorised over draws; groups are few (indicator x month x vintage x quantile type).
+
+    Returns:
+        `by` columns, then sii, sii_lower, sii_upper, rii, rii_lower, rii_upper, sorted by `by`.
+
+    Examples:
+        >>> import polars as pl
+        >>> f = pl.DataFrame({"g": ["a"] * 5, "quantile": [5, 4, 3, 2, 1], "population": [100] * 5,
+        ...     "value": [0.8, 0.8, 0.8, 0.8, 0.8], "standard_error": [0.0] * 5, "seed": [1] * 5})
+        >>> inequality_table(f, ["g"], repetitions=1000).select("g", pl.col("sii", "rii").round(12)).rows()
+        [('a', -0.0, 1.0)]
+    """
+    out_schema = {c: frame.schema[c] for c in by} | {
+        name: pl.Float64 for name in InequalityIndices._fields
+    }
+    rows = []
+    for key, group in frame.sort(quantile).group_by(by, maintain_order=True):
+        seeds = group[seed].unique().to_list()
+        if len(seeds) != 1:
+            raise ValueError(f"inequality_table: column {seed!r} must hold one seed per group")
+        result = inequality_indices(
+            group[quantile].to_list(), group[population].to_list(), group[value].to_list(),
+            group[standard_error].to_list(), value_type=value_type, transform=transform,
+            multiplier=multiplier, confidence=confidence, repetitions=repetitions, seed=seeds[0],
+        )
+        rows.append((*key, *result))
+    return pl.DataFrame(rows, schema=out_schema, orient="row").sort(by)

@@ -134,3 +134,111 @@ def test_controlled_counts_stay_a_valid_proportion(case):
             assert x <= n
         rate = out.select(wilson_columns("numerator", "denominator"))["rate"]
         assert not rate.is_nan().fill_null(False).any()
+
+
+# --- crude rates, DSRs, SII/RII and SPC: scalar and vectorised forms agree exactly ---------
+
+from pipelines.segmentation.disclosure import protect_counts  # noqa: E402
+from pipelines.segmentation.spc import IMPROVEMENTS, xmr_chart, xmr_table  # noqa: E402
+from pipelines.segmentation.stats import (  # noqa: E402
+    ESP2013,
+    dsr_columns,
+    dsr_interval,
+    inequality_indices,
+    inequality_table,
+    rate_columns,
+    rate_interval,
+)
+
+
+@EXAMPLES
+@given(cases=st.lists(st.tuples(st.integers(0, 5000), st.integers(1, 10**7)), min_size=1, max_size=20), confidence=CONFIDENCE)
+def test_rate_vectorised_equals_scalar_and_brackets_the_rate(cases, confidence):
+    frame = pl.DataFrame(cases, schema={"o": pl.Int64, "n": pl.Int64}, orient="row")
+    got = frame.select(rate_columns("o", "n", confidence=confidence)).rows()
+    expected = [tuple(rate_interval(o, n, confidence=confidence)) for o, n in cases]
+    assert got == expected
+    for value, lower, upper in expected:
+        assert (lower is None or lower <= value) and value <= upper
+
+
+@EXAMPLES
+@given(
+    areas=st.lists(
+        st.lists(st.tuples(st.one_of(st.none(), st.integers(0, 300)), st.integers(1, 50000)), min_size=19, max_size=19),
+        min_size=1, max_size=4,
+    ),
+    confidence=CONFIDENCE,
+)
+def test_dsr_vectorised_equals_scalar_and_brackets_the_rate(areas, confidence):
+    rows = [(a, band, x, n, w) for a, bands in enumerate(areas) for band, ((x, n), w) in enumerate(zip(bands, ESP2013))]
+    frame = pl.DataFrame(rows, schema={"area": pl.Int64, "band": pl.Int64, "x": pl.Int64, "n": pl.Int64, "w": pl.Int64}, orient="row")
+    got = frame.sort("area", "band").group_by("area", maintain_order=True).agg(
+        dsr_columns("x", "n", "w", confidence=confidence)).select("dsr", "dsr_lower", "dsr_upper").rows()
+    expected = [tuple(dsr_interval([x for x, _ in bands], [n for _, n in bands], ESP2013, confidence=confidence)) for bands in areas]
+    assert got == expected
+    for value, lower, upper in expected:
+        if value is not None:
+            assert (lower is None or lower <= value) and value <= upper
+
+
+@settings(max_examples=int(os.environ.get("CORE20_HYPOTHESIS_EXAMPLES", "50")) // 5 or 1, deadline=None)
+@given(
+    groups=st.lists(
+        st.lists(st.tuples(st.integers(1, 5000), st.floats(0.01, 0.99), st.floats(0.0, 0.2)), min_size=5, max_size=10),
+        min_size=1, max_size=3,
+    ),
+    seed=st.integers(0, 2**31 - 1),
+    transform=st.booleans(),
+)
+def test_inequality_table_equals_scalar_whatever_the_row_order(groups, seed, transform):
+    rows = [(g, q + 1, p, v, se, seed + g) for g, quantiles in enumerate(groups) for q, (p, v, se) in enumerate(quantiles)]
+    frame = pl.DataFrame(rows, schema=["g", "quantile", "population", "value", "standard_error", "seed"], orient="row")
+    frame = frame.sample(fraction=1.0, shuffle=True, seed=seed)
+    got = inequality_table(frame, ["g"], value_type="proportion", transform=transform, repetitions=1000)
+    for g, quantiles in enumerate(groups):
+        expected = inequality_indices(
+            [q + 1 for q in range(len(quantiles))], [p for p, _, _ in quantiles], [v for _, v, _ in quantiles],
+            [se for _, _, se in quantiles], "proportion", transform, seed=seed + g, repetitions=1000,
+        )
+        assert got.filter(pl.col("g") == g).drop("g").row(0) == tuple(expected)
+        assert expected.sii_lower <= expected.sii_upper and expected.rii_lower <= expected.rii_upper
+
+
+@EXAMPLES
+@given(
+    values=st.lists(st.sampled_from([0.4, 0.45, 0.5, 0.5, 0.55, 0.6, 0.9]) | st.floats(0, 1), min_size=1, max_size=30),
+    improvement=st.sampled_from(IMPROVEMENTS),
+    target=st.one_of(st.none(), st.floats(0, 1)),
+    run_length=st.integers(2, 9),
+    screen=st.booleans(),
+)
+def test_xmr_vectorised_equals_scalar(values, improvement, target, run_length, screen):
+    chart = xmr_chart(values, improvement=improvement, target=target, run_length=run_length, screen_outliers=screen)
+    n = len(values)
+    frame = pl.DataFrame({"s": ["a"] * n, "m": list(range(n)), "v": values, "improvement": [improvement] * n,
+                          "target": [target] * n}, schema_overrides={"target": pl.Float64, "v": pl.Float64})
+    table = xmr_table(frame, ["s"], "m", "v", run_length=run_length, screen_outliers=screen)
+    assert [tuple(r) for r in table.select("v", "is_outside_limits", "is_shift", "is_trend", "is_two_in_three",
+                                           "point_type").rows()] == [tuple(p) for p in chart.points]
+    first = table.row(0, named=True)
+    assert (first["mean"], first["lower_limit"], first["upper_limit"], first["variation"], first["assurance"]) == (
+        chart.mean, chart.lower_limit, chart.upper_limit, chart.variation, chart.assurance)
+    if chart.lower_limit is not None:
+        assert chart.lower_limit <= chart.mean <= chart.upper_limit
+
+
+@EXAMPLES
+@given(parts=st.lists(st.integers(0, 60), min_size=2, max_size=12))
+def test_protected_counts_never_show_1_to_7_and_no_single_hidden_part(parts):
+    # One table: an overall count and its parts. Whatever the counts, nothing 1-7 is shown,
+    # and a hidden part never stands alone (else total minus the others would reveal it).
+    frame = pl.DataFrame({"t": [1] * (len(parts) + 1), "g": ["all", *[f"g{i}" for i in range(len(parts))]],
+                          "n": [sum(parts), *parts]})
+    relation = (("all",), [("all",), *[(f"g{i}",) for i in range(len(parts))]])
+    for profile in (NHS_SUPPRESS_ROUND5, OPENSAFELY_REDACT_ROUND5):
+        out = protect_counts(frame, ["n"], profile, table=["t"], cell=["g"], relations=[relation])
+        shown = out.filter(~pl.col("is_suppressed"))["n"]
+        assert shown.is_between(1, 7).sum() == 0
+        assert out["n"].drop_nulls().is_between(1, 7).sum() == 0
+        assert out["is_suppressed"].sum() != 1

@@ -1,17 +1,19 @@
 """The gap table builder as literal tables: a tiny cohort -> the published gap rows.
 
-The cohort (one month, one indicator, 111 denominator patients) is written as cells of
+The cohort (one month, one indicator, 113 denominator patients) is written as cells of
 identical patients so an analyst can check every expected figure by hand:
 
     imd2019  imd2025  sex  age   ethnicity  patients  numerator
     1        1        F    50    White      41        12
     5        5        M    50    Asian      60        30
-    null     9        U    null  null       10        5
+    null     9        U    null  null       12        9
 
-With NHS suppress-1-7-round-5: 41 -> 40 and 12 -> 10 (so core20's rate is 10/40 = 0.25,
-computed from the controlled counts), 60/30 unchanged, and the unknown cell's numerator
-5 is suppressed. Interval figures are Wilson / Newcombe method 10, rounded to 4 places
-(the functions are checked against Newcombe 1998 in tests/unit/test_stats.py).
+No count is 1-7, so nothing is suppressed; NHS round-to-5 makes 41 -> 40 and 12 -> 10
+(so core20's rate is 10/40 = 0.25, computed from the controlled counts), 60/30
+unchanged, the unknown cell 9/12 -> 10/10. Interval figures are Wilson / Newcombe method
+10, rounded to 4 places (the functions are checked against Newcombe 1998 in
+tests/unit/test_stats.py). Suppression, secondary suppression, cohorts, areas and
+intersections have their own tables below.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ CELLS = [
     # imd2019, imd2025, sex, age, ethnicity, patients, numerator
     (1, 1, "F", 50, "White", 41, 12),
     (5, 5, "M", 50, "Asian", 60, 30),
-    (None, 9, "U", None, None, 10, 5),
+    (None, 9, "U", None, None, 12, 9),
 ]
 
 
@@ -40,7 +42,8 @@ def _inputs(cells=CELLS, indicator_id="hyp_bp_target", version=2):
         for i in range(n_patients):
             pid = f"p{c}_{i}"
             results.append((MONTH, pid, indicator_id, version, i < n_numerator))
-            people.append((MONTH, pid, d19, d25, sex, age, ethnicity, "C84001"))
+            detailed = {"White": "White - British", "Asian": "Asian or Asian British - Indian"}.get(ethnicity)
+            people.append((MONTH, pid, d19, d25, sex, age, ethnicity, detailed, "C84001", "52R", "QT1"))
     results_frame = pl.LazyFrame(
         results,
         schema={
@@ -62,7 +65,10 @@ def _inputs(cells=CELLS, indicator_id="hyp_bp_target", version=2):
             "sex": pl.String,
             "age": pl.Int32,
             "ethnicity_broad": pl.String,
+            "ethnicity_16": pl.String,
             "practice_code": pl.String,
+            "sicbl_code": pl.String,
+            "icb_code": pl.String,
         },
         orient="row",
     )
@@ -103,9 +109,10 @@ def test_core20_rows_for_both_vintages():
         # vintage  breakdown group      num   den  rate    lower   upper   ref     gap    gap_lo   gap_hi   ratio comparison      suppressed
         ("IMD2019", "core20", "core20", 10, 40, 0.25, 0.1419, 0.4019, "rest", -0.25, -0.4135, -0.0547, 0.5, "worse", False),
         ("IMD2019", "core20", "rest", 30, 60, 0.5, 0.3774, 0.6226, "rest", None, None, None, None, "reference", False),
-        ("IMD2019", "core20", "unknown", None, 10, None, None, None, None, None, None, None, None, "not compared", True),
-        ("IMD2025", "core20", "core20", 10, 40, 0.25, 0.1419, 0.4019, "rest", -0.25, -0.4072, -0.06, 0.5, "worse", False),
-        ("IMD2025", "core20", "rest", 35, 70, 0.5, 0.386, 0.614, "rest", None, None, None, None, "reference", False),
+        ("IMD2019", "core20", "unknown", 10, 10, 1.0, 0.7225, 1.0, None, None, None, None, None, "not compared", False),
+        # IoD 2025 puts the 12 unknown-decile patients (9 in the numerator) in decile 9: rest is 39/72 -> 40/70.
+        ("IMD2025", "core20", "core20", 10, 40, 0.25, 0.1419, 0.4019, "rest", -0.3214, -0.4751, -0.1299, 0.4375, "worse", False),
+        ("IMD2025", "core20", "rest", 40, 70, 0.5714, 0.4548, 0.6806, "rest", None, None, None, None, "reference", False),
     ]
 
 
@@ -113,19 +120,21 @@ def test_non_deprivation_breakdowns_once_under_primary_vintage():
     results, people = _inputs()
     table = build_gap_table(results, people, _catalogue())
     assert _rows(table, "overall") == [
-        ("IMD2019", "overall", "all", 45, 110, 0.4091, 0.3218, 0.5025, None, None, None, None, None, "not compared", False),
+        ("IMD2019", "overall", "all", 50, 115, 0.4348, 0.3477, 0.526, None, None, None, None, None, "not compared", False),
     ]
     assert _rows(table, "sex") == [
         ("IMD2019", "sex", "F", 10, 40, 0.25, 0.1419, 0.4019, "F", None, None, None, None, "reference", False),
         ("IMD2019", "sex", "M", 30, 60, 0.5, 0.3774, 0.6226, "F", 0.25, 0.0547, 0.4135, 2.0, "better", False),
-        ("IMD2019", "sex", "unknown", None, 10, None, None, None, None, None, None, None, None, "not compared", True),
+        ("IMD2019", "sex", "unknown", 10, 10, 1.0, 0.7225, 1.0, None, None, None, None, None, "not compared", False),
     ]
     assert table.filter(pl.col("breakdown") == "ethnicity_broad")["group"].to_list() == ["Asian", "White", "unknown"]
     assert table.filter(pl.col("breakdown") == "age_band").select("group", "numerator", "denominator").rows() == [
         ("40-59", 40, 100),
-        ("unknown", None, 10),
+        ("unknown", 10, 10),
     ]
-    assert set(table.filter(pl.col("imd_vintage") == "IMD2025")["breakdown"]) == {"imd_decile", "imd_quintile", "core20"}
+    assert set(table.filter(pl.col("imd_vintage") == "IMD2025")["breakdown"]) == {
+        "imd_decile", "imd_quintile", "core20", "imd_quintile|ethnicity_broad"
+    }
     other = build_gap_table(results, people, _catalogue(), breakdowns=["sex"], primary_vintage="IMD2025")
     assert other["imd_vintage"].unique().to_list() == ["IMD2025"]
 
@@ -191,7 +200,7 @@ def test_patient_without_attributes_is_unknown_not_dropped():
     results, people = _inputs()
     people = people.filter(pl.col("patient_id") != "p1_0")
     table = build_gap_table(results, people, _catalogue(), breakdowns=["sex"], profile=NONE)
-    assert table.select("group", "denominator").rows() == [("F", 41), ("M", 59), ("unknown", 11)]
+    assert table.select("group", "denominator").rows() == [("F", 41), ("M", 59), ("unknown", 13)]
 
 
 def test_uncatalogued_indicator_and_bad_arguments_are_errors():
