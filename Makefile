@@ -34,15 +34,19 @@ $(EXTRACTS)/.demo: | $(STAMP)
 
 synth: $(EXTRACTS)/.demo
 
-run: $(STAMP) $(EXTRACTS)/.demo
+# The instance settings (one run at a time; persistent history) live in the repository and
+# are copied into DAGSTER_HOME whenever the repository's copy is newer.
+$(DAGSTER_HOME)/dagster.yaml: dagster.yaml
 	@mkdir -p $(DAGSTER_HOME)
+	@cp dagster.yaml $@
+
+run: $(STAMP) $(EXTRACTS)/.demo $(DAGSTER_HOME)/dagster.yaml
 	@$(BIN)/core20 run --extract $(EXTRACTS) --warehouse $(WAREHOUSE) $(if $(MONTH),--month $(MONTH),)
 
 test: $(STAMP)
 	@DAGSTER_HOME= $(BIN)/python -m pytest -q
 
-dev: $(STAMP)
-	@mkdir -p $(DAGSTER_HOME)
+dev: $(STAMP) $(DAGSTER_HOME)/dagster.yaml
 	@$(BIN)/dagster dev
 
 bench: $(STAMP)
