@@ -38,6 +38,9 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     synth.add_argument("--icb", default="QT1", help="ODS code of the ICB whose postcodes and practices are used")
     synth.add_argument("--reference-dir", help="reference data folder (default $CORE20_REFERENCE_DIR or ../shared/reference_data)")
 
+    dictionary = sub.add_parser("dictionary", help="write the serving data dictionary generated from the table contracts")
+    dictionary.add_argument("--out", type=Path, help="file to write (default: print it)")
+
     run = sub.add_parser("run", help="run the monthly pipeline for one month and publish its gap tables")
     run.add_argument("--extract", help="extracts root holding YYYY-MM folders, or one extract folder (default data/extracts)")
     run.add_argument("--month", help="reporting month YYYY-MM (default: the latest extract present)")
@@ -100,6 +103,8 @@ def main(argv: list[str] | None = None) -> int:
             return _imd(args)
         if args.command == "reference":
             return _reference_fetch(args)
+        if args.command == "dictionary":
+            return _dictionary(args)
         return _run(args)
     except KeyboardInterrupt:
         print("core20: interrupted", file=sys.stderr)
@@ -159,6 +164,18 @@ def _reference_fetch(args: argparse.Namespace) -> int:
         for text in report.attributions:
             print(f"  - {text}")
     return EXIT_OK if report.ok else EXIT_ERROR
+
+
+def _dictionary(args: argparse.Namespace) -> int:
+    from pipelines.segmentation import star
+
+    text = star.dictionary_markdown(star.dictionary_rows(star.declared_star_tables()))
+    if args.out:
+        args.out.write_text(text, encoding="utf-8")
+        print(f"wrote {args.out}")
+    else:
+        print(text, end="")
+    return EXIT_OK
 
 
 def _months_to_run(args: argparse.Namespace, source) -> list[str]:

@@ -5,7 +5,8 @@ the pipeline never lets BI read the warehouse. After a month publishes it builds
 new snapshot beside the old one and then repoints one symbolic link:
 
     data/serving/
-      current -> snapshots/20261105T060312123456Z      (the only path BI tools use)
+      current -> snapshots/20261105T060312123456Z      (symlink: for the DuckDB file)
+      CURRENT                                          (text "snapshots/20261105T060312123456Z")
       snapshots/20261105T060312123456Z/
         core20plus5.duckdb         read-only serving database: schemas published, star, meta
         parquet/<table>/month=YYYY-MM/part-0.parquet    one folder per star table
@@ -15,8 +16,12 @@ new snapshot beside the old one and then repoints one symbolic link:
 
 A reader that opened the old snapshot keeps reading complete old files (nothing in a
 snapshot is modified after the link points at it); a reader that follows `current` after
-the swap sees the complete new one. Renaming a symlink over another is atomic on POSIX
-file systems (rename(2)). The `keep` newest snapshots are kept, so a refresh that started
+the swap sees the complete new one. Renaming a symlink (or a file) over another is atomic
+on POSIX file systems (rename(2)). A reader of one file (the DuckDB database, opened once)
+can use the `current` link. A reader of many files (the Parquet folder) should read the
+`CURRENT` pointer once and then read inside that snapshot folder, as the README's Power
+Query does: listing `current/parquet/...` and opening the files one by one could straddle
+a swap. The `keep` newest snapshots are kept, so a refresh that started
 before a swap can finish reading the snapshot it started on; older ones are deleted.
 
 Every snapshot is rebuilt from the warehouse's published tables, so a re-run of a month
@@ -41,6 +46,7 @@ from pipelines.segmentation import star
 
 SERVING_DB = "core20plus5.duckdb"
 CURRENT = "current"
+POINTER = "CURRENT"
 SNAPSHOTS = "snapshots"
 MANIFEST = "snapshot.json"
 DICTIONARY = "data_dictionary.md"
@@ -77,13 +83,13 @@ def _write_parquet(con: duckdb.DuckDBPyConnection, table: str, folder: Path) -> 
     if "month_key" in columns and table.startswith("fact_"):
         months = [r[0] for r in con.execute(
             f"select distinct reporting_month from {star.STAR}.{star.q(table)} order by 1").fetchall()]
-        parts = [(folder / table / f"month={m:%Y-%m}" / "part-0.parquet", "where reporting_month = ?", [m]) for m in months]
+        parts = [(folder / table / f"month={m:%Y-%m}" / "part-0.parquet", "where reporting_month = $1", [m]) for m in months]
     else:
         parts = [(folder / table / "part-0.parquet", "", [])]
     for path, where, params in parts:
         path.parent.mkdir(parents=True, exist_ok=True)
         # The star tables were created sorted; rowid order is that order.
-        arrow = con.execute(f"select * from {star.STAR}.{star.q(table)} {where} order by rowid", params).to_arrow_table()
+        arrow = con.sql(f"select * from {star.STAR}.{star.q(table)} {where} order by rowid", params=params).to_arrow_table()
         pq.write_table(arrow, path, **PARQUET_OPTIONS)
         written[str(path.relative_to(folder))] = {"rows": arrow.num_rows, "sha256": sha256_file(path)}
     return written
@@ -117,13 +123,16 @@ def build_snapshot(warehouse: Path, target: Path) -> dict:
         for table in star_tables:
             files.update(_write_parquet(con, table, target / PARQUET))
         months = [r[0].isoformat() for r in con.execute("select reporting_month from star.dim_month order by 1").fetchall()]
+        # The snapshot describes itself inside the database too, for readers that only see the file.
+        con.execute("create table meta.snapshot as select ? as snapshot, ?::date[] as months, ? as star_tables",
+                    [target.name.strip(".").removesuffix(".building"), months, star_tables])
         con.execute(f"detach {star.SOURCE}")
         con.execute("checkpoint")
     finally:
         con.close()
     (target / DICTIONARY).write_text(star.dictionary_markdown(rows), encoding="utf-8")
     manifest = {
-        "snapshot": target.name,
+        "snapshot": target.name.strip(".").removesuffix(".building"),
         "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "months": months,
         "published_tables": published,
@@ -165,7 +174,7 @@ def publish_snapshot(warehouse: Path, root: Path, *, keep: int = 3) -> dict:
         raise
     swap_current(root, final)
     prune(root, keep=keep)
-    return manifest
+    return manifest | {"snapshot": snapshot_id}
 
 
 def swap_current(root: Path, snapshot: Path) -> None:
@@ -176,6 +185,14 @@ def swap_current(root: Path, snapshot: Path) -> None:
         temporary.unlink()
     os.symlink(Path(SNAPSHOTS) / snapshot.name, temporary, target_is_directory=True)
     os.replace(temporary, link)
+    pointer = root / f".{POINTER}.{os.getpid()}.tmp"
+    pointer.write_text(f"{SNAPSHOTS}/{snapshot.name}\n", encoding="utf-8")
+    os.replace(pointer, root / POINTER)
+
+
+def read_pointer(root: Path) -> Path:
+    """Return the snapshot folder the `CURRENT` pointer names (read once per refresh)."""
+    return root / (root / POINTER).read_text(encoding="utf-8").strip()
 
 
 def current_snapshot(root: Path) -> Path | None:

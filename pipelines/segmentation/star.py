@@ -158,7 +158,7 @@ def build_dim_indicator(con: duckdb.DuckDBPyConnection, facts: dict[str, list[st
                    min({MONTH_COLUMN}), max({MONTH_COLUMN})
             from {SOURCE}.published.indicator_catalogue group by indicator_id, indicator_version"""
     else:
-        ids = " union ".join(f"select distinct indicator_id from {SOURCE}.published.{q(t)}"
+        ids = " union ".join(f"select distinct indicator_id, indicator_version from {SOURCE}.published.{q(t)}"
                              for t, cols in facts.items() if {"indicator_id", "indicator_version"} <= set(cols))
         select = (f"select indicator_id || '@v' || indicator_version, indicator_id, indicator_version::integer, "
                   f"null, null, null, null, null, null, null from ({ids})") if ids else \
