@@ -55,6 +55,7 @@ PARQUET = "parquet"
 PARQUET_OPTIONS = {"compression": "zstd", "compression_level": 3, "row_group_size": 1_000_000,
                    "write_statistics": True, "use_dictionary": True}
 STALE_BUILD_SECONDS = 3600
+STORAGE_VERSION = "v1.0.0"
 
 
 def sha256_file(path: Path) -> str:
@@ -107,8 +108,13 @@ def build_snapshot(warehouse: Path, target: Path) -> dict:
     """
     target.mkdir(parents=True, exist_ok=True)
     database = target / SERVING_DB
-    con = duckdb.connect(str(database))
+    con = duckdb.connect()
     try:
+        # Written in the v1.0.0 storage format so that BI clients with an older DuckDB
+        # (the Windows ODBC driver Power BI uses) can open it; DuckDB 2.0 writes its own
+        # newer format by default, which DuckDB 1.x cannot read.
+        con.execute(f"attach '{database}' as serving (storage_version '{STORAGE_VERSION}')")
+        con.execute("use serving")
         con.execute(f"attach '{warehouse}' as {star.SOURCE} (read_only)")
         published = _copy_published(con)
         star_tables = star.build_star(con)
@@ -127,7 +133,9 @@ def build_snapshot(warehouse: Path, target: Path) -> dict:
         con.execute("create table meta.snapshot as select ? as snapshot, ?::date[] as months, ? as star_tables",
                     [target.name.strip(".").removesuffix(".building"), months, star_tables])
         con.execute(f"detach {star.SOURCE}")
-        con.execute("checkpoint")
+        con.execute("checkpoint serving")
+        con.execute("use memory")
+        con.execute("detach serving")
     finally:
         con.close()
     (target / DICTIONARY).write_text(star.dictionary_markdown(rows), encoding="utf-8")
@@ -138,6 +146,8 @@ def build_snapshot(warehouse: Path, target: Path) -> dict:
         "published_tables": published,
         "star_tables": star_tables,
         "parquet_files": files,
+        "duckdb_version": duckdb.__version__,
+        "duckdb_storage_version": STORAGE_VERSION,
     }
     (target / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True), encoding="utf-8")
     os.chmod(database, 0o444)  # a serving file is read-only for everyone, the pipeline included

@@ -52,6 +52,8 @@ def test_a_newly_published_table_reaches_the_star_the_parquet_and_the_dictionary
         assert months == [(202610, "Oct 2026", "2026/27"), (202611, "Nov 2026", "2026/27")]
         groups = con.execute("select group_key, group_label, is_reference from star.dim_group order by sort_order").fetchall()
         assert groups == [("core20:core20", "Core20 (national IMD deciles 1-2)", False), ("core20:rest", "Rest of the population", True)]
+        storage = con.execute("select tags from duckdb_databases() where database_name = 'core20plus5'").fetchall()
+        assert storage == [({"storage_version": "v1.0.0+"},)], "readable by DuckDB 1.x clients such as the ODBC driver"
         # Dimension layouts are exactly their contracts.
         for contract in (DIM_MONTH, DIM_INDICATOR, DIM_GROUP):
             columns = [r[0] for r in con.execute(f"describe {contract.name}").fetchall()]
