@@ -25,7 +25,7 @@ def build_serving_asset(published: list[dg.AssetKey]) -> dg.AssetsDefinition:
     def serving_snapshot(context: dg.AssetExecutionContext, warehouse: Warehouse, serving: ServingOutputs):
         manifest = publish_snapshot(warehouse.file(), serving.serving_path(), keep=serving.keep_snapshots)
         return dg.MaterializeResult(metadata={
-            "snapshot": manifest["snapshot"], "path": str(serving.serving_path() / "current"),
+            "snapshot": manifest["snapshot"], "path": dg.MetadataValue.path(str(serving.serving_path() / "current")),
             "months": len(manifest["months"]), "star_tables": ", ".join(manifest["star_tables"]),
             "parquet_files": len(manifest["parquet_files"]),
         })

@@ -20,6 +20,7 @@ from assets.population import (
     published_deprivation_quality,
 )
 from assets.reference import REFERENCE_ASSETS
+from assets.report import build_report_asset
 from assets.serving import build_serving_asset
 from assets.staging import staging_extract
 from pipelines.jobs import monthly_job, reference_job
@@ -87,7 +88,7 @@ def build_definitions(
     # Outputs for people, built from whatever the month published: a newly published table
     # reaches the serving snapshot and the report without a change here.
     published = [spec.key for spec in base.resolve_all_asset_specs() if spec.key.path[0] == "published"]
-    return dg.Definitions.merge(base, dg.Definitions(assets=[build_serving_asset(published)]))
+    return dg.Definitions.merge(base, dg.Definitions(assets=[build_serving_asset(published), build_report_asset(published)]))
 
 
 defs = build_definitions()

@@ -117,7 +117,17 @@ def run_month(defs: dg.Definitions, partition_key: str, warehouse: Path) -> int:
         return EXIT_ERROR
     _say(f"  published {partition_key[:7]} in {elapsed:.0f} s")
     print_summary(warehouse, partition_key)
+    print_outputs(result)
     return EXIT_OK
+
+
+def print_outputs(result: dg.ExecuteInProcessResult) -> None:
+    """Print where the run's files for people went (every materialisation that records a path)."""
+    for event in result.get_asset_materialization_events():
+        materialization = event.step_materialization_data.materialization
+        path = materialization.metadata.get("path")
+        if path is not None:
+            _say(f"{materialization.asset_key.to_user_string()}: {path.value}")
 
 
 def run_months(defs: dg.Definitions, partition_keys: list[str], warehouse: Path) -> int:
