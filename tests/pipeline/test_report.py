@@ -6,17 +6,15 @@ import re
 import shutil
 import struct
 import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
 import duckdb
-import polars as pl
 import pytest
 
 from pipelines.report.page import build_report, report_path
-from pipelines.segmentation.synth import generate_extract
 from reference_data.loader import attribution_statements, resolve_reference_dir
+from pipeline_helpers import core20, generate_months, patient_values
 
 MONTHS = ("2026-08", "2026-09")
 # Headless Chromium as root on a machine with no display and a closed network (see README):
@@ -42,17 +40,12 @@ def render(page: Path, *mode: str) -> subprocess.CompletedProcess:
 @pytest.fixture(scope="module")
 def reported(tmp_path_factory):
     root = tmp_path_factory.mktemp("report")
-    for n, month in enumerate(MONTHS):
-        generate_extract(root / "extracts" / month, reporting_month=dt.date.fromisoformat(f"{month}-01"),
-                         n_patients=4000, seed=300 + n)
+    generate_months(root / "extracts", MONTHS, n_patients=4000, seed=300)
     warehouse, reports = root / "warehouse.duckdb", root / "reports"
-    done = subprocess.run(
-        [sys.executable, "-m", "pipelines.cli", "run", "--extract", str(root / "extracts"), "--warehouse", str(warehouse),
-         "--serving", str(root / "serving"), "--reports", str(reports), "--from", MONTHS[0], "--to", MONTHS[1]],
-        capture_output=True, text=True, env={**os.environ, "DAGSTER_HOME": ""},
-    )
-    assert done.returncode == 0, done.stdout + done.stderr
-    return root, warehouse, reports, done.stdout
+    code, output = core20("run", "--extract", str(root / "extracts"), "--warehouse", str(warehouse),
+                          "--serving", str(root / "serving"), "--reports", str(reports), "--from", MONTHS[0], "--to", MONTHS[1])
+    assert code == 0, output
+    return root, warehouse, reports, output
 
 
 def test_every_published_month_gets_its_report_and_the_cli_says_where(reported):
@@ -112,9 +105,7 @@ def test_a_screenshot_of_the_report_is_a_real_picture(reported, tmp_path):
 def test_the_report_carries_no_patient_values(reported):
     root, _, reports, _ = reported
     text = report_path(reports, dt.date(2026, 9, 1)).read_text(encoding="utf-8")
-    patients = pl.read_parquet(root / "extracts" / "2026-09" / "patients.parquet")
-    postcodes = patients.filter(pl.col("postcode").str.strip_chars().str.len_chars() >= 6)["postcode"]
-    for value in patients["patient_id"].head(300).to_list() + postcodes.head(300).to_list():
+    for value in patient_values(root / "extracts" / "2026-09", n=300):
         assert value not in text
 
 

@@ -2,9 +2,6 @@
 
 import datetime as dt
 import json
-import os
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -14,24 +11,16 @@ import pyarrow.parquet as pq
 import pytest
 
 from pipelines import serving
-from pipelines.segmentation.synth import generate_extract
+from pipeline_helpers import core20, generate_months
 
 MONTHS = ("2026-06", "2026-07", "2026-08", "2026-09")
-
-
-def core20(*args: str) -> tuple[int, str]:
-    done = subprocess.run([sys.executable, "-m", "pipelines.cli", *args], capture_output=True, text=True,
-                          env={**os.environ, "DAGSTER_HOME": ""})
-    return done.returncode, done.stdout + done.stderr
 
 
 @pytest.fixture(scope="module")
 def backfilled(tmp_path_factory):
     """Four generated months; the first three backfilled with one `core20 run --from --to`."""
     root = tmp_path_factory.mktemp("serving")
-    for n, month in enumerate(MONTHS):
-        generate_extract(root / "extracts" / month, reporting_month=dt.date.fromisoformat(f"{month}-01"),
-                         n_patients=2500, seed=100 + n)
+    generate_months(root / "extracts", MONTHS, n_patients=2500, seed=100)
     paths = {"extracts": root / "extracts", "warehouse": root / "warehouse.duckdb", "serving": root / "serving",
              "reports": root / "reports"}
     code, output = run(paths, "--from", MONTHS[0], "--to", MONTHS[2])
