@@ -112,6 +112,7 @@ class SeriesPoint:
     rate: float | None
     lower: float | None = None
     upper: float | None = None
+    flag: str | None = None
 
 
 def series_chart(series: dict[str, list[SeriesPoint]], *, title: str, lines: dict[str, list[tuple[date, float | None]]] | None = None,
@@ -174,8 +175,13 @@ def series_chart(series: dict[str, list[SeriesPoint]], *, title: str, lines: dic
             path = " ".join(f"{'M' if i == 0 else 'L'}{x(p.month):.1f},{y(p.rate):.1f}" for i, p in enumerate(shown))
             parts.append(f'<path d="{path}" fill="none" stroke="{colour}" stroke-width="2"/>')
         for p in shown:
+            if p.flag:
+                # Special-cause points (SPC) get an orange ring, as Making Data Count charts colour them.
+                parts.append(f'<circle class="special-cause" cx="{x(p.month):.1f}" cy="{y(p.rate):.1f}" r="7" fill="none" '
+                             f'stroke="#ff6b00" stroke-width="2"/>')
+            note = f" ({p.flag.replace('_', ' ')})" if p.flag else ""
             parts.append(f'<circle cx="{x(p.month):.1f}" cy="{y(p.rate):.1f}" r="3.5" fill="{colour}">'
-                         f'<title>{escape(label)} {p.month:%b %Y}: {percent(p.rate)}</title></circle>')
+                         f'<title>{escape(label)} {p.month:%b %Y}: {percent(p.rate)}{escape(note)}</title></circle>')
         if shown:
             parts.append(f'<text x="{WIDTH - right + 6}" y="{y(shown[-1].rate) + 4:.1f}" font-size="12" fill="{colour}">{escape(label)}</text>')
     parts.append("</svg>")

@@ -5,8 +5,9 @@ published tables (gap table, indicator catalogue, and any other published table)
 pinned reference tables (for the map), and counts of the month's data-quality outcomes,
 which get the month's disclosure profile before they are shown. Sections that depend on
 tables this pipeline version does not publish yet (SII/RII, SPC limits) say so instead of
-showing anything invented; they fill in as soon as a published table with the expected
-columns appears (`SII_COLUMNS`, `SPC_COLUMN_CHOICES`).
+showing anything invented: they are drawn from whichever published table carries the
+columns they need (`SII_COLUMNS`, `SPC_COLUMNS`, the contracts of `published.inequality_table`
+and `published.spc_series`), so a warehouse without them still gets a report.
 """
 
 from __future__ import annotations
@@ -24,13 +25,8 @@ from pipelines.segmentation import star
 from pipelines.segmentation.disclosure import apply_profile, get_profile
 
 SII_COLUMNS = ("reporting_month", "indicator_id", "sii", "sii_lower", "sii_upper", "rii", "rii_lower", "rii_upper")
-# The SPC columns looked for in a published table (with reporting_month and indicator_id):
-# the first name present in each tuple is used.
-SPC_COLUMN_CHOICES = {
-    "mean": ("spc_mean", "process_mean", "mean"),
-    "lower": ("spc_lower_limit", "lower_process_limit", "lpl"),
-    "upper": ("spc_upper_limit", "upper_process_limit", "upl"),
-}
+SPC_COLUMNS = ("reporting_month", "point_month", "indicator_id", "imd_vintage", "breakdown", "group", "rate", "mean",
+               "lower_limit", "upper_limit", "point_type", "variation", "assurance", "n_points", "is_short_series")
 OWN_TABLES = {"gap_table", "indicator_catalogue"}
 MAX_GENERIC_ROWS = 200
 SNOMED_STATEMENT = ("SNOMED CT and dm+d codes are used under the SNOMED CT UK Affiliate Licence; "
@@ -106,43 +102,96 @@ def gap_sentence(frame: pl.DataFrame) -> str:
             f"{100 * r['gap_upper']:+.1f}): Core20 is <strong>{escape(r['comparison'] or 'not compared')}</strong>.")
 
 
-def _spc_table(tables: dict[str, list[str]]) -> tuple[str, dict[str, str]] | None:
-    for table, columns in tables.items():
-        if not {"reporting_month", "indicator_id"} <= set(columns):
-            continue
-        chosen = {role: next((c for c in names if c in columns), None) for role, names in SPC_COLUMN_CHOICES.items()}
-        if all(chosen.values()):
-            return table, chosen
-    return None
+def _spc_table(tables: dict[str, list[str]]) -> str | None:
+    return next((t for t, cols in tables.items() if set(SPC_COLUMNS) <= set(cols)), None)
 
 
-def _trend(con: duckdb.DuckDBPyConnection, indicator: str, vintage: str, month: date,
-           spc: tuple[str, dict[str, str]] | None) -> str:
+def _sii_table(tables: dict[str, list[str]]) -> str | None:
+    return next((t for t, cols in tables.items() if set(SII_COLUMNS) <= set(cols)), None)
+
+
+def _spc_words(value: str | None) -> str:
+    return (value or "not assessed").replace("_", " ")
+
+
+def _trend(con: duckdb.DuckDBPyConnection, indicator: str, vintage: str, month: date, spc: str | None) -> str:
     frame = _frame(con, """
         select reporting_month, breakdown, "group", rate, rate_lower, rate_upper from wh.published.gap_table
         where indicator_id = $1 and imd_vintage = $2 and reporting_month <= $3
           and ((breakdown = 'overall') or (breakdown = 'core20' and "group" in ('core20', 'rest')))
         order by reporting_month""", [indicator, vintage, month])
+    points = pl.DataFrame()
+    if spc is not None:
+        points = _frame(con, f"""
+            select point_month, rate, mean, lower_limit, upper_limit, point_type, variation, assurance, n_points, is_short_series
+            from wh.published.{star.q(spc)} where reporting_month = $1 and indicator_id = $2 and imd_vintage = $3
+              and breakdown = 'overall' order by point_month""", [month, indicator, vintage])
+    flags = {r["point_month"]: r["point_type"] for r in points.iter_rows(named=True)
+             if r["point_type"] and r["point_type"] != "common_cause"}
     series = {}
     for label, (breakdown, group) in (("All patients", ("overall", "all")), ("Core20", ("core20", "core20")), ("Rest", ("core20", "rest"))):
         part = frame.filter((pl.col("breakdown") == breakdown) & (pl.col("group") == group))
-        series[label] = [SeriesPoint(r["reporting_month"], r["rate"], r["rate_lower"], r["rate_upper"]) for r in part.iter_rows(named=True)]
+        series[label] = [SeriesPoint(r["reporting_month"], r["rate"], r["rate_lower"], r["rate_upper"],
+                                     flags.get(r["reporting_month"]) if label == "All patients" else None)
+                         for r in part.iter_rows(named=True)]
     lines = {}
-    if spc is not None:
-        table, cols = spc
-        where = " and breakdown = 'overall'" if "breakdown" in star.source_tables(con)[table] else ""
-        limits = _frame(con, f"select reporting_month, {cols['mean']} as mean, {cols['lower']} as lower, {cols['upper']} as upper "
-                             f"from wh.published.{star.q(table)} where indicator_id = $1 and reporting_month <= $2{where} order by 1",
-                        [indicator, month])
-        for role, label in (("mean", "SPC mean"), ("lower", "lower limit"), ("upper", "upper limit")):
-            lines[label] = [(r["reporting_month"], r[role]) for r in limits.iter_rows(named=True)]
+    if not points.is_empty():
+        for column, label in (("mean", "SPC mean"), ("lower_limit", "lower limit"), ("upper_limit", "upper limit")):
+            lines[label] = [(r["point_month"], r[column]) for r in points.iter_rows(named=True)]
+    chart = series_chart(series, title=f"{indicator}: rate by month", lines=lines)
+    if points.is_empty():
+        words = ('<p class="note">No SPC chart is published for this indicator this month; the chart shows each '
+                 "month's rate with its 95% interval.</p>")
+    else:
+        last = points.row(-1, named=True)
+        words = (f'<p class="spc">SPC (all patients, {last["n_points"]} months): variation <strong>{escape(_spc_words(last["variation"]))}'
+                 f'</strong>; assurance against the target <strong>{escape(_spc_words(last["assurance"]))}</strong>. '
+                 "Dashed lines: mean and natural process limits; orange rings: special-cause points."
+                 + (" Fewer than 12 months: read the limits with care." if last["is_short_series"] else "") + "</p>")
     n_months = len({p.month for pts in series.values() for p in pts})
     note = "" if n_months > 1 else '<p class="note">Only one month is published so far; the trend fills in month by month.</p>'
-    return series_chart(series, title=f"{indicator}: rate by month", lines=lines) + note
+    return chart + words + note
 
 
-def _indicator_article(con, info: dict, gaps: pl.DataFrame, vintage: str, month: date, spc) -> str:
+def sii_text(row: dict) -> str:
+    """Return an SII/RII row in words (percentage points for proportions).
+
+    Examples:
+        >>> sii_text({"sii": 0.12, "sii_lower": 0.05, "sii_upper": 0.2, "rii": 1.3, "rii_lower": 1.1, "rii_upper": 1.5,
+        ...           "value_type": "proportion", "multiplier": 1.0, "status": "computed"})
+        'SII +12.0 percentage points (95% CI +5.0 to +20.0); RII 1.30 (1.10 to 1.50)'
+        >>> sii_text({"sii": None, "status": "not computed: 2 of 5 quantiles have a published rate"})
+        'not computed: 2 of 5 quantiles have a published rate'
+    """
+    if row.get("sii") is None:
+        return row.get("status") or "not computed"
+    scale, unit = (100, " percentage points") if row.get("value_type") == "proportion" and row.get("multiplier") == 1 else (1, "")
+    sii = f"SII {scale * row['sii']:+.1f}{unit}"
+    if row.get("sii_lower") is not None:
+        sii += f" (95% CI {scale * row['sii_lower']:+.1f} to {scale * row['sii_upper']:+.1f})"
+    rii = f"RII {row['rii']:.2f}" if row.get("rii") is not None else "RII not computed"
+    if row.get("rii") is not None and row.get("rii_lower") is not None:
+        rii += f" ({row['rii_lower']:.2f} to {row['rii_upper']:.2f})"
+    return f"{sii}; {rii}"
+
+
+def _sii_rows(con, table: str | None, month: date, vintage: str) -> pl.DataFrame:
+    if table is None:
+        return pl.DataFrame()
+    columns = star.source_tables(con)[table]
+    wanted = [c for c in ("indicator_id", "quantile_type", "sii", "sii_lower", "sii_upper", "rii", "rii_lower", "rii_upper",
+                          "value_type", "multiplier", "status", "repetitions", "seed") if c in columns]
+    vintage_filter = " and imd_vintage = $2" if "imd_vintage" in columns else ""
+    return _frame(con, f"select {', '.join(star.q(c) for c in wanted)} from wh.published.{star.q(table)} "
+                       f"where reporting_month = $1{vintage_filter} order by 1, 2", [month, vintage] if vintage_filter else [month])
+
+
+def _indicator_article(con, info: dict, gaps: pl.DataFrame, vintage: str, month: date, spc, sii: pl.DataFrame) -> str:
     frame = gaps.filter(pl.col("indicator_id") == info["indicator_id"])
+    quintile_sii = sii.filter((pl.col("indicator_id") == info["indicator_id"]) & (pl.col("quantile_type") == "imd_quintile")) \
+        if not sii.is_empty() else sii
+    sii_line = (f'<p class="sii">Social gradient across the quintiles: {escape(sii_text(quintile_sii.row(0, named=True)))}.</p>'
+                if not quintile_sii.is_empty() else "")
     core = _rows(frame, "core20", highlight="core20")
     quintiles = _rows(frame, "imd_quintile", highlight="1")
     ethnicity = _rows(frame, "ethnicity_broad")
@@ -158,7 +207,8 @@ def _indicator_article(con, info: dict, gaps: pl.DataFrame, vintage: str, month:
              "<h4>Core20 compared with the rest of the population</h4>", f"<p>{gap_sentence(frame)}</p>",
              rate_chart(core, title=f"{info['indicator_id']}: Core20 vs rest", target=target), _figures_table(core),
              "<h4>By national IMD quintile</h4>",
-             rate_chart(quintiles, title=f"{info['indicator_id']}: by IMD quintile", target=target), _figures_table(quintiles),
+             rate_chart(quintiles, title=f"{info['indicator_id']}: by IMD quintile", target=target), sii_line,
+             _figures_table(quintiles),
              "<h4>By ethnic group</h4>",
              rate_chart(ethnicity, title=f"{info['indicator_id']}: by ethnic group", target=target) if ethnicity
              else '<p class="note">No ethnicity breakdown published.</p>', _figures_table(ethnicity),
@@ -166,10 +216,13 @@ def _indicator_article(con, info: dict, gaps: pl.DataFrame, vintage: str, month:
     return "".join(parts)
 
 
-def _generic_table(con, table: str, month: date) -> str:
+def _generic_table(con, table: str, month: date, *, whole_extract: bool = False) -> str:
     columns = star.source_tables(con)[table]
     where = "where reporting_month = $1" if "reporting_month" in columns else ""
     params = [month] if where else []
+    if whole_extract and "practice_code" in columns:
+        # Per-practice rows are for Power BI; the report shows the whole extract ('ALL').
+        where += (" and " if where else "where ") + "upper(practice_code) = 'ALL'"
     total = con.sql(f"select count(*) from wh.published.{star.q(table)} {where}", params=params).fetchall()[0][0]
     frame = _frame(con, f"select * from wh.published.{star.q(table)} {where} limit {MAX_GENERIC_ROWS}", params)
     head = "".join(f"<th>{escape(c)}</th>" for c in frame.columns)
@@ -188,27 +241,33 @@ def _cell(value) -> str:
     return str(value)
 
 
-def _sii_section(con, tables: dict[str, list[str]], month: date) -> str:
-    found = [t for t, cols in tables.items() if set(SII_COLUMNS) <= set(cols)]
-    intro = ("<p>The slope index of inequality (SII) is the modelled difference in the rate between the most and the least "
-             "deprived ends of the population, using every deprivation group weighted by its size; the relative index (RII) "
-             "is the same as a ratio. A value near 0 (SII) or 1 (RII) means little social gradient.</p>")
-    if not found:
-        return (intro + '<p class="pending">Not published by this version of the pipeline yet: no published table carries '
+def _sii_section(sii: pl.DataFrame, table: str | None, titles: dict[str, str]) -> str:
+    intro = ("<p>The slope index of inequality (SII) is the modelled difference in the rate between the least and the most "
+             "deprived ends of the population, using every deprivation group weighted by its size (positive: higher in the "
+             "least deprived); the relative index (RII) is the same as a ratio. A value near 0 (SII) or 1 (RII) means little "
+             "social gradient. An index needs a published rate in every quantile, so small groups can prevent it.</p>")
+    if table is None:
+        return (intro + '<p class="pending">Not published by this version of the pipeline: no published table carries '
                 f"the columns {', '.join(SII_COLUMNS[2:])}. This section fills in automatically once one does.</p>")
-    return intro + "".join(_generic_table(con, t, month) for t in found)
+    if sii.is_empty():
+        return intro + f'<p class="note">No rows in <code>published.{escape(table)}</code> for this month.</p>'
+    body = "".join(f"<tr><td>{escape(titles.get(r['indicator_id'], r['indicator_id']))}</td><td>{escape(r['quantile_type'].replace('imd_', 'IMD '))}</td>"
+                   f"<td>{escape(sii_text(r))}</td></tr>" for r in sii.iter_rows(named=True))
+    draws = sii.filter(pl.col("sii").is_not_null())
+    method = (f" Intervals by simulation ({draws['repetitions'][0]:,} draws, seed {draws['seed'][0]})."
+              if "repetitions" in sii.columns and not draws.is_empty() else "")
+    return (intro + f'<table class="sii"><thead><tr><th>indicator</th><th>quantiles</th><th>SII and RII</th></tr></thead>'
+            f'<tbody>{body}</tbody></table><p class="note">From <code>published.{escape(table)}</code>.{method}</p>')
 
 
-def _spc_section(spc) -> str:
+def _spc_section(spc: str | None) -> str:
     intro = ("<p>Statistical process control (NHS \"Making Data Count\" XmR charts) separates ordinary month-to-month "
-             "variation from special-cause change.</p>")
+             "variation from special-cause change: points outside the natural process limits, long runs on one side of "
+             "the mean, or steady trends. Each indicator's \"Over time\" chart above draws them for all patients.</p>")
     if spc is None:
-        return (intro + '<p class="pending">SPC limits are not published by this version of the pipeline yet; the '
-                "\"Over time\" charts above show each month's published rate with its 95% interval only. They will carry "
-                "the mean and process limits once a published table has them.</p>")
-    table, cols = spc
-    return intro + (f"<p>The \"Over time\" charts above draw the mean and process limits from <code>published.{escape(table)}</code> "
-                    f"(columns {', '.join(cols.values())}).</p>")
+        return (intro + '<p class="pending">SPC limits are not published by this version of the pipeline; the '
+                "\"Over time\" charts show each month's published rate with its 95% interval only.</p>")
+    return intro + f'<p class="note">From <code>published.{escape(spc)}</code>.</p>'
 
 
 def data_quality(con, month: date, vintage: str, profile_name: str) -> tuple[str, dict]:
@@ -245,7 +304,7 @@ def data_quality(con, month: date, vintage: str, profile_name: str) -> tuple[str
         parts.append("<h4>Demographic recording</h4><p>NHS England asks for unknown and not-stated demographics to be "
                      f"reported; both are shown separately.</p><table class=\"dq\"><tbody>{body}</tbody></table>")
     quality = [t for t in star.source_tables(con) if "quality" in t]
-    parts += [_generic_table(con, t, month) for t in quality]
+    parts += [_generic_table(con, t, month, whole_extract=True) for t in quality]
     parts.append(f'<p class="note">Counts have the {escape(profile_name)} disclosure profile applied ({escape(profile.description)})</p>')
     return "".join(parts), figures
 
@@ -300,19 +359,21 @@ def build_report(warehouse: Path, month: date, reference_dir: Path) -> tuple[str
                                                 "where reporting_month = $1 order by 1", params=[month]).fetchall()] \
             if _has(con, "population", "patient_attributes") else []
         the_map = ics_map(con, reference_dir, icb_code=icb_code, vintage=vintage, practice_codes=practice_codes) if icb_code else None
-        spc = _spc_table(tables)
+        spc, sii_table = _spc_table(tables), _sii_table(tables)
+        sii = _sii_rows(con, sii_table, month, vintage)
         areas: dict[str, list[dict]] = {}
         for info in catalogue.iter_rows(named=True):
             areas.setdefault(info["clinical_area"], []).append(info)
         area_html = "".join(
             f'<section class="clinical-area" id="area-{escape(area)}"><h2>{escape(area_name(area))}</h2>'
-            + "".join(_indicator_article(con, info, gaps, vintage, month, spc) for info in infos) + "</section>"
+            + "".join(_indicator_article(con, info, gaps, vintage, month, spc, sii) for info in infos) + "</section>"
             for area, infos in areas.items())
         dq_html, dq_figures = data_quality(con, month, vintage, profile_name)
-        consumed = OWN_TABLES | {t for t, c in tables.items() if set(SII_COLUMNS) <= set(c) or "quality" in t}
+        consumed = OWN_TABLES | {t for t in (spc, sii_table) if t} | {t for t in tables if "quality" in t}
         others = [t for t in tables if t not in consumed]
         others_html = "".join(_generic_table(con, t, month) for t in others)
-        sii_html = _sii_section(con, tables, month)
+        titles = dict(zip(catalogue["indicator_id"].to_list(), catalogue["title"].to_list())) if len(catalogue) else {}
+        sii_html = _sii_section(sii, sii_table, titles)
     finally:
         con.close()
 

@@ -167,39 +167,55 @@ def build_dim_indicator(con: duckdb.DuckDBPyConnection, facts: dict[str, list[st
 
 
 def group_label(breakdown: str, group: str) -> str:
-    """Return a readable label for a breakdown's group.
+    """Return a readable label for a breakdown's group (intersections 'A|B' label each part).
 
     Examples:
         >>> group_label("imd_quintile", "1"), group_label("imd_decile", "10")
         ('IMD quintile 1 (most deprived)', 'IMD decile 10 (least deprived)')
         >>> group_label("core20", "core20"), group_label("sex", "unknown")
         ('Core20 (national IMD deciles 1-2)', 'Unknown / not recorded')
+        >>> group_label("cohort:smi", "member"), group_label("imd_quintile|ethnicity_broad", "1|Asian or Asian British")
+        ('smi cohort: member', 'IMD quintile 1 (most deprived) & Asian or Asian British')
     """
+    if "|" in breakdown and breakdown.count("|") == group.count("|"):
+        return " & ".join(group_label(b, g) for b, g in zip(breakdown.split("|"), group.split("|")))
     if group == UNKNOWN:
         return "Unknown / not recorded"
+    if breakdown.startswith("cohort:"):
+        return f"{breakdown.split(':', 1)[1]} cohort: {group.replace('_', ' ')}"
     if breakdown in ("imd_decile", "imd_quintile"):
         word = breakdown.replace("imd_", "")
         extreme = {"1": " (most deprived)", "10" if word == "decile" else "5": " (least deprived)"}.get(group, "")
         return f"IMD {word} {group}{extreme}"
     fixed = {("core20", "core20"): "Core20 (national IMD deciles 1-2)", ("core20", "rest"): "Rest of the population",
              ("overall", "all"): "Everyone", ("sex", "F"): "Female", ("sex", "M"): "Male", ("sex", "I"): "Indeterminate"}
+    if breakdown in GEOGRAPHY_BREAKDOWNS and group == "all":
+        return "Whole population (benchmark)"
     return fixed.get((breakdown, group), group)
 
 
 def build_dim_group(con: duckdb.DuckDBPyConnection, facts: dict[str, list[str]]) -> None:
-    """Create star.dim_group from the breakdown/group pairs present in the facts."""
-    pairs = " union ".join(f'select distinct breakdown, "group" from {SOURCE}.published.{q(t)}'
-                           for t, cols in facts.items() if {"breakdown", "group"} <= set(cols))
-    rows = con.execute(f"select * from ({pairs}) order by 1, 2").fetchall() if pairs else []
+    """Create star.dim_group from the breakdown/group pairs present in the facts.
 
-    def sort_key(row: tuple[str, str]) -> tuple:
+    A group is the reference of its breakdown when published rows name it as their
+    `reference_group` (or, for facts without that column, when `REFERENCE_GROUPS` says so).
+    """
+    selects = []
+    for t, cols in facts.items():
+        if {"breakdown", "group"} <= set(cols):
+            is_ref = 'coalesce("group" = reference_group, false)' if "reference_group" in cols else "false"
+            selects.append(f'select breakdown, "group", {is_ref} as is_ref from {SOURCE}.published.{q(t)}')
+    rows = con.execute(f"select breakdown, \"group\", bool_or(is_ref) from ({' union all '.join(selects)}) "
+                       "group by 1, 2 order by 1, 2").fetchall() if selects else []
+
+    def sort_key(row: tuple) -> tuple:
         group = row[1]
         return (row[0], group == UNKNOWN, not group.isdigit(), int(group) if group.isdigit() else 0, group)
 
     ordered = sorted(rows, key=sort_key)
-    position = {row: n for n, row in enumerate(ordered)}
     frame = pl.DataFrame(
-        [(f"{b}:{g}", b, g, group_label(b, g), position[(b, g)], REFERENCE_GROUPS.get(b) == g) for b, g in ordered],
+        [(f"{b}:{g}", b, g, group_label(b, g), n, bool(is_ref) or REFERENCE_GROUPS.get(b) == g)
+         for n, (b, g, is_ref) in enumerate(ordered)],
         schema=DIM_GROUP.schema, orient="row",
     )
     con.register("_groups", frame.to_arrow())
@@ -239,12 +255,23 @@ def build_dim_geography(con: duckdb.DuckDBPyConnection) -> None:
 
 
 def _geography_key(columns: list[str]) -> str:
+    """Return SQL for a fact row's geography key.
+
+    An organisation column or breakdown gives that organisation; 'ALL'/'all' (the whole
+    extract, or the benchmark row) gives the ICS; 'unknown' gives null (no organisation).
+    """
+    ics = "'icb:' || ics.icb_code"
+
+    def organisation(value: str, level: str) -> str:
+        return (f"case when {value} is null or {value} = '{UNKNOWN}' then null "
+                f"when upper({value}) = 'ALL' then {ics} else '{level}:' || {value} end")
+
     for column, level in GEOGRAPHY_LEVELS.items():
         if column in columns:
-            return f"'{level}:' || t.{q(column)}"
-    ics = "'icb:' || ics.icb_code"
+            return organisation(f"t.{q(column)}", level)
     if {"breakdown", "group"} <= set(columns):
-        cases = " ".join(f"when '{b}' then '{lvl}:' || t.\"group\"" for b, lvl in GEOGRAPHY_BREAKDOWNS.items())
+        group = 't."group"'
+        cases = " ".join(f"when '{b}' then {organisation(group, lvl)}" for b, lvl in GEOGRAPHY_BREAKDOWNS.items())
         return f"case t.breakdown {cases} else {ics} end"
     return ics
 

@@ -82,8 +82,11 @@ def test_chromium_renders_the_report_with_its_sections_charts_and_map(reported):
     assert len(re.findall(r'<svg class="chart"', dom)) == 6
     assert len(re.findall(r'<svg class="chart trend"[^>]*data-months="2"', dom)) == 2
     assert "IMD quintile 1 (most deprived)" in dom and "Core20 (national IMD deciles 1-2)" in dom
-    # Sections waiting for tables this pipeline does not publish yet say so rather than show numbers.
-    assert dom.count('class="pending"') == 2
+    # SII/RII and SPC come from their published tables: a row per indicator and quantile type, and SPC
+    # limits drawn on each trend with the variation and assurance in words.
+    sii = dom.split('id="inequality-indices"')[1].split("</section>")[0]
+    assert sii.count("<tr><td>") == 4 and 'class="pending"' not in sii
+    assert dom.count('class="spc"') == 2 and dom.count(">SPC mean</text>") == 2
     for statement in attribution_statements():
         assert statement.replace("©", "&copy;") in dom or statement in dom
     # Self-contained: nothing is fetched when the page opens.
@@ -109,16 +112,14 @@ def test_the_report_carries_no_patient_values(reported):
         assert value not in text
 
 
-def test_an_inequality_index_table_once_published_fills_its_section(reported, tmp_path):
+def test_without_inequality_or_spc_tables_those_sections_say_so_instead_of_showing_numbers(reported, tmp_path):
     _, warehouse, _, _ = reported
     copy = tmp_path / "warehouse.duckdb"
     shutil.copy(warehouse, copy)
     with duckdb.connect(str(copy)) as con:
-        # Test data standing in for the table the statistics work will publish: only its shape matters here.
-        con.execute("""create table published.inequality_indices as select date '2026-09-01' as reporting_month,
-                       'smi_health_check' as indicator_id, 'imd_decile' as quantile, 0.11 as sii, 0.02 as sii_lower,
-                       0.2 as sii_upper, 1.3 as rii, 1.05 as rii_lower, 1.6 as rii_upper""")
+        con.execute("drop table published.inequality_table")
+        con.execute("drop table published.spc_series")
     html, summary = build_report(copy, dt.date(2026, 9, 1), resolve_reference_dir())
-    section = html.split('id="inequality-indices"')[1].split("</section>")[0]
-    assert 'data-table="inequality_indices"' in section and "pending" not in section
-    assert "inequality_indices" not in summary["other_tables"]
+    assert html.count('class="pending"') == 2
+    assert "SPC mean" not in html and 'class="sii"' not in html
+    assert summary["indicators"] == 2

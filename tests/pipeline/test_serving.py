@@ -137,8 +137,14 @@ def test_the_serving_database_is_read_only_and_carries_the_star_and_its_dictiona
             select count(*) from star.fact_gap_table f
             left join star.dim_indicator i using (indicator_key) left join star.dim_group g using (group_key)
             left join star.dim_month m using (month_key) left join star.dim_geography geo using (geography_key)
-            where i.indicator_key is null or g.group_key is null or m.month_key is null or geo.geography_key is null
+            where i.indicator_key is null or g.group_key is null or m.month_key is null
+               or (f.geography_key is not null and geo.geography_key is null)
         """).fetchall()[0][0]
         assert orphans == 0, "every fact row joins every dimension"
-        icb = con.execute("select distinct geography_key from star.fact_gap_table").fetchall()
-        assert icb == [("icb:QT1",)], "ICS-wide rows carry the extract's ICB (the generator's default, Nottingham and Nottinghamshire)"
+        no_place = con.execute("select distinct \"group\" from star.fact_gap_table where geography_key is null").fetchall()
+        assert no_place in ([], [("unknown",)]), "only an unknown home area or practice has no geography"
+        ics = con.execute("select distinct geography_key from star.fact_gap_table where breakdown = 'overall'").fetchall()
+        assert ics == [("icb:QT1",)], "ICS-wide rows carry the extract's ICB (the generator's default, Nottingham and Nottinghamshire)"
+        practices = con.execute("select count(*) from star.fact_gap_table where breakdown = 'practice' "
+                                "and geography_key like 'practice:%'").fetchall()[0][0]
+        assert practices > 0
