@@ -11,9 +11,9 @@ from dataclasses import dataclass
 from datetime import date
 from html import escape
 
-WIDTH = 680
-LABEL_WIDTH = 250
-VALUE_WIDTH = 130
+WIDTH = 780
+LABEL_WIDTH = 320
+VALUE_WIDTH = 150
 ROW_HEIGHT = 24
 TOP = 28
 INK, MUTED, ACCENT, REFERENCE, TARGET = "#1d2731", "#6b7785", "#c0392b", "#2c6e9b", "#2e8b57"
@@ -161,8 +161,9 @@ def series_chart(series: dict[str, list[SeriesPoint]], *, title: str, lines: dic
         drawn = [(m, v) for m, v in points if v is not None]
         if drawn:
             path = " ".join(f"{'M' if i == 0 else 'L'}{x(m):.1f},{y(v):.1f}" for i, (m, v) in enumerate(drawn))
+            # Reference-line labels sit at the left end, above the line, clear of the series labels on the right.
             parts.append(f'<path d="{path}" fill="none" stroke="{MUTED}" stroke-dasharray="4 3"/>'
-                         f'<text x="{WIDTH - right + 6}" y="{y(drawn[-1][1]) + 4:.1f}" font-size="11" fill="{MUTED}">{escape(label)}</text>')
+                         f'<text x="{left + 4}" y="{y(drawn[0][1]) - 3:.1f}" font-size="10" fill="{MUTED}">{escape(label)}</text>')
     palette = (INK, ACCENT, REFERENCE, TARGET)
     for n, (label, points) in enumerate(series.items()):
         colour = palette[n % len(palette)]
