@@ -13,7 +13,7 @@ WAREHOUSE := data/warehouse/core20plus5.duckdb
 # Run history persists here, so `make run` and `make dev` share one history in the UI.
 export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
 
-.PHONY: run test env synth dev bench clean
+.PHONY: run test env synth dev bench clean chromium
 
 env: $(STAMP)
 
@@ -34,15 +34,30 @@ $(EXTRACTS)/.demo: | $(STAMP)
 
 synth: $(EXTRACTS)/.demo
 
-run: $(STAMP) $(EXTRACTS)/.demo
+# The instance settings (one run at a time; persistent history) live in the repository and
+# are copied into DAGSTER_HOME whenever the repository's copy is newer.
+$(DAGSTER_HOME)/dagster.yaml: dagster.yaml
 	@mkdir -p $(DAGSTER_HOME)
+	@cp dagster.yaml $@
+
+run: $(STAMP) $(EXTRACTS)/.demo $(DAGSTER_HOME)/dagster.yaml
 	@$(BIN)/core20 run --extract $(EXTRACTS) --warehouse $(WAREHOUSE) $(if $(MONTH),--month $(MONTH),)
 
-test: $(STAMP)
+# The report test renders the HTML report in headless Chromium. On Debian/Ubuntu the
+# package is installed here when absent (apt-get; needs root or sudo); elsewhere install
+# Chromium or Chrome yourself and point CORE20_CHROMIUM at it.
+chromium:
+	@if [ -n "$$CORE20_CHROMIUM" ] || command -v chromium >/dev/null 2>&1; then :; \
+	elif command -v apt-get >/dev/null 2>&1; then \
+	  echo "installing Debian's chromium for the report test (apt-get, once)"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends chromium fonts-dejavu-core >/dev/null; \
+	else echo "no chromium and no apt-get: install Chromium or Chrome and set CORE20_CHROMIUM to its path" >&2; exit 1; fi
+
+test: $(STAMP) chromium
 	@DAGSTER_HOME= $(BIN)/python -m pytest -q
 
-dev: $(STAMP)
-	@mkdir -p $(DAGSTER_HOME)
+dev: $(STAMP) $(DAGSTER_HOME)/dagster.yaml
 	@$(BIN)/dagster dev
 
 bench: $(STAMP)

@@ -2,6 +2,7 @@
 
     core20 synth --out DIR [--patients N] [--seed S] [--month YYYY-MM]
     core20 run [--extract DIR] [--month YYYY-MM] [--warehouse PATH]
+    core20 run --from YYYY-MM --to YYYY-MM [--extract DIR]     (a backfill: each month in turn)
     core20 imd --vintage {2019,2025} INPUT.csv OUTPUT.csv
     core20 reference fetch [--source URL] [--reference-dir DIR] [--only ID]
 
@@ -37,11 +38,18 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     synth.add_argument("--icb", default="QT1", help="ODS code of the ICB whose postcodes and practices are used")
     synth.add_argument("--reference-dir", help="reference data folder (default $CORE20_REFERENCE_DIR or ../shared/reference_data)")
 
+    dictionary = sub.add_parser("dictionary", help="write the serving data dictionary generated from the table contracts")
+    dictionary.add_argument("--out", type=Path, help="file to write (default: print it)")
+
     run = sub.add_parser("run", help="run the monthly pipeline for one month and publish its gap tables")
     run.add_argument("--extract", help="extracts root holding YYYY-MM folders, or one extract folder (default data/extracts)")
     run.add_argument("--month", help="reporting month YYYY-MM (default: the latest extract present)")
+    run.add_argument("--from", dest="from_month", help="backfill: first month YYYY-MM of a range to run, oldest first")
+    run.add_argument("--to", dest="to_month", help="backfill: last month YYYY-MM of the range (default: the latest extract present)")
     run.add_argument("--warehouse", help="DuckDB file (default $CORE20_WAREHOUSE or data/warehouse/core20plus5.duckdb)")
     run.add_argument("--reference-dir", help="reference data folder (default $CORE20_REFERENCE_DIR or ../shared/reference_data)")
+    run.add_argument("--serving", help="serving folder for Power BI (default $CORE20_SERVING or data/serving)")
+    run.add_argument("--reports", help="folder of the monthly HTML reports (default $CORE20_REPORTS or data/reports)")
     run.add_argument("--column-mapping", help="column-mapping YAML for a supplier's headers")
     run.add_argument("--primary-vintage", choices=["IMD2019", "IMD2025"], help="IMD vintage Core20 is flagged on")
     run.add_argument(
@@ -95,6 +103,8 @@ def main(argv: list[str] | None = None) -> int:
             return _imd(args)
         if args.command == "reference":
             return _reference_fetch(args)
+        if args.command == "dictionary":
+            return _dictionary(args)
         return _run(args)
     except KeyboardInterrupt:
         print("core20: interrupted", file=sys.stderr)
@@ -156,9 +166,23 @@ def _reference_fetch(args: argparse.Namespace) -> int:
     return EXIT_OK if report.ok else EXIT_ERROR
 
 
+def _dictionary(args: argparse.Namespace) -> int:
+    from pipelines.segmentation import star
+
+    text = star.dictionary_markdown(star.dictionary_rows(star.declared_star_tables()))
+    if args.out:
+        args.out.write_text(text, encoding="utf-8")
+        print(f"wrote {args.out}")
+    else:
+        print(text, end="")
+    return EXIT_OK
+
+
 def _months_to_run(args: argparse.Namespace, source) -> list[str]:
     from pipelines.partitions import month_key, parse_month
 
+    if args.from_month or args.to_month:
+        return _month_range(args, source)
     if args.month:
         return [month_key(parse_month(args.month))]
     root = source.root_path()
@@ -174,6 +198,30 @@ def _months_to_run(args: argparse.Namespace, source) -> list[str]:
             "(make one with `core20 synth --out DIR`), or pass --extract and --month."
         )
     return [available[-1] + "-01"]
+
+
+def _month_range(args: argparse.Namespace, source) -> list[str]:
+    from pipelines.partitions import MONTHLY, month_key, parse_month
+
+    if args.month:
+        raise ValueError("give either --month or --from/--to, not both")
+    if not args.from_month:
+        raise ValueError("--to needs --from: say the first month of the backfill, e.g. --from 2026-07")
+    first = month_key(parse_month(args.from_month))
+    if args.to_month:
+        last = month_key(parse_month(args.to_month))
+    else:
+        available = source.months_available()
+        if not available:
+            raise ValueError(f"no extracts found under {source.root_path()}: give --to YYYY-MM or add extract folders.")
+        last = available[-1] + "-01"
+    if last < first:
+        raise ValueError(f"--from {first[:7]} is after --to {last[:7]}")
+    # Partition keys are ISO dates, so string order is month order. An end outside the
+    # runnable months is kept so the caller refuses it with the usual message.
+    keys = MONTHLY.get_partition_keys()
+    months = [key for key in keys if first <= key <= last]
+    return [end for end in dict.fromkeys((first, last)) if end not in keys] + months
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -209,12 +257,15 @@ def _run(args: argparse.Namespace) -> int:
     defs = build_definitions(
         warehouse=str(warehouse), extracts=args.extract, reference_dir=args.reference_dir,
         column_mapping=args.column_mapping, settings=PipelineSettings(**settings_kwargs),
+        serving_root=args.serving, reports_dir=args.reports,
     )
     from pipelines import runner
 
     code = runner.ensure_reference(defs, warehouse)
     if code != EXIT_OK:
         return code
+    if len(months) > 1:
+        return runner.run_months(defs, months, warehouse)
     for key in months:
         code = runner.run_month(defs, key, warehouse)
         if code != EXIT_OK:

@@ -20,9 +20,13 @@ from assets.population import (
     published_deprivation_quality,
 )
 from assets.reference import REFERENCE_ASSETS
+from assets.report import build_report_asset
+from assets.serving import build_serving_asset
 from assets.staging import staging_extract
 from pipelines.jobs import monthly_job, reference_job
-from pipelines.resources import ExtractSource, PipelineSettings, ReferenceData, Warehouse
+from pipelines.progress import PROGRESS_LOGGER, progress_logger
+from pipelines.resources import ExtractSource, PipelineSettings, ReferenceData, ServingOutputs, Warehouse
+from pipelines.schedules import SCHEDULES, SENSORS, OperationsSettings
 from pipelines.warehouse import DuckDBPolarsIOManager
 
 
@@ -33,6 +37,8 @@ def build_definitions(
     reference_dir: str | None = None,
     column_mapping: str | None = None,
     settings: PipelineSettings | None = None,
+    serving_root: str | None = None,
+    reports_dir: str | None = None,
 ) -> dg.Definitions:
     """Return the Definitions with resources pointed at the given (or default) locations.
 
@@ -42,8 +48,10 @@ def build_definitions(
         reference_dir: reference directory (default $CORE20_REFERENCE_DIR or ../shared/reference_data).
         column_mapping: a column-mapping file for the extracts.
         settings: ICS settings (primary IMD vintage, disclosure profile, gate thresholds).
+        serving_root: serving snapshots for BI (default $CORE20_SERVING or data/serving).
+        reports_dir: monthly HTML reports (default $CORE20_REPORTS or data/reports).
     """
-    return dg.Definitions(
+    base = dg.Definitions(
         assets=[
             *REFERENCE_ASSETS,
             staging_extract,
@@ -64,14 +72,23 @@ def build_definitions(
             published_spc_series,
         ],
         jobs=[monthly_job, reference_job],
+        schedules=SCHEDULES,
+        sensors=SENSORS,
+        loggers={**dg.default_loggers(), PROGRESS_LOGGER: progress_logger},
         resources={
             "io_manager": DuckDBPolarsIOManager(database=warehouse),
             "warehouse": Warehouse(path=warehouse),
             "extracts": ExtractSource(root=extracts, column_mapping=column_mapping),
             "reference_data": ReferenceData(directory=reference_dir),
             "settings": settings or PipelineSettings(),
+            "operations": OperationsSettings(),
+            "serving": ServingOutputs(serving_root=serving_root, reports_dir=reports_dir),
         },
     )
+    # Outputs for people, built from whatever the month published: a newly published table
+    # reaches the serving snapshot and the report without a change here.
+    published = [spec.key for spec in base.resolve_all_asset_specs() if spec.key.path[0] == "published"]
+    return dg.Definitions.merge(base, dg.Definitions(assets=[build_serving_asset(published), build_report_asset(published)]))
 
 
 defs = build_definitions()

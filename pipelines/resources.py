@@ -116,3 +116,32 @@ class PipelineSettings(dg.ConfigurableResource):
     sii_seed: int = 20260
     sii_transform: bool = False
     spc_run_length: int = 7
+
+
+SERVING_ENV = "CORE20_SERVING"
+REPORTS_ENV = "CORE20_REPORTS"
+DEFAULT_SERVING = REPO_ROOT / "data" / "serving"
+DEFAULT_REPORTS = REPO_ROOT / "data" / "reports"
+
+
+class ServingOutputs(dg.ConfigurableResource):
+    """Where BI reads from and where the monthly reports go (never the warehouse itself).
+
+    Attributes:
+        serving_root: folder of serving snapshots; BI tools read `serving_root/current/`
+            (default $CORE20_SERVING, else data/serving).
+        reports_dir: folder of the monthly HTML reports (default $CORE20_REPORTS, else data/reports).
+        keep_snapshots: snapshots kept, so a refresh that began before a swap can finish.
+    """
+
+    serving_root: Optional[str] = None
+    reports_dir: Optional[str] = None
+    keep_snapshots: int = 3
+
+    def serving_path(self) -> Path:
+        """Return the resolved serving folder."""
+        return Path(self.serving_root or os.environ.get(SERVING_ENV) or DEFAULT_SERVING).expanduser().resolve()
+
+    def reports_path(self) -> Path:
+        """Return the resolved reports folder."""
+        return Path(self.reports_dir or os.environ.get(REPORTS_ENV) or DEFAULT_REPORTS).expanduser().resolve()

@@ -10,6 +10,7 @@ from pathlib import Path
 import dagster as dg
 
 from pipelines.jobs import MONTHLY_JOB, REFERENCE_JOB
+from pipelines.progress import progress_run_config
 from pipelines.warehouse import built_pins, connect, table_exists
 
 from pipelines.cli import EXIT_BLOCKED, EXIT_ERROR, EXIT_OK
@@ -95,10 +96,13 @@ def blocked_gates(result: dg.ExecuteInProcessResult) -> list[str]:
 
 def run_month(defs: dg.Definitions, partition_key: str, warehouse: Path) -> int:
     """Run the monthly job for one partition, print the outcome and return an exit code."""
-    _say(f"running {partition_key[:7]} ...")
+    job = defs.resolve_job_def(MONTHLY_JOB)
+    n_steps = len(job.graph.node_dict)
+    _say(f"running {partition_key[:7]} ({n_steps} steps) ...")
     started = time.perf_counter()
-    result = defs.resolve_job_def(MONTHLY_JOB).execute_in_process(
-        instance=_instance(), partition_key=partition_key, raise_on_error=False, run_config=QUIET_LOGS
+    result = job.execute_in_process(
+        instance=_instance(), partition_key=partition_key, raise_on_error=False,
+        run_config=progress_run_config(n_steps),
     )
     elapsed = time.perf_counter() - started
     if not result.success:
@@ -113,7 +117,36 @@ def run_month(defs: dg.Definitions, partition_key: str, warehouse: Path) -> int:
         return EXIT_ERROR
     _say(f"  published {partition_key[:7]} in {elapsed:.0f} s")
     print_summary(warehouse, partition_key)
+    print_outputs(result)
     return EXIT_OK
+
+
+def print_outputs(result: dg.ExecuteInProcessResult) -> None:
+    """Print where the run's files for people went (every materialisation that records a path)."""
+    for event in result.get_asset_materialization_events():
+        materialization = event.step_materialization_data.materialization
+        path = materialization.metadata.get("path")
+        if path is not None:
+            _say(f"{materialization.asset_key.to_user_string()}: {path.value}")
+
+
+def run_months(defs: dg.Definitions, partition_keys: list[str], warehouse: Path) -> int:
+    """Run a backfill: each month in turn, carrying on past a month that fails.
+
+    Months are independent partitions, so one blocked month does not stop the others (as
+    in a backfill launched from the UI). Returns 1 if any month could not run, else 2 if a
+    gate blocked any, else 0, after a line per month.
+    """
+    outcomes = {}
+    for number, key in enumerate(partition_keys, start=1):
+        _say(f"\n[month {number}/{len(partition_keys)}] {key[:7]}")
+        outcomes[key] = run_month(defs, key, warehouse)
+    words = {EXIT_OK: "published", EXIT_BLOCKED: "blocked by a gate (published tables unchanged)", EXIT_ERROR: "failed"}
+    _say(f"\nbackfill {partition_keys[0][:7]} to {partition_keys[-1][:7]}:")
+    for key, code in outcomes.items():
+        _say(f"  {key[:7]}  {words[code]}")
+    codes = set(outcomes.values())
+    return EXIT_ERROR if EXIT_ERROR in codes else EXIT_BLOCKED if EXIT_BLOCKED in codes else EXIT_OK
 
 
 def month_summary(warehouse: Path, partition_key: str) -> dict:

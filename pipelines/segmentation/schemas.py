@@ -347,3 +347,88 @@ SPC_TABLE = Table(
     ),
     primary_key=("reporting_month", "point_month", "indicator_id", "indicator_version", "imd_vintage", "breakdown", "group"),
 )
+
+# ---------------------------------------------------------------------------
+# Serving star schema (for Power BI): dimensions declared here; every published table
+# with a `reporting_month` becomes a fact `fact_<table>` carrying the keys below plus its
+# own contract's columns (pipelines/segmentation/star.py). A new fact therefore needs only
+# its published table and, for the data dictionary, its contract here.
+# ---------------------------------------------------------------------------
+
+STAR_KEYS = Table(
+    name="star.keys",
+    description="Keys added to every fact table, each joining one dimension (null when the fact has no such column).",
+    columns=(
+        Column("month_key", pl.Int32, "Reporting month as YYYYMM; joins dim_month."),
+        Column("indicator_key", pl.String, "indicator_id@vN of the definition version that produced the row; joins dim_indicator.", nullable=True),
+        Column("group_key", pl.String, "breakdown:group; joins dim_group.", nullable=True),
+        Column("geography_key", pl.String, "level:ODS code (practice, sub_icb or icb); joins dim_geography. ICS-wide rows carry the ICB of the extract's practices.", nullable=True),
+    ),
+)
+
+DIM_MONTH = Table(
+    name="star.dim_month",
+    description="One row per reporting month present in any fact.",
+    columns=(
+        Column("month_key", pl.Int32, "YYYYMM."),
+        Column("reporting_month", pl.Date, "First day of the reporting month."),
+        Column("month_label", pl.String, "e.g. 'Oct 2026'."),
+        Column("year", pl.Int32, "Calendar year."),
+        Column("month_number", pl.Int32, "Calendar month 1-12."),
+        Column("financial_year", pl.String, "NHS financial year (April to March), e.g. '2026/27'."),
+    ),
+    primary_key=("month_key",),
+)
+
+DIM_INDICATOR = Table(
+    name="star.dim_indicator",
+    description="One row per indicator definition version: what it measures, which way is better, its target and definition hash.",
+    columns=(
+        Column("indicator_key", pl.String, "indicator_id@vN."),
+        Column("indicator_id", pl.String, "Indicator identifier (slice by this to follow an indicator across versions)."),
+        Column("indicator_version", pl.Int32, "Definition version."),
+        Column("title", pl.String, "What the indicator measures.", nullable=True),
+        Column("clinical_area", pl.String, "Core20PLUS5 clinical area.", nullable=True),
+        Column("direction", pl.String, "higher_is_better or lower_is_better: sets the sign of every gap.", nullable=True),
+        Column("target", pl.Float64, "National or local aim as a proportion (e.g. 0.6), when there is one.", nullable=True),
+        Column("definition_hash", pl.String, "sha256 of the definition text (latest month using this version).", nullable=True),
+        Column("first_month", pl.Date, "First reporting month published with this version.", nullable=True),
+        Column("last_month", pl.Date, "Latest reporting month published with this version.", nullable=True),
+    ),
+    primary_key=("indicator_key",),
+)
+
+DIM_GROUP = Table(
+    name="star.dim_group",
+    description="One row per breakdown and group (IMD decile/quintile, Core20 vs rest, ethnicity, sex, age band, cohorts ...).",
+    columns=(
+        Column("group_key", pl.String, "breakdown:group."),
+        Column("breakdown", pl.String, "Dimension the facts are grouped by."),
+        Column("group", pl.String, "Group code as published."),
+        Column("group_label", pl.String, "Readable label, e.g. 'IMD quintile 1 (most deprived)'."),
+        Column("sort_order", pl.Int32, "Order to show the groups within their breakdown (unknown last)."),
+        Column("is_reference", pl.Boolean, "Whether gaps in this breakdown are measured against this group."),
+    ),
+    primary_key=("group_key",),
+)
+
+DIM_GEOGRAPHY = Table(
+    name="star.dim_geography",
+    description="GP practices, Sub-ICB locations and ICBs (NHS ODS, September 2025) as one hierarchy: practice -> Sub-ICB -> ICB -> region.",
+    columns=(
+        Column("geography_key", pl.String, "level:ODS code."),
+        Column("level", pl.String, "practice, sub_icb or icb.", allowed=("practice", "sub_icb", "icb")),
+        Column("code", pl.String, "ODS code at this level."),
+        Column("name", pl.String, "Organisation name.", nullable=True),
+        Column("practice_code", pl.String, "ODS practice code (practice rows).", nullable=True),
+        Column("sub_icb_code", pl.String, "ODS Sub-ICB location code.", nullable=True),
+        Column("sub_icb_name", pl.String, "Sub-ICB location name.", nullable=True),
+        Column("icb_code", pl.String, "ODS ICB code.", nullable=True),
+        Column("icb_name", pl.String, "ICB name.", nullable=True),
+        Column("region_code", pl.String, "ODS NHS England region code.", nullable=True),
+        Column("is_active", pl.Boolean, "Whether the organisation was open in the ODS release (practices).", nullable=True),
+    ),
+    primary_key=("geography_key",),
+)
+
+STAR_DIMENSIONS = (DIM_MONTH, DIM_INDICATOR, DIM_GROUP, DIM_GEOGRAPHY)

@@ -1,0 +1,155 @@
+"""The report's map: the ICS's LSOAs shaded by national IMD decile, Core20 areas outlined, practices marked.
+
+The LSOA boundaries must match the IMD vintage (DOMAIN.md section 2): IoD 2025 deciles are
+drawn on the December 2021 LSOA boundaries, IMD 2019 deciles on the December 2011 ones.
+Geopandas reads and reprojects the pinned ONS boundary files (sha256-checked) to the
+British National Grid, so the map is drawn in metres with north up; it is written as
+inline SVG paths, so the report needs no tiles, no script and no network.
+
+Geopandas and shapely are imported inside the function (the report module is imported by
+the code location, which must stay light).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from html import escape
+from pathlib import Path
+
+import duckdb
+import polars as pl
+
+# Decile 1 (most deprived) darkest; a perceptually even sequential scale (viridis, 10 steps).
+DECILE_COLOURS = ("#440154", "#482878", "#3e4989", "#31688e", "#26828e",
+                  "#1f9e89", "#35b779", "#6ece58", "#b5de2b", "#fde725")
+CORE20_STROKE = "#ff6b00"
+BNG = 27700
+SIMPLIFY_M = 10.0
+MAP_WIDTH = 640
+
+VINTAGES = {
+    # vintage: (boundary file id, boundary code property, geography SQL, deciles table, decile column, code column)
+    "IMD2025": ("lsoa21_boundaries", "LSOA21CD",
+                "select lsoa21_code as code, lsoa21_name as name from wh.reference.lsoa21_geography where icb24_code_nhs = $1",
+                "wh.reference.imd2025_lsoa21", "imd2025_decile", "lsoa21_code"),
+    "IMD2019": ("lsoa11_boundaries", "LSOA11CD",
+                "select lsoa11_code as code, lsoa11_code as name from wh.reference.lsoa11_geography where icb22_code_nhs = $1",
+                "wh.reference.imd2019_lsoa11", "imd2019_decile", "lsoa11_code"),
+}
+
+
+@dataclass(frozen=True)
+class MapResult:
+    """The map SVG and what it shows, for the caption."""
+
+    svg: str
+    n_lsoas: int
+    n_core20: int
+    n_practices: int
+    n_practices_unplaced: int
+    boundary_vintage: str
+
+
+def area_deciles(con: duckdb.DuckDBPyConnection, icb_code: str, vintage: str) -> pl.DataFrame:
+    """Return code, name, decile of every LSOA of the ICB on the boundaries matching the IMD vintage."""
+    _, _, geography, deciles, decile_column, code_column = VINTAGES[vintage]
+    return pl.from_arrow(con.sql(
+        f"select g.code, g.name, d.{decile_column}::integer as decile from ({geography}) g "
+        f"left join {deciles} d on d.{code_column} = g.code order by g.code", params=[icb_code],
+    ).to_arrow_table())
+
+
+def practice_points(con: duckdb.DuckDBPyConnection, practice_codes: list[str], reference_dir: Path) -> tuple[pl.DataFrame, int]:
+    """Return (practice_code, practice_name, easting, northing) of the practices, and how many had no centroid.
+
+    Practices are placed at their ODS postcode's Code-Point Open centroid.
+    """
+    from reference_data.loader import scan_postcode_centroids
+
+    practices = pl.from_arrow(con.sql(
+        "select practice_code, practice_name, postcode from wh.reference.gp_practices where list_contains($1, practice_code)",
+        params=[practice_codes],
+    ).to_arrow_table())
+    centroids = scan_postcode_centroids(reference_dir).filter(pl.col("postcode").is_in(practices["postcode"].to_list())).collect()
+    placed = practices.join(centroids.select("postcode", "easting", "northing"), on="postcode", how="inner")
+    return placed.select("practice_code", "practice_name", "easting", "northing"), len(practice_codes) - placed.height
+
+
+def _rings(geometry) -> list:
+    polygons = getattr(geometry, "geoms", [geometry])
+    return [ring for polygon in polygons for ring in (polygon.exterior, *polygon.interiors)]
+
+
+def _path(geometry, to_px) -> str:
+    parts = []
+    for ring in _rings(geometry):
+        points = [to_px(x, y) for x, y in ring.coords]
+        parts.append("M" + " L".join(f"{px:.1f},{py:.1f}" for px, py in points) + "Z")
+    return "".join(parts)
+
+
+def ics_map(con: duckdb.DuckDBPyConnection, reference_dir: Path, *, icb_code: str, vintage: str,
+            practice_codes: list[str]) -> MapResult:
+    """Return the ICS map as inline SVG with counts for its caption.
+
+    Arguments:
+        con: a connection with the warehouse attached read-only as `wh`.
+        reference_dir: the pinned reference directory (boundaries and postcode centroids).
+        icb_code: ODS code of the ICB whose LSOAs are drawn.
+        vintage: 'IMD2025' or 'IMD2019': which deciles and which LSOA boundaries.
+        practice_codes: the practices to mark (those in the month's extract).
+    """
+    import geopandas as gpd
+
+    from reference_data.loader import verified_path
+
+    file_id, code_property = VINTAGES[vintage][0], VINTAGES[vintage][1]
+    areas = area_deciles(con, icb_code, vintage)
+    codes = ", ".join(f"'{c}'" for c in areas["code"].to_list() if c and c.isalnum())
+    boundaries = gpd.read_file(f"/vsigzip/{verified_path(file_id, reference_dir)}", engine="pyogrio",
+                               columns=[code_property], where=f"{code_property} IN ({codes})" if codes else "1 = 0")
+    boundaries = boundaries.to_crs(BNG)
+    # Super-generalised boundaries can carry tiny self-intersections; buffer(0) repairs them.
+    boundaries["geometry"] = boundaries.geometry.buffer(0).simplify(SIMPLIFY_M, preserve_topology=True)
+    frame = boundaries.merge(areas.to_pandas(), left_on=code_property, right_on="code", how="inner")
+    points, unplaced = practice_points(con, practice_codes, reference_dir)
+    if frame.empty:
+        return MapResult('<p class="note">No LSOA boundaries were found for this ICB.</p>', 0, 0, points.height, unplaced,
+                         file_id)
+    minx, miny, maxx, maxy = frame.total_bounds
+    scale = MAP_WIDTH / (maxx - minx)
+    height = (maxy - miny) * scale
+
+    def to_px(x: float, y: float) -> tuple[float, float]:
+        return (x - minx) * scale, (maxy - y) * scale
+
+    legend_h = 40
+    parts = [f'<svg class="map" role="img" viewBox="-4 -4 {MAP_WIDTH + 8} {height + legend_h + 8:.0f}" '
+             f'width="{MAP_WIDTH + 8}" height="{height + legend_h + 8:.0f}" data-lsoas="{len(frame)}" '
+             f'data-practices="{points.height}" xmlns="http://www.w3.org/2000/svg">'
+             f'<title>LSOAs of {escape(icb_code)} shaded by national {escape(vintage)} decile; Core20 areas outlined; GP practices marked</title>']
+    for row in frame.itertuples():
+        decile = None if row.decile is None or row.decile != row.decile else int(row.decile)
+        fill = DECILE_COLOURS[decile - 1] if decile else "#cccccc"
+        label = f"{row.name} ({row.code}): decile {decile if decile else 'unknown'}"
+        parts.append(f'<path class="lsoa" data-decile="{decile or ""}" d="{_path(row.geometry, to_px)}" fill="{fill}" '
+                     f'stroke="#ffffff" stroke-width="0.3"><title>{escape(label)}</title></path>')
+    core20 = frame[frame["decile"].fillna(99) <= 2]
+    if not core20.empty:
+        outline = core20.geometry.union_all()
+        parts.append(f'<path class="core20" d="{_path(outline, to_px)}" fill="none" stroke="{CORE20_STROKE}" '
+                     f'stroke-width="1.6" fill-rule="evenodd"><title>Core20: national IMD deciles 1-2</title></path>')
+    for practice in points.iter_rows(named=True):
+        px, py = to_px(practice["easting"], practice["northing"])
+        parts.append(f'<circle class="practice" cx="{px:.1f}" cy="{py:.1f}" r="3" fill="#ffffff" stroke="#111111" '
+                     f'stroke-width="1.2"><title>{escape(practice["practice_name"] or "")} ({practice["practice_code"]})</title></circle>')
+    y0 = height + 12
+    for k, colour in enumerate(DECILE_COLOURS):
+        parts.append(f'<rect x="{k * 24}" y="{y0:.0f}" width="24" height="12" fill="{colour}"/>')
+    parts.append(f'<text x="0" y="{y0 + 26:.0f}" font-size="11">decile 1 (most deprived)</text>'
+                 f'<text x="240" y="{y0 + 26:.0f}" font-size="11" text-anchor="end">10</text>'
+                 f'<rect x="270" y="{y0:.0f}" width="24" height="12" fill="none" stroke="{CORE20_STROKE}" stroke-width="2"/>'
+                 f'<text x="300" y="{y0 + 10:.0f}" font-size="11">Core20 (deciles 1-2)</text>'
+                 f'<circle cx="440" cy="{y0 + 6:.0f}" r="3" fill="#ffffff" stroke="#111111" stroke-width="1.2"/>'
+                 f'<text x="448" y="{y0 + 10:.0f}" font-size="11">GP practice</text></svg>')
+    return MapResult("".join(parts), len(frame), len(core20), points.height, unplaced, file_id)

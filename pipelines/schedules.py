@@ -1,0 +1,193 @@
+"""When the monthly job starts by itself: a schedule for the previous month and a sensor on new extracts.
+
+The two work together. On the configured day of each month the schedule asks for the
+previous month; if that month's extract has not arrived yet it skips, and the sensor starts
+the run when the folder appears. A re-sent extract (same month, different files) changes
+the folder's fingerprint, so the sensor re-runs exactly that month; the warehouse replaces
+only that month's rows, and the serving export and report follow.
+
+Run keys make both idempotent: Dagster never launches two runs with the same key, so a
+sensor tick that sees the same folder again, or a schedule tick evaluated twice, does
+nothing. Runs are queued one at a time by `dagster.yaml` (`max_concurrent_runs: 1`)
+because DuckDB allows one writer per file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from datetime import date, datetime, timedelta
+from pathlib import Path
+from typing import Optional
+
+import dagster as dg
+
+from pipelines.jobs import monthly_job
+from pipelines.partitions import MONTHLY, month_key
+from pipelines.resources import ExtractSource
+from pipelines.segmentation.extract import SUFFIXES
+
+RUN_DAY_ENV = "CORE20_RUN_DAY"
+SETTLE_ENV = "CORE20_EXTRACT_SETTLE_SECONDS"
+DEFAULT_RUN_DAY = 5
+DEFAULT_SETTLE_SECONDS = 120
+EXTRACT_TABLES = ("patients", "events")
+FINGERPRINT_TAG = "core20/extract_fingerprint"
+
+
+class OperationsSettings(dg.ConfigurableResource):
+    """When scheduled runs start and when an arriving extract counts as complete.
+
+    Attributes:
+        run_day: day of the month (1-28) the schedule runs the previous month
+            (default $CORE20_RUN_DAY, else 5: extracts usually land in the first working days).
+        settle_seconds: an extract folder is only run once none of its files has changed for
+            this long, so a copy still in progress is not read half-written
+            (default $CORE20_EXTRACT_SETTLE_SECONDS, else 120).
+    """
+
+    run_day: Optional[int] = None
+    settle_seconds: Optional[int] = None
+
+    def day(self) -> int:
+        """Return the configured run day, checked to be a day every month has."""
+        day = self.run_day if self.run_day is not None else int(os.environ.get(RUN_DAY_ENV) or DEFAULT_RUN_DAY)
+        if not 1 <= day <= 28:
+            raise ValueError(f"{RUN_DAY_ENV} (run_day) must be a day from 1 to 28 that every month has; got {day}")
+        return day
+
+    def settle(self) -> int:
+        """Return the settle time in seconds."""
+        if self.settle_seconds is not None:
+            return self.settle_seconds
+        return int(os.environ.get(SETTLE_ENV) or DEFAULT_SETTLE_SECONDS)
+
+
+def previous_month(today: date) -> date:
+    """Return the first day of the month before `today`'s month.
+
+    Examples:
+        >>> previous_month(date(2026, 11, 5))
+        datetime.date(2026, 10, 1)
+        >>> previous_month(date(2027, 1, 31))
+        datetime.date(2026, 12, 1)
+    """
+    return (today.replace(day=1) - timedelta(days=1)).replace(day=1)
+
+
+def extract_files(folder: Path) -> list[Path]:
+    """Return the patients and events files of an extract folder (empty unless both are there)."""
+    found = [folder / f"{table}{suffix}" for table in EXTRACT_TABLES for suffix in SUFFIXES
+             if (folder / f"{table}{suffix}").is_file()]
+    tables = {p.name.split(".")[0] for p in found}
+    return sorted(found) if tables == set(EXTRACT_TABLES) else []
+
+
+def extract_fingerprint(folder: Path) -> str:
+    """Return a short fingerprint of an extract folder: file names, sizes and modification times.
+
+    A re-sent extract (new files for the same month) gets a new fingerprint, so the sensor
+    runs the month again; the same files seen again get the same one. Contents are not read:
+    hashing a 25-million-row extract on every sensor tick would cost more than the run.
+
+    Examples:
+        >>> import tempfile
+        >>> folder = Path(tempfile.mkdtemp())
+        >>> _ = (folder / "patients.csv").write_text("patient_id\\n"); _ = (folder / "events.csv").write_text("code\\n")
+        >>> first = extract_fingerprint(folder)
+        >>> first == extract_fingerprint(folder), len(first)
+        (True, 16)
+        >>> _ = (folder / "events.csv").write_text("code\\n123456\\n")
+        >>> first == extract_fingerprint(folder)
+        False
+    """
+    digest = hashlib.sha256()
+    for path in extract_files(folder):
+        stat = path.stat()
+        digest.update(f"{path.name}:{stat.st_size}:{stat.st_mtime_ns};".encode())
+    return digest.hexdigest()[:16]
+
+
+def ready_extracts(source: ExtractSource, *, now: float, settle_seconds: int) -> list[tuple[str, str]]:
+    """Return (partition key, fingerprint) for every complete, settled extract of a runnable month.
+
+    A folder is skipped while a file is younger than `settle_seconds` (still being copied),
+    when patients or events is missing, and when its month is not complete yet.
+    """
+    runnable = set(MONTHLY.get_partition_keys())
+    ready = []
+    for name in source.months_available():
+        folder = source.root_path() / name
+        files = extract_files(folder)
+        if not files or now - max(p.stat().st_mtime for p in files) < settle_seconds:
+            continue
+        key = f"{name}-01"
+        if key in runnable:
+            ready.append((key, extract_fingerprint(folder)))
+    return ready
+
+
+def already_run(instance: dg.DagsterInstance, partition_key: str, fingerprint: str) -> bool:
+    """Return whether a run of this month from these extract files is queued, running or succeeded.
+
+    The sensor and the schedule have their own run keys, so this stops the schedule from
+    repeating a month the sensor has already run.
+    """
+    runs = instance.get_runs(
+        filters=dg.RunsFilter(
+            tags={"dagster/partition": partition_key, FINGERPRINT_TAG: fingerprint},
+            statuses=[dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED,
+                      dg.DagsterRunStatus.SUCCESS],
+        ),
+        limit=1,
+    )
+    return bool(runs)
+
+
+@dg.schedule(
+    cron_schedule="0 6 * * *",
+    job=monthly_job,
+    name="monthly_previous_month",
+    execution_timezone="Europe/London",
+    default_status=dg.DefaultScheduleStatus.STOPPED,
+    description=(
+        "Every morning at 06:00 (London) checks whether today is the configured run day "
+        f"(${RUN_DAY_ENV}, default {DEFAULT_RUN_DAY}); on that day runs the previous month once its extract is present."
+    ),
+)
+def monthly_schedule(context: dg.ScheduleEvaluationContext, operations: OperationsSettings, extracts: ExtractSource):
+    # The cron fires daily and the day test happens here, so the run day is configuration
+    # (read when the tick is evaluated) rather than code baked into the cron string.
+    today = context.scheduled_execution_time.date()
+    if today.day != operations.day():
+        return dg.SkipReason(f"runs on day {operations.day()} of the month; today is day {today.day}")
+    month = previous_month(today)
+    folder = extracts.root_path() / month.strftime("%Y-%m")
+    if not extract_files(folder):
+        return dg.SkipReason(f"no extract for {month:%Y-%m} in {extracts.root_path()} yet; the extract sensor will start the run when it arrives")
+    key, fingerprint = month_key(month), extract_fingerprint(folder)
+    if already_run(context.instance, key, fingerprint):
+        return dg.SkipReason(f"{month:%Y-%m} has already run from these extract files")
+    return dg.RunRequest(run_key=f"schedule:{key}:{fingerprint}", partition_key=key,
+                         tags={"core20/trigger": "schedule", FINGERPRINT_TAG: fingerprint})
+
+
+@dg.sensor(
+    job=monthly_job,
+    name="new_extract",
+    minimum_interval_seconds=300,
+    default_status=dg.DefaultSensorStatus.STOPPED,
+    description="Starts the month's run when a new (or re-sent) YYYY-MM extract folder has settled in the extracts root.",
+)
+def new_extract_sensor(context: dg.SensorEvaluationContext, operations: OperationsSettings, extracts: ExtractSource):
+    ready = ready_extracts(extracts, now=datetime.now().timestamp(), settle_seconds=operations.settle())
+    if not ready:
+        return dg.SkipReason(f"no complete extract folders under {extracts.root_path()}")
+    # The run key includes the fingerprint: the same files never run twice, re-sent files do.
+    return [dg.RunRequest(run_key=f"extract:{key}:{fingerprint}", partition_key=key,
+                          tags={"core20/trigger": "new_extract", FINGERPRINT_TAG: fingerprint})
+            for key, fingerprint in ready]
+
+
+SCHEDULES = [monthly_schedule]
+SENSORS = [new_extract_sensor]

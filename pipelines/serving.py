@@ -1,0 +1,228 @@
+"""The serving layer for BI: complete snapshots, swapped in atomically, never written in place.
+
+DuckDB allows one writer per file, and a Power BI refresh must never see half a month. So
+the pipeline never lets BI read the warehouse. After a month publishes it builds a whole
+new snapshot beside the old one and then repoints one symbolic link:
+
+    data/serving/
+      current -> snapshots/20261105T060312123456Z      (symlink: for the DuckDB file)
+      CURRENT                                          (text "snapshots/20261105T060312123456Z")
+      snapshots/20261105T060312123456Z/
+        core20plus5.duckdb         read-only serving database: schemas published, star, meta
+        parquet/<table>/month=YYYY-MM/part-0.parquet    one folder per star table
+        parquet/<dimension>/part-0.parquet
+        data_dictionary.md
+        snapshot.json              what is in it: months, tables, rows and sha256 per file
+
+A reader that opened the old snapshot keeps reading complete old files (nothing in a
+snapshot is modified after the link points at it); a reader that follows `current` after
+the swap sees the complete new one. Renaming a symlink (or a file) over another is atomic
+on POSIX file systems (rename(2)). A reader of one file (the DuckDB database, opened once)
+can use the `current` link. A reader of many files (the Parquet folder) should read the
+`CURRENT` pointer once and then read inside that snapshot folder, as the README's Power
+Query does: listing `current/parquet/...` and opening the files one by one could straddle
+a swap. The `keep` newest snapshots are kept, so a refresh that started
+before a swap can finish reading the snapshot it started on; older ones are deleted.
+
+Every snapshot is rebuilt from the warehouse's published tables, so a re-run of a month
+replaces exactly that month's rows; rows are sorted by key and Parquet is written with
+fixed settings, so identical inputs give byte-identical files.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import duckdb
+import pyarrow.parquet as pq
+
+from pipelines.segmentation import star
+
+SERVING_DB = "core20plus5.duckdb"
+CURRENT = "current"
+POINTER = "CURRENT"
+SNAPSHOTS = "snapshots"
+MANIFEST = "snapshot.json"
+DICTIONARY = "data_dictionary.md"
+PARQUET = "parquet"
+# Parquet settings are fixed so the same rows always give the same bytes.
+PARQUET_OPTIONS = {"compression": "zstd", "compression_level": 3, "row_group_size": 1_000_000,
+                   "write_statistics": True, "use_dictionary": True}
+STALE_BUILD_SECONDS = 3600
+STORAGE_VERSION = "v1.0.0"
+
+
+def sha256_file(path: Path) -> str:
+    """Return the sha256 of a file's bytes."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _copy_published(con: duckdb.DuckDBPyConnection) -> list[str]:
+    con.execute("create schema if not exists published")
+    tables = star.source_tables(con)
+    for table, columns in tables.items():
+        order = ", ".join(star.q(c) for c in star.order_columns(table, columns))
+        con.execute(f"create table published.{star.q(table)} as "
+                    f"select * from {star.SOURCE}.published.{star.q(table)} order by {order}")
+    return list(tables)
+
+
+def _write_parquet(con: duckdb.DuckDBPyConnection, table: str, folder: Path) -> dict[str, dict]:
+    """Write star.<table> as Parquet (one file per month for facts); return file -> rows and sha256."""
+    columns = [r[0] for r in con.execute(f"describe {star.STAR}.{star.q(table)}").fetchall()]
+    written = {}
+    if "month_key" in columns and table.startswith("fact_"):
+        months = [r[0] for r in con.execute(
+            f"select distinct reporting_month from {star.STAR}.{star.q(table)} order by 1").fetchall()]
+        parts = [(folder / table / f"month={m:%Y-%m}" / "part-0.parquet", "where reporting_month = $1", [m]) for m in months]
+    else:
+        parts = [(folder / table / "part-0.parquet", "", [])]
+    for path, where, params in parts:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # The star tables were created sorted; rowid order is that order.
+        arrow = con.sql(f"select * from {star.STAR}.{star.q(table)} {where} order by rowid", params=params).to_arrow_table()
+        pq.write_table(arrow, path, **PARQUET_OPTIONS)
+        written[str(path.relative_to(folder))] = {"rows": arrow.num_rows, "sha256": sha256_file(path)}
+    return written
+
+
+def build_snapshot(warehouse: Path, target: Path) -> dict:
+    """Build a complete snapshot of the warehouse's published tables in folder `target`.
+
+    Arguments:
+        warehouse: the pipeline's DuckDB file (attached read-only, never written).
+        target: an empty or absent folder.
+
+    Returns:
+        The snapshot manifest (also written to `target/snapshot.json`).
+    """
+    target.mkdir(parents=True, exist_ok=True)
+    database = target / SERVING_DB
+    con = duckdb.connect()
+    try:
+        # Written in the v1.0.0 storage format so that BI clients with an older DuckDB
+        # (the Windows ODBC driver Power BI uses) can open it; DuckDB 2.0 writes its own
+        # newer format by default, which DuckDB 1.x cannot read.
+        con.execute(f"attach '{database}' as serving (storage_version '{STORAGE_VERSION}')")
+        con.execute("use serving")
+        con.execute(f"attach '{warehouse}' as {star.SOURCE} (read_only)")
+        published = _copy_published(con)
+        star_tables = star.build_star(con)
+        columns = {t: [(r[0], r[1]) for r in con.execute(f"describe {star.STAR}.{star.q(t)}").fetchall()]
+                   for t in star_tables}
+        rows = star.dictionary_rows(columns)
+        con.execute("create schema if not exists meta")
+        con.register("_dictionary", rows.to_arrow())
+        con.execute("create table meta.data_dictionary as select * from _dictionary")
+        con.unregister("_dictionary")
+        files = {}
+        for table in star_tables:
+            files.update(_write_parquet(con, table, target / PARQUET))
+        months = [r[0].isoformat() for r in con.execute("select reporting_month from star.dim_month order by 1").fetchall()]
+        # The snapshot describes itself inside the database too, for readers that only see the file.
+        con.execute("create table meta.snapshot as select ? as snapshot, ?::date[] as months, ? as star_tables",
+                    [target.name.strip(".").removesuffix(".building"), months, star_tables])
+        con.execute(f"detach {star.SOURCE}")
+        con.execute("checkpoint serving")
+        con.execute("use memory")
+        con.execute("detach serving")
+    finally:
+        con.close()
+    (target / DICTIONARY).write_text(star.dictionary_markdown(rows), encoding="utf-8")
+    manifest = {
+        "snapshot": target.name.strip(".").removesuffix(".building"),
+        "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "months": months,
+        "published_tables": published,
+        "star_tables": star_tables,
+        "parquet_files": files,
+        "duckdb_version": duckdb.__version__,
+        "duckdb_storage_version": STORAGE_VERSION,
+    }
+    (target / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True), encoding="utf-8")
+    os.chmod(database, 0o444)  # a serving file is read-only for everyone, the pipeline included
+    return manifest
+
+
+def _new_snapshot_id() -> str:
+    return datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
+
+
+def publish_snapshot(warehouse: Path, root: Path, *, keep: int = 3) -> dict:
+    """Build a new snapshot under `root/snapshots/` and point `root/current` at it atomically.
+
+    Arguments:
+        warehouse: the pipeline's DuckDB file.
+        root: the serving folder.
+        keep: how many snapshots to keep (at least 2: the new one and the one readers may still be on).
+
+    Returns:
+        The new snapshot's manifest.
+    """
+    if keep < 2:
+        raise ValueError(f"keep must be at least 2 (the new snapshot and the previous one readers may hold); got {keep}")
+    snapshots = root / SNAPSHOTS
+    snapshots.mkdir(parents=True, exist_ok=True)
+    snapshot_id = _new_snapshot_id()
+    building = snapshots / f".{snapshot_id}.building"
+    try:
+        manifest = build_snapshot(warehouse, building)
+        final = snapshots / snapshot_id
+        building.rename(final)
+    except BaseException:
+        shutil.rmtree(building, ignore_errors=True)
+        raise
+    swap_current(root, final)
+    prune(root, keep=keep)
+    return manifest | {"snapshot": snapshot_id}
+
+
+def swap_current(root: Path, snapshot: Path) -> None:
+    """Point `root/current` at `snapshot` with one atomic rename of a new symlink over the old."""
+    link = root / CURRENT
+    temporary = root / f".{CURRENT}.{os.getpid()}.tmp"
+    if temporary.is_symlink() or temporary.exists():
+        temporary.unlink()
+    os.symlink(Path(SNAPSHOTS) / snapshot.name, temporary, target_is_directory=True)
+    os.replace(temporary, link)
+    pointer = root / f".{POINTER}.{os.getpid()}.tmp"
+    pointer.write_text(f"{SNAPSHOTS}/{snapshot.name}\n", encoding="utf-8")
+    os.replace(pointer, root / POINTER)
+
+
+def read_pointer(root: Path) -> Path:
+    """Return the snapshot folder the `CURRENT` pointer names (read once per refresh)."""
+    return root / (root / POINTER).read_text(encoding="utf-8").strip()
+
+
+def current_snapshot(root: Path) -> Path | None:
+    """Return the snapshot folder `current` points at, if any."""
+    link = root / CURRENT
+    return link.resolve() if link.is_symlink() else None
+
+
+def prune(root: Path, *, keep: int) -> list[str]:
+    """Delete all but the `keep` newest snapshots (never the current one) and abandoned builds."""
+    snapshots = root / SNAPSHOTS
+    current = current_snapshot(root)
+    finished = sorted(p for p in snapshots.iterdir() if p.is_dir() and not p.name.startswith("."))
+    removed = []
+    for old in finished[:-keep]:
+        if current is not None and old.resolve() == current:
+            continue
+        shutil.rmtree(old, ignore_errors=True)
+        removed.append(old.name)
+    for stale in snapshots.glob(".*.building"):
+        if time.time() - stale.stat().st_mtime > STALE_BUILD_SECONDS:
+            shutil.rmtree(stale, ignore_errors=True)
+    return removed
