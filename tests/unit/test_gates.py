@@ -22,9 +22,10 @@ PATIENTS = pl.DataFrame(
 )
 
 
-def suite_file(tmp_path, expectations):
+def suite_file(tmp_path, expectations, **top):
     path = tmp_path / "s.json"
-    path.write_text(json.dumps({"name": "s", "expectations": expectations}))
+    expectations = [{"meta": {"why": "a reason"}, **e} for e in expectations]
+    path.write_text(json.dumps({"name": "s", **top, "expectations": expectations}))
     return path
 
 
