@@ -36,6 +36,7 @@ from typing import Any
 import polars as pl
 
 from pipelines import pushdown
+from pipelines.segmentation.quarantine import RowRule
 
 EXPECTATIONS_DIR = Path(__file__).resolve().parents[1] / "expectations"
 ENGINES = ("great_expectations", "polars")
@@ -87,6 +88,10 @@ class Suite:
     def quarantine_rules(self) -> list[Expectation]:
         """Return the row-level expectations whose failing rows are quarantined."""
         return [e for e in self.expectations if e.quarantine]
+
+    def row_rules(self) -> list[RowRule]:
+        """Return the quarantine rules as polars row masks, in file order."""
+        return [RowRule(e.quarantine, e.column, pushdown.masks(e.type, e.kwargs)[2]) for e in self.quarantine_rules()]
 
     def without_quarantine_rules(self) -> Suite:
         """Return the suite's other expectations: those that hold or block on the staged table."""
@@ -269,10 +274,16 @@ def validate(frame: pl.DataFrame, suite: Suite) -> GateResult:
     """Validate `frame` against a loaded suite with the suite's engine; return counts-only results."""
     started = time.perf_counter()
     if suite.engine == "polars":
-        results = pushdown.evaluate(frame, [(e.type, e.kwargs) for e in suite.expectations])
+        # As GX does, an expectation on a column the table lacks fails (rather than the gate erroring).
+        absent = {id(e): sorted(pushdown.columns_of(e.kwargs) - set(frame.columns)) for e in suite.expectations}
+        runnable = [e for e in suite.expectations if not absent[id(e)]]
+        results = dict(zip(map(id, runnable), pushdown.evaluate(frame, [(e.type, e.kwargs) for e in runnable])))
         outcomes = [
-            ExpectationOutcome(e.type, e.column, r.success, _safe(r.as_dict()) | _observed(r.as_dict()), e.why, e.quarantine or "")
-            for e, r in zip(suite.expectations, results)
+            ExpectationOutcome(e.type, e.column, results[id(e)].success,
+                               _safe(results[id(e)].as_dict()) | _observed(results[id(e)].as_dict()), e.why, e.quarantine or "")
+            if id(e) in results else
+            ExpectationOutcome(e.type, e.column, False, {}, f"the table has no column(s) {absent[id(e)]}", e.quarantine or "")
+            for e in suite.expectations
         ]
     else:
         outcomes = _gx_outcomes(frame, suite)

@@ -143,6 +143,25 @@ def condition_expr(condition: dict[str, Any] | None) -> pl.Expr:
     raise UnsupportedExpectation(f"row_condition type {kind!r} is not supported")
 
 
+def columns_of(kwargs: dict[str, Any]) -> set[str]:
+    """Return the columns an expectation reads, its row condition included.
+
+    Examples:
+        >>> sorted(columns_of({"column": "value", "row_condition": {"type": "comparison", "column": {"name": "code"},
+        ...                                                          "operator": "IN", "parameter": ["1"]}}))
+        ['code', 'value']
+    """
+    names = {kwargs[k] for k in ("column", "column_A", "column_B") if k in kwargs}
+    stack = [kwargs.get("row_condition")]
+    while stack:
+        condition = stack.pop()
+        if isinstance(condition, dict):
+            if "column" in condition:
+                names.add(condition["column"]["name"])
+            stack += condition.get("conditions", [])
+    return names
+
+
 def _between(column: pl.Expr, kwargs: dict[str, Any]) -> pl.Expr:
     inside = pl.lit(True)
     low, high = kwargs.get("min_value"), kwargs.get("max_value")
