@@ -31,7 +31,7 @@ CANDIDATES = [audit_key(t) for t in PUBLISHED_TABLES if t.audit_asset]
 def publish_month(context: dg.AssetExecutionContext, warehouse: Warehouse):
     """Copy every gated candidate of the month into `published`, all in one transaction."""
     evaluations = [record.get_dagster_event().event_specific_data for record in context.instance.all_logs(
-        context.run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION)]
+        context.run.run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION)]
     reasons = ungated(evaluations)
     if reasons:
         raise dg.Failure(description="nothing published (the published tables are unchanged): " + "; ".join(reasons))

@@ -263,7 +263,7 @@ def check_result(context, warehouse: Path, asset_key, check_name: str, outcome: 
     from pipelines.partitions import MONTHLY
 
     month = MONTHLY.time_window_for_partition_key(context.partition_key).start.date()
-    record(warehouse, month, asset_key.to_user_string(), check_name, outcome, context.run_id)
+    record(warehouse, month, asset_key.to_user_string(), check_name, outcome, context.run.run_id)
     severity = dg.AssetCheckSeverity.WARN if outcome.severity == "WARN" else dg.AssetCheckSeverity.ERROR
     return dg.AssetCheckResult(asset_key=asset_key, check_name=check_name, passed=outcome.passed, severity=severity,
                                metadata=outcome.metadata())

@@ -185,6 +185,10 @@ def table_fingerprint(con: duckdb.DuckDBPyConnection, schema: str, table: str) -
     import hashlib
 
     frame = read_table(con, schema, table)
+    # CSV cannot hold nested values (e.g. a list of unavailable components): write those as JSON.
+    frame = frame.with_columns(
+        pl.struct(name).struct.json_encode().alias(name) for name, dtype in frame.schema.items() if dtype.is_nested()
+    )
     digest = hashlib.sha256(repr(_columns(con, schema, table)).encode())
     if frame.height:
         digest.update(frame.sort(frame.columns, nulls_last=True).write_csv().encode())
