@@ -139,17 +139,6 @@ class GateResult:
             parts.append(f"{o.expectation}{where}{count}" + (f": {o.why}" if o.why else ""))
         return f"suite {self.suite}: {len(self.failures)} of {len(self.outcomes)} expectations failed — " + "; ".join(parts)
 
-    def metadata(self) -> dict[str, Any]:
-        """Return Dagster-safe metadata: counts and pass/fail only."""
-        meta: dict[str, Any] = {"suite": self.suite, "engine": self.engine, "n_expectations": len(self.outcomes),
-                                "n_failed": len(self.failures)}
-        for o in self.outcomes:
-            key = o.expectation + (f"[{o.column}]" if o.column else "")
-            meta[key] = ("passed" if o.success else "FAILED") + (
-                f" unexpected={int(o.counts['unexpected_count'])}" if "unexpected_count" in o.counts else ""
-            )
-        return meta
-
 
 def suite_path(suite_name: str) -> Path:
     """Return the file of the suite named by an asset key string such as 'staging.patients'."""

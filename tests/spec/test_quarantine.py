@@ -13,9 +13,8 @@ import datetime as dt
 import polars as pl
 import pytest
 
-from pipelines.gates import load_suite, suite_path
+from pipelines.gates import load_suite, suite_path, validate
 from pipelines.quality import input_contract_outcome
-from pipelines.gates import validate
 from pipelines.segmentation.extract import read_extract, stage_extract
 
 MONTH = dt.date(2026, 10, 1)
