@@ -36,17 +36,20 @@ class PublishedTable:
         partition_column: the month column; None would replace the whole table.
         audit_asset: whether `audit.<name>` is built by an asset with its own gate. The data-quality
             history is not: the gates themselves write it, for blocked months too.
+        exclude: candidate columns kept out of the published table (e.g. which run wrote a row,
+            so that re-running a month publishes identical rows).
     """
 
     name: str
     partition_column: str | None = "reporting_month"
     audit_asset: bool = True
+    exclude: tuple[str, ...] = ()
 
 
 PUBLISHED_TABLES: tuple[PublishedTable, ...] = (
     PublishedTable("gap_table"),
     PublishedTable("indicator_catalogue"),
-    PublishedTable("data_quality", audit_asset=False),
+    PublishedTable("data_quality", audit_asset=False, exclude=("run_id", "recorded_at")),
 )
 
 
@@ -104,5 +107,6 @@ def publish(warehouse: Path, reporting_month: date, tables: Iterable[PublishedTa
         if missing:
             raise ValueError(f"nothing published: the candidate table(s) {[f'{AUDIT}.{m}' for m in missing]} do not exist")
         return copy_partitions(
-            con, [((AUDIT, t.name), (PUBLISHED, t.name), t.partition_column) for t in tables], reporting_month
+            con, [((AUDIT, t.name), (PUBLISHED, t.name), t.partition_column) for t in tables], reporting_month,
+            exclude={f"{PUBLISHED}.{t.name}": t.exclude for t in tables if t.exclude},
         )

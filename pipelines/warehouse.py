@@ -144,12 +144,15 @@ def copy_partitions(
     con: duckdb.DuckDBPyConnection,
     copies: list[tuple[tuple[str, str], tuple[str, str], str | None]],
     partition_value: date,
+    *,
+    exclude: dict[str, tuple[str, ...]] | None = None,
 ) -> dict[str, int]:
     """Copy one month of several tables into others, all in ONE transaction; return rows copied per target.
 
     Each copy is ((source schema, table), (target schema, table), month column or None).
     A month column replaces that month's rows in the target; None replaces the whole
-    target table. Either every target changes or (on any error) none does.
+    target table. `exclude` names, per target 'schema.table', source columns not copied.
+    Either every target changes or (on any error) none does.
     """
     copied: dict[str, int] = {}
     month = f"DATE '{partition_value.isoformat()}'"  # a date's ISO form is safe to inline in SQL
@@ -158,8 +161,10 @@ def copy_partitions(
         for (source_schema, source_table), (schema, table), partition_column in copies:
             target = f"{quote(schema)}.{quote(table)}"
             where = f" where {quote(partition_column)} = {month}" if partition_column else ""
+            dropped = (exclude or {}).get(f"{schema}.{table}", ())
+            columns = f"* exclude ({', '.join(quote(c) for c in dropped)})" if dropped else "*"
             con.execute(f"create or replace temp view _publishing as "
-                        f"select * from {quote(source_schema)}.{quote(source_table)}{where}")
+                        f"select {columns} from {quote(source_schema)}.{quote(source_table)}{where}")
             con.execute(f"create schema if not exists {quote(schema)}")
             if partition_column and table_exists(con, schema, table):
                 _align_layout(con, schema, table, "_publishing")

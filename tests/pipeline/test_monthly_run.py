@@ -165,10 +165,12 @@ def test_blocked_run_leaves_published_tables_unchanged_and_a_good_run_then_publi
 def test_rerunning_a_month_gives_identical_published_rows(run):
     root, warehouse, _, _ = run
     before = published(warehouse).sort(["indicator_id", "imd_vintage", "breakdown", "group"])
+    every_table = published_fingerprint(warehouse)
     code, output = run_cli(root / "extracts", warehouse, "--month", "2026-10")
     assert code == 0, output
     after = published(warehouse).sort(["indicator_id", "imd_vintage", "breakdown", "group"])
     assert after.equals(before)
+    assert published_fingerprint(warehouse) == every_table  # the catalogue and data-quality rows too
 
 
 def test_missing_extract_is_a_clear_error(tmp_path):

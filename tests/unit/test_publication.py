@@ -67,6 +67,14 @@ def test_a_failure_part_way_through_publishing_leaves_every_published_table_unch
     assert {t: table_fingerprint(con, "published", t) for t in "ab"} == before
 
 
+def test_excluded_columns_stay_out_of_the_published_table(tmp_path):
+    con = warehouse_with(tmp_path)
+    write_frame(con, "audit", "c", pl.DataFrame({"reporting_month": [NOV], "v": [1], "run_id": ["r1"]}))
+    copy_partitions(con, [(("audit", "c"), ("published", "c"), "reporting_month")], NOV,
+                    exclude={"published.c": ("run_id",)})
+    assert read_table(con, "published", "c").columns == ["reporting_month", "v"]
+
+
 def test_a_candidate_with_a_new_column_evolves_the_published_layout(tmp_path):
     con = warehouse_with(tmp_path)
     write_frame(con, "audit", "a", pl.DataFrame({"reporting_month": [NOV], "v": [3], "w": ["new"]}),
