@@ -12,7 +12,7 @@ Adding a published table is one line in `PUBLISHED_TABLES` below, given an asset
 `["audit", "<name>"]` with `metadata={"partition_expr": "reporting_month"}` (MONTH_META),
 a `reporting_month` column, and at least one blocking check, e.g.::
 
-    PublishedTable("inequality_indices"),
+    PublishedTable("definition_attrition"),
 
 `tests/unit/test_publication.py` fails when a registered candidate has no blocking gate.
 """
@@ -49,6 +49,9 @@ class PublishedTable:
 PUBLISHED_TABLES: tuple[PublishedTable, ...] = (
     PublishedTable("gap_table"),
     PublishedTable("indicator_catalogue"),
+    PublishedTable("inequality_table"),
+    PublishedTable("spc_series"),
+    PublishedTable("deprivation_quality"),
     PublishedTable("data_quality", audit_asset=False, exclude=("run_id", "recorded_at")),
 )
 

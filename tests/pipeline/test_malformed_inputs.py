@@ -11,7 +11,7 @@ import dagster as dg
 import polars as pl
 import pytest
 
-from conftest import core20, published_state
+from pipeline_helpers import core20_in_process, published_state
 from pipelines.definitions import build_definitions
 from pipelines.jobs import MONTHLY_JOB
 from pipelines.runner import QUIET_LOGS
@@ -92,7 +92,7 @@ def test_malformed_input_is_refused_with_a_clear_message_and_nothing_published(m
     patient_ids = _patients(folder)["patient_id"].head(50).to_list()
     expected = make_malformed(folder)
     before = published_state(warehouse)
-    code, output = core20("run", "--extract", str(september), "--month", "2026-09", "--warehouse", str(warehouse))
+    code, output = core20_in_process("run", "--extract", str(september), "--month", "2026-09", "--warehouse", str(warehouse))
     assert code == 1, output
     assert "2026-09 NOT published (the previously published tables are unchanged)" in output
     for phrase in expected:
@@ -103,7 +103,7 @@ def test_malformed_input_is_refused_with_a_clear_message_and_nothing_published(m
 
 def test_a_missing_month_folder_is_named(september, warehouse):
     before = published_state(warehouse)
-    code, output = core20("run", "--extract", str(september), "--month", "2026-08", "--warehouse", str(warehouse))
+    code, output = core20_in_process("run", "--extract", str(september), "--month", "2026-08", "--warehouse", str(warehouse))
     assert code == 1
     assert f"no extract for 2026-08: expected a folder {september / '2026-08'} holding patients and events files" in output
     assert published_state(warehouse) == before
@@ -112,7 +112,7 @@ def test_a_missing_month_folder_is_named(september, warehouse):
 def test_the_dagster_ui_shows_the_same_message_as_the_step_failure(september, warehouse):
     folder = september / "2026-09"
     wrong_delimiter(folder)
-    _, cli_output = core20("run", "--extract", str(september), "--month", "2026-09", "--warehouse", str(warehouse))
+    _, cli_output = core20_in_process("run", "--extract", str(september), "--month", "2026-09", "--warehouse", str(warehouse))
     defs = build_definitions(warehouse=str(warehouse), extracts=str(september))
     result = defs.resolve_job_def(MONTHLY_JOB).execute_in_process(
         instance=dg.DagsterInstance.ephemeral(), partition_key="2026-09-01", raise_on_error=False, run_config=QUIET_LOGS,

@@ -12,8 +12,8 @@ import pytest
 
 from pipelines import cli
 from pipelines.segmentation.synth import generate_extract
-from pipelines.warehouse import connect, read_table, schema_fingerprint
-from pipeline_helpers import patient_values
+from pipelines.warehouse import connect, read_table
+from pipeline_helpers import patient_values, published_state
 
 MONTH = dt.date(2026, 10, 1)
 INDICATORS = ("smi_health_check", "hypertension_treated_to_target")
@@ -37,11 +37,6 @@ def run_cli(extracts: Path, warehouse: Path, *extra: str) -> tuple[int, str]:
         capture_output=True, text=True, env={**__import__("os").environ, "DAGSTER_HOME": ""},
     )
     return done.returncode, done.stdout + done.stderr
-
-
-def published_fingerprint(warehouse: Path) -> dict[str, str]:
-    with connect(warehouse, read_only=True) as con:
-        return schema_fingerprint(con, "published")
 
 
 def published(warehouse: Path) -> pl.DataFrame:
@@ -137,7 +132,7 @@ def test_blocked_run_leaves_published_tables_unchanged_and_a_good_run_then_publi
     root, warehouse, _, _ = run
     warehouse_copy = tmp_path / "warehouse.duckdb"
     shutil.copy(warehouse, warehouse_copy)
-    before = published_fingerprint(warehouse_copy)
+    before = published_state(warehouse_copy)
     # A September extract in which 5% of dates of birth are impossible: more rows than the
     # quarantine may set aside (1%), so the input gate blocks it.
     good = tmp_path / "good" / "2026-09"
@@ -153,7 +148,7 @@ def test_blocked_run_leaves_published_tables_unchanged_and_a_good_run_then_publi
     assert code == 2, output
     assert "staging/patients:input_contract blocked" in output and "date_of_birth_implausible 600" in output
     assert "previously published tables are unchanged" in output
-    assert published_fingerprint(warehouse_copy) == before  # every published table, byte for byte
+    assert published_state(warehouse_copy) == before  # every published table, byte for byte
 
     shutil.copy(good / "patients.parquet", bad / "patients.parquet")
     code, output = run_cli(tmp_path / "extracts", warehouse_copy, "--month", "2026-09")
@@ -165,12 +160,12 @@ def test_blocked_run_leaves_published_tables_unchanged_and_a_good_run_then_publi
 def test_rerunning_a_month_gives_identical_published_rows(run):
     root, warehouse, _, _ = run
     before = published(warehouse).sort(["indicator_id", "imd_vintage", "breakdown", "group"])
-    every_table = published_fingerprint(warehouse)
+    every_table = published_state(warehouse)
     code, output = run_cli(root / "extracts", warehouse, "--month", "2026-10")
     assert code == 0, output
     after = published(warehouse).sort(["indicator_id", "imd_vintage", "breakdown", "group"])
     assert after.equals(before)
-    assert published_fingerprint(warehouse) == every_table  # the catalogue and data-quality rows too
+    assert published_state(warehouse) == every_table  # the catalogue and data-quality rows too
 
 
 def test_missing_extract_is_a_clear_error(tmp_path):

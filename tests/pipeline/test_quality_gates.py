@@ -10,7 +10,7 @@ import datetime as dt
 import dagster as dg
 import polars as pl
 
-from conftest import core20, published_state
+from pipeline_helpers import core20_in_process, published_state
 from pipelines.definitions import build_definitions
 from pipelines.jobs import MONTHLY_JOB
 from pipelines.publication import PUBLISHED_TABLES, published_key
@@ -22,7 +22,7 @@ SEP = dt.date(2026, 9, 1)
 
 
 def run_september(extracts, warehouse, *extra):
-    return core20("run", "--extract", str(extracts), "--month", "2026-09", "--warehouse", str(warehouse), *extra)
+    return core20_in_process("run", "--extract", str(extracts), "--month", "2026-09", "--warehouse", str(warehouse), *extra)
 
 
 def table(warehouse, schema, name) -> pl.DataFrame:
@@ -77,9 +77,9 @@ def test_too_much_quarantine_blocks_says_why_keeps_history_and_a_raised_threshol
     history = table(warehouse, "audit", "data_quality").filter(reporting_month=SEP)
     failed = history.filter(passed=False).select("asset", "kind", "name").rows()
     assert failed == [("staging/patients", "quarantine_share", "patients")]
-    code, report = core20("quality", "--warehouse", str(warehouse))
+    code, report = core20_in_process("quality", "--warehouse", str(warehouse))
     assert code == 0 and "2026-09  2/3" in report  # the catalogue's gate does not depend on the extract and "100 (5.0%)" in report
-    code, detail = core20("quality", "--warehouse", str(warehouse), "--month", "2026-09")
+    code, detail = core20_in_process("quality", "--warehouse", str(warehouse), "--month", "2026-09")
     assert "staging/patients:input_contract FAILED (ERROR)" in detail
     assert "FAIL quarantine_share: patients 100 of 2,000 (5.00%) threshold 0.01" in detail
 
