@@ -24,6 +24,8 @@ from datetime import date
 from pathlib import Path
 from typing import Iterable
 
+from pipelines.segmentation.schemas import DATA_QUALITY, PUBLISHED_DATA_QUALITY
+
 AUDIT, PUBLISHED = "audit", "published"
 
 
@@ -52,7 +54,8 @@ PUBLISHED_TABLES: tuple[PublishedTable, ...] = (
     PublishedTable("inequality_table"),
     PublishedTable("spc_series"),
     PublishedTable("deprivation_quality"),
-    PublishedTable("data_quality", audit_asset=False, exclude=("run_id", "recorded_at")),
+    PublishedTable("data_quality", audit_asset=False,
+                   exclude=tuple(c for c in DATA_QUALITY.names if c not in PUBLISHED_DATA_QUALITY.names)),
 )
 
 

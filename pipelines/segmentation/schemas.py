@@ -484,3 +484,12 @@ DATA_QUALITY = Table(
     ),
     primary_key=("reporting_month", "asset", "check_name", "kind", "name", "column"),
 )
+
+# Published with each month: the same rows without which run wrote them, so that re-running
+# a month publishes identical rows (see pipelines/publication.py).
+PUBLISHED_DATA_QUALITY = Table(
+    name="published.data_quality",
+    description="The data-quality history of each published month: every gate's measures (counts and shares only).",
+    columns=tuple(c for c in DATA_QUALITY.columns if c.name not in ("run_id", "recorded_at")),
+    primary_key=DATA_QUALITY.primary_key,
+)
