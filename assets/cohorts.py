@@ -5,12 +5,15 @@ import dagster as dg
 import polars as pl
 
 from assets.staging import EVENTS, MONTH_META, PATIENTS
+from pipelines import quality
+from pipelines.gates import run_suite
 from pipelines.partitions import MONTHLY
-from pipelines.resources import PipelineSettings, ReferenceData
+from pipelines.resources import PipelineSettings, ReferenceData, Warehouse
 from pipelines.segmentation import cohorts, definitions
 from pipelines.segmentation.extract import month_end
 
 DEPRIVATION = dg.AssetKey(["population", "patient_deprivation"])
+REGISTERS = dg.AssetKey(["cohorts", "register_membership"])
 
 
 def month_of(context: dg.AssetExecutionContext):
@@ -25,16 +28,21 @@ def compiled_inputs(reference_data: ReferenceData):
 
 
 @dg.asset(
-    key=["cohorts", "register_membership"], partitions_def=MONTHLY, metadata=MONTH_META, group_name="cohorts",
+    key=REGISTERS, partitions_def=MONTHLY, metadata=MONTH_META, group_name="cohorts",
     ins={"patients": dg.AssetIn(PATIENTS), "events": dg.AssetIn(EVENTS)},
+    check_specs=[dg.AssetCheckSpec("register_prevalence", asset=REGISTERS, blocking=False,
+                                   description="expectations/cohorts.register_membership.json (warnings, not blocks)")],
     description="Patients on each clinical register at month end, with the deciding diagnosis code and date.",
 )
-def register_membership(context: dg.AssetExecutionContext, reference_data: ReferenceData,
-                        patients: pl.DataFrame, events: pl.DataFrame) -> dg.Output:
+def register_membership(context: dg.AssetExecutionContext, reference_data: ReferenceData, warehouse: Warehouse,
+                        patients: pl.DataFrame, events: pl.DataFrame):
     defs, codelists = compiled_inputs(reference_data)
     members = cohorts.evaluate_registers(defs, patients.lazy(), events.lazy(), codelists, month_end(month_of(context))).collect()
     counts = members.group_by("register_id").len().sort("register_id")
-    return dg.Output(members, metadata={f"n_{r}": n for r, n in counts.iter_rows()})
+    yield dg.Output(members, metadata={f"n_{r}": n for r, n in counts.iter_rows()})
+    prevalence = quality.register_prevalence(members, patients.height, sorted(defs.registers))
+    outcome = quality.gate_outcome(run_suite(prevalence, "cohorts.register_membership"), severity="WARN")
+    yield quality.check_result(context, warehouse.file(), REGISTERS, "register_prevalence", outcome)
 
 
 @dg.asset(

@@ -6,8 +6,10 @@ import polars as pl
 
 from assets.cohorts import DEPRIVATION, compiled_inputs, month_of
 from assets.staging import EVENTS, MONTH_META, PATIENTS
+from pipelines import quality
+from pipelines.gates import run_suite
 from pipelines.partitions import MONTHLY
-from pipelines.resources import PipelineSettings, ReferenceData
+from pipelines.resources import PipelineSettings, ReferenceData, Warehouse
 from pipelines.segmentation import cohorts
 from pipelines.segmentation.extract import month_end
 
@@ -39,3 +41,19 @@ def indicator_catalogue(context: dg.AssetExecutionContext) -> pl.DataFrame:
     return catalogue.with_columns(pl.lit(month_of(context)).alias("reporting_month")).select(
         "reporting_month", pl.exclude("reporting_month")
     )
+
+
+AUDIT_CATALOGUE = dg.AssetKey(["audit", "indicator_catalogue"])
+
+
+@dg.asset(
+    key=AUDIT_CATALOGUE, partitions_def=MONTHLY, metadata=MONTH_META, group_name="gaps",
+    ins={"catalogue": dg.AssetIn(["indicators", "indicator_catalogue"])},
+    check_specs=[dg.AssetCheckSpec("published_invariants", asset=AUDIT_CATALOGUE, blocking=True,
+                                   description="expectations/audit.indicator_catalogue.json")],
+    description="Candidate indicator catalogue for the month, published with the gap table once gated.",
+)
+def audit_indicator_catalogue(context: dg.AssetExecutionContext, warehouse: Warehouse, catalogue: pl.DataFrame):
+    yield dg.Output(catalogue, metadata={"n_rows": catalogue.height})
+    gate = run_suite(catalogue, "audit.indicator_catalogue")
+    yield quality.check_result(context, warehouse.file(), AUDIT_CATALOGUE, "published_invariants", quality.gate_outcome(gate))

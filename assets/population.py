@@ -6,10 +6,12 @@ import polars as pl
 
 from assets.cohorts import DEPRIVATION, compiled_inputs, month_of
 from assets.staging import EVENTS, MONTH_META, PATIENTS
+from pipelines import quality
+from pipelines.gates import run_suite
 from pipelines.partitions import MONTHLY
-from pipelines.resources import ExtractSource, PipelineSettings, ReferenceData
+from pipelines.resources import ExtractSource, PipelineSettings, ReferenceData, Warehouse
 from pipelines.segmentation import cohorts
-from pipelines.segmentation.attributes import build_patient_attributes, decile_match_rate
+from pipelines.segmentation.attributes import build_patient_attributes
 from pipelines.segmentation.deprivation import attach_deprivation, load_deprivation_reference
 from pipelines.segmentation.deprivation_quality import (
     PracticeThresholds,
@@ -17,10 +19,12 @@ from pipelines.segmentation.deprivation_quality import (
     practice_problems,
     published_quality,
 )
-from pipelines.segmentation.disclosure import PROFILES
+from pipelines.segmentation.disclosure import PROFILES, unpublishable_counts
 from pipelines.segmentation.extract import load_column_mapping, month_end
+from pipelines.segmentation.schemas import MATCH_METHODS
 
 DEPRIVATION_QUALITY = dg.AssetKey(["population", "deprivation_quality"])
+AUDIT_DEPRIVATION_QUALITY = dg.AssetKey(["audit", "deprivation_quality"])
 
 
 @dg.asset(
@@ -31,11 +35,13 @@ DEPRIVATION_QUALITY = dg.AssetKey(["population", "deprivation_quality"])
                           description="Share of patients with an English or unmatched address that got a decile."),
         dg.AssetCheckSpec("practice_address_quality", asset=DEPRIVATION, blocking=True,
                           description="No practice has mostly blank or invalid postcodes (a data problem, not a population)."),
+        dg.AssetCheckSpec("deprivation_contract", asset=DEPRIVATION, blocking=True,
+                          description="expectations/population.patient_deprivation.json"),
     ],
     description="IMD 2019 and IoD 2025 national deciles per patient, with LSOAs, geography and how each was matched.",
 )
 def patient_deprivation(context: dg.AssetExecutionContext, reference_data: ReferenceData, settings: PipelineSettings,
-                        extracts: ExtractSource, patients: pl.DataFrame, spatial: pl.DataFrame):
+                        extracts: ExtractSource, warehouse: Warehouse, patients: pl.DataFrame, spatial: pl.DataFrame):
     reference = load_deprivation_reference(reference_data.path(), spatial=spatial)
     vintage = load_column_mapping(extracts.mapping_path()).lsoa_vintage
     frame = attach_deprivation(patients.lazy(), reference, lsoa_vintage=vintage,
@@ -43,24 +49,14 @@ def patient_deprivation(context: dg.AssetExecutionContext, reference_data: Refer
     methods = {f"{v}:{m}": n for v, col in (("IMD2019", "imd2019_method"), ("IMD2025", "imd2025_method"))
                for m, n in frame.group_by(col).len().sort(col).iter_rows()}
     yield dg.Output(frame, metadata=methods)
-    rate = decile_match_rate(frame, settings.primary_imd_vintage)
-    yield dg.AssetCheckResult(
-        check_name="decile_match_rate", passed=rate["match_rate"] >= settings.min_decile_match_rate,
-        metadata={**rate, "threshold": settings.min_decile_match_rate, "summary": (
-            f"{rate['match_rate']:.1%} of {rate['n_with_address']} patients with an address got a "
-            f"{settings.primary_imd_vintage} decile; the threshold is {settings.min_decile_match_rate:.0%}")},
-    )
+    rate = quality.match_rate_outcome(frame, settings.primary_imd_vintage, settings.min_decile_match_rate)
+    yield quality.check_result(context, warehouse.file(), DEPRIVATION, "decile_match_rate", rate)
     thresholds = PracticeThresholds(settings.min_practice_address_rate, settings.min_practice_patients)
-    quality = deprivation_quality(_with_practice(frame, patients), month_of(context))
-    failing = practice_problems(quality, settings.primary_imd_vintage, thresholds)
-    listed = ", ".join(f"{code} ({rate:.0%} of {n})" for code, n, rate in failing.head(10).rows())
-    yield dg.AssetCheckResult(
-        check_name="practice_address_quality", passed=failing.is_empty(),
-        metadata={"n_practices_failing": failing.height, "min_address_rate": thresholds.min_address_rate,
-                  "min_patients": thresholds.min_patients, "summary": (
-            f"{failing.height} practice(s) with at least {thresholds.min_patients} patients have a usable postcode "
-            f"or LSOA for fewer than {thresholds.min_address_rate:.0%} of them" + (f": {listed}" if listed else ""))},
-    )
+    by_practice = deprivation_quality(_with_practice(frame, patients), month_of(context))
+    practices = quality.practice_address_outcome(by_practice, settings.primary_imd_vintage, thresholds)
+    yield quality.check_result(context, warehouse.file(), DEPRIVATION, "practice_address_quality", practices)
+    gate = run_suite(frame, "population.patient_deprivation", {"match_methods": list(MATCH_METHODS)})
+    yield quality.check_result(context, warehouse.file(), DEPRIVATION, "deprivation_contract", quality.gate_outcome(gate))
 
 
 def _with_practice(deprivation: pl.DataFrame, patients: pl.DataFrame) -> pl.DataFrame:
@@ -78,13 +74,20 @@ def deprivation_quality_table(context: dg.AssetExecutionContext, patients: pl.Da
 
 
 @dg.asset(
-    key=["published", "deprivation_quality"], partitions_def=MONTHLY, metadata=MONTH_META, group_name="publish",
-    ins={"quality": dg.AssetIn(DEPRIVATION_QUALITY)},
-    deps=[dg.AssetKey(["published", "gap_table"])],
-    description="Postcode/IMD data quality per month, vintage and practice, counts disclosure-controlled.",
+    key=AUDIT_DEPRIVATION_QUALITY, partitions_def=MONTHLY, metadata=MONTH_META, group_name="population",
+    ins={"exact": dg.AssetIn(DEPRIVATION_QUALITY)},
+    check_specs=[dg.AssetCheckSpec("published_invariants", asset=AUDIT_DEPRIVATION_QUALITY, blocking=True,
+                                   description="expectations/audit.deprivation_quality.json")],
+    description="Candidate postcode/IMD data quality per month, vintage and practice, counts disclosure-controlled.",
 )
-def published_deprivation_quality(settings: PipelineSettings, quality: pl.DataFrame) -> pl.DataFrame:
-    return published_quality(quality, PROFILES[settings.disclosure_profile])
+def audit_deprivation_quality(context: dg.AssetExecutionContext, settings: PipelineSettings, warehouse: Warehouse,
+                              exact: pl.DataFrame):
+    profile = PROFILES[settings.disclosure_profile]
+    table = published_quality(exact, profile)
+    yield dg.Output(table, metadata={"n_rows": table.height, "disclosure_profile": settings.disclosure_profile})
+    gate = run_suite(table, "audit.deprivation_quality", {"unpublishable_counts": unpublishable_counts(profile)})
+    yield quality.check_result(context, warehouse.file(), AUDIT_DEPRIVATION_QUALITY, "published_invariants",
+                               quality.gate_outcome(gate))
 
 
 @dg.asset(

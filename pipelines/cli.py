@@ -5,6 +5,7 @@
     core20 run --from YYYY-MM --to YYYY-MM [--extract DIR]     (a backfill: each month in turn)
     core20 imd --vintage {2019,2025} INPUT.csv OUTPUT.csv
     core20 reference fetch [--source URL] [--reference-dir DIR] [--only ID]
+    core20 quality [--warehouse PATH] [--month YYYY-MM]
 
 Exit codes of `run`: 0 published; 2 a data-quality gate blocked publication (the published
 tables are unchanged); 1 the input or configuration could not be used (message says why).
@@ -61,6 +62,10 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
                      help="block when fewer than this share of patients with a postcode get a decile (default 0.95)")
     run.add_argument("--min-practice-address-rate", type=float,
                      help="block when a practice has a usable postcode for fewer than this share of patients (default 0.5; 0 = off)")
+    run.add_argument(
+        "--max-quarantine-share", type=float,
+        help="block the run when more than this share of an input table's rows are quarantined (default 0.01)",
+    )
 
     imd = sub.add_parser(
         "imd", help="attach national IMD deciles to a CSV of postcodes (the pipeline's own code path)",
@@ -88,6 +93,10 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     fetch.add_argument("--only", action="append", metavar="ID", help="fetch just this file or codelist id (repeatable)")
     fetch.add_argument("--force", action="store_true", help="download again even when a verified copy is present")
     fetch.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for a server (default 120)")
+
+    report = sub.add_parser("quality", help="print the data-quality history: every gate's result, month by month")
+    report.add_argument("--warehouse", help="DuckDB file (default $CORE20_WAREHOUSE or data/warehouse/core20plus5.duckdb)")
+    report.add_argument("--month", help="show every measure of one month YYYY-MM (default: one line per month)")
     return parser.parse_args(argv)
 
 
@@ -105,6 +114,8 @@ def main(argv: list[str] | None = None) -> int:
             return _reference_fetch(args)
         if args.command == "dictionary":
             return _dictionary(args)
+        if args.command == "quality":
+            return _quality(args)
         return _run(args)
     except KeyboardInterrupt:
         print("core20: interrupted", file=sys.stderr)
@@ -237,6 +248,11 @@ def _run(args: argparse.Namespace) -> int:
         settings_kwargs["min_decile_match_rate"] = args.min_match_rate
     if args.min_practice_address_rate is not None:
         settings_kwargs["min_practice_address_rate"] = args.min_practice_address_rate
+    if args.max_quarantine_share is not None:
+        if not 0 <= args.max_quarantine_share <= 1:
+            print("core20 run: --max-quarantine-share must be a share between 0 and 1 (e.g. 0.01 for 1%)", file=sys.stderr)
+            return EXIT_ERROR
+        settings_kwargs["max_quarantine_share"] = args.max_quarantine_share
     source = ExtractSource(root=args.extract, column_mapping=args.column_mapping)
     try:
         months = _months_to_run(args, source)
@@ -270,6 +286,22 @@ def _run(args: argparse.Namespace) -> int:
         code = runner.run_month(defs, key, warehouse)
         if code != EXIT_OK:
             return code
+    return EXIT_OK
+
+
+def _quality(args: argparse.Namespace) -> int:
+    from pipelines import quality
+    from pipelines.partitions import parse_month
+    from pipelines.resources import resolve_warehouse_path
+
+    try:
+        month = parse_month(args.month) if args.month else None
+    except ValueError as error:
+        print(f"core20 quality: {error}", file=sys.stderr)
+        return EXIT_ERROR
+    warehouse = resolve_warehouse_path(args.warehouse)
+    print(f"data-quality history in {warehouse} (table audit.data_quality)")
+    print(quality.report(quality.history(warehouse), month))
     return EXIT_OK
 
 

@@ -3,22 +3,15 @@
 import dagster as dg
 
 from assets.cohorts import cohort_membership, register_membership
-from assets.gaps import (
-    audit_gap_table,
-    audit_inequality_table,
-    audit_spc_series,
-    published_gap_table,
-    published_indicator_catalogue,
-    published_inequality_table,
-    published_spc_series,
-)
-from assets.indicators import indicator_catalogue, patient_indicators
+from assets.gaps import audit_gap_table, audit_inequality_table, audit_spc_series
+from assets.indicators import audit_indicator_catalogue, indicator_catalogue, patient_indicators
 from assets.population import (
+    audit_deprivation_quality,
     deprivation_quality_table,
     patient_attributes,
     patient_deprivation,
-    published_deprivation_quality,
 )
+from assets.publish import publish_month
 from assets.reference import REFERENCE_ASSETS
 from assets.report import build_report_asset
 from assets.serving import build_serving_asset
@@ -63,13 +56,11 @@ def build_definitions(
             patient_indicators,
             indicator_catalogue,
             audit_gap_table,
-            published_gap_table,
-            published_indicator_catalogue,
-            published_deprivation_quality,
+            audit_indicator_catalogue,
             audit_inequality_table,
-            published_inequality_table,
             audit_spc_series,
-            published_spc_series,
+            audit_deprivation_quality,
+            publish_month,
         ],
         jobs=[monthly_job, reference_job],
         schedules=SCHEDULES,

@@ -1,12 +1,20 @@
-"""Great Expectations suites as reviewable files, run as blocking data-quality gates.
+"""Great Expectations suites as reviewable files, run as data-quality gates.
 
 Suites live in `expectations/<schema>.<table>.json`, one per gated asset, named by asset
 key. Each expectation is `{"type": "expect_...", "kwargs": {...}, "meta": {"why": ...}}`;
-kwargs may name run parameters as `"$reference_date"`, substituted when the gate runs.
+kwargs may name run parameters as `"$reference_date"`, substituted when the gate runs, and
+`min_value`/`max_value` may be ISO dates ("1900-01-01"). `meta.quarantine` names a
+row-level rule: rows failing that expectation are moved to the quarantine table instead of
+failing the run (see `pipelines/segmentation/quarantine.py`).
+
+A suite file may say `"engine": "polars"`: it is then evaluated by `pipelines.pushdown`
+(polars expressions, GX's counting semantics) instead of by GX on a pandas copy. Big
+patient-level tables use it; small aggregate tables use GX itself.
 
 Three Great Expectations behaviours are guarded against here:
-- a misspelled expectation type, or a misspelled argument, fails loudly (`SuiteError`
-  naming the file, the expectation and the problem) instead of being dropped;
+- a misspelled expectation type, argument or meta key fails loudly (`SuiteError` naming the
+  file, the expectation and the problem) instead of being dropped: every expectation is
+  built through GX's own model, whichever engine then evaluates it;
 - GX copies failing values (patient data) into its results by default: results are
   requested without unexpected lists or rows, and then reduced to a whitelist of count
   fields before anything is logged, stored or shown;
@@ -19,14 +27,19 @@ from __future__ import annotations
 import json
 import os
 import re
-from dataclasses import dataclass, field
-from datetime import date
+import time
+from dataclasses import dataclass, field, replace
+from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
 import polars as pl
 
+from pipelines import pushdown
+from pipelines.segmentation.quarantine import RowRule
+
 EXPECTATIONS_DIR = Path(__file__).resolve().parents[1] / "expectations"
+ENGINES = ("great_expectations", "polars")
 
 # Only these result fields are kept: counts and shares, never values.
 SAFE_RESULT_KEYS = (
@@ -36,10 +49,53 @@ SAFE_RESULT_KEYS = (
     "missing_count",
     "missing_percent",
 )
+_META_KEYS = {"why", "quarantine"}
+_ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
 
 
 class SuiteError(ValueError):
     """An expectation suite file is malformed or names an unknown expectation or argument."""
+
+
+@dataclass(frozen=True)
+class Expectation:
+    """One expectation of a suite, with its run parameters substituted."""
+
+    type: str
+    kwargs: dict[str, Any]
+    why: str
+    quarantine: str | None = None
+
+    @property
+    def column(self) -> str | None:
+        """Return the column (or 'A,B' pair) the expectation is about, if any."""
+        if "column" in self.kwargs:
+            return self.kwargs["column"]
+        if "column_A" in self.kwargs:
+            return f"{self.kwargs['column_A']},{self.kwargs['column_B']}"
+        return None
+
+
+@dataclass(frozen=True)
+class Suite:
+    """A loaded suite: its name, engine and expectations."""
+
+    name: str
+    engine: str
+    expectations: tuple[Expectation, ...]
+    description: str = ""
+
+    def quarantine_rules(self) -> list[Expectation]:
+        """Return the row-level expectations whose failing rows are quarantined."""
+        return [e for e in self.expectations if e.quarantine]
+
+    def row_rules(self) -> list[RowRule]:
+        """Return the quarantine rules as polars row masks, in file order."""
+        return [RowRule(e.quarantine, e.column, pushdown.masks(e.type, e.kwargs)[2]) for e in self.quarantine_rules()]
+
+    def without_quarantine_rules(self) -> Suite:
+        """Return the suite's other expectations: those that hold or block on the staged table."""
+        return replace(self, expectations=tuple(e for e in self.expectations if not e.quarantine))
 
 
 @dataclass(frozen=True)
@@ -51,6 +107,7 @@ class ExpectationOutcome:
     success: bool
     counts: dict[str, float]
     why: str = ""
+    rule: str = ""
 
 
 @dataclass
@@ -60,6 +117,8 @@ class GateResult:
     suite: str
     success: bool
     outcomes: list[ExpectationOutcome] = field(default_factory=list)
+    engine: str = "great_expectations"
+    seconds: float = 0.0
 
     @property
     def failures(self) -> list[ExpectationOutcome]:
@@ -75,18 +134,10 @@ class GateResult:
             where = f" on column '{o.column}'" if o.column else ""
             n = o.counts.get("unexpected_count")
             count = f" ({int(n)} of {int(o.counts.get('element_count', 0))} rows)" if n is not None else ""
+            if n is None and "observed_value" in o.counts:
+                count = f" (observed {int(o.counts['observed_value'])})"
             parts.append(f"{o.expectation}{where}{count}" + (f": {o.why}" if o.why else ""))
         return f"suite {self.suite}: {len(self.failures)} of {len(self.outcomes)} expectations failed — " + "; ".join(parts)
-
-    def metadata(self) -> dict[str, Any]:
-        """Return Dagster-safe metadata: counts and pass/fail only."""
-        meta: dict[str, Any] = {"suite": self.suite, "n_expectations": len(self.outcomes), "n_failed": len(self.failures)}
-        for o in self.outcomes:
-            key = o.expectation + (f"[{o.column}]" if o.column else "")
-            meta[key] = ("passed" if o.success else "FAILED") + (
-                f" unexpected={int(o.counts['unexpected_count'])}" if "unexpected_count" in o.counts else ""
-            )
-        return meta
 
 
 def suite_path(suite_name: str) -> Path:
@@ -106,32 +157,78 @@ def _substitute(value: Any, params: dict[str, Any]) -> Any:
         return params[name]
     if isinstance(value, list):
         return [_substitute(v, params) for v in value]
+    if isinstance(value, dict):
+        return {k: _substitute(v, params) for k, v in value.items()}
     return value
 
 
-def load_suite(path: Path, params: dict[str, Any] | None = None):
-    """Return a GX ExpectationSuite built from a suite file, failing loudly on any unknown name.
+def _as_date(value: Any) -> Any:
+    # Bounds on date columns are written as ISO dates in the file; both engines need a date.
+    if isinstance(value, str) and _ISO_DATE.fullmatch(value):
+        return date.fromisoformat(value)
+    if isinstance(value, datetime):
+        return value.date() if value == datetime(value.year, value.month, value.day) else value
+    return value
+
+
+def _for_gx(value: Any) -> Any:
+    # GX compares pandas datetime64 columns with Timestamps, not with datetime.date.
+    import pandas as pd
+
+    if isinstance(value, date):
+        return pd.Timestamp(value)
+    if isinstance(value, list):
+        return [_for_gx(v) for v in value]
+    return value
+
+
+def _gx_expectation(gxe, expectation: Expectation, label: str):
+    cls = getattr(gxe, _class_name(expectation.type), None)
+    if cls is None:
+        raise SuiteError(f"{label}: unknown expectation type '{expectation.type}' (misspelled?)")
+    from pydantic import ValidationError as V2ValidationError
+
+    kwargs = {k: _for_gx(v) for k, v in expectation.kwargs.items()}
+    meta = {"why": expectation.why, **({"quarantine": expectation.quarantine} if expectation.quarantine else {})}
+    try:
+        return cls(**kwargs, meta=meta)
+    except Exception as error:  # pydantic v1 or v2 validation errors, depending on GX internals
+        if not isinstance(error, (V2ValidationError, TypeError, ValueError)) and "ValidationError" not in type(error).__name__:
+            raise
+        first = str(error).replace("\n", " ")[:300]
+        raise SuiteError(f"{label} ({expectation.type}): invalid arguments — {first}") from None
+
+
+def load_suite(path: Path, params: dict[str, Any] | None = None) -> Suite:
+    """Return the suite in `path`, every expectation checked against GX's own model.
 
     Arguments:
         path: the suite file.
         params: values for `$name` placeholders in kwargs.
-    """
-    os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
-    import great_expectations as gx
-    import great_expectations.expectations as gxe
-    from pydantic import ValidationError as V2ValidationError
 
-    gx.get_context(mode="ephemeral")  # GX 1.x builds suites only inside an active context
+    Raises:
+        SuiteError naming the file, the expectation and the problem: unknown type, unknown
+        or invalid argument, unknown meta key, a missing `why`, an engine that cannot
+        evaluate the expectation, or a quarantine rule on a table-level expectation.
+    """
     try:
         raw = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise SuiteError(f"expectation suite {path} does not exist") from None
     except json.JSONDecodeError as error:
         raise SuiteError(f"expectation suite {path} is not valid JSON: {error}") from None
-    unknown_top = set(raw) - {"name", "description", "expectations"}
+    unknown_top = set(raw) - {"name", "description", "engine", "expectations"}
     if unknown_top or "expectations" not in raw:
-        raise SuiteError(f"{path}: expected keys name, description, expectations; found {sorted(raw)}")
-    suite = gx.ExpectationSuite(name=raw.get("name", path.stem))
+        raise SuiteError(f"{path}: expected keys name, description, engine, expectations; found {sorted(raw)}")
+    engine = raw.get("engine", "great_expectations")
+    if engine not in ENGINES:
+        raise SuiteError(f"{path}: engine must be one of {list(ENGINES)}, found {engine!r}")
+    os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
+    import great_expectations as gx
+    import great_expectations.expectations as gxe
+
+    gx.get_context(mode="ephemeral")  # GX 1.x builds expectations only inside an active context
+    expectations = []
     for index, item in enumerate(raw["expectations"]):
         label = f"{path.name}: expectation #{index + 1}"
         extra = set(item) - {"type", "kwargs", "meta"}
@@ -140,41 +237,88 @@ def load_suite(path: Path, params: dict[str, Any] | None = None):
         expectation_type = item["type"]
         if not re.fullmatch(r"expect_[a-z0-9_]+", expectation_type):
             raise SuiteError(f"{label}: '{expectation_type}' is not an expectation type (expect_...)")
-        cls = getattr(gxe, _class_name(expectation_type), None)
-        if cls is None:
-            raise SuiteError(f"{label}: unknown expectation type '{expectation_type}' (misspelled?)")
+        meta = item.get("meta") or {}
+        if set(meta) - _META_KEYS or not meta.get("why"):
+            raise SuiteError(f"{label}: meta must say 'why' (and may name a 'quarantine' rule); found {sorted(meta)}")
         kwargs = {k: _substitute(v, params or {}) for k, v in (item.get("kwargs") or {}).items()}
-        try:
-            expectation = cls(**kwargs, meta=item.get("meta") or {})
-        except Exception as error:  # pydantic v1 or v2 validation errors, depending on GX internals
-            if not isinstance(error, (V2ValidationError, TypeError, ValueError)) and "ValidationError" not in type(error).__name__:
-                raise
-            first = str(error).replace("\n", " ")[:300]
-            raise SuiteError(f"{label} ({expectation_type}): invalid arguments — {first}") from None
-        suite.add_expectation(expectation)
-    return suite
+        kwargs = {k: (_as_date(v) if k in ("min_value", "max_value") else v) for k, v in kwargs.items()}
+        expectation = Expectation(expectation_type, kwargs, meta["why"], meta.get("quarantine"))
+        _gx_expectation(gxe, expectation, label)
+        if expectation.quarantine is not None:
+            if not re.fullmatch(r"[a-z][a-z0-9_]*", expectation.quarantine):
+                raise SuiteError(f"{label}: quarantine rule name {expectation.quarantine!r} must be snake_case")
+            if expectation_type == "expect_table_row_count_to_be_between":
+                raise SuiteError(f"{label}: a table-level expectation cannot quarantine rows")
+        if engine == "polars" or expectation.quarantine:
+            try:
+                pushdown.check_supported(expectation_type, kwargs)
+            except pushdown.UnsupportedExpectation as error:
+                raise SuiteError(f"{label}: {error}") from None
+        expectations.append(expectation)
+    return Suite(name=raw.get("name", path.stem), engine=engine, expectations=tuple(expectations),
+                 description=raw.get("description", ""))
+
+
+def validate(frame: pl.DataFrame, suite: Suite) -> GateResult:
+    """Validate `frame` against a loaded suite with the suite's engine; return counts-only results."""
+    started = time.perf_counter()
+    if suite.engine == "polars":
+        # As GX does, an expectation on a column the table lacks fails (rather than the gate erroring).
+        absent = {id(e): sorted(pushdown.columns_of(e.kwargs) - set(frame.columns)) for e in suite.expectations}
+        runnable = [e for e in suite.expectations if not absent[id(e)]]
+        results = dict(zip(map(id, runnable), pushdown.evaluate(frame, [(e.type, e.kwargs) for e in runnable])))
+        outcomes = [
+            ExpectationOutcome(e.type, e.column, results[id(e)].success,
+                               _safe(results[id(e)].as_dict()) | _observed(results[id(e)].as_dict()), e.why, e.quarantine or "")
+            if id(e) in results else
+            ExpectationOutcome(e.type, e.column, False, {}, f"the table has no column(s) {absent[id(e)]}", e.quarantine or "")
+            for e in suite.expectations
+        ]
+    else:
+        outcomes = _gx_outcomes(frame, suite)
+    return GateResult(suite=suite.name, success=all(o.success for o in outcomes), outcomes=outcomes,
+                      engine=suite.engine, seconds=time.perf_counter() - started)
 
 
 def run_suite(frame: pl.DataFrame, suite_name: str, params: dict[str, Any] | None = None) -> GateResult:
     """Validate `frame` against the suite named `suite_name` and return counts-only results.
 
     Arguments:
-        frame: the table to check (converted to pandas for GX).
+        frame: the table to check.
         suite_name: asset key string, e.g. 'staging.patients'.
         params: values for `$name` placeholders (e.g. reference_date).
     """
-    path = suite_path(suite_name)
-    params = {k: (_as_timestamp(v) if isinstance(v, date) else v) for k, v in (params or {}).items()}
-    suite = load_suite(path, params)
+    started = time.perf_counter()
+    result = validate(frame, load_suite(suite_path(suite_name), params))
+    result.seconds = time.perf_counter() - started
+    return result
+
+
+def _safe(raw_result: dict[str, Any]) -> dict[str, float]:
+    return {k: float(raw_result[k]) for k in SAFE_RESULT_KEYS if raw_result.get(k) is not None}
+
+
+def _observed(raw_result: dict[str, Any]) -> dict[str, float]:
+    # Table-level expectations report one number (e.g. a row count), never a row's value.
+    value = raw_result.get("observed_value")
+    return {"observed_value": float(value)} if isinstance(value, (int, float)) and not isinstance(value, bool) else {}
+
+
+def gx_raw_results(frame: pl.DataFrame, suite: Suite):
+    """Return GX's own validation result for `frame` (requested without any row values)."""
     import great_expectations as gx
+    import great_expectations.expectations as gxe
 
     context = gx.get_context(mode="ephemeral")
     context.variables.progress_bars = _no_progress_bars()
-    source = context.data_sources.add_pandas(f"gate_{suite_name}")
+    gx_suite = gx.ExpectationSuite(name=suite.name)
+    for index, expectation in enumerate(suite.expectations):
+        gx_suite.add_expectation(_gx_expectation(gxe, expectation, f"{suite.name}: expectation #{index + 1}"))
+    source = context.data_sources.add_pandas(f"gate_{suite.name}")
     batch_definition = source.add_dataframe_asset("frame").add_batch_definition_whole_dataframe("whole")
     batch = batch_definition.get_batch(batch_parameters={"dataframe": frame.to_pandas()})
-    result = batch.validate(
-        suite,
+    return batch.validate(
+        gx_suite,
         result_format={
             "result_format": "SUMMARY",
             "partial_unexpected_count": 0,
@@ -182,33 +326,28 @@ def run_suite(frame: pl.DataFrame, suite_name: str, params: dict[str, Any] | Non
             "return_unexpected_index_query": False,
         },
     )
+
+
+def _gx_outcomes(frame: pl.DataFrame, suite: Suite) -> list[ExpectationOutcome]:
+    result = gx_raw_results(frame, suite)
     outcomes = []
     for item in result.results:
         config = item.expectation_config
         raw_result = item.result or {}
-        counts = {k: float(raw_result[k]) for k in SAFE_RESULT_KEYS if raw_result.get(k) is not None}
+        meta = config.meta or {}
+        kwargs = config.kwargs
+        column = kwargs.get("column") or (f"{kwargs['column_A']},{kwargs['column_B']}" if "column_A" in kwargs else None)
         outcomes.append(
             ExpectationOutcome(
                 expectation=config.type,
-                column=config.kwargs.get("column") or _pair(config.kwargs),
+                column=column,
                 success=bool(item.success),
-                counts=counts,
-                why=(config.meta or {}).get("why", ""),
+                counts=_safe(raw_result) | _observed(raw_result),
+                why=meta.get("why", ""),
+                rule=meta.get("quarantine", ""),
             )
         )
-    return GateResult(suite=suite_name, success=bool(result.success), outcomes=outcomes)
-
-
-def _pair(kwargs: dict[str, Any]) -> str | None:
-    if "column_A" in kwargs:
-        return f"{kwargs['column_A']},{kwargs['column_B']}"
-    return None
-
-
-def _as_timestamp(value: date):
-    import pandas as pd
-
-    return pd.Timestamp(value)
+    return outcomes
 
 
 def _no_progress_bars():

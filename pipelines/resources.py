@@ -104,6 +104,9 @@ class PipelineSettings(dg.ConfigurableResource):
         sii_seed: base seed of those draws; each index's own seed is derived from it and recorded.
         sii_transform: simulate proportions on the logit scale (PHE `transform`).
         spc_run_length: points in an SPC shift or trend (Making Data Count: 7).
+        max_quarantine_share: block the run when more than this share of an input table's rows
+            fail a row rule and are quarantined (a few bad rows are set aside; many mean the
+            extract itself is wrong).
     """
 
     primary_imd_vintage: str = "IMD2025"
@@ -116,6 +119,7 @@ class PipelineSettings(dg.ConfigurableResource):
     sii_seed: int = 20260
     sii_transform: bool = False
     spc_run_length: int = 7
+    max_quarantine_share: float = 0.01
 
 
 SERVING_ENV = "CORE20_SERVING"

@@ -71,6 +71,11 @@ def failure_message(result: dg.ExecuteInProcessResult) -> str:
         return "; ".join(blocked)
     for event in result.all_events:
         if event.event_type_value == "STEP_FAILURE":
+            # A dg.Failure raised on purpose (bad extract, refused publication) carries the
+            # analyst-facing paragraph as its description: the same text the UI shows.
+            user_failure = event.event_specific_data.user_failure_data
+            if user_failure is not None and user_failure.description:
+                return user_failure.description
             error = event.event_specific_data.error
             # The user-facing error is the innermost cause (e.g. ExtractError), not Dagster's wrapper.
             while error.cause is not None:
@@ -112,8 +117,10 @@ def run_month(defs: dg.Definitions, partition_key: str, warehouse: Path) -> int:
                   "The previously published tables are unchanged.", file=sys.stderr)
             for line in blocked:
                 print(f"  {line}", file=sys.stderr)
+            print(f"  every gate's result: core20 quality --month {partition_key[:7]} --warehouse {warehouse}", file=sys.stderr)
             return EXIT_BLOCKED
-        print(f"core20 run: {partition_key[:7]} NOT published: {failure_message(result)}", file=sys.stderr)
+        print(f"core20 run: {partition_key[:7]} NOT published (the previously published tables are unchanged): "
+              f"{failure_message(result)}", file=sys.stderr)
         return EXIT_ERROR
     _say(f"  published {partition_key[:7]} in {elapsed:.0f} s")
     print_summary(warehouse, partition_key)
@@ -224,4 +231,21 @@ def print_summary(warehouse: Path, partition_key: str) -> None:
         if core.get("gap") is not None:
             _say(f"    gap {100 * core['gap']:+.1f} points (95% CI {100 * core['gap_lower']:+.1f} to "
                  f"{100 * core['gap_upper']:+.1f}): Core20 {core['comparison']}")
+    _say(quality_line(warehouse, partition_key))
     _say(f"\nwarehouse: {warehouse}  (published schema: published.gap_table, published.indicator_catalogue)")
+
+
+def quality_line(warehouse: Path, partition_key: str) -> str:
+    """Return the month's data-quality headline: gates passed, rows quarantined, warnings."""
+    from datetime import date
+
+    from pipelines import quality
+
+    rows = quality.history(warehouse).filter(reporting_month=date.fromisoformat(partition_key))
+    quarantined = {r["name"]: r["n"] for r in rows.filter(kind="quarantine_share").iter_rows(named=True)}
+    expectations = rows.filter(kind="expectation")
+    warnings = expectations.filter(passed=False, severity="WARN").height
+    return (f"  data quality: {expectations.filter(passed=True).height} of {expectations.height} expectations met"
+            f"{f' ({warnings} cohort-sanity warning(s))' if warnings else ''}; quarantined rows: "
+            f"{quarantined.get('patients', 0):,} patients, {quarantined.get('events', 0):,} events "
+            f"(details: core20 quality --month {partition_key[:7]})")

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import date
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import dagster as dg
 import duckdb
@@ -71,6 +71,29 @@ def _columns(con: duckdb.DuckDBPyConnection, schema: str, table: str) -> list[tu
     ).fetchall()
 
 
+def _align_layout(con: duckdb.DuckDBPyConnection, schema: str, table: str, incoming: str) -> None:
+    """Rebuild schema.table in the layout of the relation `incoming` when the two differ.
+
+    The contract changed: the other months' rows keep the columns both layouts share (new
+    columns are null for them). Runs inside the caller's transaction.
+    """
+    target = f"{quote(schema)}.{quote(table)}"
+    new = [(row[0], row[1]) for row in con.execute(f"describe select * from {incoming}").fetchall()]
+    existing = _columns(con, schema, table)
+    if new == existing:
+        return
+    rebuild = f"{quote(schema)}.{quote('_rebuild_' + table)}"
+    common = ", ".join(quote(name) for name, _ in new if name in dict(existing))
+    con.execute(f"create table {rebuild} as select * from {incoming} limit 0")
+    con.execute(f"insert into {rebuild} ({common}) select {common} from {target}")
+    con.execute(f"drop table {target}")
+    con.execute(f"alter table {rebuild} rename to {quote(table)}")
+
+
+def _where(match: dict[str, Any]) -> tuple[str, list[Any]]:
+    return " and ".join(f"{quote(column)} = ?" for column in match), list(match.values())
+
+
 def write_frame(
     con: duckdb.DuckDBPyConnection,
     schema: str,
@@ -79,37 +102,33 @@ def write_frame(
     *,
     partition_column: str | None = None,
     partition_value: date | None = None,
+    replace_where: dict[str, Any] | None = None,
 ) -> None:
-    """Replace a table, or one partition of it, with `frame` in a single transaction.
+    """Replace a table, or the rows matching a key (one month's partition), with `frame` in one transaction.
 
     Arguments:
         con: an open read-write connection.
         schema: target schema (created if absent).
         table: target table.
-        frame: rows to write; for a partition write every row must carry `partition_value`.
-        partition_column: the month column; None replaces the whole table.
+        frame: rows to write; for a partition write every row must carry the key's values.
+        partition_column: the month column; None (and no `replace_where`) replaces the whole table.
         partition_value: the month being replaced.
+        replace_where: column -> value of the rows being replaced, when the key is wider than a month.
     """
     target = f"{quote(schema)}.{quote(table)}"
+    match = dict(replace_where or {})
+    if partition_column is not None:
+        match[partition_column] = partition_value
     arrow = frame.to_arrow()
     con.register("_incoming", arrow)
     try:
         con.execute("begin transaction")
         con.execute(f"create schema if not exists {quote(schema)}")
         exists = table_exists(con, schema, table)
-        if exists and partition_column is not None:
-            incoming = [(row[0], row[1]) for row in con.execute("describe select * from _incoming").fetchall()]
-            existing = _columns(con, schema, table)
-            if incoming != existing:
-                # The contract changed: rebuild in the new layout, keeping the other months'
-                # rows for the columns both layouts share (new columns are null for them).
-                rebuild = f"{quote(schema)}.{quote('_rebuild_' + table)}"
-                common = ", ".join(quote(name) for name, _ in incoming if name in dict(existing))
-                con.execute(f"create table {rebuild} as select * from _incoming limit 0")
-                con.execute(f"insert into {rebuild} ({common}) select {common} from {target}")
-                con.execute(f"drop table {target}")
-                con.execute(f"alter table {rebuild} rename to {quote(table)}")
-            con.execute(f"delete from {target} where {quote(partition_column)} = ?", [partition_value])
+        if exists and match:
+            _align_layout(con, schema, table, "_incoming")
+            condition, values = _where(match)
+            con.execute(f"delete from {target} where {condition}", values)
             con.execute(f"insert into {target} by name select * from _incoming")
         else:
             con.execute(f"create or replace table {target} as select * from _incoming")
@@ -119,6 +138,74 @@ def write_frame(
         raise
     finally:
         con.unregister("_incoming")
+
+
+def copy_partitions(
+    con: duckdb.DuckDBPyConnection,
+    copies: list[tuple[tuple[str, str], tuple[str, str], str | None]],
+    partition_value: date,
+    *,
+    exclude: dict[str, tuple[str, ...]] | None = None,
+) -> dict[str, int]:
+    """Copy one month of several tables into others, all in ONE transaction; return rows copied per target.
+
+    Each copy is ((source schema, table), (target schema, table), month column or None).
+    A month column replaces that month's rows in the target; None replaces the whole
+    target table. `exclude` names, per target 'schema.table', source columns not copied.
+    Either every target changes or (on any error) none does.
+    """
+    copied: dict[str, int] = {}
+    month = f"DATE '{partition_value.isoformat()}'"  # a date's ISO form is safe to inline in SQL
+    con.execute("begin transaction")
+    try:
+        for (source_schema, source_table), (schema, table), partition_column in copies:
+            target = f"{quote(schema)}.{quote(table)}"
+            where = f" where {quote(partition_column)} = {month}" if partition_column else ""
+            dropped = (exclude or {}).get(f"{schema}.{table}", ())
+            columns = f"* exclude ({', '.join(quote(c) for c in dropped)})" if dropped else "*"
+            con.execute(f"create or replace temp view _publishing as "
+                        f"select {columns} from {quote(source_schema)}.{quote(source_table)}{where}")
+            con.execute(f"create schema if not exists {quote(schema)}")
+            if partition_column and table_exists(con, schema, table):
+                _align_layout(con, schema, table, "_publishing")
+                con.execute(f"delete from {target}{where}")
+                con.execute(f"insert into {target} by name select * from _publishing")
+            else:
+                con.execute(f"create or replace table {target} as select * from _publishing")
+            copied[f"{schema}.{table}"] = int(con.execute("select count(*) from _publishing").fetchall()[0][0])
+            con.execute("drop view _publishing")
+        con.execute("commit")
+    except Exception:
+        con.execute("rollback")
+        raise
+    return copied
+
+
+def table_fingerprint(con: duckdb.DuckDBPyConnection, schema: str, table: str) -> str:
+    """Return a sha256 of a table's column names, types and rows (order-independent).
+
+    Two tables with the same fingerprint hold the same rows byte for byte, whatever order
+    DuckDB stores them in: used to prove a blocked run left the published tables as they were.
+    """
+    import hashlib
+
+    frame = read_table(con, schema, table)
+    # CSV cannot hold nested values (e.g. a list of unavailable components): write those as JSON.
+    frame = frame.with_columns(
+        pl.struct(name).struct.json_encode().alias(name) for name, dtype in frame.schema.items() if dtype.is_nested()
+    )
+    digest = hashlib.sha256(repr(_columns(con, schema, table)).encode())
+    if frame.height:
+        digest.update(frame.sort(frame.columns, nulls_last=True).write_csv().encode())
+    return digest.hexdigest()
+
+
+def schema_fingerprint(con: duckdb.DuckDBPyConnection, schema: str) -> dict[str, str]:
+    """Return table -> fingerprint for every table in a schema (empty when the schema does not exist)."""
+    tables = [row[0] for row in con.execute(
+        "select table_name from information_schema.tables where table_schema = ? order by table_name", [schema]
+    ).fetchall()]
+    return {table: table_fingerprint(con, schema, table) for table in tables}
 
 
 def read_table(

@@ -31,18 +31,21 @@ expected, and never quotes a patient-level value.
 from __future__ import annotations
 
 import calendar
+import re
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import polars as pl
 import yaml
 
-from pipelines.segmentation import codes
+from pipelines.segmentation import codes, quarantine
+from pipelines.segmentation.quarantine import ROW, UNREADABLE
 from pipelines.segmentation.schemas import (
     INPUT_EVENTS,
     INPUT_PATIENTS,
+    QUARANTINE,
     SEX_CODES,
     STAGING_EVENTS,
     STAGING_PATIENTS,
@@ -54,7 +57,20 @@ SUFFIXES = (".parquet", ".csv", ".csv.gz")
 
 
 class ExtractError(ValueError):
-    """The extract cannot be read as the input contract describes."""
+    """The extract cannot be read as the input contract describes.
+
+    The message says everything (file, column or line, what was expected); the attributes
+    repeat where, for the Dagster UI's failure metadata. Neither ever quotes a patient value.
+    """
+
+    def __init__(self, message: str, *, file: Path | None = None, column: str | None = None, line: int | None = None):
+        super().__init__(message)
+        self.file, self.column, self.line = file, column, line
+
+    def metadata(self) -> dict[str, str | int]:
+        """Return where the problem is: the file's name, and the column or line when known."""
+        where = {"file": self.file.name if self.file else None, "column": self.column, "line": self.line}
+        return {k: v for k, v in where.items() if v is not None}
 
 
 @dataclass(frozen=True)
@@ -133,18 +149,91 @@ def find_table_file(folder: Path, table: str) -> Path:
     return found[0]
 
 
-def _read_raw(path: Path, mapping: ColumnMapping) -> pl.DataFrame:
-    if path.stat().st_size == 0:
-        raise ExtractError(f"{path}: the file is empty.")
+def _is_parquet(path: Path) -> bool:
+    return path.name.endswith(".parquet")
+
+
+def _first_line_not_utf8(path: Path) -> int | None:
+    """Return the 1-based line holding the first byte sequence that is not UTF-8, if any."""
+    import gzip
+
+    data = gzip.decompress(path.read_bytes()) if path.name.endswith(".gz") else path.read_bytes()
     try:
-        if path.name.endswith(".parquet"):
+        data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        return data.count(b"\n", 0, error.start) + 1
+    return None
+
+
+def _read_raw(path: Path, mapping: ColumnMapping) -> pl.DataFrame:
+    # Messages never quote the reader's own error text for CSV: it can carry a field's value.
+    if path.stat().st_size == 0:
+        expected = "a Parquet file" if _is_parquet(path) else "a header line naming the columns, then one line per row"
+        raise ExtractError(f"{path}: the file is empty (0 bytes); expected {expected}.", file=path)
+    if _is_parquet(path):
+        try:
             return pl.read_parquet(path)
+        except (pl.exceptions.PolarsError, OSError) as error:
+            reason = str(error).splitlines()[0][:200]
+            raise ExtractError(
+                f"{path}: could not be read as Parquet ({reason}); expected a complete Parquet file. It may "
+                "have been cut short in transfer: ask the supplier to send it again.", file=path,
+            ) from None
+    try:
         return pl.read_csv(path, separator=mapping.delimiter, infer_schema_length=0, encoding="utf8")
-    except pl.exceptions.ComputeError as error:
-        kind = "Parquet" if path.name.endswith(".parquet") else "CSV"
-        raise ExtractError(f"{path}: could not be read as {kind} ({str(error).splitlines()[0]}).") from None
-    except (OSError, UnicodeDecodeError) as error:
-        raise ExtractError(f"{path}: could not be read ({error.__class__.__name__}: {error}).") from None
+    except (pl.exceptions.PolarsError, OSError, UnicodeDecodeError):
+        line = _first_line_not_utf8(path)
+        if line is not None:
+            raise ExtractError(
+                f"{path}: line {line} is not valid UTF-8 text; expected the whole file in UTF-8. Re-export it "
+                "as UTF-8 (for example 'CSV UTF-8' in Excel).", file=path, line=line,
+            ) from None
+        raise ExtractError(
+            f"{path}: could not be read as CSV with the delimiter {mapping.delimiter!r}; expected a header line, "
+            "then one line per row with the same number of fields (quotes closed on the same line).", file=path,
+        ) from None
+
+
+_NAME_LIKE = re.compile(r"[A-Za-z_][A-Za-z0-9_ ()./-]{0,63}")
+
+
+def _headers_if_names(columns: list[str]) -> list[str] | None:
+    """Return the header fields when they all look like column names, else None.
+
+    A file without a header has a patient's row where the names should be; such a "header"
+    must never be quoted in a message, so it is shown only when every field is name-shaped
+    and none is shaped like a postcode or a date.
+    """
+    from pipelines.segmentation.codes import POSTCODE_PATTERN
+
+    for name in columns:
+        compact = name.replace(" ", "").upper()
+        if not _NAME_LIKE.fullmatch(name) or re.fullmatch(POSTCODE_PATTERN, compact) or re.search(r"\d{4}", name):
+            return None
+    return columns
+
+
+def _describe_headers(columns: list[str]) -> str:
+    names = _headers_if_names(columns)
+    if names is None:
+        return f"the first line has {len(columns)} field(s) that do not look like column names (is the header line missing?)"
+    return f"the file's columns are {names}"
+
+
+def _canonical(name: str) -> str:
+    return re.sub(r"[^a-z0-9]", "", name.lower())
+
+
+def _delimiter_hint(raw: pl.DataFrame, path: Path, mapping: ColumnMapping) -> None:
+    if _is_parquet(path) or len(raw.columns) > 1:
+        return
+    header = raw.columns[0]
+    found = [d for d in (";", "\t", "|", ",") if d != mapping.delimiter and d in header]
+    likely = f" The header contains {found[0]!r}: set `delimiter: {found[0]!r}` under options: in {MAPPING_FILE}." if found else ""
+    raise ExtractError(
+        f"{path}: line 1 (the header) splits into a single column with the delimiter {mapping.delimiter!r}; "
+        f"expected the contract's columns separated by {mapping.delimiter!r}.{likely}", file=path, line=1,
+    )
 
 
 def _rename_to_contract(raw: pl.DataFrame, table: Table, mapping: dict[str, str], path: Path) -> pl.DataFrame:
@@ -155,16 +244,21 @@ def _rename_to_contract(raw: pl.DataFrame, table: Table, mapping: dict[str, str]
             renames[header] = column.name
         elif column.name in mapping:
             raise ExtractError(
-                f"{path}: column '{header}' (mapped to '{column.name}') is missing; the file's "
-                f"columns are {raw.columns}."
+                f"{path}: column '{header}' (mapped to '{column.name}' in {MAPPING_FILE}) is missing; expected a "
+                f"column of that name: {_describe_headers(raw.columns)}.", file=path, column=column.name,
             )
     frame = raw.select(list(renames)).rename(renames)
     missing = [c.name for c in table.columns if c.required and c.name not in frame.columns]
     if missing:
-        hint = "" if len(raw.columns) > 1 else " (only one column was found: is the delimiter right?)"
+        names = _headers_if_names(raw.columns) or []
+        close = {m: h for m in missing for h in names if _canonical(h) == _canonical(m)}
+        suggestion = "".join(
+            f" The file has '{h}': add `{m}: {h}` under {table.name}: in {MAPPING_FILE}." for m, h in close.items()
+        )
         raise ExtractError(
-            f"{path}: required column(s) {missing} are missing{hint}; found {raw.columns}. Map the "
-            f"supplier's headers in {MAPPING_FILE}."
+            f"{path}: required column(s) {missing} are missing; {_describe_headers(raw.columns)}.{suggestion} "
+            f"Expected the contract's names ({', '.join(c.name for c in table.columns if c.required)}) or a "
+            f"mapping of the supplier's headers in {MAPPING_FILE}.", file=path, column=missing[0],
         )
     return frame
 
@@ -179,50 +273,68 @@ def _cast_column(frame: pl.DataFrame, name: str, dtype: pl.DataType, date_format
             return col.dt.date()
         text = col.cast(pl.String).str.strip_chars()
         return pl.when(text == "").then(None).otherwise(text).str.to_date(date_format, strict=False)
-    if dtype == pl.String:
-        return col.cast(pl.String).str.strip_chars()
     text = col.cast(pl.String).str.strip_chars()
+    if dtype == pl.String:
+        return pl.when(text == "").then(None).otherwise(text)
     return pl.when(text == "").then(None).otherwise(text).cast(dtype, strict=False)
 
 
+def _expected(dtype: pl.DataType, date_format: str) -> str:
+    if dtype == pl.Date:
+        return f"dates in the form {date_format}"
+    return "whole numbers" if dtype.is_integer() else "numbers" if dtype.is_numeric() else str(dtype)
+
+
 def _cast_to_contract(frame: pl.DataFrame, table: Table, path: Path, date_format: str) -> pl.DataFrame:
-    """Cast every supplied column to its contract type; a value that will not cast is an error."""
-    exprs = []
+    """Cast every supplied column to its contract type, flagging the values that will not cast.
+
+    A few unreadable values are row defects: the column `_unreadable_<name>` marks them
+    and the quarantine sets those rows aside. A column none of whose values can be read is
+    the wrong type altogether, and stops the run with a message saying what was expected.
+    """
+    exprs = [_cast_column(frame, c.name, c.dtype, date_format).alias(c.name) for c in table.columns if c.name in frame.columns]
+    cast = frame.select(ROW, *exprs)
+    flags = []
     for column in table.columns:
-        if column.name in frame.columns:
-            exprs.append(_cast_column(frame, column.name, column.dtype, date_format).alias(column.name))
-    cast = frame.select(exprs)
-    for column in table.columns:
-        if column.name not in frame.columns:
-            continue
         # A column already of its contract type (typed Parquet) cannot fail to cast, so the
         # costly text comparison runs only for columns that were actually converted.
-        failed = 0
-        if frame.schema[column.name] != column.dtype:
-            original_present = frame[column.name].cast(pl.String).str.strip_chars().fill_null("") != ""
-            failed = int((original_present & cast[column.name].is_null()).sum())
-        if failed:
-            expected = f"dates in the form {date_format}" if column.dtype == pl.Date else str(column.dtype)
+        if column.name not in frame.columns or frame.schema[column.name] == column.dtype:
+            continue
+        present = frame[column.name].cast(pl.String).str.strip_chars().fill_null("") != ""
+        failed = present & cast[column.name].is_null()
+        n_failed = int(failed.sum())
+        if not n_failed:
+            continue
+        if n_failed == int(present.sum()):
+            first = int(cast.filter(failed)[ROW][0])
+            where = f"line {first + 1}" if not _is_parquet(path) else f"row {first}"
+            hint = f" Set options.date_format in {MAPPING_FILE} if the dates use another form." if column.dtype == pl.Date else ""
             raise ExtractError(
-                f"{path}: column '{column.name}' has {failed} value(s) that are not {expected}. "
-                f"Set options.date_format in {MAPPING_FILE} if the dates use another form."
+                f"{path}: column '{column.name}' should hold {_expected(column.dtype, date_format)}, but none of its "
+                f"{n_failed} non-blank value(s) can be read as such (the first is on {where}); the file stores it as "
+                f"{frame.schema[column.name]}.{hint}", file=path, column=column.name,
+                line=first + 1 if not _is_parquet(path) else None,
             )
-        if not column.nullable:
-            nulls = int(cast[column.name].is_null().sum())
-            if nulls:
-                raise ExtractError(f"{path}: column '{column.name}' has {nulls} blank value(s); it must always be filled.")
-    return cast
+        flags.append(failed.alias(UNREADABLE + column.name))
+    return cast.with_columns(flags) if flags else cast
 
 
 @dataclass
 class RawExtract:
-    """The two input tables cast to the contract, with the files they came from."""
+    """The two input tables cast to the contract, with the files they came from.
+
+    `patients` and `events` carry `_row` (the data row in the file) and any
+    `_unreadable_<column>` flags; `*_source` hold the same rows' contract columns as
+    supplied, from which a quarantined row's record is written.
+    """
 
     patients: pl.DataFrame
     events: pl.DataFrame
     patients_path: Path
     events_path: Path
     mapping: ColumnMapping
+    patients_source: pl.DataFrame | None = None
+    events_source: pl.DataFrame | None = None
 
 
 def read_extract(folder: Path, mapping_path: Path | None = None) -> RawExtract:
@@ -231,43 +343,45 @@ def read_extract(folder: Path, mapping_path: Path | None = None) -> RawExtract:
     Arguments:
         folder: the extract folder.
         mapping_path: a column-mapping file; default `column_mapping.yaml` in the folder.
+
+    Raises:
+        ExtractError for what makes a file unusable as a whole: missing or empty file,
+        wrong delimiter, missing or misnamed column, a column of the wrong type, text that
+        is not UTF-8, a truncated Parquet file. Row-level defects are left to the quarantine.
     """
     folder = Path(folder)
     mapping = load_column_mapping(mapping_path or folder / MAPPING_FILE)
-    frames = {}
-    paths = {}
+    frames, sources, paths = {}, {}, {}
     for table in (INPUT_PATIENTS, INPUT_EVENTS):
         path = find_table_file(folder, table.name)
         raw = _read_raw(path, mapping)
+        _delimiter_hint(raw, path, mapping)
         if raw.height == 0:
-            raise ExtractError(f"{path}: has a header but no rows.")
+            raise ExtractError(f"{path}: has a header but no rows; expected one row per {table.name[:-1]}.", file=path)
         renamed = _rename_to_contract(raw, table, mapping.for_table(table.name), path)
-        if table is INPUT_PATIENTS and mapping.sex_values:
-            renamed = renamed.with_columns(
-                pl.col("sex").cast(pl.String).str.strip_chars().replace(mapping.sex_values)
-            )
+        if table is INPUT_PATIENTS:
+            _check_patient_columns(renamed, path)
+            if mapping.sex_values:
+                renamed = renamed.with_columns(pl.col("sex").cast(pl.String).str.strip_chars().replace(mapping.sex_values))
+        renamed = renamed.with_columns(pl.int_range(1, pl.len() + 1, dtype=pl.Int64).alias(ROW))
         frames[table.name] = _cast_to_contract(renamed, table, path, mapping.date_format)
+        sources[table.name] = renamed
         paths[table.name] = path
-    patients = frames["patients"]
-    _check_patient_rules(patients, paths["patients"])
-    return RawExtract(patients, frames["events"], paths["patients"], paths["events"], mapping)
+    return RawExtract(frames["patients"], frames["events"], paths["patients"], paths["events"], mapping,
+                      sources["patients"], sources["events"])
 
 
-def _check_patient_rules(patients: pl.DataFrame, path: Path) -> None:
+def _check_patient_columns(patients: pl.DataFrame, path: Path) -> None:
     has_dob = "date_of_birth" in patients.columns
     has_ym = {"year_of_birth", "month_of_birth"} <= set(patients.columns)
     if not (has_dob or has_ym):
         raise ExtractError(
-            f"{path}: needs 'date_of_birth', or both 'year_of_birth' and 'month_of_birth'; found {patients.columns}."
+            f"{path}: needs 'date_of_birth', or both 'year_of_birth' and 'month_of_birth'; found {patients.columns}.",
+            file=path, column="date_of_birth",
         )
     if "postcode" not in patients.columns and "lsoa_code" not in patients.columns:
-        raise ExtractError(f"{path}: needs a 'postcode' column or an 'lsoa_code' column; found {patients.columns}.")
-    bad_sex = int((~patients["sex"].is_in(list(SEX_CODES)) | patients["sex"].is_null()).sum())
-    if bad_sex:
-        raise ExtractError(
-            f"{path}: column 'sex' has {bad_sex} value(s) outside {list(SEX_CODES)}; map supplier codes "
-            f"with options.sex_values in {MAPPING_FILE}."
-        )
+        raise ExtractError(f"{path}: needs a 'postcode' column or an 'lsoa_code' column; found {patients.columns}.",
+                           file=path, column="postcode")
 
 
 def month_end(month: date) -> date:
@@ -292,47 +406,39 @@ def age_at(date_of_birth: pl.Expr, reference_date: date) -> pl.Expr:
 
 @dataclass
 class StagingResult:
-    """Staged tables and the counts a data-quality report needs (no patient-level values)."""
+    """Staged tables, the quarantined rows and the counts a data-quality report needs (no patient-level values)."""
 
     patients: pl.DataFrame
     events: pl.DataFrame
     counts: dict[str, int]
+    quarantine: pl.DataFrame = field(default_factory=QUARANTINE.empty)
+    patient_split: quarantine.Split | None = None
+    event_split: quarantine.Split | None = None
 
 
-def stage_extract(raw: RawExtract, reporting_month: date) -> StagingResult:
-    """Return the patients registered at the end of `reporting_month` and their events up to then.
+def candidate_patients(patients: pl.DataFrame, reporting_month: date) -> pl.DataFrame:
+    """Return every patient row in the staged layout (plus `_row` and flags), before any row is set aside.
 
-    Exact duplicate rows are dropped and counted (suppliers re-send rows); a patient id that
-    appears twice with different details is an error, because which row is right cannot be
-    decided here.
+    The practice code is upper-cased and stripped but not nulled, so that a malformed one is
+    caught by its rule rather than passing as a blank.
     """
     reference_date = month_end(reporting_month)
-    patients = raw.patients
-    n_rows = patients.height
-    patients = patients.unique(maintain_order=True)
-    n_duplicate_patient_rows = n_rows - patients.height
-    n_conflicting = patients.height - patients["patient_id"].n_unique()
-    if n_conflicting:
-        raise ExtractError(
-            f"{raw.patients_path}: column 'patient_id' has {n_conflicting} id(s) appearing on more than one "
-            "row with different details; each patient must appear once."
-        )
     if "date_of_birth" not in patients.columns:
         # Only year and month are known: use the 15th so age is right to within half a month.
+        year, month = pl.col("year_of_birth"), pl.col("month_of_birth")
         patients = patients.with_columns(
-            pl.date(pl.col("year_of_birth"), pl.col("month_of_birth"), 15).alias("date_of_birth")
+            pl.when(month.is_between(1, 12) & year.is_between(1, 9999))
+            .then(pl.date(year.clip(1, 9999), month.clip(1, 12), 15))
+            .alias("date_of_birth")
         )
     for name in ("postcode", "lsoa_code"):
         if name not in patients.columns:
             patients = patients.with_columns(pl.lit(None, dtype=pl.String).alias(name))
-    is_registered = (pl.col("registration_start_date") <= reference_date) & (
-        pl.col("registration_end_date").is_null() | (pl.col("registration_end_date") > reference_date)
-    )
-    n_not_registered = int(patients.select((~is_registered).sum()).item())
-    staged = patients.filter(is_registered).select(
+    flags = [c for c in patients.columns if c.startswith(quarantine.UNREADABLE)]
+    return patients.select(
         pl.lit(reporting_month).alias("reporting_month"),
         pl.col("patient_id"),
-        codes.normalise_ods_code(pl.col("practice_code")).alias("practice_code"),
+        pl.col("practice_code").str.to_uppercase().str.replace_all(r"\s+", "").alias("practice_code"),
         codes.normalise_postcode(pl.col("postcode")).alias("postcode"),
         codes.postcode_status(pl.col("postcode")).alias("postcode_status"),
         codes.normalise_lsoa_code(pl.col("lsoa_code")).alias("lsoa_code_supplied"),
@@ -341,31 +447,78 @@ def stage_extract(raw: RawExtract, reporting_month: date) -> StagingResult:
         pl.col("sex"),
         pl.col("registration_start_date"),
         pl.col("registration_end_date"),
-    ).cast(STAGING_PATIENTS.schema)
+        pl.col(quarantine.ROW),
+        *flags,
+    ).cast(STAGING_PATIENTS.schema | {quarantine.ROW: pl.Int64})
+
+
+def stage_extract(
+    raw: RawExtract,
+    reporting_month: date,
+    *,
+    patient_rules: Sequence[quarantine.RowRule] = (),
+    event_rules: Sequence[quarantine.RowRule] = (),
+) -> StagingResult:
+    """Return the patients registered at the end of `reporting_month`, their events up to then, and the quarantine.
+
+    Exact duplicate rows are dropped and counted (suppliers re-send rows). Every other row
+    is checked against the contract's rules (unreadable values, blanks where a value is
+    required) and then `patient_rules` / `event_rules` (the suites' quarantine rules);
+    rows caught are quarantined under the first rule that caught them.
+
+    Arguments:
+        raw: the extract as read by `read_extract`.
+        reporting_month: first day of the month.
+        patient_rules: rules over `candidate_patients` columns (e.g. age, sex, practice code).
+        event_rules: rules over the event columns.
+    """
+    reference_date = month_end(reporting_month)
+    patient_columns = [c for c in INPUT_PATIENTS.names if c in raw.patients.columns]
+    patients, n_duplicate_patient_rows = quarantine.drop_exact_duplicates(raw.patients, patient_columns)
+    candidates = candidate_patients(patients, reporting_month)
+    patient_split = quarantine.split(
+        candidates, quarantine.contract_rules(INPUT_PATIENTS, patients) + list(patient_rules),
+        source=raw.patients_source if raw.patients_source is not None else raw.patients,
+        reporting_month=reporting_month, source_table="patients", source_file=raw.patients_path.name,
+    )
+    is_registered = (pl.col("registration_start_date") <= reference_date) & (
+        pl.col("registration_end_date").is_null() | (pl.col("registration_end_date") > reference_date)
+    )
+    kept = patient_split.kept
+    staged = kept.filter(is_registered).select(STAGING_PATIENTS.names).with_columns(
+        codes.normalise_ods_code(pl.col("practice_code")).alias("practice_code")
+    )
 
     events = raw.events
-    n_event_rows = events.height
-    events = events.unique(maintain_order=True)
-    n_duplicate_events = n_event_rows - events.height
     if "value" not in events.columns:
         events = events.with_columns(pl.lit(None, dtype=pl.Float64).alias("value"))
-    n_after_reference = int((events["event_date"] > reference_date).sum())
-    staged_events = (
-        events.filter(pl.col("event_date") <= reference_date)
-        .join(staged.select("patient_id"), on="patient_id", how="semi")
-        .select(pl.lit(reporting_month).alias("reporting_month"), "patient_id", "code", "event_date", "value")
-        .cast(STAGING_EVENTS.schema)
+    events, n_duplicate_events = quarantine.drop_exact_duplicates(events, [c for c in INPUT_EVENTS.names if c in events.columns])
+    event_split = quarantine.split(
+        events, quarantine.contract_rules(INPUT_EVENTS, events) + list(event_rules),
+        source=raw.events_source if raw.events_source is not None else raw.events,
+        reporting_month=reporting_month, source_table="events", source_file=raw.events_path.name,
     )
+    in_month = event_split.kept.filter(pl.col("event_date") <= reference_date)
+    in_population = pl.col("patient_id").is_in(staged["patient_id"].implode())
+    staged_events = in_month.filter(in_population).select(
+        pl.lit(reporting_month).alias("reporting_month"), "patient_id", "code", "event_date", "value"
+    ).cast(STAGING_EVENTS.schema)
     counts = {
-        "n_patient_rows": n_rows,
+        "n_patient_rows": raw.patients.height,
         "n_duplicate_patient_rows": n_duplicate_patient_rows,
-        "n_not_registered_at_month_end": n_not_registered,
+        "n_patient_rows_quarantined": patient_split.quarantined.height,
+        "n_not_registered_at_month_end": kept.height - staged.height,
         "n_patients": staged.height,
-        "n_event_rows": n_event_rows,
+        "n_event_rows": raw.events.height,
         "n_duplicate_event_rows": n_duplicate_events,
-        "n_events_after_month_end": n_after_reference,
+        "n_event_rows_quarantined": event_split.quarantined.height,
+        "n_events_after_month_end": event_split.kept.height - in_month.height,
+        "n_events_not_in_population": in_month.height - staged_events.height,
         "n_events": staged_events.height,
         "n_postcode_blank": int((staged["postcode_status"] == "blank").sum()),
         "n_postcode_invalid": int((staged["postcode_status"] == "invalid").sum()),
     }
-    return StagingResult(staged, staged_events, counts)
+    return StagingResult(
+        staged, staged_events, counts, pl.concat([patient_split.quarantined, event_split.quarantined]),
+        patient_split, event_split,
+    )

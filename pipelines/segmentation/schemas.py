@@ -432,3 +432,64 @@ DIM_GEOGRAPHY = Table(
 )
 
 STAR_DIMENSIONS = (DIM_MONTH, DIM_INDICATOR, DIM_GROUP, DIM_GEOGRAPHY)
+
+# ---------------------------------------------------------------------------
+# Data quality: the quarantine (private, patient-level) and the history of every
+# gate's result (aggregate counts only; published for each published month).
+# ---------------------------------------------------------------------------
+
+QUARANTINE = Table(
+    name="staging.quarantine",
+    description=(
+        "Rows of the month's extract that failed a row-level rule, with the rule that caught each "
+        "(the first in rule order). Private layer: it holds the row as supplied so it can be fixed, "
+        "and is never published."
+    ),
+    columns=(
+        Column("reporting_month", pl.Date, "First day of the reporting month (the partition)."),
+        Column("source_table", pl.String, "Input table the row came from.", allowed=("patients", "events")),
+        Column("source_file", pl.String, "File name within the extract folder."),
+        Column("row_number", pl.Int64, "Data row in the file, from 1 (in a CSV with a header, line = row_number + 1)."),
+        Column("rule", pl.String, "The rule that caught the row: '<column>_unreadable', '<column>_missing' or a suite's quarantine rule."),
+        Column("column", pl.String, "Column the rule is about.", nullable=True),
+        Column("patient_id", pl.String, "Pseudonymised patient identifier as supplied, if readable.", nullable=True),
+        Column("record", pl.String, "The row's contract columns as supplied (JSON text)."),
+    ),
+)
+
+QUALITY_KINDS = ("expectation", "quarantine_rule", "quarantine_share", "match_rate", "match_method", "practice_address")
+
+DATA_QUALITY = Table(
+    name="audit.data_quality",
+    description=(
+        "One row per month x gate x measure: every expectation's result, quarantined rows by rule, "
+        "quarantine shares and postcode match rates, so quality can be followed month by month. "
+        "Counts and shares only; a re-run replaces the month's rows for the gates it ran."
+    ),
+    columns=(
+        Column("reporting_month", pl.Date, "First day of the reporting month."),
+        Column("asset", pl.String, "Gated asset, e.g. 'staging/patients'."),
+        Column("check_name", pl.String, "The asset check (gate) that produced the row."),
+        Column("kind", pl.String, "What the row measures.", allowed=QUALITY_KINDS),
+        Column("name", pl.String, "Expectation type, rule, or match method."),
+        Column("column", pl.String, "Column(s) concerned.", nullable=True),
+        Column("passed", pl.Boolean, "Whether this measure passed; null for counts that are only reported.", nullable=True),
+        Column("severity", pl.String, "ERROR (blocks publication) or WARN (reported only).", allowed=("ERROR", "WARN")),
+        Column("n", pl.Int64, "Rows caught, failing or matched.", nullable=True),
+        Column("n_total", pl.Int64, "Rows the measure was taken over.", nullable=True),
+        Column("share", pl.Float64, "n / n_total (or the observed rate).", nullable=True),
+        Column("threshold", pl.Float64, "The configured limit the share was held to, if any.", nullable=True),
+        Column("run_id", pl.String, "Dagster run that recorded the row."),
+        Column("recorded_at", pl.Datetime("us"), "When the row was recorded (UTC)."),
+    ),
+    primary_key=("reporting_month", "asset", "check_name", "kind", "name", "column"),
+)
+
+# Published with each month: the same rows without which run wrote them, so that re-running
+# a month publishes identical rows (see pipelines/publication.py).
+PUBLISHED_DATA_QUALITY = Table(
+    name="published.data_quality",
+    description="The data-quality history of each published month: every gate's measures (counts and shares only).",
+    columns=tuple(c for c in DATA_QUALITY.columns if c.name not in ("run_id", "recorded_at")),
+    primary_key=DATA_QUALITY.primary_key,
+)

@@ -101,22 +101,50 @@ def test_parquet_and_gzipped_csv_are_read(tmp_path):
 @pytest.mark.parametrize(
     ("patients", "events", "expected"),
     [
-        (PATIENTS_CSV.replace("sex", "gender"), EVENTS_CSV, r"patients.csv: required column\(s\) \['sex'\] are missing"),
-        (PATIENTS_CSV.replace(",", ";"), EVENTS_CSV, r"only one column was found: is the delimiter right\?"),
-        (PATIENTS_CSV.replace("1980-05-17", "17/05/1980"), EVENTS_CSV, r"column 'date_of_birth' has 1 value\(s\) that are not dates in the form %Y-%m-%d"),
-        (PATIENTS_CSV.replace(",F,", ",X,", 1), EVENTS_CSV, r"column 'sex' has 1 value\(s\) outside"),
-        (PATIENTS_CSV, EVENTS_CSV.replace(",138", ",high", 1), r"events.csv: column 'value' has 1 value\(s\) that are not Float64"),
+        (PATIENTS_CSV.replace("sex", "gender"), EVENTS_CSV,
+         r"patients.csv: required column\(s\) \['sex'\] are missing; the file's columns are \[.*'gender'.*\]"),
+        (PATIENTS_CSV.replace("patient_id", "PatientID"), EVENTS_CSV,
+         r"The file has 'PatientID': add `patient_id: PatientID` under patients: in column_mapping.yaml"),
+        (PATIENTS_CSV.replace(",", ";"), EVENTS_CSV,
+         r"patients.csv: line 1 \(the header\) splits into a single column with the delimiter ','.*set `delimiter: ';'`"),
+        (PATIENTS_CSV.replace("1980-05-17", "17/05/1980").replace("2008-10-31", "31/10/2008").replace("1950-01-01", "01/01/1950")
+         .replace("1990-01-01", "01/01/1990"), EVENTS_CSV,
+         r"column 'date_of_birth' should hold dates in the form %Y-%m-%d, but none of its 5 non-blank value\(s\) can be "
+         r"read as such \(the first is on line 2\).*Set options.date_format"),
+        (PATIENTS_CSV, EVENTS_CSV.replace(",138", ",high").replace(",150", ",low").replace(",120", ",ok"),
+         r"events.csv: column 'value' should hold numbers, but none of its 4 non-blank value\(s\) can be read as such"),
         (PATIENTS_CSV.splitlines()[0] + "\n", EVENTS_CSV, r"patients.csv: has a header but no rows"),
-        (PATIENTS_CSV.replace("p2,", "p1,", 1), EVENTS_CSV, r"column 'patient_id' has 1 id\(s\) appearing on more than one row"),
     ],
 )
-def test_malformed_inputs_name_the_file_and_column(tmp_path, patients, events, expected):
+def test_malformed_files_name_the_file_column_or_line(tmp_path, patients, events, expected):
     with pytest.raises(ExtractError, match=expected):
-        stage_extract(read_extract(write(tmp_path / "x", patients, events)), MONTH)
+        read_extract(write(tmp_path / "x", patients, events))
+
+
+def test_a_few_unreadable_values_are_flagged_for_quarantine_not_fatal(tmp_path):
+    raw = read_extract(write(tmp_path / "x", PATIENTS_CSV.replace("1980-05-17", "17/05/1980")))
+    assert raw.patients.filter(pl.col("_unreadable_date_of_birth"))["patient_id"].to_list() == ["p1"]
+    staged = stage_extract(raw, MONTH)
+    assert staged.quarantine.select("row_number", "rule", "column").rows() == [(1, "date_of_birth_unreadable", "date_of_birth")]
+    # The record is the row as supplied (the text that could not be read), kept in the private layer.
+    assert '"date_of_birth":"17/05/1980"' in staged.quarantine["record"][0]
+    assert staged.patients["patient_id"].to_list() == ["p2"]
+
+
+def test_file_level_messages_never_quote_a_headerless_first_row(tmp_path):
+    # Without a header line the "column names" are a patient's values: they must not be echoed.
+    headerless = "\n".join(PATIENTS_CSV.splitlines()[1:]) + "\n"
+    with pytest.raises(ExtractError) as caught:
+        read_extract(write(tmp_path / "x", headerless))
+    message = str(caught.value)
+    assert "do not look like column names (is the header line missing?)" in message
+    for value in ("p1", "ng7 2uh", "1980-05-17", "c84001"):
+        assert value not in message.lower()
 
 
 def test_error_messages_carry_no_patient_values(tmp_path):
-    patients = PATIENTS_CSV.replace("1980-05-17", "17/05/1980")
+    patients = PATIENTS_CSV.replace(",F,", ",X,").replace("1980-05-17", "17/05/1980").replace("2008-10-31", "31/10/2008")
+    patients = patients.replace("1950-01-01", "01/01/1950").replace("1990-01-01", "01/01/1990")
     with pytest.raises(ExtractError) as caught:
         read_extract(write(tmp_path / "x", patients))
     message = str(caught.value)
@@ -131,7 +159,16 @@ def test_missing_and_empty_files(tmp_path):
     with pytest.raises(ExtractError, match=r"has no 'events' file: expected one of events.parquet"):
         read_extract(folder)
     (folder / "events.csv").write_text("")
-    with pytest.raises(ExtractError, match="events.csv: the file is empty"):
+    with pytest.raises(ExtractError, match=r"events.csv: the file is empty \(0 bytes\); expected a header line") as caught:
+        read_extract(folder)
+    assert caught.value.metadata() == {"file": "events.csv"}
+
+
+def test_text_that_is_not_utf8_names_its_line(tmp_path):
+    folder = write(tmp_path / "x")
+    data = PATIENTS_CSV.encode().replace(b"NOT KNOWN", b"NOT KN\xd6WN")  # Latin-1, as some exports are
+    (folder / "patients.csv").write_bytes(data)
+    with pytest.raises(ExtractError, match=r"patients.csv: line 5 is not valid UTF-8 text; expected the whole file in UTF-8"):
         read_extract(folder)
 
 
@@ -141,7 +178,7 @@ def test_truncated_parquet_is_named(tmp_path):
     (folder / "events.csv").unlink()
     data = (folder / "events.parquet").read_bytes()
     (folder / "events.parquet").write_bytes(data[: len(data) // 2])
-    with pytest.raises(ExtractError, match=r"events.parquet: could not be read as Parquet"):
+    with pytest.raises(ExtractError, match=r"events.parquet: could not be read as Parquet \(.*\); expected a complete Parquet file"):
         read_extract(folder)
 
 
