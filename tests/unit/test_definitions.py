@@ -106,7 +106,7 @@ def test_duplicate_id_names_both_files():
 def test_file_must_name_its_kind():
     assert problems({"x.yaml": "indicator:\n  - id: a\n"}) == [
         "x.yaml: the file must hold exactly one top-level key, one of registers, cohorts, indicators, "
-        "with a list of definitions"
+        "ics, codelists, with a list of definitions (or the configuration)"
     ]
 
 
