@@ -239,7 +239,7 @@ def derive_ethnicity(
 # --- the compiler ------------------------------------------------------------------------
 
 
-class _Compiler:
+class Compiler:
     """Turn criteria into boolean expressions over one per-patient frame.
 
     Event-based leaves register an aggregation (deduplicated by what it computes) and
@@ -261,7 +261,7 @@ class _Compiler:
 
     # -- building blocks
 
-    def _codes(self, codelist_ids: Sequence[str]) -> list[str]:
+    def codes_of(self, codelist_ids: Sequence[str]) -> list[str]:
         missing = [c for c in codelist_ids if c not in self.codelists]
         if missing:
             raise KeyError(f"codelist(s) {missing} were not loaded; pass them in `codelists`")
@@ -286,7 +286,7 @@ class _Compiler:
         start = self.start(window)
         key = (tuple(codelist_ids), start, needs_value)
         if key not in self.masks:
-            expr = pl.col("code").is_in(self._codes(codelist_ids)) & self._in_window(start)
+            expr = pl.col("code").is_in(self.codes_of(codelist_ids)) & self._in_window(start)
             if needs_value:
                 expr = expr & pl.col("value").is_not_null()
             self.masks[key] = (f"_mask{len(self.masks)}", expr)
@@ -322,7 +322,7 @@ class _Compiler:
             aggs[key] = (f"_feed_{spec.feed}{len(aggs)}", condition.any(), False)
         return pl.col(aggs[key][0])
 
-    def _latest_date(self, codelist_ids: Sequence[str]) -> pl.Expr:
+    def latest_date(self, codelist_ids: Sequence[str]) -> pl.Expr:
         mask = self._mask(codelist_ids)
         return self._agg(("latest_date", tuple(codelist_ids)), pl.col("event_date").filter(mask).max(), None)
 
@@ -339,10 +339,10 @@ class _Compiler:
         """Return whether each patient is on a register at R."""
         if register_id not in self._registers:
             definition = self.defs.registers[register_id]
-            diagnosed = self._latest_date(definition.diagnosis)
+            diagnosed = self.latest_date(definition.diagnosis)
             on = diagnosed.is_not_null()
             if definition.resolved:
-                resolved = self._latest_date(definition.resolved)
+                resolved = self.latest_date(definition.resolved)
                 # Strictly later: a resolved code on the same date as the latest diagnosis
                 # takes the patient off (QOF: the diagnosis must be *after* the resolution).
                 on = on & (resolved.is_null() | (diagnosed > resolved))
@@ -589,7 +589,7 @@ def evaluate_registers(
         patient on the register".
     """
     month = check_reference_date(reference_date)
-    compiler = _Compiler(defs, codelists, reference_date)
+    compiler = Compiler(defs, codelists, reference_date)
     rows = []
     for register_id in _select(defs.registers, register_ids, "register"):
         definition: Register = defs.registers[register_id]
@@ -598,7 +598,7 @@ def evaluate_registers(
                 pl.lit(register_id).alias("register_id"),
                 pl.lit(definition.version, dtype=pl.Int32).alias("register_version"),
                 compiler.register(register_id).alias("_is_on"),
-                compiler._latest_date(definition.diagnosis).alias("diagnosis_date"),
+                compiler.latest_date(definition.diagnosis).alias("diagnosis_date"),
             )
         )
     frame = compiler.frame(patients, events, None, None, "IMD2019")
@@ -611,7 +611,7 @@ def evaluate_registers(
         [
             (register_id, code)
             for register_id in _select(defs.registers, register_ids, "register")
-            for code in compiler._codes(defs.registers[register_id].diagnosis)
+            for code in compiler.codes_of(defs.registers[register_id].diagnosis)
         ],
         schema={"register_id": pl.String, "code": pl.String},
         orient="row",
@@ -660,7 +660,7 @@ def evaluate_cohorts(
         that are not available (no codelist, feed absent) have no rows.
     """
     month = check_reference_date(reference_date)
-    compiler = _Compiler(defs, codelists, reference_date)
+    compiler = Compiler(defs, codelists, reference_date)
     rows = [
         pl.struct(
             pl.lit(cohort_id).alias("cohort_id"),
@@ -699,7 +699,7 @@ def evaluate_indicators(
         rows: they are not evaluated, so they can never read as a zero rate.
     """
     month = check_reference_date(reference_date)
-    compiler = _Compiler(defs, codelists, reference_date)
+    compiler = Compiler(defs, codelists, reference_date)
     rows = []
     for indicator_id in _select_available(defs, "indicator", indicator_ids, feeds):
         definition = defs.indicators[indicator_id]

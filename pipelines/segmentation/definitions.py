@@ -448,9 +448,9 @@ def describe_criterion(criterion: BaseModel) -> str:
             return f"aged {low} to {high}"
         return f"aged {low} or over" if low is not None else f"aged {high} or under"
     if isinstance(criterion, OnRegister):
-        return f"on the {criterion.on_register} register"
+        return f"on register {criterion.on_register}"
     if isinstance(criterion, InCohort):
-        return f"in the {criterion.in_cohort} cohort"
+        return f"in cohort {criterion.in_cohort}"
     if isinstance(criterion, Deprivation):
         return f"national IMD decile in {criterion.deprivation.imd_deciles}"
     if isinstance(criterion, Ethnicity):

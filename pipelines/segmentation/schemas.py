@@ -554,7 +554,7 @@ CANCER_REGISTRY_FEED = Feed(
             Column(
                 "stage", pl.Int8,
                 "Stage at diagnosis, 1 to 4; blank when the tumour was not staged (excluded from staged cancers).",
-                nullable=True,
+                nullable=True, allowed=("1", "2", "3", "4"),
             ),
             Column("tumour_site", pl.String, "Tumour site as the registry labels it (for information only).", required=False, nullable=True),
         ),
@@ -670,7 +670,7 @@ ATTRITION = Table(
         Column("definition_id", pl.String, "Definition id."),
         Column("definition_version", pl.Int32, "Definition version."),
         Column("stage", pl.String, "Which part of the definition the rule belongs to.",
-               allowed=("population", "register", "criteria", "denominator", "numerator")),
+               allowed=("register", "criteria", "denominator", "numerator")),
         Column("step", pl.Int32, "Order of the rule (rules apply cumulatively within a definition)."),
         Column("rule_path", pl.String, "Where the rule sits in the definition (field path)."),
         Column("rule", pl.String, "The rule in words."),
