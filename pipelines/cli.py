@@ -1,11 +1,13 @@
 """`core20`: the analyst-facing command. It runs the same Dagster jobs the UI runs.
 
     core20 synth --out DIR [--patients N] [--seed S] [--month YYYY-MM]
-    core20 run [--extract DIR] [--month YYYY-MM] [--warehouse PATH]
+    core20 run [--extract DIR] [--month YYYY-MM] [--warehouse PATH] [--definitions DIR]
     core20 run --from YYYY-MM --to YYYY-MM [--extract DIR]     (a backfill: each month in turn)
     core20 imd --vintage {2019,2025} INPUT.csv OUTPUT.csv
     core20 reference fetch [--source URL] [--reference-dir DIR] [--only ID]
     core20 quality [--warehouse PATH] [--month YYYY-MM]
+    core20 explain --patient ID --month YYYY-MM [--warehouse PATH]      (console only)
+    core20 diff-definitions OLD NEW --month YYYY-MM [--warehouse PATH]
 
 Exit codes of `run`: 0 published; 2 a data-quality gate blocked publication (the published
 tables are unchanged); 1 the input or configuration could not be used (message says why).
@@ -97,6 +99,11 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     report = sub.add_parser("quality", help="print the data-quality history: every gate's result, month by month")
     report.add_argument("--warehouse", help="DuckDB file (default $CORE20_WAREHOUSE or data/warehouse/core20plus5.duckdb)")
     report.add_argument("--month", help="show every measure of one month YYYY-MM (default: one line per month)")
+    run.add_argument("--definitions", help="definitions folder (default $CORE20_DEFINITIONS or reference_data/definitions)")
+
+    from pipelines import audit_commands
+
+    audit_commands.add_parsers(sub)
     return parser.parse_args(argv)
 
 
@@ -116,6 +123,10 @@ def main(argv: list[str] | None = None) -> int:
             return _dictionary(args)
         if args.command == "quality":
             return _quality(args)
+        if args.command in ("explain", "diff-definitions"):
+            from pipelines import audit_commands
+
+            return audit_commands.run(args)
         return _run(args)
     except KeyboardInterrupt:
         print("core20: interrupted", file=sys.stderr)
@@ -253,6 +264,8 @@ def _run(args: argparse.Namespace) -> int:
             print("core20 run: --max-quarantine-share must be a share between 0 and 1 (e.g. 0.01 for 1%)", file=sys.stderr)
             return EXIT_ERROR
         settings_kwargs["max_quarantine_share"] = args.max_quarantine_share
+    if getattr(args, "definitions", None):
+        settings_kwargs["definitions_dir"] = str(Path(args.definitions).expanduser().resolve())
     source = ExtractSource(root=args.extract, column_mapping=args.column_mapping)
     try:
         months = _months_to_run(args, source)

@@ -173,7 +173,7 @@ class _Evidence:
                     f"{self.latest_value(spec.diastolic, start)}; age {self.person.get('age')}")
         if isinstance(c, LatestValue):
             spec = c.latest_value
-            return f"latest value {self.latest_value(spec.codelists, compiler.start(spec))}"
+            return self.latest_value(spec.codelists, compiler.start(spec))
         if isinstance(c, HasRecord):
             spec = c.has_record
             feed = FEEDS[spec.feed]

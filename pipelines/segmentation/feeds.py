@@ -32,7 +32,7 @@ from pipelines.segmentation.extract import (
     load_column_mapping,
     month_end,
 )
-from pipelines.segmentation.schemas import BOOLEAN_TEXT, FEED_AVAILABILITY, FEEDS, Feed
+from pipelines.segmentation.schemas import BOOLEAN_TEXT, FEED_AVAILABILITY, FEEDS, Feed, Table
 
 
 def find_feed_file(folder: Path, feed: Feed) -> Path | None:
@@ -105,7 +105,16 @@ def read_feed(folder: Path, feed: Feed, mapping: ColumnMapping | None = None) ->
     raw = _read_raw(path, mapping)
     frame = _rename_to_contract(raw, feed.table, {}, path)
     frame = parse_booleans(frame, feed, path)
-    frame = _cast_to_contract(frame, feed.table, path, mapping.date_format)
+    # Boolean columns are parsed above; the extract caster handles the rest (text to dates
+    # and numbers, blanks to nulls, the non-null rule) with its usual messages.
+    flags = [c for c in feed.table.columns if c.dtype == pl.Boolean and c.name in frame.columns]
+    others = Table(feed.table.name, feed.table.description, tuple(c for c in feed.table.columns if c.dtype != pl.Boolean))
+    cast = _cast_to_contract(frame.drop([c.name for c in flags]), others, path, mapping.date_format)
+    for column in flags:
+        nulls = int(frame[column.name].is_null().sum())
+        if nulls and not column.nullable:
+            raise ExtractError(f"{path}: column '{column.name}' has {nulls} blank value(s); it must always be filled.")
+    frame = cast.with_columns(frame.select([c.name for c in flags]))
     _check_allowed(frame, feed, path)
     for column in feed.table.columns:
         if column.name not in frame.columns:
