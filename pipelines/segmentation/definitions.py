@@ -791,6 +791,8 @@ def _parse_file(
                 f"{file_name}: {label}: field '{path}': unknown parameter '{parameter}'; define it under "
                 "ics.parameters"
             )
+        if unknown:
+            continue  # validating the unsubstituted text would only repeat the problem
         try:
             parsed.append(model.model_validate(item))
         except ValidationError as error:
