@@ -754,18 +754,12 @@ def indicator_catalogue(defs: Definitions, feeds_present: Sequence[str] | None =
         zero rate), multiplier (1 = proportion, 100000 = per 100,000), requires_feeds,
         codelists, and the denominator and numerator rules in words.
     """
-    from pipelines.segmentation.definitions import codelist_refs, describe_criterion, walk
+    from pipelines.segmentation.definitions import describe_criterion
 
     rows = []
     for ind in sorted(defs.indicators.values(), key=lambda i: i.id):
         reason = defs.availability("indicator", ind.id, feeds_present)
-        codelists = sorted({
-            codelist_id
-            for _, root in defs.roots("indicator", ind.id)
-            for path, c in walk(root, "")
-            for _, codelist_id in codelist_refs(c, path)
-        } | {c for k, i in defs.dependencies("indicator", ind.id) if k == "register"
-             for c in (*defs.registers[i].diagnosis, *defs.registers[i].resolved)})
+        codelists = sorted(defs.codelists_used("indicator", ind.id))
         rows.append({
             "indicator_id": ind.id,
             "indicator_version": ind.version,

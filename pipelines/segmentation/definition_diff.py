@@ -21,7 +21,7 @@ from typing import Any
 import polars as pl
 
 from pipelines.segmentation.cohorts import evaluate_cohorts, evaluate_indicators, evaluate_registers
-from pipelines.segmentation.definitions import Definitions, codelist_refs, walk
+from pipelines.segmentation.definitions import Definitions
 
 
 @dataclass(frozen=True)
@@ -103,18 +103,6 @@ def rule_changes(old: Definitions, new: Definitions, kind: str, definition_id: s
     return changes
 
 
-def _codelists_used(defs: Definitions, kind: str, definition_id: str) -> set[str]:
-    used: set[str] = set()
-    for k, i in defs.dependencies(kind, definition_id):
-        if k == "register":
-            register = defs.registers[i]
-            used.update(register.diagnosis, register.resolved)
-        for _, root in defs.roots(k, i):
-            for path, c in walk(root, ""):
-                used.update(codelist_id for _, codelist_id in codelist_refs(c, path))
-    return used
-
-
 def _populations(defs: Definitions, codelists: Mapping[str, frozenset[str]], data: MonthData) -> dict[tuple[str, str], dict[str, pl.DataFrame]]:
     """Return (kind, id) -> part -> patient ids, for every available definition."""
     r = data.reference_date
@@ -186,8 +174,8 @@ def diff_definitions(
                 left = a.join(b, on="patient_id", how="anti")
                 change.parts.append(PartChange(part, a.height, b.height, entered.height, left.height))
                 movers += [entered, left]
-            used = (_codelists_used(old, kind, definition_id) if in_old else set()) | (
-                _codelists_used(new, kind, definition_id) if in_new else set())
+            used = (old.codelists_used(kind, definition_id) if in_old else set()) | (
+                new.codelists_used(kind, definition_id) if in_new else set())
             mover_ids = pl.concat(movers).unique() if movers else pl.DataFrame(schema={"patient_id": pl.String})
             for codelist_id in sorted(used):
                 codes_old = old_codelists.get(codelist_id, frozenset())

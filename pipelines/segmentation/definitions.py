@@ -640,6 +640,17 @@ class Definitions:
                         stack.append(("cohort", c.in_cohort))
         return sorted(seen)
 
+    def codelists_used(self, kind: str, definition_id: str) -> set[str]:
+        """Return every codelist a definition reads, through the registers and cohorts it uses too."""
+        used: set[str] = set()
+        for k, i in self.dependencies(kind, definition_id):
+            if k == "register":
+                used.update(self.registers[i].diagnosis, self.registers[i].resolved)
+            for part, root in self.roots(k, i):
+                for path, c in walk(root, part):
+                    used.update(codelist_id for _, codelist_id in codelist_refs(c, path))
+        return used
+
     def feeds_used(self, kind: str, definition_id: str) -> list[str]:
         """Return the optional feeds a definition (or anything it uses) reads, sorted."""
         feeds = {
