@@ -243,15 +243,20 @@ class Compiler:
     """Turn criteria into boolean expressions over one per-patient frame.
 
     Event-based leaves register an aggregation (deduplicated by what it computes) and
-    return a reference to its column; `frame()` then builds the single group_by.
+    return a reference to its column; `frame()` then builds the single group_by. Every
+    aggregation there is a plain reduction of a column computed before grouping (a count
+    of a row flag, or the latest date of flagged rows), which polars runs on its fast
+    path; measured several times faster than filtering inside each group. The latest
+    value of a reading (lowest on the latest date) needs two steps, so it is computed on
+    its own flagged rows and joined.
     """
 
     def __init__(self, defs: Definitions, codelists: Mapping[str, frozenset[str]], reference_date: date):
         self.defs = defs
         self.codelists = codelists
         self.reference_date = reference_date
-        self.aggs: dict[Any, tuple[str, pl.Expr, Any]] = {}
-        self.masks: dict[Any, tuple[str, pl.Expr]] = {}
+        self.aggs: dict[Any, tuple[str, str, str, Any]] = {}  # key -> (column, kind, mask column, fill)
+        self.masks: dict[Any, tuple[str, frozenset[str], date | None, bool]] = {}
         self.feed_aggs: dict[str, dict[Any, tuple[str, pl.Expr, Any]]] = {}
         self.codes: set[str] = set()
         self.needs_deprivation = False
@@ -279,18 +284,17 @@ class Compiler:
             return window_start(self.reference_date, window.months)
         return window.campaign_start(self.reference_date)
 
-    def _mask(self, codelist_ids: Sequence[str], window: Window | int | None = None, needs_value: bool = False) -> pl.Expr:
+    def _mask(self, codelist_ids: Sequence[str], window: Window | int | None = None, needs_value: bool = False,
+              exclude: Sequence[str] = ()) -> str:
         # Row-level membership flags are computed once, vectorised over all events, before
-        # the group_by; the aggregations then only filter on a boolean column (much faster
-        # than evaluating `is_in` inside every group).
+        # the group_by (much faster than evaluating `is_in` inside every group). `exclude`
+        # leaves out the codes of other codelists (the non-matching codes of latest_event_in).
         start = self.start(window)
-        key = (tuple(codelist_ids), start, needs_value)
+        key = (tuple(codelist_ids), tuple(exclude), start, needs_value)
         if key not in self.masks:
-            expr = pl.col("code").is_in(self.codes_of(codelist_ids)) & self._in_window(start)
-            if needs_value:
-                expr = expr & pl.col("value").is_not_null()
-            self.masks[key] = (f"_mask{len(self.masks)}", expr)
-        return pl.col(self.masks[key][0])
+            codes = frozenset(self.codes_of(codelist_ids)) - frozenset(self.codes_of(exclude) if exclude else ())
+            self.masks[key] = (f"_mask{len(self.masks)}", codes, start, needs_value)
+        return self.masks[key][0]
 
     def _in_window(self, start: date | None, column: str = "event_date") -> pl.Expr:
         # The upper bound (<= R) is applied once to every event before aggregation.
@@ -298,14 +302,19 @@ class Compiler:
             return pl.lit(True)
         return pl.col(column) >= start
 
-    def _agg(self, key: Any, expr: pl.Expr, fill: Any) -> pl.Expr:
+    def _agg(self, kind: str, mask: str) -> pl.Expr:
+        # kind: "count" (flagged rows), "latest_date" (of flagged rows) or "latest_value"
+        # (lowest value on the latest flagged date). A missing patient has count 0.
+        key = (kind, mask)
         if key not in self.aggs:
-            self.aggs[key] = (f"_agg{len(self.aggs)}", expr, fill)
+            self.aggs[key] = (f"_agg{len(self.aggs)}", kind, mask, 0 if kind == "count" else None)
         return pl.col(self.aggs[key][0])
 
+    def _count(self, codelist_ids: Sequence[str], window: Window | None) -> pl.Expr:
+        return self._agg("count", self._mask(codelist_ids, window))
+
     def _has_event(self, codelist_ids: Sequence[str], window: Window | None) -> pl.Expr:
-        mask = self._mask(codelist_ids, window)
-        return self._agg(("any", tuple(codelist_ids), self.start(window)), mask.any(), False)
+        return self._count(codelist_ids, window) > 0
 
     def _has_record(self, c: HasRecord) -> pl.Expr:
         # One aggregation per feed over its own rows: a `where` column must hold one of the
@@ -322,16 +331,14 @@ class Compiler:
             aggs[key] = (f"_feed_{spec.feed}{len(aggs)}", condition.any(), False)
         return pl.col(aggs[key][0])
 
-    def latest_date(self, codelist_ids: Sequence[str]) -> pl.Expr:
-        mask = self._mask(codelist_ids)
-        return self._agg(("latest_date", tuple(codelist_ids)), pl.col("event_date").filter(mask).max(), None)
+    def latest_date(self, codelist_ids: Sequence[str], window: Window | None = None, exclude: Sequence[str] = ()) -> pl.Expr:
+        """Return each patient's latest date of a code in the codelists (null when none)."""
+        return self._agg("latest_date", self._mask(codelist_ids, window, exclude=exclude))
 
     def _latest_lowest_value(self, codelist_ids: Sequence[str], window: Window | int | None) -> pl.Expr:
         # QOF: the latest reading is the lowest value recorded on the latest date that has a
         # reading of this kind inside the window; events without a value are not readings.
-        mask = self._mask(codelist_ids, window, needs_value=True)
-        key = ("latest_value", tuple(codelist_ids), self.start(window))
-        return self._agg(key, _last_by_date(pl.col("value"), mask), None)
+        return self._agg("latest_value", self._mask(codelist_ids, window, needs_value=True))
 
     # -- registers and cohorts
 
@@ -367,10 +374,8 @@ class Compiler:
             return ~self._has_event(c.no_event.codelists, c.no_event)
         if isinstance(c, CountEvents):
             spec = c.count_events
-            mask = self._mask(spec.codelists, spec)
             # Every coded row counts (two issues on one day are two issues).
-            n_events = self._agg(("count", tuple(spec.codelists), self.start(spec)), mask.sum(), 0)
-            return n_events >= spec.at_least
+            return self._count(spec.codelists, spec) >= spec.at_least
         if isinstance(c, HasRecord):
             return self._has_record(c)
         if isinstance(c, LatestValue):
@@ -385,15 +390,12 @@ class Compiler:
             return pl.all_horizontal(parts).fill_null(False)
         if isinstance(c, LatestEventIn):
             spec = c.latest_event_in
-            mask = self._mask(spec.codelists, spec)
-            matched = self._mask(spec.matches, spec)
-            latest = pl.col("event_date").filter(mask).max()
+            matched = self.latest_date(spec.matches, spec)
+            other = self.latest_date(spec.codelists, spec, exclude=spec.matches)
             # True when the latest date has a code in `matches` and none outside it: a
             # conflicting code on the same day (e.g. current and ex-smoker) does not count,
             # the same tie rule as a register's same-day resolved code.
-            conflict = (mask & (pl.col("event_date") == latest) & ~matched).any()
-            key = ("latest_in", tuple(spec.codelists), tuple(spec.matches), self.start(spec))
-            return self._agg(key, latest.is_not_null() & ~conflict, False)
+            return (matched.is_not_null() & (other.is_null() | (matched > other))).fill_null(False)
         if isinstance(c, LatestValueAtMost):
             return self._bp_controlled(c)
         if isinstance(c, Age):
@@ -443,6 +445,37 @@ class Compiler:
 
     # -- the per-patient frame
 
+    def _flag_events(self, events: pl.LazyFrame) -> pl.LazyFrame:
+        """Return the events whose code any rule reads, with one boolean column per row flag.
+
+        Each distinct code set gets a bit; one join attaches every code's bits (and drops
+        codes no rule reads), so a flag is a bit test and a date comparison instead of a
+        string `is_in` per flag - measured about twice as fast over 25M events.
+        """
+        code_sets = list(dict.fromkeys(codes for _, codes, _, _ in self.masks.values()))
+        bit = {codes: i for i, codes in enumerate(code_sets)}
+        dtype = pl.UInt64 if len(code_sets) <= 64 else pl.Object
+        if dtype is pl.Object:  # more code sets than bits: plain membership tests
+            flags = [(pl.col("code").is_in(sorted(codes)), name, start, needs_value)
+                     for name, codes, start, needs_value in self.masks.values()]
+            scoped = events.filter(pl.col("code").is_in(sorted(self.codes)))
+        else:
+            bits = {code: 0 for code in self.codes}
+            for codes, i in bit.items():
+                for code in codes:
+                    bits[code] |= 1 << i
+            lookup = pl.LazyFrame({"code": list(bits), "_bits": list(bits.values())}, schema={"code": pl.String, "_bits": pl.UInt64})
+            scoped = events.join(lookup, on="code", how="inner")
+            flags = [((pl.col("_bits") & (1 << bit[codes])) != 0, name, start, needs_value)
+                     for name, codes, start, needs_value in self.masks.values()]
+        exprs = []
+        for member, name, start, needs_value in flags:
+            expr = member & self._in_window(start)
+            if needs_value:
+                expr = expr & pl.col("value").is_not_null()
+            exprs.append(expr.alias(name))
+        return scoped.select("patient_id", "event_date", "value", *exprs)
+
     def frame(
         self,
         patients: pl.LazyFrame,
@@ -464,16 +497,24 @@ class Compiler:
             age = pl.col("age").cast(pl.Int32)
         base = patients.select(pl.col("patient_id"), age.alias("age"))
         if self.aggs:
-            in_scope = _this_month(events, month).filter(
-                (pl.col("event_date") <= self.reference_date) & pl.col("code").is_in(sorted(self.codes))
-            )
-            per_patient = (
-                in_scope.with_columns(expr.alias(name) for name, expr in self.masks.values())
-                .group_by("patient_id")
-                .agg(expr.alias(name) for name, expr, _ in self.aggs.values())
-            )
-            base = base.join(per_patient, on="patient_id", how="left").with_columns(
-                pl.col(name).fill_null(fill) for name, _, fill in self.aggs.values() if fill is not None
+            flagged = self._flag_events(_this_month(events, month).filter(pl.col("event_date") <= self.reference_date))
+            simple = [(name, kind, mask) for name, kind, mask, _ in self.aggs.values() if kind != "latest_value"]
+            if simple:
+                per_patient = (
+                    flagged.select(
+                        "patient_id",
+                        *[pl.col(mask).cast(pl.UInt32).alias(name) if kind == "count"
+                          else pl.when(pl.col(mask)).then(pl.col("event_date")).alias(name) for name, kind, mask in simple],
+                    )
+                    .group_by("patient_id")
+                    .agg(pl.col(name).sum() if kind == "count" else pl.col(name).max() for name, kind, _ in simple)
+                )
+                base = base.join(per_patient, on="patient_id", how="left")
+            for name, kind, mask, _ in self.aggs.values():
+                if kind == "latest_value":
+                    base = base.join(_latest_lowest(flagged.filter(pl.col(mask)), name), on="patient_id", how="left")
+            base = base.with_columns(
+                pl.col(name).fill_null(fill) for name, _, _, fill in self.aggs.values() if fill is not None
             )
         for feed_name, aggs in sorted(self.feed_aggs.items()):
             frame = (feeds or {}).get(feed_name)
@@ -510,11 +551,16 @@ class Compiler:
         return base
 
 
-def _last_by_date(column: pl.Expr, mask: pl.Expr) -> pl.Expr:
-    # Within a group: of the masked rows, the lowest value on the latest date (sorting by
-    # date ascending then value descending puts exactly that row last). Measured faster
-    # than comparing every row with the group's max date.
-    return column.filter(mask).sort_by([pl.col("event_date").filter(mask), column.filter(mask)], descending=[False, True]).last()
+def _latest_lowest(readings: pl.LazyFrame, name: str) -> pl.LazyFrame:
+    # Per patient, the lowest value on the latest date among these readings: the latest
+    # date first (a fast reduction), then the minimum over that date's rows.
+    latest = readings.group_by("patient_id").agg(pl.col("event_date").max().alias("_latest"))
+    return (
+        readings.join(latest, on="patient_id", how="inner")
+        .filter(pl.col("event_date") == pl.col("_latest"))
+        .group_by("patient_id")
+        .agg(pl.col("value").min().alias(name))
+    )
 
 
 def _this_month(frame: pl.LazyFrame, month: date) -> pl.LazyFrame:

@@ -232,16 +232,20 @@ def attrition(
     compiler = Compiler(defs, codelists, reference_date)
     present = [name for name, frame in (feeds or {}).items() if frame is not None]
     specs: list[tuple] = []
+    rules: list[pl.Expr] = []
     for kind in ("register", "cohort", "indicator"):
         for definition_id, definition in sorted(defs.store(kind).items()):
             if defs.availability(kind, definition_id, present):
                 continue
-            kept = pl.lit(True)
+            first = len(rules)
             for step, (stage, path, rule, expr) in enumerate(definition_steps(defs, compiler, kind, definition_id), start=1):
-                kept = kept & expr
+                rules.append(expr.alias(f"_r{len(rules)}"))
+                # Kept by this rule = every rule of the definition up to here holds.
+                kept = pl.all_horizontal([pl.col(f"_r{j}") for j in range(first, len(rules))])
                 specs.append((kind, definition_id, definition.version, stage, step, path, rule, kept))
     frame = compiler.frame(patients, events, deprivation, ethnicity, imd_vintage, feeds)
-    sums = frame.select(
+    # Each rule is computed once as a column; the cumulative counts then only combine columns.
+    sums = frame.with_columns(rules).select(
         pl.len().alias("_population"),
         *[expr.cast(pl.Int64).sum().alias(f"_s{i}") for i, (*_, expr) in enumerate(specs)],
     ).collect()

@@ -1298,8 +1298,7 @@ def _derived_outcomes(ref: _Reference, rows: pl.DataFrame, people: _People, cal:
     """Count, per patient, what the written events show for indicators whose outcome is not
     drawn directly (BP in 5 years, smoking status, statins, reliever issues, CYP diabetes
     checks, SMI health-check components): written independently of the pipeline's engine."""
-    unique = rows.unique(["pid", "code", "day", "value"])
-    pid, code, day = unique["pid"].to_numpy(), unique["code"].to_numpy(), unique["day"].to_numpy()
+    pid, code, day = rows["pid"].to_numpy(), rows["code"].to_numpy(), rows["day"].to_numpy()
     r = cal.r
 
     def any_since(mask: np.ndarray, start: int) -> np.ndarray:
@@ -1313,7 +1312,10 @@ def _derived_outcomes(ref: _Reference, rows: pl.DataFrame, people: _People, cal:
     hba1c = _codelist_mask(ref, reference_dir, "hba1c_tests", "ifcchbam_cod")
     saba = _codelist_mask(ref, reference_dir, "saba_inhalers_resp02", "saba_inhaler_medications")
     m12, m24, m60 = (_months_back(cal.reference_date, m) for m in (12, 24, 60))
-    sel = saba[code] & (day >= m12) & (day <= r)
+    # Counting needs each row once: the injected exact duplicates are dropped from the few
+    # reliever rows only (a unique over every event would dominate the generation time).
+    issues = rows.filter(pl.Series(saba[code] & (day >= m12) & (day <= r))).unique()
+    counted = issues["pid"].to_numpy()
     return {
         "bp_5y": any_since(bp, m60),
         "bp_12m": any_since(bp, m12),
@@ -1322,7 +1324,7 @@ def _derived_outcomes(ref: _Reference, rows: pl.DataFrame, people: _People, cal:
         "cholesterol_12m": any_since(_codelist_mask(ref, reference_dir, "cholesterol_tests"), m12),
         "hba1c_12m": any_since(hba1c, m12),
         "statin_12m": any_since(_codelist_mask(ref, reference_dir, "statin_medication"), m12),
-        "saba_12m": np.bincount(pid[sel], minlength=people.n),
+        "saba_12m": np.bincount(counted, minlength=people.n),
     }
 
 
