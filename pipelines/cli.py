@@ -40,6 +40,7 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     synth.add_argument("--defect-rate", type=float, default=0.02, help="share of rows given realistic defects")
     synth.add_argument("--icb", default="QT1", help="ODS code of the ICB whose postcodes and practices are used")
     synth.add_argument("--reference-dir", help="reference data folder (default $CORE20_REFERENCE_DIR or ../shared/reference_data)")
+    synth.add_argument("--no-feeds", action="store_true", help="leave out the optional linked feeds (their indicators become not available)")
 
     dictionary = sub.add_parser("dictionary", help="write the serving data dictionary generated from the table contracts")
     dictionary.add_argument("--out", type=Path, help="file to write (default: print it)")
@@ -142,7 +143,7 @@ def _synth(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     truth = synth.generate_extract(
         folder, reporting_month=month, n_patients=args.patients, seed=args.seed, icb_code=args.icb,
-        defect_rate=args.defect_rate, reference_dir=args.reference_dir,
+        defect_rate=args.defect_rate, reference_dir=args.reference_dir, include_feeds=not args.no_feeds,
     )
     manifest = json.loads((folder / "extract.json").read_text())
     print(

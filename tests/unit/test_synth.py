@@ -113,7 +113,7 @@ def test_files_match_the_input_contracts(extract):
 
 def test_same_seed_gives_identical_bytes_and_another_seed_does_not(extract, tmp_path):
     generate_extract(tmp_path / "again", reporting_month=MONTH, n_patients=N, seed=7, defect_rate=0.05)
-    for name in ("patients.parquet", "events.parquet", "ground_truth.json"):
+    for name in ("patients.parquet", "events.parquet", "ground_truth.json", *(f"{feed}.parquet" for feed in FEEDS)):
         assert (tmp_path / "again" / name).read_bytes() == (extract["dir"] / name).read_bytes(), name
     generate_extract(tmp_path / "other", reporting_month=MONTH, n_patients=N, seed=8, defect_rate=0.05)
     other = pl.read_parquet(tmp_path / "other" / "patients.parquet")
