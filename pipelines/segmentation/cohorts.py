@@ -870,3 +870,24 @@ def cohort_catalogue(defs: Definitions, feeds_present: Sequence[str] | None = No
             "reporting_focus": f"{focus.breakdown}: {', '.join(focus.groups)}" if focus is not None else None,
         })
     return pl.DataFrame(rows, schema=COHORT_CATALOGUE_SCHEMA)
+
+
+REPORTED_ROLES = ("core20", "plus_group", "focus")
+
+
+def reported_cohorts(membership: pl.DataFrame, catalogue: pl.DataFrame) -> pl.DataFrame:
+    """Return the members of the cohorts the ICS reports by: Core20, its PLUS groups and focus cohorts.
+
+    Which PLUS groups an ICS uses is its configuration (ics.yaml), recorded as each cohort's
+    `role` in the cohort catalogue; building blocks (e.g. `cvd_risk`) and cohorts that only
+    restate a breakdown the gap table already has are left out of the gap table's cohort
+    breakdowns.
+
+    Examples:
+        >>> m = pl.DataFrame({"patient_id": ["a", "b"], "cohort_id": ["smi", "cvd_risk"]})
+        >>> c = pl.DataFrame({"cohort_id": ["smi", "cvd_risk"], "role": ["plus_group", "building_block"]})
+        >>> reported_cohorts(m, c)["cohort_id"].to_list()
+        ['smi']
+    """
+    chosen = catalogue.filter(pl.col("role").is_in(REPORTED_ROLES)).select("cohort_id").unique()
+    return membership.join(chosen, on="cohort_id", how="semi")
