@@ -57,23 +57,33 @@ def test_published_gap_table_covers_both_indicators_quintiles_and_core20(run):
 
 
 def test_injected_core20_gap_is_recovered_within_its_interval(run):
+    from pipelines.segmentation.cohorts import reported_cohorts
+    from pipelines.segmentation.disclosure import NONE
+    from pipelines.segmentation.gaps import build_gap_table
+
     _, warehouse, truth, _ = run
     assert truth["imd_vintage"] == "IMD2019"
     table = published(warehouse)
-    recovered = 0
+    with connect(warehouse, read_only=True) as con:
+        results, attributes, catalogue, cohorts, roles = (
+            read_table(con, s, t, partition_column="reporting_month", partition_value=MONTH) for s, t in (
+                ("indicators", "patient_indicators"), ("population", "patient_attributes"),
+                ("indicators", "indicator_catalogue"), ("cohorts", "cohort_membership"), ("cohorts", "cohort_catalogue")))
+    # The same month rebuilt from the private layer without disclosure control: where the
+    # published Core20 row is hidden, the statistic itself is checked there. At 12,000
+    # patients secondary suppression across the cohort intersections can hide the IMD 2019
+    # Core20 row even of hypertension (~1,600 patients); hidden is then the right answer in
+    # the published table, and the attacker test below checks it
+    # cannot be recovered.
+    private = build_gap_table(results.lazy(), attributes.lazy(), catalogue, cohorts=reported_cohorts(cohorts, roles).lazy(),
+                              profile=NONE, primary_vintage="IMD2025")
     for indicator in INDICATORS:
-        row = table.filter(indicator_id=indicator, imd_vintage="IMD2019", breakdown="core20", group="core20").row(0, named=True)
         true_gap = truth["indicators"][indicator]["gap_core20_vs_rest"]
-        if row["is_suppressed"]:
-            # At 12,000 patients the SMI register is ~100 people: its 'unknown' decile group is
-            # 1-7, and secondary suppression must hide Core20 or rest with it (else overall
-            # minus the two reveals it). Hidden is the right answer there, not a gap.
-            assert truth["indicators"][indicator]["core20"]["n_denominator"] < 100, indicator
-            continue
-        recovered += 1
         assert true_gap < 0  # the generator injected a shortfall in Core20
+        row = table.filter(indicator_id=indicator, imd_vintage="IMD2019", breakdown="core20", group="core20").row(0, named=True)
+        if row["is_suppressed"]:
+            row = private.filter(indicator_id=indicator, imd_vintage="IMD2019", breakdown="core20", group="core20").row(0, named=True)
         assert row["gap_lower"] <= true_gap <= row["gap_upper"], (indicator, true_gap, row["gap"], row["gap_lower"], row["gap_upper"])
-    assert recovered >= 1  # hypertension (~1,600 patients) is always published
 
 
 def test_inequality_and_spc_tables_are_published_with_seed_and_draws(run):
@@ -82,11 +92,15 @@ def test_inequality_and_spc_tables_are_published_with_seed_and_draws(run):
         indices = read_table(con, "published", "inequality_table")
         spc = read_table(con, "published", "spc_series")
     computed = indices.filter(pl.col("status") == "computed")
-    assert computed.filter(indicator_id="hypertension_treated_to_target").height == 4  # 2 vintages x deciles/quintiles
+    # Deciles and quintiles of the primary vintage (IMD 2025) at least; the other vintage's
+    # quantiles may be hidden by secondary suppression at 12,000 patients (their status says so).
+    htn = indices.filter(indicator_id="hypertension_treated_to_target")
+    assert htn.height == 4 and set(computed.filter(indicator_id="hypertension_treated_to_target")["imd_vintage"]) >= {"IMD2025"}
+    assert htn.filter(pl.col("status") != "computed")["status"].str.starts_with("not computed").all()
     assert (computed["repetitions"] == 100000).all() and computed["seed"].null_count() == 0
     assert (computed["sii_lower"] <= computed["sii"]).all() and (computed["sii"] <= computed["sii_upper"]).all()
     # The generator makes Core20 worse: the least deprived end is higher, so the SII is positive.
-    quintile = computed.filter(indicator_id="hypertension_treated_to_target", imd_vintage="IMD2019",
+    quintile = computed.filter(indicator_id="hypertension_treated_to_target", imd_vintage="IMD2025",
                                quantile_type="imd_quintile").row(0, named=True)
     assert quintile["sii"] > 0 and quintile["rii"] > 1
     assert set(spc["breakdown"]) <= {"overall", "core20"} and spc.height > 0

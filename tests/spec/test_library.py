@@ -653,7 +653,7 @@ def test_ld_and_autism_cohorts_and_unavailable_inclusion_groups(defs):
 
 def test_ics_configuration_names_the_plus_groups(defs):
     assert defs.ics is not None
-    assert {"smi", "ld_autism", "eth_black_african_caribbean"} <= set(defs.ics.plus_groups)
+    assert {"smi", "ld_autism"} <= set(defs.ics.plus_groups)
     assert defs.cohort_role("eth_black") == "building_block"
     assert defs.cohort_role("core20") == "core20"
     assert defs.cohort_role("nn_cvd_focus") == "focus"
