@@ -309,6 +309,8 @@ def explain_patient(
             else:
                 in_denominator, in_numerator = (rule.is_met for rule in result.rules)
                 result.verdict = ("num" if in_numerator else "den") if in_denominator else "out"
+                if not in_denominator:
+                    result.rules = result.rules[:1]  # the numerator only counts inside the denominator
     facts = [
         f"age {person['age']} at R; {imd_vintage} decile {person.get('imd_decile', 'none')} ({person.get('imd_method') or 'no deprivation row'})",
         f"ethnicity: {person.get('ethnicity_16') or 'no ethnicity code recorded'}"
