@@ -27,11 +27,13 @@ from pipelines.segmentation.extract import (
     ColumnMapping,
     ExtractError,
     _cast_to_contract,
+    _expected,
     _read_raw,
     _rename_to_contract,
     load_column_mapping,
     month_end,
 )
+from pipelines.segmentation.quarantine import ROW, UNREADABLE
 from pipelines.segmentation.schemas import BOOLEAN_TEXT, FEED_AVAILABILITY, FEEDS, Feed, Table
 
 
@@ -104,17 +106,28 @@ def read_feed(folder: Path, feed: Feed, mapping: ColumnMapping | None = None) ->
     mapping = mapping or ColumnMapping()
     raw = _read_raw(path, mapping)
     frame = _rename_to_contract(raw, feed.table, {}, path)
-    frame = parse_booleans(frame, feed, path)
+    frame = parse_booleans(frame, feed, path).with_columns(pl.int_range(1, pl.len() + 1, dtype=pl.Int64).alias(ROW))
     # Boolean columns are parsed above; the extract caster handles the rest (text to dates
-    # and numbers, blanks to nulls, the non-null rule) with its usual messages.
+    # and numbers, blanks to nulls) with its usual messages. A feed has no quarantine: a
+    # value that cannot be read, or a blank where one is required, refuses the file.
     flags = [c for c in feed.table.columns if c.dtype == pl.Boolean and c.name in frame.columns]
     others = Table(feed.table.name, feed.table.description, tuple(c for c in feed.table.columns if c.dtype != pl.Boolean))
     cast = _cast_to_contract(frame.drop([c.name for c in flags]), others, path, mapping.date_format)
-    for column in flags:
-        nulls = int(frame[column.name].is_null().sum())
+    for column in others.columns:
+        n_unreadable = int(cast[UNREADABLE + column.name].sum()) if UNREADABLE + column.name in cast.columns else 0
+        if n_unreadable:
+            raise ExtractError(
+                f"{path}: column '{column.name}' has {n_unreadable} value(s) that are not "
+                f"{_expected(column.dtype, mapping.date_format)}.", file=path, column=column.name,
+            )
+    frame = cast.select(others.names[0], *[c for c in others.names[1:] if c in cast.columns]).with_columns(
+        frame.select([c.name for c in flags])
+    )
+    for column in feed.table.columns:
+        nulls = int(frame[column.name].is_null().sum()) if column.name in frame.columns else 0
         if nulls and not column.nullable:
-            raise ExtractError(f"{path}: column '{column.name}' has {nulls} blank value(s); it must always be filled.")
-    frame = cast.with_columns(frame.select([c.name for c in flags]))
+            raise ExtractError(f"{path}: column '{column.name}' has {nulls} blank value(s); it must always be filled.",
+                               file=path, column=column.name)
     _check_allowed(frame, feed, path)
     for column in feed.table.columns:
         if column.name not in frame.columns:
