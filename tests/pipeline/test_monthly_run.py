@@ -330,10 +330,8 @@ def test_a_month_without_feeds_reports_their_indicators_as_not_available(run, tm
     root, warehouse, _, _ = run
     warehouse_copy = tmp_path / "warehouse.duckdb"
     shutil.copy(warehouse, warehouse_copy)
-    folder = tmp_path / "extracts" / "2026-08"
-    folder.mkdir(parents=True)
-    for name in ("patients.parquet", "events.parquet"):
-        shutil.copy(root / "extracts" / "2026-10" / name, folder / name)
+    generate_extract(tmp_path / "extracts" / "2026-08", reporting_month=dt.date(2026, 8, 1), n_patients=3_000, seed=12,
+                     include_feeds=False)
     code, output = run_cli(tmp_path / "extracts", warehouse_copy, "--month", "2026-08")
     assert code == 0, output
     month = dt.date(2026, 8, 1)
