@@ -62,7 +62,7 @@ def run_manifest(context: dg.AssetExecutionContext, settings: PipelineSettings,
         "min_decile_match_rate": settings.min_decile_match_rate,
         "practice_fallback": settings.practice_fallback,
     }
-    return lineage.run_manifest(defs, month_of(context), run_id=context.run_id, settings=chosen,
+    return lineage.run_manifest(defs, month_of(context), run_id=context.run.run_id, settings=chosen,
                                 feeds_present=_present(feed_availability), definitions_dir=defs.directory)
 
 
