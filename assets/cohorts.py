@@ -4,6 +4,7 @@
 import dagster as dg
 import polars as pl
 
+from assets.feeds import FEED_INS, feeds_of
 from assets.staging import EVENTS, MONTH_META, PATIENTS
 from pipelines import quality
 from pipelines.gates import run_suite
@@ -14,6 +15,7 @@ from pipelines.segmentation.extract import month_end
 
 DEPRIVATION = dg.AssetKey(["population", "patient_deprivation"])
 REGISTERS = dg.AssetKey(["cohorts", "register_membership"])
+ATTRIBUTES = dg.AssetKey(["population", "patient_attributes"])
 
 
 def month_of(context: dg.AssetExecutionContext):
@@ -21,9 +23,9 @@ def month_of(context: dg.AssetExecutionContext):
     return MONTHLY.time_window_for_partition_key(context.partition_key).start.date()
 
 
-def compiled_inputs(reference_data: ReferenceData):
-    """Return the shipped definitions and the pinned codelists they reference (sha256-checked)."""
-    defs = definitions.load_definitions()
+def compiled_inputs(reference_data: ReferenceData, settings: PipelineSettings | None = None):
+    """Return the run's definitions and the pinned codelists they reference (sha256-checked)."""
+    defs = definitions.load_definitions(settings.definitions_path() if settings is not None else None)
     return defs, cohorts.load_codelists(defs, reference_data.path())
 
 
@@ -34,9 +36,9 @@ def compiled_inputs(reference_data: ReferenceData):
                                    description="expectations/cohorts.register_membership.json (warnings, not blocks)")],
     description="Patients on each clinical register at month end, with the deciding diagnosis code and date.",
 )
-def register_membership(context: dg.AssetExecutionContext, reference_data: ReferenceData, warehouse: Warehouse,
-                        patients: pl.DataFrame, events: pl.DataFrame):
-    defs, codelists = compiled_inputs(reference_data)
+def register_membership(context: dg.AssetExecutionContext, reference_data: ReferenceData, settings: PipelineSettings,
+                        warehouse: Warehouse, patients: pl.DataFrame, events: pl.DataFrame):
+    defs, codelists = compiled_inputs(reference_data, settings)
     members = cohorts.evaluate_registers(defs, patients.lazy(), events.lazy(), codelists, month_end(month_of(context))).collect()
     counts = members.group_by("register_id").len().sort("register_id")
     yield dg.Output(members, metadata={f"n_{r}": n for r, n in counts.iter_rows()})
@@ -47,15 +49,28 @@ def register_membership(context: dg.AssetExecutionContext, reference_data: Refer
 
 @dg.asset(
     key=["cohorts", "cohort_membership"], partitions_def=MONTHLY, metadata=MONTH_META, group_name="cohorts",
-    ins={"patients": dg.AssetIn(PATIENTS), "events": dg.AssetIn(EVENTS), "deprivation": dg.AssetIn(DEPRIVATION)},
+    ins={"patients": dg.AssetIn(PATIENTS), "events": dg.AssetIn(EVENTS), "deprivation": dg.AssetIn(DEPRIVATION),
+         "attributes": dg.AssetIn(ATTRIBUTES), **FEED_INS},
     description="Members of each Core20 / PLUS / combined cohort at month end (Core20 on the primary IMD vintage).",
 )
 def cohort_membership(context: dg.AssetExecutionContext, reference_data: ReferenceData, settings: PipelineSettings,
-                      patients: pl.DataFrame, events: pl.DataFrame, deprivation: pl.DataFrame) -> dg.Output:
-    defs, codelists = compiled_inputs(reference_data)
+                      patients: pl.DataFrame, events: pl.DataFrame, deprivation: pl.DataFrame, attributes: pl.DataFrame,
+                      feed_availability: pl.DataFrame, **feeds: pl.DataFrame) -> dg.Output:
+    defs, codelists = compiled_inputs(reference_data, settings)
     members = cohorts.evaluate_cohorts(
         defs, patients.lazy(), events.lazy(), deprivation.lazy(), codelists, month_end(month_of(context)),
-        imd_vintage=settings.primary_imd_vintage,
+        imd_vintage=settings.primary_imd_vintage, ethnicity=attributes.lazy(), feeds=feeds_of(feed_availability, feeds),
     ).collect()
     counts = members.group_by("cohort_id").len().sort("cohort_id")
     return dg.Output(members, metadata={f"n_{c}": n for c, n in counts.iter_rows()})
+
+
+@dg.asset(
+    key=["cohorts", "cohort_catalogue"], partitions_def=MONTHLY, metadata=MONTH_META, group_name="cohorts",
+    ins={"feed_availability": FEED_INS["feed_availability"]},
+    description="Every cohort with its role for this ICS (Core20, PLUS group, focus), availability, hash and rule.",
+)
+def cohort_catalogue(context: dg.AssetExecutionContext, settings: PipelineSettings, feed_availability: pl.DataFrame) -> pl.DataFrame:
+    defs = definitions.load_definitions(settings.definitions_path())
+    present = feed_availability.filter("is_present")["feed"].to_list()
+    return cohorts.cohort_catalogue(defs, present).select(pl.lit(month_of(context)).alias("reporting_month"), pl.all())

@@ -20,6 +20,7 @@ from pipelines.partitions import MONTHLY
 from pipelines.resources import PipelineSettings, Warehouse
 from pipelines.segmentation.disclosure import PROFILES, unpublishable_counts
 from pipelines.segmentation.gaps import build_gap_table, build_inequality_table
+from pipelines.segmentation.cohorts import reported_cohorts
 from pipelines.segmentation.spc import build_spc_table
 from pipelines.warehouse import connect, quote, table_exists
 
@@ -45,15 +46,17 @@ def _check(key: dg.AssetKey) -> list[dg.AssetCheckSpec]:
         "attributes": dg.AssetIn(["population", "patient_attributes"]),
         "catalogue": dg.AssetIn(["indicators", "indicator_catalogue"]),
         "cohorts": dg.AssetIn(["cohorts", "cohort_membership"]),
+        "cohort_catalogue": dg.AssetIn(["cohorts", "cohort_catalogue"]),
     },
     check_specs=_check(AUDIT_GAPS),
     description="Candidate gap table for the month (disclosure-controlled aggregates), awaiting its gate.",
 )
 def audit_gap_table(context: dg.AssetExecutionContext, settings: PipelineSettings, warehouse: Warehouse,
-                    results: pl.DataFrame, attributes: pl.DataFrame, catalogue: pl.DataFrame, cohorts: pl.DataFrame):
+                    results: pl.DataFrame, attributes: pl.DataFrame, catalogue: pl.DataFrame, cohorts: pl.DataFrame,
+                    cohort_catalogue: pl.DataFrame):
     profile = PROFILES[settings.disclosure_profile]
     table = build_gap_table(
-        results.lazy(), attributes.lazy(), catalogue, cohorts=cohorts.lazy(), profile=profile,
+        results.lazy(), attributes.lazy(), catalogue, cohorts=reported_cohorts(cohorts, cohort_catalogue).lazy(), profile=profile,
         primary_vintage=settings.primary_imd_vintage,
     )
     yield dg.Output(table, metadata={"n_rows": table.height, "n_suppressed": int(table["is_suppressed"].sum()),

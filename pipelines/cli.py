@@ -1,11 +1,13 @@
 """`core20`: the analyst-facing command. It runs the same Dagster jobs the UI runs.
 
     core20 synth --out DIR [--patients N] [--seed S] [--month YYYY-MM]
-    core20 run [--extract DIR] [--month YYYY-MM] [--warehouse PATH]
+    core20 run [--extract DIR] [--month YYYY-MM] [--warehouse PATH] [--definitions DIR]
     core20 run --from YYYY-MM --to YYYY-MM [--extract DIR]     (a backfill: each month in turn)
     core20 imd --vintage {2019,2025} INPUT.csv OUTPUT.csv
     core20 reference fetch [--source URL] [--reference-dir DIR] [--only ID]
     core20 quality [--warehouse PATH] [--month YYYY-MM]
+    core20 explain --patient ID --month YYYY-MM [--warehouse PATH]      (console only)
+    core20 diff-definitions OLD NEW --month YYYY-MM [--warehouse PATH]
 
 Exit codes of `run`: 0 published; 2 a data-quality gate blocked publication (the published
 tables are unchanged); 1 the input or configuration could not be used (message says why).
@@ -38,6 +40,7 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     synth.add_argument("--defect-rate", type=float, default=0.02, help="share of rows given realistic defects")
     synth.add_argument("--icb", default="QT1", help="ODS code of the ICB whose postcodes and practices are used")
     synth.add_argument("--reference-dir", help="reference data folder (default $CORE20_REFERENCE_DIR or ../shared/reference_data)")
+    synth.add_argument("--no-feeds", action="store_true", help="leave out the optional linked feeds (their indicators become not available)")
 
     dictionary = sub.add_parser("dictionary", help="write the serving data dictionary generated from the table contracts")
     dictionary.add_argument("--out", type=Path, help="file to write (default: print it)")
@@ -97,6 +100,11 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     report = sub.add_parser("quality", help="print the data-quality history: every gate's result, month by month")
     report.add_argument("--warehouse", help="DuckDB file (default $CORE20_WAREHOUSE or data/warehouse/core20plus5.duckdb)")
     report.add_argument("--month", help="show every measure of one month YYYY-MM (default: one line per month)")
+    run.add_argument("--definitions", help="definitions folder (default $CORE20_DEFINITIONS or reference_data/definitions)")
+
+    from pipelines import audit_commands
+
+    audit_commands.add_parsers(sub)
     return parser.parse_args(argv)
 
 
@@ -116,6 +124,10 @@ def main(argv: list[str] | None = None) -> int:
             return _dictionary(args)
         if args.command == "quality":
             return _quality(args)
+        if args.command in ("explain", "diff-definitions"):
+            from pipelines import audit_commands
+
+            return audit_commands.run(args)
         return _run(args)
     except KeyboardInterrupt:
         print("core20: interrupted", file=sys.stderr)
@@ -131,7 +143,7 @@ def _synth(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     truth = synth.generate_extract(
         folder, reporting_month=month, n_patients=args.patients, seed=args.seed, icb_code=args.icb,
-        defect_rate=args.defect_rate, reference_dir=args.reference_dir,
+        defect_rate=args.defect_rate, reference_dir=args.reference_dir, include_feeds=not args.no_feeds,
     )
     manifest = json.loads((folder / "extract.json").read_text())
     print(
@@ -253,6 +265,8 @@ def _run(args: argparse.Namespace) -> int:
             print("core20 run: --max-quarantine-share must be a share between 0 and 1 (e.g. 0.01 for 1%)", file=sys.stderr)
             return EXIT_ERROR
         settings_kwargs["max_quarantine_share"] = args.max_quarantine_share
+    if getattr(args, "definitions", None):
+        settings_kwargs["definitions_dir"] = str(Path(args.definitions).expanduser().resolve())
     source = ExtractSource(root=args.extract, column_mapping=args.column_mapping)
     try:
         months = _months_to_run(args, source)

@@ -2,9 +2,11 @@
 
 import dagster as dg
 
-from assets.cohorts import cohort_membership, register_membership
+from assets.cohorts import cohort_catalogue, cohort_membership, register_membership
+from assets.feeds import staging_feeds
 from assets.gaps import audit_gap_table, audit_inequality_table, audit_spc_series
 from assets.indicators import audit_indicator_catalogue, indicator_catalogue, patient_indicators
+from assets.lineage import LINEAGE_ASSETS
 from assets.population import (
     audit_deprivation_quality,
     deprivation_quality_table,
@@ -61,6 +63,9 @@ def build_definitions(
             audit_spc_series,
             audit_deprivation_quality,
             publish_month,
+            staging_feeds,
+            cohort_catalogue,
+            *LINEAGE_ASSETS,
         ],
         jobs=[monthly_job, reference_job],
         schedules=SCHEDULES,

@@ -19,6 +19,7 @@ DEFAULT_WAREHOUSE = REPO_ROOT / "data" / "warehouse" / "core20plus5.duckdb"
 DEFAULT_EXTRACTS = REPO_ROOT / "data" / "extracts"
 WAREHOUSE_ENV = "CORE20_WAREHOUSE"
 EXTRACTS_ENV = "CORE20_EXTRACTS"
+DEFINITIONS_ENV = "CORE20_DEFINITIONS"
 
 
 def resolve_warehouse_path(path: str | None = None) -> Path:
@@ -107,6 +108,8 @@ class PipelineSettings(dg.ConfigurableResource):
         max_quarantine_share: block the run when more than this share of an input table's rows
             fail a row rule and are quarantined (a few bad rows are set aside; many mean the
             extract itself is wrong).
+        definitions_dir: the folder of register, cohort, indicator and ICS definitions
+            (default $CORE20_DEFINITIONS, else the shipped reference_data/definitions).
     """
 
     primary_imd_vintage: str = "IMD2025"
@@ -120,6 +123,12 @@ class PipelineSettings(dg.ConfigurableResource):
     sii_transform: bool = False
     spc_run_length: int = 7
     max_quarantine_share: float = 0.01
+    definitions_dir: Optional[str] = None
+
+    def definitions_path(self) -> Path | None:
+        """Return the definitions folder (setting, else $CORE20_DEFINITIONS), or None for the shipped one."""
+        chosen = self.definitions_dir or os.environ.get(DEFINITIONS_ENV)
+        return Path(chosen).expanduser().resolve() if chosen else None
 
 
 SERVING_ENV = "CORE20_SERVING"

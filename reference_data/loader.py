@@ -46,6 +46,7 @@ class ReferenceFile:
     attribution: str = ""
     publisher_page: str = ""
     download: str = ""
+    source: str = ""
 
 
 @dataclass(frozen=True)
@@ -85,6 +86,7 @@ def load_manifest() -> Manifest:
                 attribution=value.get("attribution", ""),
                 publisher_page=value.get("publisher_page", ""),
                 download=value.get("download", ""),
+                source=str(value.get("source") or value.get("publisher") or ""),
             )
             for key, value in raw[section].items()
         }
@@ -126,20 +128,49 @@ def verified_path(file_id: str, reference_dir: str | Path | None = None) -> Path
     """
     entry = load_manifest().entry(file_id)
     path = resolve_reference_dir(reference_dir) / entry.path
+    return verify_pin(path, entry.sha256, file_id, "reference_data/manifest.yaml")
+
+
+def verify_pin(path: Path, sha256: str, file_id: str, pinned_in: str) -> Path:
+    """Return `path` after checking it exists and its sha256 is `sha256`, else raise naming it.
+
+    Arguments:
+        path: the file.
+        sha256: the pinned checksum.
+        file_id: the id the pin is recorded under (named in the message).
+        pinned_in: where the pin is recorded (named in the message, so the fix is clear).
+    """
     if not path.is_file():
         raise ReferenceDataError(
-            f"reference file {path} ('{file_id}') is missing: the manifest expects it with "
-            f"sha256 {entry.sha256}."
+            f"reference file {path} ('{file_id}') is missing: {pinned_in} expects it with sha256 {sha256}."
         )
     stat = path.stat()
     actual = _sha256_of(str(path), stat.st_size, stat.st_mtime_ns)
-    if actual != entry.sha256:
+    if actual != sha256:
         raise ReferenceDataError(
             f"reference file {path} ('{file_id}') differs from its pin: expected sha256 "
-            f"{entry.sha256}, found {actual}. If the file was deliberately updated, record the "
-            "new checksum (and its provenance) in reference_data/manifest.yaml."
+            f"{sha256}, found {actual}. If the file was deliberately updated, record the "
+            f"new checksum (and its provenance) in {pinned_in}."
         )
     return path
+
+
+def read_pinned_csv(path: Path, sha256: str, file_id: str, required: list[str]) -> pl.DataFrame:
+    """Return a CSV pinned outside the manifest (e.g. by a definitions folder), checked first.
+
+    Arguments:
+        path: the CSV file.
+        sha256: its pin.
+        file_id: the id it is pinned under.
+        required: columns it must have.
+    """
+    verify_pin(path, sha256, file_id, f"the codelists pins of {path.parent}")
+    try:
+        frame = pl.read_csv(path, infer_schema_length=0, encoding="utf8-lossy")
+    except pl.exceptions.PolarsError as error:
+        raise ReferenceDataError(f"could not parse codelist {path} ('{file_id}'): {error}") from error
+    _require_columns(frame, required, file_id)
+    return frame
 
 
 def _require_columns(frame: pl.DataFrame | pl.LazyFrame, needed: list[str], file_id: str) -> None:

@@ -216,6 +216,17 @@ def _indicator_article(con, info: dict, gaps: pl.DataFrame, vintage: str, month:
     return "".join(parts)
 
 
+def _unavailable_list(unavailable: pl.DataFrame) -> str:
+    """Return the list of indicators not available this month, with why (empty when none)."""
+    if unavailable.is_empty():
+        return ""
+    items = "".join(f'<li><strong>{escape(row["title"] or row["indicator_id"])}</strong>: '
+                    f'{escape(row["not_available_reason"] or "not available")}</li>'
+                    for row in unavailable.iter_rows(named=True))
+    return (f'<h3>Not available this month ({unavailable.height})</h3><p class="note">These indicators are reported as '
+            f'not available, not as zero:</p><ul class="unavailable">{items}</ul>')
+
+
 def _generic_table(con, table: str, month: date, *, whole_extract: bool = False) -> str:
     columns = star.source_tables(con)[table]
     where = "where reporting_month = $1" if "reporting_month" in columns else ""
@@ -351,6 +362,11 @@ def build_report(warehouse: Path, month: date, reference_dir: Path) -> tuple[str
                             params=[icb_code]).fetchall()[0][0] if icb_code and _has(con, "reference", "lsoa21_geography") else None)
         catalogue = _frame(con, "select * from wh.published.indicator_catalogue where reporting_month = $1 order by clinical_area, indicator_id",
                            [month]) if "indicator_catalogue" in tables else pl.DataFrame()
+        # Indicators the month could not compute (no codelist, or a linked feed absent) are
+        # listed with the reason, never drawn as empty charts or zero rates.
+        unavailable = catalogue.filter(~pl.col("is_available")) if "is_available" in catalogue.columns else pl.DataFrame()
+        if not unavailable.is_empty():
+            catalogue = catalogue.filter(pl.col("is_available"))
         gaps = _frame(con, "select * from wh.published.gap_table where reporting_month = $1 and imd_vintage = $2", [month, vintage])
         n_patients = con.sql("select count(*) from wh.population.patient_attributes where reporting_month = $1",
                              params=[month]).fetchall()[0][0] if _has(con, "population", "patient_attributes") else None
@@ -409,7 +425,7 @@ never re-ranked within the ICS). Each chart shows a rate with its 95% confidence
 two groups do not overlap much, the difference is unlikely to be chance. Small numbers are suppressed to protect privacy.</p>
 <div class="summary"><div><strong>{count(shown_n)}</strong>registered patients</div>
 <div><strong>{percent(matched)}</strong>with a usable address matched to a decile</div>
-<div><strong>{len(catalogue)}</strong>indicators published</div></div></section>
+<div><strong>{len(catalogue)}</strong>indicators published</div></div>{_unavailable_list(unavailable)}</section>
 <section id="map"><h2>Map: deprivation across the ICS</h2>
 <p>Each neighbourhood (LSOA) is shaded by its national deprivation decile: darkest is most deprived. Core20 neighbourhoods are
 outlined in orange; white dots are GP practices.</p>{map_html}</section>

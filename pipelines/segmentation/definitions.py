@@ -7,30 +7,50 @@ engine that evaluates them (`cohorts.py`) — the ehrQL habit: the *what* lives 
 is reported as `<file>: <kind> '<id>': field '<path>': <what is wrong>` so the author can go
 straight to the line. Unknown keys are errors, so a misspelt key is never silently ignored.
 
+Two further top-level keys configure a definitions folder rather than define anything:
+`ics` (the ICS's name, which cohorts are its PLUS groups and focus populations, and named
+`parameters` that any definition can use as `${name}`, e.g. the flu campaign start) and
+`codelists` (codelists pinned by this folder itself, each with path, sha256, source and
+version — an ICS's own newer release overrides the shared one of the same id).
+
+A window is exactly one of `within_months: N` (event_date in [R - N months + 1 day, R]),
+`within_years: N` (12N months), `ever: true` (any date up to R) or `campaign_from: "MM-DD"`
+(from the latest such day on or before R, e.g. "09-01" for a flu campaign).
+
 A criterion is a mapping with exactly one key naming its type:
 
-    has_event / no_event      {codelists, within_months | within_years | ever: true}
-    count_events              {codelists, within_months | within_years | ever, at_least}
+    has_event / no_event      {codelists, window}
+    count_events              {codelists, window, at_least}
     latest_event_in           {codelists, matches, window}: the latest code among `codelists`
                               is in `matches` (e.g. current smoker = latest of LSMOK/EXSMOK is LSMOK)
-    latest_value_at_most      {systolic, diastolic, within_months, thresholds}
+    latest_value_at_most      {systolic, diastolic, within_months, thresholds} (blood pressure)
+    latest_value              {codelists, window, at_least and/or at_most}: the lowest value on
+                              the latest date with a value (e.g. QRISK score >= 10)
+    has_record                {feed, window, where: {column: [values]}}: a row of an optional
+                              linked feed (see schemas.FEEDS)
     age                       {min, max} (whole years at the reference date, both inclusive)
     on_register / in_cohort   a register / cohort id
     deprivation               {imd_deciles: [1, 2]} (national deciles, the run's IMD vintage)
     ethnicity                 {categories: [M, N]} and/or {broad: [...]}
     all_of / any_of           a list of criteria
     not                       one criterion
+
+A cohort or indicator that the shared codelists or feeds cannot support says so with
+`not_available_reason` instead of inventing codes; it is catalogued and never evaluated.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field as dataclass_field
+from datetime import date
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
+import polars as pl
 import yaml
 from pydantic import (
     BaseModel,
@@ -59,6 +79,7 @@ ETHNICITY_BROAD = (
 BREAKDOWNS = ("imd_quintile", "imd_decile", "core20", "ethnicity_broad", "ethnicity_16", "sex", "age_band")
 
 Identifier = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]*$")]
+WINDOW_KEYS = ("within_months", "within_years", "ever", "campaign_from")
 Breakdown = Literal["imd_quintile", "imd_decile", "core20", "ethnicity_broad", "ethnicity_16", "sex", "age_band"]
 
 
@@ -95,15 +116,53 @@ class Window(_Strict):
     within_months: Annotated[int, Field(gt=0)] | None = None
     within_years: Annotated[int, Field(gt=0)] | None = None
     ever: Literal[True] | None = None
+    campaign_from: Annotated[str, Field(pattern=r"^[0-9]{2}-[0-9]{2}$")] | None = None
 
     @model_validator(mode="after")
     def _exactly_one(self) -> Window:
-        given = [k for k in ("within_months", "within_years", "ever") if getattr(self, k) is not None]
+        given = [k for k in WINDOW_KEYS if getattr(self, k) is not None]
         if len(given) != 1:
             raise ValueError(
-                f"give exactly one of within_months, within_years, ever: true (found {given or 'none'})"
+                f"give exactly one of within_months, within_years, ever: true, campaign_from: MM-DD "
+                f"(found {given or 'none'})"
             )
+        if self.campaign_from is not None:
+            month, day = (int(part) for part in self.campaign_from.split("-"))
+            try:
+                date(2001, month, day)  # a non-leap year: 29 February is no campaign start
+            except ValueError:
+                raise ValueError(f"campaign_from '{self.campaign_from}' is not a day of the year (MM-DD)") from None
         return self
+
+    def campaign_start(self, reference_date: date) -> date | None:
+        """Return the first day of the campaign current at R (None unless `campaign_from`).
+
+        Examples:
+            >>> Window(campaign_from="09-01").campaign_start(date(2026, 2, 28))
+            datetime.date(2025, 9, 1)
+            >>> Window(campaign_from="09-01").campaign_start(date(2026, 9, 30))
+            datetime.date(2026, 9, 1)
+        """
+        if self.campaign_from is None:
+            return None
+        month, day = (int(part) for part in self.campaign_from.split("-"))
+        start = date(reference_date.year, month, day)
+        return start if start <= reference_date else date(reference_date.year - 1, month, day)
+
+    def describe(self) -> str:
+        """Return the window in words.
+
+        Examples:
+            >>> Window(within_years=5).describe()
+            'within 5 years'
+        """
+        if self.within_months is not None:
+            return f"within {self.within_months} months"
+        if self.within_years is not None:
+            return f"within {self.within_years} years"
+        if self.campaign_from is not None:
+            return f"since the latest {self.campaign_from} (campaign)"
+        return "ever"
 
     @property
     def months(self) -> int | None:
@@ -150,6 +209,30 @@ class LatestValueSpec(_Strict):
     diastolic: CodelistIds
     within_months: Annotated[int, Field(gt=0)]
     thresholds: Annotated[list[Threshold], Field(min_length=1)]
+
+
+class LatestValueRangeSpec(Window):
+    """The latest value of a coded observation inside a window against limits (both inclusive)."""
+
+    codelists: CodelistIds
+    at_least: float | None = None
+    at_most: float | None = None
+
+    @model_validator(mode="after")
+    def _limits(self) -> LatestValueRangeSpec:
+        if self.at_least is None and self.at_most is None:
+            raise ValueError("give at_least, at_most or both")
+        return self
+
+
+FeedValue = Union[bool, int, float, str]
+
+
+class RecordSpec(Window):
+    """A row of an optional linked feed dated inside the window, matching every `where` column."""
+
+    feed: Identifier
+    where: dict[Identifier, Annotated[list[FeedValue], Field(min_length=1)]] = Field(default_factory=dict)
 
 
 class AgeSpec(_Strict):
@@ -200,6 +283,14 @@ class LatestValueAtMost(_Strict):
     latest_value_at_most: LatestValueSpec
 
 
+class LatestValue(_Strict):
+    latest_value: LatestValueRangeSpec
+
+
+class HasRecord(_Strict):
+    has_record: RecordSpec
+
+
 class Age(_Strict):
     age: AgeSpec
 
@@ -238,6 +329,8 @@ CRITERION_TYPES: dict[str, type[_Strict]] = {
     "count_events": CountEvents,
     "latest_event_in": LatestEventIn,
     "latest_value_at_most": LatestValueAtMost,
+    "latest_value": LatestValue,
+    "has_record": HasRecord,
     "age": Age,
     "on_register": OnRegister,
     "in_cohort": InCohort,
@@ -302,6 +395,80 @@ def codelist_refs(criterion: BaseModel, path: str) -> Iterator[tuple[str, str]]:
                 yield f"{path}.{tag}.{field}[{i}]", codelist_id
 
 
+def describe_criterion(criterion: BaseModel) -> str:
+    """Return one criterion (and everything nested in it) in words, for explain and attrition.
+
+    Examples:
+        >>> describe_criterion(Age(age=AgeSpec(min=40)))
+        'aged 40 or over'
+        >>> describe_criterion(HasEvent.model_validate({"has_event": {"codelists": ["bp_cod"], "within_years": 5}}))
+        'a bp_cod code within 5 years'
+    """
+    if isinstance(criterion, (HasEvent, NoEvent)):
+        spec = criterion.has_event if isinstance(criterion, HasEvent) else criterion.no_event
+        prefix = "a" if isinstance(criterion, HasEvent) else "no"
+        return f"{prefix} {' / '.join(spec.codelists)} code {spec.describe()}"
+    if isinstance(criterion, CountEvents):
+        spec = criterion.count_events
+        return f"at least {spec.at_least} {' / '.join(spec.codelists)} codes {spec.describe()}"
+    if isinstance(criterion, LatestEventIn):
+        spec = criterion.latest_event_in
+        return f"the latest {' / '.join(spec.codelists)} code ({spec.describe()}) is {' / '.join(spec.matches)}"
+    if isinstance(criterion, LatestValueAtMost):
+        spec = criterion.latest_value_at_most
+        bands = []
+        for t in spec.thresholds:
+            ages = "all ages"
+            if t.age_from is not None and t.age_below is not None:
+                ages = f"aged {t.age_from}-{t.age_below - 1}"
+            elif t.age_from is not None:
+                ages = f"aged {t.age_from}+"
+            elif t.age_below is not None:
+                ages = f"under {t.age_below}"
+            bands.append(f"{t.systolic:g}/{t.diastolic:g} {ages}")
+        return (
+            f"latest {' / '.join(spec.systolic)} and {' / '.join(spec.diastolic)} readings within "
+            f"{spec.within_months} months at or below {', '.join(bands)}"
+        )
+    if isinstance(criterion, LatestValue):
+        spec = criterion.latest_value
+        limits = []
+        if spec.at_least is not None:
+            limits.append(f">= {spec.at_least:g}")
+        if spec.at_most is not None:
+            limits.append(f"<= {spec.at_most:g}")
+        return f"latest {' / '.join(spec.codelists)} value {spec.describe()} {' and '.join(limits)}"
+    if isinstance(criterion, HasRecord):
+        spec = criterion.has_record
+        where = "".join(f" with {column} in {values}" for column, values in spec.where.items())
+        return f"a {spec.feed} record {spec.describe()}{where}"
+    if isinstance(criterion, Age):
+        low, high = criterion.age.min, criterion.age.max
+        if low is not None and high is not None:
+            return f"aged {low} to {high}"
+        return f"aged {low} or over" if low is not None else f"aged {high} or under"
+    if isinstance(criterion, OnRegister):
+        return f"on register {criterion.on_register}"
+    if isinstance(criterion, InCohort):
+        return f"in cohort {criterion.in_cohort}"
+    if isinstance(criterion, Deprivation):
+        return f"national IMD decile in {criterion.deprivation.imd_deciles}"
+    if isinstance(criterion, Ethnicity):
+        parts = []
+        if criterion.ethnicity.categories:
+            parts.append(f"NHS ethnic category in {list(criterion.ethnicity.categories)}")
+        if criterion.ethnicity.broad:
+            parts.append(f"broad ethnic group in {list(criterion.ethnicity.broad)}")
+        return " or ".join(parts)
+    if isinstance(criterion, AllOf):
+        return "all of (" + "; ".join(describe_criterion(c) for c in criterion.all_of) + ")"
+    if isinstance(criterion, AnyOf):
+        return "any of (" + "; ".join(describe_criterion(c) for c in criterion.any_of) + ")"
+    if isinstance(criterion, Not):
+        return "not " + describe_criterion(criterion.not_)
+    raise TypeError(f"no description for criterion {type(criterion).__name__}")
+
+
 # --- definitions -------------------------------------------------------------------------
 
 
@@ -330,11 +497,23 @@ class ReportingFocus(_Strict):
     note: str = ""
 
 
-class Cohort(_Definition):
-    """A population an ICS chooses to focus on, stated as one criterion."""
+NotAvailableReason = Annotated[str, Field(min_length=1)] | None
 
-    criteria: Criterion
+
+class Cohort(_Definition):
+    """A population an ICS chooses to focus on, stated as one criterion (or why it cannot be)."""
+
+    criteria: Criterion | None = None
     reporting_focus: ReportingFocus | None = None
+    not_available_reason: NotAvailableReason = None
+
+    @model_validator(mode="after")
+    def _criteria_or_reason(self) -> Cohort:
+        if self.criteria is None and self.not_available_reason is None:
+            raise ValueError("give criteria, or not_available_reason when no shared codelist supports the cohort")
+        if self.criteria is not None and self.not_available_reason is not None:
+            raise ValueError("a cohort with criteria is available: drop not_available_reason (or the criteria)")
+        return self
 
 
 class UnavailableComponent(_Strict):
@@ -345,15 +524,52 @@ class UnavailableComponent(_Strict):
 
 
 class Indicator(_Definition):
-    """A numerator/denominator measure; the numerator is evaluated within the denominator."""
+    """A numerator/denominator measure; the numerator is evaluated within the denominator.
+
+    `multiplier` says how the rate is shown (1: a proportion; 100000: per 100,000) and does
+    not change any count. An indicator no shared codelist or feed can support gives
+    `not_available_reason` and no numerator.
+    """
 
     clinical_area: Annotated[str, Field(min_length=1)]
-    denominator: Criterion
-    numerator: Criterion
+    denominator: Criterion | None = None
+    numerator: Criterion | None = None
     direction: Literal["higher_is_better", "lower_is_better"]
     target: Annotated[float, Field(ge=0, le=1)] | None = None
+    multiplier: Literal[1, 100, 1000, 100000] = 1
     breakdowns: list[Breakdown] = Field(default_factory=list)
     unavailable_components: list[UnavailableComponent] = Field(default_factory=list)
+    not_available_reason: NotAvailableReason = None
+
+    @model_validator(mode="after")
+    def _rules_or_reason(self) -> Indicator:
+        if self.not_available_reason is None and (self.denominator is None or self.numerator is None):
+            raise ValueError(
+                "give denominator and numerator, or not_available_reason when no shared codelist or feed supports it"
+            )
+        if self.not_available_reason is not None and self.numerator is not None:
+            raise ValueError("an indicator with a numerator is available: drop not_available_reason (or the numerator)")
+        return self
+
+
+class IcsConfig(_Strict):
+    """ICS configuration: who the ICS is, which cohorts it reports as PLUS groups and focus
+    populations, and named parameters its definitions use as `${name}`."""
+
+    name: Annotated[str, Field(min_length=1)]
+    plus_groups: list[Identifier] = Field(default_factory=list)
+    focus_cohorts: list[Identifier] = Field(default_factory=list)
+    parameters: dict[Identifier, FeedValue] = Field(default_factory=dict)
+
+
+class LocalCodelist(_Strict):
+    """A codelist pinned by a definitions folder itself (path relative to the folder)."""
+
+    path: Annotated[str, Field(min_length=1)]
+    sha256: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
+    source: Annotated[str, Field(min_length=1)]
+    version: Annotated[str, Field(min_length=1)]
+    description: str = ""
 
 
 KINDS: dict[str, tuple[str, type[_Definition]]] = {
@@ -361,26 +577,44 @@ KINDS: dict[str, tuple[str, type[_Definition]]] = {
     "cohorts": ("cohort", Cohort),
     "indicators": ("indicator", Indicator),
 }
+CONFIG_SECTIONS = ("ics", "codelists")
 
 
 @dataclass(frozen=True)
 class Definitions:
-    """Every validated definition, by id, with the file each came from."""
+    """Every validated definition, by id, with the file each came from, and the folder's
+    ICS configuration and own codelist pins."""
 
     registers: dict[str, Register]
     cohorts: dict[str, Cohort]
     indicators: dict[str, Indicator]
     files: dict[tuple[str, str], str]
+    ics: IcsConfig | None = None
+    local_codelists: dict[str, LocalCodelist] = dataclass_field(default_factory=dict)
+    directory: Path | None = None
+
+    def store(self, kind: str) -> Mapping[str, _Definition]:
+        """Return the definitions of one kind ('register', 'cohort' or 'indicator') by id."""
+        return {"register": self.registers, "cohort": self.cohorts, "indicator": self.indicators}[kind]
+
+    def roots(self, kind: str, definition_id: str) -> list[tuple[str, BaseModel]]:
+        """Return the (field, criterion) roots of a cohort or indicator (none for a register)."""
+        if kind == "cohort":
+            parts = [("criteria", self.cohorts[definition_id].criteria)]
+        elif kind == "indicator":
+            ind = self.indicators[definition_id]
+            parts = [("denominator", ind.denominator), ("numerator", ind.numerator)]
+        else:
+            parts = []
+        return [(name, c) for name, c in parts if c is not None]
 
     def criteria(self) -> Iterator[tuple[str, str, str, BaseModel]]:
         """Yield (kind, id, path, criterion) for every criterion in every definition."""
-        for cohort in self.cohorts.values():
-            for path, c in walk(cohort.criteria, "criteria"):
-                yield "cohort", cohort.id, path, c
-        for ind in self.indicators.values():
-            for part in ("denominator", "numerator"):
-                for path, c in walk(getattr(ind, part), part):
-                    yield "indicator", ind.id, path, c
+        for kind in ("cohort", "indicator"):
+            for definition_id in self.store(kind):
+                for part, root in self.roots(kind, definition_id):
+                    for path, c in walk(root, part):
+                        yield kind, definition_id, path, c
 
     def codelist_ids(self) -> frozenset[str]:
         """Return every codelist id any definition names."""
@@ -398,19 +632,61 @@ class Definitions:
             if key in seen:
                 continue
             seen.add(key)
-            k, i = key
-            roots = []
-            if k == "cohort":
-                roots = [self.cohorts[i].criteria]
-            elif k == "indicator":
-                roots = [self.indicators[i].denominator, self.indicators[i].numerator]
-            for root in roots:
+            for _, root in self.roots(*key):
                 for _, c in walk(root, ""):
                     if isinstance(c, OnRegister):
                         stack.append(("register", c.on_register))
                     elif isinstance(c, InCohort):
                         stack.append(("cohort", c.in_cohort))
         return sorted(seen)
+
+    def codelists_used(self, kind: str, definition_id: str) -> set[str]:
+        """Return every codelist a definition reads, through the registers and cohorts it uses too."""
+        used: set[str] = set()
+        for k, i in self.dependencies(kind, definition_id):
+            if k == "register":
+                used.update(self.registers[i].diagnosis, self.registers[i].resolved)
+            for part, root in self.roots(k, i):
+                for path, c in walk(root, part):
+                    used.update(codelist_id for _, codelist_id in codelist_refs(c, path))
+        return used
+
+    def feeds_used(self, kind: str, definition_id: str) -> list[str]:
+        """Return the optional feeds a definition (or anything it uses) reads, sorted."""
+        feeds = {
+            c.has_record.feed
+            for k, i in self.dependencies(kind, definition_id)
+            for _, root in self.roots(k, i)
+            for _, c in walk(root, "")
+            if isinstance(c, HasRecord)
+        }
+        return sorted(feeds)
+
+    def availability(self, kind: str, definition_id: str, feeds_present: Iterator[str] | None = None) -> str | None:
+        """Return why a definition cannot be evaluated this month, or None when it can.
+
+        Arguments:
+            kind, definition_id: the definition.
+            feeds_present: the optional feeds the month's extract supplied; None = all of them.
+        """
+        for k, i in self.dependencies(kind, definition_id):
+            reason = getattr(self.store(k)[i], "not_available_reason", None)
+            if reason:
+                return reason if (k, i) == (kind, definition_id) else f"uses {k} '{i}', which is not available: {reason}"
+        if feeds_present is not None:
+            present = set(feeds_present)
+            missing = [f for f in self.feeds_used(kind, definition_id) if f not in present]
+            if missing:
+                return f"linked feed(s) {missing} not supplied in this month's extract"
+        return None
+
+    def canonical(self, kind: str, definition_id: str) -> dict[str, Any]:
+        """Return the validated definition as plain data (what the hash and the registry store)."""
+        return self.store(kind)[definition_id].model_dump(mode="json", by_alias=True, exclude_none=True, exclude_defaults=True)
+
+    def definition_text(self, kind: str, definition_id: str) -> str:
+        """Return the validated definition as YAML (parameters substituted), for the registry."""
+        return yaml.safe_dump(self.canonical(kind, definition_id), sort_keys=False, allow_unicode=True, width=100)
 
     def definition_hash(self, kind: str, definition_id: str) -> str:
         """Return the sha256 of the canonical text of a definition and everything it uses.
@@ -419,13 +695,26 @@ class Definitions:
         comments and key order in the YAML do not change it, while any change to the rule —
         including a register or cohort it refers to — does.
         """
-        store = {"register": self.registers, "cohort": self.cohorts, "indicator": self.indicators}
-        payload = [
-            {"kind": k, "definition": store[k][i].model_dump(mode="json", by_alias=True, exclude_none=True)}
-            for k, i in self.dependencies(kind, definition_id)
-        ]
+        payload = [{"kind": k, "definition": self.canonical(k, i)} for k, i in self.dependencies(kind, definition_id)]
         text = json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
         return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+    def ics_hash(self) -> str | None:
+        """Return the sha256 of the canonical ICS configuration, if there is one."""
+        if self.ics is None:
+            return None
+        text = json.dumps(self.ics.model_dump(mode="json"), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+        return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+    def cohort_role(self, cohort_id: str) -> str:
+        """Return a cohort's role in the ICS configuration: core20, plus_group, focus or building_block."""
+        if cohort_id == "core20":
+            return "core20"
+        if self.ics is not None and cohort_id in self.ics.plus_groups:
+            return "plus_group"
+        if self.ics is not None and cohort_id in self.ics.focus_cohorts:
+            return "focus"
+        return "building_block"
 
 
 def _format_loc(loc: tuple[Any, ...]) -> str:
@@ -467,11 +756,33 @@ def _format_error(error: Mapping[str, Any]) -> tuple[str, str]:
     return path, message
 
 
-def _parse_file(file_name: str, raw: Any, problems: list[str]) -> tuple[str, list[_Definition]]:
+_PARAMETER = re.compile(r"^\$\{([a-z][a-z0-9_]*)\}$")
+
+
+def _substitute(value: Any, parameters: Mapping[str, Any], path: str, unknown: list[tuple[str, str]]) -> Any:
+    """Return `value` with every `${name}` string replaced by the ICS parameter of that name."""
+    if isinstance(value, str):
+        match = _PARAMETER.match(value)
+        if match is None:
+            return value
+        if match.group(1) not in parameters:
+            unknown.append((path, match.group(1)))
+            return value
+        return parameters[match.group(1)]
+    if isinstance(value, Mapping):
+        return {k: _substitute(v, parameters, f"{path}.{k}" if path else str(k), unknown) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_substitute(v, parameters, f"{path}[{i}]", unknown) for i, v in enumerate(value)]
+    return value
+
+
+def _parse_file(
+    file_name: str, raw: Any, problems: list[str], parameters: Mapping[str, Any]
+) -> tuple[str, list[_Definition]]:
     if not isinstance(raw, Mapping) or len(raw) != 1 or next(iter(raw)) not in KINDS:
         problems.append(
             f"{file_name}: the file must hold exactly one top-level key, one of "
-            f"{', '.join(KINDS)}, with a list of definitions"
+            f"{', '.join((*KINDS, *CONFIG_SECTIONS))}, with a list of definitions (or the configuration)"
         )
         return "", []
     section = next(iter(raw))
@@ -484,6 +795,15 @@ def _parse_file(file_name: str, raw: Any, problems: list[str]) -> tuple[str, lis
     for index, item in enumerate(items):
         name = item.get("id") if isinstance(item, Mapping) else None
         label = f"{kind} '{name}'" if name else f"{kind} #{index + 1}"
+        unknown: list[tuple[str, str]] = []
+        item = _substitute(item, parameters, "", unknown)
+        for path, parameter in unknown:
+            problems.append(
+                f"{file_name}: {label}: field '{path}': unknown parameter '{parameter}'; define it under "
+                "ics.parameters"
+            )
+        if unknown:
+            continue  # validating the unsubstituted text would only repeat the problem
         try:
             parsed.append(model.model_validate(item))
         except ValidationError as error:
@@ -493,15 +813,42 @@ def _parse_file(file_name: str, raw: Any, problems: list[str]) -> tuple[str, lis
     return section, parsed
 
 
+def _parse_config(file_name: str, section: str, body: Any, problems: list[str]) -> Any:
+    """Validate an `ics` or `codelists` section; return the model(s) or None."""
+    try:
+        if section == "ics":
+            return IcsConfig.model_validate(body)
+        if not isinstance(body, Mapping):
+            problems.append(f"{file_name}: 'codelists' must map codelist ids to their pins")
+            return None
+        pins = {}
+        for codelist_id, entry in body.items():
+            try:
+                pins[str(codelist_id)] = LocalCodelist.model_validate(entry)
+            except ValidationError as error:
+                for detail in error.errors():
+                    path, message = _format_error(detail)
+                    problems.append(f"{file_name}: codelist '{codelist_id}': field '{path}': {message}")
+        return pins
+    except ValidationError as error:
+        for detail in error.errors():
+            path, message = _format_error(detail)
+            problems.append(f"{file_name}: ics: field '{path}': {message}")
+    return None
+
+
 def parse_definitions(
-    texts: Mapping[str, str], known_codelists: frozenset[str] | set[str] | None = None
+    texts: Mapping[str, str],
+    known_codelists: frozenset[str] | set[str] | None = None,
+    directory: str | Path | None = None,
 ) -> Definitions:
     """Parse and validate definition files given as text.
 
     Arguments:
         texts: file name -> YAML text (the names appear in error messages).
-        known_codelists: the codelist ids a definition may name; default: the `codelists`
-            of the reference manifest.
+        known_codelists: the codelist ids a definition may name besides the folder's own
+            pins; default: the `codelists` of the reference manifest.
+        directory: the folder the texts came from (where its own codelist files live).
 
     Returns:
         The validated Definitions.
@@ -514,15 +861,34 @@ def parse_definitions(
 
         known_codelists = frozenset(load_manifest().codelists)
     problems: list[str] = []
-    store: dict[str, dict[str, _Definition]] = {section: {} for section in KINDS}
-    files: dict[tuple[str, str], str] = {}
+    raws: dict[str, Any] = {}
+    ics: IcsConfig | None = None
+    local: dict[str, LocalCodelist] = {}
+    config_files: dict[str, str] = {}
     for file_name, text in texts.items():
         try:
             raw = yaml.safe_load(text)
         except yaml.YAMLError as error:
             problems.append(f"{file_name}: not valid YAML: {error}")
             continue
-        section, parsed = _parse_file(file_name, raw, problems)
+        section = next(iter(raw)) if isinstance(raw, Mapping) and len(raw) == 1 else None
+        if section in CONFIG_SECTIONS:
+            if section in config_files:
+                problems.append(f"{file_name}: '{section}' is also given in {config_files[section]}; give it once")
+                continue
+            config_files[section] = file_name
+            parsed = _parse_config(file_name, section, raw[section], problems)
+            if section == "ics":
+                ics = parsed
+            elif parsed is not None:
+                local = parsed
+            continue
+        raws[file_name] = raw
+    parameters = ics.parameters if ics is not None else {}
+    store: dict[str, dict[str, _Definition]] = {section: {} for section in KINDS}
+    files: dict[tuple[str, str], str] = {}
+    for file_name, raw in raws.items():
+        section, parsed = _parse_file(file_name, raw, problems, parameters)
         for definition in parsed:
             kind = KINDS[section][0]
             if definition.id in store[section]:
@@ -533,15 +899,37 @@ def parse_definitions(
                 continue
             store[section][definition.id] = definition
             files[(kind, definition.id)] = file_name
-    defs = Definitions(store["registers"], store["cohorts"], store["indicators"], files)  # type: ignore[arg-type]
-    problems.extend(_check_references(defs, frozenset(known_codelists)))
+    defs = Definitions(
+        store["registers"], store["cohorts"], store["indicators"], files,  # type: ignore[arg-type]
+        ics=ics, local_codelists=local, directory=Path(directory) if directory is not None else None,
+    )
+    problems.extend(_check_references(defs, frozenset(known_codelists) | frozenset(local), config_files.get("ics")))
     if problems:
         raise DefinitionError(problems)
     return defs
 
 
-def _check_references(defs: Definitions, known_codelists: frozenset[str]) -> list[str]:
-    """Return problems with names that point nowhere: codelists, registers, cohorts, cycles."""
+def _check_feed(spec: RecordSpec) -> list[tuple[str, str]]:
+    """Return (field, problem) pairs for a has_record criterion: unknown feed, column or value type."""
+    from pipelines.segmentation.schemas import FEEDS
+
+    if spec.feed not in FEEDS:
+        return [("feed", f"unknown feed '{spec.feed}'; expected one of {sorted(FEEDS)}")]
+    table = FEEDS[spec.feed].table
+    problems = []
+    for column, values in spec.where.items():
+        if column not in table.names or column == "patient_id":
+            problems.append((f"where.{column}", f"feed '{spec.feed}' has no such column; it has {table.names[1:]}"))
+            continue
+        dtype = table.column(column).dtype
+        expected = bool if dtype == pl.Boolean else int if dtype.is_integer() else str if dtype == pl.String else float
+        if any(type(v) is not expected for v in values):
+            problems.append((f"where.{column}", f"values must be {expected.__name__} (the column is {dtype})"))
+    return problems
+
+
+def _check_references(defs: Definitions, known_codelists: frozenset[str], ics_file: str | None = None) -> list[str]:
+    """Return problems with names that point nowhere: codelists, registers, cohorts, feeds, cycles."""
     problems = []
 
     def where(kind: str, definition_id: str, path: str) -> str:
@@ -560,6 +948,14 @@ def _check_references(defs: Definitions, known_codelists: frozenset[str]) -> lis
             problems.append(f"{where(kind, definition_id, path + '.on_register')}: unknown register '{criterion.on_register}'")
         if isinstance(criterion, InCohort) and criterion.in_cohort not in defs.cohorts:
             problems.append(f"{where(kind, definition_id, path + '.in_cohort')}: unknown cohort '{criterion.in_cohort}'")
+        if isinstance(criterion, HasRecord):
+            for field_path, problem in _check_feed(criterion.has_record):
+                problems.append(f"{where(kind, definition_id, f'{path}.has_record.{field_path}')}: {problem}")
+    if defs.ics is not None:
+        for field in ("plus_groups", "focus_cohorts"):
+            for i, cohort_id in enumerate(getattr(defs.ics, field)):
+                if cohort_id not in defs.cohorts:
+                    problems.append(f"{ics_file}: ics: field '{field}[{i}]': unknown cohort '{cohort_id}'")
     if not problems:
         problems.extend(_check_cycles(defs, where))
     return problems
@@ -568,8 +964,8 @@ def _check_references(defs: Definitions, known_codelists: frozenset[str]) -> lis
 def _check_cycles(defs: Definitions, where: Any) -> list[str]:
     # A cohort defined (directly or not) in terms of itself has no meaning; find such loops.
     uses = {
-        cohort.id: [c.in_cohort for _, c in walk(cohort.criteria, "") if isinstance(c, InCohort)]
-        for cohort in defs.cohorts.values()
+        cohort_id: [c.in_cohort for _, root in defs.roots("cohort", cohort_id) for _, c in walk(root, "") if isinstance(c, InCohort)]
+        for cohort_id in defs.cohorts
     }
     problems = []
     for start in uses:
@@ -598,7 +994,9 @@ def load_definitions(
         The validated Definitions.
     """
     folder = Path(directory) if directory is not None else DEFINITIONS_DIR
+    if not folder.is_dir():
+        raise DefinitionError([f"{folder}: definitions folder does not exist"])
     texts = {path.name: path.read_text(encoding="utf-8") for path in sorted(folder.glob("*.yaml"))}
     if not texts:
         raise DefinitionError([f"{folder}: no *.yaml definition files found"])
-    return parse_definitions(texts, known_codelists)
+    return parse_definitions(texts, known_codelists, directory=folder.resolve())

@@ -354,10 +354,20 @@ def complementary_suppression(values: dict, primary: set, relations: list[tuple]
                     added = True
                     break
         if not added:
-            raise RuntimeError(
-                f"complementary_suppression: {len(exposed)} hidden cell(s) stay recoverable and no visible "
-                "cell is left to hide in their relations"
-            )
+            # Every cell of the exposed cells' own relations is already hidden, yet visible
+            # cells elsewhere still determine them through a chain of relations (e.g. a
+            # women-only indicator, whose hidden total equals its visible 'F' group). Hide
+            # the next visible cell of any relation touching a hidden cell: hiding only ever
+            # removes information, so this ends, at worst with every such cell hidden.
+            candidates = {m for _, members in relations if any(x in hidden for x in members)
+                          for m in members if m not in hidden}
+            if not candidates:
+                raise RuntimeError(
+                    f"complementary_suppression: {len(exposed)} hidden cell(s) stay recoverable and no visible "
+                    "cell is left to hide in their relations"
+                )
+            positive = sorted((values[m], m) for m in candidates if values[m] > 0)
+            hidden.add(positive[0][1] if positive else sorted(candidates)[0])
 
 
 def protect_counts(

@@ -224,7 +224,11 @@ def _relations(counts: pl.DataFrame, cells: pl.DataFrame, primary_vintage: str) 
                 by_margin.setdefault(g.split(SEPARATOR)[position], []).append((vintage, breakdown, g))
             for label, parts in by_margin.items():
                 add((margin_vintage, margin, label), parts)
-    return relations
+    # One order whatever the order of the inputs: the greedy choice of complementary cells
+    # follows the relations' order, and the groups above come from unordered collections
+    # (`unique()`, sets of strings whose iteration order differs between processes), so
+    # without this a re-run of the same month could suppress different cells.
+    return sorted((total, [total, *sorted(members[1:])]) for total, members in relations)
 
 
 def build_gap_table(

@@ -493,3 +493,190 @@ PUBLISHED_DATA_QUALITY = Table(
     columns=tuple(c for c in DATA_QUALITY.columns if c.name not in ("run_id", "recorded_at")),
     primary_key=DATA_QUALITY.primary_key,
 )
+
+# ---------------------------------------------------------------------------
+# Optional linked feeds: secondary-care data keyed by the same pseudonymised patient id
+# (DOMAIN.md section 4). Each is an optional table in the extract folder, `NAME.parquet`,
+# `NAME.csv` or `NAME.csv.gz`, with exactly these column names. When a feed is absent its
+# indicators are reported as not available for the month, never as zero.
+# ---------------------------------------------------------------------------
+
+BOOLEAN_TEXT = {"true": True, "t": True, "yes": True, "y": True, "1": True,
+                "false": False, "f": False, "no": False, "n": False, "0": False}
+
+
+@dataclass(frozen=True)
+class Feed:
+    """An optional linked input table: its contract, the column that dates a record, its source."""
+
+    name: str
+    table: Table
+    date_column: str
+    source: str
+
+    def staging(self) -> Table:
+        """Return the staged contract: the input columns after `reporting_month`."""
+        return Table(
+            name=f"staging.{self.name}",
+            description=f"{self.table.description} Rows of patients registered at month end, dated on or before it.",
+            columns=(Column("reporting_month", pl.Date, "First day of the reporting month (the partition)."), *self.table.columns),
+        )
+
+
+_FEED_PATIENT = Column("patient_id", pl.String, "Pseudonymised patient identifier, the same as in the GP extract.")
+
+MATERNITY_FEED = Feed(
+    name="maternity",
+    table=Table(
+        name="maternity",
+        description="Maternity Services Data Set (MSDS): one row per pregnancy booked for antenatal care.",
+        columns=(
+            _FEED_PATIENT,
+            Column("booking_date", pl.Date, "Date of the antenatal booking appointment."),
+            Column(
+                "is_on_continuity_pathway", pl.Boolean,
+                "Whether the woman was placed on a midwifery continuity of carer pathway (MSDS: by 28 weeks' gestation).",
+            ),
+        ),
+    ),
+    date_column="booking_date",
+    source="NHS England Maternity Services Data Set (MSDS), linked by the ICB's data service",
+)
+
+CANCER_REGISTRY_FEED = Feed(
+    name="cancer_registry",
+    table=Table(
+        name="cancer_registry",
+        description="National Cancer Registration and Analysis Service (NCRAS): one row per registered tumour.",
+        columns=(
+            _FEED_PATIENT,
+            Column("diagnosis_date", pl.Date, "Date of diagnosis of the tumour."),
+            Column(
+                "stage", pl.Int8,
+                "Stage at diagnosis, 1 to 4; blank when the tumour was not staged (excluded from staged cancers).",
+                nullable=True, allowed=("1", "2", "3", "4"),
+            ),
+            Column("tumour_site", pl.String, "Tumour site as the registry labels it (for information only).", required=False, nullable=True),
+        ),
+    ),
+    date_column="diagnosis_date",
+    source="NHS England National Disease Registration Service (cancer registry), linked by the ICB's data service",
+)
+
+DENTAL_EXTRACTIONS_FEED = Feed(
+    name="dental_extractions",
+    table=Table(
+        name="dental_extractions",
+        description="Hospital Episode Statistics (HES) admitted-care episodes with a tooth extraction.",
+        columns=(
+            _FEED_PATIENT,
+            Column("episode_date", pl.Date, "Start date of the hospital episode."),
+            Column(
+                "is_caries_extraction", pl.Boolean,
+                "Whether the supplier classed the episode as a tooth extraction due to decay (dental caries as "
+                "the primary diagnosis). The pipeline holds no OPCS-4 / ICD-10 codelists, so this flag is the "
+                "supplier's, following OHID's hospital tooth extractions method.",
+            ),
+        ),
+    ),
+    date_column="episode_date",
+    source="NHS England Hospital Episode Statistics (HES APC), linked by the ICB's data service",
+)
+
+MH_CONTACTS_FEED = Feed(
+    name="mh_contacts",
+    table=Table(
+        name="mh_contacts",
+        description=(
+            "Mental Health Services Data Set (MHSDS): one row per attended contact with a children and young "
+            "people's mental health service (the supplier leaves out unattended appointments)."
+        ),
+        columns=(
+            _FEED_PATIENT,
+            Column("contact_date", pl.Date, "Date of the attended contact."),
+        ),
+    ),
+    date_column="contact_date",
+    source="NHS England Mental Health Services Data Set (MHSDS), linked by the ICB's data service",
+)
+
+FEEDS: dict[str, Feed] = {f.name: f for f in (MATERNITY_FEED, CANCER_REGISTRY_FEED, DENTAL_EXTRACTIONS_FEED, MH_CONTACTS_FEED)}
+
+FEED_AVAILABILITY = Table(
+    name="staging.feed_availability",
+    description="Which optional linked feeds the month's extract supplied, with their row counts.",
+    columns=(
+        Column("reporting_month", pl.Date, "First day of the reporting month."),
+        Column("feed", pl.String, "Feed name (see FEEDS)."),
+        Column("is_present", pl.Boolean, "Whether the extract folder held the feed's table."),
+        Column("n_rows", pl.Int64, "Rows read from the feed's file (0 when absent)."),
+        Column("n_staged", pl.Int64, "Rows kept: registered patients, dated on or before month end, duplicates dropped."),
+    ),
+    primary_key=("reporting_month", "feed"),
+)
+
+# ---------------------------------------------------------------------------
+# Lineage (the audit trail): what produced each month's figures. Aggregates and
+# definitions only — none of these tables holds a patient-level value.
+# ---------------------------------------------------------------------------
+
+DEFINITION_USAGE = Table(
+    name="lineage.definition_usage",
+    description="Every definition (register, cohort, indicator, ICS configuration) a month's run used, with its full text.",
+    columns=(
+        Column("reporting_month", pl.Date, "First day of the reporting month."),
+        Column("definition_kind", pl.String, "register, cohort, indicator or ics.", allowed=("register", "cohort", "indicator", "ics")),
+        Column("definition_id", pl.String, "Definition id."),
+        Column("definition_version", pl.Int32, "Version the definition's authors gave it."),
+        Column("definition_hash", pl.String, "sha256 of the canonical text of the definition and everything it uses."),
+        Column("definition_text", pl.String, "The validated definition as YAML (parameters substituted)."),
+        Column("source_file", pl.String, "Definition file it came from."),
+        Column("is_available", pl.Boolean, "Whether it could be evaluated this month (codes and feeds present)."),
+        Column("not_available_reason", pl.String, "Why not, when it could not.", nullable=True),
+    ),
+    primary_key=("reporting_month", "definition_kind", "definition_id"),
+)
+
+RUN_MANIFEST = Table(
+    name="lineage.run_manifest",
+    description=(
+        "Everything a month's figures depend on, one row per item: definition hashes, codelist and reference "
+        "file checksums, IMD vintage, settings and the code version."
+    ),
+    columns=(
+        Column("reporting_month", pl.Date, "First day of the reporting month."),
+        Column("run_id", pl.String, "Dagster run id that produced the month."),
+        Column(
+            "item_type", pl.String, "What the row records.",
+            allowed=("definition", "codelist", "reference_file", "feed", "setting", "code"),
+        ),
+        Column("item_id", pl.String, "Definition / codelist / file / setting name."),
+        Column("item_version", pl.String, "Version, vintage or value.", nullable=True),
+        Column("item_hash", pl.String, "sha256 (definitions, codelists, reference files).", nullable=True),
+        Column("item_source", pl.String, "Where it came from (publisher, path or folder).", nullable=True),
+    ),
+    primary_key=("reporting_month", "item_type", "item_id"),
+)
+
+ATTRITION = Table(
+    name="lineage.attrition",
+    description=(
+        "Per register, cohort and indicator, how many registered patients each rule kept and removed, applied "
+        "in order. Unrounded counts in the private warehouse: apply disclosure control before sharing them."
+    ),
+    columns=(
+        Column("reporting_month", pl.Date, "First day of the reporting month."),
+        Column("definition_kind", pl.String, "register, cohort or indicator.", allowed=("register", "cohort", "indicator")),
+        Column("definition_id", pl.String, "Definition id."),
+        Column("definition_version", pl.Int32, "Definition version."),
+        Column("stage", pl.String, "Which part of the definition the rule belongs to.",
+               allowed=("register", "criteria", "denominator", "numerator")),
+        Column("step", pl.Int32, "Order of the rule (rules apply cumulatively within a definition)."),
+        Column("rule_path", pl.String, "Where the rule sits in the definition (field path)."),
+        Column("rule", pl.String, "The rule in words."),
+        Column("n_before", pl.Int64, "Patients reaching the rule."),
+        Column("n_kept", pl.Int64, "Patients the rule kept."),
+        Column("n_removed", pl.Int64, "Patients the rule removed."),
+    ),
+    primary_key=("reporting_month", "definition_kind", "definition_id", "stage", "step"),
+)

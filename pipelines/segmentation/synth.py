@@ -3,9 +3,11 @@
 The extract is a test oracle for the whole pipeline: patients live at real live postcodes
 of one ICB, are registered at its real active practices, and carry real SNOMED CT / dm+d
 codes from the pinned codelists. Nothing clinical or geographic is invented; only the
-people are. Every rule the pipeline applies (registers, the SMI health check,
-hypertension treated to target, Core20 by IMD 2019) has a ground truth written beside the
-extract, so a run can be checked against what was injected.
+people are. Every register and every available indicator of the library (and Core20 by
+IMD 2019) has a ground truth written beside the extract - the realised count and, where
+the generator draws the outcome directly, its expected rate - so a run can be checked
+against what was injected. The optional linked feeds (maternity, cancer registry, HES
+tooth extractions, MHSDS contacts) are written too, unless `include_feeds=False`.
 
 All the *rates* below (age structure, prevalences, ethnicity mixes, multipliers) are
 APPROXIMATE published figures or plainly synthetic choices; each says which in a comment.
@@ -62,6 +64,45 @@ OTHER_AREAS = {
     "copd_flu_current_campaign": {"base_rate": 0.78, "core20_multiplier": 0.92},
     "asthma_saba_issues_per_year": {"mean": 2.8, "core20_multiplier": 1.5},
     "hypertension_statin": {"base_rate": 0.45, "core20_multiplier": 0.90},
+}
+
+# The shipped ICS parameters (reference_data/definitions/ics.yaml) the ground truth
+# assumes; a test checks they still agree.
+FLU_CAMPAIGN_START = (9, 1)  # month, day; the COVID-19 autumn campaign uses the same start
+RELIEVER_THRESHOLD = 6
+CYP_MAX_AGE = 17
+
+# Library indicators drawn directly (synthetic rates near published levels where there
+# are any; every multiplier is a synthetic choice, the gap the pipeline must recover).
+LIBRARY_RATES = {
+    "copd_pneumococcal_ever": {"base_rate": 0.72, "core20_multiplier": 0.90},
+    "copd_covid_current_campaign": {
+        "base_rate": 0.62, "core20_multiplier": 0.85,
+        "ethnicity_multipliers": {"White": 1.0, "Mixed": 0.9, "Asian": 0.85, "Black": 0.7, "Other": 0.9},
+    },
+    "cyp_type1_cgm_12m": {
+        "base_rate": 0.72, "core20_multiplier": 0.80,
+        "ethnicity_multipliers": {"White": 1.0, "Mixed": 0.9, "Asian": 0.85, "Black": 0.8, "Other": 0.9},
+    },
+    "cyp_diabetes_bp_12m": {"base_rate": 0.70, "core20_multiplier": 0.85},
+    "qrisk_recorded_5y_40_84": {"base_rate": 0.40},
+    "qrisk_high_statin": {"base_rate": 0.45, "core20_multiplier": 0.85},
+    "diabetes_type1_share": {"cyp": 0.95, "adults": 0.08, "type_coded": 0.97},
+}
+# Linked feeds (synthetic rates; gaps in the directions reported for each area).
+FEED_RATES = {
+    "maternity_booking_12m": {"aged_18_40": 0.07, "aged_16_17_or_41_45": 0.02},
+    "continuity_of_carer": {
+        "base_rate": 0.30, "core20_multiplier": 1.25,
+        "ethnicity_multipliers": {"White": 1.0, "Mixed": 1.1, "Asian": 1.15, "Black": 1.25, "Other": 1.1},
+    },
+    "cancer_diagnosis_12m": {"at_65": 0.004, "per_year_of_age": 0.06, "cap": 0.03, "min_age": 30},
+    "cancer_stage_1_2": {"base_rate": 0.58, "core20_multiplier": 0.88, "aged_75_plus_multiplier": 0.90, "unstaged_share": 0.15},
+    "caries_extraction_12m_aged_0_10": {"base_rate": 0.004, "core20_multiplier": 2.5},
+    "cyp_mh_contact_12m": {
+        "base_rate": 0.07, "core20_multiplier": 1.10, "under_5_multiplier": 0.30,
+        "ethnicity_multipliers": {"White": 1.0, "Mixed": 0.9, "Asian": 0.6, "Black": 0.7, "Other": 0.8},
+    },
 }
 
 # Broad ethnic groups, in the order of the codelist's grouping_6 (1 White ... 5 Other).
@@ -125,10 +166,12 @@ _CODELISTS = (
     "hypres_cod", "copd_cod", "copdres_cod", "ast_cod", "astres_cod", "dm_cod", "dmres_cod",
     "epil_cod", "epilres_cod", "bp_cod", "systolic_blood_pressure_qof", "diastolic_blood_pressure_qof",
     "cholesterol_tests", "hba1c_tests", "lsmok_cod", "exsmok_cod", "flu_cod",
-    "saba_inhalers_resp02", "statin_medication",
+    "saba_inhalers_resp02", "statin_medication", "dmtype1_cod", "dmtype2_cod", "diabetes_cgm_dmd",
+    "qriskscore_cod", "pneumococcal_vaccination_gmsde", "covadm1_5",
 )
 
 _CLUSTER_IDS = tuple(i for c in _CONDITIONS for i in (c.diagnosis, c.resolved) if i is not None)
+_TYPE_SPECIFIC = {"dm_cod": ("dmtype1_cod", "dmtype2_cod")}
 
 # The QOF observables most practices record; other codes of each list appear less often.
 _MAIN_SYSTOLIC = "271649006"
@@ -163,8 +206,9 @@ def generate_extract(
     icb_code: str = "QT1",
     defect_rate: float = 0.02,
     reference_dir: str | Path | None = None,
+    include_feeds: bool = True,
 ) -> dict:
-    """Write a synthetic monthly extract (patients, events) with its ground truth.
+    """Write a synthetic monthly extract (patients, events, optional feeds) with its ground truth.
 
     Arguments:
         out_dir: folder to write `patients.parquet`, `events.parquet`, `ground_truth.json`
@@ -176,11 +220,15 @@ def generate_extract(
         defect_rate: share of patients given a data-quality defect, split evenly over blank,
             invalid and non-English postcodes, missing ethnicity and duplicated event rows.
         reference_dir: shared reference data folder (see reference_data.loader).
+        include_feeds: also write the optional linked feeds (maternity, cancer_registry,
+            dental_extractions, mh_contacts); without them their indicators are not available.
 
     Returns:
-        The ground truth (also written as `ground_truth.json`): register counts, per
-        Core20/rest group denominators, expected rates and realised numerators of the two
-        injected indicators, the multipliers used and the count of every injected defect.
+        The ground truth (also written as `ground_truth.json`): register counts and
+        expected prevalences; for every available indicator, per Core20/rest group and
+        overall, the denominator, the realised numerator and (where the outcome is drawn
+        directly) the expected rate and the standard deviation of the numerator; the
+        multipliers used and the count of every injected defect.
     """
     if reporting_month.day != 1:
         raise ValueError("reporting_month must be the first day of a month")
@@ -197,26 +245,37 @@ def generate_extract(
     conditions = _draw_conditions(rng, people, cal)
     defect_kind = _defect_kind(rng, n_patients, defect_rate)
     events = _EventBuffer()
-    _emit_diagnoses(rng, ref, people, conditions, events)
+    latest_dx = _emit_diagnoses(rng, ref, people, conditions, events)
     eth = _emit_ethnicity(rng, ref, people, defect_kind, events)
     outcomes = _emit_indicator_events(rng, ref, people, conditions, cal, events)
-    _emit_other_areas(rng, ref, people, conditions, cal, events)
+    outcomes.update(_emit_other_areas(rng, ref, people, conditions, cal, events))
+    outcomes.update(_emit_library_events(rng, ref, people, conditions, latest_dx, cal, events))
+    feed_rows, feed_outcomes = _draw_feeds(rng, people, cal)
+    outcomes.update(feed_outcomes)
     postcodes, postcode_defects = _draw_postcodes(rng, ref, people, defect_kind)
 
     event_rows, n_duplicates = events.finish(rng, defect_rate)
+    outcomes.update(_derived_outcomes(ref, event_rows, people, cal, reference_dir))
     patient_ids = _patient_ids(rng, n_patients)
     patients = _patients_frame(ref, people, patient_ids, postcodes)
     events_frame = _events_frame(ref, patient_ids, event_rows)
+    feeds = _feed_frames(feed_rows, patient_ids, rng)
 
     truth = _ground_truth(
         people, conditions, outcomes, defect_kind, postcode_defects, eth, cal,
         seed=seed, n_patients=n_patients, icb_code=icb_code, defect_rate=defect_rate,
-        n_duplicates=n_duplicates,
+        n_duplicates=n_duplicates, include_feeds=include_feeds,
     )
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     patients.write_parquet(out / "patients.parquet", compression="zstd", statistics=True)
     events_frame.write_parquet(out / "events.parquet", compression="zstd", statistics=True)
+    for name, frame in feeds.items():
+        target = out / f"{name}.parquet"
+        if include_feeds:
+            frame.write_parquet(target, compression="zstd", statistics=True)
+        else:
+            target.unlink(missing_ok=True)
     (out / "ground_truth.json").write_text(json.dumps(truth, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     manifest = {
         "generator": GENERATOR,
@@ -226,7 +285,8 @@ def generate_extract(
         "reference_date": cal.reference_date.isoformat(),
         "icb_code": icb_code,
         "defect_rate": defect_rate,
-        "row_counts": {"patients": patients.height, "events": events_frame.height},
+        "row_counts": {"patients": patients.height, "events": events_frame.height,
+                       **({name: frame.height for name, frame in feeds.items()} if include_feeds else {})},
     }
     (out / "extract.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     return truth
@@ -254,7 +314,9 @@ class _Calendar:
         r = nxt - timedelta(days=1)
         back = month.year * 12 + month.month - 1 - 11
         window = date(back // 12, back % 12 + 1, 1)
-        campaign = date(r.year if r.month >= 9 else r.year - 1, 9, 1)
+        start_month, start_day = FLU_CAMPAIGN_START
+        campaign = date(r.year, start_month, start_day)
+        campaign = campaign if campaign <= r else campaign.replace(year=r.year - 1)
         return cls(month, r, window, campaign)
 
     @property
@@ -405,6 +467,9 @@ def _load_reference(icb_code: str, reference_dir: str | Path | None) -> _Referen
             # own diagnosis cluster, since a same-day pair is still "resolved".
             own_dx = {c.diagnosis for c in _CONDITIONS if c.resolved == cid}
             others = [loader.read_codelist(o, reference_dir)["code"] for o in _CLUSTER_IDS if o != cid and o not in own_dx]
+            # Diabetes diagnoses are drawn from the codes that name no type, so that the
+            # type code written on the same day alone decides type 1 or type 2.
+            others += [loader.read_codelist(o, reference_dir)["code"] for o in _TYPE_SPECIFIC.get(cid, ())]
             frame = frame.filter(~pl.col("code").is_in(pl.concat(others).implode())).sort("code")
         else:
             frame = frame.sort("code")
@@ -535,6 +600,7 @@ class _ConditionState:
     on: np.ndarray  # on the register by construction (diagnosis after any resolution)
     resolved: np.ndarray
     rediagnosed: np.ndarray
+    p_on: np.ndarray  # each person's probability of being on the register (the expected prevalence)
 
 
 def _draw_conditions(rng: np.random.Generator, people: _People, cal: _Calendar) -> dict[str, _ConditionState]:
@@ -554,7 +620,9 @@ def _draw_conditions(rng: np.random.Generator, people: _People, cal: _Calendar) 
         v = rng.random(people.n)
         resolved = ever & (v < c.resolved_share)
         rediag = ever & (v >= c.resolved_share) & (v < c.resolved_share + c.rediagnosed_share)
-        out[c.name] = _ConditionState(ever=ever, on=ever & ~resolved, resolved=resolved, rediagnosed=rediag)
+        out[c.name] = _ConditionState(
+            ever=ever, on=ever & ~resolved, resolved=resolved, rediagnosed=rediag, p_on=p_ever * (1.0 - c.resolved_share)
+        )
     return out
 
 
@@ -625,11 +693,17 @@ def _uniform_days(rng: np.random.Generator, lo: np.ndarray, hi: np.ndarray) -> n
     return lo + np.floor(rng.random(np.shape(lo)) * span).astype(np.int64)
 
 
-def _emit_diagnoses(rng, ref, people: _People, conditions: dict[str, _ConditionState], events: _EventBuffer) -> None:
-    """Emit diagnosis and resolved codes whose order makes each register state true."""
+def _emit_diagnoses(rng, ref, people: _People, conditions: dict[str, _ConditionState], events: _EventBuffer) -> dict[str, np.ndarray]:
+    """Emit diagnosis and resolved codes whose order makes each register state true.
+
+    Returns each condition's latest diagnosis day for patients on its register (-1 for the
+    rest), so that later codes (e.g. the diabetes type) can sit on that day without moving it.
+    """
+    latest: dict[str, np.ndarray] = {}
     for c in _CONDITIONS:
         st = conditions[c.name]
         who = np.flatnonzero(st.ever)
+        latest[c.name] = np.full(people.n, -1, dtype=np.int64)
         if who.size == 0:
             continue
         dob, hi = people.dob[who], people.last[who]
@@ -652,6 +726,8 @@ def _emit_diagnoses(rng, ref, people: _People, conditions: dict[str, _ConditionS
             has_res = resolved | rediag
             events.add(who[has_res], _pick(rng, ref, c.resolved, int(has_res.sum())), r_day[has_res])
             events.add(who[rediag], _pick(rng, ref, c.diagnosis, int(rediag.sum())), cc[rediag])
+        latest[c.name][who] = np.where(resolved, -1, np.where(second | rediag, cc, a))
+    return latest
 
 
 @dataclass
@@ -835,12 +911,16 @@ def _emit_indicator_events(rng, ref: _Reference, people: _People, conditions, ca
     return {"p_smi": p_smi, "s_smi": s_smi, "p_htn": p_htn, "s_htn": s_htn}
 
 
-def _emit_other_areas(rng, ref: _Reference, people: _People, conditions, cal: _Calendar, events: _EventBuffer) -> None:
-    """Emit the events later indicators need: smoking, BP case-finding, tests, statins, flu, SABA.
+def _emit_other_areas(rng, ref: _Reference, people: _People, conditions, cal: _Calendar, events: _EventBuffer) -> dict:
+    """Emit the events later indicators need: smoking, BP case-finding, tests, QRISK, statins, flu, SABA.
 
     Patients on the SMI register are skipped for BP, lipids, HbA1c and smoking (their
     health-check events above must stay exactly as drawn), and hypertension patients for
     BP (their readings decide treated-to-target).
+
+    Returns the drawn outcomes the ground truth needs: BP case-finding probabilities, who
+    has a QRISK score of 10 or more as their latest in five years, who got a flu vaccine
+    in the current campaign.
     """
     n, r, w0 = people.n, cal.r, cal.w0
     smi_on, htn_on = conditions["smi"].on, conditions["hypertension"].on
@@ -868,6 +948,7 @@ def _emit_other_areas(rng, ref: _Reference, people: _People, conditions, cal: _C
     p_recent = cfg["base_rate"] * np.where(people.is_core20, cfg["core20_multiplier"], 1.0) * np.where(people.eth6 == 3, cfg["black_multiplier"], 1.0)
     forty = free & (age >= 40)
     recent = forty & (rng.random(n) < p_recent)
+    p_case_finding = np.where(forty, p_recent, 0.0)
     older_only = forty & ~recent & (rng.random(n) < 0.5)
     young = free & (age >= 18) & (age < 40) & (rng.random(n) < 0.7)
     n_recent = np.where(recent, rng.integers(2, 9, n), 0)
@@ -899,13 +980,33 @@ def _emit_other_areas(rng, ref: _Reference, people: _People, conditions, cal: _C
     day = np.maximum(hi[pid] - k * 182 - rng.integers(0, 31, owner.size), dob[pid])
     events.add(pid, _pick(rng, ref, "hba1c_tests", pid.size), day, np.clip(np.rint(rng.normal(58, 12, pid.size)), 30, 140))
 
+    # QRISK scores (value = 10-year CVD risk, %) for 40-84s, as NHS Health Checks record
+    # them: one within the last five years (safely inside the window), and for some an
+    # older one outside it, so that only the latest decides. Risk rises with age and is
+    # higher for men (synthetic, roughly QRISK3's shape).
+    cfg = LIBRARY_RATES["qrisk_recorded_5y_40_84"]
+    scored = np.flatnonzero((age >= 40) & (age <= 84) & (rng.random(n) < cfg["base_rate"]))
+    median = 2.5 * np.exp(0.075 * (age[scored] - 40)) * np.where(people.sex[scored] == "M", 1.4, 1.0)
+    value = np.round(np.clip(median * np.exp(rng.normal(0.0, 0.45, scored.size)), 0.5, 60.0), 1)
+    value = np.where(rng.random(scored.size) < 0.02, 10.0, value)  # some exactly at the threshold
+    day = _uniform_days(rng, np.full(scored.size, r - 1800), hi[scored])
+    events.add(scored, _pick(rng, ref, "qriskscore_cod", scored.size), day, value)
+    older = scored[rng.random(scored.size) < 0.3]
+    older_value = np.round(np.clip(2.5 * np.exp(0.075 * (age[older] - 45)) * np.exp(rng.normal(0.0, 0.6, older.size)), 0.5, 60.0), 1)
+    events.add(older, _pick(rng, ref, "qriskscore_cod", older.size),
+               np.minimum(_uniform_days(rng, np.full(older.size, r - 3650), np.full(older.size, r - 1900)), hi[older]), older_value)
+    qrisk_high = np.zeros(n, dtype=bool)
+    qrisk_high[scored] = value >= 10.0
+
     # Statins: repeat issues every 28 or 56 days from a start up to ten years back; some
-    # hypertension patients (fewer in Core20), most adults with diabetes and a third of
-    # other over-60s (roughly NHS statin coverage).
+    # hypertension patients (fewer in Core20), most adults with diabetes, some with a high
+    # QRISK score (fewer in Core20) and a third of other over-60s (roughly NHS statin coverage).
     cfg = OTHER_AREAS["hypertension_statin"]
     p = np.where(htn_on, cfg["base_rate"] * np.where(people.is_core20, cfg["core20_multiplier"], 1.0), 0.0)
     p = np.where(dm_on & (age >= 40), np.maximum(p, 0.7), p)
-    p = np.where((age >= 60) & ~htn_on & ~dm_on, 0.3, p)
+    q = LIBRARY_RATES["qrisk_high_statin"]
+    p = np.where(qrisk_high & ~htn_on & ~dm_on, q["base_rate"] * np.where(people.is_core20, q["core20_multiplier"], 1.0), p)
+    p = np.where((age >= 60) & ~htn_on & ~dm_on & ~qrisk_high, 0.3, p)
     users = np.flatnonzero(rng.random(n) < p)
     start = np.maximum(hi[users] - rng.integers(90, 3653, users.size), dob[users] + int(30 * _YEAR))
     stop = np.where(rng.random(users.size) < 0.15, start + np.floor(rng.random(users.size) * (hi[users] - start)).astype(np.int64), hi[users])
@@ -921,30 +1022,329 @@ def _emit_other_areas(rng, ref: _Reference, people: _People, conditions, cal: _C
     cfg = OTHER_AREAS["copd_flu_current_campaign"]
     p_copd = cfg["base_rate"] * np.where(people.is_core20, cfg["core20_multiplier"], 1.0)
     eligible = (age >= 65) | ast_on | dm_on
+    flu_current = np.zeros(n, dtype=bool)
     for back in range(10):  # ten campaigns
         cs = _days(cal.campaign_start.replace(year=cal.campaign_start.year - back))
         p = np.where(copd_on, p_copd if back == 0 else 0.75, np.where(eligible, 0.70, 0.0))
         got = np.flatnonzero((rng.random(n) < p) & (hi >= cs))
+        if back == 0:
+            flu_current[got] = True
         end = np.minimum(cs + 120, hi[got])
         day = cs + np.floor(rng.random(got.size) ** 2 * (end - cs + 1)).astype(np.int64)
         events.add(got, _pick(rng, ref, "flu_cod", got.size), day)
 
-    # SABA reliever issues for asthma: over-dispersed counts (gamma-Poisson) so some have
-    # 6+ a year, more in Core20; plus two earlier years.
+    # SABA reliever issues for asthma: over-dispersed counts (gamma-Poisson, shape 1.2) so
+    # some have 6+ a year, more in Core20; plus two earlier years. Issues in the last year
+    # fall on distinct days (one product per patient: two on a day would be one row).
     cfg = OTHER_AREAS["asthma_saba_issues_per_year"]
     ast = np.flatnonzero(ast_on)
     mean = cfg["mean"] * np.where(people.is_core20[ast], cfg["core20_multiplier"], 1.0) * np.where(age[ast] < 18, 1.1, 1.0)
     lam = rng.gamma(1.2, mean / 1.2)
     product = _pick(rng, ref, "saba_inhalers_resp02", ast.size)
-    o1, _ = _expand(rng.poisson(lam))
+    n_recent = np.minimum(rng.poisson(lam), 300)
+    o1, k1 = _expand(n_recent)
     o2, _ = _expand(rng.poisson(2 * lam))
     owner = np.concatenate([o1, o2])
+    shift = rng.random(ast.size)  # one per patient: evenly spaced offsets stay distinct
+    recent_day = hi[ast][o1] - np.floor((k1 + shift[o1]) * 364 / n_recent[o1]).astype(np.int64)
     day = np.concatenate([
-        _uniform_days(rng, np.minimum(w0, hi[ast][o1]), hi[ast][o1]),
+        np.maximum(recent_day, w0),
         np.minimum(_uniform_days(rng, np.full(o2.size, w0 - 730), np.full(o2.size, w0 - 1)), hi[ast][o2]),
     ])
     pid = ast[owner]
     events.add(pid, product[owner], np.maximum(day, dob[pid]))
+    saba_mean = np.zeros(n)
+    saba_mean[ast] = mean
+    return {"p_case_finding": p_case_finding, "qrisk_high": qrisk_high, "flu_current": flu_current,
+            "p_flu_copd": p_copd, "saba_mean": saba_mean}
+
+
+# --- the rest of the indicator library ------------------------------------------------------
+
+def _multiplied(cfg: dict, people: _People) -> np.ndarray:
+    """Return base rate x Core20 multiplier x ethnic-group multiplier (missing keys: 1), clipped to [0, 1]."""
+    eth = np.array([cfg.get("ethnicity_multipliers", {}).get(g, 1.0) for g in _ETH6])
+    p = cfg["base_rate"] * np.where(people.is_core20, cfg.get("core20_multiplier", 1.0), 1.0) * eth[people.eth6]
+    return np.clip(p, 0.0, 1.0)
+
+
+def _emit_library_events(rng, ref: _Reference, people: _People, conditions, latest_dx: dict, cal: _Calendar,
+                         events: _EventBuffer) -> dict:
+    """Emit diabetes type codes, CGM issues, CYP diabetes BP, pneumococcal and COVID vaccines.
+
+    Each outcome is drawn directly with its probability p_i (returned for the ground truth),
+    and the events written make exactly that outcome true under the definitions' rules.
+    """
+    n, r, w0 = people.n, cal.r, cal.w0
+    age, hi, dob = people.age, people.last, people.dob
+    dm_on, copd_on = conditions["diabetes"].on, conditions["copd"].on
+    cyp = age <= CYP_MAX_AGE
+
+    # Diabetes type, coded on the latest diagnosis day (so the register state is unchanged);
+    # a few patients carry no type code at all (they are in no type-specific denominator).
+    shares = LIBRARY_RATES["diabetes_type1_share"]
+    type1 = dm_on & (rng.random(n) < np.where(cyp, shares["cyp"], shares["adults"]))
+    typed = dm_on & (rng.random(n) < shares["type_coded"])
+    who = np.flatnonzero(typed)
+    code = np.where(type1[who], _pick(rng, ref, "dmtype1_cod", who.size), _pick(rng, ref, "dmtype2_cod", who.size))
+    events.add(who, code, latest_dx["diabetes"][who])
+
+    # CGM / flash monitor issues for CYP with type 1: 2-6 issues in the window when drawn,
+    # otherwise sometimes one lapsed issue before it.
+    cyp_t1 = typed & type1 & cyp
+    p_cgm = np.where(cyp_t1, _multiplied(LIBRARY_RATES["cyp_type1_cgm_12m"], people), 0.0)
+    s_cgm = cyp_t1 & (rng.random(n) < p_cgm)
+    users = np.flatnonzero(s_cgm)
+    owner, _ = _expand(rng.integers(2, 7, users.size))
+    pid = users[owner]
+    events.add(pid, _pick(rng, ref, "diabetes_cgm_dmd", pid.size), _uniform_days(rng, np.full(pid.size, w0), hi[pid]))
+    lapsed = np.flatnonzero(cyp_t1 & ~s_cgm & (rng.random(n) < 0.25))
+    day = np.maximum(_uniform_days(rng, np.full(lapsed.size, w0 - 700), np.full(lapsed.size, w0 - 1)), dob[lapsed])
+    events.add(lapsed, _pick(rng, ref, "diabetes_cgm_dmd", lapsed.size), day)
+
+    # Blood pressure for CYP with diabetes (their HbA1c comes with every diabetic's
+    # six-monthly tests): a reading in the window when drawn, else sometimes an older one.
+    cyp_dm = dm_on & cyp
+    p_bp = np.where(cyp_dm, _multiplied(LIBRARY_RATES["cyp_diabetes_bp_12m"], people), 0.0)
+    s_bp = cyp_dm & (rng.random(n) < p_bp)
+    measured = np.flatnonzero(s_bp)
+    old = np.flatnonzero(cyp_dm & ~s_bp & (rng.random(n) < 0.5))
+    pid = np.concatenate([measured, old])
+    day = np.concatenate([
+        _uniform_days(rng, np.full(measured.size, w0), hi[measured]),
+        np.maximum(_uniform_days(rng, np.full(old.size, w0 - 700), np.full(old.size, w0 - 1)), dob[old]),
+    ])
+    sys = np.clip(np.rint(rng.normal(100 + 1.2 * age[pid], 9)), 80, 140)
+    dia = np.clip(np.rint(rng.normal(62, 7, pid.size)), 40, 90)
+    _emit_bp(rng, ref, events, pid, day, sys, dia)
+
+    # Pneumococcal vaccination for COPD (ever), and for some other over-65s.
+    p_pneumo = np.where(copd_on, _multiplied(LIBRARY_RATES["copd_pneumococcal_ever"], people), 0.0)
+    s_pneumo = copd_on & (rng.random(n) < p_pneumo)
+    got = np.flatnonzero(s_pneumo | (~copd_on & (age >= 65) & (rng.random(n) < 0.6)))
+    day = np.maximum(_uniform_days(rng, hi[got] - 5000, hi[got]), dob[got] + int(2 * _YEAR))
+    events.add(got, _pick(rng, ref, "pneumococcal_vaccination_gmsde", got.size), np.minimum(day, hi[got]))
+
+    # COVID-19 vaccination in the current autumn campaign for COPD (and some over-65s),
+    # plus doses in the three previous campaigns.
+    p_covid = np.where(copd_on, _multiplied(LIBRARY_RATES["copd_covid_current_campaign"], people), 0.0)
+    s_covid = copd_on & (rng.random(n) < p_covid)
+    for back in range(4):
+        cs = _days(cal.campaign_start.replace(year=cal.campaign_start.year - back))
+        chosen = s_covid if back == 0 else (copd_on | (age >= 65)) & (rng.random(n) < 0.7)
+        if back == 0:
+            chosen = chosen | (~copd_on & (age >= 65) & (rng.random(n) < 0.5))
+        got = np.flatnonzero(chosen & (hi >= cs))
+        day = _uniform_days(rng, np.full(got.size, cs), np.minimum(cs + 90, hi[got]))
+        events.add(got, _pick(rng, ref, "covadm1_5", got.size), day)
+    return {"type1": type1, "typed": typed, "p_cgm": p_cgm, "s_cgm": s_cgm, "p_bp_cyp": p_bp,
+            "p_pneumo": p_pneumo, "s_pneumo": s_pneumo, "p_covid": p_covid, "s_covid": s_covid}
+
+
+# --- optional linked feeds --------------------------------------------------------------------
+
+def _draw_feeds(rng, people: _People, cal: _Calendar) -> tuple[dict[str, dict], dict]:
+    """Draw the four feeds' rows (patient index, date, columns) and the outcomes behind them.
+
+    Each feed also carries rows the pipeline must ignore: older records outside the
+    12-month window, records dated after R, exact duplicate rows, and rows for patient ids
+    that are not in the GP extract.
+    """
+    n, r, w0 = people.n, cal.r, cal.w0
+    age, hi, dob = people.age, people.last, people.dob
+    rows: dict[str, dict] = {}
+
+    # Maternity: women 16-45 with an antenatal booking in the last 12 months.
+    cfg = FEED_RATES["maternity_booking_12m"]
+    woman = people.sex == "F"
+    p_book = np.where(woman & (age >= 18) & (age <= 40), cfg["aged_18_40"],
+                      np.where(woman & (age >= 16) & (age <= 45), cfg["aged_16_17_or_41_45"], 0.0))
+    booked = rng.random(n) < p_book
+    p_coc = np.where(booked, _multiplied(FEED_RATES["continuity_of_carer"], people), 0.0)
+    s_coc = booked & (rng.random(n) < p_coc)
+    b = np.flatnonzero(booked)
+    earlier = np.flatnonzero(woman & (age >= 20) & (age <= 45) & (rng.random(n) < 0.3))
+    future = np.flatnonzero(woman & (age >= 18) & (age <= 40) & ~booked & (rng.random(n) < 0.01))
+    dup = b[rng.random(b.size) < 0.02]
+    pid = np.concatenate([b, earlier, future, dup])
+    day = np.concatenate([
+        _uniform_days(rng, np.full(b.size, w0), hi[b]),
+        np.maximum(_uniform_days(rng, np.full(earlier.size, r - 1500), np.full(earlier.size, w0 - 1)), dob[earlier]),
+        r + rng.integers(1, 21, future.size),
+        np.zeros(dup.size, dtype=np.int64),
+    ])
+    flag = np.concatenate([s_coc[b], rng.random(earlier.size) < 0.3, rng.random(future.size) < 0.5, np.zeros(dup.size, bool)])
+    first = {int(i): k for k, i in enumerate(b)} if dup.size else {}
+    for k, i in enumerate(dup):  # exact copies of the patient's in-window booking row
+        day[b.size + earlier.size + future.size + k] = day[first[int(i)]]
+        flag[b.size + earlier.size + future.size + k] = flag[first[int(i)]]
+    rows["maternity"] = {"pid": pid, "booking_date": day, "is_on_continuity_pathway": flag}
+
+    # Cancer registry: tumours diagnosed in the last 12 months (incidence rising with age),
+    # 15% not staged; stage 1-2 less often in Core20 and at 75+; older tumours too.
+    cfg = FEED_RATES["cancer_diagnosis_12m"]
+    p_cancer = np.where(age >= cfg["min_age"], np.minimum(cfg["at_65"] * np.exp(cfg["per_year_of_age"] * (age - 65)), cfg["cap"]), 0.0)
+    diagnosed = rng.random(n) < p_cancer
+    st = FEED_RATES["cancer_stage_1_2"]
+    staged = diagnosed & (rng.random(n) >= st["unstaged_share"])
+    p_early = np.where(staged, np.clip(st["base_rate"] * np.where(people.is_core20, st["core20_multiplier"], 1.0)
+                                       * np.where(age >= 75, st["aged_75_plus_multiplier"], 1.0), 0, 1), 0.0)
+    early = staged & (rng.random(n) < p_early)
+    stage = np.where(early, rng.integers(1, 3, n), rng.integers(3, 5, n))
+    d = np.flatnonzero(diagnosed)
+    older = np.flatnonzero((age >= 40) & (rng.random(n) < p_cancer * 2))
+    pid = np.concatenate([d, older])
+    day = np.concatenate([
+        _uniform_days(rng, np.full(d.size, w0), hi[d]),
+        _uniform_days(rng, np.full(older.size, r - 2000), np.full(older.size, w0 - 1)),
+    ])
+    stage_col = np.concatenate([np.where(staged[d], stage[d], 0), rng.integers(0, 5, older.size)])
+    rows["cancer_registry"] = {"pid": pid, "diagnosis_date": day, "stage": stage_col}  # 0 = not staged
+
+    # Hospital tooth extractions for decay, children 10 and under (strong deprivation
+    # gradient); some extraction episodes not for decay; older episodes outside the window.
+    child = age <= 10
+    p_tooth = np.where(child, _multiplied(FEED_RATES["caries_extraction_12m_aged_0_10"], people), 0.0)
+    s_tooth = child & (rng.random(n) < p_tooth)
+    t = np.flatnonzero(s_tooth)
+    other = np.flatnonzero(child & ~s_tooth & (rng.random(n) < 0.002))
+    old_t = np.flatnonzero(child & (age >= 2) & ~s_tooth & (rng.random(n) < 0.004))
+    owner, _ = _expand(rng.integers(1, 3, t.size))
+    pid = np.concatenate([t[owner], other, old_t])
+    day = np.concatenate([
+        _uniform_days(rng, np.full(owner.size, w0), hi[t[owner]]),
+        _uniform_days(rng, np.full(other.size, w0), hi[other]),
+        np.maximum(_uniform_days(rng, np.full(old_t.size, w0 - 700), np.full(old_t.size, w0 - 1)), dob[old_t]),
+    ])
+    flag = np.concatenate([np.ones(owner.size, bool), np.zeros(other.size, bool), np.ones(old_t.size, bool)])
+    rows["dental_extractions"] = {"pid": pid, "episode_date": day, "is_caries_extraction": flag}
+
+    # CYP mental health contacts, 0-17: 1-8 attended contacts in the window when drawn
+    # (lower for under-5s and for some ethnic groups); older contacts for some others.
+    cfg = FEED_RATES["cyp_mh_contact_12m"]
+    young = age <= CYP_MAX_AGE
+    p_mh = np.where(young, np.clip(_multiplied(cfg, people) * np.where(age < 5, cfg["under_5_multiplier"], 1.0), 0, 1), 0.0)
+    s_mh = young & (rng.random(n) < p_mh)
+    m = np.flatnonzero(s_mh)
+    owner, _ = _expand(rng.integers(1, 9, m.size))
+    old_m = np.flatnonzero(young & (age >= 2) & ~s_mh & (rng.random(n) < 0.05))
+    pid = np.concatenate([m[owner], old_m])
+    day = np.concatenate([
+        _uniform_days(rng, np.full(owner.size, w0), hi[m[owner]]),
+        np.maximum(_uniform_days(rng, np.full(old_m.size, w0 - 700), np.full(old_m.size, w0 - 1)), dob[old_m]),
+    ])
+    rows["mh_contacts"] = {"pid": pid, "contact_date": day}
+    outcomes = {
+        "booked": booked, "p_coc": p_coc, "s_coc": s_coc,
+        "staged": staged, "p_early": p_early, "early": early,
+        "p_tooth": p_tooth, "s_tooth": s_tooth, "p_mh": p_mh, "s_mh": s_mh,
+    }
+    return rows, outcomes
+
+
+def _feed_frames(rows: dict[str, dict], ids: pl.Series, rng: np.random.Generator) -> dict[str, pl.DataFrame]:
+    """Return each feed as a frame in its contract's column order, with a few stray ids."""
+    from pipelines.segmentation.schemas import FEEDS
+
+    frames = {}
+    for name, columns in rows.items():
+        feed = FEEDS[name]
+        data = {"patient_id": ids.gather(columns["pid"])}
+        for column, values in columns.items():
+            if column == "pid":
+                continue
+            if column == feed.date_column:
+                data[column] = pl.Series(values.astype(np.int32)).cast(pl.Date)
+            elif column == "stage":
+                data[column] = pl.Series(values).cast(pl.Int8).replace(0, None)
+            else:
+                data[column] = pl.Series(values)
+        frame = pl.DataFrame(data)
+        # Rows for patients the GP extract does not hold (ids outside the generator's
+        # 2^40 range): the pipeline must drop them.
+        stray = frame.head(3).with_columns(
+            pl.Series("patient_id", [f"99999{i:08d}" for i in range(min(3, frame.height))], dtype=pl.String)
+        )
+        frame = pl.concat([frame, stray])
+        for column in feed.table.names:
+            if column not in frame.columns:
+                frame = frame.with_columns(pl.lit(None, dtype=feed.table.column(column).dtype).alias(column))
+        frames[name] = frame.select(feed.table.names).cast(feed.table.schema).sort("patient_id", feed.date_column, maintain_order=True)
+    return frames
+
+
+# --- the ground truth of derived indicators: an independent count over the written rows -----
+
+def _months_back(reference_date: date, months: int) -> int:
+    """Return the day number of R - `months` months + 1 day (month-end clamped), as the rules define."""
+    import calendar
+
+    total = reference_date.year * 12 + reference_date.month - 1 - months
+    year, month = divmod(total, 12)
+    month += 1
+    day = min(reference_date.day, calendar.monthrange(year, month)[1])
+    return _days(date(year, month, day)) + 1
+
+
+def _codelist_mask(ref: _Reference, reference_dir, *codelist_ids: str) -> np.ndarray:
+    """Return, per index into ref.codes, whether the code is in any of the codelists."""
+    from reference_data import loader
+
+    codes = pl.concat([loader.read_codelist(c, reference_dir)["code"] for c in codelist_ids])
+    return ref.codes.is_in(codes.implode()).to_numpy()
+
+
+def _derived_outcomes(ref: _Reference, rows: pl.DataFrame, people: _People, cal: _Calendar, reference_dir) -> dict:
+    """Count, per patient, what the written events show for indicators whose outcome is not
+    drawn directly (BP in 5 years, smoking status, statins, reliever issues, CYP diabetes
+    checks, SMI health-check components): written independently of the pipeline's engine."""
+    pid, code, day = rows["pid"].to_numpy(), rows["code"].to_numpy(), rows["day"].to_numpy()
+    r = cal.r
+
+    def any_since(mask: np.ndarray, start: int) -> np.ndarray:
+        sel = mask[code] & (day >= start) & (day <= r)
+        out = np.zeros(people.n, dtype=bool)
+        out[pid[sel]] = True
+        return out
+
+    bp = _codelist_mask(ref, reference_dir, "bp_cod", "systolic_blood_pressure_qof", "diastolic_blood_pressure_qof")
+    smoking = _codelist_mask(ref, reference_dir, "lsmok_cod", "exsmok_cod")
+    hba1c = _codelist_mask(ref, reference_dir, "hba1c_tests", "ifcchbam_cod")
+    saba = _codelist_mask(ref, reference_dir, "saba_inhalers_resp02", "saba_inhaler_medications")
+    m12, m24, m60 = (_months_back(cal.reference_date, m) for m in (12, 24, 60))
+    # Counting needs each row once: the injected exact duplicates are dropped from the few
+    # reliever rows only (a unique over every event would dominate the generation time).
+    issues = rows.filter(pl.Series(saba[code] & (day >= m12) & (day <= r))).unique()
+    counted = issues["pid"].to_numpy()
+    return {
+        "bp_5y": any_since(bp, m60),
+        "bp_12m": any_since(bp, m12),
+        "smoking_24m": any_since(smoking, m24),
+        "smoking_12m": any_since(smoking, m12),
+        "cholesterol_12m": any_since(_codelist_mask(ref, reference_dir, "cholesterol_tests"), m12),
+        "hba1c_12m": any_since(hba1c, m12),
+        "statin_12m": any_since(_codelist_mask(ref, reference_dir, "statin_medication"), m12),
+        "saba_12m": np.bincount(counted, minlength=people.n),
+    }
+
+
+def _reliever_overuse_probability(mean: np.ndarray, threshold: int, shape: float = 1.2) -> np.ndarray:
+    """Return P(N >= threshold) for N gamma-Poisson (negative binomial) with the given means.
+
+    Examples:
+        >>> round(float(_reliever_overuse_probability(np.array([2.8]), 6)[0]), 4)
+        0.1551
+    """
+    from math import exp, lgamma, log
+
+    out = np.zeros(mean.shape)
+    for m in np.unique(mean):
+        if m <= 0:
+            continue
+        p = shape / (shape + m)
+        below = sum(exp(lgamma(k + shape) - lgamma(shape) - lgamma(k + 1) + shape * log(p) + k * log(1 - p)) for k in range(threshold))
+        out[mean == m] = 1.0 - below
+    return out
 
 
 # --- postcodes and defects ------------------------------------------------------------------
@@ -1068,37 +1468,96 @@ _REGISTER_IDS = {
 }
 
 
-def _ground_truth(people, conditions, outcomes, defect_kind, postcode_defects, eth, cal, *, seed, n_patients, icb_code, defect_rate, n_duplicates) -> dict:
+def _counts(denominator: np.ndarray, realised: np.ndarray, p: np.ndarray | None, groups: dict) -> dict:
+    """Return, per group and overall, the denominator, realised numerator and expected rate.
+
+    `expected_numerator_sd` is sqrt(sum p_i (1 - p_i)): the numerator is a sum of
+    independent Bernoulli(p_i) draws, so a correct pipeline's numerator lies within a few
+    of these of `expected_rate * n_denominator`.
+    """
+    out: dict = {}
+    for name, mask in (*groups.items(), ("all_patients", np.ones(denominator.size, dtype=bool))):
+        sel = denominator & mask
+        n_den = int(sel.sum())
+        entry: dict = {"n_denominator": n_den, "realised_numerator": int(realised[sel].sum())}
+        if p is not None:
+            entry["expected_rate"] = float(p[sel].mean()) if n_den else None
+            entry["expected_numerator_sd"] = float(np.sqrt((p[sel] * (1 - p[sel])).sum()))
+        out[name] = entry
+    if p is not None:
+        c, r = out["core20"]["expected_rate"], out["rest"]["expected_rate"]
+        out["gap_core20_vs_rest"] = (c - r) if c is not None and r is not None else None
+    return out
+
+
+def _ground_truth(people, conditions, outcomes, defect_kind, postcode_defects, eth, cal, *, seed, n_patients, icb_code,
+                  defect_rate, n_duplicates, include_feeds=True) -> dict:
     """Summarise what was injected, with groups as the pipeline can observe them."""
     reg = people.registered
     # The pipeline sees Core20 only through the written postcode: a blank, invalid or
     # non-English postcode puts the patient in neither group.
     observable = ~np.isin(defect_kind, (1, 2, 3))
     groups = {"core20": observable & people.is_core20, "rest": observable & ~people.is_core20}
+    o = outcomes
+    on = {key: conditions[key].on for key in _REGISTER_IDS}
+    age = people.age
+    adult_smi = reg & on["smi"] & (age >= 18)
+    cyp = age <= CYP_MAX_AGE
 
-    def indicator(cond: str, p: np.ndarray, s: np.ndarray, cfg: dict) -> dict:
-        denom = reg & conditions[cond].on & (people.age >= 18)
-        out: dict = {}
-        for name, mask in (*groups.items(), ("all_patients", np.ones(people.n, dtype=bool))):
-            sel = denom & mask
-            n_den = int(sel.sum())
-            out[name] = {
-                "n_denominator": n_den,
-                "expected_rate": float(p[sel].mean()) if n_den else None,
-                "realised_numerator": int(s[sel].sum()),
-            }
-        c, r = out["core20"]["expected_rate"], out["rest"]["expected_rate"]
-        out["gap_core20_vs_rest"] = (c - r) if c is not None and r is not None else None
-        out["multipliers"] = cfg
-        return out
+    # BP case-finding: 40+ not on the hypertension register. Outside the SMI register the
+    # reading was drawn with p_case_finding; with SMI (and no hypertension) it comes from
+    # the health-check draws: missing only when the BP component was missed (probability
+    # (1 - p_smi) * q, q = 0.45 + 0.55^4 / 4 from the forced-miss rule) and no older reading
+    # was written (0.3 * 0.5).
+    q = 0.45 + 0.55**4 / 4
+    p_bp = np.where(on["smi"], 1.0 - (1.0 - o["p_smi"]) * q * 0.15, o["p_case_finding"])
+    cyp_dm = reg & on["diabetes"] & cyp
+    # CYP diabetes checks: HbA1c comes with every diabetic's tests and BP is drawn; with
+    # SMI both come from the health-check draws, so those few count at their realised value.
+    care = o["hba1c_12m"] & o["bp_12m"]
+    p_care = np.where(on["smi"], care.astype(float), o["p_bp_cyp"])
+    cvd_risk = reg & (age >= 40) & (on["hypertension"] | on["diabetes"] | o["qrisk_high"])
+    indicators = {
+        "smi_health_check": {**_counts(adult_smi, o["s_smi"], o["p_smi"], groups), "multipliers": SMI_HEALTH_CHECK},
+        "hypertension_treated_to_target": {
+            **_counts(reg & on["hypertension"] & (age >= 18), o["s_htn"], o["p_htn"], groups),
+            "multipliers": HYPERTENSION_TO_TARGET,
+        },
+        "smi_hc_blood_pressure": _counts(adult_smi, o["bp_12m"], None, groups),
+        "smi_hc_lipids": _counts(adult_smi, o["cholesterol_12m"], None, groups),
+        "smi_hc_glucose": _counts(adult_smi, o["hba1c_12m"], None, groups),
+        "smi_hc_smoking": _counts(adult_smi, o["smoking_12m"], None, groups),
+        "bp_case_finding": _counts(reg & (age >= 40) & ~on["hypertension"], o["bp_5y"], p_bp, groups),
+        "lipid_statin": _counts(cvd_risk, o["statin_12m"], None, groups),
+        "copd_flu_vaccination": _counts(reg & on["copd"], o["flu_current"], np.where(on["copd"], o["p_flu_copd"], 0.0), groups),
+        "copd_pneumococcal_vaccination": _counts(reg & on["copd"], o["s_pneumo"], o["p_pneumo"], groups),
+        "copd_covid_vaccination": _counts(reg & on["copd"], o["s_covid"], o["p_covid"], groups),
+        "smoking_status_recorded": _counts(reg & (age >= 18), o["smoking_24m"], None, groups),
+        "cyp_asthma_reliever_overuse": _counts(
+            reg & on["asthma"] & cyp, o["saba_12m"] >= RELIEVER_THRESHOLD,
+            _reliever_overuse_probability(o["saba_mean"], RELIEVER_THRESHOLD), groups,
+        ),
+        "cyp_diabetes_cgm": _counts(reg & on["diabetes"] & cyp & o["typed"] & o["type1"], o["s_cgm"], o["p_cgm"], groups),
+        "cyp_diabetes_care_processes": _counts(cyp_dm, care, p_care, groups),
+    }
+    if include_feeds:
+        indicators.update({
+            "maternity_continuity_of_carer": _counts(reg & o["booked"], o["s_coc"], o["p_coc"], groups),
+            "cancer_early_stage": _counts(reg & o["staged"], o["early"], o["p_early"], groups),
+            "cyp_tooth_extractions": _counts(reg & (age <= 10), o["s_tooth"], o["p_tooth"], groups),
+            "cyp_mental_health_access": _counts(reg & cyp, o["s_mh"], o["p_mh"], groups),
+        })
 
     registers = {}
     for key, reg_id in _REGISTER_IDS.items():
         st = conditions[key]
+        p_on = st.p_on[reg]
         registers[reg_id] = {
             "n_registered": int((reg & st.on).sum()),
             "n_resolved_off_register": int((reg & st.resolved).sum()),
             "n_rediagnosed_on_register": int((reg & st.rediagnosed).sum()),
+            "expected_prevalence": float(p_on.mean()) if p_on.size else None,
+            "expected_count_sd": float(np.sqrt((p_on * (1 - p_on)).sum())),
         }
     return {
         "generator": GENERATOR,
@@ -1112,11 +1571,13 @@ def _ground_truth(people, conditions, outcomes, defect_kind, postcode_defects, e
         "n_registered_at_reference_date": int(reg.sum()),
         "n_deregistered_before_reference_date": int((~reg).sum()),
         "registers": registers,
-        "indicators": {
-            "smi_health_check": indicator("smi", outcomes["p_smi"], outcomes["s_smi"], SMI_HEALTH_CHECK),
-            "hypertension_treated_to_target": indicator("hypertension", outcomes["p_htn"], outcomes["s_htn"], HYPERTENSION_TO_TARGET),
-        },
+        "indicators": indicators,
+        "feeds_included": include_feeds,
+        "ics_parameters_assumed": {"campaign_start": "%02d-%02d" % FLU_CAMPAIGN_START,
+                                   "reliever_issues_threshold": RELIEVER_THRESHOLD, "cyp_max_age": CYP_MAX_AGE},
         "other_areas_multipliers": OTHER_AREAS,
+        "library_multipliers": LIBRARY_RATES,
+        "feed_multipliers": FEED_RATES,
         "ethnicity": {
             "n_coded": int((eth.state == 0).sum()),
             "n_not_stated": int((eth.state == 1).sum()),

@@ -57,23 +57,33 @@ def test_published_gap_table_covers_both_indicators_quintiles_and_core20(run):
 
 
 def test_injected_core20_gap_is_recovered_within_its_interval(run):
+    from pipelines.segmentation.cohorts import reported_cohorts
+    from pipelines.segmentation.disclosure import NONE
+    from pipelines.segmentation.gaps import build_gap_table
+
     _, warehouse, truth, _ = run
     assert truth["imd_vintage"] == "IMD2019"
     table = published(warehouse)
-    recovered = 0
+    with connect(warehouse, read_only=True) as con:
+        results, attributes, catalogue, cohorts, roles = (
+            read_table(con, s, t, partition_column="reporting_month", partition_value=MONTH) for s, t in (
+                ("indicators", "patient_indicators"), ("population", "patient_attributes"),
+                ("indicators", "indicator_catalogue"), ("cohorts", "cohort_membership"), ("cohorts", "cohort_catalogue")))
+    # The same month rebuilt from the private layer without disclosure control: where the
+    # published Core20 row is hidden, the statistic itself is checked there. At 12,000
+    # patients secondary suppression across the cohort intersections can hide the IMD 2019
+    # Core20 row even of hypertension (~1,600 patients); hidden is then the right answer in
+    # the published table, and the attacker test below checks it
+    # cannot be recovered.
+    private = build_gap_table(results.lazy(), attributes.lazy(), catalogue, cohorts=reported_cohorts(cohorts, roles).lazy(),
+                              profile=NONE, primary_vintage="IMD2025")
     for indicator in INDICATORS:
-        row = table.filter(indicator_id=indicator, imd_vintage="IMD2019", breakdown="core20", group="core20").row(0, named=True)
         true_gap = truth["indicators"][indicator]["gap_core20_vs_rest"]
-        if row["is_suppressed"]:
-            # At 12,000 patients the SMI register is ~100 people: its 'unknown' decile group is
-            # 1-7, and secondary suppression must hide Core20 or rest with it (else overall
-            # minus the two reveals it). Hidden is the right answer there, not a gap.
-            assert truth["indicators"][indicator]["core20"]["n_denominator"] < 100, indicator
-            continue
-        recovered += 1
         assert true_gap < 0  # the generator injected a shortfall in Core20
+        row = table.filter(indicator_id=indicator, imd_vintage="IMD2019", breakdown="core20", group="core20").row(0, named=True)
+        if row["is_suppressed"]:
+            row = private.filter(indicator_id=indicator, imd_vintage="IMD2019", breakdown="core20", group="core20").row(0, named=True)
         assert row["gap_lower"] <= true_gap <= row["gap_upper"], (indicator, true_gap, row["gap"], row["gap_lower"], row["gap_upper"])
-    assert recovered >= 1  # hypertension (~1,600 patients) is always published
 
 
 def test_inequality_and_spc_tables_are_published_with_seed_and_draws(run):
@@ -82,11 +92,15 @@ def test_inequality_and_spc_tables_are_published_with_seed_and_draws(run):
         indices = read_table(con, "published", "inequality_table")
         spc = read_table(con, "published", "spc_series")
     computed = indices.filter(pl.col("status") == "computed")
-    assert computed.filter(indicator_id="hypertension_treated_to_target").height == 4  # 2 vintages x deciles/quintiles
+    # Deciles and quintiles of the primary vintage (IMD 2025) at least; the other vintage's
+    # quantiles may be hidden by secondary suppression at 12,000 patients (their status says so).
+    htn = indices.filter(indicator_id="hypertension_treated_to_target")
+    assert htn.height == 4 and set(computed.filter(indicator_id="hypertension_treated_to_target")["imd_vintage"]) >= {"IMD2025"}
+    assert htn.filter(pl.col("status") != "computed")["status"].str.starts_with("not computed").all()
     assert (computed["repetitions"] == 100000).all() and computed["seed"].null_count() == 0
     assert (computed["sii_lower"] <= computed["sii"]).all() and (computed["sii"] <= computed["sii_upper"]).all()
     # The generator makes Core20 worse: the least deprived end is higher, so the SII is positive.
-    quintile = computed.filter(indicator_id="hypertension_treated_to_target", imd_vintage="IMD2019",
+    quintile = computed.filter(indicator_id="hypertension_treated_to_target", imd_vintage="IMD2025",
                                quantile_type="imd_quintile").row(0, named=True)
     assert quintile["sii"] > 0 and quintile["rii"] > 1
     assert set(spc["breakdown"]) <= {"overall", "core20"} and spc.height > 0
@@ -188,3 +202,143 @@ def test_dagster_loads_the_code_location():
         cwd=repo, capture_output=True, text=True,
     )
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+# --- the indicator library, the audit trail, explain and diff-definitions (issue 4) -------------
+
+FEED_INDICATORS = {"maternity_continuity_of_carer", "cancer_early_stage", "cyp_tooth_extractions", "cyp_mental_health_access"}
+
+
+def query(warehouse: Path, sql: str, params: list | None = None) -> pl.DataFrame:
+    with connect(warehouse, read_only=True) as con:
+        return pl.from_arrow(con.sql(sql, params=params or []).to_arrow_table())
+
+
+def test_gap_table_has_rows_for_every_available_indicator_and_none_for_the_rest(run):
+    _, warehouse, _, _ = run
+    catalogue = query(warehouse, "select * from published.indicator_catalogue where reporting_month = $1", [MONTH])
+    available = set(catalogue.filter("is_available")["indicator_id"])
+    unavailable = catalogue.filter(~pl.col("is_available"))
+    assert FEED_INDICATORS <= available and len(available) == 19
+    assert all(unavailable["not_available_reason"].is_not_null())
+    in_gap_table = set(published(warehouse).filter(pl.col("reporting_month") == MONTH)["indicator_id"])
+    assert in_gap_table == available
+
+
+def test_audit_trail_is_in_the_warehouse_without_patient_values(run):
+    root, warehouse, _, _ = run
+    usage = query(warehouse, "select * from lineage.definition_usage where reporting_month = $1", [MONTH])
+    registry = query(warehouse, "select * from lineage.definitions_registry")
+    manifest = query(warehouse, "select * from lineage.run_manifest where reporting_month = $1", [MONTH])
+    attrition = query(warehouse, "select * from lineage.attrition where reporting_month = $1", [MONTH])
+    assert set(usage["definition_kind"]) == {"register", "cohort", "indicator", "ics"}
+    assert registry.filter(pl.col("definition_id") == "smi_health_check")["first_month_used"].to_list() == [MONTH]
+    assert {"definition", "codelist", "reference_file", "feed", "setting", "code"} == set(manifest["item_type"])
+    # Attrition ends where the private per-patient results end.
+    results = query(warehouse, "select * from indicators.patient_indicators where reporting_month = $1 and "
+                               "indicator_id = 'smi_health_check'", [MONTH])
+    steps = attrition.filter(pl.col("definition_id") == "smi_health_check").sort("step")
+    assert steps.filter(pl.col("stage") == "denominator")["n_kept"].to_list()[-1] == results.height
+    assert steps["n_kept"].to_list()[-1] == int(results["is_numerator"].sum())
+    patients = pl.read_parquet(root / "extracts" / "2026-10" / "patients.parquet")
+    text = " ".join(str(v) for frame in (usage, registry, manifest, attrition) for row in frame.rows() for v in row)
+    assert not any(pid in text for pid in patients["patient_id"].to_list())
+
+
+def run_command(*args: str) -> tuple[int, str, str]:
+    done = subprocess.run([sys.executable, "-m", "pipelines.cli", *args], capture_output=True, text=True,
+                          env={**__import__("os").environ, "DAGSTER_HOME": ""})
+    return done.returncode, done.stdout, done.stderr
+
+
+def _registered_events(root: Path) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Return (registered patients, their events up to R) read straight from the extract files."""
+    r = dt.date(2026, 10, 31)
+    patients = pl.read_parquet(root / "extracts" / "2026-10" / "patients.parquet").filter(
+        (pl.col("registration_start_date") <= r) & (pl.col("registration_end_date").is_null() | (pl.col("registration_end_date") > r))
+    )
+    events = pl.read_parquet(root / "extracts" / "2026-10" / "events.parquet").filter(pl.col("event_date") <= r)
+    return patients, events.join(patients.select("patient_id"), on="patient_id", how="semi")
+
+
+def test_explain_names_the_deciding_code_and_date_for_a_generated_patient(run):
+    from reference_data.loader import read_codelist
+
+    root, warehouse, _, _ = run
+    _, events = _registered_events(root)
+    dx, res = (read_codelist(c)["code"] for c in ("mh_cod", "smhres"))
+    latest = events.filter(pl.col("code").is_in(dx.implode())).group_by("patient_id").agg(pl.col("event_date").max().alias("dx"))
+    resolved = events.filter(pl.col("code").is_in(res.implode()))["patient_id"].unique()
+    patient_id, day = latest.filter(~pl.col("patient_id").is_in(resolved.implode())).sort("patient_id").row(0)
+    codes_that_day = events.filter((pl.col("patient_id") == patient_id) & (pl.col("event_date") == day) & pl.col("code").is_in(dx.implode()))["code"]
+    before = warehouse.read_bytes()
+    code, out, err = run_command("explain", "--patient", patient_id, "--month", "2026-10", "--warehouse", str(warehouse))
+    assert code == 0, err
+    assert out.startswith("core20 explain: patient-level output for this console only")
+    lines = out.splitlines()
+    at = next(i for i, line in enumerate(lines) if line.startswith("  IN   smi_register v1"))
+    assert f"on {day}" in lines[at + 1] and any(f"latest {c} (" in lines[at + 1] for c in codes_that_day)
+    assert any(line.startswith("  IN   smi v1") for line in lines)
+    assert warehouse.read_bytes() == before  # console only: nothing written
+    code, out, err = run_command("explain", "--patient", "not-a-patient", "--month", "2026-10", "--warehouse", str(warehouse))
+    assert code == 1 and "no patient registered in 2026-10 has that id" in err and "not-a-patient" not in err + out
+
+
+def test_diff_definitions_shows_the_movers_when_one_code_is_removed(run, tmp_path):
+    import hashlib
+    import re
+
+    from reference_data.loader import read_codelist, verified_path
+
+    root, warehouse, _, _ = run
+    patients, events = _registered_events(root)
+    hyp, hypres = read_codelist("hyp_cod")["code"], read_codelist("hypres_cod")["code"]
+    used = events.filter(pl.col("code").is_in(hyp.implode())).group_by("code").len().sort(["len", "code"], descending=[True, False])
+    removed = used["code"][0]
+
+    def on_register(codes: pl.Series) -> set[str]:
+        dx = events.filter(pl.col("code").is_in(codes.implode())).group_by("patient_id").agg(pl.col("event_date").max().alias("dx"))
+        rs = events.filter(pl.col("code").is_in(hypres.implode())).group_by("patient_id").agg(pl.col("event_date").max().alias("rs"))
+        on = dx.join(rs, on="patient_id", how="left").filter(pl.col("rs").is_null() | (pl.col("dx") > pl.col("rs")))
+        return set(on["patient_id"])
+
+    before, after = on_register(hyp), on_register(hyp.filter(hyp != removed))
+    assert len(before - after) > 0 and not after - before
+
+    new = tmp_path / "definitions"
+    shutil.copytree(Path(__file__).resolve().parents[2] / "reference_data" / "definitions", new)
+    text = "".join(line for line in verified_path("hyp_cod").read_text().splitlines(keepends=True) if not line.startswith(removed + ","))
+    (new / "hyp_cod.csv").write_text(text)
+    sha = hashlib.sha256(text.encode()).hexdigest()
+    (new / "codelists.yaml").write_text(
+        f"codelists:\n  hyp_cod:\n    path: hyp_cod.csv\n    sha256: {sha}\n    source: test - one code removed\n    version: test\n"
+    )
+    code, out, err = run_command("diff-definitions", str(Path(__file__).resolve().parents[2] / "reference_data" / "definitions"),
+                                 str(new), "--month", "2026-10", "--warehouse", str(warehouse))
+    assert code == 0, err
+    block = out.split("register hypertension_register: changed\n", 1)[1]
+    numbers = re.match(r"\s+members\s+([\d,]+) ->\s+([\d,]+)\s+entered\s+(\d+)\s+left\s+([\d,]+)", block)
+    assert numbers is not None, out
+    n_old, n_new, entered, left = (int(x.replace(",", "")) for x in numbers.groups())
+    assert (n_old, n_new, entered, left) == (len(before), len(after), 0, len(before - after))
+    assert f"code {removed} (" in block and f"removed from hyp_cod: {len(before - after)} of {len(before - after)} mover(s) have it" in block
+    assert "indicator hypertension_treated_to_target: changed" in out
+    assert not any(pid in out for pid in patients["patient_id"].to_list())
+
+
+def test_a_month_without_feeds_reports_their_indicators_as_not_available(run, tmp_path):
+    root, warehouse, _, _ = run
+    warehouse_copy = tmp_path / "warehouse.duckdb"
+    shutil.copy(warehouse, warehouse_copy)
+    generate_extract(tmp_path / "extracts" / "2026-08", reporting_month=dt.date(2026, 8, 1), n_patients=3_000, seed=12,
+                     include_feeds=False)
+    code, output = run_cli(tmp_path / "extracts", warehouse_copy, "--month", "2026-08")
+    assert code == 0, output
+    month = dt.date(2026, 8, 1)
+    catalogue = query(warehouse_copy, "select * from published.indicator_catalogue where reporting_month = $1", [month])
+    feed_rows = catalogue.filter(pl.col("indicator_id").is_in(list(FEED_INDICATORS)))
+    assert feed_rows["is_available"].to_list() == [False] * 4
+    assert set(published(warehouse_copy).filter(pl.col("reporting_month") == month)["indicator_id"]) == set(
+        catalogue.filter("is_available")["indicator_id"]
+    )
+    assert not FEED_INDICATORS & set(published(warehouse_copy).filter(pl.col("reporting_month") == month)["indicator_id"])

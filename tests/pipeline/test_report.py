@@ -77,16 +77,26 @@ def test_chromium_renders_the_report_with_its_sections_charts_and_map(reported):
     assert len(re.findall(r'<path class="lsoa" data-decile="[12]"', dom)) == n_core20 > 0
     assert dom.count('<path class="core20"') == 1
     assert 0 < len(re.findall(r'<circle class="practice"', dom)) <= n_practices
+    # One article per available indicator; those the month could not compute are listed with why.
+    with duckdb.connect(str(warehouse), read_only=True) as con:
+        available, unavailable = (
+            [r[0] for r in con.execute("select indicator_id from published.indicator_catalogue where reporting_month = "
+                                       f"date '2026-09-01' and {'' if flag else 'not '}is_available").fetchall()]
+            for flag in (True, False))
+    assert dom.count('class="indicator"') == len(available) >= 2 and len(unavailable) > 0
+    listed = dom.split('class="unavailable"')[1].split("</ul>")[0]
+    assert listed.count("<li>") == len(unavailable)
     # Per indicator: Core20 vs rest, IMD quintiles and ethnicity charts, and a trend over both months.
-    assert dom.count('class="indicator"') == 2
-    assert len(re.findall(r'<svg class="chart"', dom)) == 6
-    assert len(re.findall(r'<svg class="chart trend"[^>]*data-months="2"', dom)) == 2
+    for indicator in ("smi_health_check", "hypertension_treated_to_target"):
+        article = dom.split(f'id="indicator-{indicator}"')[1].split("</article>")[0]
+        assert len(re.findall(r'<svg class="chart"', article)) == 3, indicator
+        assert len(re.findall(r'<svg class="chart trend"[^>]*data-months="2"', article)) == 1, indicator
+        # SPC limits drawn on the trend with the variation and assurance in words.
+        assert article.count('class="spc"') == 1 and article.count(">SPC mean</text>") == 1, indicator
     assert "IMD quintile 1 (most deprived)" in dom and "Core20 (national IMD deciles 1-2)" in dom
-    # SII/RII and SPC come from their published tables: a row per indicator and quantile type, and SPC
-    # limits drawn on each trend with the variation and assurance in words.
+    # SII/RII come from their published table: a row per indicator and quantile type.
     sii = dom.split('id="inequality-indices"')[1].split("</section>")[0]
-    assert sii.count("<tr><td>") == 4 and 'class="pending"' not in sii
-    assert dom.count('class="spc"') == 2 and dom.count(">SPC mean</text>") == 2
+    assert sii.count("<tr><td>") == 2 * len(available) and 'class="pending"' not in sii
     for statement in attribution_statements():
         assert statement.replace("©", "&copy;") in dom or statement in dom
     # Self-contained: nothing is fetched when the page opens.
@@ -122,4 +132,7 @@ def test_without_inequality_or_spc_tables_those_sections_say_so_instead_of_showi
     html, summary = build_report(copy, dt.date(2026, 9, 1), resolve_reference_dir())
     assert html.count('class="pending"') == 2
     assert "SPC mean" not in html and 'class="sii"' not in html
-    assert summary["indicators"] == 2
+    with duckdb.connect(str(copy), read_only=True) as con:
+        n_available = con.execute("select count(*) from published.indicator_catalogue where reporting_month = "
+                                  "date '2026-09-01' and is_available").fetchall()[0][0]
+    assert summary["indicators"] == n_available >= 2

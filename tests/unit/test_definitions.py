@@ -106,7 +106,7 @@ def test_duplicate_id_names_both_files():
 def test_file_must_name_its_kind():
     assert problems({"x.yaml": "indicator:\n  - id: a\n"}) == [
         "x.yaml: the file must hold exactly one top-level key, one of registers, cohorts, indicators, "
-        "with a list of definitions"
+        "ics, codelists, with a list of definitions (or the configuration)"
     ]
 
 
@@ -117,3 +117,121 @@ def test_every_shipped_codelist_loads_from_the_reference_directory():
     assert set(codelists) == set(defs.codelist_ids())
     assert all(len(codes) > 0 for codes in codelists.values())
     assert all(code.isdigit() for codes in codelists.values() for code in codes)
+
+
+# --- ICS parameters, not-available definitions, feeds, folder-pinned codelists ---------------
+
+ICS = """ics:
+  name: Test ICS
+  plus_groups: [smi]
+  parameters:
+    threshold: 6
+    start: "09-01"
+"""
+COHORTS = "cohorts:\n  - id: smi" + HEADER + "    criteria: {on_register: smi_register}\n"
+
+
+def test_parameters_are_substituted_and_unknown_ones_named():
+    body = """    denominator: {on_register: smi_register}
+    numerator:
+      all_of:
+        - count_events: {codelists: [bp_cod], within_months: 12, at_least: "${threshold}"}
+        - has_event: {codelists: [bp_cod], campaign_from: "${start}"}
+"""
+    defs = parse_definitions({"ics.yaml": ICS, "registers.yaml": REGISTERS, "cohorts.yaml": COHORTS,
+                              "indicators.yaml": indicator(body)}, known_codelists=KNOWN)
+    numerator = defs.indicators["smi_health_check"].numerator
+    assert numerator.all_of[0].count_events.at_least == 6
+    assert numerator.all_of[1].has_event.campaign_from == "09-01"
+    wrong = body.replace("${threshold}", "${thresold}")
+    assert problems({"ics.yaml": ICS, "registers.yaml": REGISTERS, "cohorts.yaml": COHORTS, "indicators.yaml": indicator(wrong)}) == [
+        "indicators.yaml: indicator 'smi_health_check': field 'numerator.all_of[0].count_events.at_least': "
+        "unknown parameter 'thresold'; define it under ics.parameters"
+    ]
+
+
+def test_ics_names_only_known_cohorts():
+    bad = ICS.replace("plus_groups: [smi]", "plus_groups: [smi, homeless]")
+    assert problems({"ics.yaml": bad, "registers.yaml": REGISTERS, "cohorts.yaml": COHORTS}) == [
+        "ics.yaml: ics: field 'plus_groups[1]': unknown cohort 'homeless'"
+    ]
+
+
+def test_an_indicator_needs_rules_or_a_reason_not_both():
+    assert problems({"registers.yaml": REGISTERS, "indicators.yaml": indicator("    denominator: {on_register: smi_register}\n")}) == [
+        "indicators.yaml: indicator 'smi_health_check': field '': give denominator and numerator, or "
+        "not_available_reason when no shared codelist or feed supports it"
+    ]
+    defs = parse_definitions({"registers.yaml": REGISTERS, "indicators.yaml": indicator(
+        "    denominator: {on_register: smi_register}\n    not_available_reason: no codelist\n")}, known_codelists=KNOWN)
+    assert defs.availability("indicator", "smi_health_check") == "no codelist"
+
+
+def test_feed_criteria_are_checked_against_the_feed_contracts():
+    body = """    denominator: {has_record: {feed: maternty, within_months: 12}}
+    numerator: {has_record: {feed: cancer_registry, within_months: 12, where: {stage: ["1"], grade: [1]}}}
+"""
+    assert problems({"indicators.yaml": indicator(body)}) == [
+        "indicators.yaml: indicator 'smi_health_check': field 'denominator.has_record.feed': unknown feed 'maternty'; "
+        "expected one of ['cancer_registry', 'dental_extractions', 'maternity', 'mh_contacts']",
+        "indicators.yaml: indicator 'smi_health_check': field 'numerator.has_record.where.stage': values must be int "
+        "(the column is Int8)",
+        "indicators.yaml: indicator 'smi_health_check': field 'numerator.has_record.where.grade': feed 'cancer_registry' "
+        "has no such column; it has ['diagnosis_date', 'stage', 'tumour_site']",
+    ]
+    good = parse_definitions({"indicators.yaml": indicator(body.replace("maternty", "maternity").replace(', grade: [1]', "")
+                                                                .replace('["1"]', "[1, 2]"))}, known_codelists=KNOWN)
+    assert good.feeds_used("indicator", "smi_health_check") == ["cancer_registry", "maternity"]
+    assert good.availability("indicator", "smi_health_check", ["maternity"]) == (
+        "linked feed(s) ['cancer_registry'] not supplied in this month's extract"
+    )
+
+
+def test_a_definitions_folder_pins_its_own_codelists(tmp_path):
+    import hashlib
+
+    from reference_data.loader import ReferenceDataError
+
+    (tmp_path / "registers.yaml").write_text(REGISTERS.replace("[mh_cod]", "[my_smi_codes]"))
+    csv = "code,term\n111111,one\n222222,two\n"
+    (tmp_path / "my_smi.csv").write_text(csv)
+    pin = hashlib.sha256(csv.encode()).hexdigest()
+    (tmp_path / "codelists.yaml").write_text(
+        f"codelists:\n  my_smi_codes:\n    path: my_smi.csv\n    sha256: {pin}\n    source: local\n    version: '1'\n"
+    )
+    defs = load_definitions(tmp_path, known_codelists=KNOWN)
+    assert load_codelists(defs) == {"my_smi_codes": frozenset({"111111", "222222"})}
+    # A changed file is refused, naming the file and where its pin is recorded.
+    (tmp_path / "my_smi.csv").write_text(csv + "333333,three\n")
+    with pytest.raises(ReferenceDataError, match=r"my_smi.csv \('my_smi_codes'\) differs from its pin"):
+        load_codelists(defs)
+
+
+@pytest.mark.reference
+def test_a_changed_shared_codelist_is_refused_at_run_time(tmp_path, monkeypatch):
+    # A copy of the reference directory whose hypertension codelist has one code removed.
+    from reference_data.loader import ReferenceDataError, resolve_reference_dir
+
+    source = resolve_reference_dir()
+    (tmp_path / "codelists").mkdir()
+    for path in source.iterdir():
+        if path.is_file():
+            (tmp_path / path.name).symlink_to(path)
+    for path in (source / "codelists").iterdir():
+        (tmp_path / "codelists" / path.name).symlink_to(path)
+    target = tmp_path / "codelists" / "nhsd-primary-care-domain-refsets-hyp_cod.csv"
+    lines = target.read_text().splitlines(keepends=True)
+    target.unlink()
+    target.write_text("".join(lines[:-1]))
+    defs = load_definitions()
+    with pytest.raises(ReferenceDataError, match=r"nhsd-primary-care-domain-refsets-hyp_cod.csv \('hyp_cod'\) differs from its pin"):
+        load_codelists(defs, tmp_path)
+
+
+def test_manifest_codelists_carry_source_version_and_sha256():
+    from reference_data.loader import load_manifest
+
+    manifest = load_manifest()
+    assert len(manifest.codelists) == 56
+    for entry in manifest.codelists.values():
+        assert entry.source and entry.version and len(entry.sha256) == 64, entry.file_id

@@ -14,7 +14,7 @@ from datetime import date
 import polars as pl
 import pytest
 
-from pipelines.segmentation.schemas import INPUT_EVENTS, INPUT_PATIENTS
+from pipelines.segmentation.schemas import FEEDS, INPUT_EVENTS, INPUT_PATIENTS
 from pipelines.segmentation.synth import default_reporting_month, generate_extract
 from reference_data import loader
 
@@ -104,12 +104,16 @@ def test_files_match_the_input_contracts(extract):
     assert extract["events"]["code"].str.contains(r"^[0-9]{6,18}$").all()
     manifest = json.loads((extract["dir"] / "extract.json").read_text())
     assert manifest["reporting_month"] == "2025-02-01"
-    assert manifest["row_counts"] == {"patients": N, "events": extract["events"].height}
+    feeds = {name: pl.read_parquet(extract["dir"] / f"{name}.parquet") for name in FEEDS}
+    assert manifest["row_counts"] == {"patients": N, "events": extract["events"].height, **{k: f.height for k, f in feeds.items()}}
+    for name, frame in feeds.items():
+        assert frame.schema == pl.Schema(FEEDS[name].table.schema), name
+        assert frame.height > 0, name
 
 
 def test_same_seed_gives_identical_bytes_and_another_seed_does_not(extract, tmp_path):
     generate_extract(tmp_path / "again", reporting_month=MONTH, n_patients=N, seed=7, defect_rate=0.05)
-    for name in ("patients.parquet", "events.parquet", "ground_truth.json"):
+    for name in ("patients.parquet", "events.parquet", "ground_truth.json", *(f"{feed}.parquet" for feed in FEEDS)):
         assert (tmp_path / "again" / name).read_bytes() == (extract["dir"] / name).read_bytes(), name
     generate_extract(tmp_path / "other", reporting_month=MONTH, n_patients=N, seed=8, defect_rate=0.05)
     other = pl.read_parquet(tmp_path / "other" / "patients.parquet")

@@ -1,0 +1,220 @@
+"""Compare two versions of the definitions on one month's data: who enters, who leaves, why.
+
+For an auditor's "what changed when the codelist was updated?": both versions are
+evaluated by the same engine on the same staged month, and for every register, cohort
+and indicator the patients entering and leaving (members; an indicator's denominator and
+numerator) are counted. The causes are named: the rule fields that differ (the
+definition or anything it uses) and the codes added to or removed from the codelists it
+reads, with how many of the movers carry each such code.
+
+Only counts and codes leave this module, never a patient identifier. The counts are
+unrounded (this is an analyst's console tool, not a publication).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import date
+from typing import Any
+
+import polars as pl
+
+from pipelines.segmentation.cohorts import evaluate_cohorts, evaluate_indicators, evaluate_registers
+from pipelines.segmentation.definitions import Definitions
+
+
+@dataclass(frozen=True)
+class MonthData:
+    """One month's staged inputs (the private layer)."""
+
+    patients: pl.LazyFrame
+    events: pl.LazyFrame
+    deprivation: pl.LazyFrame | None
+    ethnicity: pl.LazyFrame | None
+    feeds: Mapping[str, pl.LazyFrame | None]
+    reference_date: date
+    imd_vintage: str = "IMD2025"
+
+
+@dataclass
+class PartChange:
+    """How one population of a definition moved (members, denominator or numerator)."""
+
+    part: str
+    n_old: int
+    n_new: int
+    n_entered: int
+    n_left: int
+
+
+@dataclass
+class DefinitionChange:
+    """One definition's movers and their causes."""
+
+    kind: str
+    definition_id: str
+    status: str  # changed, unchanged, added, removed, not available
+    parts: list[PartChange] = field(default_factory=list)
+    rule_changes: list[str] = field(default_factory=list)
+    code_changes: list[str] = field(default_factory=list)
+
+    @property
+    def n_movers(self) -> int:
+        """Return the patients entering or leaving any of its populations."""
+        return sum(p.n_entered + p.n_left for p in self.parts)
+
+
+def _flatten(value: Any, path: str = "") -> dict[str, Any]:
+    if isinstance(value, dict):
+        out: dict[str, Any] = {}
+        for k, v in value.items():
+            out.update(_flatten(v, f"{path}.{k}" if path else str(k)))
+        return out
+    if isinstance(value, list) and any(isinstance(v, (dict, list)) for v in value):
+        out = {}
+        for i, v in enumerate(value):
+            out.update(_flatten(v, f"{path}[{i}]"))
+        return out
+    return {path: value}
+
+
+def rule_changes(old: Definitions, new: Definitions, kind: str, definition_id: str) -> list[str]:
+    """Return the fields that differ between two versions of a definition and what it uses.
+
+    Examples:
+        >>> from pipelines.segmentation.definitions import parse_definitions
+        >>> text = "registers:\\n  - id: r\\n    version: 1\\n    title: t\\n    description: d\\n    source: s\\n    diagnosis: [mh_cod]\\n"
+        >>> a = parse_definitions({"r.yaml": text}, known_codelists={"mh_cod", "smhres"})
+        >>> b = parse_definitions({"r.yaml": text + "    resolved: [smhres]\\n"}, known_codelists={"mh_cod", "smhres"})
+        >>> rule_changes(a, b, "register", "r")
+        ["register 'r': resolved: [] -> ['smhres']"]
+    """
+    keys = sorted(set(old.dependencies(kind, definition_id)) | set(new.dependencies(kind, definition_id)))
+    changes = []
+    for k, i in keys:
+        before = _flatten(old.canonical(k, i)) if i in old.store(k) else {}
+        after = _flatten(new.canonical(k, i)) if i in new.store(k) else {}
+        for path in sorted(set(before) | set(after)):
+            if path in ("title", "description", "source"):
+                continue
+            if before.get(path, []) != after.get(path, []):
+                changes.append(f"{k} '{i}': {path}: {before.get(path, [])} -> {after.get(path, [])}")
+    return changes
+
+
+def _populations(defs: Definitions, codelists: Mapping[str, frozenset[str]], data: MonthData) -> dict[tuple[str, str], dict[str, pl.DataFrame]]:
+    """Return (kind, id) -> part -> patient ids, for every available definition."""
+    r = data.reference_date
+    out: dict[tuple[str, str], dict[str, pl.DataFrame]] = {}
+    registers = evaluate_registers(defs, data.patients, data.events, codelists, r).select("register_id", "patient_id").collect()
+    for (register_id,), rows in registers.partition_by("register_id", as_dict=True).items():
+        out[("register", register_id)] = {"members": rows.select("patient_id")}
+    cohorts = evaluate_cohorts(
+        defs, data.patients, data.events, data.deprivation, codelists, r, imd_vintage=data.imd_vintage,
+        ethnicity=data.ethnicity, feeds=data.feeds,
+    ).select("cohort_id", "patient_id").collect()
+    for (cohort_id,), rows in cohorts.partition_by("cohort_id", as_dict=True).items():
+        out[("cohort", cohort_id)] = {"members": rows.select("patient_id")}
+    indicators = evaluate_indicators(
+        defs, data.patients, data.events, data.deprivation, codelists, r, imd_vintage=data.imd_vintage,
+        ethnicity=data.ethnicity, feeds=data.feeds,
+    ).select("indicator_id", "patient_id", "is_numerator").collect()
+    for (indicator_id,), rows in indicators.partition_by("indicator_id", as_dict=True).items():
+        out[("indicator", indicator_id)] = {
+            "denominator": rows.select("patient_id"),
+            "numerator": rows.filter("is_numerator").select("patient_id"),
+        }
+    return out
+
+
+def diff_definitions(
+    old: Definitions,
+    new: Definitions,
+    old_codelists: Mapping[str, frozenset[str]],
+    new_codelists: Mapping[str, frozenset[str]],
+    data: MonthData,
+    term_lookup=None,
+) -> list[DefinitionChange]:
+    """Return, per definition, who enters and leaves between two definition versions, and why.
+
+    Arguments:
+        old, new: the two validated definition versions.
+        old_codelists, new_codelists: each version's codelists (see `cohorts.load_codelists`).
+        data: the month to evaluate both on.
+        term_lookup: optional codelist id -> {code: term}, to name changed codes.
+
+    Returns:
+        One DefinitionChange per definition in either version, changed ones first.
+    """
+    present = [name for name, frame in data.feeds.items() if frame is not None]
+    before = _populations(old, old_codelists, data)
+    after = _populations(new, new_codelists, data)
+    events = data.events.filter(pl.col("event_date") <= data.reference_date).select("patient_id", "code")
+    changes = []
+    for kind in ("register", "cohort", "indicator"):
+        for definition_id in sorted(set(old.store(kind)) | set(new.store(kind))):
+            in_old, in_new = definition_id in old.store(kind), definition_id in new.store(kind)
+            change = DefinitionChange(kind, definition_id, "added" if not in_old else "removed" if not in_new else "unchanged")
+            if in_old and in_new:
+                change.rule_changes = rule_changes(old, new, kind, definition_id)
+                if old.definition_hash(kind, definition_id) != new.definition_hash(kind, definition_id):
+                    change.status = "changed"
+            reasons = [d.availability(kind, definition_id, present) for d, ok in ((old, in_old), (new, in_new)) if ok]
+            if any(reasons):
+                change.status = "not available"
+            populations_old = before.get((kind, definition_id), {})
+            populations_new = after.get((kind, definition_id), {})
+            parts = ["members"] if kind != "indicator" else ["denominator", "numerator"]
+            movers = []
+            for part in parts:
+                a = populations_old.get(part, pl.DataFrame(schema={"patient_id": pl.String}))
+                b = populations_new.get(part, pl.DataFrame(schema={"patient_id": pl.String}))
+                entered = b.join(a, on="patient_id", how="anti")
+                left = a.join(b, on="patient_id", how="anti")
+                change.parts.append(PartChange(part, a.height, b.height, entered.height, left.height))
+                movers += [entered, left]
+            used = (old.codelists_used(kind, definition_id) if in_old else set()) | (
+                new.codelists_used(kind, definition_id) if in_new else set())
+            mover_ids = pl.concat(movers).unique() if movers else pl.DataFrame(schema={"patient_id": pl.String})
+            for codelist_id in sorted(used):
+                codes_old = old_codelists.get(codelist_id, frozenset())
+                codes_new = new_codelists.get(codelist_id, frozenset())
+                if codes_old == codes_new:
+                    continue
+                if change.status == "unchanged":
+                    change.status = "changed"
+                terms = term_lookup(codelist_id) if term_lookup else {}
+                for verb, codes in (("added to", codes_new - codes_old), ("removed from", codes_old - codes_new)):
+                    for code in sorted(codes):
+                        carriers = (
+                            events.filter(pl.col("code") == code).select("patient_id").unique()
+                            .join(mover_ids.lazy(), on="patient_id", how="semi").select(pl.len()).collect().item()
+                        )
+                        term = f" ({terms[code]})" if code in terms else ""
+                        change.code_changes.append(
+                            f"code {code}{term} {verb} {codelist_id}: {carriers} of {mover_ids.height} mover(s) have it"
+                        )
+            changes.append(change)
+    order = {"changed": 0, "added": 1, "removed": 2, "not available": 3, "unchanged": 4}
+    return sorted(changes, key=lambda c: (order[c.status], c.n_movers == 0, c.kind, c.definition_id))
+
+
+def format_changes(changes: list[DefinitionChange]) -> list[str]:
+    """Return the console lines of a diff: changed definitions in full, unchanged ones counted."""
+    lines = []
+    quiet = [c for c in changes if c.status in ("unchanged", "not available") and c.n_movers == 0 and not c.rule_changes]
+    for change in changes:
+        if change in quiet:
+            continue
+        lines.append(f"{change.kind} {change.definition_id}: {change.status}")
+        for part in change.parts:
+            lines.append(
+                f"    {part.part:<12} {part.n_old:>9,} -> {part.n_new:>9,}   entered {part.n_entered:>7,}   left {part.n_left:>7,}"
+            )
+        for text in change.rule_changes:
+            lines.append(f"    rule: {text}")
+        for text in change.code_changes:
+            lines.append(f"    codelist: {text}")
+    lines.append(f"{len(quiet)} other definition(s): no change and no movers")
+    return lines
