@@ -241,12 +241,17 @@ def unpublishable_counts(profile: DisclosureProfile, upper: int = 7) -> list[int
 CellKey = tuple
 
 
-def _complement(members: list, values: dict, hidden: set, total) -> CellKey | None:
-    """Return the cell to hide next in a relation: smallest non-zero visible part, else the total."""
+def _no_priority(cell: CellKey) -> int:
+    return 0
+
+
+def _complement(members: list, values: dict, hidden: set, total, priority=_no_priority) -> CellKey | None:
+    """Return the cell to hide next in a relation: the non-zero visible part of lowest
+    priority (then smallest), else the total."""
     parts = [m for m in members if m != total and m not in hidden]
-    positive = sorted((values[m], m) for m in parts if values[m] > 0)
+    positive = sorted((priority(m), values[m], m) for m in parts if values[m] > 0)
     if positive:
-        return positive[0][1]
+        return positive[0][-1]
     if total is not None and total not in hidden and values[total] > 0:
         return total
     zeros = sorted(parts)
@@ -303,7 +308,7 @@ def _recoverable(hidden: set, relations: list[tuple]) -> list[CellKey]:
     return sorted(determined)
 
 
-def complementary_suppression(values: dict, primary: set, relations: list[tuple]) -> set:
+def complementary_suppression(values: dict, primary: set, relations: list[tuple], priority=_no_priority) -> set:
     """Return the cells to hide so no hidden cell can be recovered from the visible ones.
 
     Arguments:
@@ -313,6 +318,8 @@ def complementary_suppression(values: dict, primary: set, relations: list[tuple]
         relations: (total, members) pairs, where `members` lists the total and its parts
             and the total equals the sum of the parts; `total` may be None for a relation
             stated as "these parts sum to a published constant".
+        priority: cell -> number; complements are taken from the lowest first (then the
+            smallest count), so the caller can spare the cells readers rely on most.
 
     Returns:
         The hidden cells: `primary` plus the complementary cells.
@@ -337,7 +344,7 @@ def complementary_suppression(values: dict, primary: set, relations: list[tuple]
             changed = False
             for total, members in relations:
                 if sum(m in hidden for m in members) == 1:
-                    extra = _complement(members, values, hidden, total)
+                    extra = _complement(members, values, hidden, total, priority)
                     if extra is not None:
                         hidden.add(extra)
                         changed = True
@@ -348,7 +355,7 @@ def complementary_suppression(values: dict, primary: set, relations: list[tuple]
         for cell in exposed:
             for index in by_cell.get(cell, []):
                 total, members = relations[index]
-                extra = _complement(members, values, hidden, total)
+                extra = _complement(members, values, hidden, total, priority)
                 if extra is not None:
                     hidden.add(extra)
                     added = True
@@ -366,8 +373,8 @@ def complementary_suppression(values: dict, primary: set, relations: list[tuple]
                     f"complementary_suppression: {len(exposed)} hidden cell(s) stay recoverable and no visible "
                     "cell is left to hide in their relations"
                 )
-            positive = sorted((values[m], m) for m in candidates if values[m] > 0)
-            hidden.add(positive[0][1] if positive else sorted(candidates)[0])
+            positive = sorted((priority(m), values[m], m) for m in candidates if values[m] > 0)
+            hidden.add(positive[0][-1] if positive else sorted(candidates)[0])
 
 
 def protect_counts(
@@ -378,6 +385,7 @@ def protect_counts(
     table: Sequence[str],
     cell: Sequence[str],
     relations: list[tuple],
+    priority=_no_priority,
 ) -> pl.DataFrame:
     """Apply a profile with secondary suppression: small counts and their complements hidden.
 
@@ -390,6 +398,7 @@ def protect_counts(
         cell: columns identifying a cell within a table (e.g. vintage, breakdown, group).
         relations: (total, members) pairs of cell keys (tuples of the `cell` columns),
             true in every table: the total equals the sum of the other members.
+        priority: cell key -> number; complements come from low-priority cells first.
 
     Returns:
         `frame` with `columns` controlled (Int64; hidden cells null, or 0 for a redacting
@@ -417,7 +426,7 @@ def protect_counts(
                 values = {k: (v or 0) for k, v in zip(keys, group[c].to_list())}
                 row_of = dict(zip(keys, rows))
                 primary = {k for k, r in row_of.items() if small[r]}
-                for k in complementary_suppression(values, primary, relations):
+                for k in complementary_suppression(values, primary, relations, priority):
                     hides[c][row_of[k]] = True
     hidden_value = pl.lit(None, pl.Int64) if profile.small_count_action == "suppress" else pl.lit(0, pl.Int64)
     hide_columns = [pl.Series(f"_hide_{c}", hides[c], dtype=pl.Boolean) for c in columns]

@@ -169,6 +169,23 @@ def _label_column(vintage: str, breakdown: str) -> str:
     return f"{vintage}__{breakdown}" if breakdown in DEPRIVATION_BREAKDOWNS else f"__{breakdown}"
 
 
+# Secondary suppression takes its complements from the cells analysts read least first:
+# intersections, then the other breakdowns (practice, cohort, ethnicity, sex, age), sparing
+# the headline Core20PLUS5 figures (IMD decile, quintile, Core20 vs rest, overall) where it can.
+_SPARED = {"imd_decile": 2, "imd_quintile": 3, "core20": 4, "overall": 5}
+
+
+def complement_priority(cell: tuple) -> int:
+    """Return how strongly a (vintage, breakdown, group) cell is spared as a complement.
+
+    Examples:
+        >>> [complement_priority(("IMD2025", b, "x")) for b in ("core20|cohort:smi", "practice", "core20", "overall")]
+        [0, 1, 4, 5]
+    """
+    breakdown = cell[1]
+    return _SPARED.get(breakdown, 0 if SEPARATOR in breakdown else 1)
+
+
 def _relations(counts: pl.DataFrame, cells: pl.DataFrame, primary_vintage: str) -> list[tuple]:
     """Return every additive relation among the table's cells: (total, [total, *parts]).
 
@@ -415,7 +432,8 @@ def build_gap_table(
     # Step 2: disclosure control on the counts, with secondary suppression, before any statistic.
     relations = _relations(counts, cells, primary_vintage)
     controlled = protect_counts(
-        counts, ["numerator", "denominator"], profile, table=_KEYS, cell=_CELL, relations=relations
+        counts, ["numerator", "denominator"], profile, table=_KEYS, cell=_CELL, relations=relations,
+        priority=complement_priority,
     )
 
     # Step 3: rates from controlled counts; a row with a hidden count gets no rate.

@@ -75,3 +75,19 @@ def test_unknown_profile_and_missing_column_are_clear_errors():
         get_profile("nhs")
     with pytest.raises(ValueError, match=r"columns \['denominator'\] are not in the frame"):
         apply_profile(pl.DataFrame({"numerator": [1]}), ["numerator", "denominator"], NHS_SUPPRESS_ROUND5)
+
+
+def test_complements_spare_the_cells_readers_rely_on_most():
+    from pipelines.segmentation.disclosure import complementary_suppression
+    from pipelines.segmentation.gaps import complement_priority
+
+    # One relation: all = small + headline part + intersection part. Without priorities the
+    # smaller part (the headline Core20 cell) would be hidden; with them the intersection is.
+    core20 = ("IMD2025", "core20", "core20")
+    cross = ("IMD2025", "core20|cohort:smi", "core20|in")
+    total = ("IMD2025", "overall", "all")
+    small = ("IMD2025", "core20", "unknown")
+    values = {total: 100, small: 3, core20: 40, cross: 57}
+    relations = [(total, [total, small, core20, cross])]
+    assert complementary_suppression(values, {small}, relations) == {small, core20}
+    assert complementary_suppression(values, {small}, relations, complement_priority) == {small, cross}
