@@ -232,7 +232,11 @@ def print_summary(warehouse: Path, partition_key: str) -> None:
             _say(f"    gap {100 * core['gap']:+.1f} points (95% CI {100 * core['gap_lower']:+.1f} to "
                  f"{100 * core['gap_upper']:+.1f}): Core20 {core['comparison']}")
     _say(quality_line(warehouse, partition_key))
-    _say(f"\nwarehouse: {warehouse}  (published schema: published.gap_table, published.indicator_catalogue)")
+    with connect(warehouse, read_only=True) as con:
+        tables = [row[0] for row in con.execute(
+            "select table_name from information_schema.tables where table_schema = 'published' order by 1"
+        ).fetchall()]
+    _say(f"\nwarehouse: {warehouse}  (published: {', '.join(tables)})")
 
 
 def quality_line(warehouse: Path, partition_key: str) -> str:
