@@ -85,45 +85,54 @@ def _assert_printed(ours, printed, what: str) -> None:
 
 
 # ---------------------------------------------------------------------------
-# Wilson score interval (wilson_interval)
+# Wilson score intervals and crude rates (wilson_interval, rate_interval)
 # ---------------------------------------------------------------------------
 
 # [PHE-INTRO] the printed `df`: (obs, pop) for Area1..Area4 in 2015 then 2016.
 PHE_INTRO_DF = [(24, 162), (6, 120), (68, 173), (95, 146), (46, 143), (56, 132), (76, 183), (18, 149)]
 
-# [PHE-INTRO] `phe_proportion(df, obs, pop)`: value, lowercl, uppercl as printed (95%).
-PHE_INTRO_PROPORTION_95 = [
-    ("0.1481481", "0.10162049", "0.2109760"),
-    ("0.0500000", "0.02311436", "0.1048029"),
-    ("0.3930636", "0.32336123", "0.4674118"),
-    ("0.6506849", "0.57038874", "0.7232550"),
-    ("0.3216783", "0.25064630", "0.4020403"),
-    ("0.4242424", "0.34324611", "0.5095234"),
-    ("0.4153005", "0.34636288", "0.4877211"),
-    ("0.1208054", "0.07779726", "0.1828745"),
+# [PHE-INTRO] value, lowercl, uppercl as printed for each row of `df`, per call:
+# (our function, confidence, multiplier) -> the R call it reproduces and its printed rows.
+# phe_rate printed method "Byars" for every row except Area2 2015 (6 events): "Exact".
+PHE_INTRO_PRINTED = {
+    (wilson_interval, 0.95, 1): ("phe_proportion(df, obs, pop)", [
+        ("0.1481481", "0.10162049", "0.2109760"), ("0.0500000", "0.02311436", "0.1048029"),
+        ("0.3930636", "0.32336123", "0.4674118"), ("0.6506849", "0.57038874", "0.7232550"),
+        ("0.3216783", "0.25064630", "0.4020403"), ("0.4242424", "0.34324611", "0.5095234"),
+        ("0.4153005", "0.34636288", "0.4877211"), ("0.1208054", "0.07779726", "0.1828745"),
+    ]),
+    (wilson_interval, 0.998, 100): ("phe_proportion(df, obs, pop, confidence=99.8, multiplier=100)", [
+        ("14.81481", "8.166047", "25.38084"), ("5.00000", "1.533517", "15.10069"),
+        ("39.30636", "28.680466", "51.05106"), ("65.06849", "52.294492", "75.99232"),
+        ("32.16783", "21.543623", "45.02461"), ("42.42424", "30.088158", "55.78251"),
+        ("41.53005", "30.968023", "52.93222"), ("12.08054", "6.046514", "22.68239"),
+    ]),
+    (rate_interval, 0.95, 100000): ("phe_rate(df, obs, pop)", [
+        ("14814.81", "9489.334", "22044.21"), ("5000.00", "1834.912", "10882.90"),
+        ("39306.36", "30521.553", "49830.92"), ("65068.49", "52642.965", "79543.66"),
+        ("32167.83", "23548.788", "42908.37"), ("42424.24", "32044.793", "55092.43"),
+        ("41530.05", "32719.746", "51981.74"), ("12080.54", "7156.037", "19093.45"),
+    ]),
+    (rate_interval, 0.998, 100): ("phe_rate(df, obs, pop, confidence=99.8, multiplier=100)", [
+        ("14.81481", "7.1693910", "26.77154"), ("5.00000", "0.9225872", "15.05136"),
+        ("39.30636", "26.1925701", "56.39516"), ("65.06849", "46.3595418", "88.46988"),
+        ("32.16783", "19.4573177", "49.71192"), ("42.42424", "27.0186592", "63.05222"),
+        ("41.53005", "28.3382512", "58.47473"), ("12.08054", "5.1176169", "23.75627"),
+    ]),
+}
+PHE_INTRO_CASES = [
+    pytest.param(function, confidence, multiplier, counts, printed, id=f"{call}-{counts[0]}/{counts[1]}")
+    for (function, confidence, multiplier), (call, rows) in PHE_INTRO_PRINTED.items()
+    for counts, printed in zip(PHE_INTRO_DF, rows)
 ]
-# [PHE-INTRO] `phe_proportion(df, obs, pop, confidence=99.8, multiplier=100)` (percentages).
-PHE_INTRO_PERCENT_998 = [
-    ("14.81481", "8.166047", "25.38084"),
-    ("5.00000", "1.533517", "15.10069"),
-    ("39.30636", "28.680466", "51.05106"),
-    ("65.06849", "52.294492", "75.99232"),
-    ("32.16783", "21.543623", "45.02461"),
-    ("42.42424", "30.088158", "55.78251"),
-    ("41.53005", "30.968023", "52.93222"),
-    ("12.08054", "6.046514", "22.68239"),
-]
 
 
-@pytest.mark.parametrize(("counts", "printed"), list(zip(PHE_INTRO_DF, PHE_INTRO_PROPORTION_95)))
-def test_wilson_matches_phe_proportion_vignette_at_95(counts, printed):
-    _assert_printed(wilson_interval(*counts), printed, f"phe_proportion {counts}")
-
-
-@pytest.mark.parametrize(("counts", "printed"), list(zip(PHE_INTRO_DF, PHE_INTRO_PERCENT_998)))
-def test_wilson_matches_phe_proportion_vignette_at_998_as_percentage(counts, printed):
-    # Exercises both the 99.8% z (3.090232) and the multiplier.
-    _assert_printed(wilson_interval(*counts, confidence=0.998, multiplier=100), printed, f"phe_proportion {counts}")
+@pytest.mark.parametrize(("function", "confidence", "multiplier", "counts", "printed"), PHE_INTRO_CASES)
+def test_wilson_and_crude_rate_match_the_phe_introduction_vignette(function, confidence, multiplier, counts, printed):
+    # Wilson at 95% and 99.8% (z = 3.090232) as proportions and percentages; crude rates
+    # per 100,000 and per 100 through both the Byar (>= 10) and exact (< 10) branches.
+    ours = function(*counts, confidence=confidence, multiplier=multiplier)
+    _assert_printed(ours, printed, f"{function.__name__} {counts}")
 
 
 @pytest.mark.parametrize(
@@ -147,42 +156,8 @@ def test_wilson_matches_the_dhsc_python_port_to_full_precision(numerator, denomi
 
 
 # ---------------------------------------------------------------------------
-# Crude rates (rate_interval): Byar from 10, exact Poisson under 10
+# Exact Poisson limits for fewer than 10 events (rate_interval)
 # ---------------------------------------------------------------------------
-
-# [PHE-INTRO] `phe_rate(df, obs, pop)` (per 100,000, 95%); method printed Byars except
-# Area2 2015 (6 events), printed Exact.
-PHE_INTRO_RATE_95 = [
-    ("14814.81", "9489.334", "22044.21"),
-    ("5000.00", "1834.912", "10882.90"),
-    ("39306.36", "30521.553", "49830.92"),
-    ("65068.49", "52642.965", "79543.66"),
-    ("32167.83", "23548.788", "42908.37"),
-    ("42424.24", "32044.793", "55092.43"),
-    ("41530.05", "32719.746", "51981.74"),
-    ("12080.54", "7156.037", "19093.45"),
-]
-# [PHE-INTRO] `phe_rate(df, obs, pop, confidence=99.8, multiplier=100)`.
-PHE_INTRO_RATE_998_PER_100 = [
-    ("14.81481", "7.1693910", "26.77154"),
-    ("5.00000", "0.9225872", "15.05136"),
-    ("39.30636", "26.1925701", "56.39516"),
-    ("65.06849", "46.3595418", "88.46988"),
-    ("32.16783", "19.4573177", "49.71192"),
-    ("42.42424", "27.0186592", "63.05222"),
-    ("41.53005", "28.3382512", "58.47473"),
-    ("12.08054", "5.1176169", "23.75627"),
-]
-
-
-@pytest.mark.parametrize(("counts", "printed"), list(zip(PHE_INTRO_DF, PHE_INTRO_RATE_95)))
-def test_rate_matches_phe_rate_vignette_at_95(counts, printed):
-    _assert_printed(rate_interval(*counts), printed, f"phe_rate {counts}")
-
-
-@pytest.mark.parametrize(("counts", "printed"), list(zip(PHE_INTRO_DF, PHE_INTRO_RATE_998_PER_100)))
-def test_rate_matches_phe_rate_vignette_at_998_per_100(counts, printed):
-    _assert_printed(rate_interval(*counts, multiplier=100, confidence=0.998), printed, f"phe_rate {counts}")
 
 
 def test_exact_poisson_branch_matches_survival_cipoisson_documentation():
@@ -209,9 +184,10 @@ def test_exact_poisson_branch_matches_survival_cipoisson_documentation():
 @pytest.mark.parametrize(
     ("counts", "printed", "multiplier", "confidence"),
     [
-        (c, p, 100000, 0.95) for c, p in zip(PHE_INTRO_DF, PHE_INTRO_RATE_95) if c[0] >= 10
-    ]
-    + [(c, p, 100, 0.998) for c, p in zip(PHE_INTRO_DF, PHE_INTRO_RATE_998_PER_100) if c[0] >= 10],
+        (counts, printed, multiplier, confidence)
+        for (function, confidence, multiplier), (_, rows) in PHE_INTRO_PRINTED.items() if function is rate_interval
+        for counts, printed in zip(PHE_INTRO_DF, rows) if counts[0] >= 10
+    ],
 )
 def test_byar_count_limits_match_the_phe_rate_vignette(counts, printed, multiplier, confidence):
     # The Fingertips "Rates" guidance defines the rate limits as the count's limits over the
