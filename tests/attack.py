@@ -1,13 +1,23 @@
 """An attacker who tries to recover every hidden count of a published gap table by subtraction.
 
-Written independently of `pipelines.segmentation.gaps._relations`: the attacker knows only
-the published table's documented structure (every breakdown's groups add up to the overall
-count; deciles to quintiles to Core20/rest; detailed ethnic groups to broad ones; Sub-ICBs
-to ICBs; the cells of an 'A|B' intersection to both margins) and, to be stronger than any
-real reader, the *true* value of every visible count (as if nothing were rounded). For
-each hidden count it solves two linear programmes (minimise and maximise the count subject
-to every relation and non-negativity); the count is recovered when both give the same
-value.
+Written independently of `pipelines.segmentation.gaps._relations` and of the suppression
+code: the attacker knows only what any reader knows.
+
+- The published table's documented structure: every breakdown's groups add up to the
+  overall count; deciles to quintiles to Core20/rest; detailed ethnic groups to broad
+  ones; Sub-ICBs to ICBs; the cells of an 'A|B' intersection to both margins.
+- The disclosure profile's rule, which is public and named on every row: from it, each
+  visible count stands for a range of true counts (under suppress 1-7 and round to 5, a
+  shown 10 was 8-12 and a shown 0 was 0), found here by applying the rule to every
+  candidate count.
+- That counts are not negative and that a numerator never exceeds its denominator (both
+  columns are attacked together).
+
+For each hidden count it solves two linear programmes, minimising and maximising the count
+subject to all of that. A small count (1 to the profile's threshold) is *recovered* when
+the interval left does not cover every value from 1 to the threshold: the table would
+then say more about it than "it was small". Any other hidden count (a complement) is
+recovered when it is pinned to one value.
 """
 
 from __future__ import annotations
@@ -15,6 +25,8 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 from scipy.optimize import linprog
+
+from pipelines.segmentation.disclosure import apply_profile, get_profile
 
 KEY = ["reporting_month", "indicator_id", "indicator_version"]
 
@@ -59,55 +71,132 @@ def _relations(cells: list[tuple], fine_to_coarse: dict[str, dict[str, str]]) ->
     return relations
 
 
+def _ranges(profile_name: str, shown: list[int]) -> dict[int, tuple[int, int]]:
+    """Return, for each distinct shown value, the lowest and highest true count it can stand for."""
+    profile = get_profile(profile_name)
+    top = max(shown, default=0) + 20
+    candidates = apply_profile(pl.DataFrame({"n": range(top), "true": range(top)}), ["n"], profile)
+    visible = candidates.filter(~pl.col("is_suppressed"))
+    out = {}
+    for value in set(shown):
+        possible = visible.filter(pl.col("n") == value)["true"]
+        assert possible.len(), f"{profile_name} never shows {value}"
+        out[value] = (possible.min(), possible.max())
+    return out
+
+
 def recovered_cells(
-    published: pl.DataFrame, truth: pl.DataFrame, column: str, fine_to_coarse: dict[str, dict[str, str]]
+    published: pl.DataFrame, truth: pl.DataFrame, fine_to_coarse: dict[str, dict[str, str]]
 ) -> list[tuple]:
-    """Return the hidden `column` counts of `published` that the attacker pins to one value.
+    """Return the hidden counts of `published` that the attacker narrows down.
 
     Arguments:
-        published: the published gap table (hidden counts are null, or 0 with is_suppressed: the
-            attacker treats every such 0 as unknown, and a recovery counts only when the
-            count really was hidden).
-        truth: the same table built without disclosure control (profile 'none').
-        column: 'numerator' or 'denominator'.
+        published: the published gap table (hidden counts are null, or 0 with is_suppressed:
+            the attacker treats every such 0 as unknown).
+        truth: the same table built without disclosure control (profile 'none'), used only
+            to judge the attacker's result, never as the attacker's knowledge.
         fine_to_coarse: for 'ethnicity_16' and 'sub_icb', the broad group / ICB of each label.
+
+    Returns:
+        (month, indicator, version, vintage, breakdown, group, column, true count, lowest,
+        highest) for every recovered count; [] when the attack fails everywhere.
     """
     cell = ["imd_vintage", "breakdown", "group"]
-    joined = published.select(*KEY, *cell, pl.col(column).alias("shown"), "is_suppressed").join(
-        truth.select(*KEY, *cell, pl.col(column).alias("true")), on=[*KEY, *cell], how="inner"
+    columns = ("numerator", "denominator")
+    profiles = published["disclosure_profile"].unique().to_list()
+    assert len(profiles) == 1, profiles
+    threshold = get_profile(profiles[0]).small_count_threshold
+    redacts = get_profile(profiles[0]).small_count_action == "redact"
+    joined = published.select(*KEY, *cell, *columns, "is_suppressed").join(
+        truth.select(*KEY, *cell, *[pl.col(c).alias(f"true_{c}") for c in columns]), on=[*KEY, *cell], how="inner"
     )
-    hidden_rows = pl.col("shown").is_null() | (pl.col("is_suppressed") & (pl.col("shown") == 0))
-    joined = joined.with_columns(hidden_rows.alias("hidden"))
+    shown_values = [v for c in columns for v in joined[c].drop_nulls().to_list()]
+    ranges = _ranges(profiles[0], shown_values)
     recovered = []
     for key, table in joined.group_by(KEY, maintain_order=True):
-        hidden = [tuple(r) for r in table.filter("hidden").select(cell).rows()]
+        rows = table.rows(named=True)
+        cells = [tuple(r[c] for c in cell) for r in rows]
+        # Hidden: null, or for a redacting profile a 0 in a suppressed row (which may also be
+        # a true 0: the attacker cannot tell, so treats it as unknown).
+        hidden = {(c, col) for c, r in zip(cells, rows) for col in columns
+                  if r[col] is None or (redacts and r["is_suppressed"] and r[col] == 0)}
         if not hidden:
             continue
-        true = {tuple(r[:3]): r[3] for r in table.select(*cell, "true").rows()}
-        shown = {tuple(r[:3]): r[3] for r in table.select(*cell, "shown").rows()}
-        index = {c: i for i, c in enumerate(hidden)}
-        rows, rhs = [], []
-        for total, parts in _relations(list(true), fine_to_coarse):
-            coefficients = np.zeros(len(hidden))
-            constant = 0.0
-            for c, sign in [(total, 1.0)] + [(p, -1.0) for p in parts]:
-                if c in index:
-                    coefficients[index[c]] += sign
-                elif c in true:
-                    constant += sign * true[c]
-            if coefficients.any():
-                rows.append(coefficients)
-                rhs.append(-constant)
-        if not rows:
-            continue
-        a_eq, b_eq = np.array(rows), np.array(rhs)
-        for c, i in index.items():
-            objective = np.zeros(len(hidden))
-            objective[i] = 1.0
-            low = linprog(objective, A_eq=a_eq, b_eq=b_eq, bounds=(0, None), method="highs")
-            high = linprog(-objective, A_eq=a_eq, b_eq=b_eq, bounds=(0, None), method="highs")
+        variables = [(c, col) for col in columns for c in cells]
+        index = {v: i for i, v in enumerate(variables)}
+        bounds = []
+        for c, col in variables:
+            shown = rows[cells.index(c)][col]
+            bounds.append((0, None) if (c, col) in hidden else ranges[shown])
+        a_eq = []
+        for total, parts in _relations(cells, fine_to_coarse):
+            for col in columns:
+                row = np.zeros(len(variables))
+                for c, sign in [(total, 1.0)] + [(p, -1.0) for p in parts]:
+                    if (c, col) in index:  # a group with no row has no patients: 0
+                        row[index[(c, col)]] += sign
+                if row.any():
+                    a_eq.append(row)
+        a_ub = []
+        for c in cells:  # numerator <= denominator
+            row = np.zeros(len(variables))
+            row[index[(c, "numerator")]], row[index[(c, "denominator")]] = 1.0, -1.0
+            a_ub.append(row)
+        a_eq, a_ub = np.array(a_eq), np.array(a_ub)
+        true_of = {t: rows[cells.index(t[0])][f"true_{t[1]}"] for t in hidden}
+        # What must stay possible for the attack to fail on a cell: every value from 1 to
+        # the threshold for a small count; some value other than the truth for the rest.
+        need_high = {t: (threshold if 1 <= v <= threshold else v + 1) for t, v in true_of.items()}
+        need_low = {t: (1 if 1 <= v <= threshold else v - 1) for t, v in true_of.items()}
+        open_cells = _witnessed(sorted(hidden), index, need_low, need_high, a_eq, a_ub, bounds)
+        for target in open_cells:
+            objective = np.zeros(len(variables))
+            objective[index[target]] = 1.0
+            low = linprog(objective, A_ub=a_ub, b_ub=np.zeros(len(a_ub)), A_eq=a_eq, b_eq=np.zeros(len(a_eq)),
+                          bounds=bounds, method="highs")
+            high = linprog(-objective, A_ub=a_ub, b_ub=np.zeros(len(a_ub)), A_eq=a_eq, b_eq=np.zeros(len(a_eq)),
+                           bounds=bounds, method="highs")
             assert low.status == 0 and high.status in (0, 3), (low.message, high.message)
-            # A cell shown as a genuine 0 beside a hidden count is not a hidden count.
-            if high.status == 0 and -high.fun - low.fun < 0.5 and shown[c] != true[c]:
-                recovered.append((*key, *c, round(low.fun)))
+            lowest, highest = low.fun, (float("inf") if high.status == 3 else -high.fun)
+            true = true_of[target]
+            if 1 <= true <= threshold:
+                narrowed = lowest > 1 + 1e-6 or highest < threshold - 1e-6
+            else:  # a complement, or a true 0 shown as 0 (nothing to recover there)
+                narrowed = highest - lowest < 0.5 and rows[cells.index(target[0])][target[1]] != true
+            if narrowed:
+                recovered.append((*key, *target[0], target[1], true, lowest, highest))
     return recovered
+
+
+def _witnessed(targets, index, need_low, need_high, a_eq, a_ub, bounds) -> list:
+    """Return the targets that two joint LPs cannot show to be open; the rest are open.
+
+    One LP pushes every target up towards its `need_high` at once, another pulls every
+    target down towards its `need_low`; any feasible point where a target reaches a value
+    proves that value possible, so a target reaching both is not narrowed down. This only
+    saves time: every target it cannot clear gets its own two LPs.
+    """
+    n = a_eq.shape[1]
+    reached = {}
+    for sign, need in ((-1.0, need_high), (1.0, need_low)):
+        remaining = list(targets)
+        while remaining:  # rounds on what is left, while they make progress
+            k = len(remaining)
+            picks = np.zeros((k, n))
+            for i, t in enumerate(remaining):
+                picks[i, index[t]] = 1.0
+            caps = [(None, need[t]) if sign < 0 else (need[t], None) for t in remaining]
+            # up: u <= x, u <= need, maximise sum u; down: d >= x, d >= need, minimise sum d.
+            upper = np.vstack([np.hstack([a_ub, np.zeros((len(a_ub), k))]), np.hstack([sign * picks, -sign * np.eye(k)])])
+            result = linprog(np.r_[np.zeros(n), sign * np.ones(k)], A_ub=upper, b_ub=np.zeros(len(upper)),
+                             A_eq=np.hstack([a_eq, np.zeros((len(a_eq), k))]), b_eq=np.zeros(len(a_eq)),
+                             bounds=bounds + caps, method="highs")
+            assert result.status == 0, result.message
+            ok = [result.x[n + i] >= need[t] - 1e-6 if sign < 0 else result.x[n + i] <= need[t] + 1e-6
+                  for i, t in enumerate(remaining)]
+            if not any(ok):
+                break
+            remaining = [t for t, good in zip(remaining, ok) if not good]
+        for t in targets:
+            reached[t] = reached.get(t, True) and t not in remaining
+    return [t for t in targets if not reached[t]]

@@ -35,20 +35,25 @@ cell of a row or column is suppressed, another must be, or the suppressed value 
 by subtraction from the total. A published gap table is a set of additive relations
 (every breakdown's groups add up to the overall count; deciles add up to quintiles,
 quintiles to Core20/rest, detailed ethnic groups to broad ones, Sub-ICBs to ICBs; the
-cells of an intersection add up to both margins). `complementary_suppression` makes
-sure, within each table of counts, that
+cells of an intersection add up to both margins). `complementary_suppression` hides
+further cells, within each table of counts, until no small count can be narrowed down:
+for every suppressed small count, the values the published table still allows (worked
+out by linear programming from every relation, non-negativity and what each visible
+count can stand for under the profile's rounding: a count shown as 10 was 8 to 12) must
+include every count from 1 to the threshold. The table then tells a reader nothing about
+a small count beyond what suppression itself says.
 
-1. no relation has exactly one hidden cell (the classic rule: hide the smallest
-   non-zero visible part as well, else the total), and
-2. no hidden cell is determined by the relations at all (checked by linear algebra: a
-   cell is recoverable from the visible cells exactly when every vector of the null
-   space of the hidden cells' relation matrix is zero at that cell; a recoverable cell
-   gets a further complement, and the check repeats).
+The visible counts are rounded, and the rounding is part of the protection, as the NHS
+rule intends: 'overall 50, a hidden, b 20, c 25' leaves a = 50 - 20 - 25 = 5 give or take
+6, which covers 1-7, so a complement there would only hide a headline figure for nothing.
+Where the rounding does not cover the range (e.g. overall 10 and one visible part 10 leave
+the hidden part 0-4) a complement is hidden. Without rounding (a profile with base 1) the
+same rule is the classic one: a hidden cell alone in a relation falls out exactly and
+always gets a complement.
 
-It assumes the worst case, that every visible count were exact; rounding to 5 adds
-protection on top. The complementary cells are hidden in the same way as the small ones
-(null, or 0 for the redacting profile) and are not marked apart from them: telling a
-reader which hidden cells are the small ones would tell them those cells are 1-7.
+The complementary cells are hidden in the same way as the small ones (null, or 0 for the
+redacting profile) and are not marked apart from them: telling a reader which hidden cells
+are the small ones would tell them those cells are 1-7.
 """
 
 from __future__ import annotations
@@ -239,94 +244,224 @@ def unpublishable_counts(profile: DisclosureProfile, upper: int = 7) -> list[int
 # ---------------------------------------------------------------------------
 
 CellKey = tuple
+UNBOUNDED = float("inf")
 
 
 def _no_priority(cell: CellKey) -> int:
     return 0
 
 
-def _complement(members: list, values: dict, hidden: set, total, priority=_no_priority) -> CellKey | None:
-    """Return the cell to hide next in a relation: the non-zero visible part of lowest
-    priority (then smallest), else the total."""
-    parts = [m for m in members if m != total and m not in hidden]
-    positive = sorted((priority(m), values[m], m) for m in parts if values[m] > 0)
-    if positive:
-        return positive[0][-1]
-    if total is not None and total not in hidden and values[total] > 0:
-        return total
-    zeros = sorted(parts)
-    if zeros:
-        return zeros[0]
-    return total if total is not None and total not in hidden else None
+def shown_ranges(profile: DisclosureProfile, shown: Sequence[int]) -> list[tuple[int, int]]:
+    """Return, for each published (visible) count, the true counts it can stand for.
+
+    This is what any reader knows from a visible count and the profile's rule, which is
+    public: a count shown as 10 under `NHS_SUPPRESS_ROUND5` was 8-12 (13 would show 15,
+    and 1-7 would not be shown at all), and a visible 0 was exactly 0. It is derived by
+    applying the profile itself to every candidate count, so it cannot drift from the rule.
+
+    Examples:
+        >>> shown_ranges(NHS_SUPPRESS_ROUND5, [0, 10, 15, 1235])
+        [(0, 0), (8, 12), (13, 17), (1233, 1237)]
+        >>> shown_ranges(MIDPOINT6, [3, 9])
+        [(1, 6), (7, 12)]
+        >>> shown_ranges(NONE, [4])
+        [(4, 4)]
+    """
+    if not shown:
+        return []
+    width = max(profile.base, 1)
+    candidates = (
+        pl.DataFrame({"i": range(len(shown)), "shown": list(shown)}, schema={"i": pl.Int64, "shown": pl.Int64})
+        .with_columns(pl.int_ranges(pl.col("shown") - width, pl.col("shown") + width + 1).alias("n"))
+        .explode("n")
+        .filter(pl.col("n") >= 0)
+    )
+    # Each candidate n is a true count the reader cannot rule out: it publishes as `shown`
+    # and is not a count the profile would have hidden.
+    possible = candidates.filter((profile.control("n") == pl.col("shown")) & ~profile.is_small("n"))
+    ranges = possible.group_by("i").agg(pl.col("n").min().alias("lo"), pl.col("n").max().alias("hi"))
+    found = {i: (lo, hi) for i, lo, hi in ranges.iter_rows()}
+    missing = [shown[i] for i in range(len(shown)) if i not in found]
+    if missing:
+        raise ValueError(f"profile {profile.name!r} never publishes the value(s) {sorted(set(missing))[:5]}")
+    return [found[i] for i in range(len(shown))]
 
 
-def _recoverable(hidden: set, relations: list[tuple]) -> list[CellKey]:
-    """Return the hidden cells whose value the visible cells determine (linear algebra)."""
-    import numpy as np  # lazy: only tables with hidden cells need it
+class _Audit:
+    """What a reader can infer about each hidden cell of one table of counts.
 
-    cells = sorted(hidden)
-    position = {c: i for i, c in enumerate(cells)}
-    # Split into connected components so each SVD stays small.
-    parent = list(range(len(cells)))
+    The reader knows every relation (a total equals the sum of its parts), that counts are
+    not negative, and for each visible cell the range of true counts its published value
+    can stand for (`shown_ranges`). The feasible values of a hidden cell are then a
+    polytope's projection, an interval whose ends are two linear programmes (the "audit"
+    of cell suppression in the Handbook on Statistical Disclosure Control, Hundepool et al.,
+    chapter 4). Solved as real-valued LPs with HiGHS through scipy.
+    """
 
-    def find(i: int) -> int:
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = parent[i]
-        return i
+    def __init__(self, values: dict, relations: list[tuple], profile: DisclosureProfile, at_most: Sequence[tuple] = ()):
+        import numpy as np
+        from scipy import sparse
 
-    touching = []
-    for total, members in relations:
-        inside = [position[m] for m in members if m in position]
-        if inside:
-            touching.append((total, members))
-            for i in inside[1:]:
-                parent[find(i)] = find(inside[0])
-    components: dict[int, list[int]] = {}
-    for i in range(len(cells)):
-        components.setdefault(find(i), []).append(i)
-    determined = []
-    for indices in components.values():
-        local = {cells[i]: j for j, i in enumerate(indices)}
-        rows = []
-        for total, members in touching:
-            row = [0.0] * len(indices)
+        self.cells = sorted({m for _, members in relations for m in members})
+        self.position = {c: i for i, c in enumerate(self.cells)}
+        rows, columns, data, rhs = [], [], [], []
+        for r, (total, members) in enumerate(relations):
+            constant = 0.0
             for m in members:
-                if m in local:
-                    row[local[m]] += 1.0 if m == total else -1.0
-            if any(row):
-                rows.append(row)
-        if not rows:
-            continue
-        matrix = np.array(rows)
-        _, singular, vt = np.linalg.svd(matrix)
-        rank = int((singular > 1e-9 * max(singular.max(), 1.0)).sum())
-        null_space = vt[rank:].T  # columns span the hidden values' free directions
-        for cell, j in local.items():
-            if null_space.shape[1] == 0 or np.abs(null_space[j]).max() < 1e-9:
-                determined.append(cell)
-    return sorted(determined)
+                rows.append(r)
+                columns.append(self.position[m])
+                data.append(1.0 if m == total else -1.0)
+            if total is None:  # the parts add up to a known constant: their true sum
+                constant = -float(sum(values[m] for m in members))
+            rhs.append(constant)
+        self.a_eq = sparse.csr_matrix((data, (rows, columns)), shape=(len(relations), len(self.cells)))
+        self.b_eq = np.array(rhs)
+        pairs = [(a, b) for a, b in at_most if a in self.position and b in self.position]
+        self.a_le = sparse.csr_matrix(
+            ([1.0] * len(pairs) + [-1.0] * len(pairs),
+             (list(range(len(pairs))) * 2, [self.position[a] for a, _ in pairs] + [self.position[b] for _, b in pairs])),
+            shape=(len(pairs), len(self.cells)),
+        )
+        self.shown = dict(zip(self.cells, shown_ranges(profile, _published(profile, [values[c] for c in self.cells]))))
+
+    def _bounds(self, hidden: set) -> list[tuple]:
+        return [(0, None) if c in hidden else self.shown[c] for c in self.cells]
+
+    def _solve(self, objective, bounds, a_ub=None):
+        """Minimise `objective` over the cells (and any extra variables after them)."""
+        from scipy import sparse
+        from scipy.optimize import linprog
+
+        extra = len(objective) - len(self.cells)
+        pad = sparse.csr_matrix((0, 0))
+
+        def widen(matrix):
+            return sparse.hstack([matrix, sparse.csr_matrix((matrix.shape[0], extra))]).tocsr() if extra else matrix
+
+        blocks = [widen(self.a_le)] + ([a_ub] if a_ub is not None else [])
+        blocks = [b for b in blocks if b.shape[0]]
+        upper = sparse.vstack(blocks).tocsr() if blocks else pad
+        result = linprog(
+            objective, A_ub=upper if upper.shape[0] else None, b_ub=[0.0] * upper.shape[0] if upper.shape[0] else None,
+            A_eq=widen(self.a_eq), b_eq=self.b_eq, bounds=bounds, method="highs",
+        )
+        if result.status not in (0, 3):  # 3: unbounded, i.e. no upper limit at all
+            # The true counts always satisfy every relation, so this is a bug in the caller's
+            # relations or counts, never something to publish through.
+            raise RuntimeError(f"secondary suppression audit: the counts do not fit the table's relations ({result.message})")
+        return result
+
+    def uncertified(self, hidden: set, targets: list, low: int, high: int) -> list:
+        """Return the targets not yet shown to cover [low, high], cheaply.
+
+        Joint LPs push every remaining target up to `high` at once (maximise the sum of
+        min(x, high)) and pull them down to `low` at once; a target that gets there in the
+        joint solution covers that end, since its own LP can only do better. Rounds repeat
+        on the rest while they make progress. What is left needs its own LP (`limiting`).
+        """
+        import numpy as np
+        from scipy import sparse
+
+        bounds = self._bounds(hidden)
+        n = len(self.cells)
+        remaining = {"up": [t for t in targets if t in self.position], "down": [t for t in targets if t in self.position]}
+        for side, sign, cap in (("up", -1.0, (None, high)), ("down", 1.0, (low, None))):
+            while remaining[side]:
+                group = remaining[side]
+                k = len(group)
+                picks = sparse.csr_matrix(([1.0] * k, (range(k), [self.position[t] for t in group])), shape=(k, n))
+                eye = sparse.identity(k, format="csr")
+                # up: u_i <= x_i, u_i <= high, maximise sum u; down: d_i >= x_i, d_i >= low, minimise sum d.
+                result = self._solve(np.r_[np.zeros(n), sign * np.ones(k)], bounds + [cap] * k,
+                                     sparse.hstack([sign * picks, -sign * eye]).tocsr())
+                extra = result.x[n:]
+                done = extra >= high - 1e-6 if side == "up" else extra <= low + 1e-6
+                if not done.any():
+                    break
+                remaining[side] = [t for t, ok in zip(group, done) if not ok]
+        return sorted(set(remaining["up"]) | set(remaining["down"]))
+
+    def limiting(self, hidden: set, target, low: int, high: int) -> tuple[list, float] | None:
+        """Return the visible cells whose shown ranges stop `target` reaching `low` or `high`.
+
+        None when the target already covers [low, high]. Otherwise (cells, shortfall): the
+        visible cells with a non-zero bound marginal in the LP that falls short (with the
+        relations homogeneous, LP duality says the optimum is set by variable bounds alone,
+        so hiding one of them can relax what binds) and how far short it falls.
+        """
+        import numpy as np
+
+        j = self.position[target]
+        bounds = self._bounds(hidden)
+        for sign in (-1.0, 1.0):
+            objective = np.zeros(len(self.cells))
+            objective[j] = sign
+            result = self._solve(objective, bounds)
+            if result.status == 3:
+                continue
+            shortfall = high - (-result.fun) if sign < 0 else result.fun - low
+            if shortfall <= 1e-6:
+                continue
+            weight = np.abs(result.lower.marginals) + np.abs(result.upper.marginals)
+            return [c for c, w in zip(self.cells, weight) if w > 1e-9 and c not in hidden], shortfall
+        return None
 
 
-def complementary_suppression(values: dict, primary: set, relations: list[tuple], priority=_no_priority) -> set:
-    """Return the cells to hide so no hidden cell can be recovered from the visible ones.
+def _published(profile: DisclosureProfile, counts: list[int]) -> list[int]:
+    """Return the values `profile` publishes for visible counts (its rounding)."""
+    frame = pl.DataFrame({"n": counts}, schema={"n": pl.Int64})
+    return frame.select(profile.control("n"))["n"].fill_null(0).to_list()
+
+
+def complementary_suppression(
+    values: dict,
+    primary: set,
+    relations: list[tuple],
+    priority=_no_priority,
+    *,
+    profile: DisclosureProfile,
+    at_most: Sequence[tuple] = (),
+) -> set:
+    """Return the cells to hide so that no small count can be narrowed down from the rest.
 
     Arguments:
-        values: true count of every cell of one table (cell key -> count). Cells absent
-            from `values` are known zeros.
-        primary: the cells hidden by the profile's small-count rule.
+        values: true count of every cell of one table (cell key -> count).
+        primary: the cells hidden by the profile's small-count rule (counts 1 to the
+            profile's threshold).
         relations: (total, members) pairs, where `members` lists the total and its parts
             and the total equals the sum of the parts; `total` may be None for a relation
             stated as "these parts sum to a published constant".
         priority: cell -> number; complements are taken from the lowest first (then the
             smallest count), so the caller can spare the cells readers rely on most.
+        profile: the disclosure profile; its rounding is what a reader knows of each
+            visible count (`shown_ranges`).
+        at_most: (a, b) cell pairs with a <= b, known to any reader (a numerator never
+            exceeds its denominator); the audit uses them as a reader would.
 
     Returns:
         The hidden cells: `primary` plus the complementary cells.
 
+    The protection rule: for every primary cell, the values the published table leaves
+    possible (the interval a reader can compute from every relation, the visible counts'
+    ranges and non-negativity, by linear programming) must include every count from 1 to
+    the threshold. The table then tells a reader nothing about a small count beyond what
+    suppression itself says, that it was between 1 and the threshold. While some primary
+    cell falls short, one of the visible cells that limit it (those whose shown range binds
+    in the linear programme) is hidden, the lowest-priority and then smallest first, and
+    the check repeats; hiding only widens the intervals, so this ends.
+
+    Rounding to 5 is part of the protection: 'overall 50, a hidden, b 20, c 25' gives
+    a = 50 - 20 - 25 = 5 give or take 6, which covers 1-7, so no complement is needed,
+    whereas with exact counts (the `NONE` profile's knowledge) a would fall out by
+    subtraction and a complement is hidden.
+
     Examples:
         >>> values = {"all": 50, "a": 3, "b": 20, "c": 27}
-        >>> sorted(complementary_suppression(values, {"a"}, [("all", ["all", "a", "b", "c"])]))
+        >>> relation = [("all", ["all", "a", "b", "c"])]
+        >>> sorted(complementary_suppression(values, {"a"}, relation, profile=NHS_SUPPRESS_ROUND5))
+        ['a']
+        >>> exact = DisclosureProfile("suppress_only", "1-7 suppressed, nothing rounded", 7, "suppress")
+        >>> sorted(complementary_suppression(values, {"a"}, relation, profile=exact))
         ['a', 'b']
     """
     hidden = set(primary)
@@ -334,47 +469,47 @@ def complementary_suppression(values: dict, primary: set, relations: list[tuple]
         return hidden
     relations = [(t if t in values else None, [m for m in members if m in values]) for t, members in relations]
     relations = [(t, members) for t, members in relations if len(members) > 1]
-    by_cell: dict = {}
-    for index, (_, members) in enumerate(relations):
-        for m in members:
-            by_cell.setdefault(m, []).append(index)
-    while True:
-        changed = True
-        while changed:
-            changed = False
-            for total, members in relations:
-                if sum(m in hidden for m in members) == 1:
-                    extra = _complement(members, values, hidden, total, priority)
-                    if extra is not None:
-                        hidden.add(extra)
-                        changed = True
-        exposed = _recoverable(hidden, relations)
-        if not exposed:
-            return hidden
-        added = False
-        for cell in exposed:
-            for index in by_cell.get(cell, []):
-                total, members = relations[index]
-                extra = _complement(members, values, hidden, total, priority)
-                if extra is not None:
-                    hidden.add(extra)
-                    added = True
-                    break
-        if not added:
-            # Every cell of the exposed cells' own relations is already hidden, yet visible
-            # cells elsewhere still determine them through a chain of relations (e.g. a
-            # women-only indicator, whose hidden total equals its visible 'F' group). Hide
-            # the next visible cell of any relation touching a hidden cell: hiding only ever
-            # removes information, so this ends, at worst with every such cell hidden.
-            candidates = {m for _, members in relations if any(x in hidden for x in members)
-                          for m in members if m not in hidden}
+    if not relations:
+        return hidden
+    audit = _Audit(values, relations, profile, at_most)
+    low, high = 1, max(profile.small_count_threshold, 1)
+    # Cells that reach both ends in the joint LPs are done; each other one is worked on in
+    # turn, hiding the lowest-priority (then smallest) cell that limits it until it covers
+    # the range. Hiding only widens every interval, so a cell once protected stays so.
+    def rank(m):
+        # A non-zero count first: a cell shown as 0 is often pinned by another relation too.
+        return priority(m), values[m] == 0, values[m], m
+
+    def protect(cell) -> None:
+        while (limits := audit.limiting(hidden, cell, low, high)) is not None:
+            candidates = limits[0]
             if not candidates:
-                raise RuntimeError(
-                    f"complementary_suppression: {len(exposed)} hidden cell(s) stay recoverable and no visible "
-                    "cell is left to hide in their relations"
-                )
-            positive = sorted((priority(m), values[m], m) for m in candidates if values[m] > 0)
-            hidden.add(positive[0][-1] if positive else sorted(candidates)[0])
+                # Only non-negativity of hidden cells binds: widen the search to every
+                # visible cell of a relation touching a hidden cell. Hiding only ever removes
+                # information, so this ends, at worst with every such cell hidden.
+                candidates = [m for _, members in relations if any(x in hidden for x in members)
+                              for m in members if m not in hidden]
+                if not candidates:
+                    raise RuntimeError(
+                        "complementary_suppression: a small cell stays narrowed down and no visible cell is left to hide"
+                    )
+            hidden.add(min(candidates, key=rank))
+
+    pending = audit.uncertified(hidden, sorted(primary), low, high)
+    while pending:
+        protect(pending[0])
+        # What was hidden for this cell may already protect others: re-check them jointly.
+        pending = pending[1:]
+    # Several bounds can bind at once (a degenerate optimum); a count shown as 0 picked then
+    # may be pinned to 0 by another relation anyway, hiding nothing. Publish each such
+    # complement again unless some small count needs it.
+    for cell in sorted(c for c in hidden - primary if values[c] == 0):
+        hidden.discard(cell)
+        exposed = [c for c in audit.uncertified(hidden, sorted(primary), low, high)
+                   if audit.limiting(hidden, c, low, high) is not None]
+        if exposed:
+            hidden.add(cell)
+    return hidden
 
 
 def protect_counts(
@@ -386,19 +521,23 @@ def protect_counts(
     cell: Sequence[str],
     relations: list[tuple],
     priority=_no_priority,
+    at_most: Sequence[tuple[str, str]] = (),
 ) -> pl.DataFrame:
     """Apply a profile with secondary suppression: small counts and their complements hidden.
 
     Arguments:
         frame: true aggregate counts, one row per cell of each table.
-        columns: count columns, each protected as its own table of counts (a numerator and
-            a denominator are separate additive tables).
+        columns: count columns; each is its own additive table of counts (a numerator and
+            a denominator each add up along `relations`), audited together.
         profile: the disclosure profile.
         table: columns identifying one table (e.g. month, indicator and version).
         cell: columns identifying a cell within a table (e.g. vintage, breakdown, group).
         relations: (total, members) pairs of cell keys (tuples of the `cell` columns),
-            true in every table: the total equals the sum of the other members.
+            true in every table and every column: the total equals the sum of the other
+            members.
         priority: cell key -> number; complements come from low-priority cells first.
+        at_most: (a, b) column pairs with a <= b in every row, known to any reader (a
+            numerator never exceeds its denominator), so the audit uses them too.
 
     Returns:
         `frame` with `columns` controlled (Int64; hidden cells null, or 0 for a redacting
@@ -407,27 +546,42 @@ def protect_counts(
 
     Examples:
         >>> import polars as pl
-        >>> f = pl.DataFrame({"t": [1] * 4, "g": ["all", "a", "b", "c"], "n": [50, 3, 20, 27]})
+        >>> f = pl.DataFrame({"t": [1] * 3, "g": ["all", "a", "b"], "n": [12, 3, 9]})
         >>> protect_counts(f, ["n"], NHS_SUPPRESS_ROUND5, table=["t"], cell=["g"],
-        ...                relations=[(("all",), [("all",), ("a",), ("b",), ("c",)])]).rows()
-        [(1, 'all', 50, False), (1, 'a', None, True), (1, 'b', None, True), (1, 'c', 25, False)]
+        ...                relations=[(("all",), [("all",), ("a",), ("b",)])]).rows()
+        [(1, 'all', 10, False), (1, 'a', None, True), (1, 'b', None, True)]
+
+        Shown as 10, 'all' was 8-12 and so was 'b' (9): 'a' would be 0-4, not 1-7, so 'b'
+        is hidden as well.
     """
     hides = {c: [False] * frame.height for c in columns}
     suppresses = profile.small_count_action in ("suppress", "redact") and profile.small_count_threshold > 0
     if suppresses:
-        indexed = frame.with_row_index("_row")
-        for c in columns:
-            small = indexed.select(pl.col("_row"), profile.is_small(c).alias("_small"))["_small"].to_list()
-            for _, group in indexed.group_by(list(table)):
-                rows = group["_row"].to_list()
-                if not any(small[r] for r in rows):
-                    continue
-                keys = group.select(list(cell)).rows()
-                values = {k: (v or 0) for k, v in zip(keys, group[c].to_list())}
-                row_of = dict(zip(keys, rows))
-                primary = {k for k, r in row_of.items() if small[r]}
-                for k in complementary_suppression(values, primary, relations, priority):
-                    hides[c][row_of[k]] = True
+        indexed = frame.with_row_index("_row").with_columns(
+            [profile.is_small(c).alias(f"_small_{c}") for c in columns]
+        )
+        # Keys of the joint audit are (cell key, column): every relation holds in each column.
+        joint = [((total, c), [(m, c) for m in members]) for total, members in relations for c in columns]
+        def solve(group: pl.DataFrame) -> list[tuple[int, str]]:
+            keys = group.select(list(cell)).rows()
+            rows = group["_row"].to_list()
+            values, row_of, primary = {}, {}, set()
+            for c in columns:
+                for k, r, v, small in zip(keys, rows, group[c].to_list(), group[f"_small_{c}"].to_list()):
+                    values[(k, c)], row_of[(k, c)] = (v or 0), r
+                    if small:
+                        primary.add((k, c))
+            pairs = [((k, a), (k, b)) for a, b in at_most for k in keys]
+            hidden = complementary_suppression(
+                values, primary, joint, lambda key: priority(key[0]), profile=profile, at_most=pairs
+            )
+            return [(row_of[key], key[1]) for key in hidden]
+
+        small_any = pl.any_horizontal([pl.col(f"_small_{c}") for c in columns]).any()
+        groups = [g for _, g in indexed.group_by(list(table), maintain_order=True) if g.select(small_any).item()]
+        for group in groups:
+            for row, c in solve(group):
+                hides[c][row] = True
     hidden_value = pl.lit(None, pl.Int64) if profile.small_count_action == "suppress" else pl.lit(0, pl.Int64)
     hide_columns = [pl.Series(f"_hide_{c}", hides[c], dtype=pl.Boolean) for c in columns]
     out = frame.with_columns(hide_columns)

@@ -433,7 +433,7 @@ def build_gap_table(
     relations = _relations(counts, cells, primary_vintage)
     controlled = protect_counts(
         counts, ["numerator", "denominator"], profile, table=_KEYS, cell=_CELL, relations=relations,
-        priority=complement_priority,
+        priority=complement_priority, at_most=[("numerator", "denominator")],
     )
 
     # Step 3: rates from controlled counts; a row with a hidden count gets no rate.

@@ -230,9 +230,12 @@ def test_xmr_vectorised_equals_scalar(values, improvement, target, run_length, s
 
 @EXAMPLES
 @given(parts=st.lists(st.integers(0, 60), min_size=2, max_size=12))
-def test_protected_counts_never_show_1_to_7_and_no_single_hidden_part(parts):
+def test_protected_counts_never_show_1_to_7_and_leave_every_small_count_open(parts):
     # One table: an overall count and its parts. Whatever the counts, nothing 1-7 is shown,
-    # and a hidden part never stands alone (else total minus the others would reveal it).
+    # and from the shown values (each visible count known only to the 8+ counts that round
+    # to it) a reader cannot rule out any value 1-7 for a hidden small part.
+    from scipy.optimize import linprog
+
     frame = pl.DataFrame({"t": [1] * (len(parts) + 1), "g": ["all", *[f"g{i}" for i in range(len(parts))]],
                           "n": [sum(parts), *parts]})
     relation = (("all",), [("all",), *[(f"g{i}",) for i in range(len(parts))]])
@@ -241,4 +244,13 @@ def test_protected_counts_never_show_1_to_7_and_no_single_hidden_part(parts):
         shown = out.filter(~pl.col("is_suppressed"))["n"]
         assert shown.is_between(1, 7).sum() == 0
         assert out["n"].drop_nulls().is_between(1, 7).sum() == 0
-        assert out["is_suppressed"].sum() != 1
+        hidden = out["is_suppressed"].to_list()
+        bounds = [(0, None) if h else ((0, 0) if v == 0 else (max(v - 2, 8), v + 2)) for v, h in zip(out["n"], hidden)]
+        a_eq = [[1.0] + [-1.0] * len(parts)]
+        for i, (true, h) in enumerate(zip(frame["n"], hidden)):
+            if h and 1 <= true <= 7:
+                objective = [0.0] * len(bounds)
+                objective[i] = 1.0
+                low = linprog(objective, A_eq=a_eq, b_eq=[0.0], bounds=bounds, method="highs")
+                high = linprog([-c for c in objective], A_eq=a_eq, b_eq=[0.0], bounds=bounds, method="highs")
+                assert low.fun <= 1 + 1e-9 and (high.status == 3 or -high.fun >= 7 - 1e-9), (parts, i, low.fun, high.fun)

@@ -7,6 +7,7 @@ import pytest
 
 from pipelines.segmentation.disclosure import (
     MIDPOINT6,
+    DisclosureProfile,
     NHS_SUPPRESS_ROUND5,
     NONE,
     OPENSAFELY_REDACT_ROUND5,
@@ -83,11 +84,16 @@ def test_complements_spare_the_cells_readers_rely_on_most():
 
     # One relation: all = small + headline part + intersection part. Without priorities the
     # smaller part (the headline Core20 cell) would be hidden; with them the intersection is.
+    # Counts as a reader would know them exactly (no rounding), so a complement is needed.
+    exact = DisclosureProfile("suppress_only", "1-7 suppressed, nothing rounded", 7, "suppress")
     core20 = ("IMD2025", "core20", "core20")
     cross = ("IMD2025", "core20|cohort:smi", "core20|in")
     total = ("IMD2025", "overall", "all")
     small = ("IMD2025", "core20", "unknown")
     values = {total: 100, small: 3, core20: 40, cross: 57}
     relations = [(total, [total, small, core20, cross])]
-    assert complementary_suppression(values, {small}, relations) == {small, core20}
-    assert complementary_suppression(values, {small}, relations, complement_priority) == {small, cross}
+    assert complementary_suppression(values, {small}, relations, profile=exact) == {small, core20}
+    assert complementary_suppression(values, {small}, relations, complement_priority, profile=exact) == {small, cross}
+    # Rounded to 5, the same table protects the small cell by itself: 100 - 40 - 55, give or
+    # take 6, covers 1-7.
+    assert complementary_suppression(values, {small}, relations, profile=NHS_SUPPRESS_ROUND5) == {small}
