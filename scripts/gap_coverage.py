@@ -72,7 +72,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--patients", type=int, default=60_000)
     parser.add_argument("--seed", type=int, default=31)
     parser.add_argument("--draws", type=int, default=4000)
-    parser.add_argument("--warehouse", type=Path, help="restrict to the gaps this warehouse's published table shows")
+    parser.add_argument("--warehouse", type=Path,
+                        help="restrict to the gaps the published table of a run of this same extract (--patients, --seed) shows")
     args = parser.parse_args(argv)
 
     with tempfile.TemporaryDirectory() as folder:

@@ -68,8 +68,8 @@ TAIL = 1e-3
 DIRECTION_Z = 4.0
 SUPPRESSION_Z = 2.33  # P(Z < -2.33) < 0.01
 # Fewer visible gaps than this means disclosure control hides what the table is for.
-MIN_CHECKED = 30
-MIN_COUNTED = 24  # of which reliably visible (the coverage count)
+MIN_CHECKED = 34
+MIN_COUNTED = 28  # of which reliably visible (the coverage count)
 # Core20 gaps whose groups both have at least this many patients, and this many expected in
 # the numerator, must be visible, unless a group of the breakdown (in practice 'unknown') has
 # a count of 1-7: core20 + rest + unknown = overall then forces a headline complement.
