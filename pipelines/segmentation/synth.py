@@ -6,8 +6,12 @@ codes from the pinned codelists. Nothing clinical or geographic is invented; onl
 people are. Every register and every available indicator of the library (and Core20 by
 IMD 2019) has a ground truth written beside the extract - the realised count and, where
 the generator draws the outcome directly, its expected rate - so a run can be checked
-against what was injected. The optional linked feeds (maternity, cancer registry, HES
-tooth extractions, MHSDS contacts) are written too, unless `include_feeds=False`.
+against what was injected. Where the outcome is drawn, the ground truth also holds the
+expected rate of every group the gap table will show for Core20 vs rest and for broad
+ethnicity (groups as the pipeline observes them, after the injected defects) and the
+expected gap of each against the table's reference group, so the published gaps can be
+checked against the injected ones. The optional linked feeds (maternity, cancer registry,
+HES tooth extractions, MHSDS contacts) are written too, unless `include_feeds=False`.
 
 All the *rates* below (age structure, prevalences, ethnicity mixes, multipliers) are
 APPROXIMATE published figures or plainly synthetic choices; each says which in a comment.
@@ -228,7 +232,11 @@ def generate_extract(
         expected prevalences; for every available indicator, per Core20/rest group and
         overall, the denominator, the realised numerator and (where the outcome is drawn
         directly) the expected rate and the standard deviation of the numerator; the
-        multipliers used and the count of every injected defect.
+        multipliers used and the count of every injected defect. Drawn indicators also
+        carry `breakdowns`: for the gap table's `core20` (IMD 2019) and `ethnicity_broad`
+        breakdowns, the reference group, per observable group the same figures, and per
+        compared group the expected gap against the reference (a difference of
+        proportions, as the gap table's `gap`) with its standard deviation.
     """
     if reporting_month.day != 1:
         raise ValueError("reporting_month must be the first day of a month")
@@ -734,6 +742,7 @@ def _emit_diagnoses(rng, ref, people: _People, conditions: dict[str, _ConditionS
 class _EthnicityCounts:
     state: np.ndarray  # 0 coded, 1 not stated, 2 no code (baseline), 3 no code (defect)
     superseded: np.ndarray
+    recorded_group6: np.ndarray  # grouping_6 index (0-4) of the latest code when coded, else -1
 
 
 def _emit_ethnicity(rng, ref: _Reference, people: _People, defect_kind: np.ndarray, events: _EventBuffer) -> _EthnicityCounts:
@@ -764,7 +773,10 @@ def _emit_ethnicity(rng, ref: _Reference, people: _People, defect_kind: np.ndarr
     events.add(ns, _pick(rng, ref, "eth_not_stated", ns.size), day[ns])
     superseded = np.zeros(n, dtype=bool)
     superseded[coded[sup]] = True
-    return _EthnicityCounts(state=state, superseded=superseded)
+    # What the pipeline will read: the codelist's broad group of the latest (winning) code.
+    recorded = np.full(n, -1, dtype=np.int64)
+    recorded[coded] = ref.eth16_group6[g16 - 1]
+    return _EthnicityCounts(state=state, superseded=superseded, recorded_group6=recorded)
 
 
 def _defect_kind(rng: np.random.Generator, n: int, defect_rate: float) -> np.ndarray:
@@ -1468,12 +1480,14 @@ _REGISTER_IDS = {
 }
 
 
-def _counts(denominator: np.ndarray, realised: np.ndarray, p: np.ndarray | None, groups: dict) -> dict:
+def _counts(denominator: np.ndarray, realised: np.ndarray, p: np.ndarray | None, groups: dict,
+            breakdowns: dict | None = None) -> dict:
     """Return, per group and overall, the denominator, realised numerator and expected rate.
 
     `expected_numerator_sd` is sqrt(sum p_i (1 - p_i)): the numerator is a sum of
     independent Bernoulli(p_i) draws, so a correct pipeline's numerator lies within a few
-    of these of `expected_rate * n_denominator`.
+    of these of `expected_rate * n_denominator`. Where the outcome is drawn (p given) and
+    `breakdowns` are given, the entry also holds `breakdowns`: see `_breakdown_truth`.
     """
     out: dict = {}
     for name, mask in (*groups.items(), ("all_patients", np.ones(denominator.size, dtype=bool))):
@@ -1487,7 +1501,71 @@ def _counts(denominator: np.ndarray, realised: np.ndarray, p: np.ndarray | None,
     if p is not None:
         c, r = out["core20"]["expected_rate"], out["rest"]["expected_rate"]
         out["gap_core20_vs_rest"] = (c - r) if c is not None and r is not None else None
+        if breakdowns is not None:
+            out["breakdowns"] = _breakdown_truth(denominator, realised, p, breakdowns)
     return out
+
+
+def _breakdown_truth(denominator: np.ndarray, realised: np.ndarray, p: np.ndarray, breakdowns: dict) -> dict:
+    """Return, per gap-table breakdown, each observable group's expected rate and each gap's expected value.
+
+    `breakdowns` maps a breakdown name to (its attributes, reference group, {group label:
+    mask}), the labels being those the gap table publishes. Per group: the denominator,
+    realised numerator, expected rate (mean p_i over the group's denominator: the rate
+    expected given this sample's covariates) and the numerator's SD. Per compared group
+    (not the reference, not a missing-data group, both groups non-empty): `expected_gap`,
+    the expected rate minus the reference group's, as a proportion (the gap table's
+    `gap` is a difference of proportions, not of percentages), and `expected_gap_sd`,
+    sqrt((sd_g / n_g)^2 + (sd_ref / n_ref)^2), the SD of the realised rate difference
+    around it (disjoint groups, independent draws).
+    """
+    from pipelines.segmentation.gaps import NOT_COMPARED_GROUPS
+
+    out: dict = {}
+    for breakdown, (attributes, reference, masks) in breakdowns.items():
+        groups = {}
+        for label, mask in masks.items():
+            sel = denominator & mask
+            n_den = int(sel.sum())
+            groups[label] = {
+                "n_denominator": n_den,
+                "realised_numerator": int(realised[sel].sum()),
+                "expected_rate": float(p[sel].mean()) if n_den else None,
+                "expected_numerator_sd": float(np.sqrt((p[sel] * (1 - p[sel])).sum())),
+            }
+        ref = groups[reference]
+        gaps = {}
+        for label, g in groups.items():
+            if label == reference or label.lower() in NOT_COMPARED_GROUPS or not g["n_denominator"] or not ref["n_denominator"]:
+                continue
+            gaps[label] = {
+                "expected_gap": g["expected_rate"] - ref["expected_rate"],
+                "expected_gap_sd": float(np.hypot(g["expected_numerator_sd"] / g["n_denominator"],
+                                                  ref["expected_numerator_sd"] / ref["n_denominator"])),
+            }
+        out[breakdown] = {**attributes, "reference_group": reference, "groups": groups, "gaps": gaps}
+    return out
+
+
+def _observable_breakdowns(groups: dict, observable: np.ndarray, eth: _EthnicityCounts) -> dict:
+    """Return the gap table's Core20 and broad-ethnicity groups as the pipeline will see them.
+
+    Labels and reference groups are the gap table's own (`gaps.REFERENCE_GROUPS`,
+    `cohorts.ETHNICITY_BROAD_BY_GROUP_6`): Core20 by IMD 2019 (the generator's vintage),
+    'unknown' for a blank, invalid or non-English postcode; the broad group of the latest
+    recorded ethnicity code, 'Not stated' for a not-stated code, 'unknown' for no code
+    (never coded, or dropped by the missing-ethnicity defect) - not the latent group.
+    """
+    from pipelines.segmentation.cohorts import ETHNICITY_BROAD_BY_GROUP_6, NOT_STATED
+    from pipelines.segmentation.gaps import REFERENCE_GROUPS, UNKNOWN
+
+    ethnicity = {label: eth.recorded_group6 == int(code) - 1 for code, label in ETHNICITY_BROAD_BY_GROUP_6.items()}
+    ethnicity[NOT_STATED] = eth.state == 1
+    ethnicity[UNKNOWN] = np.isin(eth.state, (2, 3))
+    return {
+        "core20": ({"imd_vintage": IMD_VINTAGE}, REFERENCE_GROUPS["core20"], {**groups, UNKNOWN: ~observable}),
+        "ethnicity_broad": ({}, REFERENCE_GROUPS["ethnicity_broad"], ethnicity),
+    }
 
 
 def _ground_truth(people, conditions, outcomes, defect_kind, postcode_defects, eth, cal, *, seed, n_patients, icb_code,
@@ -1498,6 +1576,7 @@ def _ground_truth(people, conditions, outcomes, defect_kind, postcode_defects, e
     # non-English postcode puts the patient in neither group.
     observable = ~np.isin(defect_kind, (1, 2, 3))
     groups = {"core20": observable & people.is_core20, "rest": observable & ~people.is_core20}
+    breakdowns = _observable_breakdowns(groups, observable, eth)
     o = outcomes
     on = {key: conditions[key].on for key in _REGISTER_IDS}
     age = people.age
@@ -1518,34 +1597,34 @@ def _ground_truth(people, conditions, outcomes, defect_kind, postcode_defects, e
     p_care = np.where(on["smi"], care.astype(float), o["p_bp_cyp"])
     cvd_risk = reg & (age >= 40) & (on["hypertension"] | on["diabetes"] | o["qrisk_high"])
     indicators = {
-        "smi_health_check": {**_counts(adult_smi, o["s_smi"], o["p_smi"], groups), "multipliers": SMI_HEALTH_CHECK},
+        "smi_health_check": {**_counts(adult_smi, o["s_smi"], o["p_smi"], groups, breakdowns), "multipliers": SMI_HEALTH_CHECK},
         "hypertension_treated_to_target": {
-            **_counts(reg & on["hypertension"] & (age >= 18), o["s_htn"], o["p_htn"], groups),
+            **_counts(reg & on["hypertension"] & (age >= 18), o["s_htn"], o["p_htn"], groups, breakdowns),
             "multipliers": HYPERTENSION_TO_TARGET,
         },
         "smi_hc_blood_pressure": _counts(adult_smi, o["bp_12m"], None, groups),
         "smi_hc_lipids": _counts(adult_smi, o["cholesterol_12m"], None, groups),
         "smi_hc_glucose": _counts(adult_smi, o["hba1c_12m"], None, groups),
         "smi_hc_smoking": _counts(adult_smi, o["smoking_12m"], None, groups),
-        "bp_case_finding": _counts(reg & (age >= 40) & ~on["hypertension"], o["bp_5y"], p_bp, groups),
+        "bp_case_finding": _counts(reg & (age >= 40) & ~on["hypertension"], o["bp_5y"], p_bp, groups, breakdowns),
         "lipid_statin": _counts(cvd_risk, o["statin_12m"], None, groups),
-        "copd_flu_vaccination": _counts(reg & on["copd"], o["flu_current"], np.where(on["copd"], o["p_flu_copd"], 0.0), groups),
-        "copd_pneumococcal_vaccination": _counts(reg & on["copd"], o["s_pneumo"], o["p_pneumo"], groups),
-        "copd_covid_vaccination": _counts(reg & on["copd"], o["s_covid"], o["p_covid"], groups),
+        "copd_flu_vaccination": _counts(reg & on["copd"], o["flu_current"], np.where(on["copd"], o["p_flu_copd"], 0.0), groups, breakdowns),
+        "copd_pneumococcal_vaccination": _counts(reg & on["copd"], o["s_pneumo"], o["p_pneumo"], groups, breakdowns),
+        "copd_covid_vaccination": _counts(reg & on["copd"], o["s_covid"], o["p_covid"], groups, breakdowns),
         "smoking_status_recorded": _counts(reg & (age >= 18), o["smoking_24m"], None, groups),
         "cyp_asthma_reliever_overuse": _counts(
             reg & on["asthma"] & cyp, o["saba_12m"] >= RELIEVER_THRESHOLD,
-            _reliever_overuse_probability(o["saba_mean"], RELIEVER_THRESHOLD), groups,
+            _reliever_overuse_probability(o["saba_mean"], RELIEVER_THRESHOLD), groups, breakdowns,
         ),
-        "cyp_diabetes_cgm": _counts(reg & on["diabetes"] & cyp & o["typed"] & o["type1"], o["s_cgm"], o["p_cgm"], groups),
-        "cyp_diabetes_care_processes": _counts(cyp_dm, care, p_care, groups),
+        "cyp_diabetes_cgm": _counts(reg & on["diabetes"] & cyp & o["typed"] & o["type1"], o["s_cgm"], o["p_cgm"], groups, breakdowns),
+        "cyp_diabetes_care_processes": _counts(cyp_dm, care, p_care, groups, breakdowns),
     }
     if include_feeds:
         indicators.update({
-            "maternity_continuity_of_carer": _counts(reg & o["booked"], o["s_coc"], o["p_coc"], groups),
-            "cancer_early_stage": _counts(reg & o["staged"], o["early"], o["p_early"], groups),
-            "cyp_tooth_extractions": _counts(reg & (age <= 10), o["s_tooth"], o["p_tooth"], groups),
-            "cyp_mental_health_access": _counts(reg & cyp, o["s_mh"], o["p_mh"], groups),
+            "maternity_continuity_of_carer": _counts(reg & o["booked"], o["s_coc"], o["p_coc"], groups, breakdowns),
+            "cancer_early_stage": _counts(reg & o["staged"], o["early"], o["p_early"], groups, breakdowns),
+            "cyp_tooth_extractions": _counts(reg & (age <= 10), o["s_tooth"], o["p_tooth"], groups, breakdowns),
+            "cyp_mental_health_access": _counts(reg & cyp, o["s_mh"], o["p_mh"], groups, breakdowns),
         })
 
     registers = {}

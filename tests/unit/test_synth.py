@@ -242,3 +242,46 @@ def test_default_reporting_month_is_the_last_complete_month():
 def test_reporting_month_must_be_a_first_day(tmp_path):
     with pytest.raises(ValueError, match="first day"):
         generate_extract(tmp_path, reporting_month=date(2025, 2, 15), n_patients=10)
+
+
+def test_gap_breakdowns_use_the_recorded_ethnicity_and_are_consistent(extract, people):
+    # Recompute the broad group the pipeline will see from the written events alone: the
+    # latest ethnicity code's grouping_6, 'Not stated' for a not-stated code, 'unknown' for none.
+    stated = loader.read_codelist("ethnicity_snomed").select("code", pl.col("grouping_6").cast(pl.String))
+    labels = {"1": "White", "2": "Mixed", "3": "Asian or Asian British", "4": "Black or Black British", "5": "Other ethnic group"}
+    coded = extract["events"].join(stated, on="code", how="left").filter(
+        pl.col("grouping_6").is_not_null() | pl.col("code").is_in(_codes("eth_not_stated").implode())
+    )
+    latest = coded.filter(pl.col("event_date") == pl.col("event_date").max().over("patient_id")).select(
+        "patient_id", pl.col("grouping_6").replace_strict(labels, default="Not stated").alias("ethnicity")
+    ).unique()
+    assert latest["patient_id"].is_unique().all()
+    denominator = _register(extract["events"], people, "hyp_cod", "hypres_cod").filter(pl.col("age") >= 18)
+    observed = dict(
+        denominator.join(latest, on="patient_id", how="left").group_by(pl.col("ethnicity").fill_null("unknown")).len().rows()
+    )
+    for name, entry in extract["truth"]["indicators"].items():
+        if "expected_rate" not in entry["all_patients"]:
+            assert "breakdowns" not in entry, name
+            continue
+        breakdowns = entry["breakdowns"]
+        assert set(breakdowns) == {"core20", "ethnicity_broad"}, name
+        assert (breakdowns["core20"]["reference_group"], breakdowns["ethnicity_broad"]["reference_group"]) == ("rest", "White")
+        for group in ("core20", "rest"):
+            assert breakdowns["core20"]["groups"][group] == entry[group], (name, group)
+        for breakdown in breakdowns.values():
+            groups = breakdown["groups"]
+            # The groups partition the denominator, so their expected rates average to the overall one.
+            assert sum(g["n_denominator"] for g in groups.values()) == entry["all_patients"]["n_denominator"], name
+            assert sum(g["realised_numerator"] for g in groups.values()) == entry["all_patients"]["realised_numerator"], name
+            expected = sum(g["expected_rate"] * g["n_denominator"] for g in groups.values() if g["n_denominator"])
+            assert expected == pytest.approx(entry["all_patients"]["expected_rate"] * entry["all_patients"]["n_denominator"])
+            reference = groups[breakdown["reference_group"]]
+            assert set(breakdown["gaps"]) <= set(groups) - {breakdown["reference_group"], "unknown", "Not stated"}
+            for label, gap in breakdown["gaps"].items():
+                assert gap["expected_gap"] == pytest.approx(groups[label]["expected_rate"] - reference["expected_rate"])
+                assert gap["expected_gap_sd"] > 0
+    ethnicity = extract["truth"]["indicators"]["hypertension_treated_to_target"]["breakdowns"]["ethnicity_broad"]
+    assert {g: v["n_denominator"] for g, v in ethnicity["groups"].items() if v["n_denominator"]} == observed
+    # The injected ethnicity multipliers show through: Black patients' expected rate is the lowest.
+    assert ethnicity["gaps"]["Black or Black British"]["expected_gap"] < ethnicity["gaps"]["Mixed"]["expected_gap"] < 0
