@@ -344,6 +344,9 @@ class _Audit:
         result = linprog(
             objective, A_ub=upper if upper.shape[0] else None, b_ub=[0.0] * upper.shape[0] if upper.shape[0] else None,
             A_eq=widen(self.a_eq), b_eq=self.b_eq, bounds=bounds, method="highs",
+            # These LPs are small and solved thousands of times; HiGHS's presolve costs more
+            # than it saves here (measured: the demo's gap table in 8 s instead of 15 s).
+            options={"presolve": False},
         )
         if result.status not in (0, 3):  # 3: unbounded, i.e. no upper limit at all
             # The true counts always satisfy every relation, so this is a bug in the caller's
@@ -497,9 +500,12 @@ def complementary_suppression(
 
     pending = audit.uncertified(hidden, sorted(primary), low, high)
     while pending:
+        before = len(hidden)
         protect(pending[0])
-        # What was hidden for this cell may already protect others: re-check them jointly.
         pending = pending[1:]
+        if len(hidden) > before and len(pending) > 2:
+            # The new complements may protect others too: re-check the rest jointly.
+            pending = audit.uncertified(hidden, pending, low, high)
     # Several bounds can bind at once (a degenerate optimum); a count shown as 0 picked then
     # may be pinned to 0 by another relation anyway, hiding nothing. Publish each such
     # complement again unless some small count needs it.
