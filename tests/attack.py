@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import numpy as np
 import polars as pl
-from scipy.optimize import linprog
+from scipy.optimize import Bounds, LinearConstraint, linprog, milp
 
 from pipelines.segmentation.disclosure import apply_profile, get_profile
 
@@ -86,7 +86,7 @@ def _ranges(profile_name: str, shown: list[int]) -> dict[int, tuple[int, int]]:
 
 
 def recovered_cells(
-    published: pl.DataFrame, truth: pl.DataFrame, fine_to_coarse: dict[str, dict[str, str]]
+    published: pl.DataFrame, truth: pl.DataFrame, fine_to_coarse: dict[str, dict[str, str]], *, integer: bool = False
 ) -> list[tuple]:
     """Return the hidden counts of `published` that the attacker narrows down.
 
@@ -96,6 +96,8 @@ def recovered_cells(
         truth: the same table built without disclosure control (profile 'none'), used only
             to judge the attacker's result, never as the attacker's knowledge.
         fine_to_coarse: for 'ethnicity_16' and 'sub_icb', the broad group / ICB of each label.
+        integer: solve integer programmes instead (counts are whole numbers, which can only
+            narrow the intervals further); slower, and without the joint-LP shortcut.
 
     Returns:
         (month, indicator, version, vintage, breakdown, group, column, true count, lowest,
@@ -148,14 +150,11 @@ def recovered_cells(
         # the threshold for a small count; some value other than the truth for the rest.
         need_high = {t: (threshold if 1 <= v <= threshold else v + 1) for t, v in true_of.items()}
         need_low = {t: (1 if 1 <= v <= threshold else v - 1) for t, v in true_of.items()}
-        open_cells = _witnessed(sorted(hidden), index, need_low, need_high, a_eq, a_ub, bounds)
+        open_cells = sorted(hidden) if integer else _witnessed(sorted(hidden), index, need_low, need_high, a_eq, a_ub, bounds)
         for target in open_cells:
             objective = np.zeros(len(variables))
             objective[index[target]] = 1.0
-            low = linprog(objective, A_ub=a_ub, b_ub=np.zeros(len(a_ub)), A_eq=a_eq, b_eq=np.zeros(len(a_eq)),
-                          bounds=bounds, method="highs")
-            high = linprog(-objective, A_ub=a_ub, b_ub=np.zeros(len(a_ub)), A_eq=a_eq, b_eq=np.zeros(len(a_eq)),
-                           bounds=bounds, method="highs")
+            low, high = _solve(objective, a_eq, a_ub, bounds, integer), _solve(-objective, a_eq, a_ub, bounds, integer)
             assert low.status == 0 and high.status in (0, 3), (low.message, high.message)
             lowest, highest = low.fun, (float("inf") if high.status == 3 else -high.fun)
             true = true_of[target]
@@ -166,6 +165,18 @@ def recovered_cells(
             if narrowed:
                 recovered.append((*key, *target[0], target[1], true, lowest, highest))
     return recovered
+
+
+def _solve(objective, a_eq, a_ub, bounds, integer: bool):
+    """Minimise `objective` over the attacker's knowledge: a real-valued LP, or whole numbers."""
+    if not integer:
+        return linprog(objective, A_ub=a_ub, b_ub=np.zeros(len(a_ub)), A_eq=a_eq, b_eq=np.zeros(len(a_eq)),
+                       bounds=bounds, method="highs")
+    lower = np.array([b[0] for b in bounds], dtype=float)
+    upper = np.array([np.inf if b[1] is None else b[1] for b in bounds], dtype=float)
+    constraints = [LinearConstraint(a_eq, 0.0, 0.0), LinearConstraint(a_ub, -np.inf, 0.0)]
+    result = milp(objective, constraints=constraints, bounds=Bounds(lower, upper), integrality=np.ones(len(objective)))
+    return result  # status 0 optimal, 3 unbounded, as linprog
 
 
 def _witnessed(targets, index, need_low, need_high, a_eq, a_ub, bounds) -> list:
