@@ -315,7 +315,10 @@ class _Audit:
             rhs.append(constant)
         self.a_eq = sparse.csr_matrix((data, (rows, columns)), shape=(len(relations), len(self.cells)))
         self.b_eq = np.array(rhs)
-        pairs = [(a, b) for a, b in at_most if a in self.position and b in self.position]
+        # Sorted, like the cells and relations: the LP's rows must not follow the caller's row
+        # order, because with several optima (common here) HiGHS's pick depends on it, and a
+        # re-run of the same month would hide other cells.
+        pairs = sorted((a, b) for a, b in at_most if a in self.position and b in self.position)
         self.a_le = sparse.csr_matrix(
             ([1.0] * len(pairs) + [-1.0] * len(pairs),
              (list(range(len(pairs))) * 2, [self.position[a] for a, _ in pairs] + [self.position[b] for _, b in pairs])),
@@ -468,7 +471,7 @@ def complementary_suppression(
     if not hidden:
         return hidden
     relations = [(t if t in values else None, [m for m in members if m in values]) for t, members in relations]
-    relations = [(t, members) for t, members in relations if len(members) > 1]
+    relations = sorted(((t, members) for t, members in relations if len(members) > 1), key=repr)
     if not relations:
         return hidden
     audit = _Audit(values, relations, profile, at_most)

@@ -104,6 +104,29 @@ def test_published_gap_table_resists_recovery_by_subtraction(run, tmp_path):
     assert recovered_cells(table, truth, fine) == []
 
 
+def test_rebuilding_the_month_in_any_row_order_hides_the_same_cells(run):
+    # The suppression audit's LPs can have several optima; which one is found must not follow
+    # the order in which rows arrive, or a re-run of a month would hide other cells.
+    from pipelines.segmentation.cohorts import reported_cohorts
+    from pipelines.segmentation.gaps import build_gap_table
+
+    _, warehouse, _, _ = run
+    with connect(warehouse, read_only=True) as con:
+        results, attributes, catalogue, members, roles = [
+            read_table(con, s, t, partition_column="reporting_month", partition_value=MONTH) for s, t in (
+                ("indicators", "patient_indicators"), ("population", "patient_attributes"),
+                ("indicators", "indicator_catalogue"), ("cohorts", "cohort_membership"), ("cohorts", "cohort_catalogue"))]
+        table = read_table(con, "published", "gap_table").filter(pl.col("reporting_month") == MONTH)
+    cohorts = reported_cohorts(members, roles)
+    key = ["indicator_id", "imd_vintage", "breakdown", "group"]
+    hidden = set(table.filter("is_suppressed").select(key).rows())
+    for seed in (1, 2):
+        shuffled = results.sample(fraction=1.0, shuffle=True, seed=seed)
+        rebuilt = build_gap_table(shuffled.lazy(), attributes.lazy(), catalogue, cohorts=cohorts.lazy(),
+                                  primary_vintage="IMD2025")
+        assert set(rebuilt.filter("is_suppressed").select(key).rows()) == hidden
+
+
 def test_summary_names_the_figures_and_no_patient_values(run):
     root, warehouse, _, output = run
     assert "registered patients" in output and "Core20" in output and str(warehouse) in output
