@@ -476,9 +476,6 @@ def complementary_suppression(
         return hidden
     audit = _Audit(values, relations, profile, at_most)
     low, high = 1, max(profile.small_count_threshold, 1)
-    # Cells that reach both ends in the joint LPs are done; each other one is worked on in
-    # turn, hiding the lowest-priority (then smallest) cell that limits it until it covers
-    # the range. Hiding only widens every interval, so a cell once protected stays so.
     def rank(m):
         # A non-zero count first: a cell shown as 0 is often pinned by another relation too.
         return priority(m), values[m] == 0, values[m], m
@@ -498,6 +495,9 @@ def complementary_suppression(
                     )
             hidden.add(min(candidates, key=rank))
 
+    # Cells that reach both ends in the joint LPs are done; each other one is worked on in
+    # turn, hiding the lowest-priority (then smallest) cell that limits it until it covers
+    # the range. Hiding only widens every interval, so a cell once protected stays so.
     pending = audit.uncertified(hidden, sorted(primary), low, high)
     while pending:
         before = len(hidden)
@@ -511,9 +511,8 @@ def complementary_suppression(
     # complement again unless some small count needs it.
     for cell in sorted(c for c in hidden - primary if values[c] == 0):
         hidden.discard(cell)
-        exposed = [c for c in audit.uncertified(hidden, sorted(primary), low, high)
-                   if audit.limiting(hidden, c, low, high) is not None]
-        if exposed:
+        candidates = audit.uncertified(hidden, sorted(primary), low, high)
+        if any(audit.limiting(hidden, c, low, high) is not None for c in candidates):  # stops at the first
             hidden.add(cell)
     return hidden
 

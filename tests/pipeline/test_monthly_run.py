@@ -77,7 +77,19 @@ def test_inequality_and_spc_tables_are_published_with_seed_and_draws(run):
     assert spc["is_short_series"].all()  # one month published so far
 
 
-def test_published_gap_table_resists_recovery_by_subtraction(run, tmp_path):
+@pytest.fixture(scope="module")
+def private_month(run):
+    """The month's private inputs to the gap table and the published gap table, read once."""
+    _, warehouse, _, _ = run
+    with connect(warehouse, read_only=True) as con:
+        frames = {t: read_table(con, s, t, partition_column="reporting_month", partition_value=MONTH) for s, t in (
+            ("indicators", "patient_indicators"), ("population", "patient_attributes"),
+            ("indicators", "indicator_catalogue"), ("cohorts", "cohort_membership"), ("cohorts", "cohort_catalogue"))}
+        frames["published"] = read_table(con, "published", "gap_table").filter(pl.col("reporting_month") == MONTH)
+    return frames
+
+
+def test_published_gap_table_resists_recovery_by_subtraction(private_month):
     # Rebuild the month without disclosure control from the private layer, then let the
     # attacker try every hidden count of the published table.
     import sys
@@ -87,15 +99,10 @@ def test_published_gap_table_resists_recovery_by_subtraction(run, tmp_path):
     from pipelines.segmentation.disclosure import NONE
     from pipelines.segmentation.gaps import build_gap_table
 
-    _, warehouse, _, _ = run
-    with connect(warehouse, read_only=True) as con:
-        args = [read_table(con, s, t, partition_column="reporting_month", partition_value=MONTH) for s, t in (
-            ("indicators", "patient_indicators"), ("population", "patient_attributes"),
-            ("indicators", "indicator_catalogue"), ("cohorts", "cohort_membership"))]
-        table = read_table(con, "published", "gap_table").filter(pl.col("reporting_month") == MONTH)
-    truth = build_gap_table(args[0].lazy(), args[1].lazy(), args[2], cohorts=args[3].lazy(), profile=NONE,
-                            primary_vintage="IMD2025")
-    attributes = args[1]
+    table, attributes = private_month["published"], private_month["patient_attributes"]
+    truth = build_gap_table(private_month["patient_indicators"].lazy(), attributes.lazy(),
+                            private_month["indicator_catalogue"], cohorts=private_month["cohort_membership"].lazy(),
+                            profile=NONE, primary_vintage="IMD2025")
     fine = {
         "ethnicity_16": dict(attributes.select("ethnicity_16", "ethnicity_broad").drop_nulls().unique().rows()),
         "sub_icb": dict(attributes.select("sicbl_code", "icb_code").drop_nulls().unique().rows()),
@@ -104,26 +111,19 @@ def test_published_gap_table_resists_recovery_by_subtraction(run, tmp_path):
     assert recovered_cells(table, truth, fine) == []
 
 
-def test_rebuilding_the_month_in_any_row_order_hides_the_same_cells(run):
+def test_rebuilding_the_month_in_any_row_order_hides_the_same_cells(private_month):
     # The suppression audit's LPs can have several optima; which one is found must not follow
     # the order in which rows arrive, or a re-run of a month would hide other cells.
     from pipelines.segmentation.cohorts import reported_cohorts
     from pipelines.segmentation.gaps import build_gap_table
 
-    _, warehouse, _, _ = run
-    with connect(warehouse, read_only=True) as con:
-        results, attributes, catalogue, members, roles = [
-            read_table(con, s, t, partition_column="reporting_month", partition_value=MONTH) for s, t in (
-                ("indicators", "patient_indicators"), ("population", "patient_attributes"),
-                ("indicators", "indicator_catalogue"), ("cohorts", "cohort_membership"), ("cohorts", "cohort_catalogue"))]
-        table = read_table(con, "published", "gap_table").filter(pl.col("reporting_month") == MONTH)
-    cohorts = reported_cohorts(members, roles)
+    cohorts = reported_cohorts(private_month["cohort_membership"], private_month["cohort_catalogue"])
     key = ["indicator_id", "imd_vintage", "breakdown", "group"]
-    hidden = set(table.filter("is_suppressed").select(key).rows())
+    hidden = set(private_month["published"].filter("is_suppressed").select(key).rows())
     for seed in (1, 2):
-        shuffled = results.sample(fraction=1.0, shuffle=True, seed=seed)
-        rebuilt = build_gap_table(shuffled.lazy(), attributes.lazy(), catalogue, cohorts=cohorts.lazy(),
-                                  primary_vintage="IMD2025")
+        shuffled = private_month["patient_indicators"].sample(fraction=1.0, shuffle=True, seed=seed)
+        rebuilt = build_gap_table(shuffled.lazy(), private_month["patient_attributes"].lazy(),
+                                  private_month["indicator_catalogue"], cohorts=cohorts.lazy(), primary_vintage="IMD2025")
         assert set(rebuilt.filter("is_suppressed").select(key).rows()) == hidden
 
 
