@@ -302,9 +302,14 @@ INEQUALITY_TABLE = Table(
         Column("rii", pl.Float64, "Relative index of inequality: fitted rate at the least deprived end / most deprived end.", nullable=True),
         Column("rii_lower", pl.Float64, "Lower simulated confidence limit of the RII.", nullable=True),
         Column("rii_upper", pl.Float64, "Upper simulated confidence limit of the RII.", nullable=True),
-        Column("value_type", pl.String, "Indicator type passed to the method.", allowed=("normal", "rate", "proportion")),
-        Column("transform", pl.Boolean, "Whether draws were simulated on the logit (proportion) or log (rate) scale."),
-        Column("multiplier", pl.Float64, "Scale of the SII (1: a proportion difference)."),
+        Column("value_type", pl.String, "Indicator type passed to the method: it fixes the analysis scale of the standard "
+               "errors and draws (normal: identity, rate: log, proportion: logit).", allowed=("normal", "rate", "proportion")),
+        Column("transform", pl.Boolean, "Whether the fit itself was on the log (rate) or logit (proportion) scale and "
+               "back-transformed (PHE `transform`); standard errors and draws are on that scale either way."),
+        Column("multiplier", pl.Float64, "Scale of the SII (1: a proportion difference); a negative one reverses the SII "
+               "and inverts the RII."),
+        Column("sii_polarity", pl.String, "What the SII's sign means for this indicator, in words (which way is worse "
+               "for the most deprived)."),
         Column("confidence", pl.Float64, "Confidence level of the limits."),
         Column("repetitions", pl.Int64, "Number of simulated draws."),
         Column("seed", pl.Int64, "Seed of the random generator: re-running with it reproduces the limits."),
