@@ -297,6 +297,11 @@ def _run(args: argparse.Namespace) -> int:
     )
     from pipelines import runner
 
+    try:
+        runner.dagster_home()
+    except runner.InstanceError as error:
+        print(f"core20 run: {error}", file=sys.stderr)
+        return EXIT_ERROR
     code = runner.ensure_reference(defs, warehouse)
     if code != EXIT_OK:
         return code
