@@ -601,7 +601,7 @@ def build_inequality_table(
     column when it has one, else "proportion" (every indicator's rate is a proportion
     today); the multiplier is 1. An index needs every quantile with a usable rate: a
     proportion of exactly 0 or 1 (or a rate of 0) has no value on that scale, so the row
-    then says why it was not computed. Each index's seed is derived from `base_seed` and its
+    then says why it was not computed. `transform` applies to rates and proportions only. Each index's seed is derived from `base_seed` and its
     key, and recorded; `sii_polarity` says what the SII's sign means for the indicator.
 
     Examples:
@@ -666,15 +666,18 @@ def build_inequality_table(
                              scale_words))
         .alias("status"),
     )
-    complete = summary.filter(pl.col("status") == "computed").select(*_INDEX_KEYS, "seed")
+    # PHE transforms rates and proportions only; a 'normal' value is always fitted as it is.
+    summary = summary.with_columns((pl.lit(transform) & (pl.col("value_type") != "normal")).alias("_transform"))
+    complete = summary.filter(pl.col("status") == "computed").select(*_INDEX_KEYS, "seed", "_transform")
     inputs = quantile_rows.filter("_usable").join(complete, on=_INDEX_KEYS, how="inner").select(
         *_INDEX_KEYS, "quantile", pl.col("denominator").alias("population"), pl.col("rate").alias("value"),
-        "rate_lower", "rate_upper", "value_type", "seed",
+        "rate_lower", "rate_upper", "value_type", "seed", "_transform",
     )
     if inputs.height:
         indices = inequality_table(
             inputs, _INDEX_KEYS, standard_error=None, lower="rate_lower", upper="rate_upper",
-            value_type=pl.col("value_type"), transform=transform, confidence=confidence, repetitions=repetitions,
+            value_type=pl.col("value_type"), transform=pl.col("_transform"), confidence=confidence,
+            repetitions=repetitions,
         )
     else:
         indices = pl.DataFrame(schema={**{k: quantile_rows.schema[k] for k in _INDEX_KEYS},
@@ -683,7 +686,7 @@ def build_inequality_table(
     return (
         summary.join(indices, on=_INDEX_KEYS, how="left")
         .with_columns(
-            pl.lit(transform).alias("transform"),
+            pl.col("_transform").alias("transform"),
             pl.lit(1.0).alias("multiplier"),
             pl.lit(float(confidence)).alias("confidence"),
             pl.lit(repetitions, pl.Int64).alias("repetitions"),

@@ -115,3 +115,14 @@ def test_a_rate_value_type_takes_its_standard_errors_on_the_log_scale():
     # 4 SDs of the order statistic: 4 x 0.8 x 1.1 x 2.671 x 0.05095 / sqrt(200,000) < 0.0011.
     assert out["sii_lower"] == pytest.approx(23 / 30 + 0.8 * (math.exp(-Z * rate_se) - 1), abs=1.1e-3)
     assert out["sii_upper"] == pytest.approx(23 / 30 + 0.8 * (math.exp(Z * rate_se) - 1), abs=1.1e-3)
+
+
+def test_transform_is_for_rates_and_proportions_only():
+    # PHE refuses transform = TRUE for a 'normal' value: such an indicator is fitted as it is
+    # and its row records transform false, while the proportions beside it are transformed.
+    normal = quintiles().with_columns(pl.lit("normal").alias("value_type"), pl.lit("y").alias("indicator_id"))
+    both = pl.concat([quintiles().with_columns(pl.lit("proportion").alias("value_type")), normal])
+    out = {r["indicator_id"]: r for r in build_inequality_table(both, repetitions=1000, transform=True).iter_rows(named=True)}
+    assert (out["x"]["transform"], out["y"]["transform"]) == (True, False)
+    assert out["y"]["sii"] == pytest.approx(23 / 30, rel=1e-12)  # the untransformed fit
+    assert out["x"]["sii"] == pytest.approx((4 * math.sqrt(2) - 1) / (4 * math.sqrt(2) + 1), rel=1e-12)
