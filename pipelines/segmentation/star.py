@@ -308,6 +308,21 @@ def _geography_key(columns: list[str]) -> str:
     return ics
 
 
+def fact_keys(columns: list[str]) -> list[str]:
+    """Return the STAR_KEYS a fact with these published columns can fill (the others stay null).
+
+    The month and the geography (ICS-wide at least) are always known; an indicator key needs
+    `indicator_id`, a group key `breakdown` and `group` (as build_fact derives them).
+
+    Examples:
+        >>> fact_keys(["reporting_month", "indicator_id", "score"])
+        ['month_key', 'indicator_key', 'geography_key']
+    """
+    fills = {"month_key": True, "indicator_key": "indicator_id" in columns,
+             "group_key": {"breakdown", "group"} <= set(columns), "geography_key": True}
+    return [c.name for c in STAR_KEYS.columns if fills[c.name]]
+
+
 def build_fact(con: duckdb.DuckDBPyConnection, table: str, columns: list[str]) -> None:
     """Create star.fact_<table>: the STAR_KEYS then the published table's columns, sorted."""
     has_indicator = "indicator_id" in columns
