@@ -265,7 +265,8 @@ class _Reader:
         kind, _, rest = text.partition(" ")
         allowed = TOP_LEVEL if parent is None else CHILDREN.get(parent, set())
         if kind not in allowed:
-            raise TmdlError(f"{where}: '{kind}' is not an object this model allows {'at file level' if parent is None else 'in a ' + parent}")
+            raise TmdlError(f"{where}: '{kind}' is not a property or object this model allows "
+                            f"{'at file level' if parent is None else 'in a ' + parent}")
         node = Node(kind=kind, name=None, file=self.file, line=self.i + 1)
         if kind == "ref":
             ref_kind, _, name_text = rest.partition(" ")
