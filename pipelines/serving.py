@@ -54,8 +54,10 @@ MANIFEST = "snapshot.json"
 DICTIONARY = "data_dictionary.md"
 PARQUET = "parquet"
 POWERBI = "powerbi"
-# Parquet settings are fixed so the same rows always give the same bytes.
-PARQUET_OPTIONS = {"compression": "zstd", "compression_level": 3, "row_group_size": 1_000_000,
+# Parquet settings are fixed so the same rows always give the same bytes. Snappy, not zstd:
+# it is the codec every Parquet reader handles (Spark and Fabric write it by default), while
+# Power Query's Parquet connector documents no codec list; the tables are small aggregates.
+PARQUET_OPTIONS = {"compression": "snappy", "row_group_size": 1_000_000,
                    "write_statistics": True, "use_dictionary": True}
 STALE_BUILD_SECONDS = 3600
 STORAGE_VERSION = "v1.0.0"
