@@ -160,12 +160,9 @@ def rate_measures(table: str, columns: dict[str, str], *, fraction: bool) -> lis
                        f"IF ( {suppressed}, \"suppressed\", \"not available\" ), FORMAT ( _n, \"#,0\" ) )"),
                 f"The published {column} as text: 'suppressed' where disclosure control hid it (never 0).", "Shown as text"))
     if "rate" in has:
-        lower = f"[{prefix}Rate lower 95%]" if "rate_lower" in has else "BLANK ()"
-        upper = f"[{prefix}Rate upper 95%]" if "rate_upper" in has else "BLANK ()"
         out.append(Measure(prefix + "Rate (shown)", _one_row(
             table,
-            f"VAR _rate = [{prefix}Rate]\n    VAR _fmt = {rate_format}\n"
-            f"    VAR _interval = IF ( ISBLANK ( {lower} ), \"\", \" (95% CI \" & FORMAT ( {lower}, _fmt ) & \" to \" & FORMAT ( {upper}, _fmt ) & \")\" )\n"
+            f"VAR _rate = [{prefix}Rate]\n{_interval_vars(prefix + 'Rate', rate_format, has, 'rate')}"
             f"    VAR _care = IF ( {careful}, \" - read with care: small numbers\", \"\" )\n"
             f"    RETURN IF ( {suppressed}, \"suppressed\", IF ( ISBLANK ( _rate ), \"not available\", "
             f"FORMAT ( _rate, _fmt ) & _interval & _care ) )"),
@@ -176,13 +173,10 @@ def rate_measures(table: str, columns: dict[str, str], *, fraction: bool) -> lis
             table, f"IF ( {careful}, \"read with care: computed from small rounded counts\", \"\" )"),
             "Says when the row's rate was computed from rounded counts of a small group (not an exact point).", "Shown as text"))
     if "gap" in has:
-        lower = f"[{prefix}Gap lower 95%]" if "gap_lower" in has else "BLANK ()"
-        upper = f"[{prefix}Gap upper 95%]" if "gap_upper" in has else "BLANK ()"
         comparison = f"SELECTEDVALUE ( {ref(table, 'comparison')} )" if "comparison" in has else "\"\""
         out.append(Measure(prefix + "Gap (shown)", _one_row(
             table,
-            f"VAR _gap = [{prefix}Gap]\n    VAR _fmt = {gap_format}\n"
-            f"    VAR _interval = IF ( ISBLANK ( {lower} ), \"\", \" (95% CI \" & FORMAT ( {lower}, _fmt ) & \" to \" & FORMAT ( {upper}, _fmt ) & \")\" )\n"
+            f"VAR _gap = [{prefix}Gap]\n{_interval_vars(prefix + 'Gap', gap_format, has, 'gap')}"
             f"    RETURN IF ( {suppressed}, \"suppressed\", IF ( ISBLANK ( _gap ), \"not compared\", "
             f"FORMAT ( _gap, _fmt ) & _interval & IF ( ISBLANK ( {comparison} ), \"\", \": \" & {comparison} ) ) )"),
             "The gap to the reference group with its 95% interval and the direction-aware comparison, as text.", "Shown as text"))
@@ -197,6 +191,15 @@ def rate_measures(table: str, columns: dict[str, str], *, fraction: bool) -> lis
         out += _icon_measures(table, "assurance", "Assurance", ASSURANCE_ICONS,
                               "NHS Making Data Count assurance icon of the series against the indicator's target")
     return out
+
+
+def _interval_vars(measure: str, format_measure: str, has: set[str], column: str) -> str:
+    """Return DAX VAR lines `_fmt` and `_interval` (" (95% CI a to b)") for a value measure and its limits."""
+    lower = f"[{measure} lower 95%]" if f"{column}_lower" in has else "BLANK ()"
+    upper = f"[{measure} upper 95%]" if f"{column}_upper" in has else "BLANK ()"
+    return (f"    VAR _fmt = {format_measure}\n"
+            f"    VAR _interval = IF ( ISBLANK ( {lower} ), \"\", \" (95% CI \" & FORMAT ( {lower}, _fmt ) & \" to \" "
+            f"& FORMAT ( {upper}, _fmt ) & \")\" )\n")
 
 
 def _icon_measures(table: str, column: str, label: str, icons: dict, about: str) -> list[Measure]:
