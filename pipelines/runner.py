@@ -9,6 +9,7 @@ from pathlib import Path
 
 import dagster as dg
 
+from pipelines import settings_file
 from pipelines.jobs import MONTHLY_JOB, REFERENCE_JOB
 from pipelines.progress import progress_run_config
 from pipelines.warehouse import built_pins, connect, table_exists
@@ -146,7 +147,7 @@ def run_month(defs: dg.Definitions, partition_key: str, warehouse: Path) -> int:
                   "The previously published tables are unchanged.", file=sys.stderr)
             for line in blocked:
                 print(f"  {line}", file=sys.stderr)
-            print(f"  every gate's result: core20 quality --month {partition_key[:7]} --warehouse {warehouse}", file=sys.stderr)
+            print(f"  every gate's result: {settings_file.hint('quality', warehouse, month=partition_key[:7])}", file=sys.stderr)
             return EXIT_BLOCKED
         print(f"core20 run: {partition_key[:7]} NOT published (the previously published tables are unchanged): "
               f"{failure_message(result)}", file=sys.stderr)
@@ -281,4 +282,4 @@ def quality_line(warehouse: Path, partition_key: str) -> str:
     return (f"  data quality: {expectations.filter(passed=True).height} of {expectations.height} expectations met"
             f"{f' ({warnings} cohort-sanity warning(s))' if warnings else ''}; quarantined rows: "
             f"{quarantined.get('patients', 0):,} patients, {quarantined.get('events', 0):,} events "
-            f"(details: core20 quality --month {partition_key[:7]})")
+            f"(details: {settings_file.hint('quality', warehouse, month=partition_key[:7])})")
