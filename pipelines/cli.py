@@ -34,6 +34,11 @@ EXIT_OK, EXIT_ERROR, EXIT_BLOCKED = 0, 1, 2
 
 
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:
+    return build_parser().parse_args(argv)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Return the `core20` argument parser (every command and option carries its help)."""
     parser = argparse.ArgumentParser(prog="core20", description="Core20PLUS5 healthcare-inequalities pipeline for ICS analysts.")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -92,8 +97,9 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
                     "plus postcode_normalised, lsoa_code, imd_vintage, imd_decile, imd_quintile, is_core20, "
                     "imd_match_method, certainty flags and Sub-ICB/ICB/LAD codes.",
     )
-    imd.add_argument("input", type=Path, metavar="INPUT.csv")
-    imd.add_argument("output", type=Path, metavar="OUTPUT.csv")
+    imd.add_argument("input", type=Path, metavar="INPUT.csv", help="the CSV of postcodes to read (any other columns are kept)")
+    imd.add_argument("output", type=Path, metavar="OUTPUT.csv",
+                     help="the CSV to write (UTF-8; written to a private temporary file first, then moved into place)")
     imd.add_argument("--vintage", type=int, choices=[2019, 2025], required=True,
                      help="2019: IMD 2019 on 2011 LSOAs; 2025: IoD 2025 on 2021 LSOAs")
     imd.add_argument("--postcode-column", default="postcode", help="column holding postcodes (default postcode)")
@@ -126,16 +132,23 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     from pipelines import audit_commands
 
     audit_commands.add_parsers(sub)
-    _add_settings_option(sub)
-    return parser.parse_args(argv)
+    _finish_commands(sub)
+    return parser
 
 
-def _add_settings_option(sub) -> None:
-    """Give every command (and sub-command) the `--settings FILE` option."""
-    for command in sub.choices.values():
+def _finish_commands(sub) -> None:
+    """Give every command (and sub-command) a description for its --help and the `--settings FILE` option.
+
+    A command's one-line help shows in `core20 --help`; its own `--help` shows only its
+    description, so a command declared with help alone gets that line as its description.
+    """
+    helps = {action.dest: action.help for action in sub._choices_actions}
+    for name, command in sub.choices.items():
+        if not command.description and helps.get(name):
+            command.description = helps[name][:1].upper() + helps[name][1:] + "."
         nested = [a for a in command._actions if isinstance(a, argparse._SubParsersAction)]
         if nested:
-            _add_settings_option(nested[0])
+            _finish_commands(nested[0])
             continue
         command.add_argument(
             "--settings", metavar="FILE",

@@ -168,3 +168,27 @@ def test_a_hint_names_the_warehouse_only_when_a_bare_command_would_miss_it(setti
     other = tmp_path / "a folder" / "w.duckdb"
     words = shlex.split(settings_file.hint("quality", other, month="2026-10"))
     assert words[1:] == ["quality", "--month", "2026-10", "--warehouse", str(other)]
+
+
+def _commands(parser, prefix=()):
+    import argparse
+
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, command in action.choices.items():
+                yield from _commands(command, (*prefix, name))
+            return
+    yield prefix, parser
+
+
+def test_every_command_and_option_has_help():
+    from pipelines.cli import build_parser
+
+    commands = list(_commands(build_parser()))
+    assert {" ".join(name) for name, _ in commands} >= {"run", "quality", "imd", "explain", "diff-definitions", "init",
+                                                         "synth", "dictionary", "reference fetch"}
+    for name, command in commands:
+        assert command.description, f"core20 {' '.join(name)} --help has no description"
+        for action in command._actions:
+            assert action.help and len(action.help) > 10, f"core20 {' '.join(name)}: {action.option_strings or action.dest} has no help"
+        assert any("--settings" in action.option_strings for action in command._actions), name
