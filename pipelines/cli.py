@@ -7,6 +7,7 @@
     core20 imd --vintage {2019,2025} INPUT.csv OUTPUT.csv
     core20 reference fetch [--source URL] [--reference-dir DIR] [--only ID]
     core20 quality [--warehouse PATH] [--month YYYY-MM]
+    core20 quarantine --month YYYY-MM [--export] [--warehouse PATH]      (--export: restricted folder)
     core20 explain --patient ID --month YYYY-MM [--warehouse PATH]      (console only)
     core20 diff-definitions OLD NEW --month YYYY-MM [--warehouse PATH]
 
@@ -129,9 +130,10 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--month", help="show every measure of one month YYYY-MM (default: one line per month)")
     run.add_argument("--definitions", help="definitions folder (default $CORE20_DEFINITIONS, else core20.toml, else reference_data/definitions)")
 
-    from pipelines import audit_commands
+    from pipelines import audit_commands, quarantine_export
 
     audit_commands.add_parsers(sub)
+    quarantine_export.add_parser(sub)
     _finish_commands(sub)
     return parser
 
@@ -183,6 +185,10 @@ def main(argv: list[str] | None = None) -> int:
             return _dictionary(args)
         if args.command == "quality":
             return _quality(args)
+        if args.command == "quarantine":
+            from pipelines import quarantine_export
+
+            return quarantine_export.run(args)
         if args.command in ("explain", "diff-definitions"):
             from pipelines import audit_commands
 

@@ -458,7 +458,9 @@ def hint(command: str, warehouse: Path | None = None, **options) -> str:
     if _FLAGGED and os.environ.get(SETTINGS_ENV) == str(_FLAGGED[0]):
         parts += ["--settings", shlex.quote(str(_FLAGGED[0]))]
     for name, value in options.items():
-        if value is not None:
+        if value is True:
+            parts.append(f"--{name.replace('_', '-')}")
+        elif value is not None and value is not False:
             parts += [f"--{name.replace('_', '-')}", shlex.quote(str(value))]
     if warehouse is not None and Path(warehouse).resolve() != warehouse_path(None):
         parts += ["--warehouse", shlex.quote(str(warehouse))]
