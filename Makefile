@@ -35,10 +35,12 @@ $(EXTRACTS)/.demo: | $(STAMP)
 synth: $(EXTRACTS)/.demo
 
 # The instance settings (one run at a time; persistent history) live in the repository and
-# are copied into DAGSTER_HOME whenever the repository's copy is newer.
-$(DAGSTER_HOME)/dagster.yaml: dagster.yaml
+# are copied into DAGSTER_HOME whenever the repository's copy is newer. They sit in instance/,
+# not the root: Dagster warns about a dagster.yaml in the folder it starts from that is not
+# DAGSTER_HOME's.
+$(DAGSTER_HOME)/dagster.yaml: instance/dagster.yaml
 	@mkdir -p $(DAGSTER_HOME)
-	@cp dagster.yaml $@
+	@cp instance/dagster.yaml $@
 
 run: $(STAMP) $(EXTRACTS)/.demo $(DAGSTER_HOME)/dagster.yaml
 	@$(BIN)/core20 run --extract $(EXTRACTS) --warehouse $(WAREHOUSE) $(if $(MONTH),--month $(MONTH),)
@@ -57,8 +59,12 @@ chromium:
 test: $(STAMP) chromium
 	@DAGSTER_HOME= $(BIN)/python -m pytest -q
 
+# `dagster dev` prints one notice that `dg dev` (the dagster-dg-cli package) supersedes it.
+# `dagster dev` is still supported in Dagster 1.13 and loads workspace.yaml; dg would add two
+# dozen packages (dagster-cloud-cli, gitpython, ...) to every analyst's environment for the
+# same server, so that one notice, matched by its text, is silenced here.
 dev: $(STAMP) $(DAGSTER_HOME)/dagster.yaml
-	@$(BIN)/dagster dev
+	@PYTHONWARNINGS="ignore:Function \`dev_command\` is superseded" $(BIN)/dagster dev $(DEV_ARGS)
 
 bench: $(STAMP)
 	@$(BIN)/python scripts/benchmark.py
