@@ -9,7 +9,6 @@ MONTH ?=
 PATIENTS ?= 20000
 SEED ?= 20260
 EXTRACTS := data/extracts
-WAREHOUSE := data/warehouse/core20plus5.duckdb
 # Run history persists here, so `make run` and `make dev` share one history in the UI.
 export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
 
@@ -42,8 +41,10 @@ $(DAGSTER_HOME)/dagster.yaml: instance/dagster.yaml
 	@mkdir -p $(DAGSTER_HOME)
 	@cp instance/dagster.yaml $@
 
+# No path flags: the run takes its warehouse and extracts from core20.toml when there is one
+# (else the defaults, data/warehouse and the demo in data/extracts), like every other command.
 run: $(STAMP) $(EXTRACTS)/.demo $(DAGSTER_HOME)/dagster.yaml
-	@$(BIN)/core20 run --extract $(EXTRACTS) --warehouse $(WAREHOUSE) $(if $(MONTH),--month $(MONTH),)
+	@$(BIN)/core20 run $(if $(MONTH),--month $(MONTH),)
 
 # The report test renders the HTML report in headless Chromium. On Debian/Ubuntu the
 # package is installed here when absent (apt-get; needs root or sudo); elsewhere install

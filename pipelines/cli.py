@@ -118,7 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Download every file in reference_data/manifest.yaml into the reference directory, check its "
                     "sha256 before moving it into place, and print the licence attributions.",
     )
-    fetch.add_argument("--source", help="base URL of a mirror of the pinned files (default $CORE20_REFERENCE_SOURCE; "
+    fetch.add_argument("--source", help="base URL of a mirror of the pinned files (default $CORE20_REFERENCE_SOURCE, else core20.toml; "
                                         "without one only files with a public exact-bytes address can be fetched)")
     fetch.add_argument("--reference-dir", help="where to put them (default $CORE20_REFERENCE_DIR, else core20.toml, else ../shared/reference_data)")
     fetch.add_argument("--only", action="append", metavar="ID", help="fetch just this file or codelist id (repeatable)")
@@ -202,7 +202,9 @@ def main(argv: list[str] | None = None) -> int:
 def _init(args: argparse.Namespace) -> int:
     from pipelines import settings_file
 
-    target = Path(args.settings or os.environ.get(settings_file.SETTINGS_ENV) or settings_file.SETTINGS_NAME).expanduser().resolve()
+    named = os.environ.get(settings_file.SETTINGS_ENV, "")
+    target = Path(args.settings or (named if named.lower() not in ("", "none") else settings_file.SETTINGS_NAME))
+    target = target.expanduser().resolve()
     if target.exists() and not args.force:
         print(f"core20 init: {target} already exists; edit it, or replace it with "
               f"`{settings_file.program()} init --settings {shlex.quote(str(target))} --force`.", file=sys.stderr)
@@ -258,12 +260,14 @@ def _imd(args: argparse.Namespace) -> int:
 
 
 def _reference_fetch(args: argparse.Namespace) -> int:
+    from pipelines import settings_file
     from reference_data.fetch import fetch_reference
-    from reference_data.loader import DEFAULT_REFERENCE_DIR, REFERENCE_DIR_ENV
+    from reference_data.loader import DEFAULT_REFERENCE_DIR
 
-    target = Path(args.reference_dir or os.environ.get(REFERENCE_DIR_ENV) or DEFAULT_REFERENCE_DIR)
+    target = settings_file.path_value("reference_dir", args.reference_dir, DEFAULT_REFERENCE_DIR)
+    source = settings_file.resolve("paths.reference_source", args.source)[0]
     print(f"reference directory: {target}")
-    report = fetch_reference(target, source=args.source, only=args.only, force=args.force, timeout=args.timeout)
+    report = fetch_reference(target, source=source, only=args.only, force=args.force, timeout=args.timeout)
     print(f"{len(report.fetched)} fetched, {len(report.verified)} already present and verified, {len(report.failed)} failed")
     for reason in report.failed.values():
         print(f"core20 reference fetch: {reason}", file=sys.stderr)

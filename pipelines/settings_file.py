@@ -85,6 +85,9 @@ PATH_KEYS = (
     Key("paths", "reference_dir", "CORE20_REFERENCE_DIR", "--reference-dir", "path",
         "The shared national reference data (IMD, postcode lookups, boundaries, codelists), checked by sha256 "
         "against reference_data/manifest.yaml.", "../shared/reference_data"),
+    Key("paths", "reference_source", "CORE20_REFERENCE_SOURCE", "--source", "text",
+        "Base URL of a mirror of the pinned reference files, for `core20 reference fetch`. Default: none (only files "
+        "with a public exact-bytes address can be fetched).", "https://mirror.example.nhs.uk/core20/reference"),
     Key("paths", "column_mapping", "CORE20_COLUMN_MAPPING", "--column-mapping", "path",
         "A column_mapping.yaml naming the supplier's headers, date format and sex codes. Default: the "
         "column_mapping.yaml inside each extract folder, if any.", "column_mapping.yaml"),
