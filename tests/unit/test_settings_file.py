@@ -192,3 +192,55 @@ def test_every_command_and_option_has_help():
         for action in command._actions:
             assert action.help and len(action.help) > 10, f"core20 {' '.join(name)}: {action.option_strings or action.dest} has no help"
         assert any("--settings" in action.option_strings for action in command._actions), name
+
+
+def _cli(*args: str) -> tuple[int, str]:
+    import contextlib
+    import io
+
+    from pipelines import cli
+
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
+        code = cli.main(list(args))
+    return code, out.getvalue()
+
+
+def test_init_writes_a_file_every_command_accepts_and_will_not_overwrite_it(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv(settings_file.SETTINGS_ENV, raising=False)
+    code, output = _cli("init", "--warehouse", "w/core20.duckdb")
+    target = tmp_path / "core20.toml"
+    assert code == 0 and str(target) in output
+    assert f'warehouse = "{tmp_path / "w" / "core20.duckdb"}"' in target.read_text()
+    assert settings_file.warehouse_path() == tmp_path / "w" / "core20.duckdb"  # found in the folder it starts from
+    code, output = _cli("init")
+    assert code == 1 and "already exists" in output and "--force" in output
+    assert _cli("init", "--force")[0] == 0
+
+
+def test_a_wrong_settings_file_stops_every_command_with_its_message(tmp_path, monkeypatch):
+    bad = tmp_path / "core20.toml"
+    bad.write_text('[choices]\ndisclosure_profile = "none"\n')
+    for command in (["quality"], ["run", "--month", "2026-10"], ["explain", "--patient", "p", "--month", "2026-10"]):
+        code, output = _cli(*command, "--settings", str(bad))
+        assert code == 1, command
+        assert f"core20 {command[0]}: {bad}: key 'choices.disclosure_profile': expected one of" in output
+        assert "Traceback" not in output
+
+
+def test_hints_in_error_messages_parse_as_commands_and_name_the_warehouse(tmp_path, monkeypatch):
+    from pipelines.cli import build_parser
+
+    monkeypatch.setenv(settings_file.SETTINGS_ENV, "none")
+    missing = tmp_path / "nowhere.duckdb"
+    outputs = [_cli("explain", "--patient", "p", "--month", "2026-10", "--warehouse", str(missing))[1],
+               _cli("quarantine", "--month", "2026-10", "--warehouse", str(missing))[1],
+               _cli("run", "--extract", str(tmp_path), "--warehouse", str(missing))[1]]
+    hints = [hint for text in outputs for hint in __import__("re").findall(r"`(core20 [^`]*)`", text)]
+    assert len(hints) == 3, outputs
+    for hint in hints:
+        words = shlex.split(hint)
+        build_parser().parse_args(words[1:])  # a command core20 accepts as printed
+    assert all(str(missing) in hint for hint in hints[:2])
+    assert shlex.split(hints[2])[1:] == ["synth", "--out", str(tmp_path)]
