@@ -358,13 +358,11 @@ def output_path(name: str, given=None, warehouse_given=None) -> Path:
     with the serving folder from the file would otherwise write a test run into the
     production snapshot. Such a folder falls back to the one beside the chosen warehouse.
     """
-    warehouse_value, warehouse_source = resolve("paths.warehouse", warehouse_given)
-    warehouse = warehouse_path(warehouse_given)
+    _, warehouse_source = resolve("paths.warehouse", warehouse_given)
     value, source = resolve(f"paths.{name}", given)
     if value is not None and SOURCES.index(source) <= SOURCES.index(warehouse_source):
         return Path(value).expanduser().resolve()
-    del warehouse_value
-    return beside_warehouse(name, warehouse)
+    return beside_warehouse(name, warehouse_path(warehouse_given))
 
 
 def choices(overrides: dict | None = None) -> dict[str, object]:
