@@ -168,12 +168,26 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
     if args.command == "init":
         return _init(args)
+    # --settings is passed to the Dagster resources through the environment; it is put back
+    # afterwards, so a caller that runs several commands in one process (the tests) gets
+    # each command's own file.
+    previous = os.environ.get(settings_file.SETTINGS_ENV)
     try:
         settings_file.use_settings(args.settings)
         settings_file.load()
+        return _command(args)
     except settings_file.SettingsError as error:
         print(f"core20 {args.command}: {error}", file=sys.stderr)
         return EXIT_ERROR
+    finally:
+        settings_file.use_settings(None)
+        if previous is None:
+            os.environ.pop(settings_file.SETTINGS_ENV, None)
+        else:
+            os.environ[settings_file.SETTINGS_ENV] = previous
+
+
+def _command(args: argparse.Namespace) -> int:
     try:
         if args.command == "synth":
             return _synth(args)

@@ -244,3 +244,12 @@ def test_hints_in_error_messages_parse_as_commands_and_name_the_warehouse(tmp_pa
         build_parser().parse_args(words[1:])  # a command core20 accepts as printed
     assert all(str(missing) in hint for hint in hints[:2])
     assert shlex.split(hints[2])[1:] == ["synth", "--out", str(tmp_path)]
+
+
+def test_a_command_given_settings_leaves_the_environment_as_it_was(tmp_path, monkeypatch):
+    monkeypatch.setenv(settings_file.SETTINGS_ENV, "none")
+    file = tmp_path / "core20.toml"
+    file.write_text('[paths]\nwarehouse = "w.duckdb"\n')
+    code, output = _cli("quality", "--settings", str(file))
+    assert code == 0 and str(tmp_path / "w.duckdb") in output
+    assert settings_file.warehouse_path() == settings_file.DEFAULT_WAREHOUSE
