@@ -96,7 +96,7 @@ def main() -> None:
     work.mkdir(parents=True, exist_ok=True)
     month = dt.date(2026, 10, 1)
 
-    from pipelines.segmentation.synth import generate_extract
+    from pipelines.synthetic import generate_extract
 
     started = time.perf_counter()
     generate_extract(work / "extracts" / "2026-10", reporting_month=month, n_patients=args.patients, seed=args.seed)

@@ -15,7 +15,7 @@ import polars as pl
 import pytest
 
 from pipelines.segmentation.schemas import FEEDS, INPUT_EVENTS, INPUT_PATIENTS
-from pipelines.segmentation.synth import default_reporting_month, generate_extract
+from pipelines.synthetic import default_reporting_month, generate_extract
 from reference_data import loader
 
 pytestmark = pytest.mark.reference
