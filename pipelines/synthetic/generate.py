@@ -18,6 +18,7 @@ from pipelines.synthetic.feeds import draw_feeds, feed_frames
 from pipelines.synthetic.ground_truth import build_ground_truth, derived_outcomes
 from pipelines.synthetic.parameters import GENERATOR
 from pipelines.synthetic.population import People, draw_conditions, draw_people
+from pipelines.synthetic.practices import Practices, load_practices, plan_practices
 from pipelines.synthetic.reference import Reference, load_reference
 
 
@@ -67,9 +68,11 @@ def generate_extract(
 
     cal = Calendar.of(reporting_month)
     ref = load_reference(icb_code, reference_dir)
+    practices = load_practices(ref, icb_code, reference_dir)
     rng = np.random.Generator(np.random.PCG64(seed))
 
-    people = draw_people(rng, ref, cal, n_patients)
+    plan = plan_practices(rng, practices, n_patients)
+    people = draw_people(rng, ref, plan, cal)
     conditions = draw_conditions(rng, people, cal)
     defect_kind = draw_defect_kinds(rng, n_patients, defect_rate)
     events = EventBuffer()
@@ -85,19 +88,26 @@ def generate_extract(
     event_rows, n_duplicates = events.finish(rng, defect_rate)
     outcomes.update(derived_outcomes(ref, event_rows, people, cal, reference_dir))
     patient_ids = pseudonymous_ids(rng, n_patients)
-    patients = _patients_frame(ref, people, patient_ids, postcodes)
+    patients = _patients_frame(ref, practices, people, patient_ids, postcodes)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    # The events are the bulk of the extract: written as soon as they exist (under a
+    # temporary name, renamed with the rest at the end) and let go.
     events_frame = _events_frame(ref, patient_ids, event_rows)
+    del event_rows
+    pending_events = out / ".events.parquet.partial"
+    events_frame.write_parquet(pending_events, compression="zstd", statistics=True)
+    n_events = events_frame.height
+    del events_frame
     feeds = feed_frames(feed_rows, patient_ids, rng)
 
     truth = build_ground_truth(
         people, conditions, outcomes, defect_kind, postcode_defects, eth, cal,
         seed=seed, n_patients=n_patients, icb_code=icb_code, defect_rate=defect_rate,
-        n_duplicates=n_duplicates, include_feeds=include_feeds,
+        n_duplicates=n_duplicates, include_feeds=include_feeds, practices=plan.summary(),
     )
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     patients.write_parquet(out / "patients.parquet", compression="zstd", statistics=True)
-    events_frame.write_parquet(out / "events.parquet", compression="zstd", statistics=True)
+    pending_events.replace(out / "events.parquet")
     for name, frame in feeds.items():
         target = out / f"{name}.parquet"
         if include_feeds:
@@ -113,7 +123,8 @@ def generate_extract(
         "reference_date": cal.reference_date.isoformat(),
         "icb_code": icb_code,
         "defect_rate": defect_rate,
-        "row_counts": {"patients": patients.height, "events": events_frame.height,
+        "n_practices": int(plan.chosen.size),
+        "row_counts": {"patients": patients.height, "events": n_events,
                        **({name: frame.height for name, frame in feeds.items()} if include_feeds else {})},
     }
     (out / "extract.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n", encoding="utf-8")
@@ -145,11 +156,11 @@ def _dates(days: np.ndarray, missing: np.ndarray | None = None) -> pl.Series:
     return s
 
 
-def _patients_frame(ref: Reference, people: People, ids: pl.Series, postcodes: pl.Series) -> pl.DataFrame:
+def _patients_frame(ref: Reference, practices: Practices, people: People, ids: pl.Series, postcodes: pl.Series) -> pl.DataFrame:
     """Return the patients table in the input contract's column order and types."""
     frame = pl.DataFrame({
         "patient_id": ids,
-        "practice_code": ref.practice_codes.gather(people.practice),
+        "practice_code": practices.codes.gather(people.practice),
         "postcode": postcodes,
         "lsoa_code": pl.Series([None] * people.n, dtype=pl.String),
         "date_of_birth": _dates(people.dob),

@@ -189,7 +189,7 @@ def _observable_breakdowns(groups: dict, observable: np.ndarray, eth: EthnicityC
 
 
 def build_ground_truth(people, conditions, outcomes, defect_kind, postcode_defects, eth, cal, *, seed, n_patients, icb_code,
-                  defect_rate, n_duplicates, include_feeds=True) -> dict:
+                  defect_rate, n_duplicates, include_feeds=True, practices=None) -> dict:
     """Summarise what was injected, with groups as the pipeline can observe them."""
     reg = people.registered
     # The pipeline sees Core20 only through the written postcode: a blank, invalid or
@@ -272,6 +272,7 @@ def build_ground_truth(people, conditions, outcomes, defect_kind, postcode_defec
         "registers": registers,
         "indicators": indicators,
         "feeds_included": include_feeds,
+        "practices": practices,
         "ics_parameters_assumed": {"campaign_start": "%02d-%02d" % FLU_CAMPAIGN_START,
                                    "reliever_issues_threshold": RELIEVER_THRESHOLD, "cyp_max_age": CYP_MAX_AGE},
         "other_areas_multipliers": OTHER_AREAS,

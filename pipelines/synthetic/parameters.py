@@ -15,7 +15,9 @@ from datetime import date
 import numpy as np
 
 
-GENERATOR = "pipelines.segmentation.synth/1"
+# Version 2: practices at their real relative list sizes (practices.py); version 1 was
+# pipelines/segmentation/synth.py, whose practices took whatever share distance gave them.
+GENERATOR = "pipelines.synthetic/2"
 IMD_VINTAGE = "IMD2019"
 EPOCH = date(1970, 1, 1)
 YEAR = 365.2425
@@ -88,6 +90,19 @@ FEED_RATES = {
     },
 }
 
+# --- practices -------------------------------------------------------------------------------
+# Patients register near home, at bigger practices more often: a practice's pull on a home
+# is its list size times exp(-distance / 2 km) (a synthetic choice: a gravity model, the
+# distance decay a guess that keeps most registrations within a few kilometres).
+PRACTICE_DISTANCE_DECAY_M = 2000.0
+# When an extract is smaller than the ICB's registered population, this many seeded
+# candidate subsets of practices are compared (practices.plan_practices). Their score
+# weighs a departure of 2 percentage points from the ICB's Core20 or ethnic-minority share
+# as much as a 10% departure of the practices' common scale from their real list sizes.
+PRACTICE_CANDIDATES = 100
+PRACTICE_SHARE_TOLERANCE = 0.02
+PRACTICE_SCALE_TOLERANCE = 1.10
+
 # Broad ethnic groups, in the order of the codelist's grouping_6 (1 White ... 5 Other).
 ETH6 = ("White", "Mixed", "Asian", "Black", "Other")
 
@@ -101,6 +116,22 @@ AGE_BAND_SHARES = np.array(
 # thirds White, Nottinghamshire districts above nine tenths White).
 ETH_MIX_CITY = np.array([0.655, 0.058, 0.148, 0.100, 0.039])
 ETH_MIX_ELSEWHERE = np.array([0.925, 0.022, 0.032, 0.010, 0.011])
+
+
+def ethnic_mix(is_city: np.ndarray, decile: np.ndarray) -> np.ndarray:
+    """Return (n, 5) unnormalised weights of the broad groups (ETH6 order) for homes in these areas.
+
+    More ethnic-minority residents in the city and in more deprived LSOAs (synthetic
+    gradient: every minority group's weight x1.5 in decile 1 down to x0.6 in decile 10).
+
+    Examples:
+        >>> ethnic_mix(np.array([False]), np.array([1])).round(4).tolist()
+        [[0.925, 0.033, 0.048, 0.015, 0.0165]]
+    """
+    mix = np.where(np.asarray(is_city)[:, None], ETH_MIX_CITY[None, :], ETH_MIX_ELSEWHERE[None, :])
+    minority = 1.5 - 0.1 * (np.asarray(decile) - 1)
+    return mix * np.concatenate([np.ones((mix.shape[0], 1)), np.repeat(minority[:, None], 4, axis=1)], axis=1)
+
 # Shares of the 16 census-2001 groups within each broad group (synthetic).
 ETH16_WITHIN = {
     0: ((1, 2, 3), (0.88, 0.01, 0.11)),

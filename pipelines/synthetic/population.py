@@ -11,7 +11,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from pipelines.synthetic.dates import Calendar, age_at
-from pipelines.synthetic.parameters import AGE_BAND_SHARES, CONDITIONS, ETH6, ETH16_WITHIN, ETH_MIX_CITY, ETH_MIX_ELSEWHERE, YEAR
+from pipelines.synthetic.parameters import AGE_BAND_SHARES, CONDITIONS, ETH6, ETH16_WITHIN, YEAR, ethnic_mix
+from pipelines.synthetic.practices import PracticePlan, draw_homes
 from pipelines.synthetic.reference import Reference
 
 
@@ -20,7 +21,7 @@ class People:
     n: int
     lsoa: np.ndarray
     postcode: np.ndarray  # index into ref.postcodes
-    practice: np.ndarray
+    practice: np.ndarray  # index into plan.practices
     decile: np.ndarray
     is_core20: np.ndarray  # where the patient really lives (decile 1-2)
     dob: np.ndarray
@@ -41,12 +42,11 @@ def _categorical(rng: np.random.Generator, probs: np.ndarray) -> np.ndarray:
     return (u[:, None] >= cum).sum(axis=1)
 
 
-def draw_people(rng: np.random.Generator, ref: Reference, cal: Calendar, n: int) -> People:
-    """Draw where everyone lives, their practice, age, sex, registration and ethnic group."""
-    lsoa = rng.choice(ref.lsoa_code.size, size=n, p=ref.lsoa_weight)
-    pc = ref.lsoa_pc_start[lsoa] + (rng.random(n) * ref.lsoa_pc_count[lsoa]).astype(np.int64)
-    col = (rng.random(n)[:, None] >= ref.pc_practice_cum[pc]).sum(axis=1)
-    practice = ref.pc_practice[pc, np.minimum(col, ref.pc_practice.shape[1] - 1)]
+def draw_people(rng: np.random.Generator, ref: Reference, plan: PracticePlan, cal: Calendar) -> People:
+    """Draw everyone's practice and home (see practices.py), age, sex, registration and ethnic group."""
+    practice, pc = draw_homes(rng, plan)
+    n = practice.size
+    lsoa = ref.pc_lsoa[pc]
     decile = ref.lsoa_decile[lsoa]
 
     band = rng.choice(AGE_BAND_SHARES.size, size=n, p=AGE_BAND_SHARES / AGE_BAND_SHARES.sum())
@@ -71,12 +71,7 @@ def draw_people(rng: np.random.Generator, ref: Reference, cal: Calendar, n: int)
     registered = (start <= cal.r) & ((end < 0) | (end > cal.r))
     last = np.where(end >= 0, np.minimum(end, cal.r), cal.r)
 
-    # Ethnic mix: more ethnic-minority residents in Nottingham city and in more deprived
-    # LSOAs (synthetic gradient: minority weight x1.5 in decile 1 down to x0.6 in decile 10).
-    mix = np.where(ref.lsoa_is_city[lsoa][:, None], ETH_MIX_CITY[None, :], ETH_MIX_ELSEWHERE[None, :])
-    minority = 1.5 - 0.1 * (decile - 1)
-    mix = mix * np.concatenate([np.ones((n, 1)), np.repeat(minority[:, None], 4, axis=1)], axis=1)
-    eth6 = _categorical(rng, mix)
+    eth6 = _categorical(rng, ethnic_mix(ref.lsoa_is_city[lsoa], decile))
     eth16 = np.zeros(n, dtype=np.int64)
     u = rng.random(n)
     for g, (groups, shares) in ETH16_WITHIN.items():  # five broad groups, not rows

@@ -19,16 +19,16 @@ from pipelines.synthetic.parameters import CITY_LADS, CLUSTER_IDS, CODELISTS, CO
 
 @dataclass
 class Reference:
-    lsoa_code: np.ndarray
+    """The ICB's geography and the codes events are drawn from, as arrays indexed by position."""
+
+    lsoa_code: np.ndarray  # the ICB's LSOA 2011 codes, sorted
     lsoa_decile: np.ndarray
     lsoa_is_city: np.ndarray
-    lsoa_weight: np.ndarray
-    lsoa_pc_start: np.ndarray
-    lsoa_pc_count: np.ndarray
     postcodes: pl.Series  # live postcodes of the ICB's LSOAs, canonical form, sorted by LSOA
-    pc_practice: np.ndarray  # (n_postcodes, k) nearest practice indices
-    pc_practice_cum: np.ndarray  # (n_postcodes, k) cumulative choice probabilities
-    practice_codes: pl.Series
+    pc_lsoa: np.ndarray  # index into the lsoa_* arrays of each postcode's LSOA
+    pc_weight: np.ndarray  # share of the ICB's residents living at each postcode (sums to 1)
+    pc_easting: np.ndarray  # Code-Point 2025 centroid, British National Grid metres
+    pc_northing: np.ndarray
     foreign: tuple[pl.Series, ...]  # live Welsh, Scottish, NI postcodes
     codes: pl.Series  # every code of every list used, concatenated
     slices: dict[str, tuple[int, int]]  # codelist id -> (offset, length) into `codes`
@@ -38,7 +38,7 @@ class Reference:
 
 
 def load_reference(icb_code: str, reference_dir: str | Path | None) -> Reference:
-    """Load and shape every reference file once: LSOAs, postcodes, practices, codelists."""
+    """Load and shape the ICB's geography and the codelists once: LSOAs, live postcodes (with centroids), codes."""
     from reference_data import loader
 
     lsoas = (
@@ -58,7 +58,7 @@ def load_reference(icb_code: str, reference_dir: str | Path | None) -> Reference
         .collect()
         .sort("lsoa11_code", "postcode")
     )
-    # Code-Point 2025 centroids place postcodes for the practice-distance choice; the few
+    # Code-Point 2025 centroids place postcodes for the distance to practices; the few
     # live-in-2022 postcodes since retired take their LSOA's mean centroid.
     centroids = loader.scan_postcode_centroids(reference_dir).select("postcode", "easting", "northing")
     live = (
@@ -77,30 +77,7 @@ def load_reference(icb_code: str, reference_dir: str | Path | None) -> Reference
     # postcode cannot hold anyone.
     weight = lsoas["population"].fill_null(0).to_numpy().astype(np.float64) * (counts > 0)
     weight /= weight.sum()
-
-    practices = (
-        loader.read_gp_practices(reference_dir)
-        .filter((pl.col("icb_code") == icb_code) & pl.col("is_active"))
-        .select("practice_code", pl.col("postcode").str.to_uppercase().str.strip_chars())
-        .join(loader.read_gp_list_sizes(reference_dir), on="practice_code", how="left")
-        .join(centroids.collect(), on="postcode", how="inner")
-        .sort("practice_code")
-    )
-    if practices.is_empty():
-        raise ValueError(f"ICB {icb_code!r} has no active GP practice with a Code-Point centroid")
-    # Practices opened after January 2021 have no list size; give them the median.
-    sizes = practices["list_size"].fill_null(practices["list_size"].median()).to_numpy().astype(np.float64)
-    k = min(5, practices.height)
-    pe, pn = live["easting"].to_numpy(), live["northing"].to_numpy()
-    qe, qn = practices["easting"].to_numpy(), practices["northing"].to_numpy()
-    dist = np.hypot(pe[:, None] - qe[None, :], pn[:, None] - qn[None, :])
-    nearest = np.argsort(dist, axis=1, kind="stable")[:, :k]
-    near_d = np.take_along_axis(dist, nearest, axis=1)
-    # Patients mostly register near home, at bigger practices more often: list size with
-    # a 2 km distance decay among the k nearest (a synthetic choice).
-    w = sizes[nearest] * np.exp(-near_d / 2000.0)
-    cum = np.cumsum(w / w.sum(axis=1, keepdims=True), axis=1)
-    cum[:, -1] = 1.0
+    pc_lsoa = np.repeat(np.arange(lsoas.height), counts)
 
     foreign_frame = (
         loader.scan_postcode_lsoa11(reference_dir)
@@ -154,13 +131,11 @@ def load_reference(icb_code: str, reference_dir: str | Path | None) -> Reference
         lsoa_code=lsoas["lsoa11_code"].to_numpy(),
         lsoa_decile=lsoas["imd2019_decile"].to_numpy().astype(np.int64),
         lsoa_is_city=lsoas["lad22_code"].is_in(list(CITY_LADS)).to_numpy(),
-        lsoa_weight=weight,
-        lsoa_pc_start=np.concatenate([[0], np.cumsum(counts)[:-1]]),
-        lsoa_pc_count=counts,
         postcodes=live["postcode"],
-        pc_practice=nearest,
-        pc_practice_cum=cum,
-        practice_codes=practices["practice_code"],
+        pc_lsoa=pc_lsoa,
+        pc_weight=weight[pc_lsoa] / counts[pc_lsoa],
+        pc_easting=live["easting"].to_numpy(),
+        pc_northing=live["northing"].to_numpy(),
         foreign=foreign,
         codes=codes,
         slices=slices,
