@@ -84,9 +84,10 @@ class Practices:
     def total_list_size(self) -> int:
         return int(self.list_size.sum())
 
-    def icb_share(self, shares: np.ndarray) -> float:
-        """Return a practice-level share averaged over the ICB's registered patients."""
-        return float(shares @ self.list_size / self.list_size.sum())
+    def share(self, shares: np.ndarray, among: np.ndarray | None = None) -> float:
+        """Return a practice-level share averaged over the registered patients of `among` (default: all)."""
+        among = np.arange(self.list_size.size) if among is None else among
+        return float(shares[among] @ self.list_size[among] / self.list_size[among].sum())
 
 
 @dataclass(frozen=True)
@@ -105,7 +106,6 @@ class PracticePlan:
     def summary(self) -> dict:
         """Return what the ground truth records: the rule's inputs and outcome (practice-level, public data)."""
         p = self.practices
-        weights = p.list_size[self.chosen]
         return {
             "list_size_source": f"NHS Digital patients registered at a GP practice, {LIST_SIZE_DATE:%B %Y}",
             "n_active_practices_in_icb": p.n_active,
@@ -114,13 +114,11 @@ class PracticePlan:
             "icb_total_list_size": p.total_list_size,
             "n_practices": int(self.chosen.size),
             "scale": self.scale,
-            "expected_core20_share": {"extract": float(p.core20_share[self.chosen] @ weights / weights.sum()),
-                                      "icb": p.icb_share(p.core20_share)},
-            "expected_minority_share": {"extract": float(p.minority_share[self.chosen] @ weights / weights.sum()),
-                                        "icb": p.icb_share(p.minority_share)},
+            "expected_core20_share": {"extract": p.share(p.core20_share, self.chosen), "icb": p.share(p.core20_share)},
+            "expected_minority_share": {"extract": p.share(p.minority_share, self.chosen), "icb": p.share(p.minority_share)},
             "practices": {
                 code: {"list_size_2021_01": int(size), "n_patients": int(n)}
-                for code, size, n in zip(p.codes.gather(self.chosen).to_list(), weights, self.n_patients)
+                for code, size, n in zip(p.codes.gather(self.chosen).to_list(), p.list_size[self.chosen], self.n_patients)
             },
         }
 
@@ -203,8 +201,7 @@ def plan_practices(rng: np.random.Generator, practices: Practices, n_patients: i
     if n_patients >= size.sum():
         chosen = np.arange(size.size)
     else:
-        target_core20 = practices.icb_share(practices.core20_share)
-        target_minority = practices.icb_share(practices.minority_share)
+        target_core20, target_minority = practices.share(practices.core20_share), practices.share(practices.minority_share)
         # The ICB's smallest tenth of practices by list size: every candidate starts with one.
         small = np.flatnonzero(size <= np.quantile(size, SMALL_PRACTICE_QUANTILE))
 
@@ -219,10 +216,9 @@ def plan_practices(rng: np.random.Generator, practices: Practices, n_patients: i
             return order[: k + 1]
 
         def departure(subset: np.ndarray) -> float:
-            w = size[subset] / size[subset].sum()
             return (
-                ((practices.core20_share[subset] @ w - target_core20) / PRACTICE_SHARE_TOLERANCE) ** 2
-                + ((practices.minority_share[subset] @ w - target_minority) / PRACTICE_SHARE_TOLERANCE) ** 2
+                ((practices.share(practices.core20_share, subset) - target_core20) / PRACTICE_SHARE_TOLERANCE) ** 2
+                + ((practices.share(practices.minority_share, subset) - target_minority) / PRACTICE_SHARE_TOLERANCE) ** 2
                 + (np.log(n_patients / size[subset].sum()) / np.log(PRACTICE_SCALE_TOLERANCE)) ** 2
             )
 
