@@ -39,7 +39,9 @@ def generate_extract(
         out_dir: folder to write `patients.parquet`, `events.parquet`, `ground_truth.json`
             and `extract.json` into (created if missing; files are replaced).
         reporting_month: first day of the reporting month; the reference date R is its last day.
-        n_patients: patients to generate (one row each; patient rows are never duplicated).
+        n_patients: patients to generate (one row each; patient rows are never duplicated),
+            registered at a subset of the ICB's practices at their real relative list sizes
+            (all of them when n_patients is at least the ICB's registered population).
         seed: seed of the single numpy PCG64 generator; same arguments give identical bytes.
         icb_code: ODS code of the ICB whose LSOAs, postcodes and practices are used.
         defect_rate: share of patients given a data-quality defect, split evenly over blank,
@@ -57,7 +59,9 @@ def generate_extract(
         carry `breakdowns`: for the gap table's `core20` (IMD 2019) and `ethnicity_broad`
         breakdowns, the reference group, per observable group the same figures, and per
         compared group the expected gap against the reference (a difference of
-        proportions, as the gap table's `gap`) with its standard deviation.
+        proportions, as the gap table's `gap`) with its standard deviation. `practices`
+        records which practices register the patients, at what scale of their January
+        2021 list sizes, and which active practices were left out (see practices.py).
     """
     if reporting_month.day != 1:
         raise ValueError("reporting_month must be the first day of a month")
