@@ -92,6 +92,7 @@ FLOOR_SCRIPT = """
 import json, sys, time, duckdb
 sql, repeats = sys.argv[1], int(sys.argv[2])
 con = duckdb.connect()
+con.sql("set enable_progress_bar = false")  # the bar would go to stdout, and costs time
 seconds = []
 for _ in range(repeats):
     started = time.perf_counter()
@@ -357,14 +358,15 @@ def run_size(n: int, args, work: Path, template: Path | None, env: dict, cap: in
     reference_dir = Path(args.reference_dir) if args.reference_dir else None
     floor = subprocess.run([sys.executable, "-c", FLOOR_SCRIPT, floor_sql(extract, reference_dir), str(FLOOR_REPEATS)],
                            capture_output=True, text=True, env=env)
-    if floor.returncode == 0:
-        measured = json.loads(floor.stdout)
+    lines = [line for line in floor.stdout.splitlines() if line.startswith("{")]
+    if floor.returncode == 0 and lines:
+        measured = json.loads(lines[-1])
         result.floor_seconds = measured["seconds"]
         if measured["n_patients"] != n or measured["n_events"] != result.n_events:
             say(f"  warning: the floor counted {measured['n_patients']:,} patients and {measured['n_events']:,} events")
         say(f"  floor {', '.join(f'{s:.2f}' for s in result.floor_seconds)} s; month ...")
     else:
-        say(f"  the floor query failed: {floor.stderr.strip().splitlines()[-1:]}")
+        say(f"  the floor query failed: {tail_text(floor.stderr, 1) or floor.stdout[-200:]}")
 
     warehouse = folder / "warehouse.duckdb"
     if template is not None:
