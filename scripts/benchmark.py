@@ -54,9 +54,9 @@ BIN = Path(sys.executable).parent
 GIB = 2**30
 BEGIN, END = "<!-- bench:start -->", "<!-- bench:end -->"
 # Disk a size needs while it runs (extract, warehouse, DuckDB spill, serving snapshot), per
-# patient: about 2.2 KB were measured at 1,000,000 patients (extract 0.12 KB, warehouse and
-# snapshot the rest), doubled for headroom.
-BYTES_PER_PATIENT = 4_500
+# patient: 0.43 GiB were left after a 1,000,000-patient month (about 460 bytes a patient;
+# make bench on 2026-12-06), tripled for the spill files a month deletes before it ends.
+BYTES_PER_PATIENT = 1_500
 FLOOR_REPEATS = 3
 PAGE = os.sysconf("SC_PAGE_SIZE")
 
@@ -166,8 +166,10 @@ class Measured:
     def peak(self) -> int:
         return max(self.peak_bytes, self.maxrss_bytes)
 
-    def peak_between(self, start: float, end: float) -> int | None:
-        inside = [rss for t, rss in self.samples if start <= t <= end]
+    def peak_between(self, start: float, end: float, interval: float = 0.2) -> int | None:
+        """Return the peak sampled from `start` to `end`, widened by one sampling interval so
+        that a step shorter than the interval still gets the samples at its edges."""
+        inside = [rss for t, rss in self.samples if start - interval <= t <= end + interval]
         return max(inside) if inside else None
 
     def outcome(self) -> str:
@@ -297,7 +299,8 @@ def read_run(dagster_home: Path, month_run: Measured) -> RunRecord:
                 step.peak_bytes = month_run.peak_between(started[key], month_run.started_at + month_run.wall_seconds)
             record.steps.append(step)
         if run_start is not None:
-            record.run_seconds = (run_end if run_end is not None else max([run_start, *(t for t, _ in ended.values())])) - run_start
+            # A run that was killed has no end event: it lasted until its process ended.
+            record.run_seconds = (run_end if run_end is not None else month_run.started_at + month_run.wall_seconds) - run_start
         record.gate_seconds = gate_total if has_gates else None
     return record
 
@@ -382,7 +385,7 @@ def run_size(n: int, args, work: Path, template: Path | None, env: dict, cap: in
     )
     result.work_bytes = folder_bytes(folder)
     result.run = read_run(home, result.month)
-    say(f"  month: {result.month.outcome()}, {result.run.run_seconds or float('nan'):.1f} s "
+    say(f"  month: {result.month.outcome()}, run {secs(result.run.run_seconds)} "
         f"(wall {result.month.wall_seconds:.1f} s), peak {result.month.peak / GIB:.2f} GiB")
     if not result.month.ok:
         say(f"  its last words: {tail(result.month.stderr)}")
