@@ -57,7 +57,9 @@ BEGIN, END = "<!-- bench:start -->", "<!-- bench:end -->"
 # patient: 0.43 GiB were left after a 1,000,000-patient month (about 460 bytes a patient;
 # make bench on 2026-12-06), tripled for the spill files a month deletes before it ends.
 BYTES_PER_PATIENT = 1_500
-FLOOR_REPEATS = 3
+# The floor runs this many times before the month and this many after it, so that its
+# median sees the machine as the month did (other work on a shared machine comes and goes).
+FLOOR_BEFORE, FLOOR_AFTER = 3, 2
 PAGE = os.sysconf("SC_PAGE_SIZE")
 
 
@@ -93,13 +95,14 @@ import json, sys, time, duckdb
 sql, repeats = sys.argv[1], int(sys.argv[2])
 con = duckdb.connect()
 con.sql("set enable_progress_bar = false")  # the bar would go to stdout, and costs time
-seconds = []
+seconds, cpu = [], []
 for _ in range(repeats):
-    started = time.perf_counter()
+    started, started_cpu = time.perf_counter(), time.process_time()
     rows = con.sql(sql).fetchall()
     seconds.append(time.perf_counter() - started)
-print(json.dumps({"seconds": seconds, "n_patients": sum(r[1] for r in rows), "n_events": int(sum(r[2] for r in rows)),
-                  "duckdb": duckdb.__version__}))
+    cpu.append(time.process_time() - started_cpu)
+print(json.dumps({"seconds": seconds, "cpu_seconds": cpu, "n_patients": sum(r[1] for r in rows),
+                  "n_events": int(sum(r[2] for r in rows)), "duckdb": duckdb.__version__}))
 """
 
 
@@ -154,6 +157,7 @@ class Measured:
     started_at: float = 0.0
     peak_bytes: int = 0
     maxrss_bytes: int = 0
+    cpu_seconds: float = 0.0  # user + system time of the child and its waited-for descendants
     samples: list[tuple[float, int]] = field(default_factory=list)
     stdout: Path | None = None
     stderr: Path | None = None
@@ -216,6 +220,7 @@ def measure(command: list[str], *, env: dict, log_prefix: Path, cap_bytes: int, 
     if out.returncode < 0:
         out.signal_name = signal.Signals(-out.returncode).name
     out.maxrss_bytes = usage.ru_maxrss * 1024  # Linux reports KiB
+    out.cpu_seconds = usage.ru_utime + usage.ru_stime
     return out
 
 
@@ -315,6 +320,7 @@ class SizeResult:
     extract_bytes: int | None = None
     generate: Measured | None = None
     floor_seconds: list[float] = field(default_factory=list)
+    floor_cpu_seconds: list[float] = field(default_factory=list)
     month: Measured | None = None
     run: RunRecord | None = None
     work_bytes: int | None = None
@@ -322,6 +328,10 @@ class SizeResult:
     @property
     def floor(self) -> float | None:
         return statistics.median(self.floor_seconds) if self.floor_seconds else None
+
+    @property
+    def floor_cpu(self) -> float | None:
+        return statistics.median(self.floor_cpu_seconds) if self.floor_cpu_seconds else None
 
 
 def folder_bytes(path: Path) -> int:
@@ -359,17 +369,9 @@ def run_size(n: int, args, work: Path, template: Path | None, env: dict, cap: in
     say(f"  generated in {result.generate.wall_seconds:.1f} s ({result.n_events:,} events); floor ...")
 
     reference_dir = Path(args.reference_dir) if args.reference_dir else None
-    floor = subprocess.run([sys.executable, "-c", FLOOR_SCRIPT, floor_sql(extract, reference_dir), str(FLOOR_REPEATS)],
-                           capture_output=True, text=True, env=env)
-    lines = [line for line in floor.stdout.splitlines() if line.startswith("{")]
-    if floor.returncode == 0 and lines:
-        measured = json.loads(lines[-1])
-        result.floor_seconds = measured["seconds"]
-        if measured["n_patients"] != n or measured["n_events"] != result.n_events:
-            say(f"  warning: the floor counted {measured['n_patients']:,} patients and {measured['n_events']:,} events")
-        say(f"  floor {', '.join(f'{s:.2f}' for s in result.floor_seconds)} s; month ...")
-    else:
-        say(f"  the floor query failed: {tail_text(floor.stderr, 1) or floor.stdout[-200:]}")
+    sql = floor_sql(extract, reference_dir)
+    measure_floor(result, sql, FLOOR_BEFORE, env)
+    say(f"  floor {', '.join(f'{s:.2f}' for s in result.floor_seconds)} s; month ...")
 
     warehouse = folder / "warehouse.duckdb"
     if template is not None:
@@ -385,6 +387,7 @@ def run_size(n: int, args, work: Path, template: Path | None, env: dict, cap: in
     )
     result.work_bytes = folder_bytes(folder)
     result.run = read_run(home, result.month)
+    measure_floor(result, sql, FLOOR_AFTER, env)
     say(f"  month: {result.month.outcome()}, run {secs(result.run.run_seconds)} "
         f"(wall {result.month.wall_seconds:.1f} s), peak {result.month.peak / GIB:.2f} GiB")
     if not result.month.ok:
@@ -392,6 +395,20 @@ def run_size(n: int, args, work: Path, template: Path | None, env: dict, cap: in
     if not args.keep:
         shutil.rmtree(folder, ignore_errors=True)
     return result
+
+
+def measure_floor(result: SizeResult, sql: str, repeats: int, env: dict) -> None:
+    """Run the floor query `repeats` times in a fresh process; add its timings to the result."""
+    floor = subprocess.run([sys.executable, "-c", FLOOR_SCRIPT, sql, str(repeats)], capture_output=True, text=True, env=env)
+    lines = [line for line in floor.stdout.splitlines() if line.startswith("{")]
+    if floor.returncode != 0 or not lines:
+        say(f"  the floor query failed: {tail_text(floor.stderr, 1) or floor.stdout[-200:]}")
+        return
+    measured = json.loads(lines[-1])
+    result.floor_seconds += measured["seconds"]
+    result.floor_cpu_seconds += measured["cpu_seconds"]
+    if measured["n_patients"] != result.n_patients or measured["n_events"] != result.n_events:
+        say(f"  warning: the floor counted {measured['n_patients']:,} patients and {measured['n_events']:,} events")
 
 
 def build_template(work: Path, args, env: dict) -> tuple[Path | None, float | None]:
@@ -439,7 +456,7 @@ def markdown(results: list[SizeResult], *, command: str, reference_seconds: floa
     row("events in the extract", [f"{r.n_events:,}" if r.n_events else "—" for r in results])
     row("generate (`core20 synth`, wall)", [secs(r.generate.wall_seconds) if r.generate else "—" for r in results])
     row("generate, peak memory", [gib(r.generate.peak) if r.generate else "—" for r in results])
-    row(f"**floor**: one DuckDB pass over the extract (median of {FLOOR_REPEATS})",
+    row(f"**floor**: one DuckDB pass over the extract (median of {FLOOR_BEFORE} runs before the month, {FLOOR_AFTER} after)",
         [secs(r.floor) + (f" ({min(r.floor_seconds):.2f}–{max(r.floor_seconds):.2f})" if r.floor_seconds else "") for r in results])
     def month_time(r: SizeResult) -> str:
         if not r.run or r.run.run_seconds is None:
@@ -454,6 +471,9 @@ def markdown(results: list[SizeResult], *, command: str, reference_seconds: floa
     row("**month**: `core20 run`, the run's own time", [month_time(r) for r in results])
     row("month, wall time of the command", [secs(r.month.wall_seconds) if r.month else "—" for r in results])
     row("**month / floor**", [ratio(r) for r in results])
+    row("CPU time (user + system): month / floor — less moved by other work on the machine",
+        [f"{r.month.cpu_seconds:.0f} s / {r.floor_cpu:.1f} s = {r.month.cpu_seconds / r.floor_cpu:.0f}×"
+         if r.month and r.month.ok and r.floor_cpu else "—" for r in results])
     row("**peak memory of the month** (process tree)", [gib(r.month.peak) if r.month else "—" for r in results])
     row("of the month: in data-quality gates (checks' own `gate_seconds`)",
         [secs(r.run.gate_seconds) if r.run and r.run.gate_seconds is not None else "—" for r in results])
@@ -489,9 +509,10 @@ def markdown(results: list[SizeResult], *, command: str, reference_seconds: floa
         f"at the start load average {load[0]:.1f}, {available / GIB:.0f} GiB available).{ref} The floor reads the whole extract once and joins "
         "postcode → LSOA 2011 → IMD 2019 decile from the reference files, counting patients and events per "
         "quintile; the month is the analyst's command on the same extract (its own time is the Dagster run's, "
-        "from its event log); memory is the resident set of the command and all its descendants, sampled every "
-        "0.2 s, or the kernel's peak for the process if higher. Figures move with the machine's other work: "
-        "compare ratios measured in one sitting.",
+        "from its event log; CPU time is the command's user and system time, start-up included, against the floor "
+        "queries'); memory is the resident set of the command and all its descendants, sampled every 0.2 s, or "
+        "the kernel's peak for the process if higher. Figures move with the machine's other work: compare ratios "
+        "measured in one sitting.",
     ]
     return "\n".join(lines) + "\n"
 
