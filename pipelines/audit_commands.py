@@ -16,6 +16,7 @@ from pathlib import Path
 
 import polars as pl
 
+from pipelines import settings_file
 from pipelines.cli import EXIT_ERROR, EXIT_OK
 from pipelines.warehouse import connect, table_exists
 
@@ -52,15 +53,17 @@ def load_month(warehouse: Path, month: date, patient_id: str | None = None) -> M
     from pipelines.segmentation.schemas import FEEDS
 
     if not warehouse.exists():
-        raise ValueError(f"warehouse {warehouse} does not exist: run `core20 run` first (or pass --warehouse).")
+        raise ValueError(f"warehouse {warehouse} does not exist: run `{settings_file.hint('run', warehouse, month=f'{month:%Y-%m}')}` "
+                         "first (or pass the --warehouse that month ran with).")
     where = "reporting_month = $1" + (" and patient_id = $2" if patient_id is not None else "")
     params = [month] + ([patient_id] if patient_id is not None else [])
     with connect(warehouse, read_only=True) as con:
         if not table_exists(con, "staging", "patients"):
-            raise ValueError(f"{warehouse} holds no staged extract: run `core20 run --month {month:%Y-%m}` first.")
+            raise ValueError(f"{warehouse} holds no staged extract: run `{settings_file.hint('run', warehouse, month=f'{month:%Y-%m}')}` first.")
         n_month = con.execute("select count(*) from staging.patients where reporting_month = ?", [month]).fetchall()[0][0]
         if n_month == 0:
-            raise ValueError(f"{warehouse} holds no staged extract for {month:%Y-%m}: run `core20 run --month {month:%Y-%m}` first.")
+            raise ValueError(f"{warehouse} holds no staged extract for {month:%Y-%m}: "
+                             f"run `{settings_file.hint('run', warehouse, month=f'{month:%Y-%m}')}` first.")
         patients = _read(con, f"select * from staging.patients where {where}", params)
         events = _read(con, f"select * from staging.events where {where}", params)
         deprivation = (_read(con, f"select * from population.patient_deprivation where {where}", params)
@@ -105,16 +108,16 @@ def add_parsers(sub) -> None:
     explain = sub.add_parser("explain", help="show why one patient is in or out of every register, cohort and indicator (console only)")
     explain.add_argument("--patient", required=True, help="the pseudonymised patient id, as in the extract")
     explain.add_argument("--month", required=True, help="reporting month YYYY-MM (must have been run)")
-    explain.add_argument("--warehouse", help="DuckDB file (default $CORE20_WAREHOUSE or data/warehouse/core20plus5.duckdb)")
+    explain.add_argument("--warehouse", help="DuckDB file (default $CORE20_WAREHOUSE, else core20.toml, else data/warehouse/core20plus5.duckdb)")
     explain.add_argument("--definitions", help="definitions folder (default: the one the month ran with)")
-    explain.add_argument("--reference-dir", help="reference data folder (default $CORE20_REFERENCE_DIR or ../shared/reference_data)")
+    explain.add_argument("--reference-dir", help="reference data folder (default $CORE20_REFERENCE_DIR, else core20.toml, else ../shared/reference_data)")
 
     diff = sub.add_parser("diff-definitions", help="compare two definition folders on a month: who enters and leaves, and why")
     diff.add_argument("old", help="the current definitions folder")
     diff.add_argument("new", help="the proposed definitions folder")
     diff.add_argument("--month", required=True, help="reporting month YYYY-MM (must have been run)")
-    diff.add_argument("--warehouse", help="DuckDB file (default $CORE20_WAREHOUSE or data/warehouse/core20plus5.duckdb)")
-    diff.add_argument("--reference-dir", help="reference data folder (default $CORE20_REFERENCE_DIR or ../shared/reference_data)")
+    diff.add_argument("--warehouse", help="DuckDB file (default $CORE20_WAREHOUSE, else core20.toml, else data/warehouse/core20plus5.duckdb)")
+    diff.add_argument("--reference-dir", help="reference data folder (default $CORE20_REFERENCE_DIR, else core20.toml, else ../shared/reference_data)")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -18,6 +18,7 @@ from assets.reference import REFERENCE_ASSETS
 from assets.report import build_report_asset
 from assets.serving import build_serving_asset
 from assets.staging import staging_extract
+from pipelines import settings_file
 from pipelines.jobs import monthly_job, reference_job
 from pipelines.progress import PROGRESS_LOGGER, progress_logger
 from pipelines.resources import ExtractSource, PipelineSettings, ReferenceData, ServingOutputs, Warehouse
@@ -42,9 +43,15 @@ def build_definitions(
         extracts: extracts root or a single extract folder (default $CORE20_EXTRACTS or data/extracts).
         reference_dir: reference directory (default $CORE20_REFERENCE_DIR or ../shared/reference_data).
         column_mapping: a column-mapping file for the extracts.
-        settings: ICS settings (primary IMD vintage, disclosure profile, gate thresholds).
-        serving_root: serving snapshots for BI (default $CORE20_SERVING or data/serving).
-        reports_dir: monthly HTML reports (default $CORE20_REPORTS or data/reports).
+        settings: ICS settings (primary IMD vintage, disclosure profile, gate thresholds); default
+            the [choices] of the settings file (core20.toml), so the Dagster UI, its schedule and
+            sensor run with the same choices as `core20 run`.
+        serving_root: serving snapshots for BI (default $CORE20_SERVING, core20.toml, or beside the warehouse).
+        reports_dir: monthly HTML reports (default $CORE20_REPORTS, core20.toml, or beside the warehouse).
+
+    Paths left as None are resolved when a run starts (flag, variable, core20.toml, default:
+    pipelines/settings_file.py); the [choices] are read here, so after editing core20.toml
+    reload the code location in the UI.
     """
     base = dg.Definitions(
         assets=[
@@ -76,9 +83,9 @@ def build_definitions(
             "warehouse": Warehouse(path=warehouse),
             "extracts": ExtractSource(root=extracts, column_mapping=column_mapping),
             "reference_data": ReferenceData(directory=reference_dir),
-            "settings": settings or PipelineSettings(),
+            "settings": settings or PipelineSettings(**settings_file.choices()),
             "operations": OperationsSettings(),
-            "serving": ServingOutputs(serving_root=serving_root, reports_dir=reports_dir),
+            "serving": ServingOutputs(serving_root=serving_root, reports_dir=reports_dir, warehouse=warehouse),
         },
     )
     # Outputs for people, built from whatever the month published: a newly published table

@@ -87,6 +87,16 @@ def gate_outcome(gate: GateResult, severity: str = "ERROR") -> CheckOutcome:
     return CheckOutcome(gate.success, gate.summary(), expectation_rows(gate), severity, gate.seconds)
 
 
+# What to change when a rule catches many rows because the supplier codes a column its own way
+# (the extract is then right, and only the mapping is missing).
+RULE_HINTS = {
+    "sex_code_unknown": (
+        "Sex must be M, F, I or U: if the supplier codes it otherwise (e.g. Male/Female or 1/2), map its codes "
+        "with options.sex_values in column_mapping.yaml, e.g. `sex_values: {Male: M, Female: F}`."
+    ),
+}
+
+
 def input_contract_outcome(
     table: str, file_name: str, split: Split, staged: GateResult, threshold: float, seconds: float = 0.0
 ) -> CheckOutcome:
@@ -110,7 +120,9 @@ def input_contract_outcome(
         >>> print(outcome.summary)  # doctest: +NORMALIZE_WHITESPACE
         3 of the 100 distinct rows of patients.csv (3.0%) were quarantined, above the 1.0% threshold: sex_code_unknown 3.
         The rows are in staging.quarantine (private) with the rule that caught each; fix the extract, or raise
-        the threshold (max_quarantine_share) if these rows may be set aside.
+        the threshold (max_quarantine_share) if these rows may be set aside. Sex must be M, F, I or U: if the
+        supplier codes it otherwise (e.g. Male/Female or 1/2), map its codes with options.sex_values in
+        column_mapping.yaml, e.g. `sex_values: {Male: M, Female: F}`.
     """
     n_quarantined = split.quarantined.height
     share_ok = split.share <= threshold
@@ -127,6 +139,7 @@ def input_contract_outcome(
             f"{n_quarantined:,} of the {split.n_rows:,} distinct rows of {file_name} ({split.share:.1%}) were quarantined, above "
             f"the {threshold:.1%} threshold: {by_rule}. The rows are in staging.quarantine (private) with the rule that "
             "caught each; fix the extract, or raise the threshold (max_quarantine_share) if these rows may be set aside."
+            + "".join(f" {RULE_HINTS[rule]}" for rule, n in split.n_quarantined.items() if n and rule in RULE_HINTS)
         )
     summary = f"{quarantine_text} {staged.summary()}" if staged.outcomes else quarantine_text
     return CheckOutcome(share_ok and staged.success, summary, rows, seconds=seconds + staged.seconds)
@@ -327,13 +340,30 @@ def _rate(rows: pl.DataFrame, vintage: str) -> str:
     return "-" if found.is_empty() else f"{found.row(0, named=True)['share']:.1%}"
 
 
+def check_verdict(failed: bool, severity: str) -> str:
+    """Return a check's result and what it means, never a severity that reads like a result.
+
+    A check's severity says what a failure would do (ERROR blocks publication, WARN only
+    warns); "passed (ERROR)" read as an error, so the role is written out in words.
+
+    Examples:
+        >>> check_verdict(False, "ERROR"), check_verdict(True, "ERROR")
+        ('passed [blocking gate]', 'FAILED [blocking gate: publication blocked]')
+        >>> check_verdict(True, "WARN")
+        'FAILED [warning only: publication not blocked]'
+    """
+    role = "blocking gate" if severity == "ERROR" else "warning only"
+    if not failed:
+        return f"passed [{role}]"
+    return f"FAILED [{role}: {'publication blocked' if severity == 'ERROR' else 'publication not blocked'}]"
+
+
 def _month_report(rows: pl.DataFrame, month: date) -> str:
     if rows.is_empty():
         return f"no data-quality results recorded for {month:%Y-%m}"
     lines = [f"data quality for {month:%Y-%m} (run {rows['run_id'][0]})"]
     for (asset, check), group in sorted(rows.group_by("asset", "check_name"), key=lambda kv: kv[0]):
-        verdict = "FAILED" if (group["passed"] == False).any() else "passed"  # noqa: E712
-        lines.append(f"  {asset}:{check} {verdict} ({group['severity'][0]})")
+        lines.append(f"  {asset}:{check} {check_verdict((group['passed'] == False).any(), group['severity'][0])}")  # noqa: E712
         for r in group.iter_rows(named=True):
             mark = {True: "ok  ", False: "FAIL", None: "    "}[r["passed"]]
             column = f" [{r['column']}]" if r["column"] else ""

@@ -9,7 +9,9 @@ from pathlib import Path
 
 import dagster as dg
 
+from pipelines import settings_file
 from pipelines.jobs import MONTHLY_JOB, REFERENCE_JOB
+from pipelines.progress import close_all as close_progress
 from pipelines.progress import progress_run_config
 from pipelines.warehouse import built_pins, connect, table_exists
 
@@ -83,9 +85,12 @@ def ensure_reference(defs: dg.Definitions, warehouse: Path) -> int:
         "(once per reference-data version; the spatial postcode lookup takes longest)"
     )
     started = time.perf_counter()
-    result = defs.resolve_job_def(REFERENCE_JOB).execute_in_process(
-        instance=_instance(), asset_selection=stale, raise_on_error=False, run_config=QUIET_LOGS
-    )
+    try:
+        result = defs.resolve_job_def(REFERENCE_JOB).execute_in_process(
+            instance=_instance(), asset_selection=stale, raise_on_error=False, run_config=progress_run_config(len(stale))
+        )
+    finally:
+        close_progress()
     if not result.success:
         print(f"core20 run: reference data could not be loaded: {failure_message(result)}", file=sys.stderr)
         return EXIT_ERROR
@@ -134,10 +139,13 @@ def run_month(defs: dg.Definitions, partition_key: str, warehouse: Path) -> int:
     n_steps = len(job.graph.node_dict)
     _say(f"running {partition_key[:7]} ({n_steps} steps) ...")
     started = time.perf_counter()
-    result = job.execute_in_process(
-        instance=_instance(), partition_key=partition_key, raise_on_error=False,
-        run_config=progress_run_config(n_steps),
-    )
+    try:
+        result = job.execute_in_process(
+            instance=_instance(), partition_key=partition_key, raise_on_error=False,
+            run_config=progress_run_config(n_steps),
+        )
+    finally:
+        close_progress()
     elapsed = time.perf_counter() - started
     if not result.success:
         blocked = blocked_gates(result)
@@ -146,7 +154,7 @@ def run_month(defs: dg.Definitions, partition_key: str, warehouse: Path) -> int:
                   "The previously published tables are unchanged.", file=sys.stderr)
             for line in blocked:
                 print(f"  {line}", file=sys.stderr)
-            print(f"  every gate's result: core20 quality --month {partition_key[:7]} --warehouse {warehouse}", file=sys.stderr)
+            print(f"  every gate's result: {settings_file.hint('quality', warehouse, month=partition_key[:7])}", file=sys.stderr)
             return EXIT_BLOCKED
         print(f"core20 run: {partition_key[:7]} NOT published (the previously published tables are unchanged): "
               f"{failure_message(result)}", file=sys.stderr)
@@ -281,4 +289,4 @@ def quality_line(warehouse: Path, partition_key: str) -> str:
     return (f"  data quality: {expectations.filter(passed=True).height} of {expectations.height} expectations met"
             f"{f' ({warnings} cohort-sanity warning(s))' if warnings else ''}; quarantined rows: "
             f"{quarantined.get('patients', 0):,} patients, {quarantined.get('events', 0):,} events "
-            f"(details: core20 quality --month {partition_key[:7]})")
+            f"(details: {settings_file.hint('quality', warehouse, month=partition_key[:7])})")

@@ -15,13 +15,13 @@ because DuckDB allows one writer per file.
 from __future__ import annotations
 
 import hashlib
-import os
 from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Optional
 
 import dagster as dg
 
+from pipelines import settings_file
 from pipelines.jobs import monthly_job
 from pipelines.partitions import MONTHLY, month_key
 from pipelines.resources import ExtractSource
@@ -40,10 +40,10 @@ class OperationsSettings(dg.ConfigurableResource):
 
     Attributes:
         run_day: day of the month (1-28) the schedule runs the previous month
-            (default $CORE20_RUN_DAY, else 5: extracts usually land in the first working days).
+            (default $CORE20_RUN_DAY, else core20.toml, else 5: extracts usually land in the first working days).
         settle_seconds: an extract folder is only run once none of its files has changed for
             this long, so a copy still in progress is not read half-written
-            (default $CORE20_EXTRACT_SETTLE_SECONDS, else 120).
+            (default $CORE20_EXTRACT_SETTLE_SECONDS, else core20.toml, else 120).
     """
 
     run_day: Optional[int] = None
@@ -51,16 +51,22 @@ class OperationsSettings(dg.ConfigurableResource):
 
     def day(self) -> int:
         """Return the configured run day, checked to be a day every month has."""
-        day = self.run_day if self.run_day is not None else int(os.environ.get(RUN_DAY_ENV) or DEFAULT_RUN_DAY)
+        value, source = settings_file.resolve("schedule.run_day", self.run_day)
+        try:
+            day = int(value) if value is not None else DEFAULT_RUN_DAY
+        except ValueError:
+            raise ValueError(f"{RUN_DAY_ENV} (run_day) must be a day from 1 to 28 that every month has; got {value!r}") from None
         if not 1 <= day <= 28:
             raise ValueError(f"{RUN_DAY_ENV} (run_day) must be a day from 1 to 28 that every month has; got {day}")
         return day
 
     def settle(self) -> int:
         """Return the settle time in seconds."""
-        if self.settle_seconds is not None:
-            return self.settle_seconds
-        return int(os.environ.get(SETTLE_ENV) or DEFAULT_SETTLE_SECONDS)
+        value, _ = settings_file.resolve("schedule.settle_seconds", self.settle_seconds)
+        try:
+            return int(value) if value is not None else DEFAULT_SETTLE_SECONDS
+        except ValueError:
+            raise ValueError(f"{SETTLE_ENV} (settle_seconds) must be a whole number of seconds; got {value!r}") from None
 
 
 def previous_month(today: date) -> date:

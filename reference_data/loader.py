@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import gzip
 import hashlib
-import os
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -95,12 +94,14 @@ def load_manifest() -> Manifest:
 
 
 def resolve_reference_dir(reference_dir: str | Path | None = None) -> Path:
-    """Return the reference directory: the argument, else $CORE20_REFERENCE_DIR, else the default."""
-    chosen = reference_dir or os.environ.get(REFERENCE_DIR_ENV) or DEFAULT_REFERENCE_DIR
+    """Return the reference directory: the argument, else $CORE20_REFERENCE_DIR, else core20.toml, else the default."""
+    from pipelines.settings_file import path_value
+
+    chosen = path_value("reference_dir", reference_dir, DEFAULT_REFERENCE_DIR)
     path = Path(chosen).expanduser().resolve()
     if not path.is_dir():
         raise ReferenceDataError(
-            f"reference directory {path} does not exist. Point {REFERENCE_DIR_ENV} at the folder "
+            f"reference directory {path} does not exist. Point {REFERENCE_DIR_ENV} (or paths.reference_dir in core20.toml) at the folder "
             "holding the shared reference data (IMD, postcode lookups, boundaries, codelists)."
         )
     return path

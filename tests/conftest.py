@@ -9,13 +9,15 @@ import pytest
 def outputs_outside_the_checkout(tmp_path_factory):
     """Send serving snapshots and reports of runs that do not choose a place to a temporary folder.
 
-    Pipeline runs write them after every published month; without this, tests that only
-    pass --warehouse would fill the checkout's data/ folder. Subprocesses inherit it.
+    Runs on a warehouse given by flag write beside it; runs on the default warehouse would
+    fill the checkout's data/ folder without this. Subprocesses inherit it.
     """
     root = tmp_path_factory.mktemp("outputs")
-    saved = {name: os.environ.get(name) for name in ("CORE20_SERVING", "CORE20_REPORTS")}
+    saved = {name: os.environ.get(name) for name in ("CORE20_SERVING", "CORE20_REPORTS", "CORE20_SETTINGS")}
     os.environ["CORE20_SERVING"] = str(root / "serving")
     os.environ["CORE20_REPORTS"] = str(root / "reports")
+    # A developer's own core20.toml in the checkout must not change what the tests see.
+    os.environ["CORE20_SETTINGS"] = "none"
     yield
     for name, value in saved.items():
         if value is None:

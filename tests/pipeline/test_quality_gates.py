@@ -82,7 +82,7 @@ def test_too_much_quarantine_blocks_says_why_keeps_history_and_a_raised_threshol
     # feeds make available, so its gate waits for staging too.
     assert code == 0 and "2026-09  1/2" in report
     code, detail = core20_in_process("quality", "--warehouse", str(warehouse), "--month", "2026-09")
-    assert "staging/patients:input_contract FAILED (ERROR)" in detail
+    assert "staging/patients:input_contract FAILED [blocking gate: publication blocked]" in detail
     assert "FAIL quarantine_share: patients 100 of 2,000 (5.00%) threshold 0.01" in detail
 
     code, output = run_september(september, warehouse, "--max-quarantine-share", "0.06")
