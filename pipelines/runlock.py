@@ -304,7 +304,7 @@ def start_run(context, warehouse: Path) -> None:
     Called by the IO manager as the run's resources are set up, in the process executing
     the run (the CLI's own process, or the run worker the daemon launched).
     """
-    run = context.dagster_run
+    run = context.run
     if run is None:
         return
     month = run.tags.get("dagster/partition", "")[:7]
@@ -315,7 +315,7 @@ def start_run(context, warehouse: Path) -> None:
 
 def end_run(context, warehouse: Path) -> None:
     """At the end of a run: refresh the readers' copy of the quality history, release what `start_run` took."""
-    run = context.dagster_run
+    run = context.run
     if run is None:
         return
     try:
