@@ -311,6 +311,16 @@ def start_run(context, warehouse: Path) -> None:
     what = f"Dagster run {run.run_id[:8]} of {run.job_name}{f' for {month}' if month else ''}"
     hold_run(context.instance, run.run_id, what)
     acquire_writer(Path(warehouse), what, say=context.log.warning if context.log else None)
+    from pipelines.limits import start_memory_watchdog
+
+    instance, run_id = context.instance, run.run_id
+
+    def record_failure(message: str) -> None:
+        current = instance.get_run_by_id(run_id)
+        if current is not None and not current.is_finished:
+            instance.report_run_failed(current, message)
+
+    start_memory_watchdog(record_failure)
 
 
 def end_run(context, warehouse: Path) -> None:
@@ -359,12 +369,14 @@ def open_duckdb(path: Path, *, read_only: bool, wait: float | None = None,
     """
     import duckdb
 
+    # DuckDB spills big aggregations to disk past this instead of growing the process.
+    config = {"memory_limit": os.environ.get("CORE20_DUCKDB_MEMORY") or "1.25GB"}
     if wait is None:
         wait = wait_seconds(os.environ.get(DUCKDB_WAIT_ENV) or None)
     deadline, told = time.monotonic() + wait, False
     while True:
         try:
-            return duckdb.connect(str(path), read_only=read_only)
+            return duckdb.connect(str(path), read_only=read_only, config=config)
         except duckdb.IOException as error:
             if not _is_lock_conflict(error):
                 raise

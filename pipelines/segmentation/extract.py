@@ -256,6 +256,12 @@ def _read_raw(path: Path, mapping: ColumnMapping) -> pl.DataFrame:
     if path.stat().st_size == 0:
         expected = "a Parquet file" if _is_parquet(path) else "a header line naming the columns, then one line per row"
         raise ExtractError(f"{path}: the file is empty (0 bytes); expected {expected}.", file=path)
+    from pipelines.limits import InputTooLarge, check_input
+
+    try:
+        check_input(path)  # a compressed file may not expand without limit (pipelines/limits.py)
+    except InputTooLarge as error:
+        raise ExtractError(str(error), file=path) from None
     if _is_parquet(path):
         try:
             return pl.read_parquet(path)
