@@ -38,6 +38,9 @@ from pathlib import Path
 WAIT_ENV = "CORE20_RUN_WAIT_SECONDS"
 DEFAULT_WAIT_SECONDS = 3600
 ORPHAN_TAG = "core20/orphaned"
+# On a run that failed for a reason that says nothing about its data (orphaned by a kill, or
+# timed out waiting for the warehouse): the schedule and the sensor try such a month again.
+RETRYABLE_TAG = "core20/retryable"
 RUN_LOCKS = "core20_runs"
 # A STARTED run with no lock file at all (a run from before these locks, or one killed in
 # the moment between Dagster marking it STARTED and its lock being taken) counts as orphaned
@@ -278,7 +281,7 @@ def sweep_orphans(instance, say: Callable[[str], None] | None = None) -> list[st
     for run in instance.get_runs(filters=RunsFilter(statuses=[DagsterRunStatus.STARTED])):
         if not _orphaned(instance, run, folder):
             continue
-        instance.add_run_tags(run.run_id, {ORPHAN_TAG: "true"})
+        instance.add_run_tags(run.run_id, {ORPHAN_TAG: "true", RETRYABLE_TAG: "true"})
         instance.report_run_failed(run, ORPHAN_MESSAGE.format(when=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")))
         (folder / f"{run.run_id}.lock").unlink(missing_ok=True)
         month = run.tags.get("dagster/partition", "")[:7]
@@ -290,11 +293,12 @@ def sweep_orphans(instance, say: Callable[[str], None] | None = None) -> list[st
 
 
 def crash_attempts(instance, partition_key: str, tags: dict[str, str]) -> int:
-    """Return how many runs of this month with these tags (e.g. the same extract fingerprint) were orphaned."""
+    """Return how many runs of this month with these tags (e.g. the same extract fingerprint) failed retryably:
+    orphaned by a kill, or timed out waiting for the warehouse."""
     from dagster import DagsterRunStatus, RunsFilter
 
     runs = instance.get_runs(filters=RunsFilter(
-        tags={"dagster/partition": partition_key, ORPHAN_TAG: "true", **tags}, statuses=[DagsterRunStatus.FAILURE]))
+        tags={"dagster/partition": partition_key, RETRYABLE_TAG: "true", **tags}, statuses=[DagsterRunStatus.FAILURE]))
     return len(runs)
 
 
@@ -310,7 +314,12 @@ def start_run(context, warehouse: Path) -> None:
     month = run.tags.get("dagster/partition", "")[:7]
     what = f"Dagster run {run.run_id[:8]} of {run.job_name}{f' for {month}' if month else ''}"
     hold_run(context.instance, run.run_id, what)
-    acquire_writer(Path(warehouse), what, say=context.log.warning if context.log else None)
+    try:
+        acquire_writer(Path(warehouse), what, say=context.log.warning if context.log else None)
+    except WarehouseBusy:
+        context.instance.add_run_tags(run.run_id, {RETRYABLE_TAG: "true"})  # nothing wrong with its data
+        release_run(context.instance, run.run_id)
+        raise
     from pipelines.limits import start_memory_watchdog
 
     instance, run_id = context.instance, run.run_id

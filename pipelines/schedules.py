@@ -16,7 +16,8 @@ longer exists (`pipelines/runlock.py`) and marks them FAILURE with the tag
 `core20/orphaned`. A month whose run was orphaned is asked for again under a new run key
 (`...:retry1`, `...:retry2`, ...), up to `CORE20_MAX_CRASH_RETRIES` times (default 3) for the
 same extract files, so a month that kills its process every time (e.g. out of memory) stops
-being retried and waits for a person. Only crashes are retried: a month blocked by a
+being retried and waits for a person. A run that timed out waiting for another run's hold
+on the warehouse is retried the same way. Only those are retried: a month blocked by a
 data-quality gate, or refused for a bad extract, failed on its data and would fail the same
 way again, so it keeps its run key and runs again only when the extract is re-sent.
 """

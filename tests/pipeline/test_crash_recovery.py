@@ -13,7 +13,7 @@ import pytest
 from crash_harness import make_home, request_tags, sense, trial
 from pipeline_helpers import published_state
 from pipelines.definitions import build_definitions
-from pipelines.runlock import ORPHAN_TAG, writer_busy
+from pipelines.runlock import ORPHAN_TAG, RETRYABLE_TAG, writer_busy
 from pipelines.runner import QUIET_LOGS
 
 
@@ -62,7 +62,7 @@ def test_a_month_that_crashes_every_time_stops_being_retried(tmp_path, settled, 
         keys = [request.run_key]
         for attempt in range(3):
             instance.add_run(dg.DagsterRun(job_name="monthly", run_id=f"crashed{attempt}", status=dg.DagsterRunStatus.FAILURE,
-                                           tags={**request_tags(request), ORPHAN_TAG: "true"}))
+                                           tags={**request_tags(request), ORPHAN_TAG: "true", RETRYABLE_TAG: "true"}))
             result = sense(instance, settled)
             if isinstance(result, dg.SkipReason):
                 break
@@ -82,3 +82,37 @@ def test_a_month_blocked_by_a_gate_is_not_retried(tmp_path, settled):
                                        tags=request_tags(request)))
         again = sense(instance, settled)
     assert [r.run_key for r in again] == [request.run_key]  # Dagster has run this key: nothing new launches
+
+
+HOLDER = """
+import sys, time
+from pathlib import Path
+from pipelines.runlock import writer
+with writer(Path(sys.argv[1]), "a colleague's backfill"):
+    print("held", flush=True)
+    time.sleep(600)
+"""
+
+
+def test_a_daemon_run_that_timed_out_waiting_for_the_warehouse_is_retried(tmp_path, settled, warehouse, monkeypatch):
+    import subprocess
+    import sys
+
+    monkeypatch.setenv("CORE20_RUN_WAIT_SECONDS", "0")
+    home = make_home(tmp_path / "dagster_home")
+    defs = build_definitions(warehouse=str(warehouse), extracts=str(settled))
+    holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(warehouse)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with dg.DagsterInstance.from_config(str(home)) as instance:
+            request = sense(instance, settled)[0]
+            result = defs.resolve_job_def("monthly").execute_in_process(
+                instance=instance, partition_key=request.partition_key, tags=request_tags(request),
+                raise_on_error=False, run_config=QUIET_LOGS)
+            assert not result.success
+            assert instance.get_run_by_id(result.run_id).tags.get(RETRYABLE_TAG) == "true"
+            retry = sense(instance, settled)[0]
+    finally:
+        holder.kill()
+        holder.wait()
+    assert retry.run_key == request.run_key + ":retry1"
