@@ -74,25 +74,34 @@ def test_a_second_run_told_not_to_wait_refuses_clearly_and_changes_nothing(septe
 
 
 READER = """
-import duckdb, sys, time
+import duckdb, select, sys, time
 con = duckdb.connect(sys.argv[1], read_only=True)
 con.execute("select count(*) from published.gap_table").fetchall()
 print("holding", flush=True)
-time.sleep(float(sys.argv[2]))
+select.select([sys.stdin], [], [], float(sys.argv[2]))  # until told to close, or the time is up
 con.close()
 """
 
 
 def hold_read_only(warehouse: Path, seconds: float) -> subprocess.Popen:
-    reader = subprocess.Popen([sys.executable, "-c", READER, str(warehouse), str(seconds)], stdout=subprocess.PIPE, text=True)
+    reader = subprocess.Popen([sys.executable, "-c", READER, str(warehouse), str(seconds)], stdout=subprocess.PIPE,
+                              stdin=subprocess.PIPE, text=True)
     assert reader.stdout.readline().strip() == "holding"
     return reader
 
 
 def test_an_analyst_holding_the_warehouse_read_only_delays_a_run_but_never_fails_it(september, warehouse):
-    reader = hold_read_only(warehouse, 45)  # longer than staging takes to reach its first write
-    code, output = finish(run_september(september, warehouse))
-    reader.wait()
+    reader = hold_read_only(warehouse, 600)
+    run = run_september(september, warehouse)
+    lines = []
+    for line in run.stdout:  # the analyst closes the session once the run says it is waiting
+        lines.append(line)
+        if "to close the warehouse" in line:
+            reader.stdin.write("done\n")
+            reader.stdin.flush()
+    run.wait(timeout=900)
+    reader.wait(timeout=60)
+    code, output = run.returncode, "".join(lines)
     assert code == 0, output
     assert f"waiting for process {reader.pid} to close the warehouse {warehouse}" in output
     assert "Analysts should open serving/current/core20plus5.duckdb instead" in output
