@@ -110,7 +110,7 @@ def test_an_analyst_holding_the_warehouse_read_only_delays_a_run_but_never_fails
 
 def test_a_reader_that_never_lets_go_gets_a_clear_refusal_naming_it(september, warehouse):
     before = published_state(warehouse)
-    reader = hold_read_only(warehouse, 60)
+    reader = hold_read_only(warehouse, 600)  # killed below
     try:
         code, output = finish(run_september(september, warehouse, env={"CORE20_WAREHOUSE_LOCK_SECONDS": "2"}))
     finally:
