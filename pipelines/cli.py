@@ -74,6 +74,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--to", dest="to_month", help="backfill: last month YYYY-MM of the range (default: the latest extract present)")
     run.add_argument("--warehouse", help="DuckDB file (default $CORE20_WAREHOUSE, else core20.toml, else data/warehouse/core20plus5.duckdb)")
     run.add_argument("--reference-dir", help="reference data folder (default $CORE20_REFERENCE_DIR, else core20.toml, else ../shared/reference_data)")
+    run.add_argument("--wait", type=float, metavar="SECONDS",
+                     help="when another run is writing the same warehouse, wait this long for it to finish "
+                          "(default $CORE20_RUN_WAIT_SECONDS or 3600; 0 = refuse at once)")
     run.add_argument("--serving", help="serving folder for Power BI (default $CORE20_SERVING, else core20.toml, else beside the warehouse: data/serving)")
     run.add_argument("--reports", help="folder of the monthly HTML reports (default $CORE20_REPORTS, else core20.toml, else beside the warehouse: data/reports)")
     run.add_argument("--column-mapping", help="column-mapping YAML for a supplier's headers")
@@ -188,6 +191,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _command(args: argparse.Namespace) -> int:
+    if args.command in ("run", "quality", "explain", "diff-definitions"):
+        _sweep_orphaned_runs()
     try:
         if args.command == "synth":
             return _synth(args)
@@ -232,6 +237,16 @@ def _init(args: argparse.Namespace) -> int:
         print(f"commands started elsewhere find it with --settings {shlex.quote(str(target))} "
               f"or {settings_file.SETTINGS_ENV}={shlex.quote(str(target))}")
     return EXIT_OK
+
+
+def _sweep_orphaned_runs() -> None:
+    """Mark runs left STARTED by a killed process FAILURE before doing anything (pipelines/runlock.py)."""
+    from pipelines import runner
+
+    try:
+        runner.sweep_orphaned_runs()
+    except runner.InstanceError:
+        pass  # `run` reports an unusable DAGSTER_HOME itself; the other commands do not need it
 
 
 def _synth(args: argparse.Namespace) -> int:
@@ -396,16 +411,27 @@ def _run(args: argparse.Namespace) -> int:
     except runner.InstanceError as error:
         print(f"core20 run: {error}", file=sys.stderr)
         return EXIT_ERROR
+    from pipelines import runlock
+
+    what = f"core20 run {months[0][:7]}" + (f" to {months[-1][:7]}" if len(months) > 1 else "")
+    try:
+        # One writer per warehouse: a second `core20 run` (or a daemon run) queues behind this one.
+        with runlock.writer(warehouse, what, wait=args.wait, say=print):
+            return _run_months(defs, months, warehouse)
+    except (runlock.WarehouseBusy, ValueError) as error:
+        print(f"core20 run: {error}", file=sys.stderr)
+        return EXIT_ERROR
+
+
+def _run_months(defs, months: list[str], warehouse: Path) -> int:
+    from pipelines import runner
+
     code = runner.ensure_reference(defs, warehouse)
     if code != EXIT_OK:
         return code
     if len(months) > 1:
         return runner.run_months(defs, months, warehouse)
-    for key in months:
-        code = runner.run_month(defs, key, warehouse)
-        if code != EXIT_OK:
-            return code
-    return EXIT_OK
+    return runner.run_month(defs, months[0], warehouse)
 
 
 def _quality(args: argparse.Namespace) -> int:
@@ -418,7 +444,18 @@ def _quality(args: argparse.Namespace) -> int:
     except ValueError as error:
         print(f"core20 quality: {error}", file=sys.stderr)
         return EXIT_ERROR
+    from pipelines import runlock
+
     warehouse = resolve_warehouse_path(args.warehouse)
+    busy, copy = runlock.writer_busy(warehouse), runlock.quality_copy_path(warehouse)
+    if busy and copy.exists():
+        # Never touch the warehouse a run is writing: a reader would make that run wait.
+        import polars as pl
+
+        print(f"a run is writing {warehouse} ({busy}); this is the data-quality history as of the end of the "
+              f"previous run, from {copy}")
+        print(quality.report(pl.read_parquet(copy), month))
+        return EXIT_OK
     print(f"data-quality history in {warehouse} (table audit.data_quality)")
     print(quality.report(quality.history(warehouse), month))
     return EXIT_OK

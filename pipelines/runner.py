@@ -55,6 +55,16 @@ def _instance() -> dg.DagsterInstance:
     return dg.DagsterInstance.ephemeral()
 
 
+def sweep_orphaned_runs() -> list[str]:
+    """Mark runs of $DAGSTER_HOME left STARTED by a process that no longer exists FAILURE; return their ids."""
+    from pipelines.runlock import sweep_orphans
+
+    if dagster_home() is None:
+        return []
+    with dg.DagsterInstance.get() as instance:
+        return sweep_orphans(instance, say=_say)
+
+
 def _say(message: str) -> None:
     print(message, flush=True)
 

@@ -46,7 +46,10 @@ def connect(path: str | Path, *, read_only: bool = False) -> Iterator[duckdb.Duc
     path = Path(path)
     if not read_only:
         path.parent.mkdir(parents=True, exist_ok=True)
-    con = duckdb.connect(str(path), read_only=read_only)
+    # Waits (saying so) while another process holds the file, e.g. an analyst's read-only session.
+    from pipelines.runlock import open_duckdb
+
+    con = open_duckdb(path, read_only=read_only)
     try:
         yield con
     finally:
@@ -258,6 +261,18 @@ class DuckDBPolarsIOManager(dg.ConfigurableIOManager):
         from pipelines.resources import resolve_warehouse_path
 
         return resolve_warehouse_path(self.database)
+
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        # One writer per warehouse, and a lock that outlives this process only as long as it lives
+        # (pipelines/runlock.py): a second run queues, a killed run is recognised as orphaned.
+        from pipelines import runlock
+
+        runlock.start_run(context, self.path())
+
+    def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
+        from pipelines import runlock
+
+        runlock.end_run(context, self.path())
 
     def handle_output(self, context: dg.OutputContext, obj: pl.DataFrame | None) -> None:
         if obj is None:

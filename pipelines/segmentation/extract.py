@@ -256,6 +256,12 @@ def _read_raw(path: Path, mapping: ColumnMapping) -> pl.DataFrame:
     if path.stat().st_size == 0:
         expected = "a Parquet file" if _is_parquet(path) else "a header line naming the columns, then one line per row"
         raise ExtractError(f"{path}: the file is empty (0 bytes); expected {expected}.", file=path)
+    from pipelines.limits import InputTooLarge, check_input
+
+    try:
+        check_input(path)  # a compressed file may not expand without limit (pipelines/limits.py)
+    except InputTooLarge as error:
+        raise ExtractError(str(error), file=path) from None
     if _is_parquet(path):
         try:
             return pl.read_parquet(path)
@@ -265,8 +271,9 @@ def _read_raw(path: Path, mapping: ColumnMapping) -> pl.DataFrame:
                 f"{path}: could not be read as Parquet ({reason}); expected a complete Parquet file. It may "
                 "have been cut short in transfer: ask the supplier to send it again.", file=path,
             ) from None
+    _refuse_utf16(path)
     try:
-        return pl.read_csv(path, separator=mapping.delimiter, infer_schema_length=0, encoding="utf8")
+        raw = pl.read_csv(path, separator=mapping.delimiter, infer_schema_length=0, encoding="utf8")
     except (pl.exceptions.PolarsError, OSError, UnicodeDecodeError):
         line = _first_line_not_utf8(path)
         if line is not None:
@@ -278,6 +285,36 @@ def _read_raw(path: Path, mapping: ColumnMapping) -> pl.DataFrame:
             f"{path}: could not be read as CSV with the delimiter {mapping.delimiter!r}; expected a header line, "
             "then one line per row with the same number of fields (quotes closed on the same line).", file=path,
         ) from None
+    _refuse_repeated_headers(raw, path)
+    return raw
+
+
+def _refuse_utf16(path: Path) -> None:
+    """Refuse a UTF-16 export (Excel's 'Unicode text'), which polars would read as one garbled column set."""
+    import gzip
+
+    with (gzip.open(path, "rb") if path.name.endswith(".gz") else open(path, "rb")) as handle:
+        start = handle.read(2)
+    if start in (b"\xff\xfe", b"\xfe\xff"):
+        raise ExtractError(
+            f"{path}: line 1 is not valid UTF-8 text; expected the whole file in UTF-8. It starts with a UTF-16 "
+            "byte-order mark (Excel's 'Unicode text'): re-export it as UTF-8 (for example 'CSV UTF-8' in Excel).",
+            file=path, line=1,
+        )
+
+
+def _refuse_repeated_headers(raw: pl.DataFrame, path: Path) -> None:
+    """Refuse a header naming a column twice (polars would rename the second to NAME_duplicated_0)."""
+    if _headers_if_names(raw.columns) is None:
+        return  # no header line (a data row where the names should be): reported, unquoted, as missing columns
+    for name in raw.columns:
+        base, marker, number = name.rpartition("_duplicated_")
+        if marker and number.isdigit() and base and base in raw.columns:
+            positions = [i + 1 for i, c in enumerate(raw.columns) if c == base or c.startswith(base + "_duplicated_")]
+            raise ExtractError(
+                f"{path}: the header names '{base}' twice (fields {', '.join(map(str, positions))} of line 1); "
+                "expected each column once.", file=path, column=base, line=1,
+            )
 
 
 _NAME_LIKE = re.compile(r"[A-Za-z_][A-Za-z0-9_ ()./-]{0,63}")
@@ -334,6 +371,16 @@ def _rename_to_contract(raw: pl.DataFrame, table: Table, mapping: dict[str, str]
                 f"column of that name: {_describe_headers(raw.columns)}.", file=path, column=column.name,
             )
     frame = raw.select(list(renames)).rename(renames)
+    nested = [(header, name) for header, name in renames.items() if frame.schema[name].is_nested()]
+    if nested:
+        header, name = nested[0]
+        kind = "a struct (several fields)" if isinstance(frame.schema[name], pl.Struct) else "a list of values"
+        raise ExtractError(
+            f"{path}: column '{header}'{f' (the contract column {name!r})' if header != name else ''} holds {kind} in "
+            f"each row, stored as {frame.schema[name]}; expected one plain value per row "
+            f"({'text' if table.column(name).dtype == pl.String else _expected(table.column(name).dtype, '%Y-%m-%d')}). "
+            "Export the column flat.", file=path, column=name,
+        )
     missing = [c.name for c in table.columns if c.required and c.name not in frame.columns]
     if missing:
         names = _headers_if_names(raw.columns) or []
