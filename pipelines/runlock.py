@@ -18,7 +18,7 @@ So a lock that can be taken means its holder is gone; nothing has to be cleaned 
   FAILURE (tag `core20/orphaned`), which frees the one-at-a-time queue, lets the schedule
   ask for the month again, and tells the sensor to retry it under a new run key. Every
   `core20` command and every schedule and sensor tick sweeps first. Dagster's own run
-  monitoring (dagster.yaml) covers runs that never got past STARTING; the default run
+  monitoring (instance/dagster.yaml) covers runs that never got past STARTING; the default run
   launcher has no health check for a STARTED run worker, which is what this adds.
 """
 

@@ -8,7 +8,7 @@ only that month's rows, and the serving export and report follow.
 
 Run keys make both idempotent: Dagster never launches two runs with the same key, so a
 sensor tick that sees the same folder again, or a schedule tick evaluated twice, does
-nothing. Runs are queued one at a time by `dagster.yaml` (`max_concurrent_runs: 1`)
+nothing. Runs are queued one at a time by `instance/dagster.yaml` (`max_concurrent_runs: 1`)
 because DuckDB allows one writer per file.
 
 A crash never wedges them. Each tick first sweeps runs left STARTED by a process that no
@@ -25,6 +25,7 @@ way again, so it keeps its run key and runs again only when the extract is re-se
 from __future__ import annotations
 
 import hashlib
+import os
 from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Optional

@@ -39,7 +39,7 @@ with dg.DagsterInstance.get() as instance:
 def make_home(folder: Path) -> Path:
     """Return a DAGSTER_HOME holding the project's dagster.yaml."""
     folder.mkdir(parents=True, exist_ok=True)
-    shutil.copy(REPO / "dagster.yaml", folder / "dagster.yaml")
+    shutil.copy(REPO / "instance" / "dagster.yaml", folder / "dagster.yaml")
     return folder
 
 
