@@ -8,7 +8,6 @@ from assets.gaps import audit_gap_table, audit_inequality_table, audit_spc_serie
 from assets.indicators import audit_indicator_catalogue, indicator_catalogue, patient_indicators
 from assets.lineage import LINEAGE_ASSETS
 from assets.population import (
-    audit_deprivation_quality,
     deprivation_quality_table,
     patient_attributes,
     patient_deprivation,
@@ -61,7 +60,6 @@ def build_definitions(
             audit_indicator_catalogue,
             audit_inequality_table,
             audit_spc_series,
-            audit_deprivation_quality,
             publish_month,
             staging_feeds,
             cohort_catalogue,

@@ -329,6 +329,8 @@ class CountProblem:
             (lower, upper, shift) arrays over the variables: what that release showed of the
             count (0 to infinity where it was hidden) and how much the true count changed since.
         exact: variable -> its value, for counts every reader knows exactly (in no unit).
+        unpublished: units that are never shown (hidden from the start, never a complement);
+            a count only they hold must still not be narrowed down when it is small.
     """
 
     keys: list
@@ -341,9 +343,13 @@ class CountProblem:
     implies: dict = field(default_factory=dict)
     released: list = field(default_factory=list)
     exact: dict = field(default_factory=dict)
+    unpublished: set = field(default_factory=set)
 
 
 _HIGHS_STARTED = False
+# After this many new complements the remaining targets are re-checked with the two joint LPs
+# (each such check costs two solves of the whole part; the witness points stay free).
+RECHECK_EVERY = 10
 
 
 def _new_highs():
@@ -389,7 +395,7 @@ class _Component:
     one cell costs a fraction of a fresh solve (measured: see the README's suppression figures).
     """
 
-    def __init__(self, variables, problem: CountProblem, lower, upper):
+    def __init__(self, variables, problem: CountProblem, lower, upper, hidden_bounds):
         import highspy
         import numpy as np
 
@@ -430,23 +436,6 @@ class _Component:
                 starts.append(len(index))
                 rows_lower.append(-inf)
                 rows_upper.append(0.0)
-        # Auxiliaries u_i <= x_i and d_i >= x_i of every count, neutral until a joint LP uses them
-        # (u fixed at 0, d free above): built once, so the model's shape never changes.
-        for i in range(n):
-            index += [n + i, i]
-            value += [1.0, -1.0]
-            starts.append(len(index))
-            rows_lower.append(-inf)
-            rows_upper.append(0.0)
-            index += [i, 2 * n + i]
-            value += [1.0, -1.0]
-            starts.append(len(index))
-            rows_lower.append(-inf)
-            rows_upper.append(0.0)
-        lp.num_col_ = 3 * n
-        lp.col_cost_ = np.zeros(3 * n)
-        lp.col_lower_ = np.concatenate([lp.col_lower_, np.zeros(2 * n)])
-        lp.col_upper_ = np.concatenate([lp.col_upper_, np.zeros(n), np.full(n, inf)])
         lp.num_row_ = len(rows_lower)
         lp.row_lower_ = np.array(rows_lower, dtype=float)
         lp.row_upper_ = np.array(rows_upper, dtype=float)
@@ -454,9 +443,14 @@ class _Component:
         lp.a_matrix_.start_ = np.array(starts, dtype=np.int32)
         lp.a_matrix_.index_ = np.array(index, dtype=np.int32)
         lp.a_matrix_.value_ = np.array(value, dtype=float)
-        lp.a_matrix_.num_col_ = 3 * n
+        lp.a_matrix_.num_col_ = n
         lp.a_matrix_.num_row_ = len(rows_lower)
         h.passModel(lp)
+        self.col_lower = np.array(lp.col_lower_, dtype=float)
+        self.col_upper = np.array(lp.col_upper_, dtype=float)
+        self.hidden_lower = np.array([hidden_bounds[v][0] for v in self.variables], dtype=float)
+        self.hidden_upper = np.array([hidden_bounds[v][1] if np.isfinite(hidden_bounds[v][1]) else inf
+                                      for v in self.variables], dtype=float)
         self.h = h
         self.n = n
         self.solves = 0
@@ -468,12 +462,8 @@ class _Component:
 
     def set_hidden(self, variable) -> None:
         i = self.local[variable]
-        self.h.changeColBounds(i, 0.0, self.highspy.kHighsInf)
-
-    def _aux(self, variable) -> tuple[int, int]:
-        """Return the (u, d) columns of a count."""
-        i = self.local[variable]
-        return self.n + i, 2 * self.n + i
+        self.col_lower[i], self.col_upper[i] = self.hidden_lower[i], self.hidden_upper[i]
+        self.h.changeColBounds(i, self.col_lower[i], self.col_upper[i])
 
     def _run(self, costs: dict[int, float]):
         import numpy as np
@@ -514,31 +504,36 @@ class _Component:
         return value, binding
 
     def joint(self, targets: dict, up: bool) -> set:
-        """Return the targets shown to reach their need (dict variable -> need) in one joint LP."""
+        """Return the targets shown to reach their need (dict variable -> need) in one joint LP.
+
+        Each target is capped at its need for the solve (up: x <= need, maximise the sum; down:
+        x >= need, minimise it) and reaches it when it sits on the cap at the optimum. The true
+        counts satisfy every cap (a small count is within 1..threshold, any other count within
+        one of itself), so the capped LP is feasible; its solution is also a witness point.
+        """
+        import numpy as np
+
         inf = self.highspy.kHighsInf
-        columns = {}
-        for v in sorted(targets):
-            u, d = self._aux(v)
-            if up:
-                self.h.changeColBounds(u, 0.0, float(targets[v]))
-                columns[u] = -1.0
-            else:
-                self.h.changeColBounds(d, float(targets[v]), inf)
-                columns[d] = 1.0
-        solution = self._run(columns)
+        order = sorted(targets)
+        columns = np.array([self.local[v] for v in order], dtype=np.int32)
+        saved_lower = self.col_lower[columns]
+        saved_upper = self.col_upper[columns]
+        need = np.array([float(targets[v]) for v in order])
+        if up:
+            self.h.changeColsBounds(len(columns), columns, saved_lower, np.minimum(saved_upper, need))
+        else:
+            self.h.changeColsBounds(len(columns), columns, np.maximum(saved_lower, need), saved_upper)
+        try:
+            solution = self._run({c: (-1.0 if up else 1.0) for c in columns.tolist()})
+        finally:
+            self.h.changeColsBounds(len(columns), columns, saved_lower, saved_upper)
         reached = set()
-        for v in targets:
-            u, d = self._aux(v)
+        for v, c, want in zip(order, columns.tolist(), need.tolist()):
             if solution is None:
-                if up:
-                    reached.add(v)
-            elif up and solution.col_value[u] >= targets[v] - 1e-6:
+                continue
+            value = solution.col_value[c]
+            if (up and value >= want - 1e-6) or (not up and value <= want + 1e-6):
                 reached.add(v)
-            elif not up and solution.col_value[d] <= targets[v] + 1e-6:
-                reached.add(v)
-            # Reset so the next query starts from neutral auxiliaries.
-            self.h.changeColBounds(u, 0.0, 0.0)
-            self.h.changeColBounds(d, 0.0, inf)
         return reached
 
 
@@ -656,8 +651,9 @@ def suppress(problem: CountProblem, profile: DisclosureProfile, primary_units: s
             hidden_units.add(x)
             stack.extend(problem.implies.get(x, ()))
 
-    for u in sorted(primary_units):
+    for u in sorted(set(primary_units) | set(problem.unpublished)):
         hide_unit(u)
+    only_unpublished = {v for v, us in units_of.items() if all(u in problem.unpublished for u in us)}
 
     def is_hidden(v: int) -> bool:
         shown_in = units_of.get(v, ())
@@ -700,7 +696,8 @@ def suppress(problem: CountProblem, profile: DisclosureProfile, primary_units: s
             continue
         bounds = {v: bounds_for(v) for v in variables}
         component = _Component(variables, problem, {v: b[0] for v, b in bounds.items()},
-                               {v: b[1] for v, b in bounds.items()})
+                               {v: b[1] for v, b in bounds.items()},
+                               {v: (fixed_lower[v], fixed_upper[v]) for v in variables})
         seen_hidden = {v for v in variables if is_hidden(v)}
         zero = _public_zeros(problem, {v for v in variables if not is_hidden(v) and values[v] == 0
                                        and upper[v] == 0})
@@ -709,7 +706,7 @@ def suppress(problem: CountProblem, profile: DisclosureProfile, primary_units: s
             """(need_low, need_high): the values the count's interval must reach; None: no need."""
             if is_small[v]:
                 return 1.0, float(threshold)
-            if v in zero:
+            if v in zero or v in only_unpublished:
                 return None, None
             return (float(values[v] - 1) if values[v] >= 1 else None), float(values[v] + 1)
 
@@ -799,13 +796,17 @@ def suppress(problem: CountProblem, profile: DisclosureProfile, primary_units: s
                 pending.extend(refresh())
 
         pending = certify(sorted(seen_hidden, key=lambda v: rank_of[v]))
+        added, recheck_every = 0, RECHECK_EVERY
         while pending:
             target = pending.pop(0)
             before = len(seen_hidden)
             protect(target)
-            if len(seen_hidden) > before and len(pending) > 2:
-                # The new complements may protect the rest too: re-check them jointly.
-                pending = certify(sorted(set(pending) - {target}, key=lambda v: rank_of[v]))
+            if len(seen_hidden) > before:
+                added += len(seen_hidden) - before
+                if added >= recheck_every and len(pending) > 2:
+                    # The new complements may protect the rest too: re-check them jointly.
+                    added = 0
+                    pending = certify(sorted(set(pending) - {target}, key=lambda v: rank_of[v]))
         result.n_lp_solves += component.solves
     return result
 

@@ -18,7 +18,9 @@ rather than "the largest group", so a gap means the same thing every month):
 - `overall`: the single group 'all'; compared to nothing.
 - `imd_decile`: '1'..'10' (national decile, 1 = most deprived); reference '10'.
 - `imd_quintile`: '1'..'5' = ceil(decile / 2); reference '5' (least deprived).
-- `core20`: 'core20' (national decile 1-2) or 'rest'; reference 'rest'.
+- `core20`: 'core20' (national decile 1-2) or 'rest' (everyone else, including patients with
+  no national decile: a small 'unknown' group would otherwise cost the headline Core20 row
+  as its complement); reference 'rest'.
 - `ethnicity_broad`: the five broad census groups plus 'Not stated'; reference 'White'.
 - `ethnicity_16`: the 16 census groups (NHS ethnic category A-S) plus 'Not stated';
   reference 'White - British' (DOMAIN.md section 5: "each ethnic group vs White British").
@@ -54,7 +56,8 @@ from typing import Mapping, Sequence
 
 import polars as pl
 
-from pipelines.segmentation.disclosure import NHS_SUPPRESS_ROUND5, DisclosureProfile, protect_counts
+from pipelines.segmentation.disclosure import NHS_SUPPRESS_ROUND5, DisclosureProfile
+from pipelines.segmentation.month_disclosure import population_memberships, protect_month
 from pipelines.segmentation.schemas import GAP_TABLE, IMD_VINTAGES
 from pipelines.segmentation.stats import newcombe_columns, wilson_columns
 
@@ -130,7 +133,11 @@ def _deprivation_groups(decile: pl.Expr) -> dict[str, pl.Expr]:
     return {
         "imd_decile": d.cast(pl.String).fill_null(UNKNOWN),
         "imd_quintile": quintile.cast(pl.String).fill_null(UNKNOWN),
-        "core20": pl.when(d.is_null()).then(pl.lit(UNKNOWN)).when(d <= 2).then(pl.lit("core20")).otherwise(pl.lit("rest")),
+        # 'rest' is everyone not in Core20, including patients with no national decile: the
+        # small 'unknown' group then has a coarser published home in this headline breakdown,
+        # instead of costing the Core20 row as its complement (missingness stays reported in
+        # the decile and quintile breakdowns and in deprivation quality).
+        "core20": pl.when(d.is_not_null() & (d <= 2)).then(pl.lit("core20")).otherwise(pl.lit("rest")),
     }
 
 
@@ -216,7 +223,7 @@ def _relations(counts: pl.DataFrame, cells: pl.DataFrame, primary_vintage: str) 
                 members = [UNKNOWN] if q == UNKNOWN else [str(2 * int(q) - 1), str(2 * int(q))]
                 add((vintage, "imd_quintile", q), [(vintage, "imd_decile", d) for d in members if d in deciles])
         if quintiles and core20:
-            split = {"core20": ["1"], "rest": ["2", "3", "4", "5"], UNKNOWN: [UNKNOWN]}
+            split = {"core20": ["1"], "rest": ["2", "3", "4", "5", UNKNOWN], UNKNOWN: [UNKNOWN]}
             for c in core20:
                 add((vintage, "core20", c), [(vintage, "imd_quintile", q) for q in split[c] if q in quintiles])
     for fine, coarse in (("ethnicity_16", "ethnicity_broad"), ("sub_icb", "icb")):
@@ -260,6 +267,10 @@ def build_gap_table(
     intersections: Sequence[tuple[str, str]] | None = None,
     primary_vintage: str = "IMD2019",
     reference_groups: Mapping[str, str | None] | None = None,
+    deprivation: pl.LazyFrame | None = None,
+    quality: pl.DataFrame | None = None,
+    earlier: "Sequence[pl.DataFrame] | None" = None,
+    audit_stats: dict | None = None,
 ) -> pl.DataFrame:
     """Return the published gap table (the `GAP_TABLE` contract) for indicator results.
 
@@ -284,6 +295,14 @@ def build_gap_table(
             none); 'cohort:*' stands for every cohort.
         primary_vintage: IMD vintage that labels the breakdowns not based on deprivation.
         reference_groups: overrides of `REFERENCE_GROUPS`, by breakdown.
+        deprivation: `population.patient_deprivation` rows with `practice_code` (every
+            registered patient); with `quality`, the month's deprivation-quality counts are
+            protected together with the gap table (see `protect_month`).
+        quality: the exact `deprivation_quality` table of the same month(s).
+        earlier: the true counts of earlier releases of the same month still in readers'
+            hands (`release_counts` frames); see `protect_month`.
+        audit_stats: a dict the suppression's figures (and the controlled quality table,
+            under 'quality') are written into.
 
     Returns:
         A DataFrame with exactly `GAP_TABLE`'s columns, dtypes and order, sorted by month,
@@ -429,12 +448,20 @@ def build_gap_table(
         )
     counts = pl.concat(pieces)
 
-    # Step 2: disclosure control on the counts, with secondary suppression, before any statistic.
+    # Step 2: disclosure control on the counts, with secondary suppression, before any statistic:
+    # jointly with the month's other published counts (deprivation quality) and every identity
+    # between the populations behind them, since a reader holds all of them at once.
     relations = _relations(counts, cells, primary_vintage)
-    controlled = protect_counts(
-        counts, ["numerator", "denominator"], profile, table=_KEYS, cell=_CELL, relations=relations,
-        priority=complement_priority, at_most=[("numerator", "denominator")],
+    memberships = None
+    if quality is not None:
+        memberships = population_memberships(indicator_results, deprivation)
+    controlled, quality_controlled, stats = protect_month(
+        counts, relations, profile, primary_vintage=primary_vintage, memberships=memberships, quality=quality,
+        earlier=earlier,
     )
+    if audit_stats is not None:
+        audit_stats.update(stats)
+        audit_stats["quality"] = quality_controlled
 
     # Step 3: rates from controlled counts; a row with a hidden count gets no rate.
     controlled = controlled.with_columns(
