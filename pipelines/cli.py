@@ -314,9 +314,16 @@ def _quality(args: argparse.Namespace) -> int:
         print(f"core20 quality: {error}", file=sys.stderr)
         return EXIT_ERROR
     warehouse = resolve_warehouse_path(args.warehouse)
-    print(f"data-quality history in {warehouse} (table audit.data_quality)")
-    print(quality.report(quality.history(warehouse), month))
+    print(quality_text(warehouse, month))
     return EXIT_OK
+
+
+def quality_text(warehouse, month=None) -> str:
+    """Return what `core20 quality` prints: the history with the disclosure profile on every count."""
+    from pipelines import quality
+
+    return (f"data-quality history in {warehouse} (table audit.data_quality; counts disclosure-controlled)\n"
+            + quality.report(quality.controlled_history(warehouse), month))
 
 
 if __name__ == "__main__":  # pragma: no cover

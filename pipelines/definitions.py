@@ -12,10 +12,9 @@ from assets.population import (
     patient_attributes,
     patient_deprivation,
 )
+from assets.disclosure import disclosure_audit
 from assets.publish import publish_month
 from assets.reference import REFERENCE_ASSETS
-from assets.report import build_report_asset
-from assets.serving import build_serving_asset
 from assets.staging import staging_extract
 from pipelines.jobs import monthly_job, reference_job
 from pipelines.progress import PROGRESS_LOGGER, progress_logger
@@ -45,6 +44,8 @@ def build_definitions(
         serving_root: serving snapshots for BI (default $CORE20_SERVING or data/serving).
         reports_dir: monthly HTML reports (default $CORE20_REPORTS or data/reports).
     """
+    # The serving snapshot and the report are built as candidates by the disclosure audit and put in
+    # place by the publish step (assets/disclosure.py, assets/publish.py).
     base = dg.Definitions(
         assets=[
             *REFERENCE_ASSETS,
@@ -60,6 +61,7 @@ def build_definitions(
             audit_indicator_catalogue,
             audit_inequality_table,
             audit_spc_series,
+            disclosure_audit,
             publish_month,
             staging_feeds,
             cohort_catalogue,
@@ -79,10 +81,6 @@ def build_definitions(
             "serving": ServingOutputs(serving_root=serving_root, reports_dir=reports_dir),
         },
     )
-    # Outputs for people, built from whatever the month published: a newly published table
-    # reaches the serving snapshot and the report without a change here.
-    published = [spec.key for spec in base.resolve_all_asset_specs() if spec.key.path[0] == "published"]
-    return dg.Definitions.merge(base, dg.Definitions(assets=[build_serving_asset(published), build_report_asset(published)]))
-
+    return base
 
 defs = build_definitions()

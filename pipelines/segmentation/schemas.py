@@ -457,7 +457,8 @@ QUARANTINE = Table(
     ),
 )
 
-QUALITY_KINDS = ("expectation", "quarantine_rule", "quarantine_share", "match_rate", "match_method", "practice_address")
+QUALITY_KINDS = ("expectation", "quarantine_rule", "quarantine_share", "match_rate", "match_method", "practice_address",
+                 "disclosure_rule")
 
 DATA_QUALITY = Table(
     name="audit.data_quality",
