@@ -221,32 +221,24 @@ def rate_text(value: float | None, multiplier: float | None, value_type: str | N
     """Return a published rate in its own unit: a percentage for proportions, 'per N' for rates.
 
     Examples:
-        >>> rate_text(59.04, 100, "proportion"), rate_text(593.2, 100000, "rate"), rate_text(None, 100, "proportion")
-        ('59.0%', '593.2 per 100,000', 'suppressed')
-        >>> rate_text(0.59, None, None)  # a table from before units were published: a proportion
-        '59.0%'
+        >>> rate_text(0.5904, 1, "proportion"), rate_text(5930.8, 100000, "rate"), rate_text(None, 1, "proportion")
+        ('59.0%', '5,930.8 per 100,000', 'suppressed')
     """
-    if value is None:
-        return "suppressed"
-    if multiplier is None:
-        return f"{100 * value:.1f}%"
-    if value_type == "rate" or multiplier not in (100, 100.0):
-        return f"{value:,.1f} per {int(multiplier):,}"
-    return f"{value:.1f}%"
+    from pipelines.report.charts import Unit
+
+    return Unit(value_type or "proportion", int(multiplier or 1)).text(value)
 
 
 def gap_text(gap: float, multiplier: float | None, value_type: str | None) -> str:
     """Return a gap in its unit: percentage points for proportions, 'per N' for rates.
 
     Examples:
-        >>> gap_text(-7.5, 100, "proportion"), gap_text(-120.0, 100000, "rate")
+        >>> gap_text(-0.075, 1, "proportion"), gap_text(-120.0, 100000, "rate")
         ('-7.5 points', '-120.0 per 100,000')
     """
-    if multiplier is None:
-        return f"{100 * gap:+.1f} points"
-    if value_type == "rate" or multiplier not in (100, 100.0):
-        return f"{gap:+,.1f} per {int(multiplier):,}"
-    return f"{gap:+.1f} points"
+    if value_type == "rate":
+        return f"{gap:+,.1f} per {int(multiplier or 1):,}"
+    return f"{100 * gap:+.1f} points"
 
 
 def summary_text(s: dict, quality_text: str = "") -> str:

@@ -20,7 +20,7 @@ from pathlib import Path
 import duckdb
 import polars as pl
 
-from pipelines.report.charts import RateRow, SeriesPoint, count, percent, rate_chart, series_chart
+from pipelines.report.charts import RateRow, SeriesPoint, Unit, count, percent, rate_chart, series_chart
 from pipelines.segmentation import star
 from pipelines.segmentation.disclosure import get_profile
 from pipelines.segmentation.schemas import MATCH_METHODS
@@ -91,32 +91,47 @@ def _rows(frame: pl.DataFrame, breakdown: str, *, highlight: str | None = None) 
     for record in sorted(part.iter_rows(named=True), key=lambda r: order(r["group"])):
         rows.append(RateRow(labels[record["group"]], record["rate"], record["rate_lower"], record["rate_upper"],
                             record["numerator"], record["denominator"],
-                            is_reference=record["group"] == record["reference_group"], is_highlight=record["group"] == highlight))
+                            is_reference=record["group"] == record["reference_group"], is_highlight=record["group"] == highlight,
+                            is_low_reliability=bool(record.get("is_low_reliability"))))
     return rows
 
 
-def _figures_table(rows: list[RateRow]) -> str:
+def unit_of(frame: pl.DataFrame) -> Unit:
+    """Return the unit of an indicator's published rows (a proportion when the table has no unit columns)."""
+    if "value_type" not in frame.columns or frame.is_empty():
+        return Unit()
+    return Unit(frame["value_type"][0] or "proportion", int(frame["multiplier"][0] or 1))
+
+
+def _figures_table(rows: list[RateRow], unit: Unit = Unit()) -> str:
     body = "".join(f"<tr><td>{escape(r.label)}</td><td>{count(r.numerator)}</td><td>{count(r.denominator)}</td>"
-                   f"<td>{percent(r.rate)}</td><td>{percent(r.lower)} to {percent(r.upper)}</td></tr>" for r in rows)
+                   f"<td>{'about ' if r.is_low_reliability else ''}{unit.text(r.rate)}</td>"
+                   f"<td>{unit.text(r.lower)} to {unit.text(r.upper)}</td></tr>" for r in rows)
     return ("<details><summary>Figures</summary><table><thead><tr><th>group</th><th>numerator</th><th>denominator</th>"
-            f"<th>rate</th><th>95% interval</th></tr></thead><tbody>{body}</tbody></table></details>")
+            f"<th>rate</th><th>95% interval</th></tr></thead><tbody>{body}</tbody></table>"
+            '<p class="note">"about": the rate comes from small counts rounded by the disclosure profile; read it as a range.</p>'
+            "</details>")
 
 
 def gap_sentence(frame: pl.DataFrame) -> str:
-    """Return the Core20-vs-rest gap in words, from the published Core20 row.
+    """Return the Core20-vs-rest gap in words, in the indicator's unit, from the published Core20 row.
 
     Examples:
         >>> f = pl.DataFrame({"breakdown": ["core20"], "group": ["core20"], "gap": [-0.078], "gap_lower": [-0.118],
         ...                   "gap_upper": [-0.038], "comparison": ["worse"]})
         >>> gap_sentence(f)
-        'Core20 minus the rest: -7.8 percentage points (95% CI -11.8 to -3.8): Core20 is <strong>worse</strong>.'
+        'Core20 minus the rest: -7.8 percentage points (95% CI -11.8 percentage points to -3.8 percentage points): Core20 is <strong>worse</strong>.'
+        >>> gap_sentence(f.with_columns(pl.lit("rate").alias("value_type"), pl.lit(100000).alias("multiplier"),
+        ...                             gap=pl.lit(-94.9), gap_lower=pl.lit(-1760.2), gap_upper=pl.lit(1778.5)))
+        'Core20 minus the rest: -94.9 per 100,000 (95% CI -1,760.2 per 100,000 to +1,778.5 per 100,000): Core20 is <strong>worse</strong>.'
     """
     row = frame.filter((pl.col("breakdown") == "core20") & (pl.col("group") == "core20"))
     if row.is_empty() or row["gap"][0] is None:
         return "The gap between Core20 and the rest cannot be shown this month (suppressed or not computed)."
     r = row.row(0, named=True)
-    return (f"Core20 minus the rest: {100 * r['gap']:+.1f} percentage points (95% CI {100 * r['gap_lower']:+.1f} to "
-            f"{100 * r['gap_upper']:+.1f}): Core20 is <strong>{escape(r['comparison'] or 'not compared')}</strong>.")
+    unit = unit_of(row)
+    return (f"Core20 minus the rest: {unit.difference(r['gap'])} (95% CI {unit.difference(r['gap_lower'])} to "
+            f"{unit.difference(r['gap_upper'])}): Core20 is <strong>{escape(r['comparison'] or 'not compared')}</strong>.")
 
 
 def _spc_table(tables: dict[str, list[str]]) -> str | None:
@@ -131,7 +146,8 @@ def _spc_words(value: str | None) -> str:
     return (value or "not assessed").replace("_", " ")
 
 
-def _trend(con: duckdb.DuckDBPyConnection, indicator: str, vintage: str, month: date, spc: str | None) -> str:
+def _trend(con: duckdb.DuckDBPyConnection, indicator: str, vintage: str, month: date, spc: str | None,
+           unit: Unit = Unit()) -> str:
     frame = _frame(con, """
         select reporting_month, breakdown, "group", rate, rate_lower, rate_upper from pub.gap_table
         where indicator_id = $1 and imd_vintage = $2 and reporting_month <= $3
@@ -155,7 +171,7 @@ def _trend(con: duckdb.DuckDBPyConnection, indicator: str, vintage: str, month: 
     if not points.is_empty():
         for column, label in (("mean", "SPC mean"), ("lower_limit", "lower limit"), ("upper_limit", "upper limit")):
             lines[label] = [(r["point_month"], r[column]) for r in points.iter_rows(named=True)]
-    chart = series_chart(series, title=f"{indicator}: rate by month", lines=lines)
+    chart = series_chart(series, title=f"{indicator}: rate by month", lines=lines, unit=unit)
     if points.is_empty():
         words = ('<p class="note">No SPC chart is published for this indicator this month; the chart shows each '
                  "month's rate with its 95% interval.</p>")
@@ -179,10 +195,15 @@ def sii_text(row: dict) -> str:
         'SII +12.0 percentage points (95% CI +5.0 to +20.0); RII 1.30 (1.10 to 1.50)'
         >>> sii_text({"sii": None, "status": "not computed: 2 of 5 quantiles have a published rate"})
         'not computed: 2 of 5 quantiles have a published rate'
+        >>> sii_text({"sii": -250.0, "sii_lower": -600.0, "sii_upper": 90.0, "rii": 0.9, "value_type": "rate",
+        ...           "multiplier": 100000.0, "status": "computed"})
+        'SII -250.0 per 100,000 (95% CI -600.0 to +90.0); RII 0.90'
     """
     if row.get("sii") is None:
         return row.get("status") or "not computed"
-    scale, unit = (100, " percentage points") if row.get("value_type") == "proportion" and row.get("multiplier") == 1 else (1, "")
+    multiplier = row.get("multiplier") or 1
+    scale, unit = ((100, " percentage points") if row.get("value_type") != "rate"
+                   else (1, f" per {int(multiplier):,}"))
     sii = f"SII {scale * row['sii']:+.1f}{unit}"
     if row.get("sii_lower") is not None:
         sii += f" (95% CI {scale * row['sii_lower']:+.1f} to {scale * row['sii_upper']:+.1f})"
@@ -209,6 +230,7 @@ def _indicator_article(con, info: dict, gaps: pl.DataFrame, vintage: str, month:
         if not sii.is_empty() else sii
     sii_line = (f'<p class="sii">Social gradient across the quintiles: {escape(sii_text(quintile_sii.row(0, named=True)))}.</p>'
                 if not quintile_sii.is_empty() else "")
+    unit = unit_of(frame)
     core = _rows(frame, "core20", highlight="core20")
     quintiles = _rows(frame, "imd_quintile", highlight="1")
     ethnicity = _rows(frame, "ethnicity_broad")
@@ -222,14 +244,15 @@ def _indicator_article(con, info: dict, gaps: pl.DataFrame, vintage: str, month:
              f' · {direction}{f" · target {percent(target, 0)}" if target is not None else ""} · IMD vintage {escape(vintage)}</p>',
              caveat,
              "<h4>Core20 compared with the rest of the population</h4>", f"<p>{gap_sentence(frame)}</p>",
-             rate_chart(core, title=f"{info['indicator_id']}: Core20 vs rest", target=target), _figures_table(core),
+             rate_chart(core, title=f"{info['indicator_id']}: Core20 vs rest", target=target, unit=unit),
+             _figures_table(core, unit),
              "<h4>By national IMD quintile</h4>",
-             rate_chart(quintiles, title=f"{info['indicator_id']}: by IMD quintile", target=target), sii_line,
-             _figures_table(quintiles),
+             rate_chart(quintiles, title=f"{info['indicator_id']}: by IMD quintile", target=target, unit=unit), sii_line,
+             _figures_table(quintiles, unit),
              "<h4>By ethnic group</h4>",
-             rate_chart(ethnicity, title=f"{info['indicator_id']}: by ethnic group", target=target) if ethnicity
-             else '<p class="note">No ethnicity breakdown published.</p>', _figures_table(ethnicity),
-             "<h4>Over time</h4>", _trend(con, info["indicator_id"], vintage, month, spc), "</article>"]
+             rate_chart(ethnicity, title=f"{info['indicator_id']}: by ethnic group", target=target, unit=unit) if ethnicity
+             else '<p class="note">No ethnicity breakdown published.</p>', _figures_table(ethnicity, unit),
+             "<h4>Over time</h4>", _trend(con, info["indicator_id"], vintage, month, spc, unit), "</article>"]
     return "".join(parts)
 
 
@@ -467,7 +490,9 @@ outlined in orange; white dots are GP practices.</p>{map_html}</section>
 <section id="about"><h2>About these figures and attribution</h2>
 <p>Figures come from the published tables of the core20plus5 pipeline for {month:%B %Y}, after its data-quality gates passed.
 Disclosure control: <code>{escape(profile_name)}</code>, applied to counts before any rate, interval or gap was computed.
-Intervals are Wilson score intervals (95%); gaps use Newcombe's method. Definition versions and hashes are in the indicator
+Intervals are Wilson score intervals (95%) for proportions, Byar's method (exact Poisson under 10 events) for
+rates per 100,000; gaps use Newcombe's method for proportions and the same construction (MOVER) from the rates' own limits for
+rates. A rate drawn as a shaded range without a dot comes from small counts rounded by the disclosure profile. Definition versions and hashes are in the indicator
 catalogue. Generated {datetime.now(timezone.utc):%d %B %Y %H:%M} UTC.</p>
 <h3>Reference data attribution</h3><ul class="attribution">{attribution}</ul></section>
 <footer>core20plus5 · self-contained report: no data leave this file and it needs no network to open.</footer>

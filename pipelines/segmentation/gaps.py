@@ -61,6 +61,12 @@ from pipelines.segmentation.month_disclosure import population_memberships, prot
 from pipelines.segmentation.schemas import GAP_TABLE, IMD_VINTAGES
 from pipelines.segmentation.stats import newcombe_columns, wilson_columns
 
+# Under this many (the denominator of a proportion, the numerator of a rate), a rate from counts
+# rounded to 5 is flagged: each count may be off by up to 2, which at 50 is 4% of the count and
+# can move a proportion by about half of its own 95% interval (e.g. 8/10 publishes as 10/10).
+RELIABILITY_THRESHOLD = 50
+
+
 UNKNOWN = "unknown"
 SEPARATOR = "|"
 COHORT_PREFIX = "cohort:"
@@ -271,6 +277,7 @@ def build_gap_table(
     quality: pl.DataFrame | None = None,
     earlier: "Sequence[pl.DataFrame] | None" = None,
     audit_stats: dict | None = None,
+    reliability_threshold: int = RELIABILITY_THRESHOLD,
 ) -> pl.DataFrame:
     """Return the published gap table (the `GAP_TABLE` contract) for indicator results.
 
@@ -303,6 +310,8 @@ def build_gap_table(
             hands (`release_counts` frames); see `protect_month`.
         audit_stats: a dict the suppression's figures (and the controlled quality table,
             under 'quality') are written into.
+        reliability_threshold: rates resting on a rounded count under this are flagged
+            `is_low_reliability` (`RELIABILITY_THRESHOLD`).
 
     Returns:
         A DataFrame with exactly `GAP_TABLE`'s columns, dtypes and order, sorted by month,
@@ -463,13 +472,48 @@ def build_gap_table(
         audit_stats.update(stats)
         audit_stats["quality"] = quality_controlled
 
-    # Step 3: rates from controlled counts; a row with a hidden count gets no rate.
+    # Step 3: rates from controlled counts, in each indicator's unit; a hidden row gets no rate.
+    units = _units(catalogue)
+    controlled = controlled.join(units, on=["indicator_id", "indicator_version"], how="left").with_columns(
+        pl.col("value_type").fill_null("proportion"), pl.col("multiplier").fill_null(1))
+    is_rate = pl.col("value_type") == "rate"
+    proportion = wilson_columns("numerator", "denominator", confidence)
+    rate = [e * 1.0 for e in _rate_exprs(confidence)]
     controlled = controlled.with_columns(
-        [pl.when(~pl.col("is_suppressed")).then(e).alias(name) for e, name in zip(
-            wilson_columns("numerator", "denominator", confidence), ["rate", "rate_lower", "rate_upper"]
-        )]
-    )
+        [pl.when(pl.col("is_suppressed")).then(None).when(is_rate).then(r).otherwise(w).alias(name)
+         for w, r, name in zip(proportion, rate, ["rate", "rate_lower", "rate_upper"])]
+    ).with_columns(_low_reliability(profile, reliability_threshold).alias("is_low_reliability"))
     return _compare(controlled, catalogue, references, profile, confidence, one_dimensional + crosses)
+
+
+def _low_reliability(profile: DisclosureProfile, threshold: int) -> pl.Expr:
+    """Return whether a visible row's rate rests on a small rounded count (see `RELIABILITY_THRESHOLD`)."""
+    if profile.rounding == "none" or threshold <= 0:
+        return pl.lit(False)
+    basis = pl.when(pl.col("value_type") == "rate").then(pl.col("numerator")).otherwise(pl.col("denominator"))
+    return (~pl.col("is_suppressed") & (basis > 0) & (basis < threshold)).fill_null(False)
+
+
+def _units(catalogue: pl.DataFrame) -> pl.DataFrame:
+    """Return (indicator_id, indicator_version, value_type, multiplier) from a catalogue (proportion, 1 by default)."""
+    frame = catalogue.select(
+        pl.col("indicator_id").cast(pl.String), pl.col("indicator_version").cast(pl.Int32),
+        (pl.col("value_type") if "value_type" in catalogue.columns else pl.lit("proportion")).cast(pl.String).alias("value_type"),
+        (pl.col("multiplier") if "multiplier" in catalogue.columns else pl.lit(1)).cast(pl.Int64).alias("multiplier"),
+    ).unique(subset=["indicator_id", "indicator_version"], keep="first")
+    bad = frame.filter(~pl.col("value_type").is_in(["proportion", "rate"]) | (pl.col("multiplier") < 1))
+    if bad.height:
+        raise ValueError(f"catalogue value_type must be 'proportion' or 'rate' with a positive multiplier; "
+                         f"indicators {sorted(bad['indicator_id'].to_list())} have another")
+    return frame
+
+
+def _rate_exprs(confidence: float) -> list[pl.Expr]:
+    """Return rate, lower and upper per row: Byar's limits, exact Poisson under 10 events (stats.rate_columns),
+    scaled by each row's own multiplier."""
+    from pipelines.segmentation.stats import rate_columns
+
+    return [e * pl.col("multiplier").cast(pl.Float64) for e in rate_columns("numerator", "denominator", 1, confidence)]
 
 
 def _compare(
@@ -494,6 +538,8 @@ def _compare(
         pl.col("numerator").alias("reference_numerator"),
         pl.col("denominator").alias("reference_denominator"),
         pl.col("rate").alias("reference_rate"),
+        pl.col("rate_lower").alias("reference_rate_lower"),
+        pl.col("rate_upper").alias("reference_rate_upper"),
         pl.col("is_suppressed").alias("reference_is_suppressed"),
     )
     overall_rows = controlled.filter(pl.col("breakdown") == "overall").select(
@@ -521,7 +567,20 @@ def _compare(
         & ~pl.col("is_suppressed")
         & ~pl.col("overall_is_suppressed").fill_null(True)
     )
-    gap_exprs = newcombe_columns("numerator", "denominator", "reference_numerator", "reference_denominator", confidence)
+    is_rate = pl.col("value_type") == "rate"
+    # Proportions: Newcombe's hybrid score (method 10). Rates: the same construction (the method
+    # of variance estimates recovery, Zou & Donner 2008, of which Newcombe's is the proportion
+    # case) from each rate's own Byar/exact Poisson limits.
+    difference = pl.col("rate") - pl.col("reference_rate")
+    mover = [
+        difference,
+        difference - ((pl.col("rate") - pl.col("rate_lower")).pow(2)
+                      + (pl.col("reference_rate_upper") - pl.col("reference_rate")).pow(2)).sqrt(),
+        difference + ((pl.col("rate_upper") - pl.col("rate")).pow(2)
+                      + (pl.col("reference_rate") - pl.col("reference_rate_lower")).pow(2)).sqrt(),
+    ]
+    newcombe = newcombe_columns("numerator", "denominator", "reference_numerator", "reference_denominator", confidence)
+    gap_exprs = [pl.when(is_rate).then(m).otherwise(n) for m, n in zip(mover, newcombe)]
     compared = compared.with_columns(
         *[
             pl.when(pairwise).then(e).when(benchmark).then(bench).alias(name)
@@ -538,6 +597,7 @@ def _compare(
         .alias("rate_ratio"),
         pl.when(pl.col("reference_group").is_null()).then(pl.lit(None, pl.String))
         .when(is_benchmarked).then(pl.lit("benchmark"))
+        .when(is_rate).then(pl.lit("mover"))
         .otherwise(pl.lit("newcombe")).alias("comparison_method"),
     )
 
@@ -644,6 +704,8 @@ def build_inequality_table(
     from pipelines.segmentation.stats import _z, inequality_table
 
     z = _z(confidence)
+    if "value_type" not in gap_table.columns:  # a table from before units were published: proportions
+        gap_table = gap_table.with_columns(pl.lit("proportion").alias("value_type"), pl.lit(1).alias("multiplier"))
     quantile_rows = gap_table.filter(
         pl.col("breakdown").is_in(list(QUANTILE_TYPES)) & (pl.col("group") != UNKNOWN)
     ).with_columns(pl.col("breakdown").alias("quantile_type"), pl.col("group").cast(pl.Int32).alias("quantile"))
@@ -664,6 +726,8 @@ def build_inequality_table(
             pl.col("clinical_area").first(),
             pl.col("direction").first(),
             pl.col("disclosure_profile").first(),
+            pl.col("value_type").first(),
+            pl.col("multiplier").first().cast(pl.Float64),
             pl.col("_usable").sum().cast(pl.Int32).alias("n_quantiles"),
             pl.col("quantile").filter(pl.col("_usable")).n_unique().alias("_distinct"),
             pl.col("denominator").filter(pl.col("_usable")).sum().cast(pl.Int64).alias("population"),
@@ -678,24 +742,29 @@ def build_inequality_table(
         .alias("status"),
     )
     complete = summary.filter(pl.col("status") == "computed").select(*_INDEX_KEYS, "seed")
+    # Values on the per-person scale (a proportion, or events per person) and the SII scaled by the
+    # indicator's own multiplier, so `multiplier` in the table is the one the SII is expressed in
+    # (1: a proportion difference; 100000: per 100,000), as phe_sii's `multiplier` argument.
+    scale = pl.col("multiplier").cast(pl.Float64)
     inputs = quantile_rows.filter("_usable").join(complete, on=_INDEX_KEYS, how="inner").select(
-        *_INDEX_KEYS, "quantile", pl.col("denominator").alias("population"), pl.col("rate").alias("value"),
-        "standard_error", "seed",
+        *_INDEX_KEYS, "quantile", pl.col("denominator").alias("population"), (pl.col("rate") / scale).alias("value"),
+        (pl.col("standard_error") / scale).alias("standard_error"), "seed", "value_type", "multiplier",
     )
     if inputs.height:
-        indices = inequality_table(
-            inputs, _INDEX_KEYS, value_type="proportion", transform=transform,
-            confidence=confidence, repetitions=repetitions,
-        )
+        indices = pl.concat([
+            inequality_table(
+                group.drop("value_type", "multiplier"), _INDEX_KEYS, value_type=value_type, transform=transform,
+                multiplier=float(multiplier), confidence=confidence, repetitions=repetitions,
+            )
+            for (value_type, multiplier), group in inputs.group_by("value_type", "multiplier", maintain_order=True)
+        ]).sort(_INDEX_KEYS)
     else:
         indices = pl.DataFrame(schema={**{k: quantile_rows.schema[k] for k in _INDEX_KEYS},
                                        **{c: pl.Float64 for c in ("sii", "sii_lower", "sii_upper", "rii", "rii_lower", "rii_upper")}})
     return (
         summary.join(indices, on=_INDEX_KEYS, how="left")
         .with_columns(
-            pl.lit("proportion").alias("value_type"),
             pl.lit(transform).alias("transform"),
-            pl.lit(1.0).alias("multiplier"),
             pl.lit(float(confidence)).alias("confidence"),
             pl.lit(repetitions, pl.Int64).alias("repetitions"),
         )

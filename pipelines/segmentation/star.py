@@ -160,14 +160,15 @@ def build_dim_indicator(con: duckdb.DuckDBPyConnection, facts: dict[str, list[st
         select = f"""
             select indicator_id || '@v' || indicator_version, indicator_id, indicator_version::integer,
                    {col('title', 'varchar')}, {col('clinical_area', 'varchar')}, {col('direction', 'varchar')},
-                   {col('target', 'double')}, {col('definition_hash', 'varchar')},
+                   {col('target', 'double')}, {col('value_type', 'varchar')}, {col('multiplier', 'bigint')},
+                   {col('definition_hash', 'varchar')},
                    min({MONTH_COLUMN}), max({MONTH_COLUMN})
             from {PUBLISHED}.indicator_catalogue group by indicator_id, indicator_version"""
     else:
         ids = " union ".join(f"select distinct indicator_id, indicator_version from {PUBLISHED}.{q(t)}"
                              for t, cols in facts.items() if {"indicator_id", "indicator_version"} <= set(cols))
         select = (f"select indicator_id || '@v' || indicator_version, indicator_id, indicator_version::integer, "
-                  f"null, null, null, null, null, null, null from ({ids})") if ids else \
+                  f"null, null, null, null, null, null, null, null, null from ({ids})") if ids else \
             "select " + ", ".join(["null"] * len(DIM_INDICATOR.columns)) + " where false"
     _create(con, DIM_INDICATOR, select)
 
