@@ -79,7 +79,7 @@ def audit_gap_table(context: dg.AssetExecutionContext, settings: PipelineSetting
     table = build_gap_table(
         results.lazy(), attributes.lazy(), catalogue, cohorts=reported_cohorts(cohorts, cohort_catalogue).lazy(), profile=profile,
         primary_vintage=settings.primary_imd_vintage, deprivation=with_practice.lazy(), quality=exact_quality,
-        audit_stats=figures,
+        audit_stats=figures, reliability_threshold=settings.reliability_threshold,
     )
     quality_table = figures.pop("quality")
     metadata = {"disclosure_profile": settings.disclosure_profile,

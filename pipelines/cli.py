@@ -6,6 +6,7 @@
     core20 imd --vintage {2019,2025} INPUT.csv OUTPUT.csv
     core20 reference fetch [--source URL] [--reference-dir DIR] [--only ID]
     core20 quality [--warehouse PATH] [--month YYYY-MM]
+    core20 disclosure-audit [--warehouse PATH] [--serving DIR] [--reports DIR] [--month YYYY-MM]
     core20 explain --patient ID --month YYYY-MM [--warehouse PATH]      (console only)
     core20 diff-definitions OLD NEW --month YYYY-MM [--warehouse PATH]
 
@@ -102,6 +103,17 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     report.add_argument("--month", help="show every measure of one month YYYY-MM (default: one line per month)")
     run.add_argument("--definitions", help="definitions folder (default $CORE20_DEFINITIONS or reference_data/definitions)")
 
+    disclosure = sub.add_parser(
+        "disclosure-audit", help="check every published surface against the disclosure profile (names surface and rule, never a value)",
+        description="Read the published tables, every serving snapshot kept, the monthly reports, the run summaries and "
+                    "what 'core20 quality' prints, and report every breach of the disclosure profile's rules: a count of "
+                    "1-7, a count the profile cannot publish, a half-shown row, a statistic over hidden counts, a printed "
+                    "None. Exit 0 when there is none, 2 otherwise.")
+    disclosure.add_argument("--warehouse", help="DuckDB file (default $CORE20_WAREHOUSE or data/warehouse/core20plus5.duckdb)")
+    disclosure.add_argument("--serving", help="serving folder (default $CORE20_SERVING or data/serving)")
+    disclosure.add_argument("--reports", help="reports folder (default $CORE20_REPORTS or data/reports)")
+    disclosure.add_argument("--month", help="only this month YYYY-MM (default: every published month)")
+
     from pipelines import audit_commands
 
     audit_commands.add_parsers(sub)
@@ -124,6 +136,8 @@ def main(argv: list[str] | None = None) -> int:
             return _dictionary(args)
         if args.command == "quality":
             return _quality(args)
+        if args.command == "disclosure-audit":
+            return _disclosure_audit(args)
         if args.command in ("explain", "diff-definitions"):
             from pipelines import audit_commands
 
@@ -316,6 +330,34 @@ def _quality(args: argparse.Namespace) -> int:
     warehouse = resolve_warehouse_path(args.warehouse)
     print(quality_text(warehouse, month))
     return EXIT_OK
+
+
+def _disclosure_audit(args: argparse.Namespace) -> int:
+    import time
+
+    from pipelines.disclosure_audit import audit_published
+    from pipelines.partitions import parse_month
+    from pipelines.resources import ServingOutputs, resolve_warehouse_path
+
+    try:
+        month = parse_month(args.month) if args.month else None
+    except ValueError as error:
+        print(f"core20 disclosure-audit: {error}", file=sys.stderr)
+        return EXIT_ERROR
+    warehouse = resolve_warehouse_path(args.warehouse)
+    if not warehouse.exists():
+        print(f"core20 disclosure-audit: no warehouse at {warehouse}", file=sys.stderr)
+        return EXIT_ERROR
+    outputs = ServingOutputs(serving_root=args.serving, reports_dir=args.reports)
+    started = time.perf_counter()
+    found, read = audit_published(warehouse, outputs.serving_path(), outputs.reports_path(), month)
+    print(f"disclosure audit of {warehouse}, {outputs.serving_path()} and {outputs.reports_path()}: "
+          f"{read['tables']} published table(s), {read['snapshots']} serving snapshot(s), {read['reports']} report(s), "
+          f"{read['texts']} printed text(s) in {time.perf_counter() - started:.1f} s")
+    for violation in found:
+        print(f"  BREACH {violation}")
+    print("no breach: every surface keeps to the disclosure profile" if not found else f"{len(found)} breach(es)")
+    return EXIT_OK if not found else EXIT_BLOCKED
 
 
 def quality_text(warehouse, month=None) -> str:

@@ -102,6 +102,9 @@ class PipelineSettings(dg.ConfigurableResource):
             of its patients; 0 switches the check off.
         min_practice_patients: practices smaller than this are not judged by that check.
         sii_repetitions: simulated draws for SII/RII confidence limits (PHE default 100,000).
+        reliability_threshold: a published rate resting on a rounded count under this (the
+            denominator of a proportion, the numerator of a rate) is flagged is_low_reliability
+            (default 50: rounding to 5 moves a count by up to 2, 4% of 50; see gaps.RELIABILITY_THRESHOLD).
         sii_seed: base seed of those draws; each index's own seed is derived from it and recorded.
         sii_transform: simulate proportions on the logit scale (PHE `transform`).
         spc_run_length: points in an SPC shift or trend (Making Data Count: 7).
@@ -119,6 +122,7 @@ class PipelineSettings(dg.ConfigurableResource):
     min_practice_address_rate: float = 0.5
     min_practice_patients: int = 50
     sii_repetitions: int = 100000
+    reliability_threshold: int = 50
     sii_seed: int = 20260
     sii_transform: bool = False
     spc_run_length: int = 7

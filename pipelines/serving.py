@@ -299,6 +299,7 @@ def promote_candidates(serving_root: Path, reports_dir: Path, month, *, keep: in
     building.rename(final)
     paths["pointer"].unlink()
     swap_current(serving_root, final)
+    retire_versions(serving_root, month, final)
     prune(serving_root, keep=keep)
     target = report_path(reports_dir, month)
     os.replace(paths["report"], target)
@@ -315,3 +316,26 @@ def discard_candidates(serving_root: Path, reports_dir: Path, month) -> None:
     for path in (paths["pointer"], paths["report"]):
         if path.exists():
             path.unlink()
+
+
+def retire_versions(serving_root: Path, month, current: Path) -> list[str]:
+    """Delete the older snapshots that hold a month just published again (a re-sent extract).
+
+    Two versions of one month side by side let a reader difference them (one patient added
+    shows through the rounding), and each version was protected on its own. So the serving
+    folder never holds two versions of a month: once a re-sent month is swapped in, the
+    snapshots with its earlier version go. The cost: a Power BI refresh that was still reading
+    such a snapshot fails on its next file and must be run again (files already open stay
+    readable on POSIX). Older snapshots of other months are kept as before (`keep`).
+    """
+    removed = []
+    label = month.isoformat()
+    for folder in sorted(p for p in (serving_root / SNAPSHOTS).iterdir() if p.is_dir() and not p.name.startswith(".")):
+        if folder.resolve() == current.resolve():
+            continue
+        manifest = folder / MANIFEST
+        months = json.loads(manifest.read_text(encoding="utf-8")).get("months", []) if manifest.exists() else []
+        if label in months:
+            shutil.rmtree(folder, ignore_errors=True)
+            removed.append(folder.name)
+    return removed
