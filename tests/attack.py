@@ -46,7 +46,7 @@ def _relations(cells: list[tuple], fine_to_coarse: dict[str, dict[str, str]]) ->
                 parts = ["unknown"] if q == "unknown" else [str(2 * int(q) - 1), str(2 * int(q))]
                 relations.append(((vintage, breakdown, q), [(vintage, "imd_decile", d) for d in parts]))
         if breakdown == "core20" and (vintage, "imd_quintile") in present:
-            split = {"core20": ["1"], "rest": ["2", "3", "4", "5"], "unknown": ["unknown"]}
+            split = {"core20": ["1"], "rest": ["2", "3", "4", "5", "unknown"], "unknown": ["unknown"]}
             for c in groups:
                 relations.append(((vintage, breakdown, c), [(vintage, "imd_quintile", q) for q in split[c]]))
         if breakdown in fine_to_coarse:
@@ -109,9 +109,12 @@ def recovered_cells(
     assert len(profiles) == 1, profiles
     threshold = get_profile(profiles[0]).small_count_threshold
     redacts = get_profile(profiles[0]).small_count_action == "redact"
-    joined = published.select(*KEY, *cell, *columns, "is_suppressed").join(
-        truth.select(*KEY, *cell, *[pl.col(c).alias(f"true_{c}") for c in columns]), on=[*KEY, *cell], how="inner"
-    )
+    # Cells the table never publishes (an intersection with an 'unknown' part) are unknowns to the
+    # reader too: they come from the truth with no published counts.
+    joined = truth.select(*KEY, *cell, *[pl.col(c).alias(f"true_{c}") for c in columns]).join(
+        published.select(*KEY, *cell, *columns, "is_suppressed").with_columns(pl.lit(True).alias("_published")),
+        on=[*KEY, *cell], how="left",
+    ).with_columns(pl.col("_published").fill_null(False), pl.col("is_suppressed").fill_null(True))
     shown_values = [v for c in columns for v in joined[c].drop_nulls().to_list()]
     ranges = _ranges(profiles[0], shown_values)
     recovered = []
@@ -160,6 +163,8 @@ def recovered_cells(
             true = true_of[target]
             if 1 <= true <= threshold:
                 narrowed = lowest > 1 + 1e-6 or highest < threshold - 1e-6
+            elif not rows[cells.index(target[0])]["_published"]:
+                narrowed = False  # a never-published cell pinned to a count over 7 tells nothing small
             else:  # a complement, or a true 0 shown as 0 (nothing to recover there)
                 narrowed = highest - lowest < 0.5 and rows[cells.index(target[0])][target[1]] != true
             if narrowed:

@@ -336,7 +336,7 @@ def build_gap_table(
         ...     "clinical_area": ["SMI"], "direction": ["higher_is_better"]})
         >>> table = build_gap_table(results, people, catalogue, breakdowns=["overall", "core20"], intersections=())
         >>> table.select("imd_vintage", "breakdown", "group", "denominator", "is_suppressed").rows()
-        [('IMD2019', 'overall', 'all', None, True), ('IMD2019', 'core20', 'core20', None, True), ('IMD2019', 'core20', 'rest', None, True), ('IMD2019', 'core20', 'unknown', None, True), ('IMD2025', 'core20', 'core20', None, True), ('IMD2025', 'core20', 'rest', None, True)]
+        [('IMD2019', 'overall', 'all', None, True), ('IMD2019', 'core20', 'core20', None, True), ('IMD2019', 'core20', 'rest', None, True), ('IMD2025', 'core20', 'core20', None, True), ('IMD2025', 'core20', 'rest', None, True)]
     """
     chosen = list(BREAKDOWNS) if breakdowns is None else list(dict.fromkeys(breakdowns))
     if not chosen:

@@ -243,7 +243,9 @@ def protect_month(
     hidden_value = pl.lit(None, pl.Int64) if profile.small_count_action != "redact" else pl.lit(0, pl.Int64)
     controlled = (
         counts.with_columns(pl.Series("_hide", hidden_rows, dtype=pl.Boolean),
-                            pl.Series("_published", [r not in unpublished_rows for r in range(len(rows))], dtype=pl.Boolean))
+                            # Profile 'none' (private checks only) keeps every cell, the never-published ones too.
+                            pl.Series("_published", [r not in unpublished_rows or profile.name == "none"
+                                                     for r in range(len(rows))], dtype=pl.Boolean))
         .with_columns(
             *[pl.when(pl.col("_hide")).then(hidden_value).otherwise(profile.control(c)).alias(c)
               for c in ("numerator", "denominator")],

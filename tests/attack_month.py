@@ -1,0 +1,293 @@
+"""An attacker holding every published table of a month at once (and, optionally, two releases of it).
+
+Written apart from the pipeline's suppression code (pipelines/segmentation/month_disclosure.py,
+populations.py, disclosure.py): it shares only the published tables' documented layout.
+
+What it knows:
+
+- every published gap-table row (all indicators) and every published deprivation-quality
+  count, with the profile's public rule (a shown 10 was 8-12, a shown 0 was 0);
+- each breakdown's documented structure for every indicator (tests/attack.py `_relations`),
+  'ALL' = the sum of the practices, each vintage's match methods adding up to the practice's
+  patients, 'matched' = the methods that give a decile, numerators never above denominators;
+- every linear identity between the populations behind those counts, as the most informed
+  reader would: found here from the patients themselves with a floating-point null space
+  (scipy.linalg.null_space; the pipeline uses exact integer elimination), applied in every cell
+  where all the populations in it are published. It covers indicators sharing a denominator
+  (all ages minus adults = children per practice, from deprivation quality and two indicators);
+- optionally an earlier release of the same month, and how each true count changed since
+  (the strongest reader of a re-send: one who knows exactly which patient was added).
+
+For every hidden count it solves min and max LPs (sparse, HiGHS) after a joint LP shortcut;
+with `integer`, the counts it could not clear are attacked again as whole numbers (milp).
+A small count is recovered when its interval misses some of 1..threshold; any other hidden
+count when it is pinned to one value, unless a visible 0 above it already says it is 0.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import polars as pl
+from scipy import sparse
+from scipy.linalg import null_space
+from scipy.optimize import Bounds, LinearConstraint, linprog, milp
+
+from attack import _ranges, _relations
+
+KEY = ["reporting_month", "indicator_id", "indicator_version"]
+CELL = ["imd_vintage", "breakdown", "group"]
+METHODS = ("postcode_lookup", "spatial", "lsoa_supplied", "practice_fallback", "outside_england", "invalid_postcode",
+           "blank", "unmatched")
+MATCHED = ("postcode_lookup", "spatial", "lsoa_supplied", "practice_fallback")
+
+
+class _System:
+    def __init__(self):
+        self.index: dict = {}
+        self.true: list[int] = []
+        self.shown: list = []
+        self.rows: list[dict] = []
+        self.le: list[tuple[int, int]] = []
+
+    def var(self, key, true, shown):
+        if key in self.index:
+            i = self.index[key]
+            if shown is not None and self.shown[i] is None:
+                self.shown[i] = shown  # shown elsewhere: the reader has it
+            return i
+        self.index[key] = len(self.true)
+        self.true.append(int(true))
+        self.shown.append(shown)
+        return self.index[key]
+
+    def relation(self, terms: dict):
+        terms = {k: v for k, v in terms.items() if abs(v) > 1e-12}
+        if terms:
+            self.rows.append(terms)
+
+
+def _identities(memberships: pl.DataFrame) -> list[dict[str, float]]:
+    """Return a basis of linear identities among the populations (floating point null space)."""
+    names = sorted(memberships["population"].unique().to_list())
+    wide = (memberships.with_columns(pl.lit(1, pl.Int8).alias("x"))
+            .pivot(on="population", index="patient_id", values="x").fill_null(0))
+    matrix = wide.select([pl.col(n) for n in names]).unique().to_numpy().astype(float)
+    basis = null_space(matrix)
+    out = []
+    for vector in basis.T:
+        vector[np.abs(vector) < 1e-9] = 0.0
+        out.append({n: float(c) for n, c in zip(names, vector) if c != 0.0})
+    return out
+
+
+def attack_month(gap: pl.DataFrame, gap_truth: pl.DataFrame, quality: pl.DataFrame | None, quality_truth: pl.DataFrame | None,
+                 memberships: pl.DataFrame | None, fine_to_coarse: dict, *, primary_vintage: str, profile: str,
+                 earlier: tuple | None = None, integer: bool = False, integer_sample: int | None = None) -> dict:
+    """Return {'targets': n, 'narrowed': [...], 'exact': [...]} for one month (no values in the keys' output)."""
+    threshold = 7
+    system = _System()
+    month_rows = gap.join(gap_truth.select(*KEY, *CELL, pl.col("numerator").alias("tn"), pl.col("denominator").alias("td")),
+                          on=[*KEY, *CELL], how="inner")
+    cells_by_indicator: dict = {}
+    for r in month_rows.iter_rows(named=True):
+        cell = (r["imd_vintage"], r["breakdown"], r["group"])
+        pop = f"{r['indicator_id']}@{r['indicator_version']}"
+        n = system.var((pop + ":num", cell), r["tn"], r["numerator"])
+        d = system.var((pop + ":den", cell), r["td"], r["denominator"])
+        system.le.append((n, d))
+        cells_by_indicator.setdefault(pop, set()).add(cell)
+    # Unpublished intersection cells (an 'unknown' part) are unknowns too: present in the truth only.
+    for r in gap_truth.join(gap.select(*KEY, *CELL), on=[*KEY, *CELL], how="anti").iter_rows(named=True):
+        cell = (r["imd_vintage"], r["breakdown"], r["group"])
+        pop = f"{r['indicator_id']}@{r['indicator_version']}"
+        system.var((pop + ":num", cell), r["numerator"], None)
+        system.var((pop + ":den", cell), r["denominator"], None)
+        cells_by_indicator.setdefault(pop, set()).add(cell)
+    for pop, cells in cells_by_indicator.items():
+        for total, parts in _relations(sorted(cells), fine_to_coarse):
+            for column in (":num", ":den"):
+                terms = {system.index[(pop + column, total)]: 1.0} if (pop + column, total) in system.index else {}
+                for p in parts:
+                    if (pop + column, p) in system.index:
+                        terms[system.index[(pop + column, p)]] = terms.get(system.index[(pop + column, p)], 0.0) - 1.0
+                system.relation(terms)
+    quality_cells = set()
+    if quality is not None:
+        joined = quality.join(quality_truth, on=["reporting_month", "imd_vintage", "practice_code"], suffix="_true")
+        for r in joined.iter_rows(named=True):
+            cell = (primary_vintage, "overall", "all") if r["practice_code"] == "ALL" else (primary_vintage, "practice", r["practice_code"])
+            quality_cells.add(cell)
+            v = r["imd_vintage"]
+            ids = {"all": system.var(("all", cell), r["n_patients_true"], r["n_patients"]),
+                   "matched": system.var((f"{v}:matched", cell), r["n_matched_true"], r["n_matched"])}
+            for m in METHODS:
+                # blank, invalid and outside England do not depend on the vintage: one count.
+                pop = m if m in ("blank", "invalid_postcode", "outside_england") else f"{v}:{m}"
+                ids[m] = system.var((pop, cell), r[f"n_{m}_true"], r[f"n_{m}"])
+            system.relation({ids["all"]: 1.0, **{ids[m]: -1.0 for m in METHODS}})
+            system.relation({ids["matched"]: 1.0, **{ids[m]: -1.0 for m in MATCHED}})
+        pops = {k[0] for k in system.index if not k[0].endswith((":num", ":den"))}
+        for pop in sorted(pops):
+            total = system.index.get((pop, (primary_vintage, "overall", "all")))
+            parts = [i for (p, c), i in system.index.items() if p == pop and c[1] == "practice"]
+            if total is not None and parts:
+                system.relation({total: 1.0, **{i: -1.0 for i in parts}})
+    if memberships is not None:
+        published_in: dict[str, set] = {}
+        for (pop, cell) in system.index:
+            published_in.setdefault(pop, set()).add(cell)
+        gap_cells = set().union(*cells_by_indicator.values()) if cells_by_indicator else set()
+        for identity in _identities(memberships):
+            domains = []
+            for pop in identity:
+                if pop.endswith((":num", ":den")):
+                    domains.append(gap_cells)
+                else:
+                    domains.append(quality_cells)
+            for cell in sorted(set.intersection(*domains)) if domains else []:
+                terms = {}
+                for pop, c in identity.items():
+                    if (pop, cell) in system.index:
+                        terms[system.index[(pop, cell)]] = terms.get(system.index[(pop, cell)], 0.0) + c
+                system.relation(terms)
+    n = len(system.true)
+    shown_values = [s for s in system.shown if s is not None]
+    ranges = _ranges(profile, shown_values)
+    lower = np.zeros(n)
+    upper = np.full(n, np.inf)
+    for i, s in enumerate(system.shown):
+        if s is not None:
+            lower[i], upper[i] = ranges[s]
+    if earlier is not None:
+        # An earlier release: its shown ranges, shifted by the exact change in each true count.
+        old_system_shown, old_true = earlier
+        old_ranges = _ranges(profile, [s for s in old_system_shown.values() if s is not None])
+        for key, s in old_system_shown.items():
+            i = system.index.get(key)
+            if i is None or s is None:
+                continue
+            shift = system.true[i] - old_true[key]
+            lower[i] = max(lower[i], old_ranges[s][0] + shift)
+            upper[i] = min(upper[i], old_ranges[s][1] + shift)
+    rows, cols, data = [], [], []
+    for r, terms in enumerate(system.rows):
+        for i, c in terms.items():
+            rows.append(r)
+            cols.append(i)
+            data.append(c)
+    a_eq = sparse.csr_matrix((data, (rows, cols)), shape=(len(system.rows), n))
+    a_ub = sparse.csr_matrix(([1.0] * len(system.le) + [-1.0] * len(system.le),
+                              (list(range(len(system.le))) * 2, [a for a, _ in system.le] + [b for _, b in system.le])),
+                             shape=(len(system.le), n))
+    truth = np.array(system.true, dtype=float)
+    residual = np.abs(a_eq @ truth)
+    if residual.max(initial=0) > 1e-6:
+        keys = list(system.index)
+        bad = [{keys[i]: c for i, c in system.rows[r].items()} for r in np.flatnonzero(residual > 1e-6)[:3]]
+        raise AssertionError(f"the attacker's relations do not hold for the true counts: {bad}")
+    hidden = [i for i, s in enumerate(system.shown) if s is None]
+    visible_zero = {i for i, s in enumerate(system.shown) if s == 0}
+    zero = _zero_closure(system, visible_zero)
+    need_low = {i: (1.0 if 1 <= system.true[i] <= threshold else system.true[i] - 1.0) for i in hidden}
+    need_high = {i: (float(threshold) if 1 <= system.true[i] <= threshold else system.true[i] + 1.0) for i in hidden}
+    bounds = list(zip(lower, [None if not np.isfinite(u) else u for u in upper]))
+    seen_low, seen_high = truth.copy(), truth.copy()
+
+    def solve(c, extra_bounds=None):
+        result = linprog(c, A_ub=a_ub, b_ub=np.zeros(a_ub.shape[0]), A_eq=a_eq, b_eq=np.zeros(a_eq.shape[0]),
+                         bounds=extra_bounds or bounds, method="highs")
+        if result.status == 0:
+            np.minimum(seen_low, result.x, out=seen_low)
+            np.maximum(seen_high, result.x, out=seen_high)
+        return result
+
+    for sign in (-1.0, 1.0):  # joint shortcut: push every hidden count up (then down) to its need
+        caps = list(bounds)
+        for i in hidden:
+            lo, hi = caps[i]
+            caps[i] = (lo, need_high[i]) if sign < 0 else (max(lo, min(need_low[i], system.true[i])), hi)
+        c = np.zeros(n)
+        c[hidden] = sign
+        solve(c, caps)
+    narrowed, exact, open_ = [], [], []
+    for i in hidden:
+        small = 1 <= system.true[i] <= threshold
+        if small and seen_low[i] <= 1 + 1e-6 and seen_high[i] >= threshold - 1e-6:
+            continue
+        if not small and (seen_high[i] - seen_low[i] >= 0.5 or i in zero):
+            continue
+        open_.append(i)
+    for i in open_:
+        c = np.zeros(n)
+        c[i] = 1.0
+        low = solve(c)
+        high = solve(-c)
+        lowest, highest = low.fun, (np.inf if high.status == 3 else -high.fun)
+        if 1 <= system.true[i] <= threshold:
+            if lowest > 1 + 1e-6 or highest < threshold - 1e-6:
+                narrowed.append(i)
+        elif highest - lowest < 0.5 and i not in zero:
+            exact.append(i)
+    integer_checked = 0
+    if integer:
+        rng = np.random.default_rng(0)
+        candidates = [i for i in hidden if i not in narrowed and i not in exact]
+        if integer_sample is not None and len(candidates) > integer_sample:
+            candidates = sorted(rng.choice(candidates, integer_sample, replace=False).tolist())
+        lb = np.array([b[0] for b in bounds])
+        ub = np.array([np.inf if b[1] is None else b[1] for b in bounds])
+        constraints = [LinearConstraint(a_eq, 0.0, 0.0), LinearConstraint(a_ub, -np.inf, 0.0)]
+        for i in candidates:
+            c = np.zeros(n)
+            c[i] = 1.0
+            low = milp(c, constraints=constraints, bounds=Bounds(lb, ub), integrality=np.ones(n))
+            high = milp(-c, constraints=constraints, bounds=Bounds(lb, ub), integrality=np.ones(n))
+            lowest, highest = low.fun, (np.inf if high.status == 3 else -high.fun)
+            integer_checked += 1
+            if 1 <= system.true[i] <= threshold:
+                if lowest > 1 + 1e-6 or highest < threshold - 1e-6:
+                    narrowed.append(i)
+            elif highest - lowest < 0.5 and i not in zero:
+                exact.append(i)
+    keys = list(system.index)
+    return {"targets": len(hidden), "narrowed": [keys[i] for i in narrowed], "exact": [keys[i] for i in exact],
+            "integer_checked": integer_checked, "variables": n, "relations": len(system.rows),
+            "shown": {k: system.shown[i] for k, i in system.index.items()},
+            "true": {k: system.true[i] for k, i in system.index.items()}}
+
+
+def _zero_closure(system: _System, visible_zero: set) -> set:
+    """Counts every reader knows are 0: a visible 0, the parts of a total known to be 0, a numerator of a 0."""
+    zero = set(visible_zero)
+    changed = True
+    while changed:
+        changed = False
+        for terms in system.rows:
+            totals = [i for i, c in terms.items() if c > 0]
+            parts = [i for i, c in terms.items() if c < 0]
+            if totals and all(t in zero for t in totals):
+                for p in parts:
+                    if p not in zero:
+                        zero.add(p)
+                        changed = True
+        for a, b in system.le:
+            if b in zero and a not in zero:
+                zero.add(a)
+                changed = True
+    return zero
+
+
+def memberships_of(results: pl.DataFrame, deprivation: pl.DataFrame) -> pl.DataFrame:
+    """Return (patient_id, population) for every population the attacker names, from the private tables."""
+    key = pl.col("indicator_id") + "@" + pl.col("indicator_version").cast(pl.String)
+    parts = [results.select("patient_id", (key + ":den").alias("population")),
+             results.filter("is_numerator").select("patient_id", (key + ":num").alias("population")),
+             deprivation.select("patient_id", pl.lit("all").alias("population"))]
+    for vintage, prefix in (("IMD2019", "imd2019"), ("IMD2025", "imd2025")):
+        method = pl.col(f"{prefix}_method")
+        name = pl.when(method.is_in(["blank", "invalid_postcode", "outside_england"])).then(method).otherwise(
+            pl.lit(f"{vintage}:") + method)
+        parts.append(deprivation.select("patient_id", name.alias("population")))
+        parts.append(deprivation.filter(method.is_in(list(MATCHED))).select(
+            "patient_id", pl.lit(f"{vintage}:matched").alias("population")))
+    return pl.concat(parts).unique()
