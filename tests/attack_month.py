@@ -201,22 +201,30 @@ def attack_month(gap: pl.DataFrame, gap_truth: pl.DataFrame, quality: pl.DataFra
             np.maximum(seen_high, result.x, out=seen_high)
         return result
 
-    for sign in (-1.0, 1.0):  # joint shortcut: push every hidden count up (then down) to its need
-        caps = list(bounds)
-        for i in hidden:
-            lo, hi = caps[i]
-            caps[i] = (lo, need_high[i]) if sign < 0 else (max(lo, min(need_low[i], system.true[i])), hi)
-        c = np.zeros(n)
-        c[hidden] = sign
-        solve(c, caps)
-    narrowed, exact, open_ = [], [], []
-    for i in hidden:
+    def is_open(i) -> bool:
         small = 1 <= system.true[i] <= threshold
-        if small and seen_low[i] <= 1 + 1e-6 and seen_high[i] >= threshold - 1e-6:
-            continue
-        if not small and (seen_high[i] - seen_low[i] >= 0.5 or i in zero):
-            continue
-        open_.append(i)
+        if small:
+            return not (seen_low[i] <= 1 + 1e-6 and seen_high[i] >= threshold - 1e-6)
+        return not (seen_high[i] - seen_low[i] >= 0.5 or i in zero)
+
+    # Joint shortcut, in rounds while they make progress: push every open hidden count up (then
+    # down) to its need at once; any solution is a point the reader cannot rule out.
+    open_ = [i for i in hidden if is_open(i)]
+    while open_:
+        before = len(open_)
+        for sign in (-1.0, 1.0):
+            caps = list(bounds)
+            for i in open_:
+                lo, hi = caps[i]
+                caps[i] = (lo, need_high[i] if hi is None else min(hi, max(need_high[i], system.true[i]))) if sign < 0 \
+                    else (max(lo, min(need_low[i], system.true[i])), hi)
+            c = np.zeros(n)
+            c[open_] = sign
+            solve(c, caps)
+        open_ = [i for i in open_ if is_open(i)]
+        if len(open_) == before:
+            break
+    narrowed, exact = [], []
     for i in open_:
         c = np.zeros(n)
         c[i] = 1.0
