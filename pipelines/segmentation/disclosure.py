@@ -436,6 +436,14 @@ class _Component:
                 starts.append(len(index))
                 rows_lower.append(-inf)
                 rows_upper.append(0.0)
+        if not rows_lower:
+            # A part with no relation at all (one count alone): HiGHS calls a row-less model
+            # 'empty' rather than solving it, so it gets the trivial row x >= 0.
+            index.append(0)
+            value.append(1.0)
+            starts.append(len(index))
+            rows_lower.append(0.0)
+            rows_upper.append(inf)
         lp.num_row_ = len(rows_lower)
         lp.row_lower_ = np.array(rows_lower, dtype=float)
         lp.row_upper_ = np.array(rows_upper, dtype=float)
