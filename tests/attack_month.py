@@ -188,8 +188,21 @@ def attack_month(gap: pl.DataFrame, gap_truth: pl.DataFrame, quality: pl.DataFra
     hidden = [i for i, s in enumerate(system.shown) if s is None]
     visible_zero = {i for i, s in enumerate(system.shown) if s == 0}
     zero = _zero_closure(system, visible_zero)
-    need_low = {i: (1.0 if 1 <= system.true[i] <= threshold else system.true[i] - 1.0) for i in hidden}
-    need_high = {i: (float(threshold) if 1 <= system.true[i] <= threshold else system.true[i] + 1.0) for i in hidden}
+    # What must stay possible, in this release's counts x. With an earlier release, a count it hid
+    # is a target too: its old value is x - change, so its needs shift by the change.
+    judged = {i: system.true[i] for i in hidden}
+    shift_of = {}
+    if earlier is not None:
+        old_shown, old_true = earlier
+        for key, s_old in old_shown.items():
+            i = system.index.get(key)
+            if i is not None and s_old is None and system.shown[i] is not None:
+                hidden.append(i)
+                shift_of[i] = system.true[i] - old_true[key]
+                judged[i] = old_true[key]
+    need_low = {i: (1.0 if 1 <= judged[i] <= threshold else judged[i] - 1.0) + shift_of.get(i, 0) for i in hidden}
+    need_high = {i: (float(threshold) if 1 <= judged[i] <= threshold else judged[i] + 1.0) + shift_of.get(i, 0)
+                 for i in hidden}
     bounds = list(zip(lower, [None if not np.isfinite(u) else u for u in upper]))
     seen_low, seen_high = truth.copy(), truth.copy()
 
@@ -202,9 +215,9 @@ def attack_month(gap: pl.DataFrame, gap_truth: pl.DataFrame, quality: pl.DataFra
         return result
 
     def is_open(i) -> bool:
-        small = 1 <= system.true[i] <= threshold
+        small = 1 <= judged[i] <= threshold
         if small:
-            return not (seen_low[i] <= 1 + 1e-6 and seen_high[i] >= threshold - 1e-6)
+            return not (seen_low[i] <= need_low[i] + 1e-6 and seen_high[i] >= need_high[i] - 1e-6)
         return not (seen_high[i] - seen_low[i] >= 0.5 or i in zero)
 
     # Joint shortcut, in rounds while they make progress: push every open hidden count up (then
@@ -231,8 +244,8 @@ def attack_month(gap: pl.DataFrame, gap_truth: pl.DataFrame, quality: pl.DataFra
         low = solve(c)
         high = solve(-c)
         lowest, highest = low.fun, (np.inf if high.status == 3 else -high.fun)
-        if 1 <= system.true[i] <= threshold:
-            if lowest > 1 + 1e-6 or highest < threshold - 1e-6:
+        if 1 <= judged[i] <= threshold:
+            if lowest > need_low[i] + 1e-6 or highest < need_high[i] - 1e-6:
                 narrowed.append(i)
         elif highest - lowest < 0.5 and i not in zero:
             exact.append(i)
@@ -258,7 +271,8 @@ def attack_month(gap: pl.DataFrame, gap_truth: pl.DataFrame, quality: pl.DataFra
             elif highest - lowest < 0.5 and i not in zero:
                 exact.append(i)
     keys = list(system.index)
-    return {"targets": len(hidden), "narrowed": [keys[i] for i in narrowed], "exact": [keys[i] for i in exact],
+    return {"targets": len(hidden), "narrowed": [keys[i] for i in narrowed],
+            "earlier_targets": len(shift_of), "exact": [keys[i] for i in exact],
             "integer_checked": integer_checked, "variables": n, "relations": len(system.rows),
             "shown": {k: system.shown[i] for k, i in system.index.items()},
             "true": {k: system.true[i] for k, i in system.index.items()}}
