@@ -423,14 +423,23 @@ class _Component:
             local = [(self.local[m], c) for m, c in zip(members, coefficients) if m in self.local]
             if not local:
                 continue
-            for i, c in sorted(local):
+            merged: dict[int, float] = {}
+            for i, c in local:
+                # A variable listed twice in one identity (two of its populations share a class)
+                # is one column: HiGHS refuses duplicate entries in a row.
+                merged[i] = merged.get(i, 0.0) + float(c)
+            merged = {i: c for i, c in merged.items() if c != 0.0}
+            if not merged:
+                continue
+            for i, c in sorted(merged.items()):
                 index.append(i)
-                value.append(float(c))
+                value.append(c)
             starts.append(len(index))
             rows_lower.append(0.0)
             rows_upper.append(0.0)
         for a, b in problem.at_most:
-            if a in self.local and b in self.local:
+            # a == b when the numerator is the whole denominator (the same population): nothing to add.
+            if a in self.local and b in self.local and a != b:
                 index += [self.local[a], self.local[b]]
                 value += [1.0, -1.0]
                 starts.append(len(index))
@@ -453,7 +462,10 @@ class _Component:
         lp.a_matrix_.value_ = np.array(value, dtype=float)
         lp.a_matrix_.num_col_ = n
         lp.a_matrix_.num_row_ = len(rows_lower)
-        h.passModel(lp)
+        status = h.passModel(lp)
+        if status != highspy.HighsStatus.kOk:
+            raise RuntimeError(f"secondary suppression audit: HiGHS refused the model ({status}); "
+                               f"{n} counts, {len(rows_lower)} rows")
         self.col_lower = np.array(lp.col_lower_, dtype=float)
         self.col_upper = np.array(lp.col_upper_, dtype=float)
         self.hidden_lower = np.array([hidden_bounds[v][0] for v in self.variables], dtype=float)
