@@ -137,6 +137,7 @@ class PipelineSettings(dg.ConfigurableResource):
 
 SERVING_ENV = "CORE20_SERVING"
 REPORTS_ENV = "CORE20_REPORTS"
+POWERBI_PARQUET_ENV = "CORE20_POWERBI_PARQUET_FOLDER"
 DEFAULT_SERVING = REPO_ROOT / "data" / "serving"
 DEFAULT_REPORTS = REPO_ROOT / "data" / "reports"
 
@@ -149,11 +150,20 @@ class ServingOutputs(dg.ConfigurableResource):
             (default $CORE20_SERVING, else data/serving).
         reports_dir: folder of the monthly HTML reports (default $CORE20_REPORTS, else data/reports).
         keep_snapshots: snapshots kept, so a refresh that began before a swap can finish.
+        powerbi_parquet_folder: the serving Parquet folder as Power BI Desktop and the gateway
+            see it, e.g. `\\\\analytics-server\\core20\\serving\\current\\parquet`: the default of
+            the generated model's ParquetFolder parameter (default $CORE20_POWERBI_PARQUET_FOLDER,
+            else `serving_root/current/parquet` as this machine sees it).
     """
 
     serving_root: Optional[str] = None
     reports_dir: Optional[str] = None
     keep_snapshots: int = 3
+    powerbi_parquet_folder: Optional[str] = None
+
+    def powerbi_folder(self) -> str | None:
+        """Return the ParquetFolder default for the Power BI model, if one is configured."""
+        return self.powerbi_parquet_folder or os.environ.get(POWERBI_PARQUET_ENV) or None
 
     def serving_path(self) -> Path:
         """Return the resolved serving folder."""

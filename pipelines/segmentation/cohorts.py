@@ -54,7 +54,7 @@ from pipelines.segmentation.definitions import (
     Register,
     Window,
 )
-from pipelines.segmentation.schemas import FEEDS
+from pipelines.segmentation.schemas import FEEDS, INDICATOR_CATALOGUE
 
 IMD_DECILE_COLUMNS = {"IMD2019": "imd2019_decile", "IMD2025": "imd2025_decile"}
 
@@ -765,24 +765,8 @@ def evaluate_indicators(
     )
 
 
-INDICATOR_CATALOGUE_SCHEMA = {
-    "indicator_id": pl.String,
-    "indicator_version": pl.Int32,
-    "title": pl.String,
-    "clinical_area": pl.String,
-    "direction": pl.String,
-    "target": pl.Float64,
-    "unavailable_components": pl.List(pl.String),
-    "definition_hash": pl.String,
-    "is_available": pl.Boolean,
-    "not_available_reason": pl.String,
-    "value_type": pl.String,
-    "multiplier": pl.Int64,
-    "requires_feeds": pl.List(pl.String),
-    "codelists": pl.List(pl.String),
-    "denominator_rule": pl.String,
-    "numerator_rule": pl.String,
-}
+# The catalogue's columns are declared once, in its published contract; the month is added by the asset.
+INDICATOR_CATALOGUE_SCHEMA = {name: dtype for name, dtype in INDICATOR_CATALOGUE.schema.items() if name != "reporting_month"}
 
 
 def indicator_catalogue(defs: Definitions, feeds_present: Sequence[str] | None = None) -> pl.DataFrame:

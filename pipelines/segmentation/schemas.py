@@ -290,6 +290,42 @@ GAP_TABLE = Table(
     primary_key=("reporting_month", "indicator_id", "imd_vintage", "breakdown", "group"),
 )
 
+INDICATOR_CATALOGUE = Table(
+    name="published.indicator_catalogue",
+    description=(
+        "One row per reporting month x indicator: the definition version and hash that produced the month's figures, "
+        "which way is better, the target, how the rate is scaled, and whether the indicator could be computed "
+        "(a missing codelist or feed is reported here, never as a zero rate)."
+    ),
+    columns=(
+        Column("reporting_month", pl.Date, "First day of the reporting month."),
+        Column("indicator_id", pl.String, "Indicator identifier (see the indicator definitions)."),
+        Column("indicator_version", pl.Int32, "Version of the indicator definition used this month."),
+        Column("title", pl.String, "What the indicator measures, in words."),
+        Column("clinical_area", pl.String, "Core20PLUS5 clinical area."),
+        Column("direction", pl.String, "Whether a higher or lower rate is better; sets the sign of every gap.",
+               allowed=("higher_is_better", "lower_is_better")),
+        Column("target", pl.Float64, "National or local aim as a proportion (e.g. 0.6), when there is one.", nullable=True),
+        Column("unavailable_components", pl.List(pl.String),
+               "Parts of the published definition no shared codelist covers, as 'component: reason' (in the star: "
+               "joined with '; ', empty when none)."),
+        Column("definition_hash", pl.String, "sha256 of the canonical text of the indicator and every register and cohort it uses."),
+        Column("is_available", pl.Boolean, "Whether the indicator could be computed this month (its codelists and feeds were present)."),
+        Column("not_available_reason", pl.String, "Why not, when it could not (a missing codelist or an absent feed).", nullable=True),
+        Column("value_type", pl.String, "'proportion' of persons (Wilson limits; shown as a percentage) or 'rate' of events "
+               "per population (Byar limits, exact Poisson under 10; shown per multiplier).", allowed=("proportion", "rate")),
+        Column("multiplier", pl.Int64, "How the rate is stored and shown: 1 = a proportion (shown as a percentage), "
+               "100000 = per 100,000."),
+        Column("requires_feeds", pl.List(pl.String),
+               "Optional linked feeds the indicator needs (in the star: joined with '; ', empty when it needs none)."),
+        Column("codelists", pl.List(pl.String),
+               "Codelists the indicator and its registers and cohorts use (in the star: joined with '; ')."),
+        Column("denominator_rule", pl.String, "The denominator rule in words.", nullable=True),
+        Column("numerator_rule", pl.String, "The numerator rule in words.", nullable=True),
+    ),
+    primary_key=("reporting_month", "indicator_id"),
+)
+
 INEQUALITY_TABLE = Table(
     name="published.inequality_table",
     description=(
@@ -402,10 +438,11 @@ DIM_INDICATOR = Table(
         Column("clinical_area", pl.String, "Core20PLUS5 clinical area.", nullable=True),
         Column("direction", pl.String, "higher_is_better or lower_is_better: sets the sign of every gap.", nullable=True),
         Column("target", pl.Float64, "National or local aim as a proportion (e.g. 0.6), when there is one.", nullable=True),
+        Column("multiplier", pl.Int64, "Scale of the published rate, limits, gaps and SII: 1 for a proportion (shown as a "
+               "percentage), e.g. 100000 for a rate per 100,000; the Power BI measures format rates, gaps and intervals by it.",
+               nullable=True),
         Column("value_type", pl.String, "'proportion' of persons (shown as a percentage) or 'rate' of events per "
                "population (shown per multiplier, never with a % sign).", nullable=True),
-        Column("multiplier", pl.Int64, "Scale of the published rate, limits, gaps and SII: 1 for a proportion, e.g. "
-               "100000 for a rate per 100,000.", nullable=True),
         Column("definition_hash", pl.String, "sha256 of the definition text (latest month using this version).", nullable=True),
         Column("first_month", pl.Date, "First reporting month published with this version.", nullable=True),
         Column("last_month", pl.Date, "Latest reporting month published with this version.", nullable=True),
