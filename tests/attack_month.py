@@ -238,11 +238,15 @@ def attack_month(gap: pl.DataFrame, gap_truth: pl.DataFrame, quality: pl.DataFra
         if len(open_) == before:
             break
     narrowed, exact = [], []
+    unsolved = []
     for i in open_:
         c = np.zeros(n)
         c[i] = 1.0
         low = solve(c)
         high = solve(-c)
+        if low.status != 0 or high.status not in (0, 3):
+            unsolved.append(i)  # reported, never counted as safe
+            continue
         lowest, highest = low.fun, (np.inf if high.status == 3 else -high.fun)
         if 1 <= judged[i] <= threshold:
             if lowest > need_low[i] + 1e-6 or highest < need_high[i] - 1e-6:
@@ -272,7 +276,7 @@ def attack_month(gap: pl.DataFrame, gap_truth: pl.DataFrame, quality: pl.DataFra
                 exact.append(i)
     keys = list(system.index)
     return {"targets": len(hidden), "narrowed": [keys[i] for i in narrowed],
-            "earlier_targets": len(shift_of), "exact": [keys[i] for i in exact],
+            "earlier_targets": len(shift_of), "unsolved": [keys[i] for i in unsolved], "exact": [keys[i] for i in exact],
             "integer_checked": integer_checked, "variables": n, "relations": len(system.rows),
             "shown": {k: system.shown[i] for k, i in system.index.items()},
             "true": {k: system.true[i] for k, i in system.index.items()}}
