@@ -11,10 +11,10 @@ What it knows:
   'ALL' = the sum of the practices, each vintage's match methods adding up to the practice's
   patients, 'matched' = the methods that give a decile, numerators never above denominators;
 - every linear identity between the populations behind those counts, as the most informed
-  reader would: found here from the patients themselves with a floating-point null space
-  (scipy.linalg.null_space; the pipeline uses exact integer elimination), applied in every cell
-  where all the populations in it are published. It covers indicators sharing a denominator
-  (all ages minus adults = children per practice, from deprivation quality and two indicators);
+  reader would: found here from the patients themselves by exact elimination over every distinct
+  membership pattern (the pipeline selects independent patterns by QR first), applied in every cell
+  where all the populations in it are published (indicators sharing a denominator; all ages
+  minus adults = children per practice, from deprivation quality and two indicators);
 - optionally an earlier release of the same month, and how each true count changed since
   (the strongest reader of a re-send: one who knows exactly which patient was added).
 
@@ -29,7 +29,6 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 from scipy import sparse
-from scipy.linalg import null_space
 from scipy.optimize import Bounds, LinearConstraint, linprog, milp
 
 from attack import _ranges, _relations
@@ -67,16 +66,44 @@ class _System:
 
 
 def _identities(memberships: pl.DataFrame) -> list[dict[str, float]]:
-    """Return a basis of linear identities among the populations (floating point null space)."""
+    """Return a basis of the linear identities among the populations, with whole-number coefficients.
+
+    Exact Gaussian elimination with fractions over every distinct membership pattern (the
+    pipeline picks independent rows by QR first; this stays naive on purpose), then each
+    null-space vector scaled to whole numbers, so integer programmes can meet them exactly.
+    """
+    from fractions import Fraction
+    from math import lcm
+
     names = sorted(memberships["population"].unique().to_list())
     wide = (memberships.with_columns(pl.lit(1, pl.Int8).alias("x"))
             .pivot(on="population", index="patient_id", values="x").fill_null(0))
-    matrix = wide.select([pl.col(n) for n in names]).unique().to_numpy().astype(float)
-    basis = null_space(matrix)
+    patterns = wide.select([pl.col(n) for n in names]).unique().rows()
+    k = len(names)
+    pivots: dict[int, list] = {}  # pivot column -> reduced row
+    for pattern in patterns:
+        row = [Fraction(v) for v in pattern]
+        for column, pivot_row in pivots.items():
+            if row[column] != 0:
+                factor = row[column]
+                row = [a - factor * b for a, b in zip(row, pivot_row)]
+        lead = next((j for j in range(k) if row[j] != 0), None)
+        if lead is None:
+            continue
+        row = [v / row[lead] for v in row]
+        for column in list(pivots):
+            if pivots[column][lead] != 0:
+                factor = pivots[column][lead]
+                pivots[column] = [a - factor * b for a, b in zip(pivots[column], row)]
+        pivots[lead] = row
     out = []
-    for vector in basis.T:
-        vector[np.abs(vector) < 1e-9] = 0.0
-        out.append({n: float(c) for n, c in zip(names, vector) if c != 0.0})
+    for free in (j for j in range(k) if j not in pivots):
+        vector = [Fraction(0)] * k
+        vector[free] = Fraction(1)
+        for column, row in pivots.items():
+            vector[column] = -row[free]
+        scale = lcm(*[v.denominator for v in vector])
+        out.append({n: float(v * scale) for n, v in zip(names, vector) if v != 0})
     return out
 
 
@@ -261,9 +288,7 @@ def attack_month(gap: pl.DataFrame, gap_truth: pl.DataFrame, quality: pl.DataFra
             candidates = sorted(rng.choice(candidates, integer_sample, replace=False).tolist())
         lb = np.array([b[0] for b in bounds])
         ub = np.array([np.inf if b[1] is None else b[1] for b in bounds])
-        # The identities' coefficients are floating point (an orthonormal null-space basis): whole
-        # numbers meet them to rounding error only, so the equalities get a tolerance band.
-        constraints = [LinearConstraint(a_eq, -1e-6, 1e-6), LinearConstraint(a_ub, -np.inf, 0.0)]
+        constraints = [LinearConstraint(a_eq, 0.0, 0.0), LinearConstraint(a_ub, -np.inf, 0.0)]
         for i in candidates:
             c = np.zeros(n)
             c[i] = 1.0
