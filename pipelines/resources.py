@@ -106,8 +106,18 @@ class PipelineSettings(dg.ConfigurableResource):
             denominator of a proportion, the numerator of a rate) is flagged is_low_reliability
             (default 50: rounding to 5 moves a count by up to 2, 4% of 50; see gaps.RELIABILITY_THRESHOLD).
         sii_seed: base seed of those draws; each index's own seed is derived from it and recorded.
-        sii_transform: simulate proportions on the logit scale (PHE `transform`).
-        spc_run_length: points in an SPC shift or trend (Making Data Count: 7).
+        sii_transform: fit the SII on the logit (proportion) or log (rate) scale and back-transform
+            (PHE `transform`); standard errors and draws are on that scale either way. Off by
+            default, as in PHEindicatormethods.
+        spc_run_length: points on one side of the mean that make an SPC shift (Making Data Count: 7).
+        spc_trend_length: points each higher (lower) than the last that make an SPC trend (MDC: 7).
+        spc_screen_outliers: leave moving ranges of 3.267 x their mean out of the XmR limits.
+        spc_two_in_three: apply the two-of-three-close-to-a-limit rule.
+        spc_min_points: points an SPC series needs before it gets a variation or assurance
+            verdict (NHSRplotthedots' short-series threshold, 12; at least 2).
+        spc_window_policy: "non_overlapping" (chart a rolling W-month indicator every W-th
+            month and a campaign measure at the same month of each campaign) or
+            "monthly_with_caveat" (chart every month and say what the overlap does).
         max_quarantine_share: block the run when more than this share of an input table's rows
             fail a row rule and are quarantined (a few bad rows are set aside; many mean the
             extract itself is wrong).
@@ -126,8 +136,20 @@ class PipelineSettings(dg.ConfigurableResource):
     sii_seed: int = 20260
     sii_transform: bool = False
     spc_run_length: int = 7
+    spc_trend_length: int = 7
+    spc_screen_outliers: bool = True
+    spc_two_in_three: bool = True
+    spc_min_points: int = 12
+    spc_window_policy: str = "non_overlapping"
     max_quarantine_share: float = 0.01
     definitions_dir: Optional[str] = None
+
+    def spc_rules(self):
+        """Return the SPC rule conventions these settings choose (checked)."""
+        from pipelines.segmentation.spc import SpcRules
+
+        return SpcRules(self.spc_run_length, self.spc_trend_length, self.spc_screen_outliers,
+                        self.spc_two_in_three, self.spc_min_points).check()
 
     def definitions_path(self) -> Path | None:
         """Return the definitions folder (setting, else $CORE20_DEFINITIONS), or None for the shipped one."""
