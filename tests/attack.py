@@ -17,7 +17,11 @@ For each hidden count it solves two linear programmes, minimising and maximising
 subject to all of that. A small count (1 to the profile's threshold) is *recovered* when
 the interval left does not cover every value from 1 to the threshold: the table would
 then say more about it than "it was small". Any other hidden count (a complement) is
-recovered when it is pinned to one value.
+recovered when it is pinned to one value, unless a visible 0 already tells every reader it
+is 0: a part of a total shown as 0, or the numerator of a denominator shown as 0. (Since a
+hidden row hides its numerator too, a hidden numerator under a margin published as "0 of
+500" is pinned to 0 by that margin; publishing the margin's 0 is what says so, not the
+hiding.)
 """
 
 from __future__ import annotations
@@ -149,6 +153,7 @@ def recovered_cells(
             a_ub.append(row)
         a_eq, a_ub = np.array(a_eq), np.array(a_ub)
         true_of = {t: rows[cells.index(t[0])][f"true_{t[1]}"] for t in hidden}
+        public_zero = _public_zeros(variables, index, hidden, rows, cells, a_eq, a_ub)
         # What must stay possible for the attack to fail on a cell: every value from 1 to
         # the threshold for a small count; some value other than the truth for the rest.
         need_high = {t: (threshold if 1 <= v <= threshold else v + 1) for t, v in true_of.items()}
@@ -165,11 +170,34 @@ def recovered_cells(
                 narrowed = lowest > 1 + 1e-6 or highest < threshold - 1e-6
             elif not rows[cells.index(target[0])]["_published"]:
                 narrowed = False  # a never-published cell pinned to a count over 7 tells nothing small
-            else:  # a complement, or a true 0 shown as 0 (nothing to recover there)
-                narrowed = highest - lowest < 0.5 and rows[cells.index(target[0])][target[1]] != true
+            elif target in public_zero:
+                narrowed = False  # a visible 0 above it says so to every reader
+            else:  # a complement
+                narrowed = highest - lowest < 0.5
             if narrowed:
                 recovered.append((*key, *target[0], target[1], true, lowest, highest))
     return recovered
+
+
+def _public_zeros(variables, index, hidden, rows, cells, a_eq, a_ub) -> set:
+    """Return the hidden counts a visible 0 makes known: parts of a total known to be 0, numerators of a 0."""
+    zero = {i for i, (c, col) in enumerate(variables) if (c, col) not in hidden and rows[cells.index(c)][col] == 0}
+    changed = True
+    while changed:
+        changed = False
+        implied = []
+        for row in a_eq:  # total - parts = 0: a total of 0 makes every part 0
+            totals, parts = np.flatnonzero(row > 0).tolist(), np.flatnonzero(row < 0).tolist()
+            if totals and all(t in zero for t in totals):
+                implied += parts
+        for row in a_ub:  # numerator - denominator <= 0: the numerator of a 0 is 0
+            if all(d in zero for d in np.flatnonzero(row < 0).tolist()):
+                implied += np.flatnonzero(row > 0).tolist()
+        for i in implied:
+            if i not in zero:
+                zero.add(i)
+                changed = True
+    return {variables[i] for i in zero if variables[i] in hidden}
 
 
 def _solve(objective, a_eq, a_ub, bounds, integer: bool):

@@ -8,7 +8,8 @@ mean p_i, the gap expected given this sample's covariates, as a difference of pr
 like the table's `gap`. Each is looked up in the *published*, disclosure-controlled table.
 Hidden rows cannot be checked: they are counted, and a minimum must be visible; the Core20
 gaps of the large indicators must be visible unless a group of the Core20 breakdown has a
-count of 1-7 (core20 + rest + unknown = overall then forces a headline complement).
+count of 1-7 (core20 + rest = overall then forces a headline complement). 'rest' is everyone
+not in Core20, patients without a national decile included, as the gap table defines it.
 
 What a correct pipeline shows, and how often it fails anyway, for any seed:
 
@@ -71,8 +72,8 @@ SUPPRESSION_Z = 2.33  # P(Z < -2.33) < 0.01
 MIN_CHECKED = 34
 MIN_COUNTED = 28  # of which reliably visible (the coverage count)
 # Core20 gaps whose groups both have at least this many patients, and this many expected in
-# the numerator, must be visible, unless a group of the breakdown (in practice 'unknown') has
-# a count of 1-7: core20 + rest + unknown = overall then forces a headline complement.
+# the numerator, must be visible, unless a group of the breakdown has a count of 1-7:
+# core20 + rest = overall then forces a headline complement.
 LARGE, LARGE_NUMERATOR = 1000, 100
 
 
