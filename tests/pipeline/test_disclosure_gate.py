@@ -80,20 +80,32 @@ def _leak_gap_row(kind: str):
     return leaky
 
 
-@pytest.mark.parametrize("kind, rule, surface", [
-    ("small_count", "small_count", "published.gap_table (candidate)"),
-    ("zero_over_hidden", "half_shown_row", "published.gap_table (candidate)"),
-    ("half_shown_row", "half_shown_row", "published.gap_table (candidate)"),
-    ("unrounded_quality", "unrounded_count", "published.data_quality (candidate)"),
-    ("report_cell", "small_count", "core20plus5_report_2026-09.html (candidate)"),
+DISCLOSURE_GATE = "audit/disclosure:disclosure_rules blocked"
+
+
+@pytest.mark.parametrize("kind, rule, surface, gate", [
+    # A small count in the gap table is stopped twice over: the table's own suite forbids
+    # 1-7 (audit.gap_table.json), and with that suite blind to it the disclosure audit still is.
+    ("small_count", "disclosure control: no count the profile hides", "expect_column_values_to_not_be_in_set",
+     "gate audit/gap_table:published_invariants blocked"),
+    ("small_count_past_the_table_gate", "small_count", "published.gap_table (candidate)", DISCLOSURE_GATE),
+    ("zero_over_hidden", "half_shown_row", "published.gap_table (candidate)", DISCLOSURE_GATE),
+    ("half_shown_row", "half_shown_row", "published.gap_table (candidate)", DISCLOSURE_GATE),
+    ("unrounded_quality", "unrounded_count", "published.data_quality (candidate)", DISCLOSURE_GATE),
+    ("report_cell", "small_count", "core20plus5_report_2026-09.html (candidate)", DISCLOSURE_GATE),
 ])
-def test_each_kind_of_leak_blocks_the_month_and_nothing_published_changes(outputs, monkeypatch, kind, rule, surface):
+def test_each_kind_of_leak_blocks_the_month_and_nothing_published_changes(outputs, monkeypatch, kind, rule, surface, gate):
     warehouse, serving, reports, _ = outputs
     before_tables, before_files = published_state(warehouse), _files(serving, reports)
-    if kind in ("small_count", "zero_over_hidden", "half_shown_row"):
+    if kind in ("small_count", "small_count_past_the_table_gate", "zero_over_hidden", "half_shown_row"):
         from pipelines.segmentation import gaps
 
-        monkeypatch.setattr(gaps, "protect_month", _leak_gap_row(kind))
+        monkeypatch.setattr(gaps, "protect_month", _leak_gap_row("small_count" if kind.startswith("small") else kind))
+        if kind == "small_count_past_the_table_gate":
+            import assets.gaps
+
+            # The table's suite is told no count is unpublishable (a suite that missed the leak).
+            monkeypatch.setattr(assets.gaps, "unpublishable_counts", lambda profile: [-1])
     elif kind == "unrounded_quality":
         from pipelines import quality
 
@@ -112,7 +124,7 @@ def test_each_kind_of_leak_blocks_the_month_and_nothing_published_changes(output
         monkeypatch.setattr(page, "build_report", leaky)
     code, output = _run_september(outputs)
     assert code == 2, output
-    assert "audit/disclosure:disclosure_rules blocked" in output and rule in output and surface in output, output
+    assert gate in output and rule in output and surface in output, output
     assert published_state(warehouse) == before_tables  # every published table, byte for byte
     assert _files(serving, reports) == before_files  # serving snapshots, pointer and reports, byte for byte
 

@@ -109,14 +109,19 @@ def test_a_cohort_sanity_warning_is_reported_but_does_not_block(september, wareh
 
 
 def test_publish_refuses_unless_the_candidates_were_gated_in_the_same_run(warehouse, clean_extracts):
+    # The publish step alone (its published tables, the serving snapshot and the report, which
+    # it puts in place together), without the candidates' gates or the disclosure audit in the run.
+    from assets.publish import REPORT, SERVING
+
     before = published_state(warehouse)
     defs = build_definitions(warehouse=str(warehouse), extracts=str(clean_extracts))
     result = defs.resolve_job_def(MONTHLY_JOB).execute_in_process(
         instance=dg.DagsterInstance.ephemeral(), partition_key="2026-10-01", raise_on_error=False, run_config=QUIET_LOGS,
-        asset_selection=[published_key(t) for t in PUBLISHED_TABLES],
+        asset_selection=[*[published_key(t) for t in PUBLISHED_TABLES], SERVING, REPORT],
     )
     assert not result.success
     failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE").event_specific_data
     assert failure.user_failure_data.description.startswith("nothing published (the published tables are unchanged): ")
     assert "audit/gap_table has no passing blocking gate in this run" in failure.user_failure_data.description
+    assert "audit/disclosure has no passing disclosure audit in this run" in failure.user_failure_data.description
     assert published_state(warehouse) == before
