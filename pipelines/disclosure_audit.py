@@ -77,17 +77,33 @@ def _check_counts(surface: str, values: list[int], profile: DisclosureProfile) -
 
 
 def audit_table(surface: str, frame: pl.DataFrame, profile: DisclosureProfile) -> list[Violation]:
-    """Return the rules a table in the published layout breaks."""
+    """Return the rules a table in the published layout breaks.
+
+    Rows that name their disclosure profile (`disclosure_profile`) are held to that profile,
+    each group of rows to its own (a history whose months were published under different
+    profiles); rows naming none, or 'none' (private checks only, never publishable), are held
+    to `profile`, the profile of the month being audited.
+    """
     found: list[Violation] = []
     if frame.is_empty():
         return found
-    profiles = (frame["disclosure_profile"].drop_nulls().unique().to_list()
-                if "disclosure_profile" in frame.columns else [])
-    profile = get_profile(profiles[0]) if len(profiles) == 1 and profiles[0] != "none" else profile
     counts = [c for c in frame.columns if COUNT_COLUMNS.match(c) and frame.schema[c].is_integer()]
     if counts:
-        values = pl.concat([frame[c].drop_nulls().cast(pl.Int64) for c in counts]).to_list()
-        found += _check_counts(surface, values, profile)
+        if "disclosure_profile" in frame.columns:
+            named = pl.col("disclosure_profile").fill_null("none")
+            groups = [(get_profile(name) if name != "none" else profile, part)
+                      for (name,), part in frame.group_by(named.alias("_profile"), maintain_order=True)]
+        else:
+            groups = [(profile, frame)]
+        by_profile: dict[str, tuple[DisclosureProfile, list[int]]] = {}
+        for rule, part in groups:
+            values = pl.concat([part[c].drop_nulls().cast(pl.Int64) for c in counts]).to_list()
+            by_profile.setdefault(rule.name, (rule, []))[1].extend(values)
+        tally: dict[str, int] = {}
+        for rule, values in by_profile.values():
+            for v in _check_counts(surface, values, rule):
+                tally[v.rule] = tally.get(v.rule, 0) + v.n
+        found += [Violation(surface, rule, n) for rule, n in tally.items()]
     if {"numerator", "denominator"} <= set(frame.columns):
         half = frame.filter(pl.col("numerator").is_null() ^ pl.col("denominator").is_null()).height
         if half:
@@ -259,12 +275,24 @@ def audit_published(warehouse: Path, serving_root: Path | None, reports_dir: Pat
 
 
 def runner_profile(con, months) -> str:
-    """Return the disclosure profile named on the published gap table (the default when none)."""
+    """Return the disclosure profile the gap table names for these months (the default when none).
+
+    Only the given months count: a history published under another profile must not decide
+    how this month's surfaces are audited. Months under different profiles (an audit of the
+    whole history): the NHS rule when one of them uses it, else the first by name; tables are
+    still audited row by row under each row's own profile (`audit_table`).
+    """
     from pipelines.segmentation.disclosure import NHS_SUPPRESS_ROUND5
 
-    found = con.execute("select distinct disclosure_profile from pub.gap_table").fetchall() if months else []
+    months = list(months)
+    if not months:
+        return NHS_SUPPRESS_ROUND5.name
+    found = con.execute("select distinct disclosure_profile from pub.gap_table where list_contains(?, reporting_month) "
+                        "order by 1", [months]).fetchall()
     names = [r[0] for r in found if r[0] and r[0] != "none"]
-    return names[0] if names else NHS_SUPPRESS_ROUND5.name
+    if NHS_SUPPRESS_ROUND5.name in names or not names:
+        return NHS_SUPPRESS_ROUND5.name
+    return names[0]
 
 
 def audit_candidates(warehouse: Path, month, snapshot: Path, report: Path) -> tuple[list[Violation], dict]:
