@@ -74,15 +74,25 @@ def audit_gap_table(context: dg.AssetExecutionContext, settings: PipelineSetting
                     cohort_catalogue: pl.DataFrame, deprivation: pl.DataFrame, patients: pl.DataFrame,
                     exact_quality: pl.DataFrame):
     """Both candidates from one suppression: a reader holds both tables, so they are protected together."""
+    from pipelines.releases import earlier_releases, write_candidate
+
     profile = PROFILES[settings.disclosure_profile]
+    month = month_of(context)
     figures: dict = {}
+    # Earlier releases of this month a reader may still hold: this one is suppressed consistently with them.
+    with connect(warehouse.file(), read_only=True) as con:
+        earlier = earlier_releases(con, month)
     with_practice = deprivation.join(patients.select("patient_id", "practice_code"), on="patient_id", how="left")
     table = build_gap_table(
         results.lazy(), attributes.lazy(), catalogue, cohorts=reported_cohorts(cohorts, cohort_catalogue).lazy(), profile=profile,
         primary_vintage=settings.primary_imd_vintage, deprivation=with_practice.lazy(), quality=exact_quality,
-        audit_stats=figures, reliability_threshold=settings.reliability_threshold,
+        audit_stats=figures, reliability_threshold=settings.reliability_threshold, earlier=earlier,
     )
     quality_table = figures.pop("quality")
+    release = figures.pop("release", None)
+    if release is not None:
+        with connect(warehouse.file()) as con:
+            write_candidate(con, month, *release)
     metadata = {"disclosure_profile": settings.disclosure_profile,
                 **{f"suppression_{k}": (round(v, 3) if isinstance(v, float) else v) for k, v in figures.items()}}
     yield dg.Output(table, output_name="gap_table",

@@ -161,9 +161,13 @@ def publish(warehouse: Path, reporting_month: date, tables: Iterable[PublishedTa
                 sources[t.name] = ("temp", f"_controlled_{t.name}")
             else:
                 sources[t.name] = (AUDIT, t.name)
+        from pipelines.releases import record_release
+
         return copy_partitions(
             con, [(sources[t.name], (PUBLISHED, t.name), t.partition_column) for t in tables], reporting_month,
             exclude={f"{PUBLISHED}.{t.name}": t.exclude for t in tables if t.exclude and not t.controlled},
+            # What this release showed and hid, privately, for the next release of the month to link to.
+            then=lambda c: record_release(c, reporting_month),
         )
 
 

@@ -324,13 +324,23 @@ class CountProblem:
         unit_keys: a sortable key per unit, for a stable choice among equals.
         unit_priority: complements come from the lowest priority first.
         implies: unit -> units hidden with it (a hidden denominator hides the whole row).
-        fixed_hidden: units already hidden in an earlier release that stays in readers' hands.
         released: earlier releases of the same counts still in readers' hands, each
             (lower, upper, shift) arrays over the variables: what that release showed of the
             count (0 to infinity where it was hidden) and how much the true count changed since.
         exact: variable -> its value, for counts every reader knows exactly (in no unit).
         unpublished: units that are never shown (hidden from the start, never a complement);
             a count only they hold must still not be narrowed down when it is small.
+        fixed_hidden: variables an earlier release of the same counts hid: every unit showing
+            them is hidden from the start (once hidden, a count stays hidden in every later
+            release, or the later one would show what the earlier one hid).
+        earlier_small: variable -> (low, high): a count an earlier release hid while it was
+            small, as this release's values must still allow it (1..threshold there, shifted by
+            the known change since): the interval left must cover low..high. This is the need
+            of such a count in a problem that holds the earlier releases (`released`): a reader
+            who knows the exact change learns about the earlier patients' count, so 1..threshold
+            applies to it, not to today's count (which the added patients make at least the
+            change). Today's count alone is held to 1..threshold by a separate pass without
+            the earlier releases (month_disclosure.protect_month).
     """
 
     keys: list
@@ -344,6 +354,8 @@ class CountProblem:
     released: list = field(default_factory=list)
     exact: dict = field(default_factory=dict)
     unpublished: set = field(default_factory=set)
+    fixed_hidden: set = field(default_factory=set)
+    earlier_small: dict = field(default_factory=dict)
 
 
 _HIGHS_STARTED = False
@@ -671,7 +683,8 @@ def suppress(problem: CountProblem, profile: DisclosureProfile, primary_units: s
             hidden_units.add(x)
             stack.extend(problem.implies.get(x, ()))
 
-    for u in sorted(set(primary_units) | set(problem.unpublished)):
+    fixed_units = {u for v in problem.fixed_hidden for u in units_of.get(v, ())}
+    for u in sorted(set(primary_units) | set(problem.unpublished) | fixed_units):
         hide_unit(u)
     only_unpublished = {v for v, us in units_of.items() if all(u in problem.unpublished for u in us)}
 
@@ -724,11 +737,20 @@ def suppress(problem: CountProblem, profile: DisclosureProfile, primary_units: s
 
         def needs(v: int) -> tuple[float | None, float | None]:
             """(need_low, need_high): the values the count's interval must reach; None: no need."""
+            if v in problem.earlier_small:
+                # Small in an earlier release still in readers' hands: cover that range, shifted
+                # to this release's counts (see CountProblem.earlier_small).
+                low, high = problem.earlier_small[v]
+                return float(low), float(high)
             if is_small[v]:
                 return 1.0, float(threshold)
             if v in zero or v in only_unpublished:
                 return None, None
             return (float(values[v] - 1) if values[v] >= 1 else None), float(values[v] + 1)
+
+        def small_like(v: int) -> bool:
+            """Whether both ends of the count's need must be reached (a small count, now or in a release)."""
+            return bool(is_small[v]) or v in problem.earlier_small
 
         def refresh() -> list[int]:
             newly = [v for v in variables if v not in seen_hidden and is_hidden(v)]
@@ -749,7 +771,7 @@ def suppress(problem: CountProblem, profile: DisclosureProfile, primary_units: s
             seen_low, seen_high = component.seen(v)
             reaches_high = high is not None and seen_high >= high - 1e-6
             reaches_low = low is not None and seen_low <= low + 1e-6
-            return (reaches_high and reaches_low) if is_small[v] else (reaches_high or reaches_low)
+            return (reaches_high and reaches_low) if small_like(v) else (reaches_high or reaches_low)
 
         def certify(targets: list[int]) -> list[int]:
             """Return the targets the solutions so far and two joint LPs could not certify."""
@@ -761,7 +783,7 @@ def suppress(problem: CountProblem, profile: DisclosureProfile, primary_units: s
             down = {}
             for v in targets:
                 low, high = needs(v)
-                if is_small[v] or (v not in reached_up and low is not None):
+                if small_like(v) or (v not in reached_up and low is not None):
                     down[v] = low
             reached_down = component.joint(down, up=False) if down else set()
             open_ = []
@@ -769,7 +791,7 @@ def suppress(problem: CountProblem, profile: DisclosureProfile, primary_units: s
                 low, high = needs(v)
                 if low is None and high is None:
                     continue
-                if is_small[v]:
+                if small_like(v):
                     if not (v in reached_up and v in reached_down):
                         open_.append(v)
                 elif v not in reached_up and v not in reached_down:
@@ -785,12 +807,12 @@ def suppress(problem: CountProblem, profile: DisclosureProfile, primary_units: s
                 top, binding = component.extreme(v, -1.0)
                 if top < high - 1e-6:
                     short = binding
-                    if not is_small[v] and low is not None:
+                    if not small_like(v) and low is not None:
                         bottom, binding_low = component.extreme(v, 1.0)
                         if bottom <= low + 1e-6:
                             return
                         short = binding + binding_low
-                elif is_small[v]:
+                elif small_like(v):
                     bottom, binding_low = component.extreme(v, 1.0)
                     if bottom > low + 1e-6:
                         short = binding_low

@@ -275,7 +275,7 @@ def build_gap_table(
     reference_groups: Mapping[str, str | None] | None = None,
     deprivation: pl.LazyFrame | None = None,
     quality: pl.DataFrame | None = None,
-    earlier: "Sequence[pl.DataFrame] | None" = None,
+    earlier: "Sequence[tuple] | None" = None,
     audit_stats: dict | None = None,
     reliability_threshold: int = RELIABILITY_THRESHOLD,
 ) -> pl.DataFrame:
@@ -306,8 +306,9 @@ def build_gap_table(
             registered patient); with `quality`, the month's deprivation-quality counts are
             protected together with the gap table (see `protect_month`).
         quality: the exact `deprivation_quality` table of the same month(s).
-        earlier: the true counts of earlier releases of the same month still in readers'
-            hands (`release_counts` frames); see `protect_month`.
+        earlier: earlier releases of the same month still in readers' hands, as their runs
+            recorded them (`audit_stats['release']`, kept privately at publish:
+            pipelines/releases.py); see `month_disclosure.link_releases`.
         audit_stats: a dict the suppression's figures (and the controlled quality table,
             under 'quality') are written into.
         reliability_threshold: rates resting on a rounded count under this are flagged

@@ -86,7 +86,7 @@ def protect_month(
     primary_vintage: str,
     memberships: pl.LazyFrame | None = None,
     quality: pl.DataFrame | None = None,
-    earlier: Sequence[pl.DataFrame] | None = None,
+    earlier: Sequence[tuple] | None = None,
 ) -> tuple[pl.DataFrame, pl.DataFrame | None, dict]:
     """Return (controlled gap counts, controlled quality table or None, audit figures).
 
@@ -99,14 +99,16 @@ def protect_month(
         memberships: `population_memberships` of the same month(s); None: every indicator's
             populations are taken as unrelated (a single table audited alone).
         quality: the exact deprivation-quality table (DEPRIVATION_QUALITY) to protect jointly.
-        earlier: true counts of earlier releases of the month (`release_counts`), kept for
-            the cross-release audit; see `link_releases`.
+        earlier: earlier releases of the month still in readers' hands, each the
+            `(counts, structure)` its own run returned under figures['release']; see
+            `link_releases`.
 
     Returns:
         The gap counts with `numerator`/`denominator` controlled (hidden rows null, or 0 for
         a redacting profile), `is_suppressed`, and without the never-published cells; the
         quality table with every count controlled and shares recomputed from the controlled
-        counts; figures (`n_lp_solves`, `n_complements`, `seconds`, ...).
+        counts; figures (`n_lp_solves`, `n_complements`, `seconds`, ...), and for one month
+        `release`: this release's private record for the next release to link to.
     """
     from pipelines.segmentation.gaps import complement_priority
     from pipelines.segmentation.populations import membership_patterns, population_identities
@@ -234,11 +236,26 @@ def protect_month(
                     problem.relations.append(([m for m, _ in members], [float(c) for _, c in members]))
                     n_identities += 1
 
+    n_linked = 0
     if earlier:
-        link_releases(problem, index, earlier, profile)
+        if len(months) != 1:
+            raise ValueError("protect_month: earlier releases are linked for one month at a time")
+        alone = CountProblem(keys=list(problem.keys), values=list(problem.values), relations=list(problem.relations),
+                             at_most=problem.at_most, units=problem.units, unit_keys=problem.unit_keys,
+                             unit_priority=problem.unit_priority, implies=problem.implies,
+                             unpublished=problem.unpublished)
+        n_linked = link_releases(problem, index, earlier, profile, month=months[0], classes=classes.get(months[0], {}))
 
     result = suppress(problem, profile)
     hidden = result.hidden_units
+    if earlier:
+        # Two readers: one holding every release and the exact change (above), and one holding
+        # this release alone, for whom today's small counts must cover 1..threshold. Hiding only
+        # widens intervals, so the second pass keeps what the first guaranteed.
+        second = suppress(alone, profile, primary_units=set(hidden))
+        result.n_lp_solves += second.n_lp_solves
+        result.n_complements += second.n_complements
+        hidden = result.hidden_units = set(hidden) | second.hidden_units
     hidden_rows = [gap_unit[r] in hidden for r in range(len(rows))]
     hidden_value = pl.lit(None, pl.Int64) if profile.small_count_action != "redact" else pl.lit(0, pl.Int64)
     controlled = (
@@ -263,39 +280,187 @@ def protect_month(
     stats = {"n_lp_solves": result.n_lp_solves, "n_complements": result.n_complements,
              "n_components": result.n_components, "n_variables": len(problem.keys),
              "n_relations": len(problem.relations), "n_identities": n_identities,
+             "n_earlier_releases": len(earlier or ()), "n_release_links": n_linked,
              "seconds": time.perf_counter() - started}
+    if len(months) == 1:
+        stats["release"] = _release_record(problem, hidden, months[0], classes.get(months[0], {}),
+                                           identities.get(months[0], []), gap_classes, quality_classes,
+                                           gap_cells.get(months[0], set()), quality_cells.get(months[0], set()))
     return controlled, quality_controlled, stats
 
 
-def link_releases(problem: CountProblem, index: dict, earlier: Sequence[pl.DataFrame], profile: DisclosureProfile) -> None:
-    """Add what earlier releases of the month told readers to the problem (cross-release audit).
+RELEASE_COLUMNS = {"reporting_month": pl.Date, "population": pl.String, "imd_vintage": pl.String, "breakdown": pl.String,
+                   "group": pl.String, "value": pl.Int64, "is_hidden": pl.Boolean}
 
-    Each earlier release is a `release_counts` frame: (`reporting_month`, `key`, `value`,
-    `is_hidden`) for every published variable. A reader holding it knows each visible
-    count's range there; the auditor also knows how much the true count changed since, so the
-    two releases become one set of bounds on today's count: [lower + change, upper + change].
-    This is the strongest reader (one who knows exactly how the extract changed, e.g. one
-    patient added), so it also covers any weaker one.
+
+def _release_record(problem: CountProblem, hidden_units: set, month, classes: dict, identities: list,
+                    gap_classes: set, quality_classes: set, gap_cells: set, quality_cells: set) -> tuple:
+    """Return (counts, structure) of a release, as the next release of the month must know it.
+
+    `counts`: one row per count of the system (a population class in a cell): its true value
+    and whether the release hid it (every place showing it hidden, or never published).
+    `structure`: what a reader could combine in that release, in population names: the
+    classes of identical populations, the identities between classes, and the cells where
+    each table's populations were published (the domain of those identities).
+    Both are private: they hold true counts, and stay in the warehouse's `disclosure` schema.
+    """
+    units_of: dict[int, list[int]] = {}
+    for u, members in enumerate(problem.units):
+        for m in members:
+            units_of.setdefault(m, []).append(u)
+    rows = []
+    for v, key in enumerate(problem.keys):
+        if not (isinstance(key, tuple) and len(key) == 3 and key[0] == month and v in units_of):
+            continue  # a helper constant, not a count
+        _, klass, (vintage, breakdown, group) = key
+        rows.append((month, klass, vintage, breakdown, group, int(problem.values[v]),
+                     all(u in hidden_units for u in units_of[v])))
+    counts = pl.DataFrame(rows, schema=RELEASE_COLUMNS, orient="row")
+    structure = {
+        "classes": {name: klass for name, klass in classes.items() if name != klass},
+        "identities": [{k: int(c) for k, c in identity.items()} for identity in identities],
+        "gap_classes": sorted(k for m, k in gap_classes if m == month),
+        "quality_classes": sorted(k for m, k in quality_classes if m == month),
+        "gap_cells": sorted(list(c) for c in gap_cells),
+        "quality_cells": sorted(list(c) for c in quality_cells),
+    }
+    return counts, structure
+
+
+def link_releases(problem: CountProblem, index: dict, earlier: Sequence[tuple], profile: DisclosureProfile, *,
+                  month, classes: dict) -> int:
+    """Add what earlier releases of the month told readers to the problem; return the relations added.
+
+    Each earlier release is `(counts, structure)` as `_release_record` made it when that
+    release was published. The reader this protects against holds every release and knows
+    exactly how each true count changed since (e.g. which one patient was added: the
+    strongest reader of a re-send, so any weaker one is covered too). For them an earlier
+    release is a second view of today's counts x, shifted by the known change s:
+
+    - a count it showed stands for a range r: today's count is within r + s (`released`);
+    - a count it hid stays hidden (`fixed_hidden`), and if it was small then (1..threshold),
+      today's interval must still cover 1 + s..threshold + s (`earlier_small`): what the
+      reader learns is about the earlier release's patients;
+    - its identities held for its counts: sum c (x - s) = 0, i.e. sum c x = sum c x_true, added
+      where today's identities do not already imply them (populations identical then but not
+      now, a pattern of memberships that today's extra patient broke).
     """
     import numpy as np
 
     from pipelines.segmentation.disclosure import _shown_bounds
 
-    n = len(problem.keys)
-    by_key = {repr(k): i for k, i in index.items()}
-    for release in earlier:
-        lower = np.zeros(n)
-        upper = np.full(n, np.inf)
-        shift = np.zeros(n)
-        values = release["value"].to_list()
-        lo, hi = _shown_bounds(profile, values)
-        for key, value, is_hidden, low, high in zip(release["key"].to_list(), values, release["is_hidden"].to_list(),
-                                                    lo.tolist(), hi.tolist()):
-            i = by_key.get(key)
-            if i is None:
-                continue
-            shift[i] = problem.values[i] - value
-            if not is_hidden:
-                lower[i], upper[i] = low, high
-        problem.released.append((lower, upper, shift))
+    threshold = profile.small_count_threshold
+    suppresses = profile.small_count_action in ("suppress", "redact") and threshold > 0
+    today = [dict(classes)]
+    added = 0
+    released: list[dict] = []
 
+    def var(name: str, cell: tuple):
+        return index.get((month, today[0].get(name, name), cell))
+
+    def constant_relation(terms: dict) -> None:
+        nonlocal added
+        terms = {v: c for v, c in terms.items() if c != 0}
+        if not terms:
+            return
+        total = sum(c * problem.values[v] for v, c in terms.items())
+        members, coefficients = list(terms), [float(c) for c in terms.values()]
+        if total != 0:
+            # The known constant as an exact helper count (in no unit: never shown or hidden).
+            helper = len(problem.keys)
+            problem.keys.append(("__release_constant__", helper))
+            problem.values.append(abs(int(total)))
+            problem.exact[helper] = abs(int(total))
+            members.append(helper)
+            coefficients.append(-1.0 if total > 0 else 1.0)
+        problem.relations.append((members, coefficients))
+        added += 1
+
+    # Today's identities, to skip an earlier one they already imply.
+    today_vectors: dict[frozenset, list[dict]] = {}
+    for members, coefficients in problem.relations:
+        today_vectors.setdefault(frozenset(members), []).append(dict(zip(members, coefficients)))
+
+    for counts, structure in earlier:
+        old_classes = structure.get("classes", {})
+        members_of: dict[str, list[str]] = {}
+        for name, klass in old_classes.items():
+            members_of.setdefault(klass, []).append(name)
+        shown: dict[int, tuple[float, float]] = {}
+        rows = counts.filter(pl.col("reporting_month") == month)
+        values = rows["value"].to_list()
+        lo, hi = _shown_bounds(profile, values) if values else (np.zeros(0), np.zeros(0))
+        old_value: dict[tuple, int] = {}
+        for (klass, vintage, breakdown, group, value, is_hidden), low, high in zip(
+                rows.select("population", "imd_vintage", "breakdown", "group", "value", "is_hidden").rows(),
+                lo.tolist(), hi.tolist()):
+            cell = (vintage, breakdown, group)
+            names = [klass, *members_of.get(klass, [])]
+            old_value[(klass, cell)] = int(value)
+            today_vars = {}
+            for name in names:
+                v = var(name, cell)
+                if v is not None:
+                    today_vars[name] = v
+            for name, v in today_vars.items():
+                shift = problem.values[v] - int(value)
+                if is_hidden:
+                    problem.fixed_hidden.add(v)
+                    if suppresses and 1 <= int(value) <= threshold:
+                        low_need, high_need = 1 + shift, threshold + shift
+                        if v in problem.earlier_small:
+                            a, b = problem.earlier_small[v]
+                            low_need, high_need = min(a, low_need), max(b, high_need)
+                        problem.earlier_small[v] = (low_need, high_need)
+                else:
+                    a, b = shown.get(v, (0.0, np.inf))
+                    shown[v] = (max(a, low + shift), min(b, high + shift))
+            # Populations identical then but counted apart today: their counts differed by
+            # exactly the change since.
+            distinct = sorted(set(today_vars.values()))
+            for other in distinct[1:]:
+                constant_relation({other: 1, distinct[0]: -1})
+        released.append(shown)
+        # The earlier identities, in the cells where their populations were published then.
+        gap_classes, quality_classes = set(structure.get("gap_classes", [])), set(structure.get("quality_classes", []))
+        gap_cells = {tuple(c) for c in structure.get("gap_cells", [])}
+        quality_cells = {tuple(c) for c in structure.get("quality_cells", [])}
+        for identity in structure.get("identities", []):
+            domains = []
+            for klass in identity:
+                domain = set()
+                if klass in gap_classes:
+                    domain |= gap_cells
+                if klass in quality_classes:
+                    domain |= quality_cells
+                domains.append(domain)
+            for cell in sorted(set.intersection(*domains)) if domains else []:
+                terms: dict[int, int] = {}
+                constant = 0
+                for klass, c in identity.items():
+                    v = var(klass, cell)
+                    if v is not None:
+                        terms[v] = terms.get(v, 0) + int(c)
+                    constant += int(c) * old_value.get((klass, cell), 0)
+                if constant != 0 or not terms:
+                    continue  # not an identity of that release's counts here (a cell it did not publish)
+                if any(_same_relation(terms, t) for t in today_vectors.get(frozenset(terms), ())):
+                    continue
+                constant_relation(terms)
+    # What each release showed, as bounds over every count (helper constants included, unbounded).
+    n = len(problem.keys)
+    for shown in released:
+        lower, upper = np.zeros(n), np.full(n, np.inf)
+        for v, (a, b) in shown.items():
+            lower[v], upper[v] = a, b
+        problem.released.append((lower, upper, np.zeros(n)))
+    return added
+
+
+def _same_relation(terms: dict, other: dict) -> bool:
+    """Whether two homogeneous relations are the same up to a factor."""
+    if set(terms) != set(other):
+        return False
+    first = next(iter(terms))
+    ratio = other[first] / terms[first]
+    return all(abs(other[v] - ratio * c) < 1e-9 for v, c in terms.items())
