@@ -47,6 +47,7 @@ class _System:
         self.shown: list = []
         self.rows: list[dict] = []
         self.le: list[tuple[int, int]] = []
+        self.constants: list[float] = []
 
     def var(self, key, true, shown):
         if key in self.index:
@@ -59,10 +60,11 @@ class _System:
         self.shown.append(shown)
         return self.index[key]
 
-    def relation(self, terms: dict):
+    def relation(self, terms: dict, constant: float = 0.0):
         terms = {k: v for k, v in terms.items() if abs(v) > 1e-12}
         if terms:
             self.rows.append(terms)
+            self.constants.append(constant)
 
 
 def _identities(memberships: pl.DataFrame) -> list[dict[str, float]]:
@@ -109,8 +111,17 @@ def _identities(memberships: pl.DataFrame) -> list[dict[str, float]]:
 
 def attack_month(gap: pl.DataFrame, gap_truth: pl.DataFrame, quality: pl.DataFrame | None, quality_truth: pl.DataFrame | None,
                  memberships: pl.DataFrame | None, fine_to_coarse: dict, *, primary_vintage: str, profile: str,
-                 earlier: tuple | None = None, integer: bool = False, integer_sample: int | None = None) -> dict:
-    """Return {'targets': n, 'narrowed': [...], 'exact': [...]} for one month (no values in the keys' output)."""
+                 earlier: dict | None = None, integer: bool = False, integer_sample: int | None = None,
+                 integer_time_limit: float = 600.0, solve: bool = True) -> dict:
+    """Return {'targets': n, 'narrowed': [...], 'exact': [...], 'unsolved': [...]} for one month.
+
+    `earlier`: an earlier release of the month the reader also holds, as {'shown': ..., 'true': ...}
+    (this function's own output for it) and 'memberships' (that release's population memberships,
+    for its identities); the reader knows exactly how each true count changed since.
+    With `integer`, each hidden count (or a sample) is attacked as whole numbers: feasibility
+    programmes, one per end of what must stay possible, each solved to a proof (a solution, or
+    infeasibility); one that ends without a proof is reported as unsolved.
+    """
     threshold = 7
     system = _System()
     month_rows = gap.join(gap_truth.select(*KEY, *CELL, pl.col("numerator").alias("tn"), pl.col("denominator").alias("td")),
@@ -177,6 +188,23 @@ def attack_month(gap: pl.DataFrame, gap_truth: pl.DataFrame, quality: pl.DataFra
                     if (pop, cell) in system.index:
                         terms[system.index[(pop, cell)]] = terms.get(system.index[(pop, cell)], 0.0) + c
                 system.relation(terms)
+    if earlier is not None and earlier.get("memberships") is not None:
+        # The earlier release's identities held for its counts: sum c * (x - change) = 0 in
+        # every cell it published them, i.e. sum c * x = a constant the reader knows.
+        old_true = earlier["true"]
+        old_gap_cells = {c for (p, c) in old_true if p.endswith((":num", ":den"))}
+        old_quality_cells = {c for (p, c) in old_true if not p.endswith((":num", ":den"))}
+        for identity in _identities(earlier["memberships"]):
+            domains = [old_gap_cells if p.endswith((":num", ":den")) else old_quality_cells for p in identity]
+            for cell in sorted(set.intersection(*domains)) if domains else []:
+                terms, constant = {}, 0.0
+                assert abs(sum(c * old_true.get((p, cell), 0) for p, c in identity.items())) < 1e-9
+                for pop, c in identity.items():
+                    i = system.index.get((pop, cell))
+                    if i is not None:
+                        terms[i] = terms.get(i, 0.0) + c
+                        constant += c * system.true[i]
+                system.relation(terms, constant)
     n = len(system.true)
     shown_values = [s for s in system.shown if s is not None]
     ranges = _ranges(profile, shown_values)
@@ -187,7 +215,7 @@ def attack_month(gap: pl.DataFrame, gap_truth: pl.DataFrame, quality: pl.DataFra
             lower[i], upper[i] = ranges[s]
     if earlier is not None:
         # An earlier release: its shown ranges, shifted by the exact change in each true count.
-        old_system_shown, old_true = earlier
+        old_system_shown, old_true = earlier["shown"], earlier["true"]
         old_ranges = _ranges(profile, [s for s in old_system_shown.values() if s is not None])
         for key, s in old_system_shown.items():
             i = system.index.get(key)
@@ -203,30 +231,42 @@ def attack_month(gap: pl.DataFrame, gap_truth: pl.DataFrame, quality: pl.DataFra
             cols.append(i)
             data.append(c)
     a_eq = sparse.csr_matrix((data, (rows, cols)), shape=(len(system.rows), n))
+    b_eq = np.array(system.constants, dtype=float)
     a_ub = sparse.csr_matrix(([1.0] * len(system.le) + [-1.0] * len(system.le),
                               (list(range(len(system.le))) * 2, [a for a, _ in system.le] + [b for _, b in system.le])),
                              shape=(len(system.le), n))
     truth = np.array(system.true, dtype=float)
-    residual = np.abs(a_eq @ truth)
+    residual = np.abs(a_eq @ truth - b_eq)
     if residual.max(initial=0) > 1e-6:
         keys = list(system.index)
         bad = [{keys[i]: c for i, c in system.rows[r].items()} for r in np.flatnonzero(residual > 1e-6)[:3]]
         raise AssertionError(f"the attacker's relations do not hold for the true counts: {bad}")
+    if not solve:  # what the reader holds of this release, for a later one to be attacked with it
+        return {"shown": {k: system.shown[i] for k, i in system.index.items()},
+                "true": {k: system.true[i] for k, i in system.index.items()}}
     hidden = [i for i, s in enumerate(system.shown) if s is None]
     visible_zero = {i for i, s in enumerate(system.shown) if s == 0}
     zero = _zero_closure(system, visible_zero)
     # What must stay possible, in this release's counts x. With an earlier release, a count it hid
     # is a target too: its old value is x - change, so its needs shift by the change.
+    # A count the earlier release hid is judged as it was there: what the reader learns of it is
+    # about that release's patients, the change since being known (so a small count then must
+    # still look anywhere in 1-7 then, today's values shifted by the change), whether today's
+    # release hides it or not.
     judged = {i: system.true[i] for i in hidden}
     shift_of = {}
     if earlier is not None:
-        old_shown, old_true = earlier
+        old_shown, old_true = earlier["shown"], earlier["true"]
         for key, s_old in old_shown.items():
             i = system.index.get(key)
-            if i is not None and s_old is None and system.shown[i] is not None:
+            if i is None or s_old is not None:
+                continue
+            if system.shown[i] is not None:
                 hidden.append(i)
-                shift_of[i] = system.true[i] - old_true[key]
-                judged[i] = old_true[key]
+            elif not 1 <= old_true[key] <= threshold:
+                continue  # a complement then: judged as today's count
+            shift_of[i] = system.true[i] - old_true[key]
+            judged[i] = old_true[key]
     need_low = {i: (1.0 if 1 <= judged[i] <= threshold else judged[i] - 1.0) + shift_of.get(i, 0) for i in hidden}
     need_high = {i: (float(threshold) if 1 <= judged[i] <= threshold else judged[i] + 1.0) + shift_of.get(i, 0)
                  for i in hidden}
@@ -234,7 +274,7 @@ def attack_month(gap: pl.DataFrame, gap_truth: pl.DataFrame, quality: pl.DataFra
     seen_low, seen_high = truth.copy(), truth.copy()
 
     def solve(c, extra_bounds=None):
-        result = linprog(c, A_ub=a_ub, b_ub=np.zeros(a_ub.shape[0]), A_eq=a_eq, b_eq=np.zeros(a_eq.shape[0]),
+        result = linprog(c, A_ub=a_ub, b_ub=np.zeros(a_ub.shape[0]), A_eq=a_eq, b_eq=b_eq,
                          bounds=extra_bounds or bounds, method="highs")
         if result.status == 0:
             np.minimum(seen_low, result.x, out=seen_low)
@@ -283,27 +323,46 @@ def attack_month(gap: pl.DataFrame, gap_truth: pl.DataFrame, quality: pl.DataFra
     integer_checked = 0
     if integer:
         rng = np.random.default_rng(0)
-        candidates = [i for i in hidden if i not in narrowed and i not in exact]
+        candidates = [i for i in hidden if i not in narrowed and i not in exact and i not in unsolved]
         if integer_sample is not None and len(candidates) > integer_sample:
             candidates = sorted(rng.choice(candidates, integer_sample, replace=False).tolist())
         lb = np.array([b[0] for b in bounds])
         ub = np.array([np.inf if b[1] is None else b[1] for b in bounds])
-        constraints = [LinearConstraint(a_eq, 0.0, 0.0), LinearConstraint(a_ub, -np.inf, 0.0)]
+        constraints = [LinearConstraint(a_eq, b_eq, b_eq), LinearConstraint(a_ub, -np.inf, 0.0)]
+        options = {"time_limit": integer_time_limit, "presolve": True}
+
+        def possible(i, low, high):
+            """True/False: some whole-number point has low <= x_i <= high; None: no proof either way."""
+            lo, hi = lb.copy(), ub.copy()
+            lo[i], hi[i] = max(lo[i], low), min(hi[i], high)
+            if lo[i] > hi[i]:
+                return False
+            found = milp(np.zeros(n), constraints=constraints, bounds=Bounds(lo, hi), integrality=np.ones(n),
+                         options=options)
+            return {0: True, 2: False}.get(found.status)
+
         for i in candidates:
-            c = np.zeros(n)
-            c[i] = 1.0
-            low = milp(c, constraints=constraints, bounds=Bounds(lb, ub), integrality=np.ones(n))
-            high = milp(-c, constraints=constraints, bounds=Bounds(lb, ub), integrality=np.ones(n))
-            if low.status != 0 or high.status not in (0, 3):
-                unsolved.append(i)  # reported, never counted as safe
-                continue
-            lowest, highest = low.fun, (np.inf if high.status == 3 else -high.fun)
-            integer_checked += 1
-            if 1 <= system.true[i] <= threshold:
-                if lowest > 1 + 1e-6 or highest < threshold - 1e-6:
+            small = 1 <= judged[i] <= threshold
+            if small:
+                # Both ends of 1..threshold (shifted for an earlier release) must stay possible.
+                ends = [possible(i, -np.inf, need_low[i]), possible(i, need_high[i], np.inf)]
+                if None in ends:
+                    unsolved.append(i)
+                    continue
+                integer_checked += 1
+                if not all(ends):
                     narrowed.append(i)
-            elif highest - lowest < 0.5 and i not in zero:
-                exact.append(i)
+            elif i not in zero:
+                # Some value other than the truth must stay possible.
+                below = possible(i, -np.inf, need_low[i])
+                above = True if below else possible(i, need_high[i], np.inf)
+                if below is True or above is True:
+                    integer_checked += 1
+                elif below is False and above is False:
+                    integer_checked += 1
+                    exact.append(i)
+                else:
+                    unsolved.append(i)
     keys = list(system.index)
     return {"targets": len(hidden), "narrowed": [keys[i] for i in narrowed],
             "earlier_targets": len(shift_of), "unsolved": [keys[i] for i in unsolved], "exact": [keys[i] for i in exact],
