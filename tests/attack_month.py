@@ -267,6 +267,13 @@ def attack_month(gap: pl.DataFrame, gap_truth: pl.DataFrame, quality: pl.DataFra
                 continue  # a complement then: judged as today's count
             shift_of[i] = system.true[i] - old_true[key]
             judged[i] = old_true[key]
+    if earlier is not None:
+        # What the earlier release fixed exactly (a visible 0 then, the parts of such a total, the
+        # numerators of such a denominator) is known from it: today's value is that plus the
+        # known change, so there is nothing of it to recover.
+        old_zero = {system.index[k] for k, v in earlier["shown"].items() if v == 0 and k in system.index}
+        known_before = _zero_closure(system, old_zero, earlier=True)
+        hidden = [i for i in hidden if i not in known_before or i in shift_of]
     need_low = {i: (1.0 if 1 <= judged[i] <= threshold else judged[i] - 1.0) + shift_of.get(i, 0) for i in hidden}
     need_high = {i: (float(threshold) if 1 <= judged[i] <= threshold else judged[i] + 1.0) + shift_of.get(i, 0)
                  for i in hidden}
@@ -371,13 +378,20 @@ def attack_month(gap: pl.DataFrame, gap_truth: pl.DataFrame, quality: pl.DataFra
             "true": {k: system.true[i] for k, i in system.index.items()}}
 
 
-def _zero_closure(system: _System, visible_zero: set) -> set:
-    """Counts every reader knows are 0: a visible 0, the parts of a total known to be 0, a numerator of a 0."""
+def _zero_closure(system: _System, visible_zero: set, *, earlier: bool = False) -> set:
+    """Counts every reader knows are 0: a visible 0, the parts of a total known to be 0, a numerator of a 0.
+
+    `earlier`: zeros of the earlier release's counts, for which every relation is homogeneous
+    (a relation carrying a constant here is an identity of those counts); otherwise a relation
+    with a constant says nothing of this kind and is skipped.
+    """
     zero = set(visible_zero)
     changed = True
     while changed:
         changed = False
-        for terms in system.rows:
+        for terms, constant in zip(system.rows, system.constants):
+            if constant and not earlier:
+                continue
             totals = [i for i, c in terms.items() if c > 0]
             parts = [i for i, c in terms.items() if c < 0]
             if totals and all(t in zero for t in totals):

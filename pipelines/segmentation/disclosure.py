@@ -707,6 +707,10 @@ def suppress(problem: CountProblem, profile: DisclosureProfile, primary_units: s
             return fixed_lower[v], fixed_upper[v]
         return max(lower[v], fixed_lower[v]), min(upper[v], fixed_upper[v])
 
+    # Counts an earlier release fixed exactly (shown as 0 then, the parts of such a total, the
+    # numerators of such a denominator): known to every reader of that release.
+    known_before = (_public_zeros(problem, {v for v in range(n) if fixed_upper[v] - fixed_lower[v] < 0.5})
+                    if problem.released else set())
     components = _components(problem)
     result = SuppressionResult(hidden_units, n_components=len(components))
     order = np.argsort(np.array([repr(k) for k in problem.keys]), kind="stable")
@@ -742,6 +746,10 @@ def suppress(problem: CountProblem, profile: DisclosureProfile, primary_units: s
                 # to this release's counts (see CountProblem.earlier_small).
                 low, high = problem.earlier_small[v]
                 return float(low), float(high)
+            if v in known_before:
+                # An earlier release still in readers' hands fixed it (a visible 0 then, or a part
+                # of one): today's value is that plus the known change, whatever this release hides.
+                return None, None
             if is_small[v]:
                 return 1.0, float(threshold)
             if v in zero or v in only_unpublished:
@@ -750,7 +758,7 @@ def suppress(problem: CountProblem, profile: DisclosureProfile, primary_units: s
 
         def small_like(v: int) -> bool:
             """Whether both ends of the count's need must be reached (a small count, now or in a release)."""
-            return bool(is_small[v]) or v in problem.earlier_small
+            return (bool(is_small[v]) and v not in known_before) or v in problem.earlier_small
 
         def refresh() -> list[int]:
             newly = [v for v in variables if v not in seen_hidden and is_hidden(v)]
@@ -828,8 +836,9 @@ def suppress(problem: CountProblem, profile: DisclosureProfile, primary_units: s
                         for m in members if m in component.local and not is_hidden(m)
                         and cost_of_hiding(m) is not None})
                     if not candidates:
+                        # Names the count (population and cell), never its value.
                         raise RuntimeError("secondary suppression: a hidden count stays narrowed down and "
-                                           "no visible count is left to hide")
+                                           f"no visible count is left to hide ({problem.keys[v]!r})")
                 choice = min(candidates, key=lambda c: (cost_of_hiding(c), rank_of[c]))
                 for u in sorted(units_of[choice]):
                     if u not in hidden_units:
