@@ -328,16 +328,23 @@ def _run(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _quality(args: argparse.Namespace) -> int:
-    from pipelines import quality
+def _month_option(args: argparse.Namespace, command: str):
+    """Return (month or None, None) from `--month`, or (None, exit code) after saying what is wrong."""
     from pipelines.partitions import parse_month
-    from pipelines.resources import resolve_warehouse_path
 
     try:
-        month = parse_month(args.month) if args.month else None
+        return (parse_month(args.month) if args.month else None), None
     except ValueError as error:
-        print(f"core20 quality: {error}", file=sys.stderr)
-        return EXIT_ERROR
+        print(f"core20 {command}: {error}", file=sys.stderr)
+        return None, EXIT_ERROR
+
+
+def _quality(args: argparse.Namespace) -> int:
+    from pipelines.resources import resolve_warehouse_path
+
+    month, failed = _month_option(args, "quality")
+    if failed is not None:
+        return failed
     warehouse = resolve_warehouse_path(args.warehouse)
     print(quality_text(warehouse, month))
     return EXIT_OK
@@ -347,14 +354,11 @@ def _disclosure_audit(args: argparse.Namespace) -> int:
     import time
 
     from pipelines.disclosure_audit import audit_published
-    from pipelines.partitions import parse_month
     from pipelines.resources import ServingOutputs, resolve_warehouse_path
 
-    try:
-        month = parse_month(args.month) if args.month else None
-    except ValueError as error:
-        print(f"core20 disclosure-audit: {error}", file=sys.stderr)
-        return EXIT_ERROR
+    month, failed = _month_option(args, "disclosure-audit")
+    if failed is not None:
+        return failed
     warehouse = resolve_warehouse_path(args.warehouse)
     if not warehouse.exists():
         print(f"core20 disclosure-audit: no warehouse at {warehouse}", file=sys.stderr)
