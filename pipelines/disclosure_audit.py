@@ -46,31 +46,36 @@ class Violation:
         return f"{self.surface}: {self.rule} ({self.n} time(s))"
 
 
-def _publishable(profile: DisclosureProfile, values: list[int]) -> list[bool]:
-    """Return, per value, whether the profile can publish it (it maps some count onto it)."""
-    distinct = sorted({int(v) for v in values})
-    if not distinct:
-        return []
-    top = max(distinct) + 2 * max(profile.base, 1) + 1
-    frame = pl.DataFrame({"n": list(range(top + 1))}, schema={"n": pl.Int64})
-    shown = set(frame.select(profile.control("n"))["n"].drop_nulls().to_list())
-    ok = {v: v in shown for v in distinct}
-    return [ok[int(v)] for v in values]
+def _publishable(profile: DisclosureProfile, values: pl.Series) -> pl.Series:
+    """Return, per value, whether the profile can publish it (it maps some count onto it).
+
+    Only the counts within two rounding bases of each distinct value can map onto it, so only
+    those are tried (a history's largest count can be in the millions).
+    """
+    width = 2 * max(profile.base, 1)
+    distinct = pl.DataFrame({"v": values.unique()}, schema={"v": pl.Int64})
+    candidates = (distinct.with_columns(pl.int_ranges(pl.col("v") - width, pl.col("v") + width + 1).alias("n"))
+                  .explode("n").filter(pl.col("n") >= 0))
+    shown = candidates.filter(profile.control("n") == pl.col("v"))["v"].unique()
+    return values.is_in(shown.implode())
 
 
 def _suppresses(profile: DisclosureProfile) -> bool:
     return profile.small_count_action in ("suppress", "redact") and profile.small_count_threshold > 0
 
 
-def _check_counts(surface: str, values: list[int], profile: DisclosureProfile) -> list[Violation]:
+def _check_counts(surface: str, values, profile: DisclosureProfile) -> list[Violation]:
+    """Return the count rules broken by `values` (a list or an integer Series of shown counts)."""
     found = []
-    if _suppresses(profile):
-        small = sum(1 for v in values if 1 <= v <= profile.small_count_threshold)
-        if small:
-            found.append(Violation(surface, "small_count", small))
+    values = values.cast(pl.Int64) if isinstance(values, pl.Series) else pl.Series("v", list(values), dtype=pl.Int64)
+    values = values.drop_nulls()
+    if values.is_empty():
+        return found
+    small = values.is_between(1, profile.small_count_threshold) if _suppresses(profile) else values.is_null()
+    if small.any():
+        found.append(Violation(surface, "small_count", int(small.sum())))
     if profile.rounding != "none":
-        bad = sum(1 for ok, v in zip(_publishable(profile, values), values) if not ok
-                  and not (_suppresses(profile) and 1 <= v <= profile.small_count_threshold))
+        bad = int((~_publishable(profile, values) & ~small).sum())
         if bad:
             found.append(Violation(surface, "unrounded_count", bad))
     return found
@@ -95,13 +100,12 @@ def audit_table(surface: str, frame: pl.DataFrame, profile: DisclosureProfile) -
                       for (name,), part in frame.group_by(named.alias("_profile"), maintain_order=True)]
         else:
             groups = [(profile, frame)]
-        by_profile: dict[str, tuple[DisclosureProfile, list[int]]] = {}
+        by_profile: dict[str, tuple[DisclosureProfile, list[pl.Series]]] = {}
         for rule, part in groups:
-            values = pl.concat([part[c].drop_nulls().cast(pl.Int64) for c in counts]).to_list()
-            by_profile.setdefault(rule.name, (rule, []))[1].extend(values)
+            by_profile.setdefault(rule.name, (rule, []))[1].extend(part[c].drop_nulls().cast(pl.Int64) for c in counts)
         tally: dict[str, int] = {}
         for rule, values in by_profile.values():
-            for v in _check_counts(surface, values, rule):
+            for v in _check_counts(surface, pl.concat(values), rule):
                 tally[v.rule] = tally.get(v.rule, 0) + v.n
         found += [Violation(surface, rule, n) for rule, n in tally.items()]
     if {"numerator", "denominator"} <= set(frame.columns):
