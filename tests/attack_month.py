@@ -246,6 +246,11 @@ def attack_month(gap: pl.DataFrame, gap_truth: pl.DataFrame, quality: pl.DataFra
                 "true": {k: system.true[i] for k, i in system.index.items()}}
     hidden = [i for i, s in enumerate(system.shown) if s is None]
     visible_zero = {i for i, s in enumerate(system.shown) if s == 0}
+    if memberships is not None:
+        # A population with no member has a count of 0 in every cell: an identity (x = 0) the
+        # reader holds with the others, so such a 0 is known whether shown or not.
+        present = set(memberships["population"].unique().to_list())
+        visible_zero |= {i for (pop, _), i in system.index.items() if pop not in present}
     zero = _zero_closure(system, visible_zero)
     # What must stay possible, in this release's counts x. With an earlier release, a count it hid
     # is a target too: its old value is x - change, so its needs shift by the change.

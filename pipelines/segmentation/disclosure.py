@@ -333,6 +333,8 @@ class CountProblem:
         fixed_hidden: variables an earlier release of the same counts hid: every unit showing
             them is hidden from the start (once hidden, a count stays hidden in every later
             release, or the later one would show what the earlier one hid).
+        known_zero: variables every reader knows are 0 whatever is shown: the counts of a
+            population with no member this month (0 = its count is an identity, in every cell).
         earlier_small: variable -> (low, high): a count an earlier release hid while it was
             small, as this release's values must still allow it (1..threshold there, shifted by
             the known change since): the interval left must cover low..high. This is the need
@@ -356,6 +358,7 @@ class CountProblem:
     unpublished: set = field(default_factory=set)
     fixed_hidden: set = field(default_factory=set)
     earlier_small: dict = field(default_factory=dict)
+    known_zero: set = field(default_factory=set)
 
 
 _HIGHS_STARTED = False
@@ -736,8 +739,8 @@ def suppress(problem: CountProblem, profile: DisclosureProfile, primary_units: s
                                {v: b[1] for v, b in bounds.items()},
                                {v: (fixed_lower[v], fixed_upper[v]) for v in variables})
         seen_hidden = {v for v in variables if is_hidden(v)}
-        zero = _public_zeros(problem, {v for v in variables if not is_hidden(v) and values[v] == 0
-                                       and upper[v] == 0})
+        zero = _public_zeros(problem, {v for v in variables if (not is_hidden(v) and values[v] == 0
+                                                                and upper[v] == 0) or v in problem.known_zero})
 
         def needs(v: int) -> tuple[float | None, float | None]:
             """(need_low, need_high): the values the count's interval must reach; None: no need."""
@@ -768,8 +771,8 @@ def suppress(problem: CountProblem, profile: DisclosureProfile, primary_units: s
             if any(v in zero for v in newly):
                 # A visible 0 is hidden now: what it told every reader must be worked out again.
                 zero.clear()
-                zero.update(_public_zeros(problem, {x for x in variables if not is_hidden(x) and values[x] == 0
-                                                    and upper[x] == 0}))
+                zero.update(_public_zeros(problem, {x for x in variables if (not is_hidden(x) and values[x] == 0
+                                                                             and upper[x] == 0) or x in problem.known_zero}))
             return newly
 
         def covered(v: int) -> bool:

@@ -135,11 +135,13 @@ def protect_month(
     months = sorted(set(counts["reporting_month"].to_list()) | (set(quality["reporting_month"].to_list()) if quality is not None else set()))
     classes: dict = {}
     identities: dict = {}
+    present: dict = {}
     if memberships is not None:
         frame = memberships.collect() if isinstance(memberships, pl.LazyFrame) else memberships
         for month in months:
             rows = frame.filter(pl.col("reporting_month") == month)
             names = sorted(rows["population"].unique().to_list())
+            present[month] = set(names)
             matrix = membership_patterns(rows.select("patient_id", "population"), names)
             classes[month], identities[month] = population_identities(matrix, names)
 
@@ -236,6 +238,11 @@ def protect_month(
                     problem.relations.append(([m for m, _ in members], [float(c) for _, c in members]))
                     n_identities += 1
 
+    # A population with no member this month (e.g. a match method nobody's postcode took) has a
+    # count of 0 in every cell: an identity every reader holds, so hiding such a 0 protects nothing.
+    if memberships is not None:
+        problem.known_zero = {v for v, key in enumerate(problem.keys)
+                              if key[1] not in present.get(key[0], set()) and problem.values[v] == 0}
     n_linked = 0
     if earlier:
         if len(months) != 1:
@@ -243,7 +250,7 @@ def protect_month(
         alone = CountProblem(keys=list(problem.keys), values=list(problem.values), relations=list(problem.relations),
                              at_most=problem.at_most, units=problem.units, unit_keys=problem.unit_keys,
                              unit_priority=problem.unit_priority, implies=problem.implies,
-                             unpublished=problem.unpublished)
+                             unpublished=problem.unpublished, known_zero=problem.known_zero)
         n_linked = link_releases(problem, index, earlier, profile, month=months[0], classes=classes.get(months[0], {}))
 
     result = suppress(problem, profile)
