@@ -332,7 +332,7 @@ def attack_month(gap: pl.DataFrame, gap_truth: pl.DataFrame, quality: pl.DataFra
                 narrowed.append(i)
         elif highest - lowest < 0.5 and i not in zero:
             exact.append(i)
-    integer_checked = 0
+    integer_checked = integer_known = 0
     if integer:
         rng = np.random.default_rng(0)
         candidates = [i for i in hidden if i not in narrowed and i not in exact and i not in unsolved]
@@ -364,7 +364,9 @@ def attack_month(gap: pl.DataFrame, gap_truth: pl.DataFrame, quality: pl.DataFra
                 integer_checked += 1
                 if not all(ends):
                     narrowed.append(i)
-            elif i not in zero:
+            elif i in zero:
+                integer_known += 1  # a visible 0 above it already says it is 0: nothing to recover
+            else:
                 # Some value other than the truth must stay possible.
                 below = possible(i, -np.inf, need_low[i])
                 above = True if below else possible(i, need_high[i], np.inf)
@@ -378,7 +380,7 @@ def attack_month(gap: pl.DataFrame, gap_truth: pl.DataFrame, quality: pl.DataFra
     keys = list(system.index)
     return {"targets": len(hidden), "narrowed": [keys[i] for i in narrowed],
             "earlier_targets": len(shift_of), "unsolved": [keys[i] for i in unsolved], "exact": [keys[i] for i in exact],
-            "integer_checked": integer_checked, "variables": n, "relations": len(system.rows),
+            "integer_checked": integer_checked, "integer_known": integer_known, "variables": n, "relations": len(system.rows),
             "shown": {k: system.shown[i] for k, i in system.index.items()},
             "true": {k: system.true[i] for k, i in system.index.items()}}
 

@@ -67,7 +67,8 @@ def test_a_reader_with_every_table_recovers_nothing_by_lp_or_whole_numbers(wareh
     # Every programme ends with a proof (an optimum, a whole-number point, or infeasibility);
     # one that did not would be listed as unsolved and fail here, never counted as safe.
     assert out["narrowed"] == [] and out["exact"] == [] and out["unsolved"] == []
-    assert out["integer_checked"] == 25
+    # Every sampled count was attacked with a proof, or is one a visible 0 already fixes.
+    assert out["integer_checked"] + out["integer_known"] == 25 and out["integer_checked"] >= 20
 
 
 def _add_one_patient(folder: Path) -> None:
