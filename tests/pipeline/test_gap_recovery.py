@@ -97,6 +97,25 @@ def is_reliably_visible(group: dict) -> bool:
     return expected_numerator(group) - SUPPRESSION_Z * group["expected_numerator_sd"] >= 8
 
 
+def difference(row: dict, confidence: float) -> tuple[float, float, float]:
+    """Return (gap, lower, upper) from a published row's counts, on the indicator's scale.
+
+    A proportion: Newcombe's hybrid score interval. A rate of events per population: the
+    difference of the two rates per multiplier, its limits by MOVER (Zou & Donner 2008) from
+    each rate's Byar / exact Poisson limits.
+    """
+    if row["value_type"] != "rate":
+        return tuple(newcombe_difference(row["numerator"], row["denominator"], row["reference_numerator"],
+                                         row["reference_denominator"], confidence=confidence))
+    from pipelines.segmentation.stats import rate_interval
+
+    r, lo, hi = rate_interval(row["numerator"], row["denominator"], multiplier=row["multiplier"], confidence=confidence)
+    r0, lo0, hi0 = rate_interval(row["reference_numerator"], row["reference_denominator"], multiplier=row["multiplier"],
+                                 confidence=confidence)
+    gap = r - r0
+    return gap, gap - ((r - lo) ** 2 + (hi0 - r0) ** 2) ** 0.5, gap + ((hi - r) ** 2 + (r0 - lo0) ** 2) ** 0.5
+
+
 def expected_numerator(group: dict) -> float:
     """Return a group's expected numerator (0 for an empty group)."""
     return group["expected_rate"] * group["n_denominator"] if group["n_denominator"] else 0.0
@@ -190,21 +209,8 @@ def test_published_counts_are_the_controlled_true_counts_and_the_interval_comes_
     assert published.equals(controlled)
     assert (published["denominator"] != checked["true_denominator"]).any()  # rounding changed counts
     for row in checked.iter_rows(named=True):
-        if row.get("value_type", "proportion") == "rate":
-            # A rate of events per population: the difference of the two rates per multiplier, its
-            # limits by MOVER (Zou & Donner 2008) from each rate's Byar / exact Poisson limits.
-            from pipelines.segmentation.stats import rate_interval
-
-            r, lo, hi = rate_interval(row["numerator"], row["denominator"], multiplier=row["multiplier"])
-            r0, lo0, hi0 = rate_interval(row["reference_numerator"], row["reference_denominator"],
-                                         multiplier=row["multiplier"])
-            gap = r - r0
-            recomputed = (gap, gap - ((r - lo) ** 2 + (hi0 - r0) ** 2) ** 0.5, gap + ((hi - r) ** 2 + (r0 - lo0) ** 2) ** 0.5)
-            tolerance = 1e-9 * row["multiplier"]
-        else:
-            recomputed = newcombe_difference(row["numerator"], row["denominator"], row["reference_numerator"],
-                                             row["reference_denominator"], confidence=0.95)
-            tolerance = 1e-12
+        tolerance = 1e-9 * row["multiplier"] if row["value_type"] == "rate" else 1e-12
+        recomputed = difference(row, 0.95)
         assert (row["gap"], row["gap_lower"], row["gap_upper"]) == pytest.approx(tuple(recomputed), abs=tolerance), row
 
 
@@ -216,8 +222,7 @@ def test_published_intervals_contain_the_true_gaps(gaps):
     misses_95 = counted.filter(outside)
     misses_998 = []
     for row in counted.iter_rows(named=True):
-        _, lower, upper = newcombe_difference(row["numerator"], row["denominator"], row["reference_numerator"],
-                                              row["reference_denominator"], confidence=0.998)
+        _, lower, upper = difference(row, 0.998)
         if not lower <= row["expected_gap"] <= upper:
             misses_998.append((row["indicator_id"], row["group"]))
     allowed_95, allowed_998 = max_misses(n, MISS_95), max_misses(n, MISS_998)
