@@ -85,7 +85,7 @@ def main() -> None:
     month = dt.date(2026, 10, 1)
     extract = work / "extracts" / "2026-10"
 
-    from pipelines.segmentation.synth import generate_extract
+    from pipelines.synthetic import generate_extract
 
     if not (extract / "patients.parquet").exists():
         generate_extract(extract, reporting_month=month, n_patients=args.patients, seed=args.seed)
