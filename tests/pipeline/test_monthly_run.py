@@ -144,9 +144,9 @@ def test_rebuilding_the_month_in_any_row_order_hides_the_same_cells(private_mont
 
 
 def test_the_whole_extract_match_rate_is_published_from_the_controlled_counts(private_month):
-    # The shown branch of the one match-rate definition (the 4,000-patient extract of
-    # test_deprivation_quality_gate.py hides it; tests/spec/test_deprivation_quality.py has both
-    # as literal tables): patients with a decile / patients with an address IMD can apply to.
+    # The shown branch of the one match-rate definition on a whole month (the hidden branch:
+    # tests/spec/test_deprivation_quality.py, as literal tables): patients with a decile /
+    # patients with an address IMD can apply to.
     published = private_month["published_quality"].filter(practice_code="ALL").sort("imd_vintage")
     exact = private_month["deprivation_quality"].filter(practice_code="ALL").sort("imd_vintage")
     assert published["imd_vintage"].to_list() == exact["imd_vintage"].to_list() == ["IMD2019", "IMD2025"]
