@@ -17,14 +17,11 @@ from pipelines.segmentation.deprivation_quality import (
     PracticeThresholds,
     deprivation_quality,
     practice_problems,
-    published_quality,
 )
-from pipelines.segmentation.disclosure import PROFILES, unpublishable_counts
 from pipelines.segmentation.extract import load_column_mapping, month_end
 from pipelines.segmentation.schemas import MATCH_METHODS
 
 DEPRIVATION_QUALITY = dg.AssetKey(["population", "deprivation_quality"])
-AUDIT_DEPRIVATION_QUALITY = dg.AssetKey(["audit", "deprivation_quality"])
 
 
 @dg.asset(
@@ -71,23 +68,6 @@ def _with_practice(deprivation: pl.DataFrame, patients: pl.DataFrame) -> pl.Data
 def deprivation_quality_table(context: dg.AssetExecutionContext, patients: pl.DataFrame,
                               deprivation: pl.DataFrame) -> pl.DataFrame:
     return deprivation_quality(_with_practice(deprivation, patients), month_of(context))
-
-
-@dg.asset(
-    key=AUDIT_DEPRIVATION_QUALITY, partitions_def=MONTHLY, metadata=MONTH_META, group_name="population",
-    ins={"exact": dg.AssetIn(DEPRIVATION_QUALITY)},
-    check_specs=[dg.AssetCheckSpec("published_invariants", asset=AUDIT_DEPRIVATION_QUALITY, blocking=True,
-                                   description="expectations/audit.deprivation_quality.json")],
-    description="Candidate postcode/IMD data quality per month, vintage and practice, counts disclosure-controlled.",
-)
-def audit_deprivation_quality(context: dg.AssetExecutionContext, settings: PipelineSettings, warehouse: Warehouse,
-                              exact: pl.DataFrame):
-    profile = PROFILES[settings.disclosure_profile]
-    table = published_quality(exact, profile)
-    yield dg.Output(table, metadata={"n_rows": table.height, "disclosure_profile": settings.disclosure_profile})
-    gate = run_suite(table, "audit.deprivation_quality", {"unpublishable_counts": unpublishable_counts(profile)})
-    yield quality.check_result(context, warehouse.file(), AUDIT_DEPRIVATION_QUALITY, "published_invariants",
-                               quality.gate_outcome(gate))
 
 
 @dg.asset(

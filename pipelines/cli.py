@@ -8,6 +8,7 @@
     core20 reference fetch [--source URL] [--reference-dir DIR] [--only ID]
     core20 quality [--warehouse PATH] [--month YYYY-MM]
     core20 quarantine --month YYYY-MM [--export] [--warehouse PATH]      (--export: restricted folder)
+    core20 disclosure-audit [--warehouse PATH] [--serving DIR] [--reports DIR] [--month YYYY-MM]
     core20 explain --patient ID --month YYYY-MM [--warehouse PATH]      (console only)
     core20 diff-definitions OLD NEW --month YYYY-MM [--warehouse PATH]
 
@@ -133,6 +134,17 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--month", help="show every measure of one month YYYY-MM (default: one line per month)")
     run.add_argument("--definitions", help="definitions folder (default $CORE20_DEFINITIONS, else core20.toml, else reference_data/definitions)")
 
+    disclosure = sub.add_parser(
+        "disclosure-audit", help="check every published surface against the disclosure profile (names surface and rule, never a value)",
+        description="Read the published tables, every serving snapshot kept, the monthly reports, the run summaries and "
+                    "what 'core20 quality' prints, and report every breach of the disclosure profile's rules: a count of "
+                    "1-7, a count the profile cannot publish, a half-shown row, a statistic over hidden counts, a printed "
+                    "None. Exit 0 when there is none, 2 otherwise.")
+    disclosure.add_argument("--warehouse", help="DuckDB file (default $CORE20_WAREHOUSE, else core20.toml, else data/warehouse/core20plus5.duckdb)")
+    disclosure.add_argument("--serving", help="serving folder (default $CORE20_SERVING, else core20.toml, else beside the warehouse: data/serving)")
+    disclosure.add_argument("--reports", help="reports folder (default $CORE20_REPORTS, else core20.toml, else beside the warehouse: data/reports)")
+    disclosure.add_argument("--month", help="only this month YYYY-MM (default: every published month)")
+
     from pipelines import audit_commands, quarantine_export
 
     audit_commands.add_parsers(sub)
@@ -208,6 +220,8 @@ def _command(args: argparse.Namespace) -> int:
             from pipelines import quarantine_export
 
             return quarantine_export.run(args)
+        if args.command == "disclosure-audit":
+            return _disclosure_audit(args)
         if args.command in ("explain", "diff-definitions"):
             from pipelines import audit_commands
 
@@ -434,31 +448,73 @@ def _run_months(defs, months: list[str], warehouse: Path) -> int:
     return runner.run_month(defs, months[0], warehouse)
 
 
-def _quality(args: argparse.Namespace) -> int:
-    from pipelines import quality
+def _month_option(args: argparse.Namespace, command: str):
+    """Return (month or None, None) from `--month`, or (None, exit code) after saying what is wrong."""
     from pipelines.partitions import parse_month
-    from pipelines.resources import resolve_warehouse_path
 
     try:
-        month = parse_month(args.month) if args.month else None
+        return (parse_month(args.month) if args.month else None), None
     except ValueError as error:
-        print(f"core20 quality: {error}", file=sys.stderr)
-        return EXIT_ERROR
+        print(f"core20 {command}: {error}", file=sys.stderr)
+        return None, EXIT_ERROR
+
+
+def _quality(args: argparse.Namespace) -> int:
+    from pipelines.resources import resolve_warehouse_path
+
+    month, failed = _month_option(args, "quality")
+    if failed is not None:
+        return failed
     from pipelines import runlock
 
     warehouse = resolve_warehouse_path(args.warehouse)
     busy, copy = runlock.writer_busy(warehouse), runlock.quality_copy_path(warehouse)
     if busy and copy.exists():
-        # Never touch the warehouse a run is writing: a reader would make that run wait.
+        # Never touch the warehouse a run is writing: a reader would make that run wait. The
+        # copy is the history as this command prints it (counts disclosure-controlled).
         import polars as pl
 
+        from pipelines import quality
+
         print(f"a run is writing {warehouse} ({busy}); this is the data-quality history as of the end of the "
-              f"previous run, from {copy}")
+              f"previous run, from {copy} (counts disclosure-controlled)")
         print(quality.report(pl.read_parquet(copy), month))
         return EXIT_OK
-    print(f"data-quality history in {warehouse} (table audit.data_quality)")
-    print(quality.report(quality.history(warehouse), month))
+    print(quality_text(warehouse, month))
     return EXIT_OK
+
+
+def _disclosure_audit(args: argparse.Namespace) -> int:
+    import time
+
+    from pipelines.disclosure_audit import audit_published
+    from pipelines.resources import ServingOutputs, resolve_warehouse_path
+
+    month, failed = _month_option(args, "disclosure-audit")
+    if failed is not None:
+        return failed
+    warehouse = resolve_warehouse_path(args.warehouse)
+    if not warehouse.exists():
+        print(f"core20 disclosure-audit: no warehouse at {warehouse}", file=sys.stderr)
+        return EXIT_ERROR
+    outputs = ServingOutputs(serving_root=args.serving, reports_dir=args.reports, warehouse=args.warehouse)
+    started = time.perf_counter()
+    found, read = audit_published(warehouse, outputs.serving_path(), outputs.reports_path(), month)
+    print(f"disclosure audit of {warehouse}, {outputs.serving_path()} and {outputs.reports_path()}: "
+          f"{read['tables']} published table(s), {read['snapshots']} serving snapshot(s), {read['reports']} report(s), "
+          f"{read['texts']} printed text(s) in {time.perf_counter() - started:.1f} s")
+    for violation in found:
+        print(f"  BREACH {violation}")
+    print("no breach: every surface keeps to the disclosure profile" if not found else f"{len(found)} breach(es)")
+    return EXIT_OK if not found else EXIT_BLOCKED
+
+
+def quality_text(warehouse, month=None) -> str:
+    """Return what `core20 quality` prints: the history with the disclosure profile on every count."""
+    from pipelines import quality
+
+    return (f"data-quality history in {warehouse} (table audit.data_quality; counts disclosure-controlled)\n"
+            + quality.report(quality.controlled_history(warehouse), month))
 
 
 if __name__ == "__main__":  # pragma: no cover

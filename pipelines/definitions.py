@@ -8,15 +8,13 @@ from assets.gaps import audit_gap_table, audit_inequality_table, audit_spc_serie
 from assets.indicators import audit_indicator_catalogue, indicator_catalogue, patient_indicators
 from assets.lineage import LINEAGE_ASSETS
 from assets.population import (
-    audit_deprivation_quality,
     deprivation_quality_table,
     patient_attributes,
     patient_deprivation,
 )
+from assets.disclosure import disclosure_audit
 from assets.publish import publish_month
 from assets.reference import REFERENCE_ASSETS
-from assets.report import build_report_asset
-from assets.serving import build_serving_asset
 from assets.staging import staging_extract
 from pipelines import settings_file
 from pipelines.jobs import monthly_job, reference_job
@@ -53,6 +51,8 @@ def build_definitions(
     pipelines/settings_file.py); the [choices] are read here, so after editing core20.toml
     reload the code location in the UI.
     """
+    # The serving snapshot and the report are built as candidates by the disclosure audit and put in
+    # place by the publish step (assets/disclosure.py, assets/publish.py).
     base = dg.Definitions(
         assets=[
             *REFERENCE_ASSETS,
@@ -68,7 +68,7 @@ def build_definitions(
             audit_indicator_catalogue,
             audit_inequality_table,
             audit_spc_series,
-            audit_deprivation_quality,
+            disclosure_audit,
             publish_month,
             staging_feeds,
             cohort_catalogue,
@@ -88,10 +88,6 @@ def build_definitions(
             "serving": ServingOutputs(serving_root=serving_root, reports_dir=reports_dir, warehouse=warehouse),
         },
     )
-    # Outputs for people, built from whatever the month published: a newly published table
-    # reaches the serving snapshot and the report without a change here.
-    published = [spec.key for spec in base.resolve_all_asset_specs() if spec.key.path[0] == "published"]
-    return dg.Definitions.merge(base, dg.Definitions(assets=[build_serving_asset(published), build_report_asset(published)]))
-
+    return base
 
 defs = build_definitions()

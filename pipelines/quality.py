@@ -337,7 +337,9 @@ def _share(rows: pl.DataFrame, table: str) -> str:
 
 def _rate(rows: pl.DataFrame, vintage: str) -> str:
     found = rows.filter(kind="match_rate", name=vintage)
-    return "-" if found.is_empty() else f"{found.row(0, named=True)['share']:.1%}"
+    if found.is_empty() or found.row(0, named=True)["share"] is None:
+        return "-"
+    return f"{found.row(0, named=True)['share']:.1%}"
 
 
 def check_verdict(failed: bool, severity: str) -> str:
@@ -372,3 +374,120 @@ def _month_report(rows: pl.DataFrame, month: date) -> str:
             limit = f" threshold {r['threshold']:g}" if r["threshold"] is not None else ""
             lines.append(f"    {mark} {r['kind']}: {r['name']}{column}{count}{share}{limit}")
     return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------
+# The published (and printed) form of the history: the disclosure profile on every count.
+# ---------------------------------------------------------------------------
+
+# Kept in the private history only: the match methods and match rates are published, per
+# practice and for the whole extract, in `published.deprivation_quality`, where they are
+# protected together with the gap table; restating them here would add relations a reader
+# could use against its hidden counts.
+PRIVATE_KINDS = ("match_method", "match_rate")
+# The disclosure audit's own verdicts are counts of rule breaches, recorded after the
+# candidate it audits was built (see pipelines/disclosure_audit.py).
+DISCLOSURE_ASSET_PREFIX = "audit/disclosure"
+
+
+def controlled_rows(rows: pl.DataFrame, profile_name: str) -> pl.DataFrame:
+    """Return data-quality rows as they may be published or printed: every count controlled.
+
+    `n` and `n_total` get the disclosure profile; quarantined rows by rule add up to the
+    table's quarantined rows, so those counts are protected with secondary suppression against
+    that relation (`disclosure.complementary_suppression`); a share is recomputed from the
+    controlled counts and left empty where one is hidden. Match methods and match rates are
+    left out (`PRIVATE_KINDS`), and so are the disclosure audit's own rows.
+
+    Examples:
+        >>> import datetime as dt
+        >>> rows = [QualityRow("quarantine_rule", "sex_missing", None, None, 3, 1000, 0.003),
+        ...         QualityRow("quarantine_rule", "code_malformed", None, None, 9, 1000, 0.009),
+        ...         QualityRow("quarantine_share", "patients", None, True, 12, 1000, 0.012, 0.05)]
+        >>> frame = outcome_frame(CheckOutcome(True, "", rows), dt.date(2026, 10, 1), "staging/patients", "input_contract", "r1")
+        >>> controlled_rows(frame, "nhs_suppress_1_7_round_5").select("name", "n", "n_total", "share").rows()
+        [('sex_missing', None, 1000, None), ('code_malformed', None, 1000, None), ('patients', 10, 1000, 0.01)]
+    """
+    from pipelines.segmentation.disclosure import complementary_suppression, get_profile
+
+    profile = get_profile(profile_name)
+    kept = rows.filter(~pl.col("kind").is_in(PRIVATE_KINDS) & ~pl.col("asset").str.starts_with(DISCLOSURE_ASSET_PREFIX))
+    kept = kept.with_row_index("_row")
+    hidden: set[tuple[int, str]] = set()
+    suppresses = profile.small_count_action in ("suppress", "redact") and profile.small_count_threshold > 0
+    for column in ("n", "n_total"):
+        values = {(r, column): int(v or 0) for r, v in zip(kept["_row"].to_list(), kept[column].to_list())}
+        small = {k for k, v in values.items() if suppresses and 1 <= v <= profile.small_count_threshold}
+        relations = []
+        if column == "n":
+            for (month, asset, check), group in kept.group_by("reporting_month", "asset", "check_name", maintain_order=True):
+                totals = group.filter(pl.col("kind") == "quarantine_share")["_row"].to_list()
+                parts = group.filter(pl.col("kind") == "quarantine_rule")["_row"].to_list()
+                if totals and parts:
+                    relations.append(((totals[0], "n"), [(totals[0], "n"), *[(p, "n") for p in parts]]))
+        hidden |= complementary_suppression(values, small, relations, profile=profile) if small else set()
+    hidden_value = pl.lit(None, pl.Int64) if profile.small_count_action != "redact" else pl.lit(0, pl.Int64)
+    flags = {c: pl.Series(f"_hide_{c}", [(r, c) in hidden for r in kept["_row"].to_list()], dtype=pl.Boolean)
+             for c in ("n", "n_total")}
+    out = kept.with_columns(*flags.values()).with_columns(
+        *[pl.when(pl.col(f"_hide_{c}") | pl.col(c).is_null()).then(hidden_value).otherwise(profile.control(c)).alias(c)
+          for c in ("n", "n_total")],
+    )
+    visible = ~pl.col("_hide_n") & ~pl.col("_hide_n_total") & pl.col("n").is_not_null() & (pl.col("n_total") > 0)
+    out = out.with_columns(pl.when(visible).then(pl.col("n") / pl.col("n_total")).alias("share"))
+    return out.drop("_row", "_hide_n", "_hide_n_total").select(rows.columns)
+
+
+def headline(rows: pl.DataFrame, month_label: str, details: str | None = None) -> str:
+    """Return the one-line data-quality headline of a month from (controlled) rows.
+
+    `details` is the command that shows the month in full, as the reader should type it
+    (`settings_file.hint`: with `--warehouse` when a bare command would read another one).
+    """
+    quarantined = {r["name"]: r["n"] for r in rows.filter(kind="quarantine_share").iter_rows(named=True)}
+    expectations = rows.filter(kind="expectation")
+    warnings = expectations.filter(passed=False, severity="WARN").height
+
+    def shown(value) -> str:
+        return "suppressed" if value is None else f"{value:,}"
+
+    return (f"  data quality: {expectations.filter(passed=True).height} of {expectations.height} expectations met"
+            f"{f' ({warnings} cohort-sanity warning(s))' if warnings else ''}; quarantined rows: "
+            f"{shown(quarantined.get('patients', 0))} patients, {shown(quarantined.get('events', 0))} events "
+            f"(details: {details or f'core20 quality --month {month_label}'})")
+
+
+def controlled_history(warehouse: Path) -> pl.DataFrame:
+    """Return the data-quality history as `core20 quality` prints it: each month's rows controlled.
+
+    Counts get the month's disclosure profile (`controlled_rows`); the match-rate rows are
+    replaced by the one published definition, from the month's controlled deprivation-quality
+    candidate (`audit.deprivation_quality`, the table that is published): patients with a
+    national decile / patients with an address IMD can apply to (all but blank postcodes and
+    addresses outside England), as the run summary and the report state it.
+    """
+    from pipelines.publication import month_profile
+    from pipelines.warehouse import connect, table_exists
+
+    frame = history(warehouse)
+    if frame.is_empty():
+        return frame
+    parts = []
+    with connect(warehouse, read_only=True) as con:
+        has_quality = table_exists(con, "audit", "deprivation_quality")
+        for (month,), rows in sorted(frame.group_by("reporting_month"), key=lambda kv: kv[0]):
+            controlled = controlled_rows(rows, month_profile(con, month))
+            if has_quality:
+                rates = con.execute(
+                    "select imd_vintage, n_matched, n_patients - coalesce(n_blank, 0) - coalesce(n_outside_england, 0), "
+                    "match_rate from audit.deprivation_quality where reporting_month = ? and practice_code = 'ALL' "
+                    "order by imd_vintage", [month]).fetchall()
+                extra = pl.DataFrame(
+                    [{"reporting_month": month, "asset": "population/patient_deprivation", "check_name": "decile_match_rate",
+                      "kind": "match_rate", "name": v, "column": f"{v.lower()}_decile", "passed": None, "severity": "ERROR",
+                      "n": n, "n_total": None, "share": rate, "threshold": None, "run_id": rows["run_id"][0],
+                      "recorded_at": rows["recorded_at"][0]} for v, n, _, rate in rates],
+                    schema=DATA_QUALITY.schema)
+                controlled = pl.concat([controlled, extra])
+            parts.append(controlled)
+    return pl.concat(parts)

@@ -104,6 +104,9 @@ class PipelineSettings(dg.ConfigurableResource):
             of its patients; 0 switches the check off.
         min_practice_patients: practices smaller than this are not judged by that check.
         sii_repetitions: simulated draws for SII/RII confidence limits (PHE default 100,000).
+        reliability_threshold: a published rate resting on a rounded count under this (the
+            denominator of a proportion, the numerator of a rate) is flagged is_low_reliability
+            (default 50: rounding to 5 moves a count by up to 2, 4% of 50; see gaps.RELIABILITY_THRESHOLD).
         sii_seed: base seed of those draws; each index's own seed is derived from it and recorded.
         sii_transform: fit the SII on the logit (proportion) or log (rate) scale and back-transform
             (PHE `transform`); standard errors and draws are on that scale either way. Off by
@@ -131,6 +134,7 @@ class PipelineSettings(dg.ConfigurableResource):
     min_practice_address_rate: float = 0.5
     min_practice_patients: int = 50
     sii_repetitions: int = 100000
+    reliability_threshold: int = 50
     sii_seed: int = 20260
     sii_transform: bool = False
     spc_run_length: int = 7

@@ -414,12 +414,13 @@ def quality_copy_path(warehouse: Path) -> Path:
 
 
 def write_quality_copy(warehouse: Path) -> Path | None:
-    """Copy `audit.data_quality` (counts and shares per gate, no patient values) beside the warehouse.
+    """Write the data-quality history as `core20 quality` prints it (counts disclosure-controlled) beside the warehouse.
 
     Written at the end of every run, to a temporary name and renamed into place, so
     `core20 quality` can answer while a later run holds the warehouse instead of making
     that run wait or fail.
     """
+    from pipelines import quality
     from pipelines.warehouse import connect, table_exists
 
     if not warehouse.exists():
@@ -429,8 +430,7 @@ def write_quality_copy(warehouse: Path) -> Path | None:
     with connect(warehouse, read_only=True) as con:
         if not table_exists(con, "audit", "data_quality"):
             return None
-        literal = "'" + str(partial).replace("'", "''") + "'"
-        con.execute(f"copy audit.data_quality to {literal} (format parquet)")
+    quality.controlled_history(warehouse).write_parquet(partial)
     os.replace(partial, target)
     return target
 

@@ -78,7 +78,7 @@ def _copy_published(con: duckdb.DuckDBPyConnection) -> list[str]:
     for table, columns in tables.items():
         order = ", ".join(star.q(c) for c in star.order_columns(table, columns))
         con.execute(f"create table published.{star.q(table)} as "
-                    f"select * from {star.SOURCE}.published.{star.q(table)} order by {order}")
+                    f"select * from {star.PUBLISHED}.{star.q(table)} order by {order}")
     return list(tables)
 
 
@@ -101,12 +101,14 @@ def _write_parquet(con: duckdb.DuckDBPyConnection, table: str, folder: Path) -> 
     return written
 
 
-def build_snapshot(warehouse: Path, target: Path, *, powerbi_parquet_folder: str | None = None) -> dict:
+def build_snapshot(warehouse: Path, target: Path, candidate_month=None, *, powerbi_parquet_folder: str | None = None) -> dict:
     """Build a complete snapshot of the warehouse's published tables in folder `target`.
 
     Arguments:
         warehouse: the pipeline's DuckDB file (attached read-only, never written).
         target: an empty or absent folder.
+        candidate_month: build what the snapshot will be once this month's gated candidates
+            are published (publication.published_views), for the disclosure audit before publishing.
         powerbi_parquet_folder: the Parquet folder as Power BI will see it, the default of the
             generated model's `ParquetFolder` parameter (default: this snapshot's own folder).
 
@@ -121,8 +123,11 @@ def build_snapshot(warehouse: Path, target: Path, *, powerbi_parquet_folder: str
         # (the Windows ODBC driver Power BI uses) can open it; DuckDB 2.0 writes its own
         # newer format by default, which DuckDB 1.x cannot read.
         con.execute(f"attach '{database}' as serving (storage_version '{STORAGE_VERSION}')")
-        con.execute("use serving")
         con.execute(f"attach '{warehouse}' as {star.SOURCE} (read_only)")
+        from pipelines.publication import published_views
+
+        published_views(con, star.SOURCE, candidate_month)
+        con.execute("use serving")
         published = _copy_published(con)
         star_tables = star.build_star(con)
         columns = {t: [(r[0], r[1]) for r in con.execute(f"describe {star.STAR}.{star.q(t)}").fetchall()]
@@ -239,4 +244,114 @@ def prune(root: Path, *, keep: int) -> list[str]:
     for stale in snapshots.glob(".*.building"):
         if time.time() - stale.stat().st_mtime > STALE_BUILD_SECONDS:
             shutil.rmtree(stale, ignore_errors=True)
+    return removed
+
+
+# ---------------------------------------------------------------------------
+# Candidates: a month's snapshot and report are built before the month is published, audited
+# with the candidate tables (pipelines/disclosure_audit.py), and only put in place after the
+# warehouse's publish transaction. Issue 15 will make publish + swap one recoverable unit; the
+# steps are kept apart here (build_candidates / promote_candidates / discard_candidates) for that.
+# ---------------------------------------------------------------------------
+
+CANDIDATES = ".candidates"
+
+
+def candidate_paths(serving_root: Path, reports_dir: Path, month) -> dict[str, Path]:
+    """Return where a month's candidate outputs live (private building locations readers never see)."""
+    from pipelines.report.page import report_path
+
+    return {
+        "pointer": serving_root / SNAPSHOTS / f".candidate-{month:%Y-%m}",
+        "report": report_path(reports_dir / CANDIDATES, month),
+    }
+
+
+def build_candidates(warehouse: Path, serving_root: Path, reports_dir: Path, reference_dir: Path, month,
+                     powerbi_parquet_folder: str | None = None) -> dict:
+    """Build the month's candidate serving snapshot and report from its gated candidates.
+
+    Returns:
+        {'snapshot': folder, 'report': file, 'manifest': snapshot manifest}.
+    """
+    from pipelines.report.page import write_report
+
+    discard_candidates(serving_root, reports_dir, month)
+    paths = candidate_paths(serving_root, reports_dir, month)
+    snapshots = serving_root / SNAPSHOTS
+    snapshots.mkdir(parents=True, exist_ok=True)
+    building = snapshots / f".{_new_snapshot_id()}.building"
+    try:
+        manifest = build_snapshot(warehouse, building, candidate_month=month, powerbi_parquet_folder=(
+            powerbi_parquet_folder or str(serving_root.resolve() / CURRENT / PARQUET)))
+        paths["pointer"].write_text(building.name, encoding="utf-8")
+        report, _ = write_report(warehouse, month, reference_dir, paths["report"].parent, candidate=True,
+                                 target=paths["report"])
+    except BaseException:
+        shutil.rmtree(building, ignore_errors=True)
+        raise
+    return {"snapshot": building, "report": report, "manifest": manifest}
+
+
+def candidate_snapshot(serving_root: Path, reports_dir: Path, month) -> Path | None:
+    """Return the month's candidate snapshot folder, if one was built."""
+    pointer = candidate_paths(serving_root, reports_dir, month)["pointer"]
+    if not pointer.exists():
+        return None
+    folder = serving_root / SNAPSHOTS / pointer.read_text(encoding="utf-8").strip()
+    return folder if folder.exists() else None
+
+
+def promote_candidates(serving_root: Path, reports_dir: Path, month, *, keep: int = 3) -> dict:
+    """Put the audited candidates in place (after the publish transaction): snapshot swap, report move."""
+    from pipelines.report.page import report_path
+
+    paths = candidate_paths(serving_root, reports_dir, month)
+    building = candidate_snapshot(serving_root, reports_dir, month)
+    if building is None or not paths["report"].exists():
+        raise FileNotFoundError(f"no audited candidate outputs for {month:%Y-%m} (run the disclosure audit first)")
+    snapshot_id = building.name.strip(".").removesuffix(".building")
+    final = serving_root / SNAPSHOTS / snapshot_id
+    building.rename(final)
+    paths["pointer"].unlink()
+    swap_current(serving_root, final)
+    retire_versions(serving_root, month, final)
+    prune(serving_root, keep=keep)
+    target = report_path(reports_dir, month)
+    os.replace(paths["report"], target)
+    manifest = json.loads((final / MANIFEST).read_text(encoding="utf-8"))
+    return {"snapshot": final, "report": target, "manifest": manifest | {"snapshot": snapshot_id}}
+
+
+def discard_candidates(serving_root: Path, reports_dir: Path, month) -> None:
+    """Remove a month's candidate outputs (a blocked month leaves nothing half-built behind)."""
+    paths = candidate_paths(serving_root, reports_dir, month)
+    building = candidate_snapshot(serving_root, reports_dir, month)
+    if building is not None:
+        shutil.rmtree(building, ignore_errors=True)
+    for path in (paths["pointer"], paths["report"]):
+        if path.exists():
+            path.unlink()
+
+
+def retire_versions(serving_root: Path, month, current: Path) -> list[str]:
+    """Delete the older snapshots that hold a month just published again (a re-sent extract).
+
+    Two versions of one month side by side let a reader difference them (one patient added
+    shows through the rounding), and each version was protected on its own. So the serving
+    folder never holds two versions of a month: once a re-sent month is swapped in, the
+    snapshots with its earlier version go. The cost: a Power BI refresh that was still reading
+    such a snapshot fails on its next file and must be run again (files already open stay
+    readable on POSIX). Older snapshots of other months are kept as before (`keep`).
+    """
+    removed = []
+    label = month.isoformat()
+    for folder in sorted(p for p in (serving_root / SNAPSHOTS).iterdir() if p.is_dir() and not p.name.startswith(".")):
+        if folder.resolve() == current.resolve():
+            continue
+        manifest = folder / MANIFEST
+        months = json.loads(manifest.read_text(encoding="utf-8")).get("months", []) if manifest.exists() else []
+        if label in months:
+            shutil.rmtree(folder, ignore_errors=True)
+            removed.append(folder.name)
     return removed

@@ -149,13 +149,15 @@ def copy_partitions(
     partition_value: date,
     *,
     exclude: dict[str, tuple[str, ...]] | None = None,
+    then=None,
 ) -> dict[str, int]:
     """Copy one month of several tables into others, all in ONE transaction; return rows copied per target.
 
     Each copy is ((source schema, table), (target schema, table), month column or None).
     A month column replaces that month's rows in the target; None replaces the whole
     target table. `exclude` names, per target 'schema.table', source columns not copied.
-    Either every target changes or (on any error) none does.
+    `then(con)`, when given, runs last inside the same transaction (e.g. a private record
+    that must change with the copies). Either every target changes or (on any error) none does.
     """
     copied: dict[str, int] = {}
     month = f"DATE '{partition_value.isoformat()}'"  # a date's ISO form is safe to inline in SQL
@@ -177,6 +179,8 @@ def copy_partitions(
                 con.execute(f"create or replace table {target} as select * from _publishing")
             copied[f"{schema}.{table}"] = int(con.execute("select count(*) from _publishing").fetchall()[0][0])
             con.execute("drop view _publishing")
+        if then is not None:
+            then(con)
         con.execute("commit")
     except Exception:
         con.execute("rollback")

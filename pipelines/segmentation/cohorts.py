@@ -782,7 +782,8 @@ def indicator_catalogue(defs: Definitions, feeds_present: Sequence[str] | None =
         unavailable_components ("component: reason"), definition_hash (sha256 of the
         canonical text of the indicator and every register/cohort it uses), is_available
         and not_available_reason (a missing codelist or an absent feed: reported, never a
-        zero rate), multiplier (1 = proportion, 100000 = per 100,000), requires_feeds,
+        zero rate), value_type ('proportion' of persons or 'rate' of events per population) and
+        multiplier (1 = a proportion, 100000 = per 100,000), requires_feeds,
         codelists, and the denominator and numerator rules in words.
     """
     from pipelines.segmentation.definitions import describe_criterion
@@ -802,6 +803,7 @@ def indicator_catalogue(defs: Definitions, feeds_present: Sequence[str] | None =
             "definition_hash": defs.definition_hash("indicator", ind.id),
             "is_available": reason is None,
             "not_available_reason": reason,
+            "value_type": ind.value_type,
             "multiplier": ind.multiplier,
             "requires_feeds": defs.feeds_used("indicator", ind.id),
             "codelists": codelists,

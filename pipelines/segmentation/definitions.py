@@ -526,9 +526,12 @@ class UnavailableComponent(_Strict):
 class Indicator(_Definition):
     """A numerator/denominator measure; the numerator is evaluated within the denominator.
 
-    `multiplier` says how the rate is shown (1: a proportion; 100000: per 100,000) and does
-    not change any count. An indicator no shared codelist or feed can support gives
-    `not_available_reason` and no numerator.
+    `value_type` says what the rate is (DOMAIN.md section 5): a 'proportion' of persons
+    (Wilson intervals, Newcombe gaps; stored as a proportion, multiplier 1, shown as a
+    percentage) or a 'rate' of events per population (Byar's limits, exact Poisson under 10
+    events; stored per `multiplier` people, e.g. 100000 for per 100,000, and never shown with
+    a % sign). `multiplier` does not change any count. An indicator no shared codelist or
+    feed can support gives `not_available_reason` and no numerator.
     """
 
     clinical_area: Annotated[str, Field(min_length=1)]
@@ -536,10 +539,24 @@ class Indicator(_Definition):
     numerator: Criterion | None = None
     direction: Literal["higher_is_better", "lower_is_better"]
     target: Annotated[float, Field(ge=0, le=1)] | None = None
-    multiplier: Literal[1, 100, 1000, 100000] = 1
+    value_type: Literal["proportion", "rate"] = "proportion"
+    multiplier: Literal[1, 1000, 10000, 100000] | None = None
     breakdowns: list[Breakdown] = Field(default_factory=list)
     unavailable_components: list[UnavailableComponent] = Field(default_factory=list)
     not_available_reason: NotAvailableReason = None
+
+    @model_validator(mode="after")
+    def _unit(self) -> Indicator:
+        if self.multiplier is None:
+            object.__setattr__(self, "multiplier", 1 if self.value_type == "proportion" else 100000)
+        if self.value_type == "proportion" and self.multiplier != 1:
+            raise ValueError("a proportion is stored as a proportion (multiplier 1) and shown as a percentage; "
+                             "use value_type: rate for a rate per 1,000, 10,000 or 100,000")
+        if self.value_type == "rate" and self.multiplier == 1:
+            raise ValueError("a rate needs a multiplier of 1000, 10000 or 100000 (e.g. per 100,000)")
+        if self.value_type == "rate" and self.target is not None:
+            raise ValueError("targets are proportions (0 to 1); a rate indicator cannot take one")
+        return self
 
     @model_validator(mode="after")
     def _rules_or_reason(self) -> Indicator:

@@ -171,8 +171,9 @@ def _observable_breakdowns(groups: dict, observable: np.ndarray, eth: EthnicityC
     """Return the gap table's Core20 and broad-ethnicity groups as the pipeline will see them.
 
     Labels and reference groups are the gap table's own (`gaps.REFERENCE_GROUPS`,
-    `cohorts.ETHNICITY_BROAD_BY_GROUP_6`): Core20 by IMD 2019 (the generator's vintage),
-    'unknown' for a blank, invalid or non-English postcode; the broad group of the latest
+    `cohorts.ETHNICITY_BROAD_BY_GROUP_6`): Core20 by IMD 2019 (the generator's vintage), and
+    'rest' for everyone else - a blank, invalid or non-English postcode included, as the gap
+    table's 'rest' is "not Core20" (gaps._deprivation_groups); the broad group of the latest
     recorded ethnicity code, 'Not stated' for a not-stated code, 'unknown' for no code
     (never coded, or dropped by the missing-ethnicity defect) - not the latent group.
     """
@@ -183,7 +184,8 @@ def _observable_breakdowns(groups: dict, observable: np.ndarray, eth: EthnicityC
     ethnicity[NOT_STATED] = eth.state == 1
     ethnicity[UNKNOWN] = np.isin(eth.state, (2, 3))
     return {
-        "core20": ({"imd_vintage": IMD_VINTAGE}, REFERENCE_GROUPS["core20"], {**groups, UNKNOWN: ~observable}),
+        "core20": ({"imd_vintage": IMD_VINTAGE}, REFERENCE_GROUPS["core20"],
+                   {"core20": groups["core20"], "rest": ~groups["core20"]}),
         "ethnicity_broad": ({}, REFERENCE_GROUPS["ethnicity_broad"], ethnicity),
     }
 

@@ -84,9 +84,23 @@ def private_month(run):
     with connect(warehouse, read_only=True) as con:
         frames = {t: read_table(con, s, t, partition_column="reporting_month", partition_value=MONTH) for s, t in (
             ("indicators", "patient_indicators"), ("population", "patient_attributes"),
-            ("indicators", "indicator_catalogue"), ("cohorts", "cohort_membership"), ("cohorts", "cohort_catalogue"))}
+            ("indicators", "indicator_catalogue"), ("cohorts", "cohort_membership"), ("cohorts", "cohort_catalogue"),
+            ("population", "patient_deprivation"), ("staging", "patients"), ("population", "deprivation_quality"))}
         frames["published"] = read_table(con, "published", "gap_table").filter(pl.col("reporting_month") == MONTH)
+        frames["published_quality"] = read_table(con, "published", "deprivation_quality").filter(
+            pl.col("reporting_month") == MONTH)
     return frames
+
+
+def _gap_inputs(frames: dict, patient_indicators: pl.DataFrame, deprivation: pl.DataFrame) -> dict:
+    """Return build_gap_table's arguments as the audit/gap_table asset passes them (assets/gaps.py)."""
+    from pipelines.segmentation.cohorts import reported_cohorts
+
+    with_practice = deprivation.join(frames["patients"].select("patient_id", "practice_code"), on="patient_id", how="left")
+    return {"indicator_results": patient_indicators.lazy(), "attributes": frames["patient_attributes"].lazy(),
+            "catalogue": frames["indicator_catalogue"],
+            "cohorts": reported_cohorts(frames["cohort_membership"], frames["cohort_catalogue"]).lazy(),
+            "primary_vintage": "IMD2025", "deprivation": with_practice.lazy(), "quality": frames["deprivation_quality"]}
 
 
 def test_published_gap_table_resists_recovery_by_subtraction(private_month):
@@ -100,9 +114,8 @@ def test_published_gap_table_resists_recovery_by_subtraction(private_month):
     from pipelines.segmentation.gaps import build_gap_table
 
     table, attributes = private_month["published"], private_month["patient_attributes"]
-    truth = build_gap_table(private_month["patient_indicators"].lazy(), attributes.lazy(),
-                            private_month["indicator_catalogue"], cohorts=private_month["cohort_membership"].lazy(),
-                            profile=NONE, primary_vintage="IMD2025")
+    inputs = _gap_inputs(private_month, private_month["patient_indicators"], private_month["patient_deprivation"])
+    truth = build_gap_table(**{**inputs, "deprivation": None, "quality": None}, profile=NONE)
     fine = {
         "ethnicity_16": dict(attributes.select("ethnicity_16", "ethnicity_broad").drop_nulls().unique().rows()),
         "sub_icb": dict(attributes.select("sicbl_code", "icb_code").drop_nulls().unique().rows()),
@@ -113,18 +126,35 @@ def test_published_gap_table_resists_recovery_by_subtraction(private_month):
 
 def test_rebuilding_the_month_in_any_row_order_hides_the_same_cells(private_month):
     # The suppression audit's LPs can have several optima; which one is found must not follow
-    # the order in which rows arrive, or a re-run of a month would hide other cells.
-    from pipelines.segmentation.cohorts import reported_cohorts
+    # the order in which rows arrive, or a re-run of a month would hide other cells. The gap
+    # table and deprivation quality are protected together (with the identities between their
+    # populations), so both are rebuilt, from the same inputs the asset uses, patients shuffled.
     from pipelines.segmentation.gaps import build_gap_table
 
-    cohorts = reported_cohorts(private_month["cohort_membership"], private_month["cohort_catalogue"])
     key = ["indicator_id", "imd_vintage", "breakdown", "group"]
     hidden = set(private_month["published"].filter("is_suppressed").select(key).rows())
+    published_quality = private_month["published_quality"]
     for seed in (1, 2):
         shuffled = private_month["patient_indicators"].sample(fraction=1.0, shuffle=True, seed=seed)
-        rebuilt = build_gap_table(shuffled.lazy(), private_month["patient_attributes"].lazy(),
-                                  private_month["indicator_catalogue"], cohorts=cohorts.lazy(), primary_vintage="IMD2025")
+        deprivation = private_month["patient_deprivation"].sample(fraction=1.0, shuffle=True, seed=seed)
+        figures: dict = {}
+        rebuilt = build_gap_table(**_gap_inputs(private_month, shuffled, deprivation), audit_stats=figures)
         assert set(rebuilt.filter("is_suppressed").select(key).rows()) == hidden
+        assert figures["quality"].equals(published_quality.select(figures["quality"].columns))
+
+
+def test_the_whole_extract_match_rate_is_published_from_the_controlled_counts(private_month):
+    # The shown branch of the one match-rate definition on a whole month (the hidden branch:
+    # tests/spec/test_deprivation_quality.py, as literal tables): patients with a decile /
+    # patients with an address IMD can apply to.
+    published = private_month["published_quality"].filter(practice_code="ALL").sort("imd_vintage")
+    exact = private_month["deprivation_quality"].filter(practice_code="ALL").sort("imd_vintage")
+    assert published["imd_vintage"].to_list() == exact["imd_vintage"].to_list() == ["IMD2019", "IMD2025"]
+    for shown, true in zip(published.iter_rows(named=True), exact.iter_rows(named=True)):
+        assert None not in (shown["n_matched"], shown["n_patients"], shown["n_blank"], shown["n_outside_england"])
+        with_address = shown["n_patients"] - shown["n_blank"] - shown["n_outside_england"]
+        assert shown["match_rate"] == shown["n_matched"] / with_address
+        assert abs(shown["match_rate"] - true["match_rate"]) < 0.005 and true["match_rate"] > 0.95
 
 
 def test_summary_names_the_figures_and_no_patient_values(run):
