@@ -22,7 +22,7 @@ from pipelines.segmentation.disclosure import PROFILES, unpublishable_counts
 from pipelines.segmentation.gaps import build_gap_table, build_inequality_table
 from pipelines.segmentation.cohorts import reported_cohorts
 from pipelines.segmentation.spc import build_spc_table
-from pipelines.warehouse import connect, quote, table_exists
+from pipelines.warehouse import quote, table_exists
 
 AUDIT_GAPS = dg.AssetKey(["audit", "gap_table"])
 AUDIT_INEQUALITY = dg.AssetKey(["audit", "inequality_table"])
@@ -32,7 +32,7 @@ GATE = "published_invariants"
 
 def _gate(context, warehouse: Warehouse, key: dg.AssetKey, table: pl.DataFrame, params: dict | None = None):
     outcome = quality.gate_outcome(run_suite(table, f"audit.{key.path[-1]}", params))
-    return quality.check_result(context, warehouse.file(), key, GATE, outcome)
+    return quality.check_result(context, warehouse, key, GATE, outcome)
 
 
 def _check(key: dg.AssetKey) -> list[dg.AssetCheckSpec]:
@@ -88,7 +88,7 @@ def audit_spc_series(context: dg.AssetExecutionContext, settings: PipelineSettin
                      catalogue: pl.DataFrame, gaps: pl.DataFrame):
     month = month_of(context)
     history = [gaps]
-    with connect(warehouse.file(), read_only=True) as con:
+    with warehouse.connect() as con:
         if table_exists(con, "published", "gap_table"):
             target = f"{quote('published')}.{quote('gap_table')}"
             relation = con.sql(f"select * from {target} where reporting_month < $1", params=[month])

@@ -35,7 +35,7 @@ def publish_month(context: dg.AssetExecutionContext, warehouse: Warehouse):
     reasons = ungated(evaluations)
     if reasons:
         raise dg.Failure(description="nothing published (the published tables are unchanged): " + "; ".join(reasons))
-    copied = publish(warehouse.file(), month_of(context))
+    copied = publish(warehouse, month_of(context))
     for table in PUBLISHED_TABLES:
         yield dg.MaterializeResult(asset_key=published_key(table), metadata={
             "n_rows": copied[f"published.{table.name}"], "reporting_month": str(month_of(context))})

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import calendar
 import re
+import time
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
@@ -319,17 +320,44 @@ def _cast_to_contract(frame: pl.DataFrame, table: Table, path: Path, date_format
     return cast.with_columns(flags) if flags else cast
 
 
+_SQL_TYPES = {pl.String: "VARCHAR", pl.Date: "DATE", pl.Float64: "DOUBLE"}
+
+
+@dataclass(frozen=True)
+class ParquetEvents:
+    """A typed Parquet events file, read where it lies by DuckDB (never loaded into Python).
+
+    Chosen when every contract column the file holds already has its contract type, so
+    nothing needs casting and no value can be unreadable; other files are read and cast
+    by polars as before. `renames` maps contract names to the file's headers.
+    """
+
+    path: Path
+    renames: dict[str, str]
+    n_rows: int
+
+    def relation(self) -> str:
+        """Return the file as a SQL relation in the contract's names, with `_row` (1-based data row)."""
+        from pipelines.segmentation.sql import literal, quote
+
+        columns = [f"{quote(self.renames[c.name])} AS {quote(c.name)}" if c.name in self.renames
+                   else f"NULL::{_SQL_TYPES[c.dtype]} AS {quote(c.name)}" for c in INPUT_EVENTS.columns]
+        return (f"(SELECT file_row_number + 1 AS {ROW}, {', '.join(columns)} "
+                f"FROM read_parquet({literal(str(self.path))}, file_row_number = true))")
+
+
 @dataclass
 class RawExtract:
     """The two input tables cast to the contract, with the files they came from.
 
     `patients` and `events` carry `_row` (the data row in the file) and any
     `_unreadable_<column>` flags; `*_source` hold the same rows' contract columns as
-    supplied, from which a quarantined row's record is written.
+    supplied, from which a quarantined row's record is written. A typed Parquet events
+    file stays on disk (`ParquetEvents`) and is staged by DuckDB in one pass.
     """
 
     patients: pl.DataFrame
-    events: pl.DataFrame
+    events: pl.DataFrame | ParquetEvents
     patients_path: Path
     events_path: Path
     mapping: ColumnMapping
@@ -354,6 +382,11 @@ def read_extract(folder: Path, mapping_path: Path | None = None) -> RawExtract:
     frames, sources, paths = {}, {}, {}
     for table in (INPUT_PATIENTS, INPUT_EVENTS):
         path = find_table_file(folder, table.name)
+        if table is INPUT_EVENTS and _is_parquet(path):
+            typed = _typed_parquet_events(path, mapping)
+            if typed is not None:
+                frames[table.name], sources[table.name], paths[table.name] = typed, None, path
+                continue
         raw = _read_raw(path, mapping)
         _delimiter_hint(raw, path, mapping)
         if raw.height == 0:
@@ -369,6 +402,41 @@ def read_extract(folder: Path, mapping_path: Path | None = None) -> RawExtract:
         paths[table.name] = path
     return RawExtract(frames["patients"], frames["events"], paths["patients"], paths["events"], mapping,
                       sources["patients"], sources["events"])
+
+
+def _typed_parquet_events(path: Path, mapping: ColumnMapping) -> ParquetEvents | None:
+    """Return the events file as `ParquetEvents` when its columns need no casting, else None.
+
+    The file's footer is read for its columns and row count (no row is read); the same
+    checks as for any file apply: empty, unreadable, no rows, missing or misnamed columns.
+    """
+    import duckdb
+
+    from pipelines.segmentation.sql import literal
+
+    if path.stat().st_size == 0:
+        raise ExtractError(f"{path}: the file is empty (0 bytes); expected a Parquet file.", file=path)
+    con = duckdb.connect()
+    try:
+        described = con.execute(f"DESCRIBE SELECT * FROM read_parquet({literal(str(path))})").fetchall()
+        n_rows = con.execute(f"SELECT count(*) FROM read_parquet({literal(str(path))})").fetchall()[0][0]
+    except duckdb.Error as error:
+        reason = str(error).splitlines()[0][:200]
+        raise ExtractError(
+            f"{path}: could not be read as Parquet ({reason}); expected a complete Parquet file. It may "
+            "have been cut short in transfer: ask the supplier to send it again.", file=path,
+        ) from None
+    finally:
+        con.close()
+    types = {name: kind for name, kind, *_ in described}
+    empty = pl.DataFrame(schema={name: pl.String for name in types})
+    renamed = _rename_to_contract(empty, INPUT_EVENTS, mapping.for_table("events"), path)
+    if n_rows == 0:
+        raise ExtractError(f"{path}: has a header but no rows; expected one row per event.", file=path)
+    headers = {c.name: mapping.for_table("events").get(c.name, c.name) for c in INPUT_EVENTS.columns if c.name in renamed.columns}
+    if any(types[header] != _SQL_TYPES.get(INPUT_EVENTS.column(name).dtype) for name, header in headers.items()):
+        return None  # something needs casting: the polars reader casts and flags it
+    return ParquetEvents(path, headers, int(n_rows))
 
 
 def _check_patient_columns(patients: pl.DataFrame, path: Path) -> None:
@@ -409,7 +477,7 @@ class StagingResult:
     """Staged tables, the quarantined rows and the counts a data-quality report needs (no patient-level values)."""
 
     patients: pl.DataFrame
-    events: pl.DataFrame
+    events: pl.DataFrame | None  # None when the events were written where they were staged (the warehouse)
     counts: dict[str, int]
     quarantine: pl.DataFrame = field(default_factory=QUARANTINE.empty)
     patient_split: quarantine.Split | None = None
@@ -458,6 +526,8 @@ def stage_extract(
     *,
     patient_rules: Sequence[quarantine.RowRule] = (),
     event_rules: Sequence[quarantine.RowRule] = (),
+    con=None,
+    write_events=None,
 ) -> StagingResult:
     """Return the patients registered at the end of `reporting_month`, their events up to then, and the quarantine.
 
@@ -471,6 +541,9 @@ def stage_extract(
         reporting_month: first day of the month.
         patient_rules: rules over `candidate_patients` columns (e.g. age, sex, practice code).
         event_rules: rules over the event columns.
+        con: the DuckDB connection the events are staged in (default: a private in-memory one).
+        write_events: writes the staged events given their query and returns the rows written
+            (the warehouse's month partition in a run); by default they are returned as a frame.
     """
     reference_date = month_end(reporting_month)
     patient_columns = [c for c in INPUT_PATIENTS.names if c in raw.patients.columns]
@@ -489,32 +562,15 @@ def stage_extract(
         codes.normalise_ods_code(pl.col("practice_code")).alias("practice_code")
     )
 
-    events = raw.events
-    if "value" not in events.columns:
-        events = events.with_columns(pl.lit(None, dtype=pl.Float64).alias("value"))
-    events, n_duplicate_events = quarantine.drop_exact_duplicates(events, [c for c in INPUT_EVENTS.names if c in events.columns])
-    event_split = quarantine.split(
-        events, quarantine.contract_rules(INPUT_EVENTS, events) + list(event_rules),
-        source=raw.events_source if raw.events_source is not None else raw.events,
-        reporting_month=reporting_month, source_table="events", source_file=raw.events_path.name,
-    )
-    in_month = event_split.kept.filter(pl.col("event_date") <= reference_date)
-    in_population = pl.col("patient_id").is_in(staged["patient_id"].implode())
-    staged_events = in_month.filter(in_population).select(
-        pl.lit(reporting_month).alias("reporting_month"), "patient_id", "code", "event_date", "value"
-    ).cast(STAGING_EVENTS.schema)
+    event_split, event_counts, staged_events = stage_events(
+        raw, reporting_month, event_rules, staged["patient_id"], con=con, write=write_events)
     counts = {
         "n_patient_rows": raw.patients.height,
         "n_duplicate_patient_rows": n_duplicate_patient_rows,
         "n_patient_rows_quarantined": patient_split.quarantined.height,
         "n_not_registered_at_month_end": kept.height - staged.height,
         "n_patients": staged.height,
-        "n_event_rows": raw.events.height,
-        "n_duplicate_event_rows": n_duplicate_events,
-        "n_event_rows_quarantined": event_split.quarantined.height,
-        "n_events_after_month_end": event_split.kept.height - in_month.height,
-        "n_events_not_in_population": in_month.height - staged_events.height,
-        "n_events": staged_events.height,
+        **event_counts,
         "n_postcode_blank": int((staged["postcode_status"] == "blank").sum()),
         "n_postcode_invalid": int((staged["postcode_status"] == "invalid").sum()),
     }
@@ -522,3 +578,137 @@ def stage_extract(
         staged, staged_events, counts, pl.concat([patient_split.quarantined, event_split.quarantined]),
         patient_split, event_split,
     )
+
+
+# --- events: staged by DuckDB where they lie ------------------------------------------------
+
+
+def _events_relation(con, raw: RawExtract) -> tuple[str, pl.DataFrame | None]:
+    """Return the cast events as a SQL relation in `con` (and the frame of rows as supplied, if read)."""
+    if isinstance(raw.events, ParquetEvents):
+        return raw.events.relation(), None
+    events = raw.events
+    if "value" not in events.columns:
+        events = events.with_columns(pl.lit(None, dtype=pl.Float64).alias("value"))
+    con.register("_events_cast", events.to_arrow())
+    return "_events_cast", raw.events_source if raw.events_source is not None else raw.events
+
+
+def stage_events(
+    raw: RawExtract,
+    reporting_month: date,
+    rules: Sequence[quarantine.RowRule],
+    population: pl.Series,
+    *,
+    con=None,
+    write=None,
+) -> tuple[quarantine.Split, dict[str, int], pl.DataFrame | None]:
+    """Stage the month's events in DuckDB: drop exact repeats, quarantine by rule, keep the population's.
+
+    The semantics are `stage_extract`'s (exact duplicates dropped first, keeping the first
+    row; then each remaining row checked against the contract's and the suite's rules, the
+    first rule that catches it naming it; then only events on or before R of patients
+    registered at R kept), computed with the rules' SQL form where the rows lie. Only the
+    few rows a rule catches come into Python, where the polars form of the same rules sorts
+    them under their first rule and writes their records (and must agree with the SQL).
+
+    Arguments:
+        raw: the extract (typed Parquet events stay on disk).
+        reporting_month: first day of the month.
+        rules: the events' row rules (`RowRule.sql` set), in priority order.
+        population: the staged patients' ids.
+        con: a DuckDB connection (default: a private in-memory one).
+        write: given the kept rows' query, writes them and returns the rows written; by
+            default they are returned as a frame in file order.
+
+    Returns:
+        The quarantine split (its `kept` is empty: the kept rows are in the warehouse), the
+        event counts, and the staged events when no `write` was given.
+    """
+    import duckdb
+
+    from pipelines.pushdown import as_gx_sees_sql
+    from pipelines.segmentation.sql import literal, quote
+
+    started = time.perf_counter()
+    own = con is None
+    con = duckdb.connect() if own else con
+    try:
+        relation, source = _events_relation(con, raw)
+        names = [c.name for c in INPUT_EVENTS.columns]
+        flags = [f for f in (f"{quarantine.UNREADABLE}{n}" for n in names) if f in _columns(con, relation)]
+        all_rules = quarantine.contract_rules(INPUT_EVENTS, pl.DataFrame(schema={**{n: pl.String for n in names},
+                                                                                 **{f: pl.Boolean for f in flags}}))
+        all_rules += list(rules)
+        missing_sql = [r.name for r in all_rules if r.sql is None]
+        if missing_sql:
+            raise ValueError(f"event rule(s) {missing_sql} have no SQL form; the staged events are checked in DuckDB")
+        key = ", ".join(quote(n) for n in names)
+        con.register("_population", pl.DataFrame({"patient_id": population}).to_arrow())
+        # Exact repeats: rows are hashed, and only rows whose hash repeats are compared in full.
+        con.execute(
+            f"CREATE OR REPLACE TEMP TABLE _event_repeats AS SELECT {ROW} FROM ("
+            f"SELECT {ROW}, row_number() OVER (PARTITION BY {key} ORDER BY {ROW}) AS _n FROM {relation} "
+            f"WHERE hash({key}) IN (SELECT _h FROM (SELECT hash({key}) AS _h FROM {relation}) GROUP BY _h HAVING count(*) > 1)"
+            f") WHERE _n > 1"
+        ).fetchall()
+        n_rows, n_repeats = con.execute(f"SELECT (SELECT count(*) FROM {relation}), (SELECT count(*) FROM _event_repeats)").fetchall()[0]
+        reference_date = month_end(reporting_month)
+        any_rule = " OR ".join(f"({r.sql})" for r in all_rules) or "false"
+        # Rules see the rows as GX does (a NaN value is missing); the rows keep their own values.
+        seen = as_gx_sees_sql(con, relation, keep_raw=True)
+        raw_floats = [c[len("__raw_"):] for c in _columns(con, seen) if c.startswith("__raw_")]
+        restored = ", ".join(f"{quote('__raw_' + c)} AS {quote(c)}" for c in raw_floats)
+        excluded = ", ".join(quote("__raw_" + c) for c in raw_floats)
+        restore = f" EXCLUDE ({excluded}) REPLACE ({restored})" if raw_floats else ""
+        flagged = (f"(SELECT *{restore}, ({any_rule}) AS _caught FROM {seen} "
+                   f"WHERE {ROW} NOT IN (SELECT {ROW} FROM _event_repeats))")
+        # The rows a rule catches, and those dated after R, are few: they come into Python.
+        subset = pl.from_arrow(con.sql(
+            f"SELECT * FROM {flagged} WHERE _caught OR event_date > {literal(reference_date)} ORDER BY {ROW}"
+        ).to_arrow_table())
+        caught = subset.filter("_caught").drop("_caught")
+        records = caught.select(ROW, *names) if source is None else source.filter(pl.col(ROW).is_in(caught[ROW].implode()))
+        split = quarantine.split(caught, all_rules, source=records, reporting_month=reporting_month,
+                                 source_table="events", source_file=raw.events_path.name)
+        if split.kept.height:
+            raise RuntimeError(
+                f"{split.kept.height} event row(s) caught by a rule's SQL form pass its polars form; the two "
+                "engines disagree (pipelines/pushdown.py)"
+            )
+        n_after = subset.filter(~pl.col("_caught")).height
+        kept = (f"SELECT {literal(reporting_month)}::DATE AS reporting_month, patient_id, code, event_date, value "
+                f"FROM {flagged} WHERE NOT _caught AND event_date <= {literal(reference_date)} "
+                f"AND patient_id IN (SELECT patient_id FROM _population)")
+        if write is None:
+            staged = pl.from_arrow(con.sql(kept.replace("SELECT ", f"SELECT {ROW}, ", 1) + f" ORDER BY {ROW}")
+                                   .to_arrow_table()).drop(ROW).cast(STAGING_EVENTS.schema)
+            n_events = staged.height
+        else:
+            staged, n_events = None, write(kept)
+        n_distinct = n_rows - n_repeats
+        kept_in_month = n_distinct - split.quarantined.height - n_after
+        counts = {
+            "n_event_rows": int(n_rows),
+            "n_duplicate_event_rows": int(n_repeats),
+            "n_event_rows_quarantined": split.quarantined.height,
+            "n_events_after_month_end": int(n_after),
+            "n_events_not_in_population": int(kept_in_month - n_events),
+            "n_events": int(n_events),
+        }
+        split = quarantine.Split(STAGING_EVENTS.empty(), split.quarantined, int(n_distinct), split.n_failing,
+                                 split.n_quarantined, time.perf_counter() - started)
+        return split, counts, staged
+    finally:
+        for name in ("_events_cast", "_population"):
+            try:
+                con.unregister(name)
+            except Exception:  # noqa: BLE001 - not registered for this source
+                pass
+        con.execute("DROP TABLE IF EXISTS _event_repeats").fetchall()
+        if own:
+            con.close()
+
+
+def _columns(con, relation: str) -> list[str]:
+    return [row[0] for row in con.execute(f"DESCRIBE SELECT * FROM {relation}").fetchall()]
