@@ -47,6 +47,7 @@ from pipelines.segmentation.criteria.base import (
     AgeSpec,
     CodelistIds,
     Criterion,
+    CriterionType,
     FeedValue,
     Identifier,
     Strict,
@@ -121,7 +122,7 @@ NotAvailableReason = Annotated[str, Field(min_length=1)] | None
 class Cohort(_Definition):
     """A population an ICS chooses to focus on, stated as one criterion (or why it cannot be)."""
 
-    criteria: "CriterionType | None" = None  # noqa: F821 - the registry's union (criteria package)
+    criteria: CriterionType | None = None  # any registered criterion type
     reporting_focus: ReportingFocus | None = None
     not_available_reason: NotAvailableReason = None
 
@@ -150,8 +151,8 @@ class Indicator(_Definition):
     """
 
     clinical_area: Annotated[str, Field(min_length=1)]
-    denominator: "CriterionType | None" = None  # noqa: F821
-    numerator: "CriterionType | None" = None  # noqa: F821
+    denominator: CriterionType | None = None
+    numerator: CriterionType | None = None
     direction: Literal["higher_is_better", "lower_is_better"]
     target: Annotated[float, Field(ge=0, le=1)] | None = None
     multiplier: Literal[1, 100, 1000, 100000] = 1

@@ -129,11 +129,15 @@ class Aggregation:
     """One per-patient aggregation of the events: a column of the model."""
 
     name: str
-    kind: str  # count | latest_date | latest_code | latest_value
+    kind: str  # count | latest_date | latest_code | latest_value | custom
     mask: Mask
+    expression: str = ""  # a custom aggregate over the masked rows (kind "custom")
+    fill: str = ""  # what a patient without such rows gets (kind "custom"); "" leaves null
 
     def sql(self) -> str:
         where = f" filter (where {self.mask.sql()})"
+        if self.kind == "custom":
+            return f"{self.expression}{where}"
         if self.kind == "count":
             return f"count(*){where}"
         if self.kind == "latest_date":
@@ -146,6 +150,8 @@ class Aggregation:
 
     def output(self) -> str:
         column = f"agg.{quote(self.name)}"
+        if self.kind == "custom" and self.fill:
+            return f"coalesce({column}, {self.fill})"
         if self.kind == "count":
             return f"coalesce({column}, 0)::INTEGER"
         if self.kind == "latest_code":
@@ -237,16 +243,20 @@ class ModelBuilder:
         return self.code_sets[codes]
 
     def _aggregate(self, kind: str, codelist_ids: Sequence[str], window: Window | int | None,
-                   exclude: Sequence[str] = (), needs_value: bool = False) -> str:
+                   exclude: Sequence[str] = (), needs_value: bool = False, expression: str = "", fill: str = "",
+                   label: str = "") -> str:
         codes = self.codes(codelist_ids) - (self.codes(exclude) if exclude else frozenset())
         mask = Mask(self._code_set(codes), self.window_start(window), needs_value)
-        key = (kind, mask)
+        key = (kind, mask, expression, fill)
         if key not in self.aggregations and self.sealed:
             # A selection may only read what the model holds: compile before building the model.
             raise RuntimeError(f"{kind} of {list(codelist_ids)} is not a column of the model built already")
         if key not in self.aggregations:
-            label = "+".join(codelist_ids) + ("-" + "+".join(exclude) if exclude else "")
-            self.aggregations[key] = Aggregation(_name(kind, label, _window_tag(window)), kind, mask)
+            codes_label = "+".join(codelist_ids) + ("-" + "+".join(exclude) if exclude else "")
+            name = _name(label or kind, codes_label, _window_tag(window))
+            if kind == "custom":  # two custom aggregates may share a label: the expression tells them apart
+                name = _name(name, hashlib.sha256(f"{expression}|{fill}".encode()).hexdigest()[:8])
+            self.aggregations[key] = Aggregation(name, kind, mask, expression, fill)
         return quote(self.aggregations[key].name)
 
     # -- the ModelContext protocol
@@ -271,6 +281,23 @@ class ModelBuilder:
     def latest_value(self, codelist_ids: Sequence[str], window: Window | int | None = None) -> str:
         """Return the column of the lowest value on the latest date with a reading of the codelists."""
         return self._aggregate("latest_value", codelist_ids, window, needs_value=True)
+
+    def aggregate(self, label: str, codelist_ids: Sequence[str], window: Window | int | None, expression: str, *,
+                  fill: str = "", needs_value: bool = False) -> str:
+        """Return the column of a criterion's own aggregate over the patient's rows of the codelists in the window.
+
+        The aggregate joins the month's single GROUP BY over the events (no second pass).
+
+        Arguments:
+            label: a short name for the column (e.g. 'any_value_at_least').
+            codelist_ids, window: which rows it aggregates.
+            expression: a DuckDB aggregate over those rows' `event_date`, `code` and `value`,
+                e.g. 'bool_or(value >= 48)'.
+            fill: the SQL value a patient without such rows gets (e.g. 'false'); "" leaves null.
+            needs_value: only rows with a value (not null, not NaN).
+        """
+        return self._aggregate("custom", codelist_ids, window, needs_value=needs_value, expression=expression,
+                               fill=fill, label=label)
 
     def feed_any(self, feed: str, window: Window, where: dict[str, list[Any]]) -> str:
         """Return the column saying whether the patient has a row of `feed` in the window matching `where`."""

@@ -16,7 +16,10 @@ from typing import Annotated, Any, Union
 
 from pydantic import BaseModel, Discriminator, Tag
 
-from pipelines.segmentation.criteria.base import REGISTRY, Criterion
+from pipelines.segmentation.criteria.base import REGISTRY, Criterion, CriterionType
+
+__all__ = ["Criterion", "CriterionType", "add_dependent", "codelist_refs", "criterion_union", "rebuild",
+           "register_type", "types", "walk"]
 
 _DEPENDENTS: list[type[BaseModel]] = []
 _state: dict[str, Any] = {"union": None, "loading": True}
@@ -37,12 +40,18 @@ def _build_union() -> Any:
 
 
 def rebuild() -> None:
-    """Rebuild the union and every model holding a criterion (after a type registers)."""
-    union = _build_union()
-    _state["union"] = union
-    namespace = {"CriterionType": union}
-    for model in [*REGISTRY.values(), *_DEPENDENTS]:
-        model.model_rebuild(force=True, _types_namespace=namespace)
+    """Rebuild the union and every model holding a criterion (after a type registers or leaves)."""
+    _state["union"] = _build_union()
+    models = [*REGISTRY.values(), *_DEPENDENTS]
+    # A model embeds the schemas of the models it holds: forget every one first, so that no
+    # rebuilt schema keeps a stale copy of another (e.g. all_of holding a `not` that predates
+    # a new type).
+    for model in models:
+        if "__pydantic_core_schema__" in model.__dict__:
+            delattr(model, "__pydantic_core_schema__")
+        model.__pydantic_complete__ = False
+    for model in models:
+        model.model_rebuild(force=True)
 
 
 def register_type(cls: type[Criterion]) -> None:
@@ -57,7 +66,7 @@ def register_type(cls: type[Criterion]) -> None:
 def add_dependent(model: type[BaseModel]) -> None:
     """Have `model` (e.g. a cohort definition) rebuilt whenever the criterion union changes."""
     _DEPENDENTS.append(model)
-    model.model_rebuild(force=True, _types_namespace={"CriterionType": _state["union"]})
+    model.model_rebuild(force=True)
 
 
 def criterion_union() -> Any:

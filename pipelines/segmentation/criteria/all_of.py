@@ -6,14 +6,14 @@ from typing import Annotated
 
 from pydantic import Field
 
-from pipelines.segmentation.criteria.base import Criterion, ModelContext
+from pipelines.segmentation.criteria.base import Criterion, CriterionType, ModelContext
 
 
 class AllOf(Criterion):
     """Every criterion in the list holds; attrition counts its items one by one, in order."""
 
     key = "all_of"
-    all_of: Annotated[list["CriterionType"], Field(min_length=1)]  # noqa: F821 - resolved by the registry
+    all_of: Annotated[list[CriterionType], Field(min_length=1)]
 
     def children(self) -> list[tuple[str, Criterion]]:
         return [(f"all_of[{i}]", c) for i, c in enumerate(self.all_of)]

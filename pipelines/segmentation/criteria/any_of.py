@@ -6,14 +6,14 @@ from typing import Annotated
 
 from pydantic import Field
 
-from pipelines.segmentation.criteria.base import Criterion, ModelContext
+from pipelines.segmentation.criteria.base import Criterion, CriterionType, ModelContext
 
 
 class AnyOf(Criterion):
     """At least one criterion in the list holds."""
 
     key = "any_of"
-    any_of: Annotated[list["CriterionType"], Field(min_length=1)]  # noqa: F821 - resolved by the registry
+    any_of: Annotated[list[CriterionType], Field(min_length=1)]
 
     def children(self) -> list[tuple[str, Criterion]]:
         return [(f"any_of[{i}]", c) for i, c in enumerate(self.any_of)]

@@ -155,8 +155,9 @@ class ModelContext(Protocol):
 
     Each event method registers one per-patient aggregation of the month's single pass over
     the events (deduplicated by what it computes) and returns the SQL name of its column in
-    the patient model; `criterion` compiles a nested criterion; `derived` registers a
-    per-patient table of the criterion's own making for aggregations the methods above
+    the patient model; `aggregate` adds a criterion's own aggregate to that same pass;
+    `criterion` compiles a nested criterion; `derived` registers a per-patient table of the
+    criterion's own making, over the same coded events, for what one aggregate per patient
     cannot express (e.g. a per-day reading pair), joined into the same model.
     """
 
@@ -167,13 +168,15 @@ class ModelContext(Protocol):
     def latest_date(self, codelist_ids: Sequence[str], window: Window | int | None = None,
                     exclude: Sequence[str] = ()) -> str: ...
     def latest_value(self, codelist_ids: Sequence[str], window: Window | int | None = None) -> str: ...
+    def aggregate(self, label: str, codelist_ids: Sequence[str], window: Window | int | None, expression: str, *,
+                  fill: str = "", needs_value: bool = False) -> str: ...
     def feed_any(self, feed: str, window: Window, where: dict[str, list[Any]]) -> str: ...
     def attribute(self, name: str) -> str: ...
     def register(self, register_id: str) -> str: ...
     def cohort(self, cohort_id: str) -> str: ...
     def criterion(self, criterion: Criterion) -> str: ...
     def mask(self, codelist_ids: Sequence[str], window: Window | int | None = None, needs_value: bool = False) -> str: ...
-    def derived(self, key: str, columns: dict[str, str], select: str) -> dict[str, str]: ...
+    def derived(self, key: str, columns: Sequence[str], select: str) -> dict[str, str]: ...
 
 
 class EvidenceContext(Protocol):
@@ -196,6 +199,21 @@ class EvidenceContext(Protocol):
 # --- the base class and the registry ------------------------------------------------------
 
 REGISTRY: dict[str, type[Criterion]] = {}
+
+
+class CriterionType:
+    """Annotation for "any registered criterion": a tagged union built from the registry.
+
+    The schema is made each time pydantic builds a model that holds a criterion, from the
+    types registered then; registering a type rebuilds those models
+    (`criteria.rebuild`), so a type added later is accepted everywhere, nested too.
+    """
+
+    @classmethod
+    def __get_pydantic_core_schema__(cls, source: Any, handler: Any) -> Any:
+        from pipelines.segmentation.criteria import criterion_union
+
+        return handler.generate_schema(criterion_union())
 
 
 class Criterion(Strict):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from pipelines.segmentation.criteria.base import Criterion, ModelContext
+from pipelines.segmentation.criteria.base import Criterion, CriterionType, ModelContext
 
 
 class Not(Criterion):
@@ -12,7 +12,7 @@ class Not(Criterion):
     patient whose age, decile or ethnicity is unknown fails the inner rule and passes `not`."""
 
     key = "not"
-    not_: "CriterionType" = Field(alias="not")  # noqa: F821 - resolved by the registry
+    not_: CriterionType = Field(alias="not")
 
     def children(self) -> list[tuple[str, Criterion]]:
         return [("not", self.not_)]
