@@ -210,7 +210,7 @@ def _for_gx(value: Any) -> Any:
     return value
 
 
-def _gx_expectation(gxe, expectation: Expectation, label: str):
+def _gx_expectation(gxe, expectation: Expectation, label: str, position: int | None = None):
     cls = getattr(gxe, _class_name(expectation.type), None)
     if cls is None:
         raise SuiteError(f"{label}: unknown expectation type '{expectation.type}' (misspelled?)")
@@ -218,6 +218,8 @@ def _gx_expectation(gxe, expectation: Expectation, label: str):
 
     kwargs = {k: _for_gx(v) for k, v in expectation.kwargs.items()}
     meta = {"why": expectation.why, **({"quarantine": expectation.quarantine} if expectation.quarantine else {})}
+    if position is not None:
+        meta["position"] = position  # GX does not return results in suite order: this puts them back
     try:
         return cls(**kwargs, meta=meta)
     except Exception as error:  # pydantic v1 or v2 validation errors, depending on GX internals
@@ -447,7 +449,7 @@ def gx_raw_results(frame: pl.DataFrame, suite: Suite):
     context.variables.progress_bars = _no_progress_bars()
     gx_suite = gx.ExpectationSuite(name=suite.name)
     for index, expectation in enumerate(suite.expectations):
-        gx_suite.add_expectation(_gx_expectation(gxe, expectation, f"{suite.name}: expectation #{index + 1}"))
+        gx_suite.add_expectation(_gx_expectation(gxe, expectation, f"{suite.name}: expectation #{index + 1}", index))
     source = context.data_sources.add_pandas(f"gate_{suite.name}")
     batch_definition = source.add_dataframe_asset("frame").add_batch_definition_whole_dataframe("whole")
     batch = batch_definition.get_batch(batch_parameters={"dataframe": frame.to_pandas()})
@@ -465,7 +467,7 @@ def gx_raw_results(frame: pl.DataFrame, suite: Suite):
 def _gx_outcomes(frame: pl.DataFrame, suite: Suite) -> list[ExpectationOutcome]:
     result = gx_raw_results(frame, suite)
     outcomes = []
-    for item in result.results:
+    for item in sorted(result.results, key=lambda r: (r.expectation_config.meta or {}).get("position", 0)):
         config = item.expectation_config
         raw_result = item.result or {}
         meta = config.meta or {}
