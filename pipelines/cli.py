@@ -82,6 +82,11 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
                      help="2019: IMD 2019 on 2011 LSOAs; 2025: IoD 2025 on 2021 LSOAs")
     imd.add_argument("--postcode-column", default="postcode", help="column holding postcodes (default postcode)")
     imd.add_argument("--reference-dir", help="reference data folder (default $CORE20_REFERENCE_DIR or ../shared/reference_data)")
+    imd.add_argument("--encoding", default="utf-8",
+                     help="text encoding of INPUT.csv: utf-8 (default; a byte-order mark is fine), utf-8-sig, cp1252 "
+                          "(Excel's plain CSV on Windows) or latin-1; the output is always UTF-8")
+    imd.add_argument("--delimiter", default=",",
+                     help="column separator of INPUT.csv, e.g. ';' or a tab (default ','); the output uses the same")
 
     reference = sub.add_parser("reference", help="get or check the pinned reference data")
     reference_sub = reference.add_subparsers(dest="reference_command", required=True)
@@ -162,7 +167,8 @@ def _imd(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     try:
         summary = attach_imd_to_csv(
-            args.input, args.output, args.vintage, reference_dir=args.reference_dir, postcode_column=args.postcode_column
+            args.input, args.output, args.vintage, reference_dir=args.reference_dir, postcode_column=args.postcode_column,
+            encoding=args.encoding, delimiter="\t" if args.delimiter in ("\\t", "tab") else args.delimiter,
         )
     except (ImdLookupError, ReferenceDataError) as error:
         print(f"core20 imd: {error}", file=sys.stderr)
@@ -291,6 +297,11 @@ def _run(args: argparse.Namespace) -> int:
     )
     from pipelines import runner
 
+    try:
+        runner.dagster_home()
+    except runner.InstanceError as error:
+        print(f"core20 run: {error}", file=sys.stderr)
+        return EXIT_ERROR
     code = runner.ensure_reference(defs, warehouse)
     if code != EXIT_OK:
         return code

@@ -17,9 +17,38 @@ from pipelines.cli import EXIT_BLOCKED, EXIT_ERROR, EXIT_OK
 QUIET_LOGS = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
 
 
+class InstanceError(RuntimeError):
+    """$DAGSTER_HOME cannot hold the run history; the message says why and what is expected."""
+
+
+def dagster_home() -> Path | None:
+    """Return $DAGSTER_HOME made absolute and created, or None when it is not set.
+
+    Dagster insists on an absolute path to an existing folder and otherwise stops with a
+    traceback; an analyst who writes `DAGSTER_HOME=dagster_home` means the folder of that
+    name here, so a relative path is resolved against the working directory (and the
+    environment updated, so Dagster sees the same folder).
+    """
+    value = os.environ.get("DAGSTER_HOME")
+    if not value:
+        return None
+    home = Path(value).expanduser()
+    if not home.is_absolute():
+        home = home.resolve()
+        _say(f"DAGSTER_HOME is relative ({value!r}): using {home}")
+    if home.exists() and not home.is_dir():
+        raise InstanceError(f"DAGSTER_HOME {home} is a file; expected a folder for the run history (or unset DAGSTER_HOME).")
+    try:
+        home.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise InstanceError(f"DAGSTER_HOME {home} cannot be created ({error.strerror}); expected a writable folder.") from None
+    os.environ["DAGSTER_HOME"] = str(home)
+    return home
+
+
 def _instance() -> dg.DagsterInstance:
     # With DAGSTER_HOME set (make run sets it), CLI runs join the UI's persistent run history.
-    if os.environ.get("DAGSTER_HOME"):
+    if dagster_home() is not None:
         return dg.DagsterInstance.get()
     return dg.DagsterInstance.ephemeral()
 

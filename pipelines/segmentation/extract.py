@@ -90,56 +90,142 @@ class ColumnMapping:
         return self.patients if table == "patients" else self.events
 
 
+def _mapping_section(raw: dict, section: str, path: Path) -> dict[str, str]:
+    value = raw.get(section)
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ExtractError(
+            f"{path}: section '{section}' must map contract column names to the supplier's headers "
+            f"(e.g. `patient_id: PatientGUID`, one a line); found {_yaml_kind(value)}.", file=path,
+        )
+    bad_values = [k for k, v in value.items() if not isinstance(v, (str, int)) or isinstance(v, bool)]
+    if bad_values:
+        raise ExtractError(
+            f"{path}: section '{section}': the header mapped to {sorted(map(str, bad_values))} must be a column "
+            "name (text); found a list, mapping or empty value.", file=path, column=str(bad_values[0]),
+        )
+    mapped = {str(k): str(v) for k, v in value.items()}
+    targets: dict[str, list[str]] = {}
+    for contract, header in mapped.items():
+        targets.setdefault(header, []).append(contract)
+    shared = {h: sorted(c) for h, c in targets.items() if len(c) > 1}
+    if shared:
+        header, columns = sorted(shared.items())[0]
+        raise ExtractError(
+            f"{path}: section '{section}' maps {len(columns)} contract columns ({', '.join(columns)}) to the same "
+            f"header '{header}'; expected one supplier column per contract column.", file=path, column=columns[0],
+        )
+    return mapped
+
+
+def _yaml_kind(value: Any) -> str:
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, dict):
+        return "a mapping"
+    return f"a single value of type {type(value).__name__}"
+
+
+def _mapping_options(raw: dict, path: Path) -> dict[str, Any]:
+    options = raw.get("options")
+    if options is None:
+        return {}
+    if not isinstance(options, dict):
+        raise ExtractError(f"{path}: section 'options' must be a mapping of option: value; found {_yaml_kind(options)}.", file=path)
+    allowed_options = {"date_format", "lsoa_vintage", "delimiter", "sex_values"}
+    if set(options) - allowed_options:
+        raise ExtractError(
+            f"{path}: unknown option(s) {sorted(map(str, set(options) - allowed_options))}; expected {sorted(allowed_options)}.",
+            file=path,
+        )
+    vintage = options.get("lsoa_vintage")
+    if vintage is not None and (isinstance(vintage, bool) or str(vintage).strip() not in ("2011", "2021")):
+        raise ExtractError(f"{path}: option 'lsoa_vintage' must be 2011 or 2021 (a year, as digits); found "
+                           f"{_yaml_kind(vintage) if not isinstance(vintage, (str, int)) else repr(vintage)}.", file=path)
+    delimiter = options.get("delimiter", ",")
+    if not isinstance(delimiter, str) or len(delimiter) != 1 or delimiter in "\r\n\"":
+        raise ExtractError(f"{path}: option 'delimiter' must be a single character other than a quote or line break, "
+                           f"e.g. \";\" or \"\\t\"; found {delimiter!r}.", file=path)
+    date_format = options.get("date_format", "%Y-%m-%d")
+    if not isinstance(date_format, str) or "%" not in date_format:
+        raise ExtractError(f"{path}: option 'date_format' must be a strftime pattern such as \"%d/%m/%Y\"; found "
+                           f"{date_format!r}.", file=path)
+    sex_values = options.get("sex_values") or {}
+    if not isinstance(sex_values, dict):
+        raise ExtractError(
+            f"{path}: option 'sex_values' must map the supplier's codes to {list(SEX_CODES)}, e.g. "
+            f"`sex_values: {{\"1\": M, \"2\": F}}`; found {_yaml_kind(sex_values)}.", file=path,
+        )
+    sex_values = {str(k): str(v) for k, v in sex_values.items()}
+    if set(sex_values.values()) - set(SEX_CODES):
+        raise ExtractError(f"{path}: option 'sex_values' must map onto {list(SEX_CODES)}; found "
+                           f"{sorted(set(sex_values.values()) - set(SEX_CODES))}.", file=path)
+    return {"date_format": date_format, "lsoa_vintage": int(str(vintage).strip()) if vintage is not None else None,
+            "delimiter": delimiter, "sex_values": sex_values}
+
+
 def load_column_mapping(path: Path | None) -> ColumnMapping:
     """Return the column mapping in `path`, or the identity mapping when there is none.
+
+    Every way the file can be wrong (not YAML, not a mapping, a section or option of the
+    wrong shape, two contract columns sent to one header) is an `ExtractError` naming the
+    file and the section, option or column, and saying what was expected.
 
     Arguments:
         path: a YAML file as described in the module docstring, or None.
     """
     if path is None or not path.exists():
         return ColumnMapping()
+    if not path.is_file():
+        raise ExtractError(f"{path}: is not a file; expected a YAML column mapping.", file=path)
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise ExtractError(f"{path}: is not UTF-8 text; expected a YAML column mapping.", file=path) from None
     except yaml.YAMLError as error:
-        raise ExtractError(f"{path}: not valid YAML ({error}).") from error
+        mark = getattr(error, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        raise ExtractError(f"{path}: not valid YAML{where}; expected sections patients:, events: and options:.",
+                           file=path, line=mark.line + 1 if mark is not None else None) from None
+    if raw is None:
+        return ColumnMapping()
+    if not isinstance(raw, dict):
+        raise ExtractError(
+            f"{path}: must be a mapping with the sections patients:, events: and options:; found {_yaml_kind(raw)}.",
+            file=path,
+        )
     known_sections = {"patients", "events", "options"}
-    unknown = set(raw) - known_sections
+    unknown = set(map(str, raw)) - known_sections
     if unknown:
-        raise ExtractError(f"{path}: unknown section(s) {sorted(unknown)}; expected {sorted(known_sections)}.")
+        raise ExtractError(f"{path}: unknown section(s) {sorted(unknown)}; expected {sorted(known_sections)}.", file=path)
+    sections = {}
     for section, table in (("patients", INPUT_PATIENTS), ("events", INPUT_EVENTS)):
-        bad = set(raw.get(section) or {}) - set(table.names)
+        sections[section] = _mapping_section(raw, section, path)
+        bad = set(sections[section]) - set(table.names)
         if bad:
             raise ExtractError(
                 f"{path}: section '{section}' maps unknown contract column(s) {sorted(bad)}; "
-                f"the contract's columns are {table.names}."
+                f"the contract's columns are {table.names}.", file=path,
             )
-    options: dict[str, Any] = raw.get("options") or {}
-    allowed_options = {"date_format", "lsoa_vintage", "delimiter", "sex_values"}
-    if set(options) - allowed_options:
-        raise ExtractError(
-            f"{path}: unknown option(s) {sorted(set(options) - allowed_options)}; expected {sorted(allowed_options)}."
-        )
-    vintage = options.get("lsoa_vintage")
-    if vintage is not None and int(vintage) not in (2011, 2021):
-        raise ExtractError(f"{path}: option 'lsoa_vintage' must be 2011 or 2021, found {vintage!r}.")
-    sex_values = {str(k): str(v) for k, v in (options.get("sex_values") or {}).items()}
-    if set(sex_values.values()) - set(SEX_CODES):
-        raise ExtractError(f"{path}: option 'sex_values' must map onto {list(SEX_CODES)}.")
-    return ColumnMapping(
-        patients={k: str(v) for k, v in (raw.get("patients") or {}).items()},
-        events={k: str(v) for k, v in (raw.get("events") or {}).items()},
-        date_format=str(options.get("date_format", "%Y-%m-%d")),
-        lsoa_vintage=int(vintage) if vintage is not None else None,
-        delimiter=str(options.get("delimiter", ",")),
-        sex_values=sex_values,
-    )
+    return ColumnMapping(patients=sections["patients"], events=sections["events"], **_mapping_options(raw, path))
 
 
 def find_table_file(folder: Path, table: str) -> Path:
     """Return the file holding `table` in an extract folder (Parquet, CSV or gzipped CSV)."""
     if not folder.is_dir():
         raise ExtractError(f"extract folder {folder} does not exist.")
-    found = [folder / f"{table}{suffix}" for suffix in SUFFIXES if (folder / f"{table}{suffix}").exists()]
+    candidates = [folder / f"{table}{suffix}" for suffix in SUFFIXES]
+    for candidate in candidates:
+        if candidate.is_symlink() and not candidate.exists():
+            raise ExtractError(
+                f"{candidate}: is a symbolic link that leads nowhere (its target is missing, or the link loops); "
+                f"expected the '{table}' file or a link to it.", file=candidate,
+            )
+        if candidate.exists() and not candidate.is_file():
+            raise ExtractError(f"{candidate}: is a folder, not a file; expected the '{table}' table as one file.",
+                               file=candidate)
+    found = [c for c in candidates if c.is_file()]
     if not found:
         raise ExtractError(
             f"extract folder {folder} has no '{table}' file: expected one of "

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,7 +22,7 @@ import polars as pl
 
 from pipelines.segmentation.codes import normalise_postcode, postcode_status
 
-__all__ = ["OUTPUT_COLUMNS", "ImdLookupError", "LookupSummary", "attach_imd_to_csv", "attach_imd"]
+__all__ = ["ENCODINGS", "OUTPUT_COLUMNS", "ImdLookupError", "LookupSummary", "attach_imd_to_csv", "attach_imd", "sweep_partial_outputs"]
 
 OUTPUT_COLUMNS = (
     "postcode_normalised",
@@ -59,19 +60,52 @@ class LookupSummary:
         return f"{self.n_rows:,} rows: {self.n_matched:,} ({share:.1%}) got a national {vintage} decile; by method: {methods}"
 
 
-def _read_input(path: Path, postcode_column: str) -> pl.DataFrame:
+# Encodings an analyst's CSV is likely to be in: UTF-8 (also with a byte-order mark, as
+# Excel's "CSV UTF-8" writes it) and Windows-1252 / Latin-1 (Excel's plain "CSV" on an
+# English Windows machine).
+ENCODINGS = ("utf-8", "utf-8-sig", "cp1252", "latin-1")
+_LIKELY_DELIMITERS = (";", "\t", "|", ",")
+
+
+def _decode(path: Path, encoding: str, postcode_column: str) -> str:
+    data = path.read_bytes()
+    try:
+        return data.decode(encoding)
+    except UnicodeDecodeError:
+        hint = " (a spreadsheet saved as plain CSV on Windows is usually cp1252: pass --encoding cp1252)" if encoding.startswith("utf") else ""
+        shown = encoding.upper() if encoding.startswith("utf") else encoding
+        raise ImdLookupError(
+            f"{path}: it is not {shown} text{hint}; expected a CSV with a '{postcode_column}' column "
+            f"(--encoding takes one of {', '.join(ENCODINGS)})."
+        ) from None
+
+
+def _read_input(path: Path, postcode_column: str, *, encoding: str = "utf-8", delimiter: str = ",") -> pl.DataFrame:
+    if encoding not in ENCODINGS:
+        raise ImdLookupError(f"--encoding {encoding!r} is not supported; expected one of {', '.join(ENCODINGS)}.")
+    if len(delimiter) != 1 or delimiter in "\r\n\"":
+        raise ImdLookupError(f"--delimiter must be one character other than a quote or line break; got {delimiter!r}.")
     if not path.is_file():
         raise ImdLookupError(f"{path}: no such file; expected a CSV with a '{postcode_column}' column.")
     if path.stat().st_size == 0:
         raise ImdLookupError(f"{path}: the file is empty; expected a header row with a '{postcode_column}' column.")
+    # Decoded here rather than by polars, which reads only UTF-8: an analyst's export in
+    # cp1252 is then a flag away instead of a re-save in another program.
+    text = _decode(path, encoding, postcode_column).removeprefix("\ufeff")
     try:
-        frame = pl.read_csv(path, infer_schema=False, encoding="utf8")
-    except pl.exceptions.ComputeError as error:
-        reason = "it is not UTF-8 text" if "utf-8" in str(error).lower() or "utf8" in str(error).lower() else "it could not be parsed as CSV"
-        raise ImdLookupError(f"{path}: {reason}; expected a UTF-8 CSV with a '{postcode_column}' column.") from None
+        frame = pl.read_csv(text.encode("utf-8"), infer_schema=False, separator=delimiter)
+    except (pl.exceptions.ComputeError, pl.exceptions.NoDataError):
+        raise ImdLookupError(
+            f"{path}: it could not be parsed as CSV with the delimiter {delimiter!r}; expected a header row with a "
+            f"'{postcode_column}' column."
+        ) from None
     if postcode_column not in frame.columns:
         near = [c for c in frame.columns if c.strip().lower() == postcode_column.lower()]
         hint = f" (found {near[0]!r}: pass --postcode-column {near[0]!r})" if near else ""
+        if not hint and len(frame.columns) == 1:
+            found = [d for d in _LIKELY_DELIMITERS if d != delimiter and d in frame.columns[0]]
+            if found:
+                hint = f" (the header contains {found[0]!r}: pass --delimiter {found[0]!r})"
         raise ImdLookupError(
             f"{path}: no '{postcode_column}' column{hint}; the header has {len(frame.columns)} column(s): "
             f"{', '.join(frame.columns[:12])}{' ...' if len(frame.columns) > 12 else ''}."
@@ -150,6 +184,90 @@ def attach_imd(frame: pl.DataFrame, vintage: int, reference, *, postcode_column:
     return pl.concat([frame, added], how="horizontal")
 
 
+# Partial outputs are named so that a later run can recognise them (and the process that
+# wrote them): `.<output name>.core20-partial.<pid>.<random>`.
+PARTIAL_MARK = ".core20-partial."
+
+
+def _partial_owner(path: Path) -> int | None:
+    # The writer's process id, from the file name; None when the name is not ours.
+    try:
+        return int(path.name.split(PARTIAL_MARK, 1)[1].split(".", 1)[0])
+    except (IndexError, ValueError):
+        return None
+
+
+def _is_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's live process
+        return True
+    return True
+
+
+def sweep_partial_outputs(folder: Path) -> int:
+    """Remove partial outputs left in `folder` by `core20 imd` processes that no longer run.
+
+    A process killed while writing (SIGKILL, a power cut) cannot clean up after itself, and
+    its partial file holds patient rows. The next run in the same folder removes it. Files
+    of a process that is still running are left alone. Returns how many were removed.
+    """
+    removed = 0
+    if not folder.is_dir():
+        return removed
+    for path in folder.glob(f".*{PARTIAL_MARK}*"):
+        owner = _partial_owner(path)
+        if owner is None or (owner != os.getpid() and _is_alive(owner)):
+            continue
+        try:
+            path.unlink()
+            removed += 1
+        except FileNotFoundError:
+            pass
+    return removed
+
+
+class _Terminated(Exception):
+    """SIGTERM or SIGHUP arrived while a partial output existed."""
+
+
+@contextmanager
+def _partial_output(output_path: Path):
+    """Yield a private temporary path beside `output_path`, removed on any exit Python can catch.
+
+    The file is created owner-only (mode 0600, by mkstemp) in the output's own folder, so the
+    final rename is atomic. SIGTERM and SIGHUP, which would otherwise end the process without
+    running clean-up code, are turned into an exception while the file exists; SIGINT already
+    is one. Only SIGKILL (or a crash of the machine) leaves it behind, for the next run's sweep.
+    """
+    import signal
+    import threading
+
+    handle, name = tempfile.mkstemp(prefix=f".{output_path.name}{PARTIAL_MARK}{os.getpid()}.", dir=output_path.parent)
+    os.close(handle)
+    temporary = Path(name)
+    previous = {}
+
+    def _raise(signum, frame):
+        raise _Terminated(signum)
+
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    if in_main_thread:
+        for signum in (signal.SIGTERM, signal.SIGHUP):
+            previous[signum] = signal.signal(signum, _raise)
+    try:
+        yield temporary
+    finally:
+        try:
+            temporary.unlink()
+        except FileNotFoundError:
+            pass
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
 def attach_imd_to_csv(
     input_path: str | Path,
     output_path: str | Path,
@@ -157,28 +275,38 @@ def attach_imd_to_csv(
     *,
     reference_dir: str | Path | None = None,
     postcode_column: str = "postcode",
+    encoding: str = "utf-8",
+    delimiter: str = ",",
 ) -> LookupSummary:
     """Read `input_path`, attach IMD of `vintage`, write `output_path` atomically; return counts.
 
-    The output is written to a temporary file beside it and renamed into place, so a
-    failure never leaves a half-written file (and an existing output is kept until then).
+    The input is checked (header, encoding, delimiter) before the reference data is loaded,
+    so a wrong file is refused at once. The output is written to a private temporary file
+    beside it and renamed into place, so a failure never leaves a half-written file (and an
+    existing output is kept until then); see `_partial_output` for what happens on a kill.
+    The output is UTF-8 with the input's delimiter.
+
+    Raises:
+        ImdLookupError: the input cannot be used (the message names the file and column),
+            or the run was terminated (the partial output is removed first).
     """
     from pipelines.segmentation.deprivation import load_deprivation_reference
     from pipelines.segmentation.spatial import build_spatial_lsoa21
 
     input_path, output_path = Path(input_path), Path(output_path)
-    frame = _read_input(input_path, postcode_column)
+    frame = _read_input(input_path, postcode_column, encoding=encoding, delimiter=delimiter)
+    output_path.parent.mkdir(parents=True, exist_ok=True)
+    sweep_partial_outputs(output_path.parent)
     spatial = build_spatial_lsoa21(reference_dir) if vintage == 2025 else None
     reference = load_deprivation_reference(reference_dir, spatial=spatial)
     out = attach_imd(frame, vintage, reference, postcode_column=postcode_column)
-    output_path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{output_path.name}.", dir=output_path.parent)
-    os.close(handle)
     try:
-        out.write_csv(temporary)
-        os.replace(temporary, output_path)
-    finally:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
+        with _partial_output(output_path) as temporary:
+            out.write_csv(temporary, separator=delimiter)
+            os.replace(temporary, output_path)
+    except _Terminated as signal_number:
+        raise ImdLookupError(
+            f"{output_path}: not written, the command was stopped by signal {signal_number}; any earlier output is unchanged."
+        ) from None
     methods = dict(out.group_by("imd_match_method").len().iter_rows())
     return LookupSummary(n_rows=out.height, n_matched=int(out["imd_decile"].is_not_null().sum()), methods=methods)

@@ -82,8 +82,26 @@ def truncated_parquet(folder):
             "cut short in transfer"]
 
 
+def mapping_is_a_list(folder):
+    (folder / "column_mapping.yaml").write_text("- patient_id\n- code\n")
+    return ["column_mapping.yaml: must be a mapping with the sections patients:, events: and options:; found a list"]
+
+
+def mapping_sends_two_columns_to_one_header(folder):
+    (folder / "column_mapping.yaml").write_text("patients:\n  patient_id: patient_id\n  practice_code: patient_id\n")
+    return ["column_mapping.yaml: section 'patients' maps 2 contract columns (patient_id, practice_code) to the same "
+            "header 'patient_id'"]
+
+
+def table_is_a_folder(folder):
+    (folder / "events.parquet").unlink()
+    (folder / "events.parquet").mkdir()
+    return ["events.parquet: is a folder, not a file; expected the 'events' table as one file"]
+
+
 KINDS = [missing_file, empty_file, wrong_delimiter, missing_column, misnamed_column, wrong_type_csv_dates,
-         wrong_type_parquet, bad_encoding, truncated_parquet]
+         wrong_type_parquet, bad_encoding, truncated_parquet, mapping_is_a_list, mapping_sends_two_columns_to_one_header,
+         table_is_a_folder]
 
 
 @pytest.mark.parametrize("make_malformed", KINDS, ids=[k.__name__ for k in KINDS])
@@ -97,6 +115,7 @@ def test_malformed_input_is_refused_with_a_clear_message_and_nothing_published(m
     assert "2026-09 NOT published (the previously published tables are unchanged)" in output
     for phrase in expected:
         assert phrase in output, (phrase, output)
+    assert "Traceback" not in output and "Error:" not in output.replace("ExtractError", ""), output
     assert published_state(warehouse) == before
     assert not any(pid in output for pid in patient_ids)
 

@@ -176,3 +176,44 @@ def test_console_script_runs_as_installed(tmp_path):
     done = subprocess.run([str(script), "imd", "--vintage", "2025", str(source), str(out)], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert read(out).row(0, named=True)["imd_vintage"] == "IMD2025"
+
+
+@pytest.mark.parametrize(
+    ("content", "encoding", "options"),
+    [
+        ("id;postcode\n1;ng7 2uh\n2;LS1 4AP\n", "utf-8", ["--delimiter", ";"]),
+        ("id\tpostcode\n1\tng7 2uh\n2\tLS1 4AP\n", "utf-8", ["--delimiter", "\\t"]),
+        ("id,postcode,name\n1,ng7 2uh,Zo\u00eb\n2,LS1 4AP,\u00c9mile\n", "cp1252", ["--encoding", "cp1252"]),
+        ("\ufeffid,postcode\n1,ng7 2uh\n2,LS1 4AP", "utf-8", []),  # Excel's byte-order mark, no final newline
+    ],
+)
+def test_semicolon_tab_cp1252_and_bom_files_are_read_with_their_options(tmp_path, content, encoding, options):
+    source = write(tmp_path / "in.csv", content, encoding)
+    out = tmp_path / "out.csv"
+    assert imd("--vintage", "2019", *options, source, out) == 0
+    separator = {"--delimiter": options[1].replace("\\t", "\t")}.get(options[0], ",") if options else ","
+    text = out.read_text(encoding="utf-8")
+    assert text.endswith("\n") and not text.endswith("\n\n")
+    table = pl.read_csv(out, infer_schema=False, separator=separator)
+    assert table["id"].to_list() == ["1", "2"]
+    assert table["postcode_normalised"].to_list() == ["NG7 2UH", "LS1 4AP"]
+    if encoding == "cp1252":
+        assert table["name"].to_list() == ["Zo\u00eb", "\u00c9mile"]
+
+
+@pytest.mark.parametrize(
+    ("content", "encoding", "expected"),
+    [
+        ("id;postcode\n1;LS1 4AP\n", "utf-8", "no 'postcode' column (the header contains ';': pass --delimiter ';')"),
+        ("id\tpostcode\n1\tLS1 4AP\n", "utf-8", "(the header contains '\\t': pass --delimiter '\\t')"),
+        ("postcode,name\nLS1 4AP,Zo\u00eb\n", "cp1252", "it is not UTF-8 text (a spreadsheet saved as plain CSV on Windows is usually cp1252: pass --encoding cp1252)"),
+    ],
+)
+def test_wrong_delimiter_or_encoding_gets_a_hint_before_the_reference_loads(tmp_path, capsys, content, encoding, expected):
+    source = write(tmp_path / "input.csv", content, encoding)
+    # A reference directory that does not exist: the input is judged before it is read.
+    assert cli.main(["imd", "--vintage", "2025", "--reference-dir", str(tmp_path / "no-reference"),
+                     str(source), str(tmp_path / "out.csv")]) == 1
+    message = capsys.readouterr().err
+    assert str(source) in message and expected in message, message
+    assert "no-reference" not in message

@@ -191,6 +191,48 @@ def test_mapping_file_errors_name_the_problem(tmp_path):
         read_extract(folder)
 
 
+MALFORMED_MAPPINGS = [
+    ("- patients\n- events\n", "must be a mapping with the sections patients:, events: and options:; found a list"),
+    ("42\n", "must be a mapping with the sections patients:, events: and options:; found a single value of type int"),
+    ("patients: [patient_id, postcode]\n", "section 'patients' must map contract column names to the supplier's headers"),
+    ("patients: PatientGUID\n", "section 'patients' must map contract column names"),
+    ("events: {code: [SnomedCode, ReadCode]}\n", "section 'events': the header mapped to ['code'] must be a column name"),
+    ("patients: {patient_id: ID, postcode: ID}\n",
+     "section 'patients' maps 2 contract columns (patient_id, postcode) to the same header 'ID'"),
+    ("options: [date_format]\n", "section 'options' must be a mapping of option: value; found a list"),
+    ("options: {lsoa_vintage: twenty-eleven}\n", "option 'lsoa_vintage' must be 2011 or 2021 (a year, as digits); found 'twenty-eleven'"),
+    ("options: {lsoa_vintage: [2011]}\n", "option 'lsoa_vintage' must be 2011 or 2021 (a year, as digits); found a list"),
+    ("options: {delimiter: ';;'}\n", "option 'delimiter' must be a single character other than a quote or line break"),
+    ("options: {delimiter: 9}\n", "option 'delimiter' must be a single character"),
+    ("options: {date_format: 2026}\n", "option 'date_format' must be a strftime pattern such as \"%d/%m/%Y\""),
+    ("options: {sex_values: [M, F]}\n", "option 'sex_values' must map the supplier's codes to ['M', 'F', 'I', 'U']"),
+    ("options: {sex_values: {Male: Man}}\n", "option 'sex_values' must map onto ['M', 'F', 'I', 'U']; found ['Man']"),
+    ("patients: {patient_id: [\n", "not valid YAML at line"),
+]
+
+
+@pytest.mark.parametrize(("mapping", "expected"), MALFORMED_MAPPINGS, ids=[m[1][:40] for m in MALFORMED_MAPPINGS])
+def test_a_malformed_mapping_file_is_refused_naming_the_file_and_what_was_expected(tmp_path, mapping, expected):
+    folder = write(tmp_path / "x", mapping=mapping)
+    with pytest.raises(ExtractError) as caught:
+        read_extract(folder)
+    message = str(caught.value)
+    assert message.startswith(f"{folder / 'column_mapping.yaml'}: ") and expected in message, message
+    assert caught.value.metadata()["file"] == "column_mapping.yaml"
+
+
+def test_a_folder_or_a_dangling_link_where_a_table_should_be_is_named(tmp_path):
+    folder = write(tmp_path / "x")
+    (folder / "patients.csv").unlink()
+    (folder / "patients.csv").mkdir()
+    with pytest.raises(ExtractError, match=r"patients.csv: is a folder, not a file; expected the 'patients' table as one file"):
+        read_extract(folder)
+    (folder / "patients.csv").rmdir()
+    (folder / "patients.csv").symlink_to(folder / "patients.csv")  # a link to itself: a loop
+    with pytest.raises(ExtractError, match=r"patients.csv: is a symbolic link that leads nowhere"):
+        read_extract(folder)
+
+
 def test_month_end_handles_leap_years():
     assert month_end(dt.date(2024, 2, 1)) == dt.date(2024, 2, 29)
     assert month_end(dt.date(2026, 12, 1)) == dt.date(2026, 12, 31)
