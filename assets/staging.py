@@ -1,9 +1,9 @@
 """Staging: the month's extract read once, cast to the contract, quarantined where rows fail, and gated.
 
 One step reads the extract folder: the patients (polars, a million rows fit), the events
-(DuckDB, where they lie: read once and written once into `staging.events`, see
-`extract.stage_events`) and the optional linked feeds, and writes them through the
-warehouse door. Its two input-contract gates block everything downstream.
+(DuckDB, where they lie: written once, keyed, into `staging.event_rows` and read as
+`staging.events`, see `extract.stage_events`) and the optional linked feeds, and writes
+them through the warehouse door. Its two input-contract gates block everything downstream.
 """
 
 
@@ -15,11 +15,11 @@ from pipelines import quality
 from pipelines.gates import validate_sql
 from pipelines.partitions import MONTHLY, month_of
 from pipelines.resources import ExtractSource, PipelineSettings, ReferenceData, Warehouse
-from pipelines.segmentation.extract import ExtractError, read_extract, stage_extract
+from pipelines.segmentation.extract import ExtractError, ensure_events_view, read_extract, stage_extract
 from pipelines.segmentation.feeds import stage_feeds
 from pipelines.segmentation.schemas import FEEDS
 from pipelines.segmentation.sql import literal
-from pipelines.warehouse import PARTITION_EXPR, unordered, write_query
+from pipelines.warehouse import PARTITION_EXPR, unordered, write_frame
 
 MONTH_META = {PARTITION_EXPR: "reporting_month"}
 PATIENTS = dg.AssetKey(["staging", "patients"])
@@ -70,17 +70,18 @@ def staging_extract(context: dg.AssetExecutionContext, extracts: ExtractSource, 
         patient_suite, event_suite = quality.staging_suites(month, reference_data.path(), con=con)
         load_seconds = time.perf_counter() - started
         with unordered(con):
-            staged = stage_extract(
-                raw, month, patient_rules=patient_suite.row_rules(), event_rules=event_suite.row_rules(), con=con,
-                write_events=lambda query: write_query(con, "staging", "events", query,
-                                                       partition_column="reporting_month", partition_value=month))
+            staged = stage_extract(raw, month, patient_rules=patient_suite.row_rules(),
+                                   event_rules=event_suite.row_rules(), con=con, warehouse=True)
+        # The patients are written here too: staging.events (a view over the keyed rows) needs them.
+        write_frame(con, "staging", "patients", staged.patients, partition_column="reporting_month", partition_value=month)
+        ensure_events_view(con)
         events_gate = validate_sql(con, f"(SELECT * FROM staging.events WHERE reporting_month = {literal(month)})",
                                    event_suite.without_quarantine_rules())
     try:
         feeds = stage_feeds(folder, extracts.mapping_path(), month, staged.patients)
     except ExtractError as error:
         raise _failure(error) from None
-    yield dg.Output(staged.patients, output_name="patients", metadata={**staged.counts, "extract": folder.name})
+    yield dg.Output(None, output_name="patients", metadata={**staged.counts, "extract": folder.name})
     yield dg.Output(None, output_name="events", metadata={"n_events": staged.counts["n_events"]})
     yield dg.Output(staged.quarantine, output_name="quarantine", metadata={"n_rows": staged.quarantine.height})
     present = dict(feeds.availability.select("feed", "is_present").iter_rows())

@@ -613,7 +613,7 @@ def stage_extract(
     patient_rules: Sequence[quarantine.RowRule] = (),
     event_rules: Sequence[quarantine.RowRule] = (),
     con=None,
-    write_events=None,
+    warehouse: bool = False,
 ) -> StagingResult:
     """Return the patients registered at the end of `reporting_month`, their events up to then, and the quarantine.
 
@@ -628,8 +628,8 @@ def stage_extract(
         patient_rules: rules over `candidate_patients` columns (e.g. age, sex, practice code).
         event_rules: rules over the event columns.
         con: the DuckDB connection the events are staged in (default: a private in-memory one).
-        write_events: writes the staged events given their query and returns the rows written
-            (the warehouse's month partition in a run); by default they are returned as a frame.
+        warehouse: `con` is the warehouse: the staged events are written there (keyed, see
+            `stage_events`) instead of being returned; the patients gain their `patient_key`.
     """
     reference_date = month_end(reporting_month)
     patient_columns = [c for c in INPUT_PATIENTS.names if c in raw.patients.columns]
@@ -648,8 +648,9 @@ def stage_extract(
         codes.normalise_ods_code(pl.col("practice_code")).alias("practice_code")
     )
 
+    staged = staged.with_columns(pl.int_range(1, pl.len() + 1, dtype=pl.Int32).alias("patient_key"))
     event_split, event_counts, staged_events = stage_events(
-        raw, reporting_month, event_rules, staged["patient_id"], con=con, write=write_events)
+        raw, reporting_month, event_rules, staged.select("patient_id", "patient_key"), con=con, warehouse=warehouse)
     counts = {
         "n_patient_rows": raw.patients.height,
         "n_duplicate_patient_rows": n_duplicate_patient_rows,
@@ -680,36 +681,100 @@ def _events_relation(con, raw: RawExtract) -> tuple[str, pl.DataFrame | None]:
     return "_events_cast", raw.events_source if raw.events_source is not None else raw.events
 
 
+EVENT_ROWS = ("staging", "event_rows")
+EVENT_CODES = ("staging", "event_codes")
+EVENTS_VIEW_SQL = """
+create or replace view staging.events as
+select r.reporting_month, p.patient_id, c.code, r.event_date, r.value
+from staging.event_rows r
+join staging.patients p on p.reporting_month = r.reporting_month and p.patient_key = r.patient_key
+join staging.event_codes c on c.reporting_month = r.reporting_month and c.code_key = r.code_key
+"""
+
+
+def ensure_events_view(con) -> None:
+    """Create the `staging.events` view over the keyed rows, first converting a warehouse
+    that still holds staged events as a plain table (written before the keyed layout).
+
+    Runs after the month's patients are written (the view reads their keys); the
+    conversion gives the older months' patients keys and moves their events, in one
+    transaction.
+    """
+    kind = con.execute("SELECT table_type FROM information_schema.tables WHERE table_schema = 'staging' "
+                       "AND table_name = 'events'").fetchall()
+    if kind and kind[0][0] == "BASE TABLE":
+        con.execute("BEGIN TRANSACTION")
+        try:
+            columns = {r[0] for r in con.execute("DESCRIBE staging.patients").fetchall()}
+            if "patient_key" not in columns:
+                con.execute("ALTER TABLE staging.patients ADD COLUMN patient_key INTEGER").fetchall()
+            con.execute(
+                "UPDATE staging.patients p SET patient_key = k.key FROM (SELECT reporting_month, patient_id, "
+                "(row_number() OVER (PARTITION BY reporting_month ORDER BY patient_id))::INTEGER AS key "
+                "FROM staging.patients WHERE patient_key IS NULL) k "
+                "WHERE p.reporting_month = k.reporting_month AND p.patient_id = k.patient_id").fetchall()
+            con.execute("CREATE TABLE IF NOT EXISTS staging.event_codes (reporting_month DATE, code_key INTEGER, code VARCHAR)")
+            con.execute("CREATE TABLE IF NOT EXISTS staging.event_rows (reporting_month DATE, patient_key INTEGER, "
+                        "code_key INTEGER, event_date DATE, value DOUBLE)")
+            # Only the months not staged again in the keyed layout (this run's month already is).
+            legacy = "(SELECT * FROM staging.events WHERE reporting_month NOT IN (SELECT DISTINCT reporting_month FROM staging.event_rows))"
+            con.execute(
+                "INSERT INTO staging.event_codes SELECT reporting_month, (row_number() OVER (PARTITION BY reporting_month "
+                f"ORDER BY code))::INTEGER, code FROM (SELECT DISTINCT reporting_month, code FROM {legacy})").fetchall()
+            con.execute(
+                "INSERT INTO staging.event_rows SELECT e.reporting_month, p.patient_key, c.code_key, e.event_date, e.value "
+                f"FROM {legacy} e JOIN staging.patients p USING (reporting_month, patient_id) "
+                "JOIN staging.event_codes c USING (reporting_month, code)").fetchall()
+            con.execute("DROP TABLE staging.events")
+            con.execute("COMMIT")
+        except Exception:
+            con.execute("ROLLBACK")
+            raise
+    con.execute(EVENTS_VIEW_SQL).fetchall()
+
+
 def stage_events(
     raw: RawExtract,
     reporting_month: date,
     rules: Sequence[quarantine.RowRule],
-    population: pl.Series,
+    population: pl.DataFrame | pl.Series,
     *,
     con=None,
-    write=None,
+    warehouse: bool = False,
 ) -> tuple[quarantine.Split, dict[str, int], pl.DataFrame | None]:
     """Stage the month's events in DuckDB: drop exact repeats, quarantine by rule, keep the population's.
 
     The semantics are `stage_extract`'s (exact duplicates dropped first, keeping the first
     row; then each remaining row checked against the contract's and the suite's rules, the
     first rule that catches it naming it; then only events on or before R of patients
-    registered at R kept), computed with the rules' SQL form where the rows lie. Only the
-    few rows a rule catches come into Python, where the polars form of the same rules sorts
-    them under their first rule and writes their records (and must agree with the SQL).
+    registered at R kept), computed where the rows lie, in three passes over them:
+
+    1. the rules' SQL form picks the rows a rule catches and any dated after R — few rows,
+       which come into Python, where exact repeats among them are dropped and the polars
+       form of the same rules sorts them under their first rule and writes their records
+       (it must agree with the SQL);
+    2. the rows of patients outside the population (few) are counted, with and without
+       repeats;
+    3. every other row is written, exact repeats dropped by the write's own GROUP BY, so
+       the rules are evaluated once and the big table is read and written once.
+
+    In the warehouse the staged events are stored with integer keys — `staging.event_rows`
+    (patient_key, code_key, event_date, value) and `staging.event_codes` (the month's code
+    dictionary) — less writing than text ids, and read as the contract's `staging.events`
+    through a view (`ensure_events_view`, once the month's patients are written).
 
     Arguments:
         raw: the extract (typed Parquet events stay on disk).
         reporting_month: first day of the month.
         rules: the events' row rules (`RowRule.sql` set), in priority order.
-        population: the staged patients' ids.
+        population: the staged patients (patient_id, and patient_key in the warehouse).
         con: a DuckDB connection (default: a private in-memory one).
-        write: given the kept rows' query, writes them and returns the rows written; by
-            default they are returned as a frame in file order.
+        warehouse: write into the warehouse's staging tables (`con` is the warehouse);
+            otherwise the staged events are returned as a frame in file order.
 
     Returns:
-        The quarantine split (its `kept` is empty: the kept rows are in the warehouse), the
-        event counts, and the staged events when no `write` was given.
+        The quarantine split (its `kept` is empty: the kept rows stay in DuckDB), the
+        event counts, and the staged events when not writing to the warehouse.
     """
     import duckdb
 
@@ -719,6 +784,9 @@ def stage_events(
     started = time.perf_counter()
     own = con is None
     con = duckdb.connect() if own else con
+    population = population.to_frame() if isinstance(population, pl.Series) else population
+    if "patient_key" not in population.columns:
+        population = population.with_columns(pl.int_range(1, pl.len() + 1, dtype=pl.Int32).alias("patient_key"))
     try:
         relation, source = _events_relation(con, raw)
         names = [c.name for c in INPUT_EVENTS.columns]
@@ -729,31 +797,22 @@ def stage_events(
         missing_sql = [r.name for r in all_rules if r.sql is None]
         if missing_sql:
             raise ValueError(f"event rule(s) {missing_sql} have no SQL form; the staged events are checked in DuckDB")
-        key = ", ".join(quote(n) for n in names)
-        con.register("_population", pl.DataFrame({"patient_id": population}).to_arrow())
-        # Exact repeats: rows are hashed, and only rows whose hash repeats are compared in full.
-        con.execute(
-            f"CREATE OR REPLACE TEMP TABLE _event_repeats AS SELECT {ROW} FROM ("
-            f"SELECT {ROW}, row_number() OVER (PARTITION BY {key} ORDER BY {ROW}) AS _n FROM {relation} "
-            f"WHERE hash({key}) IN (SELECT _h FROM (SELECT hash({key}) AS _h FROM {relation}) GROUP BY _h HAVING count(*) > 1)"
-            f") WHERE _n > 1"
-        ).fetchall()
-        n_rows, n_repeats = con.execute(f"SELECT (SELECT count(*) FROM {relation}), (SELECT count(*) FROM _event_repeats)").fetchall()[0]
+        con.register("_population", population.select("patient_id", "patient_key").to_arrow())
         reference_date = month_end(reporting_month)
         any_rule = " OR ".join(f"({r.sql})" for r in all_rules) or "false"
-        # Rules see the rows as GX does (a NaN value is missing); the rows keep their own values.
+        # Pass 1. Rules see the rows as GX does (a NaN value is missing); rows keep their values.
         seen = as_gx_sees_sql(con, relation, keep_raw=True)
         raw_floats = [c[len("__raw_"):] for c in _columns(con, seen) if c.startswith("__raw_")]
         restored = ", ".join(f"{quote('__raw_' + c)} AS {quote(c)}" for c in raw_floats)
         excluded = ", ".join(quote("__raw_" + c) for c in raw_floats)
         restore = f" EXCLUDE ({excluded}) REPLACE ({restored})" if raw_floats else ""
-        flagged = (f"(SELECT *{restore}, ({any_rule}) AS _caught FROM {seen} "
-                   f"WHERE {ROW} NOT IN (SELECT {ROW} FROM _event_repeats))")
-        # The rows a rule catches, and those dated after R, are few: they come into Python.
         subset = pl.from_arrow(con.sql(
-            f"SELECT * FROM {flagged} WHERE _caught OR event_date > {literal(reference_date)} ORDER BY {ROW}"
+            f"SELECT * FROM (SELECT *{restore}, ({any_rule}) AS _caught FROM {seen}) "
+            f"WHERE _caught OR event_date > {literal(reference_date)} ORDER BY {ROW}"
         ).to_arrow_table())
-        caught = subset.filter("_caught").drop("_caught")
+        con.register("_set_aside", subset.select(ROW).to_arrow())
+        distinct, n_subset_repeats = quarantine.drop_exact_duplicates(subset, names)
+        caught = distinct.filter("_caught").drop("_caught")
         records = caught.select(ROW, *names) if source is None else source.filter(pl.col(ROW).is_in(caught[ROW].implode()))
         split = quarantine.split(caught, all_rules, source=records, reporting_month=reporting_month,
                                  source_table="events", source_file=raw.events_path.name)
@@ -762,36 +821,54 @@ def stage_events(
                 f"{split.kept.height} event row(s) caught by a rule's SQL form pass its polars form; the two "
                 "engines disagree (pipelines/pushdown.py)"
             )
-        n_after = subset.filter(~pl.col("_caught")).height
-        kept = (f"SELECT {literal(reporting_month)}::DATE AS reporting_month, patient_id, code, event_date, value "
-                f"FROM {flagged} WHERE NOT _caught AND event_date <= {literal(reference_date)} "
-                f"AND patient_id IN (SELECT patient_id FROM _population)")
-        if write is None:
-            staged = pl.from_arrow(con.sql(kept.replace("SELECT ", f"SELECT {ROW}, ", 1) + f" ORDER BY {ROW}")
-                                   .to_arrow_table()).drop(ROW).cast(STAGING_EVENTS.schema)
-            n_events = staged.height
+        n_after = distinct.filter(~pl.col("_caught")).height
+        rest = f"(SELECT * FROM {relation} WHERE {ROW} NOT IN (SELECT {ROW} FROM _set_aside))"
+        key = ", ".join(quote(n) for n in names)
+        # Pass 2. Patients outside the population: counted, with and without exact repeats.
+        n_outside, n_outside_distinct = con.execute(
+            f"SELECT count(*), count(DISTINCT ({key})) FROM {rest} "
+            f"WHERE patient_id NOT IN (SELECT patient_id FROM _population)").fetchall()[0]
+        # Pass 3. Everything else is the month's staged events, exact repeats dropped by GROUP BY.
+        n_rows = con.execute(f"SELECT count(*) FROM {relation}").fetchall()[0][0]
+        month = literal(reporting_month)
+        if warehouse:
+            from pipelines.warehouse import write_query
+
+            write_query(con, *EVENT_CODES, f"SELECT {month}::DATE AS reporting_month, (row_number() OVER (ORDER BY code))::INTEGER "
+                        f"AS code_key, code FROM (SELECT DISTINCT code FROM {rest})",
+                        partition_column="reporting_month", partition_value=reporting_month)
+            n_events = write_query(
+                con, *EVENT_ROWS,
+                f"SELECT {month}::DATE AS reporting_month, p.patient_key, c.code_key, e.event_date, e.value "
+                f"FROM {rest} e JOIN _population p ON p.patient_id = e.patient_id "
+                f"JOIN (SELECT code_key, code FROM staging.event_codes WHERE reporting_month = {month}) c ON c.code = e.code "
+                f"GROUP BY ALL", partition_column="reporting_month", partition_value=reporting_month)
+            staged = None
         else:
-            staged, n_events = None, write(kept)
-        n_distinct = n_rows - n_repeats
-        kept_in_month = n_distinct - split.quarantined.height - n_after
+            staged = pl.from_arrow(con.sql(
+                f"SELECT {month}::DATE AS reporting_month, patient_id, code, event_date, value, min({ROW}) AS _first "
+                f"FROM {rest} WHERE patient_id IN (SELECT patient_id FROM _population) "
+                f"GROUP BY ALL ORDER BY _first").to_arrow_table()).drop("_first").cast(STAGING_EVENTS.schema)
+            n_events = staged.height
+        n_in_population = n_rows - subset.height - n_outside
         counts = {
             "n_event_rows": int(n_rows),
-            "n_duplicate_event_rows": int(n_repeats),
+            "n_duplicate_event_rows": int(n_subset_repeats + (n_outside - n_outside_distinct) + (n_in_population - n_events)),
             "n_event_rows_quarantined": split.quarantined.height,
             "n_events_after_month_end": int(n_after),
-            "n_events_not_in_population": int(kept_in_month - n_events),
+            "n_events_not_in_population": int(n_outside_distinct),
             "n_events": int(n_events),
         }
+        n_distinct = n_rows - counts["n_duplicate_event_rows"]
         split = quarantine.Split(STAGING_EVENTS.empty(), split.quarantined, int(n_distinct), split.n_failing,
                                  split.n_quarantined, time.perf_counter() - started)
         return split, counts, staged
     finally:
-        for name in ("_events_cast", "_population"):
+        for name in ("_events_cast", "_population", "_set_aside"):
             try:
                 con.unregister(name)
             except Exception:  # noqa: BLE001 - not registered for this source
                 pass
-        con.execute("DROP TABLE IF EXISTS _event_repeats").fetchall()
         if own:
             con.close()
 

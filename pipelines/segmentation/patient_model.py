@@ -54,7 +54,17 @@ from pipelines.segmentation.sql import literal, quote
 __all__ = ["ModelBuilder", "ModelSession", "FrameModel", "Sources", "flag_column", "literal", "quote"]
 
 IMD_DECILE_COLUMNS = {"IMD2019": "imd2019_decile", "IMD2025": "imd2025_decile"}
-_EPOCH = "DATE '1900-01-01'"
+# "Latest, then lowest" aggregates pack the date and a rank into one BIGINT and take its
+# minimum: days before a far date (so the latest date is the smallest number) times 2^24
+# plus the rank of the code (or of the ethnicity mapping). An integer state per patient
+# instead of a struct of strings keeps a million patients' aggregation in memory (a struct
+# min of codes made DuckDB spill, ~20x slower).
+_FAR = "DATE '2400-01-01'"
+_SHIFT = 16777216  # 2^24 > the number of distinct codes any month's rules read
+
+
+def _packed(rank: str) -> str:
+    return f"(({_FAR} - event_date)::BIGINT * {_SHIFT} + {rank})"
 
 # The attribute columns of the model (and of `population.patient_attributes`, a selection).
 ATTRIBUTE_COLUMNS = (
@@ -143,10 +153,11 @@ class Aggregation:
         if self.kind == "latest_date":
             return f"max(event_date){where}"
         if self.kind == "latest_code":
-            # The lowest code on the latest date, so the answer never depends on row order.
-            return f"min({{'nd': {_EPOCH} - event_date, 'c': code}}){where}"
+            # The lowest code on the latest date (codes are ranked in sorted order), so the
+            # answer never depends on row order.
+            return f"min({_packed('_rank')}){where}"
         # QOF: the latest reading is the lowest value on the latest date with a reading.
-        return f"min({{'nd': {_EPOCH} - event_date, 'v': value}}){where}"
+        return f"min({{'nd': {_FAR} - event_date, 'v': value}}){where}"
 
     def output(self) -> str:
         column = f"agg.{quote(self.name)}"
@@ -155,7 +166,7 @@ class Aggregation:
         if self.kind == "count":
             return f"coalesce({column}, 0)::INTEGER"
         if self.kind == "latest_code":
-            return f"{column}.c"
+            return f"{quote('_code_' + self.name)}.code"
         if self.kind == "latest_value":
             return f"{column}.v"
         return column
@@ -171,11 +182,14 @@ class Sources:
     ethnicity per patient (patient_id, ethnic_category, ethnicity_16, ethnicity_broad), or
     else `ethnicity_codes` (code -> category, see `cohorts.build_ethnicity_codes`) to derive
     it in the same pass. `feeds`: feed -> staged rows, None when the month lacks the feed.
-    A relation with a `reporting_month` column is read for `month` only.
+    A relation with a `reporting_month` column is read for `month` only. In the warehouse
+    the events are keyed (`staging.event_rows`: patient_key, code_key) and `event_codes`
+    names the month's code dictionary; the patients then carry `patient_key`.
     """
 
     patients: str
     events: str | None = None
+    event_codes: str | None = None  # set when `events` is keyed (patient_key, code_key): the code dictionary
     deprivation: str | None = None
     ethnicity: str | None = None
     ethnicity_codes: str | None = None
@@ -328,9 +342,10 @@ class ModelBuilder:
 
         Arguments:
             key: names the table (the same key returns the same columns).
-            columns: the columns `select` produces beside `patient_id`.
-            select: a SELECT over `{events}` (the month's coded events with one `_cs<n>`
-                column per code set; see `mask`) returning one row per patient_id.
+            columns: the columns `select` produces beside `patient`.
+            select: a SELECT over `{events}` (the month's coded events: `patient`, `code`,
+                `event_date`, `value` and one `_cs<n>` column per code set; see `mask`)
+                returning one row per `patient`.
         """
         if key not in self.derived_tables:
             self.derived_tables[key] = ({_name("derived", key, c): c for c in columns}, select)
@@ -396,11 +411,16 @@ class ModelBuilder:
             pl.col("code").is_in(sorted(code_set)).alias(f"_cs{i}") for code_set, i in self.code_sets.items()
         )
         if ethnicity_codes is not None:
-            mapping = ethnicity_codes.select("code", "ethnic_category", "ethnicity_16", "ethnicity_broad")
+            mapping = ethnicity_codes.select("code", "ethnic_category", "ethnicity_16", "ethnicity_broad").with_columns(
+                # Ranked so that the smallest wins a tie on the latest date: a stated category
+                # before "not stated" (Z), then the lowest letter, then the labels.
+                pl.struct((pl.col("ethnic_category") == "Z").alias("_is_z"), "ethnic_category", "ethnicity_16", "ethnicity_broad", "code")
+                .rank("dense").cast(pl.Int64).alias("_eth_rank"))
             frame = frame.join(mapping, on="code", how="full", coalesce=True).with_columns(
                 pl.col(f"_cs{i}").fill_null(False) for i in self.code_sets.values()
             )
-        return frame
+        # Codes ranked in sorted order: the "lowest code" of a tie is the smallest rank.
+        return frame.sort("code").with_columns(pl.int_range(1, pl.len() + 1, dtype=pl.Int64).alias("_rank"))
 
     def sql(self, sources: Sources, code_table: str = "_model_codes", *, extra: Sequence[str] = ()) -> str:
         """Return the model query: one row per patient, attributes, aggregations and flags.
@@ -425,24 +445,28 @@ class ModelBuilder:
             if sources.events is None:
                 raise ValueError("the definitions read coded events but no events were given")
             lookup_columns = ", ".join(
-                [f"c._cs{i}" for i in self.code_sets.values()]
-                + (["c.ethnic_category", "c.ethnicity_16", "c.ethnicity_broad"] if derive_ethnicity else [])
+                ["c.code", "c._rank"] + [f"c._cs{i}" for i in self.code_sets.values()]
+                + (["c._eth_rank"] if derive_ethnicity else [])
             )
-            ctes.append(
-                f"coded as (select e.patient_id, e.code, e.event_date, e.value{', ' + lookup_columns if lookup_columns else ''} "
-                f"from {scoped(sources.events)} e join {code_table} c on c.code = e.code"
-                + (f" where e.event_date <= {literal(self.events_until)})" if self.events_until else ")")
-            )
+            until = f" where e.event_date <= {literal(self.events_until)}" if self.events_until else ""
+            if sources.event_codes is not None:  # keyed events: the code dictionary joins the lookup once
+                ctes.append(
+                    f"coded as (select e.patient_key as patient, e.event_date, e.value, {lookup_columns} "
+                    f"from {scoped(sources.events)} e join (select k.code_key, l.* from {scoped(sources.event_codes)} k "
+                    f"join {code_table} l on l.code = k.code) c on c.code_key = e.code_key{until})"
+                )
+            else:
+                ctes.append(
+                    f"coded as (select e.patient_id as patient, e.event_date, e.value, {lookup_columns} "
+                    f"from {scoped(sources.events)} e join {code_table} c on c.code = e.code{until})"
+                )
             items = [f"{a.sql()} as {quote(a.name)}" for a in self.aggregations.values()]
             if derive_ethnicity:
                 # The latest ethnicity code on or before R wins; on a tie a stated category beats
                 # "not stated" (Z), then the lowest category letter: never row order.
-                items.append(
-                    f"min({{'nd': {_EPOCH} - event_date, 'z': ethnic_category = 'Z', 'cat': ethnic_category, "
-                    "'e16': ethnicity_16, 'eb': ethnicity_broad}) filter (where ethnic_category is not null) as _ethnicity"
-                )
+                items.append(f"min({_packed('_eth_rank')}) filter (where _eth_rank is not null) as _ethnicity")
             if items:
-                ctes.append(f"agg as (select patient_id, {', '.join(items)} from coded group by patient_id)")
+                ctes.append(f"agg as (select patient, {', '.join(items)} from coded group by patient)")
         for key, (columns, select) in sorted(self.derived_tables.items()):
             body = select.format(events="coded")
             ctes.append(f"{quote('d_' + key)} as ({body})")
@@ -498,18 +522,23 @@ class ModelBuilder:
             select += [f"eth.{c}" if c in eth_columns else f"NULL::VARCHAR as {c}"
                        for c in ("ethnic_category", "ethnicity_16", "ethnicity_broad")]
         elif derive_ethnicity:
-            select += ["agg._ethnicity.cat as ethnic_category", "agg._ethnicity.e16 as ethnicity_16",
-                       "agg._ethnicity.eb as ethnicity_broad"]
+            joins.append(f"left join {code_table} _eth on _eth._eth_rank = agg._ethnicity % {_SHIFT}")
+            select += ["_eth.ethnic_category", "_eth.ethnicity_16", "_eth.ethnicity_broad"]
         else:
             if self.attributes_used & {"ethnic_category", "ethnicity_broad"}:
                 raise ValueError("a definition uses `ethnicity` but no ethnicity frame was given (see derive_ethnicity)")
             select += ["NULL::VARCHAR as ethnic_category", "NULL::VARCHAR as ethnicity_16", "NULL::VARCHAR as ethnicity_broad"]
+        patient_ref = "p.patient_key" if sources.event_codes is not None else "p.patient_id"
         if any(c.startswith("agg ") for c in ctes):
-            joins.append("left join agg on agg.patient_id = p.patient_id")
+            joins.insert(0, f"left join agg on agg.patient = {patient_ref}")
+            for a in self.aggregations.values():
+                if a.kind == "latest_code":
+                    alias = quote("_code_" + a.name)
+                    joins.append(f"left join {code_table} {alias} on {alias}._rank = agg.{quote(a.name)} % {_SHIFT}")
             select += [f"{a.output()} as {quote(a.name)}" for a in self.aggregations.values()]
         for key, (columns, _) in sorted(self.derived_tables.items()):
             alias = quote("d_" + key)
-            joins.append(f"left join {alias} on {alias}.patient_id = p.patient_id")
+            joins.append(f"left join {alias} on {alias}.patient = {patient_ref}")
             select += [f"{alias}.{quote(own)} as {quote(name)}" for name, own in columns.items()]
         for feed_name, columns in sorted(self.feed_aggregations.items()):
             alias = quote("f_" + feed_name)
@@ -672,14 +701,15 @@ class ModelSession:
         """
         from pipelines.segmentation.schemas import FEEDS
 
-        chosen = {"patients": "staging.patients", "events": "staging.events",
+        chosen = {"patients": "staging.patients", "events": "staging.event_rows", "event_codes": "staging.event_codes",
                   "deprivation": "population.patient_deprivation", **(tables or {})}
         feeds = {name: (f"staging.{quote(name)}" if name in feeds_present else None) for name in FEEDS}
-        relations = [chosen["patients"], chosen["events"], chosen["deprivation"], *[f for f in feeds.values() if f]]
+        relations = [chosen["patients"], chosen["events"], chosen["event_codes"], chosen["deprivation"],
+                     *[f for f in feeds.values() if f]]
         columns = {relation: [row[0] for row in con.execute(f"describe select * from {relation}").fetchall()]
                    for relation in relations}
-        sources = Sources(patients=chosen["patients"], events=chosen["events"], deprivation=chosen["deprivation"],
-                          feeds=feeds, month=month, columns=columns)
+        sources = Sources(patients=chosen["patients"], events=chosen["events"], event_codes=chosen["event_codes"],
+                          deprivation=chosen["deprivation"], feeds=feeds, month=month, columns=columns)
         return cls(con, sources, ethnicity_codes)
 
     def query(self, sql: str) -> pl.DataFrame:
