@@ -837,12 +837,17 @@ def stage_events(
             write_query(con, *EVENT_CODES, f"SELECT {month}::DATE AS reporting_month, (row_number() OVER (ORDER BY code))::INTEGER "
                         f"AS code_key, code FROM (SELECT DISTINCT code FROM {rest})",
                         partition_column="reporting_month", partition_value=reporting_month)
+            # Stored in patient order: each patient's rows are together, which makes the patient
+            # model's aggregation (and explain's lookup of one patient) several times faster
+            # than over rows in hash order.
+            con.execute("SET preserve_insertion_order = true")
             n_events = write_query(
                 con, *EVENT_ROWS,
                 f"SELECT {month}::DATE AS reporting_month, p.patient_key, c.code_key, e.event_date, e.value "
                 f"FROM {rest} e JOIN _population p ON p.patient_id = e.patient_id "
                 f"JOIN (SELECT code_key, code FROM staging.event_codes WHERE reporting_month = {month}) c ON c.code = e.code "
-                f"GROUP BY ALL", partition_column="reporting_month", partition_value=reporting_month)
+                f"GROUP BY ALL ORDER BY p.patient_key, c.code_key, e.event_date, e.value",
+                partition_column="reporting_month", partition_value=reporting_month)
             staged = None
         else:
             staged = pl.from_arrow(con.sql(
