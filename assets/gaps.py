@@ -21,7 +21,8 @@ from pipelines.resources import PipelineSettings, Warehouse
 from pipelines.segmentation.disclosure import PROFILES, unpublishable_counts
 from pipelines.segmentation.gaps import build_gap_table, build_inequality_table
 from pipelines.segmentation.cohorts import reported_cohorts
-from pipelines.segmentation.spc import build_spc_table
+from pipelines.segmentation.definitions import load_definitions
+from pipelines.segmentation.spc import build_spc_table, indicator_series_plans
 from pipelines.warehouse import quote, table_exists
 
 AUDIT_GAPS = dg.AssetKey(["audit", "gap_table"])
@@ -93,6 +94,9 @@ def audit_spc_series(context: dg.AssetExecutionContext, settings: PipelineSettin
             target = f"{quote('published')}.{quote('gap_table')}"
             relation = con.sql(f"select * from {target} where reporting_month < $1", params=[month])
             history.insert(0, pl.from_arrow(relation.to_arrow_table()))
-    table = build_spc_table(pl.concat(history, how="diagonal_relaxed"), catalogue, month, run_length=settings.spc_run_length)
-    yield dg.Output(table, metadata={"n_rows": table.height, "run_length": settings.spc_run_length})
+    plans = indicator_series_plans(load_definitions(settings.definitions_path()), settings.spc_window_policy)
+    table = build_spc_table(pl.concat(history, how="diagonal_relaxed"), catalogue, month, plans=plans,
+                            rules=settings.spc_rules())
+    yield dg.Output(table, metadata={"n_rows": table.height, "rules": str(settings.spc_rules()._asdict()),
+                                     "window_policy": settings.spc_window_policy})
     yield _gate(context, warehouse, AUDIT_SPC, table)

@@ -20,10 +20,11 @@ def build_serving_asset(published: list[dg.AssetKey]) -> dg.AssetsDefinition:
 
     @dg.asset(
         key=SERVING, partitions_def=MONTHLY, group_name="serving", deps=published,
-        description="Read-only serving DuckDB file, star schema and Parquet export for Power BI, replaced atomically.",
+        description="Read-only serving DuckDB file, star schema, Parquet export and Power BI Project, replaced atomically.",
     )
     def serving_snapshot(context: dg.AssetExecutionContext, warehouse: Warehouse, serving: ServingOutputs):
-        manifest = publish_snapshot(warehouse.file(), serving.serving_path(), keep=serving.keep_snapshots)
+        manifest = publish_snapshot(warehouse.file(), serving.serving_path(), keep=serving.keep_snapshots,
+                                    powerbi_parquet_folder=serving.powerbi_folder())
         return dg.MaterializeResult(metadata={
             "snapshot": manifest["snapshot"], "path": dg.MetadataValue.path(str(serving.serving_path() / "current")),
             "months": len(manifest["months"]), "star_tables": ", ".join(manifest["star_tables"]),

@@ -89,8 +89,18 @@ class PipelineSettings(dg.ConfigurableResource):
         min_practice_patients: practices smaller than this are not judged by that check.
         sii_repetitions: simulated draws for SII/RII confidence limits (PHE default 100,000).
         sii_seed: base seed of those draws; each index's own seed is derived from it and recorded.
-        sii_transform: simulate proportions on the logit scale (PHE `transform`).
-        spc_run_length: points in an SPC shift or trend (Making Data Count: 7).
+        sii_transform: fit the SII on the logit (proportion) or log (rate) scale and back-transform
+            (PHE `transform`); standard errors and draws are on that scale either way. Off by
+            default, as in PHEindicatormethods.
+        spc_run_length: points on one side of the mean that make an SPC shift (Making Data Count: 7).
+        spc_trend_length: points each higher (lower) than the last that make an SPC trend (MDC: 7).
+        spc_screen_outliers: leave moving ranges of 3.267 x their mean out of the XmR limits.
+        spc_two_in_three: apply the two-of-three-close-to-a-limit rule.
+        spc_min_points: points an SPC series needs before it gets a variation or assurance
+            verdict (NHSRplotthedots' short-series threshold, 12; at least 2).
+        spc_window_policy: "non_overlapping" (chart a rolling W-month indicator every W-th
+            month and a campaign measure at the same month of each campaign) or
+            "monthly_with_caveat" (chart every month and say what the overlap does).
         max_quarantine_share: block the run when more than this share of an input table's rows
             fail a row rule and are quarantined (a few bad rows are set aside; many mean the
             extract itself is wrong).
@@ -108,8 +118,20 @@ class PipelineSettings(dg.ConfigurableResource):
     sii_seed: int = 20260
     sii_transform: bool = False
     spc_run_length: int = 7
+    spc_trend_length: int = 7
+    spc_screen_outliers: bool = True
+    spc_two_in_three: bool = True
+    spc_min_points: int = 12
+    spc_window_policy: str = "non_overlapping"
     max_quarantine_share: float = 0.01
     definitions_dir: Optional[str] = None
+
+    def spc_rules(self):
+        """Return the SPC rule conventions these settings choose (checked)."""
+        from pipelines.segmentation.spc import SpcRules
+
+        return SpcRules(self.spc_run_length, self.spc_trend_length, self.spc_screen_outliers,
+                        self.spc_two_in_three, self.spc_min_points).check()
 
     def definitions_path(self) -> Path | None:
         """Return the definitions folder (setting, else $CORE20_DEFINITIONS), or None for the shipped one."""
@@ -119,6 +141,7 @@ class PipelineSettings(dg.ConfigurableResource):
 
 SERVING_ENV = "CORE20_SERVING"
 REPORTS_ENV = "CORE20_REPORTS"
+POWERBI_PARQUET_ENV = "CORE20_POWERBI_PARQUET_FOLDER"
 DEFAULT_SERVING = REPO_ROOT / "data" / "serving"
 DEFAULT_REPORTS = REPO_ROOT / "data" / "reports"
 
@@ -131,11 +154,20 @@ class ServingOutputs(dg.ConfigurableResource):
             (default $CORE20_SERVING, else data/serving).
         reports_dir: folder of the monthly HTML reports (default $CORE20_REPORTS, else data/reports).
         keep_snapshots: snapshots kept, so a refresh that began before a swap can finish.
+        powerbi_parquet_folder: the serving Parquet folder as Power BI Desktop and the gateway
+            see it, e.g. `\\\\analytics-server\\core20\\serving\\current\\parquet`: the default of
+            the generated model's ParquetFolder parameter (default $CORE20_POWERBI_PARQUET_FOLDER,
+            else `serving_root/current/parquet` as this machine sees it).
     """
 
     serving_root: Optional[str] = None
     reports_dir: Optional[str] = None
     keep_snapshots: int = 3
+    powerbi_parquet_folder: Optional[str] = None
+
+    def powerbi_folder(self) -> str | None:
+        """Return the ParquetFolder default for the Power BI model, if one is configured."""
+        return self.powerbi_parquet_folder or os.environ.get(POWERBI_PARQUET_ENV) or None
 
     def serving_path(self) -> Path:
         """Return the resolved serving folder."""

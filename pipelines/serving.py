@@ -12,6 +12,7 @@ new snapshot beside the old one and then repoints one symbolic link:
         parquet/<table>/month=YYYY-MM/part-0.parquet    one folder per star table
         parquet/<dimension>/part-0.parquet
         data_dictionary.md
+        powerbi/core20plus5.pbip   Power BI Project generated from the star (pipelines/powerbi)
         snapshot.json              what is in it: months, tables, rows and sha256 per file
 
 A reader that opened the old snapshot keeps reading complete old files (nothing in a
@@ -42,6 +43,7 @@ from pathlib import Path
 import duckdb
 import pyarrow.parquet as pq
 
+from pipelines.powerbi.project import write_project
 from pipelines.segmentation import star
 
 SERVING_DB = "core20plus5.duckdb"
@@ -51,8 +53,11 @@ SNAPSHOTS = "snapshots"
 MANIFEST = "snapshot.json"
 DICTIONARY = "data_dictionary.md"
 PARQUET = "parquet"
-# Parquet settings are fixed so the same rows always give the same bytes.
-PARQUET_OPTIONS = {"compression": "zstd", "compression_level": 3, "row_group_size": 1_000_000,
+POWERBI = "powerbi"
+# Parquet settings are fixed so the same rows always give the same bytes. Snappy, not zstd:
+# it is the codec every Parquet reader handles (Spark and Fabric write it by default), while
+# Power Query's Parquet connector documents no codec list; the tables are small aggregates.
+PARQUET_OPTIONS = {"compression": "snappy", "row_group_size": 1_000_000,
                    "write_statistics": True, "use_dictionary": True}
 STALE_BUILD_SECONDS = 3600
 STORAGE_VERSION = "v1.0.0"
@@ -96,12 +101,14 @@ def _write_parquet(con: duckdb.DuckDBPyConnection, table: str, folder: Path) -> 
     return written
 
 
-def build_snapshot(warehouse: Path, target: Path) -> dict:
+def build_snapshot(warehouse: Path, target: Path, *, powerbi_parquet_folder: str | None = None) -> dict:
     """Build a complete snapshot of the warehouse's published tables in folder `target`.
 
     Arguments:
         warehouse: the pipeline's DuckDB file (attached read-only, never written).
         target: an empty or absent folder.
+        powerbi_parquet_folder: the Parquet folder as Power BI will see it, the default of the
+            generated model's `ParquetFolder` parameter (default: this snapshot's own folder).
 
     Returns:
         The snapshot manifest (also written to `target/snapshot.json`).
@@ -139,6 +146,9 @@ def build_snapshot(warehouse: Path, target: Path) -> dict:
     finally:
         con.close()
     (target / DICTIONARY).write_text(star.dictionary_markdown(rows), encoding="utf-8")
+    # The Power BI model is written from the finished serving database, and parsed before the
+    # snapshot can be published: a model that does not parse never reaches the serving folder.
+    powerbi = write_project(database, target / POWERBI, powerbi_parquet_folder or str((target / PARQUET).resolve()))
     manifest = {
         "snapshot": target.name.strip(".").removesuffix(".building"),
         "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -146,6 +156,7 @@ def build_snapshot(warehouse: Path, target: Path) -> dict:
         "published_tables": published,
         "star_tables": star_tables,
         "parquet_files": files,
+        "powerbi_files": powerbi,
         "duckdb_version": duckdb.__version__,
         "duckdb_storage_version": STORAGE_VERSION,
     }
@@ -158,13 +169,15 @@ def _new_snapshot_id() -> str:
     return datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
 
 
-def publish_snapshot(warehouse: Path, root: Path, *, keep: int = 3) -> dict:
+def publish_snapshot(warehouse: Path, root: Path, *, keep: int = 3, powerbi_parquet_folder: str | None = None) -> dict:
     """Build a new snapshot under `root/snapshots/` and point `root/current` at it atomically.
 
     Arguments:
         warehouse: the pipeline's DuckDB file.
         root: the serving folder.
         keep: how many snapshots to keep (at least 2: the new one and the one readers may still be on).
+        powerbi_parquet_folder: the Parquet folder as Power BI's machines see it (e.g. a share's
+            `\\\\server\\core20\\serving\\current\\parquet`); default `root/current/parquet` on this machine.
 
     Returns:
         The new snapshot's manifest.
@@ -176,7 +189,8 @@ def publish_snapshot(warehouse: Path, root: Path, *, keep: int = 3) -> dict:
     snapshot_id = _new_snapshot_id()
     building = snapshots / f".{snapshot_id}.building"
     try:
-        manifest = build_snapshot(warehouse, building)
+        parquet_folder = powerbi_parquet_folder or str(root.resolve() / CURRENT / PARQUET)
+        manifest = build_snapshot(warehouse, building, powerbi_parquet_folder=parquet_folder)
         final = snapshots / snapshot_id
         building.rename(final)
     except BaseException:

@@ -26,6 +26,7 @@ from pipelines.segmentation.patient_model import (
     register_membership_sql,
     window_start,
 )
+from pipelines.segmentation.schemas import INDICATOR_CATALOGUE
 
 __all__ = ["check_reference_date", "window_start", "evaluate_registers", "evaluate_cohorts", "evaluate_indicators",
            "load_codelists", "derive_ethnicity", "build_ethnicity_codes", "indicator_catalogue", "cohort_catalogue"]
@@ -324,23 +325,8 @@ def evaluate_indicators(
     return model.query(patient_indicators_sql(builder, table) + " order by indicator_id, patient_id").lazy()
 
 
-INDICATOR_CATALOGUE_SCHEMA = {
-    "indicator_id": pl.String,
-    "indicator_version": pl.Int32,
-    "title": pl.String,
-    "clinical_area": pl.String,
-    "direction": pl.String,
-    "target": pl.Float64,
-    "unavailable_components": pl.List(pl.String),
-    "definition_hash": pl.String,
-    "is_available": pl.Boolean,
-    "not_available_reason": pl.String,
-    "multiplier": pl.Int64,
-    "requires_feeds": pl.List(pl.String),
-    "codelists": pl.List(pl.String),
-    "denominator_rule": pl.String,
-    "numerator_rule": pl.String,
-}
+# The catalogue's columns are declared once, in its published contract; the month is added by the asset.
+INDICATOR_CATALOGUE_SCHEMA = {name: dtype for name, dtype in INDICATOR_CATALOGUE.schema.items() if name != "reporting_month"}
 
 
 def indicator_catalogue(defs: Definitions, feeds_present: Sequence[str] | None = None) -> pl.DataFrame:

@@ -594,11 +594,15 @@ def build_inequality_table(
     """Return SII/RII per month x indicator x vintage x quantile type (the `INEQUALITY_TABLE` contract).
 
     Inputs are the published, disclosure-controlled rows: the rate of each national IMD
-    decile or quintile (proportions, 'unknown' left out), its controlled denominator as the
-    population, and the standard error implied by its 95% Wilson interval, (upper - lower)
-    / (2 z) as phe_sii derives it (on the logit scale when `transform`). An index needs
-    every quantile with a published rate; otherwise its row says why it was not computed.
-    Each index's seed is derived from `base_seed` and its key, and recorded.
+    decile or quintile ('unknown' left out), its controlled denominator as the population,
+    and its 95% limits, from which `stats.inequality_table` takes each standard error on
+    the analysis scale of the value type (logit for proportions, log for rates), as phe_sii
+    does whether or not `transform` is set. The value type is the gap table's `value_type`
+    column when it has one, else "proportion" (every indicator's rate is a proportion
+    today); the multiplier is 1. An index needs every quantile with a usable rate: a
+    proportion of exactly 0 or 1 (or a rate of 0) has no value on that scale, so the row
+    then says why it was not computed. `transform` applies to rates and proportions only. Each index's seed is derived from `base_seed` and its
+    key, and recorded; `sii_polarity` says what the SII's sign means for the indicator.
 
     Examples:
         >>> import datetime as dt
@@ -612,24 +616,28 @@ def build_inequality_table(
         >>> out = build_inequality_table(rows, repetitions=1000)  # linear: 0.5 at rank 0.1 to 0.7 at 0.9
         >>> out.select("quantile_type", pl.col("sii").round(4), pl.col("rii").round(4), "status").rows()
         [('imd_quintile', 0.25, 1.5263, 'computed')]
+        >>> out = build_inequality_table(rows.with_columns(pl.col("rate_lower").replace(0.6, 0.0)), repetitions=1000)
+        >>> out["status"].item()
+        'not computed: 1 of 5 quantiles has a limit at 0% or 100%, which the logit scale of the PHE method cannot take'
     """
     from pipelines.segmentation.schemas import INEQUALITY_TABLE
-    from pipelines.segmentation.stats import _z, inequality_table
+    from pipelines.segmentation.stats import inequality_table, sii_polarity
 
-    z = _z(confidence)
+    value_type = pl.col("value_type") if "value_type" in gap_table.columns else pl.lit("proportion")
     quantile_rows = gap_table.filter(
         pl.col("breakdown").is_in(list(QUANTILE_TYPES)) & (pl.col("group") != UNKNOWN)
-    ).with_columns(pl.col("breakdown").alias("quantile_type"), pl.col("group").cast(pl.Int32).alias("quantile"))
-    if transform:
-        logit = lambda c: (pl.col(c) / (1.0 - pl.col(c))).log()  # noqa: E731
-        se = (logit("rate_upper") - logit("rate_lower")) / z / 2.0
-        usable = (pl.col("rate_lower") > 0) & (pl.col("rate_upper") < 1) & (pl.col("rate") > 0) & (pl.col("rate") < 1)
-    else:
-        se = (pl.col("rate_upper") - pl.col("rate_lower")) / z / 2.0
-        usable = pl.lit(True)
+    ).with_columns(pl.col("breakdown").alias("quantile_type"), pl.col("group").cast(pl.Int32).alias("quantile"),
+                   value_type.alias("value_type"))
+    published = pl.col("rate").is_not_null() & (pl.col("denominator") > 0) & pl.col("rate_lower").is_not_null() \
+        & pl.col("rate_upper").is_not_null()
+    # The analysis scale's domain (stats.inequality_indices): logit needs (0, 1), log needs > 0.
+    on_scale = (
+        pl.when(pl.col("value_type") == "proportion").then((pl.col("rate_lower") > 0) & (pl.col("rate_upper") < 1))
+        .when(pl.col("value_type") == "rate").then(pl.col("rate_lower") > 0)
+        .otherwise(pl.lit(True))
+    )
     quantile_rows = quantile_rows.with_columns(
-        se.alias("standard_error"),
-        (pl.col("rate").is_not_null() & (pl.col("denominator") > 0) & usable).alias("_usable"),
+        published.alias("_published"), (published & on_scale).alias("_usable"),
     )
     summary = (
         quantile_rows.group_by(_INDEX_KEYS)
@@ -637,40 +645,52 @@ def build_inequality_table(
             pl.col("clinical_area").first(),
             pl.col("direction").first(),
             pl.col("disclosure_profile").first(),
+            pl.col("value_type").first(),
             pl.col("_usable").sum().cast(pl.Int32).alias("n_quantiles"),
-            pl.col("quantile").filter(pl.col("_usable")).n_unique().alias("_distinct"),
+            pl.col("_published").sum().cast(pl.Int32).alias("_published"),
             pl.col("denominator").filter(pl.col("_usable")).sum().cast(pl.Int64).alias("population"),
         )
         .with_columns(pl.col("quantile_type").replace_strict(QUANTILE_TYPES, return_dtype=pl.Int32).alias("_needed"))
     )
     seeds = [index_seed(base_seed, *key) for key in summary.select(_INDEX_KEYS).rows()]
+    off_scale = pl.col("_published") - pl.col("n_quantiles")
+    scale_words = pl.when(pl.col("value_type") == "rate").then(pl.lit("a limit at 0, which the log scale")) \
+        .otherwise(pl.lit("a limit at 0% or 100%, which the logit scale"))
     summary = summary.with_columns(
         pl.Series("seed", seeds, dtype=pl.Int64),
         pl.when(pl.col("n_quantiles") == pl.col("_needed")).then(pl.lit("computed"))
-        .otherwise(pl.format("not computed: {} of {} quantiles have a published rate", "n_quantiles", "_needed"))
+        .when(pl.col("_published") < pl.col("_needed"))
+        .then(pl.format("not computed: {} of {} quantiles have a published rate", "_published", "_needed"))
+        .otherwise(pl.format("not computed: {} of {} quantiles {} {} of the PHE method cannot take", off_scale,
+                             "_needed", pl.when(off_scale == 1).then(pl.lit("has")).otherwise(pl.lit("have")),
+                             scale_words))
         .alias("status"),
     )
-    complete = summary.filter(pl.col("status") == "computed").select(*_INDEX_KEYS, "seed")
+    # PHE transforms rates and proportions only; a 'normal' value is always fitted as it is.
+    summary = summary.with_columns((pl.lit(transform) & (pl.col("value_type") != "normal")).alias("_transform"))
+    complete = summary.filter(pl.col("status") == "computed").select(*_INDEX_KEYS, "seed", "_transform")
     inputs = quantile_rows.filter("_usable").join(complete, on=_INDEX_KEYS, how="inner").select(
         *_INDEX_KEYS, "quantile", pl.col("denominator").alias("population"), pl.col("rate").alias("value"),
-        "standard_error", "seed",
+        "rate_lower", "rate_upper", "value_type", "seed", "_transform",
     )
     if inputs.height:
         indices = inequality_table(
-            inputs, _INDEX_KEYS, value_type="proportion", transform=transform,
-            confidence=confidence, repetitions=repetitions,
+            inputs, _INDEX_KEYS, standard_error=None, lower="rate_lower", upper="rate_upper",
+            value_type=pl.col("value_type"), transform=pl.col("_transform"), confidence=confidence,
+            repetitions=repetitions,
         )
     else:
         indices = pl.DataFrame(schema={**{k: quantile_rows.schema[k] for k in _INDEX_KEYS},
                                        **{c: pl.Float64 for c in ("sii", "sii_lower", "sii_upper", "rii", "rii_lower", "rii_upper")}})
+    polarity = {d: sii_polarity(d, 1.0) for d in summary["direction"].unique().to_list()}
     return (
         summary.join(indices, on=_INDEX_KEYS, how="left")
         .with_columns(
-            pl.lit("proportion").alias("value_type"),
-            pl.lit(transform).alias("transform"),
+            pl.col("_transform").alias("transform"),
             pl.lit(1.0).alias("multiplier"),
             pl.lit(float(confidence)).alias("confidence"),
             pl.lit(repetitions, pl.Int64).alias("repetitions"),
+            pl.col("direction").replace_strict(polarity, return_dtype=pl.String).alias("sii_polarity"),
         )
         .sort(_INDEX_KEYS)
         .select([pl.col(c.name).cast(c.dtype) for c in INEQUALITY_TABLE.columns])

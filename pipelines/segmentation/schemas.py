@@ -280,6 +280,48 @@ GAP_TABLE = Table(
     primary_key=("reporting_month", "indicator_id", "imd_vintage", "breakdown", "group"),
 )
 
+INDICATOR_CATALOGUE = Table(
+    name="published.indicator_catalogue",
+    description=(
+        "One row per reporting month x indicator: the definition version and hash that produced the month's figures, "
+        "which way is better, the target, how the rate is scaled, and whether the indicator could be computed "
+        "(a missing codelist or feed is reported here, never as a zero rate)."
+    ),
+    columns=(
+        Column("reporting_month", pl.Date, "First day of the reporting month."),
+        Column("indicator_id", pl.String, "Indicator identifier (see the indicator definitions)."),
+        Column("indicator_version", pl.Int32, "Version of the indicator definition used this month."),
+        Column("title", pl.String, "What the indicator measures, in words."),
+        Column("clinical_area", pl.String, "Core20PLUS5 clinical area."),
+        Column("direction", pl.String, "Whether a higher or lower rate is better; sets the sign of every gap.",
+               allowed=("higher_is_better", "lower_is_better")),
+        Column("target", pl.Float64, "National or local aim as a proportion (e.g. 0.6), when there is one.", nullable=True),
+        Column("unavailable_components", pl.List(pl.String),
+               "Parts of the published definition no shared codelist covers, as 'component: reason' (in the star: "
+               "joined with '; ', empty when none)."),
+        Column("definition_hash", pl.String, "sha256 of the canonical text of the indicator and every register and cohort it uses."),
+        Column("is_available", pl.Boolean, "Whether the indicator could be computed this month (its codelists and feeds were present)."),
+        Column("not_available_reason", pl.String, "Why not, when it could not (a missing codelist or an absent feed).", nullable=True),
+        Column("multiplier", pl.Int64, "How the rate is shown: 1 = a proportion (shown as a percentage), 100000 = per 100,000."),
+        Column("requires_feeds", pl.List(pl.String),
+               "Optional linked feeds the indicator needs (in the star: joined with '; ', empty when it needs none)."),
+        Column("codelists", pl.List(pl.String),
+               "Codelists the indicator and its registers and cohorts use (in the star: joined with '; ')."),
+        Column("denominator_rule", pl.String, "The denominator rule in words.", nullable=True),
+        Column("numerator_rule", pl.String, "The numerator rule in words.", nullable=True),
+    ),
+    primary_key=("reporting_month", "indicator_id"),
+)
+
+POINT_TYPES = (
+    "common_cause", "special_cause_improvement", "special_cause_concern", "special_cause_neutral_high",
+    "special_cause_neutral_low",
+)
+SPC_SERIES_BASES = (
+    "monthly", "every_window", "same_month_each_campaign", "monthly_overlapping", "monthly_campaign",
+    "monthly_cumulative", "unplanned",
+)
+
 INEQUALITY_TABLE = Table(
     name="published.inequality_table",
     description=(
@@ -302,9 +344,14 @@ INEQUALITY_TABLE = Table(
         Column("rii", pl.Float64, "Relative index of inequality: fitted rate at the least deprived end / most deprived end.", nullable=True),
         Column("rii_lower", pl.Float64, "Lower simulated confidence limit of the RII.", nullable=True),
         Column("rii_upper", pl.Float64, "Upper simulated confidence limit of the RII.", nullable=True),
-        Column("value_type", pl.String, "Indicator type passed to the method.", allowed=("normal", "rate", "proportion")),
-        Column("transform", pl.Boolean, "Whether draws were simulated on the logit (proportion) or log (rate) scale."),
-        Column("multiplier", pl.Float64, "Scale of the SII (1: a proportion difference)."),
+        Column("value_type", pl.String, "Indicator type passed to the method: it fixes the analysis scale of the standard "
+               "errors and draws (normal: identity, rate: log, proportion: logit).", allowed=("normal", "rate", "proportion")),
+        Column("transform", pl.Boolean, "Whether the fit itself was on the log (rate) or logit (proportion) scale and "
+               "back-transformed (PHE `transform`); standard errors and draws are on that scale either way."),
+        Column("multiplier", pl.Float64, "Scale of the SII (1: a proportion difference); a negative one reverses the SII "
+               "and inverts the RII."),
+        Column("sii_polarity", pl.String, "What the SII's sign means for this indicator, in words (which way is worse "
+               "for the most deprived)."),
         Column("confidence", pl.Float64, "Confidence level of the limits."),
         Column("repetitions", pl.Int64, "Number of simulated draws."),
         Column("seed", pl.Int64, "Seed of the random generator: re-running with it reproduces the limits."),
@@ -318,7 +365,8 @@ SPC_TABLE = Table(
     name="published.spc_series",
     description=(
         "NHS Making Data Count XmR charts of published monthly rates: one row per chart point, for the series as "
-        "published up to and including the reporting month (the month whose run produced it)."
+        "published up to and including the reporting month (the month whose run produced it). Each indicator's "
+        "series is chosen from its window (series_basis, series_note) and the rule conventions are recorded per row."
     ),
     columns=(
         Column("reporting_month", pl.Date, "The run's month: the chart includes every published month up to it."),
@@ -335,18 +383,35 @@ SPC_TABLE = Table(
         Column("upper_limit", pl.Float64, "Upper natural process limit: mean + 2.66 x mean moving range.", nullable=True),
         Column("is_outside_limits", pl.Boolean, "Point outside the process limits."),
         Column("is_shift", pl.Boolean, "Point in a run of run_length or more on one side of the mean."),
-        Column("is_trend", pl.Boolean, "Point in a run of run_length or more consecutively increasing or decreasing points."),
-        Column("is_two_in_three", pl.Boolean, "Point close to a limit in two of three consecutive points on one side."),
-        Column("point_type", pl.String, "common_cause or special_cause_improvement/concern/neutral_high/neutral_low."),
-        Column("variation", pl.String, "Series variation icon: the latest point's type."),
-        Column("assurance", pl.String, "Series assurance icon against the indicator's target.", nullable=True,
-               allowed=("consistent_pass", "consistent_fail", "inconsistent")),
+        Column("is_trend", pl.Boolean, "Point in a run of trend_length or more consecutively increasing or decreasing points."),
+        Column("is_two_in_three", pl.Boolean, "Point close to a limit in two of three consecutive points on one side "
+               "(always false when two_in_three is off)."),
+        Column("point_type", pl.String, "common_cause or special_cause_improvement/concern/neutral_high/neutral_low; "
+               "null when the series gets no verdict (verdict_status).", nullable=True, allowed=POINT_TYPES),
+        Column("variation", pl.String, "Series variation icon: the latest point's type; null without a verdict.",
+               nullable=True, allowed=POINT_TYPES),
+        Column("assurance", pl.String, "Series assurance icon against the indicator's target; null without a verdict "
+               "or a target.", nullable=True, allowed=("consistent_pass", "consistent_fail", "inconsistent")),
         Column("target", pl.Float64, "The indicator's target, if it has one.", nullable=True),
-        Column("run_length", pl.Int32, "Run length used for shifts and trends."),
-        Column("is_short_series", pl.Boolean, "Fewer than 12 points: read the chart with care."),
+        Column("verdict_status", pl.String, "'assessed', or why the series gets no point type, variation or assurance "
+               "(fewer than min_points points; a series basis that gives none)."),
+        Column("is_short_series", pl.Boolean, "Fewer than min_points points: the limits are trial limits."),
+        Column("series_basis", pl.String, "How the indicator's series is made from its window: monthly, every_window "
+               "(every W-th month, windows not overlapping), same_month_each_campaign, monthly_overlapping, "
+               "monthly_campaign, monthly_cumulative or unplanned.", allowed=SPC_SERIES_BASES),
+        Column("window_months", pl.Int32, "Longest rolling window of the indicator's rules, in months (12 for a "
+               "campaign measure).", nullable=True),
+        Column("series_note", pl.String, "What the series is and what its overlap does to the chart, in words."),
+        Column("run_length", pl.Int32, "Points on one side of the mean that make a shift."),
+        Column("trend_length", pl.Int32, "Points each higher (lower) than the last that make a trend."),
+        Column("screen_outliers", pl.Boolean, "Whether moving ranges of 3.267 x the mean moving range or more were "
+               "left out of the limits."),
+        Column("two_in_three", pl.Boolean, "Whether the two-of-three-close-to-a-limit rule was applied."),
+        Column("min_points", pl.Int32, "Points a series needs before it gets a verdict."),
     ),
     primary_key=("reporting_month", "point_month", "indicator_id", "indicator_version", "imd_vintage", "breakdown", "group"),
 )
+
 
 # ---------------------------------------------------------------------------
 # Serving star schema (for Power BI): dimensions declared here; every published table
@@ -391,6 +456,10 @@ DIM_INDICATOR = Table(
         Column("clinical_area", pl.String, "Core20PLUS5 clinical area.", nullable=True),
         Column("direction", pl.String, "higher_is_better or lower_is_better: sets the sign of every gap.", nullable=True),
         Column("target", pl.Float64, "National or local aim as a proportion (e.g. 0.6), when there is one.", nullable=True),
+        Column("multiplier", pl.Int64, "How the rate is shown: 1 = a proportion (as a percentage), 100000 = per 100,000; the "
+               "Power BI measures format rates, gaps and intervals by it.", nullable=True),
+        Column("value_type", pl.String, "proportion (of persons) or rate (of events per population), when the catalogue "
+               "declares it.", nullable=True),
         Column("definition_hash", pl.String, "sha256 of the definition text (latest month using this version).", nullable=True),
         Column("first_month", pl.Date, "First reporting month published with this version.", nullable=True),
         Column("last_month", pl.Date, "Latest reporting month published with this version.", nullable=True),

@@ -53,10 +53,38 @@ def duckdb_type(dtype: pl.DataType) -> str:
         >>> duckdb_type(pl.Int32), duckdb_type(pl.String())
         ('INTEGER', 'VARCHAR')
     """
+    if isinstance(dtype, pl.List):
+        return duckdb_type(dtype.inner) + "[]"
     for polars_type, name in _DUCKDB_TYPES.items():
         if dtype == polars_type:
             return name
     raise ValueError(f"no DuckDB type declared for contract dtype {dtype}")
+
+
+def star_type(dtype: pl.DataType) -> str:
+    """Return the DuckDB type a published contract column has in the star (what BI tools load).
+
+    Power BI loads only scalar columns from Parquet (a list-valued cell fails the load), so a
+    list column reaches the star as text joined with '; '.
+
+    Examples:
+        >>> star_type(pl.List(pl.String)), star_type(pl.Int64)
+        ('VARCHAR', 'BIGINT')
+    """
+    return "VARCHAR" if isinstance(dtype, pl.List) else duckdb_type(dtype)
+
+
+def _scalar_select(column: str, data_type: str) -> str:
+    """Return SQL selecting a published column as a scalar a BI tool can load.
+
+    Lists become their items joined with '; ' (an empty list gives ''); structs and maps
+    become JSON text. Scalars pass unchanged.
+    """
+    if data_type.endswith("[]"):
+        return f"array_to_string(t.{q(column)}, '; ')"
+    if data_type.startswith(("STRUCT", "MAP", "UNION")):
+        return f"to_json(t.{q(column)})::varchar"
+    return f"t.{q(column)}"
 
 
 def published_contracts(module: ModuleType = schemas) -> dict[str, Table]:
@@ -146,22 +174,26 @@ def build_dim_month(con: duckdb.DuckDBPyConnection, facts: dict[str, list[str]])
 
 
 def build_dim_indicator(con: duckdb.DuckDBPyConnection, facts: dict[str, list[str]]) -> None:
-    """Create star.dim_indicator from the published indicator catalogue (or the facts' ids)."""
+    """Create star.dim_indicator from the published indicator catalogue (or the facts' ids).
+
+    A dimension column the catalogue does not publish (yet) is left empty rather than
+    guessed, so the dimension keeps its contract's layout whatever the catalogue holds.
+    """
     catalogue = facts.get("indicator_catalogue", [])
     if {"indicator_id", "indicator_version"} <= set(catalogue):
-        def col(name: str, cast: str) -> str:
-            return f"arg_max({q(name)}, {MONTH_COLUMN})" if name in catalogue else f"null::{cast}"
-        select = f"""
-            select indicator_id || '@v' || indicator_version, indicator_id, indicator_version::integer,
-                   {col('title', 'varchar')}, {col('clinical_area', 'varchar')}, {col('direction', 'varchar')},
-                   {col('target', 'double')}, {col('definition_hash', 'varchar')},
-                   min({MONTH_COLUMN}), max({MONTH_COLUMN})
-            from {SOURCE}.published.indicator_catalogue group by indicator_id, indicator_version"""
+        def col(name: str) -> str:
+            return f"arg_max({q(name)}, {MONTH_COLUMN})" if name in catalogue else "null"
+        derived = {"indicator_key": "indicator_id || '@v' || indicator_version", "indicator_id": "indicator_id",
+                   "indicator_version": "indicator_version", "first_month": f"min({MONTH_COLUMN})",
+                   "last_month": f"max({MONTH_COLUMN})"}
+        select = (f"select {', '.join(derived.get(c.name) or col(c.name) for c in DIM_INDICATOR.columns)} "
+                  f"from {SOURCE}.published.indicator_catalogue group by indicator_id, indicator_version")
     else:
         ids = " union ".join(f"select distinct indicator_id, indicator_version from {SOURCE}.published.{q(t)}"
                              for t, cols in facts.items() if {"indicator_id", "indicator_version"} <= set(cols))
-        select = (f"select indicator_id || '@v' || indicator_version, indicator_id, indicator_version::integer, "
-                  f"null, null, null, null, null, null, null from ({ids})") if ids else \
+        known = {"indicator_key": "indicator_id || '@v' || indicator_version", "indicator_id": "indicator_id",
+                 "indicator_version": "indicator_version"}
+        select = (f"select {', '.join(known.get(c.name, 'null') for c in DIM_INDICATOR.columns)} from ({ids})") if ids else \
             "select " + ", ".join(["null"] * len(DIM_INDICATOR.columns)) + " where false"
     _create(con, DIM_INDICATOR, select)
 
@@ -276,6 +308,21 @@ def _geography_key(columns: list[str]) -> str:
     return ics
 
 
+def fact_keys(columns: list[str]) -> list[str]:
+    """Return the STAR_KEYS a fact with these published columns can fill (the others stay null).
+
+    The month and the geography (ICS-wide at least) are always known; an indicator key needs
+    `indicator_id`, a group key `breakdown` and `group` (as build_fact derives them).
+
+    Examples:
+        >>> fact_keys(["reporting_month", "indicator_id", "score"])
+        ['month_key', 'indicator_key', 'geography_key']
+    """
+    fills = {"month_key": True, "indicator_key": "indicator_id" in columns,
+             "group_key": {"breakdown", "group"} <= set(columns), "geography_key": True}
+    return [c.name for c in STAR_KEYS.columns if fills[c.name]]
+
+
 def build_fact(con: duckdb.DuckDBPyConnection, table: str, columns: list[str]) -> None:
     """Create star.fact_<table>: the STAR_KEYS then the published table's columns, sorted."""
     has_indicator = "indicator_id" in columns
@@ -291,12 +338,16 @@ def build_fact(con: duckdb.DuckDBPyConnection, table: str, columns: list[str]) -
     group = "t.breakdown || ':' || t.\"group\"" if {"breakdown", "group"} <= set(columns) else "null"
     keys = [c.name for c in STAR_KEYS.columns]
     order = ", ".join(f"t.{q(c)}" for c in order_columns(table, columns))
+    types = dict(con.execute(
+        "select column_name, data_type from information_schema.columns "
+        "where table_catalog = ? and table_schema = 'published' and table_name = ?", [SOURCE, table]).fetchall())
+    values = ", ".join(f"{_scalar_select(c, types.get(c, ''))} as {q(c)}" for c in columns)
     con.execute(f"""
         create or replace table {STAR}.{q(fact_name(table))} as
         select (year(t.{MONTH_COLUMN}) * 100 + month(t.{MONTH_COLUMN}))::integer as {keys[0]},
                ({indicator})::varchar as {keys[1]}, ({group})::varchar as {keys[2]},
                ({_geography_key(columns)})::varchar as {keys[3]},
-               {', '.join(f't.{q(c)}' for c in columns)}
+               {values}
         from {SOURCE}.published.{q(table)} t
         left join ({extract_icbs(con)}) ics on ics.{MONTH_COLUMN} = t.{MONTH_COLUMN}
         {join_catalogue}
@@ -333,7 +384,7 @@ def declared_star_tables() -> dict[str, list[tuple[str, str]]]:
     keys = [(col.name, duckdb_type(col.dtype)) for col in STAR_KEYS.columns]
     for table, contract in sorted(published_contracts().items()):
         if MONTH_COLUMN in contract.names:
-            tables[fact_name(table)] = keys + [(col.name, duckdb_type(col.dtype)) for col in contract.columns]
+            tables[fact_name(table)] = keys + [(col.name, star_type(col.dtype)) for col in contract.columns]
     return tables
 
 

@@ -569,28 +569,39 @@ def dsr_columns(
 # ---------------------------------------------------------------------------
 #
 # Low & Low (2004) "Measuring the gap: quantifying and comparing local health
-# inequalities", J Public Health 26:388-395, as implemented by PHEindicatormethods
-# (phe_sii, FindXValues, SimulationFunc):
+# inequalities", J Public Health 26:388-395, as PHEindicatormethods 2.x implements it
+# (R/SII_function.R phe_sii and R/utils.R SimulationFunc, read at the 2.0.2.9001 sources,
+# the code the 2.1.0 release carries):
 #
-# - quantiles are ordered 1 (most deprived) upwards; a_i is quantile i's share of the
-#   population and its relative rank b_i the midpoint of its band of the cumulative share
-#   (12% then 10% of the population give ranks 0.06 and 0.17);
-# - Y_i sqrt(a_i) = alpha sqrt(a_i) + beta b_i sqrt(a_i) is fitted by least squares (the
-#   square-root weighting is population-weighted regression); SII = beta, the fitted value
-#   at rank 1 minus that at rank 0, and RII = (alpha + beta) / alpha;
-# - confidence limits by simulation: each quantile's value is drawn `repetitions` times
-#   from a normal distribution with its standard error (on the log scale for rates or the
-#   logit scale for proportions when `transform` is set, then transformed back), the
-#   regression refitted to every draw, and the limits read as order statistics at
-#   positions round(R (1 - c)) and round(R c), c = confidence + (1 - confidence) / 2;
-# - the SII and its draws are multiplied by `multiplier`; a negative multiplier reverses
-#   the direction and inverts the RII and its draws (1 / RII), as in the PHE method.
+# - Rank: quantiles are ordered 1 (most deprived) upwards; a_i is quantile i's share of
+#   the population and its relative rank b_i the midpoint of its band of the cumulative
+#   share (12% then 10% of the population give ranks 0.06 and 0.17).
+# - Fit: Y_i sqrt(a_i) = beta0 sqrt(a_i) + beta1 b_i sqrt(a_i) by least squares (the
+#   no-constant fit on sqrt(a)-scaled terms is population-weighted regression).
+# - Analysis scale g, fixed by the value type and never by `transform`: identity for
+#   "normal", log for "rate", logit for "proportion". A standard error lives on g: from 95%
+#   limits, se = (g(upper) - g(lower)) / (2 x 1.959964). f is g's inverse.
+# - transform = False: the fit is on the values; SII = beta1 x multiplier (the fitted value
+#   at rank 1 minus rank 0) and RII = (beta0 + beta1) / beta0. Limits by simulation: each
+#   draw takes every quantile's g-value from Normal(g(value), se), maps it back with f,
+#   refits, and keeps multiplier x slope and the RII; limits are the sorted draws at
+#   positions round(R (1 - c)) and round(R c), c = confidence + (1 - confidence) / 2.
+# - transform = True (rates and proportions only): the fit is on g(value); y0 = f(beta0),
+#   y1 = f(beta0 + beta1), SII = (y1 - y0) x multiplier and RII = y1 / y0. The draws stay on
+#   g, each is refitted and its slope kept; the slope's limits s are mapped back around the
+#   transformed midpoint m = beta0 + beta1 / 2: x0 = m - s/2, x1 = m + s/2, SII limit =
+#   (f(x1) - f(x0)) x multiplier, RII limit = f(x1) / f(x0). Both are monotone in s, so
+#   each pair is put in order (PHE swaps them for a negative multiplier; its rate branch
+#   tests `multiplier < 1`, which would also swap them for a multiplier between 0 and 1 --
+#   a slip we do not copy).
+# - A negative multiplier reverses the SII and inverts the RII (1 / RII) and their limits.
 #
 # Draws use numpy's PCG64 generator from `seed`, so results are reproducible from the
 # recorded seed but are not R's draws: limits agree with the R package to within
 # simulation error, not digit for digit.
 
 VALUE_TYPES = ("normal", "rate", "proportion")
+ANALYSIS_SCALES = {"normal": "identity", "rate": "log", "proportion": "logit"}
 
 
 class InequalityIndices(NamedTuple):
@@ -622,7 +633,44 @@ def relative_ranks(populations) -> list[float]:
     return ranks
 
 
-def _check_inequality_inputs(quantiles, populations, values, standard_errors, value_type, transform, repetitions):
+def _check_value_type(value_type: str) -> None:
+    if value_type not in VALUE_TYPES:
+        raise ValueError(f"value_type must be one of {list(VALUE_TYPES)}; got {value_type!r}")
+
+
+def _on_analysis_scale(value_type: str, name: str, value: float) -> float:
+    """Return g(value) for the value type, or raise naming the value the scale cannot take."""
+    if value_type == "rate":
+        if not value > 0:
+            raise ValueError(
+                f"{name} must be greater than 0 for value_type 'rate': the PHE method takes a rate's standard "
+                f"error and draws on the log scale; got {value!r}"
+            )
+        return math.log(value)
+    if value_type == "proportion":
+        if not 0 < value < 1:
+            raise ValueError(
+                f"{name} must be strictly between 0 and 1 for value_type 'proportion': the PHE method takes a "
+                f"proportion's standard error and draws on the logit scale; got {value!r}"
+            )
+        return math.log(value / (1.0 - value))
+    return float(value)
+
+
+def _from_analysis_scale(value_type: str, x):
+    """Return f(x), the inverse of the analysis scale, elementwise on numpy arrays or floats."""
+    import numpy as np
+
+    if value_type == "rate":
+        return np.exp(x)
+    if value_type == "proportion":
+        with np.errstate(over="ignore"):
+            return 1.0 / (1.0 + np.exp(-x))
+    return x
+
+
+def _check_inequality_inputs(quantiles, populations, values, standard_errors, value_type, transform, multiplier,
+                             repetitions):
     k = len(quantiles)
     if not (k == len(populations) == len(values) == len(standard_errors)):
         raise ValueError(
@@ -633,8 +681,13 @@ def _check_inequality_inputs(quantiles, populations, values, standard_errors, va
         raise ValueError(f"quantiles must number between 5 and 100 (the PHE method's range); got {k}")
     if len(set(quantiles)) != k:
         raise ValueError("quantiles must be distinct (one row per quantile)")
-    if value_type not in VALUE_TYPES:
-        raise ValueError(f"value_type must be one of {list(VALUE_TYPES)}; got {value_type!r}")
+    _check_value_type(value_type)
+    if not isinstance(transform, bool):
+        raise ValueError(f"transform must be True or False; got {transform!r}")
+    if transform and value_type == "normal":
+        raise ValueError("transform=True needs value_type 'rate' or 'proportion' (PHE: a 'normal' value has no scale to fit on)")
+    if isinstance(multiplier, bool) or not isinstance(multiplier, (int, float)) or not math.isfinite(multiplier) or multiplier == 0:
+        raise ValueError(f"multiplier must be a non-zero number (negative reverses the SII); got {multiplier!r}")
     if isinstance(repetitions, bool) or not isinstance(repetitions, int) or repetitions < 1000:
         raise ValueError(f"repetitions must be a whole number of at least 1000 (the PHE minimum); got {repetitions!r}")
     for name, seq in (("populations", populations), ("values", values), ("standard_errors", standard_errors)):
@@ -645,17 +698,12 @@ def _check_inequality_inputs(quantiles, populations, values, standard_errors, va
         if p <= 0:
             raise ValueError(f"populations[{i}] must be greater than 0: every quantile needs a population")
     for i, se in enumerate(standard_errors):
-        if se < 0:
-            raise ValueError(f"standard_errors[{i}] must not be negative")
+        if se < 0 or math.isinf(se):
+            raise ValueError(f"standard_errors[{i}] must be a finite number of at least 0")
     for i, v in enumerate(values):
         if value_type == "proportion" and not 0 <= v <= 1:
             raise ValueError(f"values[{i}] must be a proportion between 0 and 1 for value_type 'proportion'")
-        if value_type == "rate" and v < 0:
-            raise ValueError(f"values[{i}] must not be negative for value_type 'rate'")
-        if transform and value_type == "rate" and v <= 0:
-            raise ValueError(f"values[{i}] must be greater than 0 to log-transform a rate")
-        if transform and value_type == "proportion" and not 0 < v < 1:
-            raise ValueError(f"values[{i}] must be strictly between 0 and 1 to logit-transform a proportion")
+        _on_analysis_scale(value_type, f"values[{i}]", v)
 
 
 def inequality_indices(
@@ -670,20 +718,22 @@ def inequality_indices(
     repetitions: int = 100000,
     seed: int | None = None,
 ) -> InequalityIndices:
-    """Return the SII and RII with simulated confidence limits (the PHE method).
+    """Return the SII and RII with simulated confidence limits (the PHE method, phe_sii 2.x).
 
     Arguments:
         quantiles: quantile labels, 1 = most deprived (any order; rows are sorted by it).
         populations: each quantile's population (greater than 0).
-        values: each quantile's indicator value (a proportion in [0, 1] for "proportion").
-        standard_errors: each value's standard error; when `transform` is set, the standard
-            error of the log (rate) or logit (proportion) of the value, e.g. from
-            `standard_error_from_limits`.
+        values: each quantile's indicator value: a rate (> 0) for "rate", a proportion
+            strictly between 0 and 1 for "proportion" (their analysis scales, log and logit,
+            have no value at 0 or 1).
+        standard_errors: each value's standard error ON THE ANALYSIS SCALE of `value_type`
+            (identity, log, logit), whatever `transform` says: use
+            `standard_error_from_limits(lower, upper, value_type)` for 95% limits.
         value_type: "normal", "rate" or "proportion".
-        transform: simulate on the log (rate) or logit (proportion) scale.
+        transform: fit on the analysis scale and back-transform (rates and proportions only).
         multiplier: scale of the SII, e.g. 100 for percentage points; negative reverses the
             direction of the SII and inverts the RII.
-        confidence: two-sided confidence level, strictly between 0 and 1.
+        confidence: two-sided confidence level of the SII/RII limits, strictly between 0 and 1.
         repetitions: number of simulated draws (at least 1000; PHE default 100,000).
         seed: seed of the random generator; record it to reproduce the limits.
 
@@ -700,79 +750,135 @@ def inequality_indices(
         >>> out = inequality_indices([1, 2, 3, 4, 5], pops, vals, [0.01] * 5, seed=1, repetitions=1000)
         >>> round(out.sii, 10), round(out.rii, 10), out.sii_lower < out.sii < out.sii_upper
         (0.3, 1.6, True)
+        >>> # odds doubling from quintile to quintile: linear on the logit scale, so with
+        >>> # transform the fitted ends are odds 0.25 / sqrt(2) and 4 sqrt(2): RII = 4 sqrt(2)
+        >>> props = [0.2, 1 / 3, 0.5, 2 / 3, 0.8]
+        >>> out = inequality_indices([1, 2, 3, 4, 5], pops, props, [0.1] * 5, "proportion", True, seed=1, repetitions=1000)
+        >>> round(out.rii, 6), round(4 * 2 ** 0.5, 6)
+        (5.656854, 5.656854)
     """
     quantiles, populations = list(quantiles), list(populations)
     values, standard_errors = list(values), list(standard_errors)
-    _check_inequality_inputs(quantiles, populations, values, standard_errors, value_type, transform, repetitions)
-    z_check = _z(confidence)  # validates confidence
-    del z_check
+    _check_inequality_inputs(quantiles, populations, values, standard_errors, value_type, transform, multiplier,
+                             repetitions)
+    _z(confidence)  # validates confidence
     import numpy as np  # lazy, like scipy: keeps `import pipelines` light
 
     order = sorted(range(len(quantiles)), key=lambda i: quantiles[i])
     pops = np.array([float(populations[i]) for i in order])
     y = np.array([float(values[i]) for i in order])
+    y_g = np.array([_on_analysis_scale(value_type, "value", float(values[i])) for i in order])
     se = np.array([float(standard_errors[i]) for i in order])
     sqrt_a = np.sqrt(pops / pops.sum())
     b = np.array(relative_ranks(pops.tolist()))
     design = np.vstack([sqrt_a, b * sqrt_a])  # 2 x k, the transpose of X
     solver = np.linalg.solve(design @ design.T, design)  # (X'X)^-1 X'
-    intercept, slope = solver @ (y * sqrt_a)
-    sii = multiplier * slope
-    rii = (intercept + slope) / intercept
-    if multiplier < 0:
-        rii = 1.0 / rii
+    inverted = multiplier < 0
 
-    if transform and value_type == "rate":
-        centre = np.log(y)
-    elif transform and value_type == "proportion":
-        centre = np.log(y / (1.0 - y))
-    else:
-        centre = y
     rng = np.random.default_rng(seed)
-    draws = rng.normal(loc=centre, scale=se, size=(repetitions, len(y)))
-    if transform and value_type == "rate":
-        draws = np.exp(draws)
-    elif transform and value_type == "proportion":
-        draws = np.exp(draws) / (1.0 + np.exp(draws))
-    params = (draws * sqrt_a) @ solver.T  # repetitions x 2: intercept, slope
-    sii_draws = np.sort(multiplier * params[:, 1])
-    rii_draws = (params[:, 0] + params[:, 1]) / params[:, 0]
-    if multiplier < 0:
-        rii_draws = 1.0 / rii_draws
-    rii_draws = np.sort(rii_draws)
+    draws = rng.normal(loc=y_g, scale=se, size=(repetitions, len(y)))
     critical = confidence + (1.0 - confidence) / 2.0
     low = max(int(round(repetitions * (1.0 - critical))), 1) - 1  # R's 1-based positions
     high = min(int(round(repetitions * critical)), repetitions) - 1
+
+    if transform:
+        beta0, beta1 = solver @ (y_g * sqrt_a)
+        midpoint = beta0 + beta1 / 2.0
+        slopes = np.sort(((draws * sqrt_a) @ solver.T)[:, 1])
+
+        def back_transformed(slope: float) -> tuple[float, float]:
+            lower_end = float(_from_analysis_scale(value_type, midpoint - slope / 2.0))
+            upper_end = float(_from_analysis_scale(value_type, midpoint + slope / 2.0))
+            ratio = upper_end / lower_end
+            return (upper_end - lower_end) * multiplier, 1.0 / ratio if inverted else ratio
+
+        sii, rii = back_transformed(beta1)
+        (sii_a, rii_a), (sii_b, rii_b) = back_transformed(slopes[low]), back_transformed(slopes[high])
+        sii_lower, sii_upper = sorted((sii_a, sii_b))
+        rii_lower, rii_upper = sorted((rii_a, rii_b))
+        return InequalityIndices(float(sii), sii_lower, sii_upper, float(rii), rii_lower, rii_upper)
+
+    beta0, beta1 = solver @ (y * sqrt_a)
+    sii = multiplier * beta1
+    rii = (beta0 + beta1) / beta0
+    params = (_from_analysis_scale(value_type, draws) * sqrt_a) @ solver.T  # repetitions x 2
+    sii_draws = np.sort(multiplier * params[:, 1])
+    rii_draws = (params[:, 0] + params[:, 1]) / params[:, 0]
+    if inverted:
+        rii, rii_draws = 1.0 / rii, 1.0 / rii_draws
+    rii_draws = np.sort(rii_draws)
     return InequalityIndices(
         float(sii), float(sii_draws[low]), float(sii_draws[high]),
         float(rii), float(rii_draws[low]), float(rii_draws[high]),
     )
 
 
-def standard_error_from_limits(
-    lower: float, upper: float, value_type: str = "normal", transform: bool = False, confidence: float = 0.95
-) -> float:
-    """Return the standard error implied by a confidence interval, as phe_sii derives it.
+def standard_error_from_limits(lower: float, upper: float, value_type: str = "normal", confidence: float = 0.95) -> float:
+    """Return the standard error on the analysis scale implied by confidence limits, as phe_sii derives it.
 
-    (upper - lower) / (2 z), after taking logs (rates) or logits (proportions) of the
-    limits when `transform` is set.
+    (g(upper) - g(lower)) / (2 z), with g the identity ("normal"), log ("rate") or logit
+    ("proportion"). PHE takes rates' and proportions' standard errors on those scales
+    whether or not the SII itself is transformed; `confidence` is that of the limits
+    given (phe_sii fixes it at 95%).
 
     Examples:
         >>> round(standard_error_from_limits(72.7, 79.1), 4)
         1.6327
+        >>> round(standard_error_from_limits(0.2, 0.5, "proportion"), 4)  # (logit 0.5 - logit 0.2) / 3.919928
+        0.3537
     """
     z = _z(confidence)
-    if value_type not in VALUE_TYPES:
-        raise ValueError(f"value_type must be one of {list(VALUE_TYPES)}; got {value_type!r}")
-    if transform and value_type == "rate":
-        if lower <= 0:
-            raise ValueError("lower must be greater than 0 to log-transform a rate's limits")
-        lower, upper = math.log(lower), math.log(upper)
-    elif transform and value_type == "proportion":
-        if not (0 < lower and upper < 1):
-            raise ValueError("limits must be strictly between 0 and 1 to logit-transform a proportion's limits")
-        lower, upper = math.log(lower / (1 - lower)), math.log(upper / (1 - upper))
-    return (upper - lower) / z / 2.0
+    _check_value_type(value_type)
+    if value_type != "normal" and not lower <= upper:
+        raise ValueError(f"lower ({lower!r}) must not exceed upper ({upper!r})")
+    return (_on_analysis_scale(value_type, "upper", upper) - _on_analysis_scale(value_type, "lower", lower)) / z / 2.0
+
+
+def sii_polarity(direction: str | None, multiplier: float = 1) -> str:
+    """Return what the sign of an indicator's SII means, in one sentence an analyst can quote.
+
+    The SII is (fitted value at the least deprived end - at the most deprived end) x
+    multiplier and the RII is their ratio (inverted for a negative multiplier), so a
+    positive SII and an RII above 1 point the same way; whether that way is worse for the
+    most deprived depends on the indicator's direction.
+
+    Arguments:
+        direction: "higher_is_better", "lower_is_better", or None / anything else for an
+            indicator without a direction.
+        multiplier: the multiplier the SII was computed with (its sign matters).
+
+    Examples:
+        >>> sii_polarity("higher_is_better")
+        'A positive SII (RII above 1) means the indicator is higher in the least deprived than in the most deprived; higher is better for this indicator, so a positive SII means the most deprived fare worse and a negative SII that they fare better.'
+        >>> sii_polarity("lower_is_better", -100).split("; ")[1]
+        'lower is better for this indicator, so a positive SII means the most deprived fare worse and a negative SII that they fare better.'
+    """
+    if multiplier < 0:
+        gradient = ("higher in the most deprived than in the least deprived (the SII is multiplied by a negative "
+                    "number, which reverses its sign and inverts the RII)")
+        positive_is_higher_in_least = False
+    else:
+        gradient = "higher in the least deprived than in the most deprived"
+        positive_is_higher_in_least = True
+    opening = f"A positive SII (RII above 1) means the indicator is {gradient}; "
+    if direction not in ("higher_is_better", "lower_is_better"):
+        return opening + "no direction is set for this indicator, so the SII shows a gradient, not better or worse."
+    higher_is_better = direction == "higher_is_better"
+    worse = positive_is_higher_in_least == higher_is_better
+    verdict = ("the most deprived fare worse and a negative SII that they fare better" if worse
+               else "the most deprived fare better and a negative SII that they fare worse")
+    better_word = "higher" if higher_is_better else "lower"
+    return opening + f"{better_word} is better for this indicator, so a positive SII means {verdict}."
+
+
+def _group_constant(group: pl.DataFrame, setting, name: str):
+    """Return a per-call setting, or the single value an expression takes within one group."""
+    if not isinstance(setting, pl.Expr):
+        return setting
+    found = group.select(setting.alias("_setting"))["_setting"].unique().to_list()
+    if len(found) != 1:
+        raise ValueError(f"inequality_table: {name} must take one value per group; got {found}")
+    return found[0]
 
 
 def inequality_table(
@@ -782,12 +888,15 @@ def inequality_table(
     quantile: str = "quantile",
     population: str = "population",
     value: str = "value",
-    standard_error: str = "standard_error",
+    standard_error: str | None = "standard_error",
+    lower: str | None = None,
+    upper: str | None = None,
     seed: str = "seed",
-    value_type: str = "normal",
-    transform: bool = False,
-    multiplier: float = 1,
+    value_type: str | pl.Expr = "normal",
+    transform: bool | pl.Expr = False,
+    multiplier: float | pl.Expr = 1,
     confidence: float = 0.95,
+    limits_confidence: float = 0.95,
     repetitions: int = 100000,
 ) -> pl.DataFrame:
     """Return one row of SII/RII per group of `by`: the frame-level twin of `inequality_indices`.
@@ -796,6 +905,15 @@ def inequality_table(
     `inequality_indices`, so a group's figures are exactly those of the scalar call with
     the same inputs and seed, whatever the order of the frame's rows. The simulation itself
     is vectorised over draws; groups are few (indicator x month x vintage x quantile type).
+
+    Arguments:
+        standard_error: column of standard errors on the analysis scale; or None and give
+            `lower` / `upper`, columns of the values' confidence limits (at
+            `limits_confidence`), from which each standard error is taken on the analysis
+            scale by `standard_error_from_limits`.
+        value_type, transform, multiplier: one setting for every group, or an expression
+            (e.g. `pl.col("value_type")`) that is constant within each group, so each
+            indicator can carry its own.
 
     Returns:
         `by` columns, then sii, sii_lower, sii_upper, rii, rii_lower, rii_upper, sorted by `by`.
@@ -807,6 +925,8 @@ def inequality_table(
         >>> inequality_table(f, ["g"], repetitions=1000).select("g", pl.col("sii", "rii").round(12)).rows()
         [('a', -0.0, 1.0)]
     """
+    if standard_error is None and (lower is None or upper is None):
+        raise ValueError("inequality_table: give a standard_error column, or both lower and upper limit columns")
     out_schema = {c: frame.schema[c] for c in by} | {
         name: pl.Float64 for name in InequalityIndices._fields
     }
@@ -815,10 +935,17 @@ def inequality_table(
         seeds = group[seed].unique().to_list()
         if len(seeds) != 1:
             raise ValueError(f"inequality_table: column {seed!r} must hold one seed per group")
+        kind = _group_constant(group, value_type, "value_type")
+        if standard_error is not None:
+            errors = group[standard_error].to_list()
+        else:
+            errors = [standard_error_from_limits(lo, up, kind, limits_confidence)
+                      for lo, up in zip(group[lower].to_list(), group[upper].to_list())]
         result = inequality_indices(
-            group[quantile].to_list(), group[population].to_list(), group[value].to_list(),
-            group[standard_error].to_list(), value_type=value_type, transform=transform,
-            multiplier=multiplier, confidence=confidence, repetitions=repetitions, seed=seeds[0],
+            group[quantile].to_list(), group[population].to_list(), group[value].to_list(), errors,
+            value_type=kind, transform=bool(_group_constant(group, transform, "transform")),
+            multiplier=float(_group_constant(group, multiplier, "multiplier")), confidence=confidence,
+            repetitions=repetitions, seed=seeds[0],
         )
         rows.append((*key, *result))
     return pl.DataFrame(rows, schema=out_schema, orient="row").sort(by)

@@ -139,7 +139,7 @@ def test_controlled_counts_stay_a_valid_proportion(case):
 # --- crude rates, DSRs, SII/RII and SPC: scalar and vectorised forms agree exactly ---------
 
 from pipelines.segmentation.disclosure import protect_counts  # noqa: E402
-from pipelines.segmentation.spc import IMPROVEMENTS, xmr_chart, xmr_table  # noqa: E402
+from pipelines.segmentation.spc import IMPROVEMENTS, SpcRules, xmr_chart, xmr_table  # noqa: E402
 from pipelines.segmentation.stats import (  # noqa: E402
     ESP2013,
     dsr_columns,
@@ -210,22 +210,26 @@ def test_inequality_table_equals_scalar_whatever_the_row_order(groups, seed, tra
     values=st.lists(st.sampled_from([0.4, 0.45, 0.5, 0.5, 0.55, 0.6, 0.9]) | st.floats(0, 1), min_size=1, max_size=30),
     improvement=st.sampled_from(IMPROVEMENTS),
     target=st.one_of(st.none(), st.floats(0, 1)),
-    run_length=st.integers(2, 9),
-    screen=st.booleans(),
+    rules=st.builds(SpcRules, st.integers(2, 9), st.integers(2, 9), st.booleans(), st.booleans(), st.integers(2, 15)),
 )
-def test_xmr_vectorised_equals_scalar(values, improvement, target, run_length, screen):
-    chart = xmr_chart(values, improvement=improvement, target=target, run_length=run_length, screen_outliers=screen)
+def test_xmr_vectorised_equals_scalar(values, improvement, target, rules):
+    chart = xmr_chart(values, improvement=improvement, target=target, rules=rules)
     n = len(values)
     frame = pl.DataFrame({"s": ["a"] * n, "m": list(range(n)), "v": values, "improvement": [improvement] * n,
                           "target": [target] * n}, schema_overrides={"target": pl.Float64, "v": pl.Float64})
-    table = xmr_table(frame, ["s"], "m", "v", run_length=run_length, screen_outliers=screen)
+    table = xmr_table(frame, ["s"], "m", "v", rules=rules)
     assert [tuple(r) for r in table.select("v", "is_outside_limits", "is_shift", "is_trend", "is_two_in_three",
                                            "point_type").rows()] == [tuple(p) for p in chart.points]
     first = table.row(0, named=True)
-    assert (first["mean"], first["lower_limit"], first["upper_limit"], first["variation"], first["assurance"]) == (
-        chart.mean, chart.lower_limit, chart.upper_limit, chart.variation, chart.assurance)
+    assert (first["mean"], first["lower_limit"], first["upper_limit"], first["variation"], first["assurance"],
+            first["is_short_series"], first["verdict_status"]) == (
+        chart.mean, chart.lower_limit, chart.upper_limit, chart.variation, chart.assurance, chart.is_short_series,
+        chart.verdict_status)
     if chart.lower_limit is not None:
         assert chart.lower_limit <= chart.mean <= chart.upper_limit
+    # No verdict below the minimum: a one-point series is never "common cause".
+    if n < rules.min_points:
+        assert chart.variation is None and all(p.point_type is None for p in chart.points)
 
 
 @EXAMPLES

@@ -31,7 +31,21 @@ rendered vignettes is the package's own documentation of its results):
              to fix the conventions: value_type 1 / 2 always log / logit-transform the value
              and limits before taking se = (upper - lower) / (2 z), z = qnorm(0.975); draws
              are normal on that scale, back-transformed, refitted; limits are the order
-             statistics at round(R (1 - c)) and round(R c), c = 0.975.
+             statistics at round(R (1 - c)) and round(R c), c = 0.975. The fit itself was on
+             the untransformed values: exactly what PHEindicatormethods 2.x calls
+             `transform = FALSE` (the 2.x default), so these are our transform=False checks.
+[PHE-SII-2]  The same vignette as rendered for PHEindicatormethods 2.0.2.9001 (packaged
+             2024-12-05; the development state that became 2.1.0), mirrored at
+             r-hub2/some-psychogenic-africanporcupine-PHEindicatormethods,
+             inst/doc/WorkedExamples_phe_sii.html, commit
+             9ba410965ea092796b11ebb9b8a71db6f09be697: Example 2 (DSR_data, value_type 1,
+             lower_cl/upper_cl, `transform = TRUE`, rii, reliability_stat, 100,000 reps) and
+             Example 3 (prevalence_data, value_type 2, `transform = TRUE`, multiplier -100,
+             100,000 reps), with the printed sii, rii, limits and MADs. R/SII_function.R and
+             R/utils.R at the same commit were read for the back-transformation: fit on
+             log/logit values; SII = (f(b0 + b1) - f(b0)) x multiplier, RII = f(b0 + b1) /
+             f(b0) (inverted for a negative multiplier); limits from the simulated slope's
+             order statistics s, mapped back around m = b0 + b1 / 2 as f(m + s/2) - f(m - s/2).
 [PHE-DATA]   The vignette's input data sets as shipped in the same package's test folder,
              ukhsa-collaboration/PHEindicatormethods: tests/testthat/DSR_testdata.csv
              (commit 1dbbdc08e5b8df8c06d9f3bb491f931775752bdd; = DSR_data),
@@ -275,6 +289,14 @@ def _rows(text: str) -> list[dict[str, str]]:
     return list(csv.DictReader(io.StringIO(text.strip())))
 
 
+def _assert_limits(ours: float, printed_lower: str, printed_upper: str, which: str, draws_published: int = 100000) -> None:
+    """Assert our lower/upper limit (`which`) is the published one to 4 SDs of both simulations."""
+    tolerance = _limit_tolerance(printed_lower, printed_upper, draws_published, 100000)
+    lower, upper = ours
+    assert abs(lower - float(printed_lower)) <= tolerance, (which, "lower", lower, printed_lower, tolerance)
+    assert abs(upper - float(printed_upper)) <= tolerance, (which, "upper", upper, printed_upper, tolerance)
+
+
 # [PHE-DATA] tests/testthat/DSR_testdata.csv (DSR_data), verbatim.
 DSR_DATA = _rows("""
 Period,Quintile,total_pop,value,lowercl,uppercl
@@ -322,29 +344,57 @@ PHE_SII_EXAMPLE_2 = {
 }
 
 
-@pytest.mark.parametrize("period", sorted(PHE_SII_EXAMPLE_2))
-def test_sii_and_rii_of_a_rate_match_the_phe_sii_worked_example(period):
+# [PHE-SII-2] Example 2 (value_type 1, transform = TRUE, rii, 100,000 reps): Period: sii, rii,
+# sii_lower95_0, sii_upper95_0, rii_lower95_0, rii_upper95_0, sii_mad95_0, rii_mad95_0 as printed.
+PHE_SII_2_EXAMPLE_2 = {
+    "2010": ("-14.03684", "0.9010655", "-17.95990", "-10.126662", "0.8752420", "0.9275826", "0.0130479", "0.0000876"),
+    "2011": ("-12.83196", "0.9086641", "-16.72001", "-8.917710", "0.8827020", "0.9355915", "0.0280356", "0.0001918"),
+    "2012": ("-11.09234", "0.9199455", "-14.91251", "-7.257354", "0.8939089", "0.9468622", "0.0225923", "0.0001558"),
+    "2013": ("-10.06041", "0.9266342", "-13.85842", "-6.255091", "0.9003791", "0.9537227", "0.0107066", "0.0000743"),
+    "2014": ("-10.06085", "0.9263086", "-13.84260", "-6.302576", "0.9000559", "0.9531717", "0.0164711", "0.0001149"),
+    "2015": ("-8.53077", "0.9368534", "-12.23824", "-4.816133", "0.9106841", "0.9638401", "0.0152442", "0.0001095"),
+}
+
+
+@pytest.mark.parametrize(
+    ("transform", "period"),
+    [(False, p) for p in sorted(PHE_SII_EXAMPLE_2)] + [(True, p) for p in sorted(PHE_SII_2_EXAMPLE_2)],
+    ids=lambda v: {False: "2020-fit-on-rates", True: "2x-transform"}.get(v, v) if isinstance(v, bool) else v,
+)
+def test_sii_and_rii_of_a_rate_match_the_phe_sii_worked_examples(transform, period):
     # Same rank convention as ours (quantile 1 = most deprived, midpoint of cumulative
-    # population share). The 2020 phe_sii always log-transformed a rate (value_type = 1),
-    # which is our value_type="rate", transform=True; its standard error came from the
-    # log limits exactly as standard_error_from_limits computes it.
+    # population share); standard errors from the log limits, as standard_error_from_limits
+    # takes them for a rate. transform=False: the 2020 phe_sii took a rate's standard error
+    # and draws on the log scale (value_type = 1) but fitted the untransformed values, which
+    # PHE 2.x calls transform = FALSE [PHE-SII]. transform=True: the fit is on log rates and
+    # the SII is the difference of the antilogged fitted ends, not the untransformed slope
+    # (-14.848683 for 2010) [PHE-SII-2].
     rows = [r for r in DSR_DATA if r["Period"] == period]
-    standard_errors = [
-        standard_error_from_limits(float(r["lowercl"]), float(r["uppercl"]), "rate", transform=True) for r in rows
-    ]
     ours = inequality_indices(
         [int(r["Quintile"]) for r in rows], [float(r["total_pop"]) for r in rows],
-        [float(r["value"]) for r in rows], standard_errors,
-        value_type="rate", transform=True, repetitions=100000, seed=int(period),
+        [float(r["value"]) for r in rows],
+        [standard_error_from_limits(float(r["lowercl"]), float(r["uppercl"]), "rate") for r in rows],
+        value_type="rate", transform=transform, repetitions=100000, seed=int(period) + transform,
     )
-    sii, rii, sii_lower, sii_upper, rii_lower, rii_upper = PHE_SII_EXAMPLE_2[period]
+    printed = (PHE_SII_2_EXAMPLE_2 if transform else PHE_SII_EXAMPLE_2)[period]
+    sii, rii, sii_lower, sii_upper, rii_lower, rii_upper = printed[:6]
     assert _agrees(ours.sii, sii) and _agrees(ours.rii, rii), (ours.sii, ours.rii)
-    sii_tolerance = _limit_tolerance(sii_lower, sii_upper, 100000, 100000)
-    rii_tolerance = _limit_tolerance(rii_lower, rii_upper, 100000, 100000)
-    assert abs(ours.sii_lower - float(sii_lower)) <= sii_tolerance, (ours.sii_lower, sii_lower, sii_tolerance)
-    assert abs(ours.sii_upper - float(sii_upper)) <= sii_tolerance, (ours.sii_upper, sii_upper, sii_tolerance)
-    assert abs(ours.rii_lower - float(rii_lower)) <= rii_tolerance, (ours.rii_lower, rii_lower, rii_tolerance)
-    assert abs(ours.rii_upper - float(rii_upper)) <= rii_tolerance, (ours.rii_upper, rii_upper, rii_tolerance)
+    _assert_limits((ours.sii_lower, ours.sii_upper), sii_lower, sii_upper, "sii")
+    _assert_limits((ours.rii_lower, ours.rii_upper), rii_lower, rii_upper, "rii")
+
+
+def test_the_mad_printed_beside_the_transformed_rate_example_is_the_noise_our_tolerance_allows():
+    # The tolerance is the source's own noise, not a fudge: for every period the printed
+    # MAD, read as the mean absolute difference of two independent runs' limits
+    # (E|X - Y| = 2 sd / sqrt(pi) for X, Y independent normal with SD sd), gives an SD per
+    # limit within a factor of 2 of the order-statistic SD the tolerance is 4 times
+    # (2010 SII: 0.0116 from the MAD, 0.0168 from the formula).
+    for period, printed in PHE_SII_2_EXAMPLE_2.items():
+        sii_lower, sii_upper, rii_lower, rii_upper, sii_mad, rii_mad = printed[2:]
+        for lower, upper, mad in ((sii_lower, sii_upper, sii_mad), (rii_lower, rii_upper, rii_mad)):
+            formula_sd = _limit_tolerance(lower, upper, 100000, 100000) / 4 / math.sqrt(2)
+            mad_sd = float(mad) * math.sqrt(math.pi) / 2
+            assert 0.5 <= mad_sd / formula_sd <= 2, (period, mad_sd, formula_sd)
 
 
 # [PHE-DATA] tests/testthat/LE_testdata.csv (LE_data), Sex 1 rows of four areas, verbatim
@@ -418,9 +468,7 @@ def test_sii_of_a_normal_indicator_over_deciles_matches_the_phe_sii_worked_examp
     )
     sii, sii_lower, sii_upper = PHE_SII_EXAMPLE_1[area]
     assert _agrees(ours.sii, sii), ours.sii
-    tolerance = _limit_tolerance(sii_lower, sii_upper, 1000, 100000)
-    assert abs(ours.sii_lower - float(sii_lower)) <= tolerance, (ours.sii_lower, sii_lower, tolerance)
-    assert abs(ours.sii_upper - float(sii_upper)) <= tolerance, (ours.sii_upper, sii_upper, tolerance)
+    _assert_limits((ours.sii_lower, ours.sii_upper), sii_lower, sii_upper, "sii", draws_published=1000)
 
 
 # [PHE-DATA] tests/testthat/NCMP_testdata.csv (prevalence_data), rows for Period 607 and
@@ -479,25 +527,37 @@ PHE_SII_EXAMPLE_3 = {
 }
 
 
-@pytest.mark.parametrize("group", sorted(PHE_SII_EXAMPLE_3), ids=lambda g: "-".join(g))
-def test_sii_of_a_proportion_with_negative_multiplier_matches_the_phe_sii_worked_example(group):
-    # Logit transform (value_type 2 in the 2020 package = our "proportion", transform=True)
-    # and a negative multiplier, which reverses the sign of a falling prevalence: the
-    # published SII is positive because prevalence falls from most to least deprived.
+# [PHE-SII-2] Example 3 (value_type 2, transform = TRUE, multiplier -100, 100,000 reps; Rate,
+# LCL and UCL divided by 100 first): (Period, SchoolYear): sii, sii_lower95_0, sii_upper95_0.
+PHE_SII_2_EXAMPLE_3 = {
+    ("607", "6"): ("10.964626", "10.442276", "11.487365"),
+    ("607", "R"): ("5.970062", "5.549097", "6.393890"),
+    ("708", "6"): ("11.271798", "10.882719", "11.665736"),
+    ("708", "R"): ("6.200092", "5.891670", "6.511572"),
+}
+
+
+@pytest.mark.parametrize(
+    ("transform", "group"),
+    [(False, g) for g in sorted(PHE_SII_EXAMPLE_3)] + [(True, g) for g in sorted(PHE_SII_2_EXAMPLE_3)],
+    ids=lambda v: {False: "2020-fit-on-proportions", True: "2x-transform"}.get(v, v) if isinstance(v, bool) else "-".join(v),
+)
+def test_sii_of_a_proportion_with_negative_multiplier_matches_the_phe_sii_worked_examples(transform, group):
+    # Standard errors and draws on the logit scale and a negative multiplier, which reverses
+    # the sign of a falling prevalence: the published SII is positive because prevalence
+    # falls from most to least deprived. transform=False: fit on the proportions (value_type
+    # 2 in the 2020 package, PHE 2.x transform = FALSE) [PHE-SII]. transform=True: fit on
+    # logits and back-transform; the limits come from the simulated logit slope's order
+    # statistics, swapped by the negative multiplier [PHE-SII-2].
     period, school_year = group
     rows = [r for r in PREVALENCE_DATA if (r["Period"], r["SchoolYear"]) == group]
-    standard_errors = [
-        standard_error_from_limits(float(r["LCL"]) / 100, float(r["UCL"]) / 100, "proportion", transform=True)
-        for r in rows
-    ]
     ours = inequality_indices(
         [int(r["Decile"]) for r in rows], [float(r["Measured"]) for r in rows],
-        [float(r["Rate"]) / 100 for r in rows], standard_errors,
-        value_type="proportion", transform=True, multiplier=-100, repetitions=100000,
-        seed=int(period) * 10 + (school_year == "R"),
+        [float(r["Rate"]) / 100 for r in rows],
+        [standard_error_from_limits(float(r["LCL"]) / 100, float(r["UCL"]) / 100, "proportion") for r in rows],
+        value_type="proportion", transform=transform, multiplier=-100, repetitions=100000,
+        seed=int(period) * 10 + (school_year == "R") + transform,
     )
-    sii, sii_lower, sii_upper = PHE_SII_EXAMPLE_3[group]
+    sii, sii_lower, sii_upper = (PHE_SII_2_EXAMPLE_3 if transform else PHE_SII_EXAMPLE_3)[group]
     assert _agrees(ours.sii, sii), ours.sii
-    tolerance = _limit_tolerance(sii_lower, sii_upper, 100000, 100000)
-    assert abs(ours.sii_lower - float(sii_lower)) <= tolerance, (ours.sii_lower, sii_lower, tolerance)
-    assert abs(ours.sii_upper - float(sii_upper)) <= tolerance, (ours.sii_upper, sii_upper, tolerance)
+    _assert_limits((ours.sii_lower, ours.sii_upper), sii_lower, sii_upper, "sii")
