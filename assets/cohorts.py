@@ -83,7 +83,7 @@ def patient_model(context: dg.AssetExecutionContext, settings: PipelineSettings,
         session = ModelSession.in_warehouse(con, month, present, ethnicity)
         written = {}
         with unordered(con):
-            written["patient_model"] = write_query(con, "population", "patient_model", session.model_sql(builder),
+            written["patient_model"] = write_query(con, "population", "patient_model", session.model_sqls(builder),
                                                    partition_column="reporting_month", partition_value=month)
             for name, (schema, table), sql in (
                 ("patient_attributes", ("population", "patient_attributes"), patient_attributes_sql(model)),

@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import date
 from pathlib import Path
@@ -204,7 +204,7 @@ def write_query(
     con: duckdb.DuckDBPyConnection,
     schema: str,
     table: str,
-    query: str,
+    query: str | Sequence[str],
     *,
     partition_column: str | None = None,
     partition_value: date | None = None,
@@ -214,8 +214,13 @@ def write_query(
 
     The query runs where the data is (nothing passes through Python), e.g. the patient model
     over the staged events. Arguments as for `write_frame`; `query` is a SELECT whose rows
-    all carry the key's values.
+    all carry the key's values, or several with the same columns whose rows are written one
+    after the other (e.g. the patient model a slice of patients at a time), all in the same
+    transaction.
     """
+    queries = [query] if isinstance(query, str) else list(query)
+    if not queries:
+        raise ValueError(f"no query to write into {schema}.{table}")
     target = f"{quote(schema)}.{quote(table)}"
     match = dict(replace_where or {})
     if partition_column is not None:
@@ -223,15 +228,21 @@ def write_query(
     con.execute("begin transaction")
     try:
         con.execute(f"create schema if not exists {quote(schema)}")
+        rest = queries[1:]
         if table_exists(con, schema, table) and match:
-            con.execute(f"create or replace temp view _incoming_query as {query}")
-            _align_layout(con, schema, table, "_incoming_query")
             condition, values = _where(match)
-            con.execute(f"delete from {target} where {condition}", values)
-            n = con.execute(f"insert into {target} by name select * from _incoming_query").fetchall()[0][0]
+            n = 0
+            for index, each in enumerate(queries):
+                con.execute(f"create or replace temp view _incoming_query as {each}")
+                if index == 0:
+                    _align_layout(con, schema, table, "_incoming_query")
+                    con.execute(f"delete from {target} where {condition}", values)
+                n += con.execute(f"insert into {target} by name select * from _incoming_query").fetchall()[0][0]
             con.execute("drop view _incoming_query")
         else:
-            n = con.execute(f"create or replace table {target} as {query}").fetchall()[0][0]
+            n = con.execute(f"create or replace table {target} as {queries[0]}").fetchall()[0][0]
+            for each in rest:
+                n += con.execute(f"insert into {target} by name {each}").fetchall()[0][0]
         con.execute("commit")
     except Exception:
         con.execute("rollback")

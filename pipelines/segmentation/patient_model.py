@@ -41,6 +41,7 @@ Shared semantics (DOMAIN.md sections 3-4):
 from __future__ import annotations
 
 import hashlib
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, timedelta
@@ -422,20 +423,31 @@ class ModelBuilder:
         # Codes ranked in sorted order: the "lowest code" of a tie is the smallest rank.
         return frame.sort("code").with_columns(pl.int_range(1, pl.len() + 1, dtype=pl.Int64).alias("_rank"))
 
-    def sql(self, sources: Sources, code_table: str = "_model_codes", *, extra: Sequence[str] = ()) -> str:
+    def sql(self, sources: Sources, code_table: str = "_model_codes", *, extra: Sequence[str] = (),
+            keys: tuple[int, int] | None = None) -> str:
         """Return the model query: one row per patient, attributes, aggregations and flags.
 
         Arguments:
             sources: the month's relations.
             code_table: the registered `code_table()` relation.
             extra: more `expression AS name` items for the final select (e.g. explain's nodes).
+            keys: only the patients whose `patient_key` is in this closed range (keyed
+                events only): the model of a big month is built a slice of patients at a
+                time (`ModelSession.model_sqls`), each slice's aggregation small enough to
+                stay in memory; the slices' rows together are the whole model.
         """
         self.sealed = True
         month, r = sources.month, literal(self.reference_date)
+        if keys is not None and sources.event_codes is None:
+            raise ValueError("a slice of patients (keys) needs keyed events (staging.event_rows)")
+        sliced = {sources.patients, sources.events} if keys is not None else set()
 
         def scoped(relation: str) -> str:
             has_month = "reporting_month" in sources.columns.get(relation, ())
-            return f"(select * from {relation} where reporting_month = {literal(month)})" if (month and has_month) else relation
+            conditions = [f"reporting_month = {literal(month)}"] if (month and has_month) else []
+            if relation in sliced:
+                conditions.append(f"patient_key between {int(keys[0])} and {int(keys[1])}")
+            return f"(select * from {relation} where {' and '.join(conditions)})" if conditions else relation
 
         patient_columns = set(sources.columns.get(sources.patients, ()))
         derive_ethnicity = sources.ethnicity is None and sources.ethnicity_codes is not None
@@ -645,6 +657,10 @@ def _frame(frame: pl.DataFrame | pl.LazyFrame) -> pl.DataFrame:
     )
 
 
+SLICE_ENV = "CORE20_MODEL_SLICE_PATIENTS"
+DEFAULT_SLICE_PATIENTS = 250_000
+
+
 class ModelSession:
     """A DuckDB connection holding the month's sources, in which patient models are built.
 
@@ -716,12 +732,39 @@ class ModelSession:
         """Return the result of a query in the session as a polars frame."""
         return pl.from_arrow(self.con.sql(sql).to_arrow_table())
 
-    def model_sql(self, builder: ModelBuilder, extra: Sequence[str] = (), codes: str = "_model_codes") -> str:
-        """Register the builder's code lookup as `codes` and return its model query."""
+    def model_sql(self, builder: ModelBuilder, extra: Sequence[str] = (), codes: str = "_model_codes",
+                  keys: tuple[int, int] | None = None) -> str:
+        """Register the builder's code lookup as `codes` and return its model query (of a slice of `keys`)."""
         derive = self.sources.ethnicity is None and self.ethnicity_codes is not None
         self.con.register(codes, builder.code_table(self.ethnicity_codes if derive else None).to_arrow())
         sources = Sources(**{**self.sources.__dict__, "ethnicity_codes": codes if derive else None})
-        return builder.sql(sources, codes, extra=extra)
+        return builder.sql(sources, codes, extra=extra, keys=keys)
+
+    def model_sqls(self, builder: ModelBuilder, slice_patients: int | None = None) -> list[str]:
+        """Return the model as queries over slices of at most `slice_patients` patients, in key order.
+
+        One GROUP BY over a million patients' events holds every patient's aggregates at
+        once and spills; slices of consecutive patient keys each aggregate only their own
+        rows — which lie together, as the staged events are stored in patient order, so a
+        slice reads just its part of the table — and keep the memory a slice needs, not a
+        month. The slices' rows together are exactly the one-query model (each patient's
+        row reads only that patient's events). Unkeyed sources give one query.
+
+        Arguments:
+            builder: the planned model.
+            slice_patients: patients per slice (default $CORE20_MODEL_SLICE_PATIENTS or 250,000).
+        """
+        size = int(slice_patients or os.environ.get(SLICE_ENV) or DEFAULT_SLICE_PATIENTS)
+        if size < 1:
+            raise ValueError(f"{SLICE_ENV} must be a positive number of patients; got {size}")
+        if self.sources.event_codes is None:
+            return [self.model_sql(builder)]
+        low, high = self.con.execute(
+            f"select min(patient_key), max(patient_key) from {self.sources.patients} "
+            f"where reporting_month = {literal(self.sources.month)}").fetchall()[0]
+        if low is None or high - low < size:
+            return [self.model_sql(builder)]
+        return [self.model_sql(builder, keys=(start, min(start + size - 1, high))) for start in range(low, high + 1, size)]
 
     def materialise(self, builder: ModelBuilder, table: str = "_model", extra: Sequence[str] = ()) -> str:
         """Build the model as the temporary table `table`; return its name."""
