@@ -35,6 +35,21 @@ class MonthSettings:
     usage_hashes: dict[tuple[str, str], str]
 
 
+def _recorded_settings(con, month) -> tuple[dict[str, str], dict[tuple[str, str], str]]:
+    """Return the month's recorded settings and the hash of each definition it used (empty when not recorded)."""
+    settings: dict[str, str] = {}
+    usage: dict[tuple[str, str], str] = {}
+    if table_exists(con, "lineage", "run_manifest"):
+        settings = dict(con.execute(
+            "select item_id, item_version from lineage.run_manifest where reporting_month = ? and item_type = 'setting'",
+            [month]).fetchall())
+    if table_exists(con, "lineage", "definition_usage"):
+        usage = {(k, i): h for k, i, h in con.execute(
+            "select definition_kind, definition_id, definition_hash from lineage.definition_usage where reporting_month = ?",
+            [month]).fetchall()}
+    return settings, usage
+
+
 def month_settings(warehouse: Path, month: date) -> MonthSettings:
     """Return the settings a month ran with, from its run manifest, usage and feed availability.
 
@@ -54,16 +69,7 @@ def month_settings(warehouse: Path, month: date) -> MonthSettings:
             present = [row[0] for row in con.execute(
                 "select feed from staging.feed_availability where reporting_month = ? and is_present order by feed",
                 [month]).fetchall()]
-        settings: dict[str, str] = {}
-        usage: dict[tuple[str, str], str] = {}
-        if table_exists(con, "lineage", "run_manifest"):
-            settings = dict(con.execute(
-                "select item_id, item_version from lineage.run_manifest where reporting_month = ? and item_type = 'setting'",
-                [month]).fetchall())
-        if table_exists(con, "lineage", "definition_usage"):
-            usage = {(k, i): h for k, i, h in con.execute(
-                "select definition_kind, definition_id, definition_hash from lineage.definition_usage where reporting_month = ?",
-                [month]).fetchall()}
+        settings, usage = _recorded_settings(con, month)
     return MonthSettings(settings.get("primary_imd_vintage") or "IMD2025", settings.get("definitions_dir") or None,
                          present, usage)
 
@@ -119,16 +125,7 @@ def load_month(warehouse: Path, month: date, patient_id: str | None = None) -> M
             name: _read(con, f'select * from staging."{name}" where {where}', params) if name in present else None
             for name in FEEDS
         }
-        settings: dict[str, str] = {}
-        usage: dict[tuple[str, str], str] = {}
-        if table_exists(con, "lineage", "run_manifest"):
-            settings = dict(con.execute(
-                "select item_id, item_version from lineage.run_manifest where reporting_month = ? and item_type = 'setting'",
-                [month]).fetchall())
-        if table_exists(con, "lineage", "definition_usage"):
-            usage = {(k, i): h for k, i, h in con.execute(
-                "select definition_kind, definition_id, definition_hash from lineage.definition_usage where reporting_month = ?",
-                [month]).fetchall()}
+        settings, usage = _recorded_settings(con, month)
     return MonthTables(patients, events, deprivation, ethnicity, feeds,
                        settings.get("primary_imd_vintage") or "IMD2025", settings.get("definitions_dir") or None, usage)
 

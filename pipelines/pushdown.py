@@ -20,6 +20,7 @@ Only counts leave this module; no value of any row is ever returned.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -280,22 +281,7 @@ def evaluate(frame: pl.DataFrame | pl.LazyFrame, expectations: list[tuple[str, d
             unexpected.sum().alias(f"_u{index}"),
         ]
     totals = lazy.select(aggregations).collect().row(0, named=True)
-    results = []
-    for index, (expectation_type, kwargs) in enumerate(expectations):
-        if expectation_type == "expect_table_row_count_to_be_between":
-            rows = int(totals["_rows"])
-            low, high = kwargs.get("min_value"), kwargs.get("max_value")
-            ok = (low is None or rows >= low) and (high is None or rows <= high)
-            results.append(Counts(success=ok, element_count=rows, observed_value=rows))
-            continue
-        counts = Counts(
-            success=True,
-            element_count=int(totals[f"_e{index}"]),
-            unexpected_count=int(totals[f"_u{index}"]),
-            missing_count=None if expectation_type in _NULL_TYPES else int(totals[f"_m{index}"]),
-        )
-        results.append(Counts(**{**counts.__dict__, "success": _success(counts, expectation_type, kwargs)}))
-    return results
+    return _counts(expectations, totals)
 
 
 # --- the same expectations as DuckDB SQL, for tables that never leave the warehouse ---------
@@ -427,6 +413,27 @@ def as_gx_sees_sql(con, relation: str, keep_raw: bool = False) -> str:
     return f"(SELECT * REPLACE ({replaced}){raw} FROM {relation})"
 
 
+
+def _counts(expectations: list[tuple[str, dict[str, Any]]], totals: Mapping[str, Any]) -> list[Counts]:
+    """Return each expectation's counts and verdict from the totals of one aggregate pass (both engines)."""
+    results = []
+    for index, (expectation_type, kwargs) in enumerate(expectations):
+        if expectation_type == "expect_table_row_count_to_be_between":
+            rows = int(totals["_rows"])
+            low, high = kwargs.get("min_value"), kwargs.get("max_value")
+            ok = (low is None or rows >= low) and (high is None or rows <= high)
+            results.append(Counts(success=ok, element_count=rows, observed_value=rows))
+            continue
+        counts = Counts(
+            success=True,
+            element_count=int(totals[f"_e{index}"]),
+            unexpected_count=int(totals[f"_u{index}"]),
+            missing_count=None if expectation_type in _NULL_TYPES else int(totals[f"_m{index}"]),
+        )
+        results.append(Counts(**{**counts.__dict__, "success": _success(counts, expectation_type, kwargs)}))
+    return results
+
+
 def evaluate_sql(con, relation: str, expectations: list[tuple[str, dict[str, Any]]]) -> list[Counts]:
     """Return GX-equivalent counts for each expectation over a DuckDB relation, in one query.
 
@@ -448,19 +455,4 @@ def evaluate_sql(con, relation: str, expectations: list[tuple[str, dict[str, Any
     sums = "".join(f", coalesce(sum({name}), 0) AS {name}" for name in items)
     row = con.execute(f"SELECT count(*) AS _rows{sums} FROM (SELECT {inner} FROM {relation})").fetchall()[0]
     totals = dict(zip(["_rows", *items], row))
-    results = []
-    for index, (expectation_type, kwargs) in enumerate(expectations):
-        if expectation_type == "expect_table_row_count_to_be_between":
-            rows = int(totals["_rows"])
-            low, high = kwargs.get("min_value"), kwargs.get("max_value")
-            ok = (low is None or rows >= low) and (high is None or rows <= high)
-            results.append(Counts(success=ok, element_count=rows, observed_value=rows))
-            continue
-        counts = Counts(
-            success=True,
-            element_count=int(totals[f"_e{index}"]),
-            unexpected_count=int(totals[f"_u{index}"]),
-            missing_count=None if expectation_type in _NULL_TYPES else int(totals[f"_m{index}"]),
-        )
-        results.append(Counts(**{**counts.__dict__, "success": _success(counts, expectation_type, kwargs)}))
-    return results
+    return _counts(expectations, totals)
