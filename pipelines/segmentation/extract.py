@@ -753,8 +753,8 @@ def stage_events(
        which come into Python, where exact repeats among them are dropped and the polars
        form of the same rules sorts them under their first rule and writes their records
        (it must agree with the SQL);
-    2. the rows of patients outside the population (few) are counted, with and without
-       repeats;
+    2. per code, the month's code dictionary and the rows of patients outside the
+       population (few), counted with and without repeats;
     3. every other row is written, exact repeats dropped by the write's own GROUP BY, so
        the rules are evaluated once and the big table is read and written once.
 
@@ -823,11 +823,16 @@ def stage_events(
             )
         n_after = distinct.filter(~pl.col("_caught")).height
         rest = f"(SELECT * FROM {relation} WHERE {ROW} NOT IN (SELECT {ROW} FROM _set_aside))"
-        key = ", ".join(quote(n) for n in names)
-        # Pass 2. Patients outside the population: counted, with and without exact repeats.
+        others = ", ".join(quote(n) for n in names if n != "code")
+        # Pass 2, per code: the month's code dictionary, and the rows of patients outside the
+        # population counted with and without exact repeats (a repeat has the same code, so
+        # distinct rows per code add up to the distinct rows).
+        con.execute(
+            f"CREATE OR REPLACE TEMP TABLE _event_code_counts AS SELECT code, count(*) FILTER (WHERE _outside) AS n, "
+            f"count(DISTINCT ({others})) FILTER (WHERE _outside) AS n_distinct FROM (SELECT *, patient_id NOT IN "
+            f"(SELECT patient_id FROM _population) AS _outside FROM {rest}) GROUP BY code").fetchall()
         n_outside, n_outside_distinct = con.execute(
-            f"SELECT count(*), count(DISTINCT ({key})) FROM {rest} "
-            f"WHERE patient_id NOT IN (SELECT patient_id FROM _population)").fetchall()[0]
+            "SELECT coalesce(sum(n), 0), coalesce(sum(n_distinct), 0) FROM _event_code_counts").fetchall()[0]
         # Pass 3. Everything else is the month's staged events, exact repeats dropped by GROUP BY.
         n_rows = con.execute(f"SELECT count(*) FROM {relation}").fetchall()[0][0]
         month = literal(reporting_month)
@@ -835,7 +840,7 @@ def stage_events(
             from pipelines.warehouse import write_query
 
             write_query(con, *EVENT_CODES, f"SELECT {month}::DATE AS reporting_month, (row_number() OVER (ORDER BY code))::INTEGER "
-                        f"AS code_key, code FROM (SELECT DISTINCT code FROM {rest})",
+                        f"AS code_key, code FROM _event_code_counts",
                         partition_column="reporting_month", partition_value=reporting_month)
             # Stored in patient order: each patient's rows are together, which makes the patient
             # model's aggregation (and explain's lookup of one patient) several times faster
@@ -874,6 +879,7 @@ def stage_events(
                 con.unregister(name)
             except Exception:  # noqa: BLE001 - not registered for this source
                 pass
+        con.execute("DROP TABLE IF EXISTS _event_code_counts").fetchall()
         if own:
             con.close()
 
