@@ -140,13 +140,13 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _synth(args: argparse.Namespace) -> int:
+    from pipelines import synthetic
     from pipelines.partitions import parse_month
-    from pipelines.segmentation import synth
 
-    month = parse_month(args.month) if args.month else synth.default_reporting_month()
+    month = parse_month(args.month) if args.month else synthetic.default_reporting_month()
     folder = args.out / month.strftime("%Y-%m")
     started = time.perf_counter()
-    truth = synth.generate_extract(
+    truth = synthetic.generate_extract(
         folder, reporting_month=month, n_patients=args.patients, seed=args.seed, icb_code=args.icb,
         defect_rate=args.defect_rate, reference_dir=args.reference_dir, include_feeds=not args.no_feeds,
     )

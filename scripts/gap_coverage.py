@@ -40,7 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "pipeline
 
 from pipelines.segmentation.disclosure import NHS_SUPPRESS_ROUND5, get_profile  # noqa: E402
 from pipelines.segmentation.stats import newcombe_columns  # noqa: E402
-from pipelines.segmentation.synth import generate_extract  # noqa: E402
+from pipelines.synthetic import generate_extract  # noqa: E402
 from test_gap_recovery import MISS_95, MISS_998, max_misses, truth_gaps  # noqa: E402
 
 

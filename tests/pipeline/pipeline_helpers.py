@@ -28,7 +28,7 @@ def generate_months(extracts: Path, months: tuple[str, ...], *, n_patients: int,
     """Write one synthetic extract per YYYY-MM month under `extracts`, each with its own seed."""
     import datetime as dt
 
-    from pipelines.segmentation.synth import generate_extract
+    from pipelines.synthetic import generate_extract
 
     for n, month in enumerate(months):
         generate_extract(extracts / month, reporting_month=dt.date.fromisoformat(f"{month}-01"),

@@ -10,7 +10,7 @@ from pathlib import Path
 import polars as pl
 
 from pipelines.segmentation.schemas import DEPRIVATION_QUALITY
-from pipelines.segmentation.synth import generate_extract
+from pipelines.synthetic import generate_extract
 from pipelines.warehouse import connect, read_table, table_exists
 
 MONTH = dt.date(2026, 10, 1)

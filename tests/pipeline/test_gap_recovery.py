@@ -54,7 +54,7 @@ import pytest
 from pipeline_helpers import core20_in_process
 from pipelines.segmentation.disclosure import get_profile
 from pipelines.segmentation.stats import newcombe_difference
-from pipelines.segmentation.synth import generate_extract
+from pipelines.synthetic import generate_extract
 from pipelines.warehouse import connect, read_table
 
 pytestmark = pytest.mark.reference

@@ -28,7 +28,7 @@ from pipelines.segmentation.cohorts import evaluate_indicators, evaluate_registe
 from pipelines.segmentation.definitions import load_definitions
 from pipelines.segmentation.extract import month_end, read_extract, stage_extract
 from pipelines.segmentation.feeds import stage_feeds
-from pipelines.segmentation.synth import CYP_MAX_AGE, FLU_CAMPAIGN_START, RELIEVER_THRESHOLD, generate_extract
+from pipelines.synthetic import CYP_MAX_AGE, FLU_CAMPAIGN_START, RELIEVER_THRESHOLD, generate_extract
 
 pytestmark = pytest.mark.reference
 

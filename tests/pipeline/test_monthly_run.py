@@ -11,7 +11,7 @@ import polars as pl
 import pytest
 
 from pipelines import cli
-from pipelines.segmentation.synth import generate_extract
+from pipelines.synthetic import generate_extract
 from pipelines.warehouse import connect, read_table
 from pipeline_helpers import patient_values, published_state
 

@@ -1,6 +1,7 @@
 """The monthly HTML report, rendered by headless Chromium as a reader would open it."""
 
 import datetime as dt
+import json
 import os
 import re
 import shutil
@@ -40,7 +41,13 @@ def render(page: Path, *mode: str) -> subprocess.CompletedProcess:
 @pytest.fixture(scope="module")
 def reported(tmp_path_factory):
     root = tmp_path_factory.mktemp("report")
-    generate_months(root / "extracts", MONTHS, n_patients=4000, seed=300)
+    # Seed 302: both months have patients in every indicator's denominator (4,000 patients at
+    # one or two practices hold about two CYP with diabetes), so that the SII/RII section can
+    # show a row per indicator; checked here so that the premise cannot change unnoticed.
+    generate_months(root / "extracts", MONTHS, n_patients=4000, seed=302)
+    for month in MONTHS:
+        truth = json.loads((root / "extracts" / month / "ground_truth.json").read_text())
+        assert min(entry["all_patients"]["n_denominator"] for entry in truth["indicators"].values()) > 0, month
     warehouse, reports = root / "warehouse.duckdb", root / "reports"
     code, output = core20("run", "--extract", str(root / "extracts"), "--warehouse", str(warehouse),
                           "--serving", str(root / "serving"), "--reports", str(reports), "--from", MONTHS[0], "--to", MONTHS[1])

@@ -15,7 +15,7 @@ import polars as pl
 import pytest
 
 from pipelines.segmentation.schemas import FEEDS, INPUT_EVENTS, INPUT_PATIENTS
-from pipelines.segmentation.synth import default_reporting_month, generate_extract
+from pipelines.synthetic import default_reporting_month, generate_extract
 from reference_data import loader
 
 pytestmark = pytest.mark.reference
@@ -137,11 +137,56 @@ def test_postcodes_are_live_postcodes_of_the_icb_except_the_defects(extract, peo
     assert people.filter(in_icb & (pl.col("postcode") != pl.col("pc"))).height > 0
 
 
-def test_practices_are_active_practices_of_the_icb(extract):
-    practices = loader.read_gp_practices().filter((pl.col("icb_code") == "QT1") & pl.col("is_active"))["practice_code"]
-    written = extract["patients"]["practice_code"]
-    assert written.is_in(practices.implode()).all()
-    assert written.n_unique() > 20
+def test_practices_are_active_practices_of_the_icb_at_their_real_relative_sizes(extract):
+    active = loader.read_gp_practices().filter((pl.col("icb_code") == "QT1") & pl.col("is_active"))["practice_code"]
+    sizes = dict(loader.read_gp_list_sizes().iter_rows())
+    truth = extract["truth"]["practices"]
+    written = dict(extract["patients"].group_by("practice_code").len().iter_rows())
+    assert set(written) <= set(active)
+    # Practices with no January 2021 list size register nobody, and the truth names them.
+    assert set(truth["without_list_size"]) == {code for code in active if code not in sizes}
+    assert not set(written) & set(truth["without_list_size"])
+    # Every practice holds its real list size times one common scale, to within one patient,
+    # and for 3,000 patients that scale is near 1: practices about their real size.
+    scale = N / sum(sizes[code] for code in written)
+    assert truth["scale"] == pytest.approx(scale)
+    assert 0.8 <= scale <= 1.25
+    for code, n in written.items():
+        assert abs(n - sizes[code] * scale) < 1, code
+        assert truth["practices"][code] == {"list_size_2021_01": sizes[code], "n_patients": n}
+    assert len(truth["practices"]) == truth["n_practices"] == len(written)
+    # One of the ICB's smallest tenth of practices is always there (QT1: 3,808 patients or fewer).
+    icb_sizes = sorted(sizes[code] for code in active if code in sizes)
+    assert min(sizes[code] for code in written) <= icb_sizes[int(0.1 * (len(icb_sizes) - 1))] + 1
+
+
+def test_practice_plans_keep_real_sizes_and_the_icb_mix():
+    """Practice plans at the demo's, the benchmark's and a larger-than-the-ICB size (no events drawn)."""
+    import numpy as np
+
+    from pipelines.synthetic.practices import load_practices, plan_practices
+    from pipelines.synthetic.reference import load_reference
+
+    practices = load_practices(load_reference("QT1", None), "QT1", None)
+    core20, minority = practices.share(practices.core20_share), practices.share(practices.minority_share)
+    assert practices.total_list_size == loader.read_gp_list_sizes().filter(pl.col("practice_code").is_in(practices.codes.implode()))["list_size"].sum()
+    small = np.quantile(practices.list_size, 0.1)
+    for seed in range(20):
+        plan = plan_practices(np.random.default_rng(seed), practices, 20_000)
+        assert plan.n_patients.sum() == 20_000
+        assert 2 <= plan.chosen.size <= 6 and 0.85 <= plan.scale <= 1.2, seed
+        # Balanced: the chosen practices' catchments look like the ICB's, not one neighbourhood's.
+        assert abs(practices.share(practices.core20_share, plan.chosen) - core20) < 0.035, seed
+        assert abs(practices.share(practices.minority_share, plan.chosen) - minority) < 0.035, seed
+        assert practices.list_size[plan.chosen].min() <= small, seed
+        again = plan_practices(np.random.default_rng(seed), practices, 20_000)
+        assert again.chosen.tolist() == plan.chosen.tolist() and again.n_patients.tolist() == plan.n_patients.tolist()
+    plan = plan_practices(np.random.default_rng(1), practices, 1_000_000)
+    assert plan.chosen.size >= 90 and 0.97 <= plan.scale <= 1.03
+    # More patients than the ICB registers: every practice, all scaled alike.
+    plan = plan_practices(np.random.default_rng(1), practices, 5_000_000)
+    assert plan.chosen.size == practices.codes.len() and plan.n_patients.sum() == 5_000_000
+    assert np.abs(plan.n_patients - practices.list_size * 5_000_000 / practices.total_list_size).max() < 1
 
 
 def test_register_counts_match_an_independent_recomputation(extract, people):
