@@ -507,7 +507,8 @@ def _typed_parquet_events(path: Path, mapping: ColumnMapping) -> ParquetEvents |
         described = con.execute(f"DESCRIBE SELECT * FROM read_parquet({literal(str(path))})").fetchall()
         n_rows = con.execute(f"SELECT count(*) FROM read_parquet({literal(str(path))})").fetchall()[0][0]
     except duckdb.Error as error:
-        reason = str(error).splitlines()[0][:200]
+        # DuckDB names its error class first ("Invalid Input Error: ..."): the analyst needs the reason.
+        reason = re.sub(r"^[A-Za-z ]*Error: ", "", str(error).splitlines()[0])[:200]
         raise ExtractError(
             f"{path}: could not be read as Parquet ({reason}); expected a complete Parquet file. It may "
             "have been cut short in transfer: ask the supplier to send it again.", file=path,
