@@ -13,7 +13,7 @@ import dagster as dg
 import polars as pl
 
 from assets.cohorts import month_of
-from assets.staging import MONTH_META
+from assets.staging import MONTH_META, PATIENTS
 from pipelines import quality
 from pipelines.gates import run_suite
 from pipelines.partitions import MONTHLY
@@ -23,7 +23,7 @@ from pipelines.segmentation.gaps import build_gap_table, build_inequality_table
 from pipelines.segmentation.cohorts import reported_cohorts
 from pipelines.segmentation.definitions import load_definitions
 from pipelines.segmentation.spc import build_spc_table, indicator_series_plans
-from pipelines.warehouse import connect, quote, table_exists
+from pipelines.warehouse import quote, table_exists
 
 AUDIT_GAPS = dg.AssetKey(["audit", "gap_table"])
 AUDIT_DEPRIVATION_QUALITY = dg.AssetKey(["audit", "deprivation_quality"])
@@ -35,7 +35,7 @@ GATE = "published_invariants"
 def _gate(context, warehouse: Warehouse, key: dg.AssetKey, table: pl.DataFrame, params: dict | None = None,
           suite: str | None = None):
     outcome = quality.gate_outcome(run_suite(table, suite or f"audit.{key.path[-1]}", params))
-    return quality.check_result(context, warehouse.file(), key, GATE, outcome)
+    return quality.check_result(context, warehouse, key, GATE, outcome)
 
 
 def _check(key: dg.AssetKey) -> list[dg.AssetCheckSpec]:
@@ -49,7 +49,6 @@ _GAP_INPUTS = {
     "cohorts": dg.AssetIn(["cohorts", "cohort_membership"]),
     "cohort_catalogue": dg.AssetIn(["cohorts", "cohort_catalogue"]),
     "deprivation": dg.AssetIn(["population", "patient_deprivation"]),
-    "patients": dg.AssetIn(["staging", "patients"]),
     "exact_quality": dg.AssetIn(["population", "deprivation_quality"]),
 }
 
@@ -65,14 +64,15 @@ _GAP_INPUTS = {
                         "together with the gap table."),
     },
     ins=_GAP_INPUTS,
+    # The practice of each patient is read in the warehouse (two columns), not the whole staged register.
+    deps=[PATIENTS],
     check_specs=_check(AUDIT_GAPS) + _check(AUDIT_DEPRIVATION_QUALITY),
     partitions_def=MONTHLY,
     can_subset=False,
 )
 def audit_gap_table(context: dg.AssetExecutionContext, settings: PipelineSettings, warehouse: Warehouse,
                     results: pl.DataFrame, attributes: pl.DataFrame, catalogue: pl.DataFrame, cohorts: pl.DataFrame,
-                    cohort_catalogue: pl.DataFrame, deprivation: pl.DataFrame, patients: pl.DataFrame,
-                    exact_quality: pl.DataFrame):
+                    cohort_catalogue: pl.DataFrame, deprivation: pl.DataFrame, exact_quality: pl.DataFrame):
     """Both candidates from one suppression: a reader holds both tables, so they are protected together."""
     from pipelines.releases import earlier_releases, write_candidate
 
@@ -80,8 +80,10 @@ def audit_gap_table(context: dg.AssetExecutionContext, settings: PipelineSetting
     month = month_of(context)
     figures: dict = {}
     # Earlier releases of this month a reader may still hold: this one is suppressed consistently with them.
-    with connect(warehouse.file(), read_only=True) as con:
+    with warehouse.connect(read_only=True) as con:
         earlier = earlier_releases(con, month)
+        patients = pl.from_arrow(con.sql("select patient_id, practice_code from staging.patients where reporting_month = ?",
+                                         params=[month]).to_arrow_table())
     with_practice = deprivation.join(patients.select("patient_id", "practice_code"), on="patient_id", how="left")
     table = build_gap_table(
         results.lazy(), attributes.lazy(), catalogue, cohorts=reported_cohorts(cohorts, cohort_catalogue).lazy(), profile=profile,
@@ -91,7 +93,7 @@ def audit_gap_table(context: dg.AssetExecutionContext, settings: PipelineSetting
     quality_table = figures.pop("quality")
     release = figures.pop("release", None)
     if release is not None:
-        with connect(warehouse.file()) as con:
+        with warehouse.connect() as con:
             write_candidate(con, month, *release)
     metadata = {"disclosure_profile": settings.disclosure_profile,
                 **{f"suppression_{k}": (round(v, 3) if isinstance(v, float) else v) for k, v in figures.items()}}
@@ -128,7 +130,7 @@ def audit_spc_series(context: dg.AssetExecutionContext, settings: PipelineSettin
                      catalogue: pl.DataFrame, gaps: pl.DataFrame):
     month = month_of(context)
     history = [gaps]
-    with connect(warehouse.file(), read_only=True) as con:
+    with warehouse.connect() as con:
         if table_exists(con, "published", "gap_table"):
             target = f"{quote('published')}.{quote('gap_table')}"
             relation = con.sql(f"select * from {target} where reporting_month < $1", params=[month])

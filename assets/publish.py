@@ -54,7 +54,7 @@ def publish_month(context: dg.AssetExecutionContext, warehouse: Warehouse, servi
     if reasons:
         raise dg.Failure(description="nothing published (the published tables are unchanged): " + "; ".join(reasons))
     month = month_of(context)
-    copied = publish(warehouse.file(), month)
+    copied = publish(warehouse, month)
     for table in PUBLISHED_TABLES:
         yield dg.MaterializeResult(asset_key=published_key(table), metadata={
             "n_rows": copied[f"published.{table.name}"], "reporting_month": str(month)})

@@ -77,6 +77,19 @@ def _codelists(directory) -> pl.DataFrame:
     return pl.concat(frames).select("codelist_id", "codelist_version", "code", "term", "sha256")
 
 
+def _outside_england(directory) -> pl.DataFrame:
+    from pipelines.segmentation.deprivation import outside_england
+
+    postcodes = loader.scan_postcode_lsoa11(directory).select("postcode", "lsoa11_code", "country_code").collect()
+    return outside_england(postcodes, loader.scan_postcode_centroids(directory))
+
+
+def _ethnicity_codes(directory) -> pl.DataFrame:
+    from pipelines.segmentation.cohorts import load_ethnicity_codes
+
+    return load_ethnicity_codes(directory)
+
+
 def _spatial(directory) -> pl.DataFrame:
     from pipelines.segmentation.spatial import build_spatial_lsoa21
 
@@ -102,6 +115,16 @@ REFERENCE_ASSETS = [
         "Postcode -> LSOA 2021 by placing Code-Point Open centroids in LSOA 2021 polygons, for postcodes in split "
         "or complex LSOAs and postcodes newer than the lookup. Built once per reference-data version.",
         _spatial,
+    ),
+    _reference_asset(
+        "outside_england", ("postcode_lsoa11", "postcode_centroids"),
+        "Postcode districts and areas wholly outside England (ONS lookup) and postcodes Code-Point places outside "
+        "England that the lookup lacks: addresses IMD does not cover.", _outside_england,
+    ),
+    _reference_asset(
+        "ethnicity_codes", ("ethnicity_snomed", "eth_not_stated"),
+        "Ethnicity SNOMED codes -> NHS ethnic category (A-S, Z = not stated), 16 census groups and broad group.",
+        _ethnicity_codes,
     ),
     _reference_asset(
         "codelists", tuple(loader.load_manifest().codelists),

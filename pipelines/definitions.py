@@ -2,17 +2,11 @@
 
 import dagster as dg
 
-from assets.cohorts import cohort_catalogue, cohort_membership, register_membership
-from assets.feeds import staging_feeds
+from assets.cohorts import patient_model
 from assets.gaps import audit_gap_table, audit_inequality_table, audit_spc_series
-from assets.indicators import audit_indicator_catalogue, indicator_catalogue, patient_indicators
 from assets.lineage import LINEAGE_ASSETS
-from assets.population import (
-    deprivation_quality_table,
-    patient_attributes,
-    patient_deprivation,
-)
 from assets.disclosure import disclosure_audit
+from assets.population import patient_deprivation
 from assets.publish import publish_month
 from assets.reference import REFERENCE_ASSETS
 from assets.staging import staging_extract
@@ -53,34 +47,27 @@ def build_definitions(
     """
     # The serving snapshot and the report are built as candidates by the disclosure audit and put in
     # place by the publish step (assets/disclosure.py, assets/publish.py).
+    door = Warehouse(path=warehouse)
     base = dg.Definitions(
         assets=[
             *REFERENCE_ASSETS,
             staging_extract,
             patient_deprivation,
-            deprivation_quality_table,
-            patient_attributes,
-            register_membership,
-            cohort_membership,
-            patient_indicators,
-            indicator_catalogue,
+            patient_model,
+            *LINEAGE_ASSETS,
             audit_gap_table,
-            audit_indicator_catalogue,
             audit_inequality_table,
             audit_spc_series,
             disclosure_audit,
             publish_month,
-            staging_feeds,
-            cohort_catalogue,
-            *LINEAGE_ASSETS,
         ],
         jobs=[monthly_job, reference_job],
         schedules=SCHEDULES,
         sensors=SENSORS,
         loggers={**dg.default_loggers(), PROGRESS_LOGGER: progress_logger},
         resources={
-            "io_manager": DuckDBPolarsIOManager(database=warehouse),
-            "warehouse": Warehouse(path=warehouse),
+            "io_manager": DuckDBPolarsIOManager(warehouse=door),
+            "warehouse": door,
             "extracts": ExtractSource(root=extracts, column_mapping=column_mapping),
             "reference_data": ReferenceData(directory=reference_dir),
             "settings": settings or PipelineSettings(**settings_file.choices()),

@@ -136,16 +136,21 @@ def candidate_frame(con, table: PublishedTable, reporting_month: date, catalog: 
     return rows.drop([c for c in table.exclude if c in rows.columns])
 
 
-def publish(warehouse: Path, reporting_month: date, tables: Iterable[PublishedTable] = PUBLISHED_TABLES) -> dict[str, int]:
+def publish(warehouse, reporting_month: date, tables: Iterable[PublishedTable] = PUBLISHED_TABLES) -> dict[str, int]:
     """Copy the month's candidate rows of every table into `published`, in one transaction.
+
+    Arguments:
+        warehouse: the `Warehouse` resource (or its file).
+        reporting_month: the month.
+        tables: the registry.
 
     Returns:
         published table -> rows published for the month.
     """
-    from pipelines.warehouse import connect, copy_partitions, table_exists
+    from pipelines.warehouse import as_warehouse, copy_partitions, table_exists
 
     tables = list(tables)
-    with connect(warehouse) as con:
+    with as_warehouse(warehouse).connect() as con:
         missing = [t.name for t in tables if not table_exists(con, AUDIT, t.name)]
         if missing:
             raise ValueError(f"nothing published: the candidate table(s) {[f'{AUDIT}.{m}' for m in missing]} do not exist")

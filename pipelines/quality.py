@@ -146,7 +146,8 @@ def input_contract_outcome(
 
 
 def input_contract_outcomes(
-    staged, raw, patient_suite: Suite, event_suite: Suite, threshold: float, load_seconds: float = 0.0
+    staged, raw, patient_suite: Suite, event_suite: Suite, threshold: float, load_seconds: float = 0.0,
+    events_gate: GateResult | None = None,
 ) -> list[tuple[str, CheckOutcome]]:
     """Return ('patients' | 'events', outcome) for both input tables of a staged extract.
 
@@ -156,16 +157,19 @@ def input_contract_outcomes(
         patient_suite, event_suite: the input-contract suites (`staging_suites`).
         threshold: `PipelineSettings.max_quarantine_share`.
         load_seconds: time spent loading both suites, counted in the patients gate's time.
+        events_gate: the events suite's other expectations already run where the staged
+            events are (`gates.validate_sql`); None runs them on `staged.events`.
     """
     from pipelines.gates import validate
 
+    if events_gate is None:
+        events_gate = validate(staged.events, event_suite.without_quarantine_rules())
     return [
-        (table, input_contract_outcome(table, path.name, split, validate(frame, suite.without_quarantine_rules()),
-                                       threshold, split.seconds + extra))
-        for table, split, suite, frame, path, extra in (
-            ("patients", staged.patient_split, patient_suite, staged.patients, raw.patients_path, load_seconds),
-            ("events", staged.event_split, event_suite, staged.events, raw.events_path, 0.0),
-        )
+        ("patients", input_contract_outcome("patients", raw.patients_path.name, staged.patient_split,
+                                            validate(staged.patients, patient_suite.without_quarantine_rules()),
+                                            threshold, staged.patient_split.seconds + load_seconds)),
+        ("events", input_contract_outcome("events", raw.events_path.name, staged.event_split, events_gate,
+                                          threshold, staged.event_split.seconds)),
     ]
 
 
@@ -235,18 +239,28 @@ def register_prevalence(members: pl.DataFrame, n_patients: int, register_ids: li
                         schema={r: pl.Float64 for r in register_ids})
 
 
-def staging_suites(reporting_month: date, reference_dir: str | Path | None = None) -> tuple[Suite, Suite]:
+def staging_suites(reporting_month: date, reference_dir: str | Path | None = None, con=None) -> tuple[Suite, Suite]:
     """Return the patients and events input-contract suites with this month's parameters.
 
     The blood-pressure plausibility rules need the pinned QOF systolic and diastolic
-    codelists (sha256-checked like every reference file).
+    codelists: from the warehouse's `reference.codelists` when a connection is given (the
+    reference job loaded and checked them), else from the reference files (sha256-checked).
     """
     from pipelines.segmentation.extract import month_end
-    from reference_data.loader import read_codelist
 
     params: dict[str, Any] = {"reference_date": month_end(reporting_month), "sex_codes": list(SEX_CODES)}
-    for name, codelist in BP_CODELISTS.items():
-        params[name] = sorted(read_codelist(codelist, reference_dir)["code"].to_list())
+    if con is not None:
+        from pipelines.segmentation.cohorts import codelists_from_warehouse
+        from pipelines.segmentation.definitions import Definitions
+
+        codes = codelists_from_warehouse(con, Definitions({}, {}, {}, {}), list(BP_CODELISTS.values()))
+        for name, codelist in BP_CODELISTS.items():
+            params[name] = sorted(codes[codelist])
+    else:
+        from reference_data.loader import read_codelist
+
+        for name, codelist in BP_CODELISTS.items():
+            params[name] = sorted(read_codelist(codelist, reference_dir)["code"].to_list())
     return load_suite(suite_path("staging.patients"), params), load_suite(suite_path("staging.events"), params)
 
 
@@ -262,17 +276,20 @@ def outcome_frame(outcome: CheckOutcome, reporting_month: date, asset: str, chec
     return pl.DataFrame(records, schema=DATA_QUALITY.schema)
 
 
-def record(warehouse: Path, reporting_month: date, asset: str, check_name: str, outcome: CheckOutcome, run_id: str) -> None:
-    """Replace this gate's rows for the month in `audit.data_quality`, in one transaction."""
-    from pipelines.warehouse import connect, write_frame
+def record(warehouse, reporting_month: date, asset: str, check_name: str, outcome: CheckOutcome, run_id: str) -> None:
+    """Replace this gate's rows for the month in `audit.data_quality`, in one transaction.
+
+    Arguments:
+        warehouse: the `Warehouse` resource (or its file): the one door to the warehouse.
+    """
+    from pipelines.warehouse import as_warehouse
 
     frame = outcome_frame(outcome, reporting_month, asset, check_name, run_id)
-    with connect(warehouse) as con:
-        write_frame(con, *TABLE, frame, replace_where={"reporting_month": reporting_month, "asset": asset,
-                                                       "check_name": check_name})
+    as_warehouse(warehouse).write(*TABLE, frame, replace_where={"reporting_month": reporting_month, "asset": asset,
+                                                                "check_name": check_name})
 
 
-def check_result(context, warehouse: Path, asset_key, check_name: str, outcome: CheckOutcome):
+def check_result(context, warehouse, asset_key, check_name: str, outcome: CheckOutcome):
     """Record the outcome for the run's month, then return it as a Dagster asset-check result."""
     import dagster as dg
 
@@ -291,7 +308,7 @@ def history(warehouse: Path) -> pl.DataFrame:
     """Return `audit.data_quality` (empty when no gate has run yet)."""
     from pipelines.warehouse import connect, read_table, table_exists
 
-    if not warehouse.exists():
+    if not Path(warehouse).exists():
         return DATA_QUALITY.empty()
     with connect(warehouse, read_only=True) as con:
         return read_table(con, *TABLE) if table_exists(con, *TABLE) else DATA_QUALITY.empty()

@@ -15,18 +15,13 @@ import dagster as dg
 
 from pipelines import settings_file
 from pipelines.segmentation.extract import SUFFIXES, ExtractError
+from pipelines.warehouse import DEFAULT_WAREHOUSE, REPO_ROOT, WAREHOUSE_ENV, Warehouse, resolve_warehouse_path
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_WAREHOUSE = settings_file.DEFAULT_WAREHOUSE
+__all__ = ["DEFAULT_WAREHOUSE", "WAREHOUSE_ENV", "Warehouse", "resolve_warehouse_path", "ReferenceData", "ExtractSource",
+           "PipelineSettings", "ServingOutputs"]
 DEFAULT_EXTRACTS = REPO_ROOT / "data" / "extracts"
-WAREHOUSE_ENV = "CORE20_WAREHOUSE"
 EXTRACTS_ENV = "CORE20_EXTRACTS"
 DEFINITIONS_ENV = "CORE20_DEFINITIONS"
-
-
-def resolve_warehouse_path(path: str | None = None) -> Path:
-    """Return the warehouse file: the argument, else $CORE20_WAREHOUSE, else core20.toml, else data/warehouse/."""
-    return settings_file.warehouse_path(path)
 
 
 class ReferenceData(dg.ConfigurableResource):
@@ -77,16 +72,6 @@ class ExtractSource(dg.ConfigurableResource):
             for p in root.iterdir()
             if p.is_dir() and len(p.name) == 7 and any((p / f"patients{s}").exists() for s in SUFFIXES)
         )
-
-
-class Warehouse(dg.ConfigurableResource):
-    """The DuckDB warehouse file (one writer at a time: jobs use the in-process executor)."""
-
-    path: Optional[str] = None
-
-    def file(self) -> Path:
-        """Return the resolved warehouse path."""
-        return resolve_warehouse_path(self.path)
 
 
 class PipelineSettings(dg.ConfigurableResource):

@@ -32,11 +32,16 @@ UNREADABLE = "_unreadable_"  # prefix of the per-column flags casting leaves beh
 
 @dataclass(frozen=True)
 class RowRule:
-    """A named row-level rule: `failing` is True (never null) on the rows it catches."""
+    """A named row-level rule: `failing` is True (never null) on the rows it catches.
+
+    `sql` is the same rule as a DuckDB expression (`pipelines.pushdown.sql_masks`), used where
+    the rows never leave the warehouse (the staged events); None when it has no SQL form.
+    """
 
     name: str
     column: str | None
     failing: pl.Expr
+    sql: str | None = None
 
 
 @dataclass
@@ -66,13 +71,15 @@ def contract_rules(table: Table, frame: pl.DataFrame | pl.LazyFrame) -> list[Row
         ['event_date_unreadable', 'patient_id_missing', 'code_missing', 'event_date_missing']
     """
     names = frame.collect_schema().names() if isinstance(frame, pl.LazyFrame) else frame.columns
+    from pipelines.segmentation.sql import quote
+
     rules = [
-        RowRule(f"{c.name}_unreadable", c.name, pl.col(UNREADABLE + c.name))
+        RowRule(f"{c.name}_unreadable", c.name, pl.col(UNREADABLE + c.name), f"coalesce({quote(UNREADABLE + c.name)}, true)")
         for c in table.columns
         if UNREADABLE + c.name in names
     ]
     rules += [
-        RowRule(f"{c.name}_missing", c.name, pl.col(c.name).is_null())
+        RowRule(f"{c.name}_missing", c.name, pl.col(c.name).is_null(), f"({quote(c.name)} IS NULL)")
         for c in table.columns
         if not c.nullable and c.name in names
     ]
@@ -135,7 +142,9 @@ def split(
     started = time.perf_counter()
     if not rules:
         return Split(frame, QUARANTINE.empty(), frame.height)
-    flags = frame.select([rule.failing.fill_null(True).alias(f"_q{i}") for i, rule in enumerate(rules)])
+    # Rules see the rows as GX does (a float NaN is missing); the kept rows keep their values.
+    seen = frame.with_columns(pl.col(pl.Float32, pl.Float64).fill_nan(None))
+    flags = seen.select([rule.failing.fill_null(True).alias(f"_q{i}") for i, rule in enumerate(rules)])
     n_failing: dict[str, int] = {}
     for rule, n in zip(rules, flags.sum().row(0)):
         n_failing[rule.name] = n_failing.get(rule.name, 0) + int(n)

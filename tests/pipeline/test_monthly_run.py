@@ -364,3 +364,32 @@ def test_a_month_without_feeds_reports_their_indicators_as_not_available(run, tm
         catalogue.filter("is_available")["indicator_id"]
     )
     assert not FEED_INDICATORS & set(published(warehouse_copy).filter(pl.col("reporting_month") == month)["indicator_id"])
+
+
+@pytest.mark.parametrize("slice_patients", [997, 4_000])
+def test_the_patient_model_built_in_slices_of_patients_is_the_one_query_model(run, slice_patients):
+    # A big month's model is written a slice of patient keys at a time (ModelSession.model_sqls);
+    # the run above had one slice. Rebuilt here in slices (12,000 patients: 13 and 3 of them),
+    # every row must be the run's, and no patient may be missing or repeated.
+    from pipelines.resources import PipelineSettings
+    from pipelines.segmentation import definitions
+    from pipelines.segmentation.cohorts import codelists_from_warehouse
+    from pipelines.segmentation.extract import month_end
+    from pipelines.segmentation.patient_model import ModelBuilder, ModelSession
+
+    _, warehouse, _, _ = run
+    with connect(warehouse, read_only=True) as con:
+        present = read_table(con, "staging", "feed_availability", partition_column="reporting_month",
+                             partition_value=MONTH).filter("is_present")["feed"].to_list()
+        defs = definitions.load_definitions()
+        builder = ModelBuilder(defs, codelists_from_warehouse(con, defs), month_end(MONTH),
+                               PipelineSettings().primary_imd_vintage).plan(feeds_present=present)
+        ethnicity = pl.from_arrow(con.sql("select * from reference.ethnicity_codes").to_arrow_table())
+        queries = ModelSession.in_warehouse(con, MONTH, present, ethnicity).model_sqls(builder, slice_patients)
+        sliced = pl.concat([pl.from_arrow(con.sql(q).to_arrow_table()) for q in queries])
+        written = read_table(con, "population", "patient_model", partition_column="reporting_month", partition_value=MONTH)
+    n_patients = written.height
+    assert len(queries) == -(-n_patients // slice_patients) > 1
+    assert sliced["patient_id"].n_unique() == sliced.height == n_patients
+    columns = written.columns
+    assert sliced.select(columns).sort("patient_id").equals(written.sort("patient_id"))
