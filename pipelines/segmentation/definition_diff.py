@@ -179,6 +179,11 @@ def diff_definitions(
     events = session.sources.events
     month_filter = (f" and e.reporting_month = {literal(data.reference_date.replace(day=1))}"
                     if "reporting_month" in session.sources.columns.get(events, ()) else "")
+    if session.sources.event_codes is not None:
+        # Keyed events (staging.event_rows: patient_key, code_key) carry no code or patient id:
+        # count carriers on the readable view over them, one month of it.
+        events = "staging.events"
+        month_filter = f" and e.reporting_month = {literal(data.reference_date.replace(day=1))}"
     changes = []
     for kind, definition_id in keys:
         in_old, in_new = definition_id in old.store(kind), definition_id in new.store(kind)
