@@ -347,13 +347,8 @@ def end_run(context, warehouse: Path) -> None:
 
 
 # --- another process holding the DuckDB file itself ----------------------------------------
-
-DUCKDB_WAIT_ENV = "CORE20_WAREHOUSE_LOCK_SECONDS"
-
-
-def _is_lock_conflict(error: Exception) -> bool:
-    text = str(error).lower()
-    return "lock" in text and ("conflicting" in text or "could not set lock" in text)
+# pipelines/warehouse.py `connect` waits for it ($CORE20_WAREHOUSE_LOCK_SECONDS, else the run
+# wait above), says once whom it waits for, and raises WarehouseBusy past the wait.
 
 
 def _pid_in(error: Exception) -> str:
@@ -361,48 +356,6 @@ def _pid_in(error: Exception) -> str:
 
     found = re.search(r"\(PID (\d+)\)", str(error))
     return f"process {found.group(1)}" if found else "another process"
-
-
-def open_duckdb(path: Path, *, read_only: bool, wait: float | None = None,
-                say: Callable[[str], None] | None = None):
-    """Open the warehouse with DuckDB, waiting (with one message) while another process holds the file.
-
-    DuckDB lets one process write a file and blocks it while any other process holds it,
-    even read-only: an analyst's DuckDB session on the warehouse, or a second tool. Runs
-    hold the writer lock against each other; this covers everything else, so such a reader
-    delays a run instead of failing it. The wait is $CORE20_WAREHOUSE_LOCK_SECONDS, else
-    the run wait ($CORE20_RUN_WAIT_SECONDS, default one hour).
-
-    Raises:
-        WarehouseBusy: still held after the wait; the message names the file and the holder.
-    """
-    import duckdb
-
-    # DuckDB spills big aggregations to disk past this instead of growing the process.
-    config = {"memory_limit": os.environ.get("CORE20_DUCKDB_MEMORY") or "1.25GB"}
-    if wait is None:
-        wait = wait_seconds(os.environ.get(DUCKDB_WAIT_ENV) or None)
-    deadline, told = time.monotonic() + wait, False
-    while True:
-        try:
-            return duckdb.connect(str(path), read_only=read_only, config=config)
-        except duckdb.IOException as error:
-            if not _is_lock_conflict(error):
-                raise
-            if time.monotonic() >= deadline:
-                raise WarehouseBusy(
-                    f"the warehouse {path} is held open by {_pid_in(error)} (a DuckDB session, a BI tool or another "
-                    f"program) and stayed held for {wait:.0f} s; DuckDB lets no process write a file another holds, "
-                    "even read-only. Close that session - people and Power BI should open the serving snapshot "
-                    "(serving/current/core20plus5.duckdb), never the warehouse - and run again."
-                ) from None
-            if not told:
-                (say or _stderr)(
-                    f"waiting for {_pid_in(error)} to close the warehouse {path} (DuckDB lets no process write a file "
-                    f"another holds open, even read-only); waiting up to {wait:.0f} s. Analysts should open "
-                    "serving/current/core20plus5.duckdb instead.")
-                told = True
-            time.sleep(_POLL_SECONDS)
 
 
 # --- what readers read while a run holds the warehouse --------------------------------------
