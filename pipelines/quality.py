@@ -26,7 +26,9 @@ from pipelines.segmentation.quarantine import Split
 from pipelines.segmentation.schemas import DATA_QUALITY, MATCH_METHODS, SEX_CODES
 
 TABLE = ("audit", "data_quality")
-BP_CODELISTS = {"systolic_codes": "systolic_blood_pressure_qof", "diastolic_codes": "diastolic_blood_pressure_qof"}
+# Codelists whose codes carry a value with a plausible range, named as the events suite's parameters.
+VALUE_CODELISTS = {"systolic_codes": "systolic_blood_pressure_qof", "diastolic_codes": "diastolic_blood_pressure_qof",
+                   "qrisk_codes": "qriskscore_cod"}
 
 
 @dataclass(frozen=True)
@@ -242,8 +244,8 @@ def register_prevalence(members: pl.DataFrame, n_patients: int, register_ids: li
 def staging_suites(reporting_month: date, reference_dir: str | Path | None = None, con=None) -> tuple[Suite, Suite]:
     """Return the patients and events input-contract suites with this month's parameters.
 
-    The blood-pressure plausibility rules need the pinned QOF systolic and diastolic
-    codelists: from the warehouse's `reference.codelists` when a connection is given (the
+    The value plausibility rules need the pinned codelists of the codes they range-check
+    (QOF systolic and diastolic blood pressure, QRISK score): from the warehouse's `reference.codelists` when a connection is given (the
     reference job loaded and checked them), else from the reference files (sha256-checked).
     """
     from pipelines.segmentation.extract import month_end
@@ -253,13 +255,13 @@ def staging_suites(reporting_month: date, reference_dir: str | Path | None = Non
         from pipelines.segmentation.cohorts import codelists_from_warehouse
         from pipelines.segmentation.definitions import Definitions
 
-        codes = codelists_from_warehouse(con, Definitions({}, {}, {}, {}), list(BP_CODELISTS.values()))
-        for name, codelist in BP_CODELISTS.items():
+        codes = codelists_from_warehouse(con, Definitions({}, {}, {}, {}), list(VALUE_CODELISTS.values()))
+        for name, codelist in VALUE_CODELISTS.items():
             params[name] = sorted(codes[codelist])
     else:
         from reference_data.loader import read_codelist
 
-        for name, codelist in BP_CODELISTS.items():
+        for name, codelist in VALUE_CODELISTS.items():
             params[name] = sorted(read_codelist(codelist, reference_dir)["code"].to_list())
     return load_suite(suite_path("staging.patients"), params), load_suite(suite_path("staging.events"), params)
 

@@ -839,8 +839,15 @@ def stage_events(
         relation, source = _events_relation(con, raw)
         names = [c.name for c in INPUT_EVENTS.columns]
         flags = [f for f in (f"{quarantine.UNREADABLE}{n}" for n in names) if f in _columns(con, relation)]
-        all_rules = quarantine.contract_rules(INPUT_EVENTS, pl.DataFrame(schema={**{n: pl.String for n in names},
-                                                                                 **{f: pl.Boolean for f in flags}}))
+        # Pass 1. Rules see the rows as GX does (a NaN value is missing); rows keep their values,
+        # and the contract's not-finite rule reads them as supplied (`__raw_<column>`).
+        seen = as_gx_sees_sql(con, relation, keep_raw=True)
+        prefix = quarantine.RAW
+        raw_floats = [c[len(prefix):] for c in _columns(con, seen) if c.startswith(prefix)]
+        # (A value column the file stores as whole numbers holds no NaN or infinity: no such rule.)
+        all_rules = quarantine.contract_rules(INPUT_EVENTS, pl.DataFrame(schema={
+            **{c.name: c.dtype for c in INPUT_EVENTS.columns if c.dtype != pl.Float64 or c.name in raw_floats},
+            **{f: pl.Boolean for f in flags}}))
         all_rules += list(rules)
         missing_sql = [r.name for r in all_rules if r.sql is None]
         if missing_sql:
@@ -848,11 +855,8 @@ def stage_events(
         con.register("_population", population.select("patient_id", "patient_key").to_arrow())
         reference_date = month_end(reporting_month)
         any_rule = " OR ".join(f"({r.sql})" for r in all_rules) or "false"
-        # Pass 1. Rules see the rows as GX does (a NaN value is missing); rows keep their values.
-        seen = as_gx_sees_sql(con, relation, keep_raw=True)
-        raw_floats = [c[len("__raw_"):] for c in _columns(con, seen) if c.startswith("__raw_")]
-        restored = ", ".join(f"{quote('__raw_' + c)} AS {quote(c)}" for c in raw_floats)
-        excluded = ", ".join(quote("__raw_" + c) for c in raw_floats)
+        restored = ", ".join(f"{quote(prefix + c)} AS {quote(c)}" for c in raw_floats)
+        excluded = ", ".join(quote(prefix + c) for c in raw_floats)
         restore = f" EXCLUDE ({excluded}) REPLACE ({restored})" if raw_floats else ""
         subset = pl.from_arrow(con.sql(
             f"SELECT * FROM (SELECT *{restore}, ({any_rule}) AS _caught FROM {seen}) "

@@ -340,6 +340,14 @@ def feed_stage_outside_its_values(folder):
     return ["cancer_registry.csv: column 'stage' has", "value(s) outside ['1', '2', '3', '4'] (blank is allowed)"]
 
 
+def feed_stage_not_a_finite_number(folder):
+    # A feed has no quarantine: NaN or infinity where a whole number belongs refuses the file.
+    frame = _feed(folder, "cancer_registry")
+    stages = pl.Series(["NaN", "inf", "1e400"] * (frame.height // 3 + 1)).head(frame.height)
+    frame.with_columns(stages.alias("stage")).write_csv(folder / "cancer_registry.csv")
+    return ["cancer_registry.csv: column 'stage' should hold whole numbers"]
+
+
 def feed_unreadable_dates(folder):
     frame = _feed(folder, "cancer_registry").with_columns(pl.lit("sometime").alias("diagnosis_date"))
     frame.write_csv(folder / "cancer_registry.csv")
@@ -390,7 +398,8 @@ def feed_is_a_folder(folder):
 
 
 FEED_CASES = [
-    feed_boolean_in_words, feed_missing_a_column, feed_stage_outside_its_values, feed_unreadable_dates,
+    feed_boolean_in_words, feed_missing_a_column, feed_stage_outside_its_values, feed_stage_not_a_finite_number,
+    feed_unreadable_dates,
     feed_blank_required_date, feed_empty_file, feed_truncated_parquet, feed_in_two_files, feed_nested_column,
     feed_is_a_folder,
 ]
