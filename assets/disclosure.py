@@ -34,9 +34,14 @@ CHECK = "disclosure_rules"
 def disclosure_audit(context: dg.AssetExecutionContext, warehouse: Warehouse, serving: ServingOutputs,
                      reference_data: ReferenceData):
     from pipelines.disclosure_audit import audit_candidates
-    from pipelines.serving import build_candidates, discard_candidates
+    from pipelines.serving import build_candidates, discard_candidates, sweep_leftovers
 
     month = month_of(context)
+    # The run holds the warehouse's writer lock, so no other run builds in its folders: what
+    # is there unfinished was left by a killed run (issue 15: .building folders outlived recovery).
+    removed = sweep_leftovers(serving.serving_path(), serving.reports_path())
+    if removed:
+        context.log.info(f"removed {len(removed)} unfinished build(s) or temporary file(s) a stopped run left")
     started = time.perf_counter()
     built = build_candidates(warehouse.file(), serving.serving_path(), serving.reports_path(), reference_data.path(), month,
                              powerbi_parquet_folder=serving.powerbi_folder())

@@ -7,8 +7,9 @@ disclosure audit (assets/disclosure.py) passed; a blocked run never reaches it, 
 published tables, the serving snapshot and the reports stay exactly as they were.
 
 Order: the warehouse's publish transaction first, then the audited candidate snapshot is
-swapped in and the audited candidate report moved into place (pipelines/serving.py). Each of
-the three is atomic on its own; making the three one recoverable unit is issue 15's.
+swapped in and the audited candidate report moved into place (pipelines/serving.py). A
+journal makes the three one recoverable unit: a run killed in between is finished or undone
+at the start of the next run or command (pipelines/publish_journal.py).
 """
 
 
@@ -18,7 +19,7 @@ from assets.cohorts import month_of
 from assets.disclosure import DISCLOSURE
 from assets.staging import MONTH_META
 from pipelines.partitions import MONTHLY
-from pipelines.publication import PUBLISHED_TABLES, audit_key, publish, published_key, ungated
+from pipelines.publication import PUBLISHED_TABLES, audit_key, published_key, ungated
 from pipelines.resources import ServingOutputs, Warehouse
 
 CANDIDATES = [audit_key(t) for t in PUBLISHED_TABLES if t.audit_asset]
@@ -44,7 +45,7 @@ REPORT = dg.AssetKey(["reports", "monthly_report"])
 )
 def publish_month(context: dg.AssetExecutionContext, warehouse: Warehouse, serving: ServingOutputs):
     """Copy every gated candidate of the month into `published` in one transaction, then put the audited outputs in place."""
-    from pipelines.serving import promote_candidates
+    from pipelines import publish_journal
 
     evaluations = [record.get_dagster_event().event_specific_data for record in context.instance.all_logs(
         context.run.run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION)]
@@ -54,11 +55,11 @@ def publish_month(context: dg.AssetExecutionContext, warehouse: Warehouse, servi
     if reasons:
         raise dg.Failure(description="nothing published (the published tables are unchanged): " + "; ".join(reasons))
     month = month_of(context)
-    copied = publish(warehouse, month)
+    copied, placed = publish_journal.publish_month(warehouse, serving.serving_path(), serving.reports_path(), month,
+                                                   keep=serving.keep_snapshots)
     for table in PUBLISHED_TABLES:
         yield dg.MaterializeResult(asset_key=published_key(table), metadata={
             "n_rows": copied[f"published.{table.name}"], "reporting_month": str(month)})
-    placed = promote_candidates(serving.serving_path(), serving.reports_path(), month, keep=serving.keep_snapshots)
     manifest = placed["manifest"]
     yield dg.MaterializeResult(asset_key=SERVING, metadata={
         "snapshot": manifest["snapshot"], "path": dg.MetadataValue.path(str(serving.serving_path() / "current")),

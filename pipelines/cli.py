@@ -205,6 +205,8 @@ def main(argv: list[str] | None = None) -> int:
 def _command(args: argparse.Namespace) -> int:
     if args.command in ("run", "quality", "explain", "diff-definitions"):
         _sweep_orphaned_runs()
+    if args.command in ("quality", "explain", "diff-definitions", "quarantine", "disclosure-audit"):
+        _recover_publication(args)  # `run` does it inside its Dagster run, holding the warehouse
     try:
         if args.command == "synth":
             return _synth(args)
@@ -251,6 +253,22 @@ def _init(args: argparse.Namespace) -> int:
         print(f"commands started elsewhere find it with --settings {shlex.quote(str(target))} "
               f"or {settings_file.SETTINGS_ENV}={shlex.quote(str(target))}")
     return EXIT_OK
+
+
+def _recover_publication(args: argparse.Namespace) -> None:
+    """Finish or undo a publication a killed run left half done, if no run holds the warehouse now."""
+    from pipelines import settings_file
+    from pipelines.publish_journal import recover_if_idle
+    from pipelines.resources import resolve_warehouse_path
+
+    given = getattr(args, "warehouse", None)
+    try:
+        warehouse = resolve_warehouse_path(given)
+        serving = settings_file.output_path("serving", getattr(args, "serving", None), given)
+        reports = settings_file.output_path("reports", getattr(args, "reports", None), given)
+    except Exception:  # noqa: BLE001 - the command itself reports settings or a warehouse it cannot use
+        return
+    recover_if_idle(warehouse, serving, reports, say=lambda message: print(f"core20: {message}", file=sys.stderr))
 
 
 def _sweep_orphaned_runs() -> None:

@@ -136,13 +136,20 @@ def candidate_frame(con, table: PublishedTable, reporting_month: date, catalog: 
     return rows.drop([c for c in table.exclude if c in rows.columns])
 
 
-def publish(warehouse, reporting_month: date, tables: Iterable[PublishedTable] = PUBLISHED_TABLES) -> dict[str, int]:
+PUBLICATIONS = (AUDIT, "publications")
+
+
+def publish(warehouse, reporting_month: date, tables: Iterable[PublishedTable] = PUBLISHED_TABLES,
+            token: str | None = None) -> dict[str, int]:
     """Copy the month's candidate rows of every table into `published`, in one transaction.
 
     Arguments:
         warehouse: the `Warehouse` resource (or its file).
         reporting_month: the month.
         tables: the registry.
+        token: the publication journal's token (`pipelines/publish_journal.py`), recorded in
+            `audit.publications` in the same transaction, so that after a crash the journal
+            can tell whether the commit happened.
 
     Returns:
         published table -> rows published for the month.
@@ -172,8 +179,24 @@ def publish(warehouse, reporting_month: date, tables: Iterable[PublishedTable] =
             con, [(sources[t.name], (PUBLISHED, t.name), t.partition_column) for t in tables], reporting_month,
             exclude={f"{PUBLISHED}.{t.name}": t.exclude for t in tables if t.exclude and not t.controlled},
             # What this release showed and hid, privately, for the next release of the month to link to.
-            then=lambda c: record_release(c, reporting_month),
+            then=lambda c: (record_release(c, reporting_month), token and record_publication(c, token, reporting_month)),
         )
+
+
+def record_publication(con, token: str, reporting_month: date) -> None:
+    """Record that the publication `token` committed (inside the publish transaction)."""
+    schema, table = PUBLICATIONS
+    con.execute(f"create table if not exists {schema}.{table} (token VARCHAR, reporting_month DATE, committed_at TIMESTAMP)")
+    con.execute(f"insert into {schema}.{table} values (?, ?, current_timestamp::timestamp)", [token, reporting_month])
+
+
+def publication_committed(con, token: str) -> bool:
+    """Return whether the publication `token` committed in this warehouse."""
+    from pipelines.warehouse import table_exists
+
+    schema, table = PUBLICATIONS
+    return table_exists(con, schema, table) and bool(
+        con.execute(f"select count(*) from {schema}.{table} where token = ?", [token]).fetchall()[0][0])
 
 
 VIEWS = "pub"

@@ -320,6 +320,16 @@ def start_run(context, warehouse: Path) -> None:
         context.instance.add_run_tags(run.run_id, {RETRYABLE_TAG: "true"})  # nothing wrong with its data
         release_run(context.instance, run.run_id)
         raise
+    # Before anything else: a publication a killed run left half done is finished or undone,
+    # so the warehouse, the serving snapshot and the report agree (pipelines/publish_journal.py).
+    from pipelines.publish_journal import recover
+
+    def say(message: str) -> None:
+        _stderr(f"core20: {message}")  # the person who started the run sees it, as well as the run's log
+        if context.log:
+            context.log.warning(message)
+
+    recover(Path(warehouse), say=say)
     from pipelines.limits import start_memory_watchdog
 
     instance, run_id = context.instance, run.run_id

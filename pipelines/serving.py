@@ -166,6 +166,9 @@ def build_snapshot(warehouse: Path, target: Path, candidate_month=None, *, power
         "duckdb_storage_version": STORAGE_VERSION,
     }
     (target / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True), encoding="utf-8")
+    # The snapshot names itself: the serving root's `CURRENT` is a link to `current/CURRENT`,
+    # so repointing `current` alone switches both (one rename, see swap_current).
+    (target / POINTER).write_text(f"{SNAPSHOTS}/{manifest['snapshot']}\n", encoding="utf-8")
     os.chmod(database, 0o444)  # a serving file is read-only for everyone, the pipeline included
     return manifest
 
@@ -207,16 +210,55 @@ def publish_snapshot(warehouse: Path, root: Path, *, keep: int = 3, powerbi_parq
 
 
 def swap_current(root: Path, snapshot: Path) -> None:
-    """Point `root/current` at `snapshot` with one atomic rename of a new symlink over the old."""
-    link = root / CURRENT
-    temporary = root / f".{CURRENT}.{os.getpid()}.tmp"
+    """Point `root/current` at `snapshot` with ONE atomic rename of a new symlink over the old.
+
+    `root/CURRENT` (the text pointer Power Query reads) is itself a link to `current/CURRENT`,
+    a file inside every snapshot naming it, so it follows `current` in the same rename: a
+    crash can never leave the two naming different snapshots. A serving folder from before
+    this layout has `CURRENT` as a plain file; it becomes the link here, once, after the
+    swap (until then it still names a complete snapshot). A snapshot built before the layout
+    has no `CURRENT` inside: it is given one before it can be pointed at.
+    """
+    if not (snapshot / POINTER).exists():
+        (snapshot / POINTER).write_text(f"{SNAPSHOTS}/{snapshot.name}\n", encoding="utf-8")
+    _replace_link(root / CURRENT, Path(SNAPSHOTS) / snapshot.name)
+    pointer = root / POINTER
+    if not (pointer.is_symlink() and os.readlink(pointer) == f"{CURRENT}/{POINTER}"):
+        _replace_link(pointer, Path(CURRENT) / POINTER)
+
+
+def _replace_link(link: Path, target: Path) -> None:
+    """Make `link` a symlink to `target` by renaming a new link over it (atomic on POSIX)."""
+    temporary = link.parent / f".{link.name}.{os.getpid()}.tmp"
     if temporary.is_symlink() or temporary.exists():
         temporary.unlink()
-    os.symlink(Path(SNAPSHOTS) / snapshot.name, temporary, target_is_directory=True)
+    os.symlink(target, temporary)
     os.replace(temporary, link)
-    pointer = root / f".{POINTER}.{os.getpid()}.tmp"
-    pointer.write_text(f"{SNAPSHOTS}/{snapshot.name}\n", encoding="utf-8")
-    os.replace(pointer, root / POINTER)
+
+
+def leftovers(root: Path, reports_dir: Path) -> list[Path]:
+    """Return what killed runs can leave: temporary links, building folders, candidate pointers and reports.
+
+    Only meaningful while no run is building (the caller holds the warehouse's writer lock).
+    """
+    found = [p for name in (CURRENT, POINTER) for p in root.glob(f".{name}.*.tmp")]
+    if (root / SNAPSHOTS).is_dir():
+        found += sorted((root / SNAPSHOTS).glob(".*.building")) + sorted((root / SNAPSHOTS).glob(".candidate-*"))
+    if (reports_dir / CANDIDATES).is_dir():
+        found += sorted((reports_dir / CANDIDATES).iterdir())
+    return found
+
+
+def sweep_leftovers(root: Path, reports_dir: Path) -> list[str]:
+    """Remove `leftovers` (the caller holds the warehouse's writer lock); return their names."""
+    removed = []
+    for path in leftovers(root, reports_dir):
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+        removed.append(path.name)
+    return removed
 
 
 def read_pointer(root: Path) -> Path:
@@ -250,8 +292,8 @@ def prune(root: Path, *, keep: int) -> list[str]:
 # ---------------------------------------------------------------------------
 # Candidates: a month's snapshot and report are built before the month is published, audited
 # with the candidate tables (pipelines/disclosure_audit.py), and only put in place after the
-# warehouse's publish transaction. Issue 15 will make publish + swap one recoverable unit; the
-# steps are kept apart here (build_candidates / promote_candidates / discard_candidates) for that.
+# warehouse's publish transaction. `pipelines/publish_journal.py` makes the three one
+# recoverable unit: `place_candidates` can be repeated from wherever a killed run stopped.
 # ---------------------------------------------------------------------------
 
 CANDIDATES = ".candidates"
@@ -304,23 +346,50 @@ def candidate_snapshot(serving_root: Path, reports_dir: Path, month) -> Path | N
 
 def promote_candidates(serving_root: Path, reports_dir: Path, month, *, keep: int = 3) -> dict:
     """Put the audited candidates in place (after the publish transaction): snapshot swap, report move."""
+    plan = candidate_plan(serving_root, reports_dir, month)
+    return place_candidates(serving_root, plan["snapshot_id"], Path(plan["candidate_report"]), Path(plan["report"]),
+                            month, keep=keep)
+
+
+def candidate_plan(serving_root: Path, reports_dir: Path, month) -> dict[str, str]:
+    """Return the names `place_candidates` needs, read before anything moves (for the publication journal)."""
     from pipelines.report.page import report_path
 
     paths = candidate_paths(serving_root, reports_dir, month)
     building = candidate_snapshot(serving_root, reports_dir, month)
     if building is None or not paths["report"].exists():
         raise FileNotFoundError(f"no audited candidate outputs for {month:%Y-%m} (run the disclosure audit first)")
-    snapshot_id = building.name.strip(".").removesuffix(".building")
-    final = serving_root / SNAPSHOTS / snapshot_id
-    building.rename(final)
-    paths["pointer"].unlink()
-    swap_current(serving_root, final)
+    return {"snapshot_id": building.name.strip(".").removesuffix(".building"),
+            "candidate_report": str(paths["report"]), "report": str(report_path(reports_dir, month))}
+
+
+def place_candidates(serving_root: Path, snapshot_id: str, candidate_report: Path, report: Path, month, *,
+                     keep: int = 3, failpoint=lambda name: None) -> dict:
+    """Move a month's audited candidate snapshot and report into place; safe to repeat after a crash.
+
+    Each step checks whether it was already done, so recovery can run the whole sequence
+    again from wherever a killed run stopped: the building folder renamed to the snapshot,
+    `current` repointed (one rename), older versions of the month retired, old snapshots
+    pruned, the candidate pointer removed, the report moved over the month's report.
+    """
+    snapshots = serving_root / SNAPSHOTS
+    building, final = snapshots / f".{snapshot_id}.building", snapshots / snapshot_id
+    if building.exists() and not final.exists():
+        building.rename(final)
+        failpoint("snapshot-renamed")
+    if not final.exists():
+        raise FileNotFoundError(f"the audited snapshot {final} is gone; run the month again")
+    if current_snapshot(serving_root) != final.resolve() or not (serving_root / POINTER).is_symlink():
+        swap_current(serving_root, final)
+        failpoint("current-swapped")
     retire_versions(serving_root, month, final)
     prune(serving_root, keep=keep)
-    target = report_path(reports_dir, month)
-    os.replace(paths["report"], target)
+    candidate_paths(serving_root, report.parent, month)["pointer"].unlink(missing_ok=True)
+    if candidate_report.exists():
+        os.replace(candidate_report, report)
+        failpoint("report-moved")
     manifest = json.loads((final / MANIFEST).read_text(encoding="utf-8"))
-    return {"snapshot": final, "report": target, "manifest": manifest | {"snapshot": snapshot_id}}
+    return {"snapshot": final, "report": report, "manifest": manifest | {"snapshot": snapshot_id}}
 
 
 def discard_candidates(serving_root: Path, reports_dir: Path, month) -> None:
