@@ -12,7 +12,7 @@ What it knows:
   patients, 'matched' = the methods that give a decile, numerators never above denominators;
 - every linear identity between the populations behind those counts, as the most informed
   reader would: found here from the patients themselves by exact elimination over every distinct
-  membership pattern (the pipeline selects independent patterns by QR first), applied in every cell
+  membership pattern (the pipeline selects independent patterns first), applied in every cell
   where all the populations in it are published (indicators sharing a denominator; all ages
   minus adults = children per practice, from deprivation quality and two indicators);
 - optionally an earlier release of the same month, and how each true count changed since
@@ -25,6 +25,9 @@ count when it is pinned to one value, unless a visible 0 above it already says i
 """
 
 from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
 
 import numpy as np
 import polars as pl
@@ -71,7 +74,7 @@ def _identities(memberships: pl.DataFrame) -> list[dict[str, float]]:
     """Return a basis of the linear identities among the populations, with whole-number coefficients.
 
     Exact Gaussian elimination with fractions over every distinct membership pattern (the
-    pipeline picks independent rows by QR first; this stays naive on purpose), then each
+    pipeline picks independent rows first; this stays naive on purpose), then each
     null-space vector scaled to whole numbers, so integer programmes can meet them exactly.
     """
     from fractions import Fraction
@@ -427,3 +430,63 @@ def memberships_of(results: pl.DataFrame, deprivation: pl.DataFrame) -> pl.DataF
         parts.append(deprivation.filter(method.is_in(list(MATCHED))).select(
             "patient_id", pl.lit(f"{vintage}:matched").alias("population")))
     return pl.concat(parts).unique()
+
+
+def published_month(warehouse: Path, month: dt.date, with_alone: bool = False) -> dict:
+    """Return what the attacker needs of a published month: its published tables, the true counts
+    (from the private tables, profile 'none'), the memberships behind its populations and the
+    fine-to-coarse maps; with `with_alone`, the month suppressed on its own as a control.
+    """
+    from pipelines.segmentation.cohorts import reported_cohorts
+    from pipelines.segmentation.deprivation_quality import deprivation_quality
+    from pipelines.segmentation.disclosure import NONE, get_profile
+    from pipelines.segmentation.gaps import build_gap_table
+    from pipelines.warehouse import connect, read_table
+
+    with connect(warehouse, read_only=True) as con:
+        tables = {name: read_table(con, *name.split(".")).filter(pl.col("reporting_month") == month) for name in (
+            "published.gap_table", "published.deprivation_quality", "indicators.patient_indicators",
+            "population.patient_attributes", "population.patient_deprivation", "staging.patients",
+            "indicators.indicator_catalogue", "cohorts.cohort_membership", "cohorts.cohort_catalogue")}
+    gap = tables["published.gap_table"]
+    vintage = gap.filter(pl.col("breakdown") == "overall")["imd_vintage"][0]
+    truth = build_gap_table(tables["indicators.patient_indicators"].lazy(), tables["population.patient_attributes"].lazy(),
+                            tables["indicators.indicator_catalogue"], profile=NONE, primary_vintage=vintage,
+                            cohorts=reported_cohorts(tables["cohorts.cohort_membership"], tables["cohorts.cohort_catalogue"]).lazy())
+    deprivation = tables["population.patient_deprivation"].join(
+        tables["staging.patients"].select("patient_id", "practice_code"), on="patient_id")
+    attributes = tables["population.patient_attributes"]
+    fine = {"ethnicity_16": dict(attributes.select("ethnicity_16", "ethnicity_broad").drop_nulls().unique().rows()),
+            "sub_icb": dict(attributes.select("sicbl_code", "icb_code").drop_nulls().unique().rows())}
+    alone = None
+    if with_alone:
+        # The month suppressed on its own, as the pipeline did before releases were linked.
+        figures: dict = {}
+        alone = build_gap_table(
+            tables["indicators.patient_indicators"].lazy(), tables["population.patient_attributes"].lazy(),
+            tables["indicators.indicator_catalogue"], profile=get_profile(gap["disclosure_profile"][0]),
+            primary_vintage=vintage, deprivation=deprivation.lazy(), audit_stats=figures,
+            quality=deprivation_quality(deprivation, month),
+            cohorts=reported_cohorts(tables["cohorts.cohort_membership"], tables["cohorts.cohort_catalogue"]).lazy())
+        alone = (alone, figures["quality"])
+    return {"gap": gap, "truth": truth, "quality": tables["published.deprivation_quality"], "alone": alone,
+            "quality_truth": deprivation_quality(deprivation, month), "vintage": vintage, "fine": fine,
+            "memberships": memberships_of(tables["indicators.patient_indicators"], deprivation),
+            "profile": gap["disclosure_profile"][0]}
+
+
+def add_one_patient(folder: Path) -> None:
+    """Re-send an extract with one patient added: a copy, under a new id, of the patient with most events."""
+    import json
+
+    events = pl.read_parquet(folder / "events.parquet")
+    source = events.group_by("patient_id").len().sort("len", "patient_id", descending=True)["patient_id"][0]
+    meta = json.loads((folder / "extract.json").read_text())
+    for path in sorted(folder.glob("*.parquet")):
+        frame = pl.read_parquet(path)
+        copy = frame.filter(pl.col("patient_id") == source).with_columns(pl.lit("RESENT-ADDED-1").alias("patient_id"))
+        pl.concat([frame, copy]).write_parquet(path)
+        if path.stem in meta.get("row_counts", {}):
+            meta["row_counts"][path.stem] += copy.height
+    meta["n_patients"] = meta.get("n_patients", 0) + 1
+    (folder / "extract.json").write_text(json.dumps(meta, indent=2, sort_keys=True))

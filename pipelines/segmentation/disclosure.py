@@ -852,18 +852,25 @@ def suppress(problem: CountProblem, profile: DisclosureProfile, primary_units: s
                 if covered(v):
                     return
                 short = None
-                top, binding = component.extreme(v, -1.0)
-                if top < high - 1e-6:
-                    short = binding
-                    if not small_like(v) and low is not None:
-                        bottom, binding_low = component.extreme(v, 1.0)
-                        if bottom <= low + 1e-6:
-                            return
-                        short = binding + binding_low
-                elif small_like(v):
+                # An end a solution so far already reached needs no LP: hiding only widens the
+                # feasible set, so that point is still one a reader cannot rule out.
+                if small_like(v) and reaches(v, True):
                     bottom, binding_low = component.extreme(v, 1.0)
                     if bottom > low + 1e-6:
                         short = binding_low
+                else:
+                    top, binding = component.extreme(v, -1.0)
+                    if top < high - 1e-6:
+                        short = binding
+                        if not small_like(v) and low is not None:
+                            bottom, binding_low = component.extreme(v, 1.0)
+                            if bottom <= low + 1e-6:
+                                return
+                            short = binding + binding_low
+                    elif small_like(v) and not reaches(v, False):
+                        bottom, binding_low = component.extreme(v, 1.0)
+                        if bottom > low + 1e-6:
+                            short = binding_low
                 if short is None:
                     return
                 candidates = [c for c in dict.fromkeys(short) if not is_hidden(c) and cost_of_hiding(c) is not None]
