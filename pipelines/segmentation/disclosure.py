@@ -645,6 +645,7 @@ class SuppressionResult:
     n_lp_solves: int = 0
     n_components: int = 0
     n_complements: int = 0
+    n_prior_cut: int = 0
 
 
 def suppress(problem: CountProblem, profile: DisclosureProfile, primary_units: set | None = None) -> SuppressionResult:
@@ -763,6 +764,29 @@ def suppress(problem: CountProblem, profile: DisclosureProfile, primary_units: s
                                {v: b[1] for v, b in bounds.items()},
                                {v: (fixed_lower[v], fixed_upper[v]) for v in variables}, relations, at_most)
         seen_hidden = {v for v in variables if is_hidden(v)}
+        # With earlier releases: what they and the structure alone allow of a count (`_within_prior`),
+        # from a model of the part with every count hidden, built when a target first falls short.
+        prior: dict[int, tuple[float, float]] = {}
+        prior_model: list = []
+
+        def learn_prior(v: int) -> bool:
+            """Work out the count's prior interval; return whether it cut the count's need."""
+            if not problem.released or v in prior:
+                return False
+            if not prior_model:
+                hidden_all = {x: ((float(problem.exact[x]),) * 2 if x in problem.exact else (fixed_lower[x], fixed_upper[x]))
+                              for x in variables}
+                prior_model.append(_Component(variables, problem, {x: b[0] for x, b in hidden_all.items()},
+                                              {x: b[1] for x, b in hidden_all.items()}, hidden_all, relations, at_most))
+            model = prior_model[0]
+            before = needs(v)
+            prior[v] = (model.extreme(v, 1.0)[0], model.extreme(v, -1.0)[0])
+            result.n_lp_solves += 2
+            if needs(v) != before:
+                result.n_prior_cut += 1
+                return True
+            return False
+
         zero = _public_zeros(problem, {v for v in variables if (not is_hidden(v) and values[v] == 0
                                                                 and upper[v] == 0) or v in problem.known_zero},
                              relations, at_most)
@@ -773,16 +797,37 @@ def suppress(problem: CountProblem, profile: DisclosureProfile, primary_units: s
                 # Small in an earlier release still in readers' hands: cover that range, shifted
                 # to this release's counts (see CountProblem.earlier_small).
                 low, high = problem.earlier_small[v]
-                return float(low), float(high)
+                return _within_prior(v, float(low), float(high))
             if v in known_before:
                 # An earlier release still in readers' hands fixed it (a visible 0 then, or a part
                 # of one): today's value is that plus the known change, whatever this release hides.
                 return None, None
             if is_small[v]:
-                return 1.0, float(threshold)
-            if v in zero or v in only_unpublished:
+                low, high = 1.0, float(threshold)
+            elif v in zero or v in only_unpublished:
                 return None, None
-            return (float(values[v] - 1) if values[v] >= 1 else None), float(values[v] + 1)
+            else:
+                low, high = (float(values[v] - 1) if values[v] >= 1 else None), float(values[v] + 1)
+            return _within_prior(v, low, high)
+
+        def _within_prior(v: int, low, high):
+            """Today's need, cut to what the earlier releases and the structure alone already allow.
+
+            A reader holding every earlier release and the exact change knows the count is within
+            `prior[v]` whatever this release shows (every count hidden today); this release can
+            only fail to narrow that, so a need beyond it is void (e.g. a count an earlier release
+            showed, exactly fixed by its rounded neighbours there, hidden today as a complement).
+            """
+            if v not in prior:
+                return low, high
+            prior_low, prior_high = prior[v]
+            if small_like(v):
+                return max(low, prior_low), min(high, prior_high)
+            if high is not None and high > prior_high + 1e-6:
+                high = None
+            if low is not None and low < prior_low - 1e-6:
+                low = None
+            return low, high
 
         def small_like(v: int) -> bool:
             """Whether both ends of the count's need must be reached (a small count, now or in a release)."""
@@ -873,6 +918,8 @@ def suppress(problem: CountProblem, profile: DisclosureProfile, primary_units: s
                             short = binding_low
                 if short is None:
                     return
+                if learn_prior(v):
+                    continue  # the need was beyond what earlier releases already allowed: check again
                 candidates = [c for c in dict.fromkeys(short) if not is_hidden(c) and cost_of_hiding(c) is not None]
                 if not candidates:
                     # Only non-negativity of hidden counts binds: widen the search to every
