@@ -43,7 +43,8 @@ def _line(name: str, out: dict, seconds: float) -> str:
     if out.get("integer_checked") or out.get("integer_known"):
         extra = f"; whole numbers: {out['integer_checked']} attacked with a proof, {out['integer_known']} fixed by a visible 0"
     return (f"{name}: {out['targets']:,} hidden counts attacked, {len(out['narrowed'])} narrowed, {len(out['exact'])} exact, "
-            f"{len(out['unsolved'])} unsolved{extra} ({seconds:.0f} s)")
+            f"{len(out['unsolved'])} unsolved{extra}; {len(out.get('known_from_earlier', []))} already fixed as much by the earlier release alone "
+            f"({seconds:.0f} s)")
 
 
 def main() -> int:

@@ -16,7 +16,11 @@ What it knows:
   where all the populations in it are published (indicators sharing a denominator; all ages
   minus adults = children per practice, from deprivation quality and two indicators);
 - optionally an earlier release of the same month, and how each true count changed since
-  (the strongest reader of a re-send: one who knows exactly which patient was added).
+  (the strongest reader of a re-send: one who knows exactly which patient was added). A count
+  this reader pins or narrows is not held against the later release when the earlier release
+  alone (every later count hidden) already gives the same interval: it is reported apart
+  (`known_from_earlier`), e.g. a count the earlier release showed and fixed exactly through its
+  rounded neighbours, hidden later.
 
 For every hidden count it solves min and max LPs (sparse, HiGHS) after a joint LP shortcut;
 with `integer`, the counts it could not clear are attacked again as whole numbers (milp).
@@ -216,6 +220,8 @@ def attack_month(gap: pl.DataFrame, gap_truth: pl.DataFrame, quality: pl.DataFra
     for i, s in enumerate(system.shown):
         if s is not None:
             lower[i], upper[i] = ranges[s]
+    # What the earlier release alone says (every count of this release hidden), for `known_earlier`.
+    earlier_lower, earlier_upper = np.zeros(n), np.full(n, np.inf)
     if earlier is not None:
         # An earlier release: its shown ranges, shifted by the exact change in each true count.
         old_system_shown, old_true = earlier["shown"], earlier["true"]
@@ -225,8 +231,9 @@ def attack_month(gap: pl.DataFrame, gap_truth: pl.DataFrame, quality: pl.DataFra
             if i is None or s is None:
                 continue
             shift = system.true[i] - old_true[key]
-            lower[i] = max(lower[i], old_ranges[s][0] + shift)
-            upper[i] = min(upper[i], old_ranges[s][1] + shift)
+            earlier_lower[i], earlier_upper[i] = old_ranges[s][0] + shift, old_ranges[s][1] + shift
+            lower[i] = max(lower[i], earlier_lower[i])
+            upper[i] = min(upper[i], earlier_upper[i])
     rows, cols, data = [], [], []
     for r, terms in enumerate(system.rows):
         for i, c in terms.items():
@@ -288,10 +295,10 @@ def attack_month(gap: pl.DataFrame, gap_truth: pl.DataFrame, quality: pl.DataFra
     bounds = list(zip(lower, [None if not np.isfinite(u) else u for u in upper]))
     seen_low, seen_high = truth.copy(), truth.copy()
 
-    def solve(c, extra_bounds=None):
+    def solve(c, extra_bounds=None, witness=True):
         result = linprog(c, A_ub=a_ub, b_ub=np.zeros(a_ub.shape[0]), A_eq=a_eq, b_eq=b_eq,
                          bounds=extra_bounds or bounds, method="highs")
-        if result.status == 0:
+        if result.status == 0 and witness:  # a point of a looser system is no witness
             np.minimum(seen_low, result.x, out=seen_low)
             np.maximum(seen_high, result.x, out=seen_high)
         return result
@@ -320,7 +327,7 @@ def attack_month(gap: pl.DataFrame, gap_truth: pl.DataFrame, quality: pl.DataFra
         if len(open_) == before:
             break
     narrowed, exact = [], []
-    unsolved = []
+    unsolved, known_earlier = [], []
     for i in open_:
         c = np.zeros(n)
         c[i] = 1.0
@@ -331,10 +338,22 @@ def attack_month(gap: pl.DataFrame, gap_truth: pl.DataFrame, quality: pl.DataFra
             continue
         lowest, highest = low.fun, (np.inf if high.status == 3 else -high.fun)
         if 1 <= judged[i] <= threshold:
-            if lowest > need_low[i] + 1e-6 or highest < need_high[i] - 1e-6:
-                narrowed.append(i)
-        elif highest - lowest < 0.5 and i not in zero:
-            exact.append(i)
+            found = narrowed if lowest > need_low[i] + 1e-6 or highest < need_high[i] - 1e-6 else None
+        else:
+            found = exact if highest - lowest < 0.5 and i not in zero else None
+        if found is not None and earlier is not None:
+            # Recovered from this release, or already from the earlier one? With every count of
+            # this release hidden (the earlier release's ranges and the structure alone), the same
+            # interval means this release told the reader nothing more of it (e.g. a count the
+            # earlier release showed, fixed there by its rounded neighbours, hidden now).
+            alone = list(zip(earlier_lower, [None if not np.isfinite(u) else u for u in earlier_upper]))
+            before_low, before_high = solve(c, alone, witness=False), solve(-c, alone, witness=False)
+            if before_low.status == 0 and before_high.status == 0 and abs(before_low.fun - lowest) < 1e-6 \
+                    and abs(-before_high.fun - highest) < 1e-6:
+                known_earlier.append(i)
+                continue
+        if found is not None:
+            found.append(i)
     integer_checked = integer_known = 0
     if integer:
         rng = np.random.default_rng(0)
@@ -383,6 +402,7 @@ def attack_month(gap: pl.DataFrame, gap_truth: pl.DataFrame, quality: pl.DataFra
     keys = list(system.index)
     return {"targets": len(hidden), "narrowed": [keys[i] for i in narrowed],
             "earlier_targets": len(shift_of), "unsolved": [keys[i] for i in unsolved], "exact": [keys[i] for i in exact],
+            "known_from_earlier": [keys[i] for i in known_earlier],
             "integer_checked": integer_checked, "integer_known": integer_known, "variables": n, "relations": len(system.rows),
             "shown": {k: system.shown[i] for k, i in system.index.items()},
             "true": {k: system.true[i] for k, i in system.index.items()}}

@@ -769,19 +769,26 @@ def suppress(problem: CountProblem, profile: DisclosureProfile, primary_units: s
         prior: dict[int, tuple[float, float]] = {}
         prior_model: list = []
 
-        def learn_prior(v: int) -> bool:
-            """Work out the count's prior interval; return whether it cut the count's need."""
-            if not problem.released or v in prior:
-                return False
+        def prior_interval(v: int) -> tuple[float, float]:
+            """What the earlier releases and the structure alone allow of the count (with earlier releases only)."""
+            if v in prior:
+                return prior[v]
             if not prior_model:
                 hidden_all = {x: ((float(problem.exact[x]),) * 2 if x in problem.exact else (fixed_lower[x], fixed_upper[x]))
                               for x in variables}
                 prior_model.append(_Component(variables, problem, {x: b[0] for x, b in hidden_all.items()},
                                               {x: b[1] for x, b in hidden_all.items()}, hidden_all, relations, at_most))
             model = prior_model[0]
-            before = needs(v)
             prior[v] = (model.extreme(v, 1.0)[0], model.extreme(v, -1.0)[0])
             result.n_lp_solves += 2
+            return prior[v]
+
+        def learn_prior(v: int) -> bool:
+            """Work out the count's prior interval; return whether it cut the count's need."""
+            if not problem.released or v in prior:
+                return False
+            before = needs(v)
+            prior_interval(v)
             if needs(v) != before:
                 result.n_prior_cut += 1
                 return True
@@ -891,6 +898,15 @@ def suppress(problem: CountProblem, profile: DisclosureProfile, primary_units: s
                 up = not up
             return sorted(targets, key=lambda v: rank_of[v])
 
+        def known_anyway(c: int) -> bool:
+            """Whether the earlier releases alone fix the count exactly: hiding it today tells the
+            reader who holds them nothing less (it stays at that value in every LP), so it is no
+            complement, and a headline cell such a release showed is not hidden for nothing."""
+            if not problem.released:
+                return False
+            low, high = prior_interval(c)
+            return high - low < 0.5
+
         def protect(v: int) -> None:
             while True:
                 low, high = needs(v)
@@ -920,7 +936,8 @@ def suppress(problem: CountProblem, profile: DisclosureProfile, primary_units: s
                     return
                 if learn_prior(v):
                     continue  # the need was beyond what earlier releases already allowed: check again
-                candidates = [c for c in dict.fromkeys(short) if not is_hidden(c) and cost_of_hiding(c) is not None]
+                candidates = [c for c in dict.fromkeys(short) if not is_hidden(c) and cost_of_hiding(c) is not None
+                              and not known_anyway(c)]
                 if not candidates:
                     # Only non-negativity of hidden counts binds: widen the search to every
                     # visible count of a relation touching a hidden one. Hiding only removes
@@ -928,7 +945,7 @@ def suppress(problem: CountProblem, profile: DisclosureProfile, primary_units: s
                     candidates = sorted({m for members, _ in relations if any(
                         x in component.local and is_hidden(x) for x in members)
                         for m in members if m in component.local and not is_hidden(m)
-                        and cost_of_hiding(m) is not None})
+                        and cost_of_hiding(m) is not None and not known_anyway(m)})
                     if not candidates:
                         # Names the count (population and cell), never its value.
                         raise RuntimeError("secondary suppression: a hidden count stays narrowed down and "
