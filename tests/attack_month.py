@@ -12,11 +12,15 @@ What it knows:
   patients, 'matched' = the methods that give a decile, numerators never above denominators;
 - every linear identity between the populations behind those counts, as the most informed
   reader would: found here from the patients themselves by exact elimination over every distinct
-  membership pattern (the pipeline selects independent patterns by QR first), applied in every cell
+  membership pattern (the pipeline selects independent patterns first), applied in every cell
   where all the populations in it are published (indicators sharing a denominator; all ages
   minus adults = children per practice, from deprivation quality and two indicators);
 - optionally an earlier release of the same month, and how each true count changed since
-  (the strongest reader of a re-send: one who knows exactly which patient was added).
+  (the strongest reader of a re-send: one who knows exactly which patient was added). A count
+  this reader pins or narrows is not held against the later release when the earlier release
+  alone (every later count hidden) already gives the same interval: it is reported apart
+  (`known_from_earlier`), e.g. a count the earlier release showed and fixed exactly through its
+  rounded neighbours, hidden later.
 
 For every hidden count it solves min and max LPs (sparse, HiGHS) after a joint LP shortcut;
 with `integer`, the counts it could not clear are attacked again as whole numbers (milp).
@@ -25,6 +29,9 @@ count when it is pinned to one value, unless a visible 0 above it already says i
 """
 
 from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
 
 import numpy as np
 import polars as pl
@@ -71,7 +78,7 @@ def _identities(memberships: pl.DataFrame) -> list[dict[str, float]]:
     """Return a basis of the linear identities among the populations, with whole-number coefficients.
 
     Exact Gaussian elimination with fractions over every distinct membership pattern (the
-    pipeline picks independent rows by QR first; this stays naive on purpose), then each
+    pipeline picks independent rows first; this stays naive on purpose), then each
     null-space vector scaled to whole numbers, so integer programmes can meet them exactly.
     """
     from fractions import Fraction
@@ -213,6 +220,8 @@ def attack_month(gap: pl.DataFrame, gap_truth: pl.DataFrame, quality: pl.DataFra
     for i, s in enumerate(system.shown):
         if s is not None:
             lower[i], upper[i] = ranges[s]
+    # What the earlier release alone says (every count of this release hidden), for `known_earlier`.
+    earlier_lower, earlier_upper = np.zeros(n), np.full(n, np.inf)
     if earlier is not None:
         # An earlier release: its shown ranges, shifted by the exact change in each true count.
         old_system_shown, old_true = earlier["shown"], earlier["true"]
@@ -222,8 +231,9 @@ def attack_month(gap: pl.DataFrame, gap_truth: pl.DataFrame, quality: pl.DataFra
             if i is None or s is None:
                 continue
             shift = system.true[i] - old_true[key]
-            lower[i] = max(lower[i], old_ranges[s][0] + shift)
-            upper[i] = min(upper[i], old_ranges[s][1] + shift)
+            earlier_lower[i], earlier_upper[i] = old_ranges[s][0] + shift, old_ranges[s][1] + shift
+            lower[i] = max(lower[i], earlier_lower[i])
+            upper[i] = min(upper[i], earlier_upper[i])
     rows, cols, data = [], [], []
     for r, terms in enumerate(system.rows):
         for i, c in terms.items():
@@ -285,10 +295,10 @@ def attack_month(gap: pl.DataFrame, gap_truth: pl.DataFrame, quality: pl.DataFra
     bounds = list(zip(lower, [None if not np.isfinite(u) else u for u in upper]))
     seen_low, seen_high = truth.copy(), truth.copy()
 
-    def solve(c, extra_bounds=None):
+    def solve(c, extra_bounds=None, witness=True):
         result = linprog(c, A_ub=a_ub, b_ub=np.zeros(a_ub.shape[0]), A_eq=a_eq, b_eq=b_eq,
                          bounds=extra_bounds or bounds, method="highs")
-        if result.status == 0:
+        if result.status == 0 and witness:  # a point of a looser system is no witness
             np.minimum(seen_low, result.x, out=seen_low)
             np.maximum(seen_high, result.x, out=seen_high)
         return result
@@ -317,7 +327,7 @@ def attack_month(gap: pl.DataFrame, gap_truth: pl.DataFrame, quality: pl.DataFra
         if len(open_) == before:
             break
     narrowed, exact = [], []
-    unsolved = []
+    unsolved, known_earlier = [], []
     for i in open_:
         c = np.zeros(n)
         c[i] = 1.0
@@ -328,10 +338,22 @@ def attack_month(gap: pl.DataFrame, gap_truth: pl.DataFrame, quality: pl.DataFra
             continue
         lowest, highest = low.fun, (np.inf if high.status == 3 else -high.fun)
         if 1 <= judged[i] <= threshold:
-            if lowest > need_low[i] + 1e-6 or highest < need_high[i] - 1e-6:
-                narrowed.append(i)
-        elif highest - lowest < 0.5 and i not in zero:
-            exact.append(i)
+            found = narrowed if lowest > need_low[i] + 1e-6 or highest < need_high[i] - 1e-6 else None
+        else:
+            found = exact if highest - lowest < 0.5 and i not in zero else None
+        if found is not None and earlier is not None:
+            # Recovered from this release, or already from the earlier one? With every count of
+            # this release hidden (the earlier release's ranges and the structure alone), the same
+            # interval means this release told the reader nothing more of it (e.g. a count the
+            # earlier release showed, fixed there by its rounded neighbours, hidden now).
+            alone = list(zip(earlier_lower, [None if not np.isfinite(u) else u for u in earlier_upper]))
+            before_low, before_high = solve(c, alone, witness=False), solve(-c, alone, witness=False)
+            if before_low.status == 0 and before_high.status == 0 and abs(before_low.fun - lowest) < 1e-6 \
+                    and abs(-before_high.fun - highest) < 1e-6:
+                known_earlier.append(i)
+                continue
+        if found is not None:
+            found.append(i)
     integer_checked = integer_known = 0
     if integer:
         rng = np.random.default_rng(0)
@@ -380,6 +402,7 @@ def attack_month(gap: pl.DataFrame, gap_truth: pl.DataFrame, quality: pl.DataFra
     keys = list(system.index)
     return {"targets": len(hidden), "narrowed": [keys[i] for i in narrowed],
             "earlier_targets": len(shift_of), "unsolved": [keys[i] for i in unsolved], "exact": [keys[i] for i in exact],
+            "known_from_earlier": [keys[i] for i in known_earlier],
             "integer_checked": integer_checked, "integer_known": integer_known, "variables": n, "relations": len(system.rows),
             "shown": {k: system.shown[i] for k, i in system.index.items()},
             "true": {k: system.true[i] for k, i in system.index.items()}}
@@ -427,3 +450,63 @@ def memberships_of(results: pl.DataFrame, deprivation: pl.DataFrame) -> pl.DataF
         parts.append(deprivation.filter(method.is_in(list(MATCHED))).select(
             "patient_id", pl.lit(f"{vintage}:matched").alias("population")))
     return pl.concat(parts).unique()
+
+
+def published_month(warehouse: Path, month: dt.date, with_alone: bool = False) -> dict:
+    """Return what the attacker needs of a published month: its published tables, the true counts
+    (from the private tables, profile 'none'), the memberships behind its populations and the
+    fine-to-coarse maps; with `with_alone`, the month suppressed on its own as a control.
+    """
+    from pipelines.segmentation.cohorts import reported_cohorts
+    from pipelines.segmentation.deprivation_quality import deprivation_quality
+    from pipelines.segmentation.disclosure import NONE, get_profile
+    from pipelines.segmentation.gaps import build_gap_table
+    from pipelines.warehouse import connect, read_table
+
+    with connect(warehouse, read_only=True) as con:
+        tables = {name: read_table(con, *name.split(".")).filter(pl.col("reporting_month") == month) for name in (
+            "published.gap_table", "published.deprivation_quality", "indicators.patient_indicators",
+            "population.patient_attributes", "population.patient_deprivation", "staging.patients",
+            "indicators.indicator_catalogue", "cohorts.cohort_membership", "cohorts.cohort_catalogue")}
+    gap = tables["published.gap_table"]
+    vintage = gap.filter(pl.col("breakdown") == "overall")["imd_vintage"][0]
+    truth = build_gap_table(tables["indicators.patient_indicators"].lazy(), tables["population.patient_attributes"].lazy(),
+                            tables["indicators.indicator_catalogue"], profile=NONE, primary_vintage=vintage,
+                            cohorts=reported_cohorts(tables["cohorts.cohort_membership"], tables["cohorts.cohort_catalogue"]).lazy())
+    deprivation = tables["population.patient_deprivation"].join(
+        tables["staging.patients"].select("patient_id", "practice_code"), on="patient_id")
+    attributes = tables["population.patient_attributes"]
+    fine = {"ethnicity_16": dict(attributes.select("ethnicity_16", "ethnicity_broad").drop_nulls().unique().rows()),
+            "sub_icb": dict(attributes.select("sicbl_code", "icb_code").drop_nulls().unique().rows())}
+    alone = None
+    if with_alone:
+        # The month suppressed on its own, as the pipeline did before releases were linked.
+        figures: dict = {}
+        alone = build_gap_table(
+            tables["indicators.patient_indicators"].lazy(), tables["population.patient_attributes"].lazy(),
+            tables["indicators.indicator_catalogue"], profile=get_profile(gap["disclosure_profile"][0]),
+            primary_vintage=vintage, deprivation=deprivation.lazy(), audit_stats=figures,
+            quality=deprivation_quality(deprivation, month),
+            cohorts=reported_cohorts(tables["cohorts.cohort_membership"], tables["cohorts.cohort_catalogue"]).lazy())
+        alone = (alone, figures["quality"])
+    return {"gap": gap, "truth": truth, "quality": tables["published.deprivation_quality"], "alone": alone,
+            "quality_truth": deprivation_quality(deprivation, month), "vintage": vintage, "fine": fine,
+            "memberships": memberships_of(tables["indicators.patient_indicators"], deprivation),
+            "profile": gap["disclosure_profile"][0]}
+
+
+def add_one_patient(folder: Path) -> None:
+    """Re-send an extract with one patient added: a copy, under a new id, of the patient with most events."""
+    import json
+
+    events = pl.read_parquet(folder / "events.parquet")
+    source = events.group_by("patient_id").len().sort("len", "patient_id", descending=True)["patient_id"][0]
+    meta = json.loads((folder / "extract.json").read_text())
+    for path in sorted(folder.glob("*.parquet")):
+        frame = pl.read_parquet(path)
+        copy = frame.filter(pl.col("patient_id") == source).with_columns(pl.lit("RESENT-ADDED-1").alias("patient_id"))
+        pl.concat([frame, copy]).write_parquet(path)
+        if path.stem in meta.get("row_counts", {}):
+            meta["row_counts"][path.stem] += copy.height
+    meta["n_patients"] = meta.get("n_patients", 0) + 1
+    (folder / "extract.json").write_text(json.dumps(meta, indent=2, sort_keys=True))

@@ -365,6 +365,8 @@ _HIGHS_STARTED = False
 # After this many new complements the remaining targets are re-checked with the two joint LPs
 # (each such check costs two solves of the whole part; the witness points stay free).
 RECHECK_EVERY = 10
+# A round of joint LPs continues while the last two certified at least this many targets.
+JOINT_MIN_GAIN = 2
 
 
 def _new_highs():
@@ -410,7 +412,7 @@ class _Component:
     one cell costs a fraction of a fresh solve (measured: see the README's suppression figures).
     """
 
-    def __init__(self, variables, problem: CountProblem, lower, upper, hidden_bounds):
+    def __init__(self, variables, problem: CountProblem, lower, upper, hidden_bounds, relations=None, at_most=None):
         import highspy
         import numpy as np
 
@@ -434,7 +436,7 @@ class _Component:
         lp.col_lower_ = np.array([lower[v] for v in self.variables], dtype=float)
         lp.col_upper_ = np.array([upper[v] if np.isfinite(upper[v]) else inf for v in self.variables], dtype=float)
         rows_lower, rows_upper, starts, index, value = [], [], [0], [], []
-        for members, coefficients in problem.relations:
+        for members, coefficients in (problem.relations if relations is None else relations):
             local = [(self.local[m], c) for m, c in zip(members, coefficients) if m in self.local]
             if not local:
                 continue
@@ -452,7 +454,7 @@ class _Component:
             starts.append(len(index))
             rows_lower.append(0.0)
             rows_upper.append(0.0)
-        for a, b in problem.at_most:
+        for a, b in (problem.at_most if at_most is None else at_most):
             # a == b when the numerator is the whole denominator (the same population): nothing to add.
             if a in self.local and b in self.local and a != b:
                 index += [self.local[a], self.local[b]]
@@ -573,53 +575,62 @@ class _Component:
 
 
 def _components(problem: CountProblem) -> list[list[int]]:
-    """Return the variables in connected groups: relations, order pairs and shared units link them."""
-    import numpy as np
-    from scipy import sparse
-    from scipy.sparse.csgraph import connected_components
+    """Return the variables in connected groups: relations, order pairs and shared units link them.
 
-    n = len(problem.keys)
-    a, b = [], []
+    Union-find over the links (scipy's graph module costs more to import than this takes).
+    """
+    parent = list(range(len(problem.keys)))
+
+    def root(x: int) -> int:
+        while parent[x] != x:
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        return x
+
+    def link(group) -> None:
+        group = list(group)
+        if len(group) > 1:
+            first = root(group[0])
+            for m in group[1:]:
+                other = root(m)
+                if other != first:
+                    parent[other] = first
+
     for members, _ in problem.relations:
-        for m in members[1:]:
-            a.append(members[0])
-            b.append(m)
-    for x, y in problem.at_most:
-        a.append(x)
-        b.append(y)
+        link(members)
+    for pair in problem.at_most:
+        link(pair)
     for unit in problem.units:
-        for m in unit[1:]:
-            a.append(unit[0])
-            b.append(m)
+        link(unit)
     for unit, others in problem.implies.items():
-        for other in others:
-            if problem.units[unit] and problem.units[other]:
-                a.append(problem.units[unit][0])
-                b.append(problem.units[other][0])
-    graph = sparse.coo_matrix((np.ones(len(a)), (a, b)), shape=(n, n))
-    _, labels = connected_components(graph, directed=False)
+        link([problem.units[u][0] for u in (unit, *others) if problem.units[u]])
     groups: dict[int, list[int]] = {}
-    for v, label in enumerate(labels.tolist()):
-        groups.setdefault(label, []).append(v)
+    for v in range(len(parent)):
+        groups.setdefault(root(v), []).append(v)
     return sorted(groups.values(), key=lambda g: g[0])
 
 
-def _public_zeros(problem: CountProblem, visible_zero: set) -> set:
+def _public_zeros(problem: CountProblem, visible_zero: set, relations=None, at_most=None) -> set:
     """Return the variables any reader knows are 0: a visible 0, the parts of a total known to
-    be 0, and anything at most a count known to be 0 (counts are not negative)."""
+    be 0, and anything at most a count known to be 0 (counts are not negative).
+
+    `relations` and `at_most` default to the whole problem's; a connected part's own are enough
+    for the variables of that part (no relation reaches across parts).
+    """
     zero = set(visible_zero)
+    signed = [([m for m, c in zip(members, coefficients) if c > 0], [m for m, c in zip(members, coefficients) if c < 0])
+              for members, coefficients in (problem.relations if relations is None else relations)]
+    at_most = problem.at_most if at_most is None else at_most
     changed = True
     while changed:
         changed = False
-        for members, coefficients in problem.relations:
-            totals = [m for m, c in zip(members, coefficients) if c > 0]
-            parts = [m for m, c in zip(members, coefficients) if c < 0]
+        for totals, parts in signed:
             if totals and all(t in zero for t in totals):
                 for p in parts:
                     if p not in zero:
                         zero.add(p)
                         changed = True
-        for a, b in problem.at_most:
+        for a, b in at_most:
             if b in zero and a not in zero:
                 zero.add(a)
                 changed = True
@@ -634,6 +645,7 @@ class SuppressionResult:
     n_lp_solves: int = 0
     n_components: int = 0
     n_complements: int = 0
+    n_prior_cut: int = 0
 
 
 def suppress(problem: CountProblem, profile: DisclosureProfile, primary_units: set | None = None) -> SuppressionResult:
@@ -731,16 +743,60 @@ def suppress(problem: CountProblem, profile: DisclosureProfile, primary_units: s
         ranks = [unit_rank(u) for u in units_of.get(v, ()) if u not in hidden_units]
         return max(ranks) if ranks else None
 
-    for variables in components:
+    # Each part's own relations and order pairs (none reaches across parts).
+    part_of = np.empty(n, dtype=np.int64)
+    for k, variables in enumerate(components):
+        part_of[variables] = k
+    part_relations: list[list] = [[] for _ in components]
+    part_at_most: list[list] = [[] for _ in components]
+    for relation in problem.relations:
+        if relation[0]:
+            part_relations[part_of[relation[0][0]]].append(relation)
+    for pair in problem.at_most:
+        part_at_most[part_of[pair[0]]].append(pair)
+
+    for k, variables in enumerate(components):
         if not any(is_hidden(v) for v in variables):
             continue
+        relations, at_most = part_relations[k], part_at_most[k]
         bounds = {v: bounds_for(v) for v in variables}
         component = _Component(variables, problem, {v: b[0] for v, b in bounds.items()},
                                {v: b[1] for v, b in bounds.items()},
-                               {v: (fixed_lower[v], fixed_upper[v]) for v in variables})
+                               {v: (fixed_lower[v], fixed_upper[v]) for v in variables}, relations, at_most)
         seen_hidden = {v for v in variables if is_hidden(v)}
+        # With earlier releases: what they and the structure alone allow of a count (`_within_prior`),
+        # from a model of the part with every count hidden, built when a target first falls short.
+        prior: dict[int, tuple[float, float]] = {}
+        prior_model: list = []
+
+        def prior_interval(v: int) -> tuple[float, float]:
+            """What the earlier releases and the structure alone allow of the count (with earlier releases only)."""
+            if v in prior:
+                return prior[v]
+            if not prior_model:
+                hidden_all = {x: ((float(problem.exact[x]),) * 2 if x in problem.exact else (fixed_lower[x], fixed_upper[x]))
+                              for x in variables}
+                prior_model.append(_Component(variables, problem, {x: b[0] for x, b in hidden_all.items()},
+                                              {x: b[1] for x, b in hidden_all.items()}, hidden_all, relations, at_most))
+            model = prior_model[0]
+            prior[v] = (model.extreme(v, 1.0)[0], model.extreme(v, -1.0)[0])
+            result.n_lp_solves += 2
+            return prior[v]
+
+        def learn_prior(v: int) -> bool:
+            """Work out the count's prior interval; return whether it cut the count's need."""
+            if not problem.released or v in prior:
+                return False
+            before = needs(v)
+            prior_interval(v)
+            if needs(v) != before:
+                result.n_prior_cut += 1
+                return True
+            return False
+
         zero = _public_zeros(problem, {v for v in variables if (not is_hidden(v) and values[v] == 0
-                                                                and upper[v] == 0) or v in problem.known_zero})
+                                                                and upper[v] == 0) or v in problem.known_zero},
+                             relations, at_most)
 
         def needs(v: int) -> tuple[float | None, float | None]:
             """(need_low, need_high): the values the count's interval must reach; None: no need."""
@@ -748,16 +804,37 @@ def suppress(problem: CountProblem, profile: DisclosureProfile, primary_units: s
                 # Small in an earlier release still in readers' hands: cover that range, shifted
                 # to this release's counts (see CountProblem.earlier_small).
                 low, high = problem.earlier_small[v]
-                return float(low), float(high)
+                return _within_prior(v, float(low), float(high))
             if v in known_before:
                 # An earlier release still in readers' hands fixed it (a visible 0 then, or a part
                 # of one): today's value is that plus the known change, whatever this release hides.
                 return None, None
             if is_small[v]:
-                return 1.0, float(threshold)
-            if v in zero or v in only_unpublished:
+                low, high = 1.0, float(threshold)
+            elif v in zero or v in only_unpublished:
                 return None, None
-            return (float(values[v] - 1) if values[v] >= 1 else None), float(values[v] + 1)
+            else:
+                low, high = (float(values[v] - 1) if values[v] >= 1 else None), float(values[v] + 1)
+            return _within_prior(v, low, high)
+
+        def _within_prior(v: int, low, high):
+            """Today's need, cut to what the earlier releases and the structure alone already allow.
+
+            A reader holding every earlier release and the exact change knows the count is within
+            `prior[v]` whatever this release shows (every count hidden today); this release can
+            only fail to narrow that, so a need beyond it is void (e.g. a count an earlier release
+            showed, exactly fixed by its rounded neighbours there, hidden today as a complement).
+            """
+            if v not in prior:
+                return low, high
+            prior_low, prior_high = prior[v]
+            if small_like(v):
+                return max(low, prior_low), min(high, prior_high)
+            if high is not None and high > prior_high + 1e-6:
+                high = None
+            if low is not None and low < prior_low - 1e-6:
+                low = None
+            return low, high
 
         def small_like(v: int) -> bool:
             """Whether both ends of the count's need must be reached (a small count, now or in a release)."""
@@ -772,7 +849,8 @@ def suppress(problem: CountProblem, profile: DisclosureProfile, primary_units: s
                 # A visible 0 is hidden now: what it told every reader must be worked out again.
                 zero.clear()
                 zero.update(_public_zeros(problem, {x for x in variables if (not is_hidden(x) and values[x] == 0
-                                                                             and upper[x] == 0) or x in problem.known_zero}))
+                                                                             and upper[x] == 0) or x in problem.known_zero},
+                                          relations, at_most))
             return newly
 
         def covered(v: int) -> bool:
@@ -784,30 +862,50 @@ def suppress(problem: CountProblem, profile: DisclosureProfile, primary_units: s
             reaches_low = low is not None and seen_low <= low + 1e-6
             return (reaches_high and reaches_low) if small_like(v) else (reaches_high or reaches_low)
 
+        def reaches(v: int, up: bool) -> bool:
+            """Whether a solution so far took the count to its need in that direction."""
+            low, high = needs(v)
+            seen_low, seen_high = component.seen(v)
+            if up:
+                return high is not None and seen_high >= high - 1e-6
+            return low is not None and seen_low <= low + 1e-6
+
+        def wants(v: int, up: bool) -> bool:
+            """Whether the count still needs a point in that direction (small: both ends; else either)."""
+            low, high = needs(v)
+            if (high if up else low) is None or reaches(v, up):
+                return False
+            return small_like(v) or not reaches(v, not up)
+
         def certify(targets: list[int]) -> list[int]:
-            """Return the targets the solutions so far and two joint LPs could not certify."""
+            """Return the targets the solutions so far and joint LPs could not certify.
+
+            Rounds alternate up and down, each over the targets still open in its direction: a
+            joint optimum trades targets against each other (two hidden parts of one total
+            cannot both rise), so the next round gives the objective to those left. The rounds
+            stop once two in a row certify fewer than JOINT_MIN_GAIN targets (each joint LP
+            costs about what two single ones do).
+            """
             targets = [v for v in targets if not covered(v)]
-            if not targets:
-                return []
-            up = {v: needs(v)[1] for v in targets if needs(v)[1] is not None}
-            reached_up = component.joint(up, up=True) if up else set()
-            down = {}
-            for v in targets:
-                low, high = needs(v)
-                if small_like(v) or (v not in reached_up and low is not None):
-                    down[v] = low
-            reached_down = component.joint(down, up=False) if down else set()
-            open_ = []
-            for v in targets:
-                low, high = needs(v)
-                if low is None and high is None:
-                    continue
-                if small_like(v):
-                    if not (v in reached_up and v in reached_down):
-                        open_.append(v)
-                elif v not in reached_up and v not in reached_down:
-                    open_.append(v)
-            return sorted(open_, key=lambda v: rank_of[v])
+            up, idle = True, 0
+            while targets and idle < 2:
+                want = {v: (needs(v)[1] if up else needs(v)[0]) for v in targets if wants(v, up)}
+                if want:
+                    component.joint(want, up)
+                before = len(targets)
+                targets = [v for v in targets if not covered(v)]
+                idle = idle + 1 if before - len(targets) < JOINT_MIN_GAIN else 0
+                up = not up
+            return sorted(targets, key=lambda v: rank_of[v])
+
+        def known_anyway(c: int) -> bool:
+            """Whether the earlier releases alone fix the count exactly: hiding it today tells the
+            reader who holds them nothing less (it stays at that value in every LP), so it is no
+            complement, and a headline cell such a release showed is not hidden for nothing."""
+            if not problem.released:
+                return False
+            low, high = prior_interval(c)
+            return high - low < 0.5
 
         def protect(v: int) -> None:
             while True:
@@ -815,29 +913,39 @@ def suppress(problem: CountProblem, profile: DisclosureProfile, primary_units: s
                 if covered(v):
                     return
                 short = None
-                top, binding = component.extreme(v, -1.0)
-                if top < high - 1e-6:
-                    short = binding
-                    if not small_like(v) and low is not None:
-                        bottom, binding_low = component.extreme(v, 1.0)
-                        if bottom <= low + 1e-6:
-                            return
-                        short = binding + binding_low
-                elif small_like(v):
+                # An end a solution so far already reached needs no LP: hiding only widens the
+                # feasible set, so that point is still one a reader cannot rule out.
+                if small_like(v) and reaches(v, True):
                     bottom, binding_low = component.extreme(v, 1.0)
                     if bottom > low + 1e-6:
                         short = binding_low
+                else:
+                    top, binding = component.extreme(v, -1.0)
+                    if top < high - 1e-6:
+                        short = binding
+                        if not small_like(v) and low is not None:
+                            bottom, binding_low = component.extreme(v, 1.0)
+                            if bottom <= low + 1e-6:
+                                return
+                            short = binding + binding_low
+                    elif small_like(v) and not reaches(v, False):
+                        bottom, binding_low = component.extreme(v, 1.0)
+                        if bottom > low + 1e-6:
+                            short = binding_low
                 if short is None:
                     return
-                candidates = [c for c in dict.fromkeys(short) if not is_hidden(c) and cost_of_hiding(c) is not None]
+                if learn_prior(v):
+                    continue  # the need was beyond what earlier releases already allowed: check again
+                candidates = [c for c in dict.fromkeys(short) if not is_hidden(c) and cost_of_hiding(c) is not None
+                              and not known_anyway(c)]
                 if not candidates:
                     # Only non-negativity of hidden counts binds: widen the search to every
                     # visible count of a relation touching a hidden one. Hiding only removes
                     # information, so this ends, at worst with every such count hidden.
-                    candidates = sorted({m for members, _ in problem.relations if any(
+                    candidates = sorted({m for members, _ in relations if any(
                         x in component.local and is_hidden(x) for x in members)
                         for m in members if m in component.local and not is_hidden(m)
-                        and cost_of_hiding(m) is not None})
+                        and cost_of_hiding(m) is not None and not known_anyway(m)})
                     if not candidates:
                         # Names the count (population and cell), never its value.
                         raise RuntimeError("secondary suppression: a hidden count stays narrowed down and "

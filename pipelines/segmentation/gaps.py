@@ -185,7 +185,9 @@ def _label_column(vintage: str, breakdown: str) -> str:
 # Secondary suppression takes its complements from the cells analysts read least first:
 # intersections, then the other breakdowns (practice, cohort, ethnicity, sex, age), sparing
 # the headline Core20PLUS5 figures (IMD decile, quintile, Core20 vs rest, overall) where it can.
-_SPARED = {"imd_decile": 2, "imd_quintile": 3, "core20": 4, "overall": 5}
+# Within the Core20 breakdown the Core20 row itself is the headline: 'rest' goes first.
+_SPARED = {"imd_decile": 2, "imd_quintile": 3, "core20": 4, "overall": 6}
+CORE20_ROW_PRIORITY = 5
 
 
 def complement_priority(cell: tuple) -> int:
@@ -193,9 +195,13 @@ def complement_priority(cell: tuple) -> int:
 
     Examples:
         >>> [complement_priority(("IMD2025", b, "x")) for b in ("core20|cohort:smi", "practice", "core20", "overall")]
-        [0, 1, 4, 5]
+        [0, 1, 4, 6]
+        >>> complement_priority(("IMD2025", "core20", "core20"))
+        5
     """
     breakdown = cell[1]
+    if breakdown == "core20" and cell[2] == "core20":
+        return CORE20_ROW_PRIORITY
     return _SPARED.get(breakdown, 0 if SEPARATOR in breakdown else 1)
 
 

@@ -285,6 +285,7 @@ def protect_month(
         masks = {c: [quality_units[(r, c)] in hidden for r in range(quality.height)] for c in count_columns}
         quality_controlled = controlled_quality(quality, profile, masks)
     stats = {"n_lp_solves": result.n_lp_solves, "n_complements": result.n_complements,
+             "n_needs_cut_by_earlier_releases": result.n_prior_cut,
              "n_components": result.n_components, "n_variables": len(problem.keys),
              "n_relations": len(problem.relations), "n_identities": n_identities,
              "n_earlier_releases": len(earlier or ()), "n_release_links": n_linked,

@@ -20,8 +20,6 @@ classes, so that their counts become one variable.
 
 from __future__ import annotations
 
-from fractions import Fraction
-
 import polars as pl
 
 __all__ = ["membership_patterns", "population_identities"]
@@ -60,54 +58,82 @@ def membership_patterns(memberships: pl.LazyFrame | pl.DataFrame, populations: l
     return matrix
 
 
-def _null_space(matrix) -> list[list[int]]:
-    """Return an integer basis of {c : matrix @ c = 0} (exact arithmetic on an independent row set)."""
+def _independent_rows(matrix) -> list[int]:
+    """Return the indices of rows spanning the row space, the first independent ones in order.
+
+    Greedy Gram-Schmidt in floating point (re-orthogonalised once): a 0/1 pattern matrix has at
+    most as many independent rows as populations, so this stops after that many; the exact
+    elimination in `_null_space` then works on them alone and `_null_space` checks its answer
+    against every pattern.
+    """
     import numpy as np
-    from scipy.linalg import qr
+
+    rows = matrix.astype(float)
+    n = rows.shape[1]
+    basis = np.zeros((0, n))
+    chosen: list[int] = []
+    for p in range(rows.shape[0]):
+        row = rows[p]
+        residual = row - basis.T @ (basis @ row)
+        residual -= basis.T @ (basis @ residual)
+        norm = float(np.linalg.norm(residual))
+        if norm > 1e-9 * max(1.0, float(np.linalg.norm(row))):
+            basis = np.vstack([basis, residual / norm])
+            chosen.append(p)
+            if len(chosen) == n:
+                break
+    return chosen
+
+
+def _null_space(matrix) -> list[list[int]]:
+    """Return an integer basis of {c : matrix @ c = 0}: for each free column f, the primitive
+    integer vector with c_f > 0 of the reduced row echelon form (exact, fraction-free integer
+    elimination on an independent row set)."""
+    import numpy as np
 
     n = matrix.shape[1]
     if matrix.shape[0] == 0:
         return [[int(i == j) for j in range(n)] for i in range(n)]
-    # Rows that span the row space (pivoted QR on the transpose picks independent rows), so
-    # the exact elimination below works on at most n rows whatever the number of patterns.
-    _, r, pivots = qr(matrix.T.astype(float), pivoting=True, mode="economic")
-    diagonal = np.abs(np.diag(r))
-    rank = int((diagonal > 1e-9 * max(1.0, diagonal.max(initial=0.0))).sum())
-    rows = [[Fraction(int(v)) for v in matrix[p]] for p in sorted(pivots[:rank].tolist())]
     pivot_columns: list[int] = []
-    reduced: list[list[Fraction]] = []
-    for row in rows:
-        row = row[:]
+    reduced: list[list[int]] = []
+    for p in _independent_rows(matrix):
+        row = [int(v) for v in matrix[p]]
         for pc, pr in zip(pivot_columns, reduced):
             if row[pc] != 0:
-                factor = row[pc]
-                row = [a - factor * b for a, b in zip(row, pr)]
+                row = _primitive([a * pr[pc] - row[pc] * b for a, b in zip(row, pr)])
         lead = next((j for j, v in enumerate(row) if v != 0), None)
         if lead is None:
             continue
-        row = [v / row[lead] for v in row]
         for k, pr in enumerate(reduced):
             if pr[lead] != 0:
-                factor = pr[lead]
-                reduced[k] = [a - factor * b for a, b in zip(pr, row)]
+                reduced[k] = _primitive([a * row[lead] - pr[lead] * b for a, b in zip(pr, row)])
         pivot_columns.append(lead)
         reduced.append(row)
-    free = [j for j in range(n) if j not in pivot_columns]
+    free = [j for j in range(n) if j not in set(pivot_columns)]
     basis = []
     for f in free:
-        vector = [Fraction(0)] * n
-        vector[f] = Fraction(1)
-        for pc, pr in zip(pivot_columns, reduced):
-            vector[pc] = -pr[f]
+        # Row k says pr[pc] * c_pc + pr[f] * c_f = 0 (the other pivot columns are 0 in it).
         scale = 1
-        for v in vector:
-            scale = scale * v.denominator // _gcd(scale, v.denominator)
-        basis.append([int(v * scale) for v in vector])
+        for pc, pr in zip(pivot_columns, reduced):
+            scale = scale * abs(pr[pc]) // _gcd(scale, abs(pr[pc]))
+        vector = [0] * n
+        vector[f] = scale
+        for pc, pr in zip(pivot_columns, reduced):
+            vector[pc] = -pr[f] * scale // pr[pc]
+        basis.append(_primitive(vector))
     if basis:
         check = matrix @ np.array(basis, dtype=np.int64).T
         if np.abs(check).max() != 0:
             raise RuntimeError("population identities: the exact null space does not annihilate every pattern")
     return basis
+
+
+def _primitive(vector: list[int]) -> list[int]:
+    """Return the vector divided by the greatest common divisor of its entries."""
+    divisor = 0
+    for v in vector:
+        divisor = _gcd(divisor, abs(v))
+    return [v // divisor for v in vector] if divisor > 1 else vector
 
 
 def _gcd(a: int, b: int) -> int:

@@ -15,48 +15,16 @@ from pathlib import Path
 import polars as pl
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from attack_month import attack_month, memberships_of  # noqa: E402
+from attack_month import add_one_patient, attack_month, published_month  # noqa: E402
 
-from pipelines.segmentation.cohorts import reported_cohorts  # noqa: E402
-from pipelines.segmentation.deprivation_quality import deprivation_quality  # noqa: E402
-from pipelines.segmentation.disclosure import NONE, apply_profile, get_profile  # noqa: E402
-from pipelines.segmentation.gaps import build_gap_table  # noqa: E402
-from pipelines.warehouse import connect, read_table  # noqa: E402
+from pipelines.segmentation.disclosure import apply_profile, get_profile  # noqa: E402
+from pipelines.warehouse import connect  # noqa: E402
 
 MONTH = dt.date(2026, 10, 1)
 
 
 def _month(warehouse: Path, with_alone: bool = False) -> dict:
-    with connect(warehouse, read_only=True) as con:
-        tables = {name: read_table(con, *name.split(".")).filter(pl.col("reporting_month") == MONTH) for name in (
-            "published.gap_table", "published.deprivation_quality", "indicators.patient_indicators",
-            "population.patient_attributes", "population.patient_deprivation", "staging.patients",
-            "indicators.indicator_catalogue", "cohorts.cohort_membership", "cohorts.cohort_catalogue")}
-    gap = tables["published.gap_table"]
-    vintage = gap.filter(pl.col("breakdown") == "overall")["imd_vintage"][0]
-    truth = build_gap_table(tables["indicators.patient_indicators"].lazy(), tables["population.patient_attributes"].lazy(),
-                            tables["indicators.indicator_catalogue"], profile=NONE, primary_vintage=vintage,
-                            cohorts=reported_cohorts(tables["cohorts.cohort_membership"], tables["cohorts.cohort_catalogue"]).lazy())
-    deprivation = tables["population.patient_deprivation"].join(
-        tables["staging.patients"].select("patient_id", "practice_code"), on="patient_id")
-    attributes = tables["population.patient_attributes"]
-    fine = {"ethnicity_16": dict(attributes.select("ethnicity_16", "ethnicity_broad").drop_nulls().unique().rows()),
-            "sub_icb": dict(attributes.select("sicbl_code", "icb_code").drop_nulls().unique().rows())}
-    alone = None
-    if with_alone:
-        # The month suppressed on its own, as the pipeline did before releases were linked.
-        figures: dict = {}
-        alone = build_gap_table(
-            tables["indicators.patient_indicators"].lazy(), tables["population.patient_attributes"].lazy(),
-            tables["indicators.indicator_catalogue"], profile=get_profile(gap["disclosure_profile"][0]),
-            primary_vintage=vintage, deprivation=deprivation.lazy(), audit_stats=figures,
-            quality=deprivation_quality(deprivation, MONTH),
-            cohorts=reported_cohorts(tables["cohorts.cohort_membership"], tables["cohorts.cohort_catalogue"]).lazy())
-        alone = (alone, figures["quality"])
-    return {"gap": gap, "truth": truth, "quality": tables["published.deprivation_quality"], "alone": alone,
-            "quality_truth": deprivation_quality(deprivation, MONTH), "vintage": vintage, "fine": fine,
-            "memberships": memberships_of(tables["indicators.patient_indicators"], deprivation),
-            "profile": gap["disclosure_profile"][0]}
+    return published_month(warehouse, MONTH, with_alone=with_alone)
 
 
 def test_a_reader_with_every_table_recovers_nothing_by_lp_or_whole_numbers(warehouse):
@@ -69,23 +37,6 @@ def test_a_reader_with_every_table_recovers_nothing_by_lp_or_whole_numbers(wareh
     assert out["narrowed"] == [] and out["exact"] == [] and out["unsolved"] == []
     # Every sampled count was attacked with a proof, or is one a visible 0 already fixes.
     assert out["integer_checked"] + out["integer_known"] == 25 and out["integer_checked"] >= 20
-
-
-def _add_one_patient(folder: Path) -> None:
-    """Re-send an extract with one patient added: a copy, under a new id, of the patient with most events."""
-    import json
-
-    events = pl.read_parquet(folder / "events.parquet")
-    source = events.group_by("patient_id").len().sort("len", "patient_id", descending=True)["patient_id"][0]
-    meta = json.loads((folder / "extract.json").read_text())
-    for path in sorted(folder.glob("*.parquet")):
-        frame = pl.read_parquet(path)
-        copy = frame.filter(pl.col("patient_id") == source).with_columns(pl.lit("RESENT-ADDED-1").alias("patient_id"))
-        pl.concat([frame, copy]).write_parquet(path)
-        if path.stem in meta.get("row_counts", {}):
-            meta["row_counts"][path.stem] += copy.height
-    meta["n_patients"] = meta.get("n_patients", 0) + 1
-    (folder / "extract.json").write_text(json.dumps(meta, indent=2, sort_keys=True))
 
 
 def test_a_reader_holding_both_releases_of_a_re_sent_month_recovers_nothing(warehouse, clean_extracts, tmp_path):
@@ -104,7 +55,7 @@ def test_a_reader_holding_both_releases_of_a_re_sent_month_recovers_nothing(ware
                         first["fine"], primary_vintage=first["vintage"], profile=first["profile"], solve=False)
     root = tmp_path / "extracts"
     shutil.copytree(clean_extracts / "2026-10", root / "2026-10")
-    _add_one_patient(root / "2026-10")
+    add_one_patient(root / "2026-10")
     code, output = core20_in_process("run", "--extract", str(root), "--month", "2026-10", "--warehouse", str(warehouse))
     assert code == 0, output
     second = _month(warehouse, with_alone=True)
