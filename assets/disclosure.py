@@ -43,7 +43,7 @@ def disclosure_audit(context: dg.AssetExecutionContext, warehouse: Warehouse, se
     if removed:
         context.log.info(f"removed {len(removed)} unfinished build(s) or temporary file(s) a stopped run left")
     started = time.perf_counter()
-    built = build_candidates(warehouse.file(), serving.serving_path(), serving.reports_path(), reference_data.path(), month,
+    built = build_candidates(warehouse, serving.serving_path(), serving.reports_path(), reference_data.path(), month,
                              powerbi_parquet_folder=serving.powerbi_folder())
     build_seconds = time.perf_counter() - started
     audit_started = time.perf_counter()

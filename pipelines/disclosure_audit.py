@@ -241,12 +241,13 @@ def audit_published(warehouse: Path, serving_root: Path | None, reports_dir: Pat
     from pipelines.cli import quality_text
     from pipelines.publication import published_views
     from pipelines.segmentation import star
+    from pipelines.warehouse import as_warehouse
 
     found: list[Violation] = []
     read = {"tables": 0, "snapshots": 0, "reports": 0, "texts": 0}
     con = duckdb.connect()
     try:
-        con.execute(f"attach '{warehouse}' as {star.SOURCE} (read_only)")
+        as_warehouse(warehouse).attach(con, star.SOURCE)
         names = published_views(con, star.SOURCE)
         months = [r[0] for r in con.execute("select distinct reporting_month from pub.gap_table order by 1").fetchall()] \
             if "gap_table" in names else []
@@ -312,11 +313,12 @@ def audit_candidates(warehouse: Path, month, snapshot: Path, report: Path) -> tu
     from pipelines.cli import quality_text
     from pipelines.publication import published_views
     from pipelines.segmentation import star
+    from pipelines.warehouse import as_warehouse
 
     found: list[Violation] = []
     con = duckdb.connect()
     try:
-        con.execute(f"attach '{warehouse}' as {star.SOURCE} (read_only)")
+        as_warehouse(warehouse).attach(con, star.SOURCE)
         names = published_views(con, star.SOURCE, month)
         profile = get_profile(runner_profile(con, [month]))
         for name in names:

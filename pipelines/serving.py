@@ -101,11 +101,11 @@ def _write_parquet(con: duckdb.DuckDBPyConnection, table: str, folder: Path) -> 
     return written
 
 
-def build_snapshot(warehouse: Path, target: Path, candidate_month=None, *, powerbi_parquet_folder: str | None = None) -> dict:
+def build_snapshot(warehouse, target: Path, candidate_month=None, *, powerbi_parquet_folder: str | None = None) -> dict:
     """Build a complete snapshot of the warehouse's published tables in folder `target`.
 
     Arguments:
-        warehouse: the pipeline's DuckDB file (attached read-only, never written).
+        warehouse: the `Warehouse` or its file (attached read-only through its door, never written).
         target: an empty or absent folder.
         candidate_month: build what the snapshot will be once this month's gated candidates
             are published (publication.published_views), for the disclosure audit before publishing.
@@ -123,8 +123,10 @@ def build_snapshot(warehouse: Path, target: Path, candidate_month=None, *, power
         # (the Windows ODBC driver Power BI uses) can open it; DuckDB 2.0 writes its own
         # newer format by default, which DuckDB 1.x cannot read.
         con.execute(f"attach '{database}' as serving (storage_version '{STORAGE_VERSION}')")
-        con.execute(f"attach '{warehouse}' as {star.SOURCE} (read_only)")
         from pipelines.publication import published_views
+        from pipelines.warehouse import as_warehouse
+
+        as_warehouse(warehouse).attach(con, star.SOURCE)
 
         published_views(con, star.SOURCE, candidate_month)
         con.execute("use serving")
@@ -309,7 +311,7 @@ def candidate_paths(serving_root: Path, reports_dir: Path, month) -> dict[str, P
     }
 
 
-def build_candidates(warehouse: Path, serving_root: Path, reports_dir: Path, reference_dir: Path, month,
+def build_candidates(warehouse, serving_root: Path, reports_dir: Path, reference_dir: Path, month,
                      powerbi_parquet_folder: str | None = None) -> dict:
     """Build the month's candidate serving snapshot and report from its gated candidates.
 

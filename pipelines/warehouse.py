@@ -87,13 +87,18 @@ def default_wait() -> float:
 
 def _open(path: Path, read_only: bool, wait_seconds: float) -> duckdb.DuckDBPyConnection:
     """Open the file, polling (with one message) while another process holds it; raise WarehouseBusy past the wait."""
+    return _waiting(path, wait_seconds, lambda: duckdb.connect(str(path), read_only=read_only))
+
+
+def _waiting(path: Path, wait_seconds: float, opening):
+    """Return `opening()` (a connect or an attach of the file), retried while another process holds the file."""
     from pipelines import runlock
 
     deadline = time.monotonic() + wait_seconds
     delay, told = 0.05, False
     while True:
         try:
-            return duckdb.connect(str(path), read_only=read_only)
+            return opening()
         except duckdb.IOException as error:
             if not _is_lock_conflict(error):
                 raise
@@ -138,6 +143,30 @@ def connect(path: str | Path, *, read_only: bool = False, memory_limit: str | No
         yield con
     finally:
         con.close()
+
+
+def attach(con: duckdb.DuckDBPyConnection, path: str | Path, alias: str, *, memory_limit: str | None = None,
+           wait_seconds: float | None = None) -> None:
+    """Attach the warehouse file read-only to another connection as `alias`.
+
+    The readers that join the warehouse with a database of their own (the serving snapshot
+    they write, the report's and the disclosure audit's views of the published tables) come
+    in here, so they wait for another process's hold and get the memory limit as `connect`
+    gives them.
+
+    Arguments:
+        con: the reader's connection (usually in-memory).
+        path: the warehouse file; it must exist.
+        alias: the catalog name the warehouse gets in `con`.
+        memory_limit, wait_seconds: as for `connect`.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"warehouse {path} does not exist: run `core20 run` first (or pass --warehouse).")
+    con.execute(f"set memory_limit = '{memory_limit or os.environ.get(MEMORY_ENV) or DEFAULT_MEMORY}'")
+    wait = default_wait() if wait_seconds is None else wait_seconds
+    target = "'" + str(path).replace("'", "''") + "'"
+    _waiting(path, wait, lambda: con.execute(f"attach {target} as {quote(alias)} (read_only)"))
 
 
 @contextmanager
@@ -412,6 +441,10 @@ class Warehouse(dg.ConfigurableResource):
         """Yield a connection (waiting for another process's lock; see `connect`)."""
         with connect(self.file(), read_only=read_only, memory_limit=self.memory_limit) as con:
             yield con
+
+    def attach(self, con: duckdb.DuckDBPyConnection, alias: str) -> None:
+        """Attach the warehouse read-only to another connection as `alias` (see `attach`)."""
+        attach(con, self.file(), alias, memory_limit=self.memory_limit)
 
     def read(self, schema: str, table: str, month: date | None = None) -> pl.DataFrame:
         """Return a (small) table, or its month, as a polars frame."""

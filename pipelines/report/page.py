@@ -37,14 +37,16 @@ AREA_NAMES = {"severe_mental_illness": "Severe mental illness", "hypertension": 
               "maternity": "Maternity", "smoking_cessation": "Smoking cessation"}
 
 
-def attach(warehouse: Path, candidate_month: date | None = None) -> duckdb.DuckDBPyConnection:
-    """Return an in-memory connection with the warehouse attached read-only as `wh` and the
-    published tables as views in schema `pub` (with `candidate_month`, as they will be once
-    that month's gated candidates are published: see publication.published_views)."""
+def attach(warehouse, candidate_month: date | None = None) -> duckdb.DuckDBPyConnection:
+    """Return an in-memory connection with the warehouse (a `Warehouse` or its file) attached
+    read-only as `wh` through the warehouse door, and the published tables as views in schema
+    `pub` (with `candidate_month`, as they will be once that month's gated candidates are
+    published: see publication.published_views)."""
     from pipelines.publication import published_views
+    from pipelines.warehouse import as_warehouse
 
     con = duckdb.connect()
-    con.execute(f"attach '{warehouse}' as {star.SOURCE} (read_only)")
+    as_warehouse(warehouse).attach(con, star.SOURCE)
     published_views(con, star.SOURCE, candidate_month)
     return con
 
@@ -392,28 +394,30 @@ footer{margin-top:40px;font-size:.85em;color:#4c6272;border-top:1px solid #d8dde
 """
 
 
-def build_report(warehouse: Path, month: date, reference_dir: Path, *, candidate: bool = False) -> tuple[str, dict]:
+def build_report(warehouse, month: date, reference_dir: Path, *, candidate: bool = False) -> tuple[str, dict]:
     """Return the month's report as one HTML document, and a summary of what it contains.
 
     Arguments:
-        warehouse: the pipeline's DuckDB file (read-only).
+        warehouse: the `Warehouse` or its file (read through the warehouse door, read-only).
         month: first day of the reporting month (it must be published).
         reference_dir: the pinned reference directory (for the map's boundaries and centroids).
         candidate: build from the month's gated candidates (before publication, for the
             disclosure audit) instead of the published tables.
     """
     from pipelines.report.mapping import ics_map
+    from pipelines.warehouse import as_warehouse
     from reference_data.loader import attribution_statements
 
+    warehouse = as_warehouse(warehouse)
     con = attach(warehouse, month if candidate else None)
     try:
         tables = _tables(con)
         if "gap_table" not in tables:
-            raise ValueError(f"the warehouse {warehouse} has no published.gap_table: run and publish a month first")
+            raise ValueError(f"the warehouse {warehouse.file()} has no published.gap_table: run and publish a month first")
         settings = con.sql("select imd_vintage, any_value(disclosure_profile) from pub.gap_table "
                            "where reporting_month = $1 and breakdown = 'overall' group by 1", params=[month]).fetchall()
         if not settings:
-            raise ValueError(f"{month:%Y-%m} is not published in {warehouse}: nothing to report")
+            raise ValueError(f"{month:%Y-%m} is not published in {warehouse.file()}: nothing to report")
         vintage, profile_name = settings[0]
         icbs = dict(con.sql(star.extract_icbs(con)).fetchall())
         icb_code = icbs.get(month)
@@ -514,7 +518,7 @@ def report_path(directory: Path, month: date) -> Path:
     return directory / f"core20plus5_report_{month:%Y-%m}.html"
 
 
-def write_report(warehouse: Path, month: date, reference_dir: Path, directory: Path, *, candidate: bool = False,
+def write_report(warehouse, month: date, reference_dir: Path, directory: Path, *, candidate: bool = False,
                  target: Path | None = None) -> tuple[Path, dict]:
     """Write the month's report atomically (a complete file appears, or the old one stays); return its path and summary."""
     text, summary = build_report(warehouse, month, reference_dir, candidate=candidate)

