@@ -21,7 +21,9 @@ GROUP = "reference"
 
 def _pins(*file_ids: str) -> str:
     manifest = loader.load_manifest()
-    joined = "+".join(manifest.entry(f).sha256 for f in file_ids)
+    # A codelist that selects part of its file (manifest `select`) is pinned by the selection too.
+    joined = "+".join(manifest.entry(f).sha256 + (f":{manifest.entry(f).select!r}" if manifest.entry(f).select else "")
+                      for f in file_ids)
     return hashlib.sha256(joined.encode()).hexdigest()[:16]
 
 

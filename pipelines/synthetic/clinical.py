@@ -17,10 +17,13 @@ from pipelines.synthetic.events import EventBuffer, expand, uniform_days
 from pipelines.synthetic.parameters import (
     CONDITIONS,
     CYP_MAX_AGE,
+    HOME_BP_ADJUSTMENT,
     HYPERTENSION_TO_TARGET,
     LIBRARY_RATES,
     MAIN_DIASTOLIC,
+    MAIN_HOME_SYSTOLIC,
     MAIN_SYSTOLIC,
+    MAXIMUM_SYSTOLIC,
     OTHER_AREAS,
     SMI_HEALTH_CHECK,
     YEAR,
@@ -107,30 +110,62 @@ def emit_ethnicity(rng, ref: Reference, people: People, defect_kind: np.ndarray,
     return EthnicityCounts(state=state, superseded=superseded, recorded_group6=recorded)
 
 
-def _controlled(rng, thr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _controlled(rng, thr: np.ndarray, dia_thr: np.ndarray | int = 90) -> tuple[np.ndarray, np.ndarray]:
     """Return (systolic, diastolic) at or below the thresholds; some exactly at them."""
     m = thr.size
+    dia_thr = np.broadcast_to(dia_thr, (m,))
     sys = np.where(rng.random(m) < 0.12, thr, thr - 1 - rng.integers(0, 30, m))
-    dia = np.where(rng.random(m) < 0.12, 90, rng.integers(62, 90, m))
+    dia = np.where(rng.random(m) < 0.12, dia_thr, dia_thr - 28 + rng.integers(0, 28, m))
     return sys, dia
 
 
-def _uncontrolled(rng, thr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _uncontrolled(rng, thr: np.ndarray, dia_thr: np.ndarray | int = 90) -> tuple[np.ndarray, np.ndarray]:
     """Return (systolic, diastolic) with systolic, diastolic or both above the thresholds."""
     m = thr.size
-    sys_ok, dia_ok = _controlled(rng, thr)
+    sys_ok, dia_ok = _controlled(rng, thr, dia_thr)
     sys_high = thr + 1 + np.minimum(np.floor(rng.exponential(12.0, m)), 60).astype(np.int64)
-    dia_high = 91 + np.minimum(np.floor(rng.exponential(6.0, m)), 30).astype(np.int64)
+    dia_high = np.broadcast_to(dia_thr, (m,)) + 1 + np.minimum(np.floor(rng.exponential(6.0, m)), 30).astype(np.int64)
     kind = rng.random(m)  # 60% systolic high, 25% diastolic high, 15% both
     sys = np.where(kind < 0.60, sys_high, np.where(kind < 0.85, sys_ok, sys_high))
     dia = np.where(kind < 0.60, dia_ok, dia_high)
     return sys, dia
 
 
-def _emit_bp(rng, ref: Reference, events: EventBuffer, pid, day, sys, dia) -> None:
-    """Emit one blood pressure reading: a systolic and a diastolic observable on the same day."""
-    events.add(pid, pick_codes(rng, ref, "systolic_blood_pressure_qof", pid.size, MAIN_SYSTOLIC), day, sys)
-    events.add(pid, pick_codes(rng, ref, "diastolic_blood_pressure_qof", pid.size, MAIN_DIASTOLIC), day, dia)
+def _emit_bp(rng, ref: Reference, events: EventBuffer, pid, day, sys, dia, home: bool = False) -> None:
+    """Emit one blood pressure reading: a systolic and a diastolic observable of one kind on the same day.
+
+    Clinic readings by default; `home` writes a home-average pair (judged 5 mmHg lower).
+    """
+    if home:
+        events.add(pid, pick_codes(rng, ref, "bp_systolic_out_of_office", pid.size, MAIN_HOME_SYSTOLIC), day, sys)
+        events.add(pid, pick_codes(rng, ref, "homebp_diastolic_average", pid.size), day, dia)
+        return
+    events.add(pid, pick_codes(rng, ref, "bp_systolic_clinic", pid.size, MAIN_SYSTOLIC), day, sys)
+    events.add(pid, pick_codes(rng, ref, "bp_diastolic_clinic", pid.size, MAIN_DIASTOLIC), day, dia)
+
+
+def _code_index(ref: Reference, codelist: str, code: str) -> int:
+    """Return the index into ref.codes of one code of a codelist's slice."""
+    offset, n = ref.slices[codelist]
+    return offset + int(np.flatnonzero((ref.codes.slice(offset, n) == code).to_numpy())[0])
+
+
+def _emit_no_reading(rng, ref: Reference, events: EventBuffer, pid, day, controlled: np.ndarray) -> None:
+    """Emit rows on `day` that are NOT a valid reading, with values that would pass (or fail)
+    if they were read: an invalid systolic (< 50) or diastolic (< 20), a lone systolic, or a
+    maximum systolic beside a diastolic. The pipeline must ignore them all."""
+    m = pid.size
+    kind = rng.integers(0, 4, m)
+    sys = np.where(controlled, rng.integers(100, 130, m), rng.integers(165, 190, m))
+    dia = np.where(controlled, rng.integers(60, 80, m), rng.integers(95, 110, m))
+    sys = np.where(kind == 0, rng.integers(20, 50, m), sys)  # invalid systolic, below 50
+    dia = np.where(kind == 1, rng.integers(5, 20, m), dia)  # invalid diastolic, below 20
+    clinic_sys = pick_codes(rng, ref, "bp_systolic_clinic", m, MAIN_SYSTOLIC)
+    sys_code = np.where(kind == 3, _code_index(ref, "systolic_blood_pressure_qof", MAXIMUM_SYSTOLIC), clinic_sys)
+    events.add(pid, sys_code, day, sys)
+    with_dia = kind != 2  # kind 2: a lone systolic, no diastolic that day
+    events.add(pid[with_dia], pick_codes(rng, ref, "bp_diastolic_clinic", int(with_dia.sum()), MAIN_DIASTOLIC),
+               day[with_dia], dia[with_dia])
 
 
 def _normal_bp(rng, age: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -175,12 +210,18 @@ def emit_indicator_events(rng, ref: Reference, people: People, conditions, cal: 
     has = ~no_reading[who]
     ok = s_htn[who]
     d_last = uniform_days(rng, np.minimum(w0 + 60, hi), hi)
-    cs, cd = _controlled(rng, thr)
-    us, ud = _uncontrolled(rng, thr)
+    # The deciding reading: a clinic pair, or for some a home-average pair judged 5 mmHg lower.
+    home = has & (rng.random(who.size) < 0.15)
+    sys_thr = np.where(home, thr - HOME_BP_ADJUSTMENT, thr)
+    dia_thr = np.where(home, 90 - HOME_BP_ADJUSTMENT, 90)
+    cs, cd = _controlled(rng, sys_thr, dia_thr)
+    us, ud = _uncontrolled(rng, sys_thr, dia_thr)
     sys_l, dia_l = np.where(ok, cs, us), np.where(ok, cd, ud)
-    _emit_bp(rng, ref, events, who[has], d_last[has], sys_l[has], dia_l[has])
+    for is_home in (False, True):
+        sel = has & (home == is_home)
+        _emit_bp(rng, ref, events, who[sel], d_last[sel], sys_l[sel], dia_l[sel], home=is_home)
     # A repeat reading on the same day with higher values: the lowest value must win.
-    rep = has & (rng.random(who.size) < np.where(ok, 0.30, 0.20))
+    rep = has & ~home & (rng.random(who.size) < np.where(ok, 0.30, 0.20))
     _emit_bp(rng, ref, events, who[rep], d_last[rep], sys_l[rep] + rng.integers(5, 31, int(rep.sum())), dia_l[rep] + rng.integers(0, 11, int(rep.sum())))
     n_earlier = np.where(has & (d_last - 1 >= w0), rng.choice(3, who.size, p=[0.4, 0.4, 0.2]), 0)
     owner, _ = expand(n_earlier)
@@ -190,6 +231,13 @@ def emit_indicator_events(rng, ref: Reference, people: People, conditions, cal: 
     cs, cd = _controlled(rng, thr[owner])
     us, ud = _uncontrolled(rng, thr[owner])
     _emit_bp(rng, ref, events, who[owner], day, np.where(earlier_ok, cs, us), np.where(earlier_ok, cd, ud))
+    # Later rows that are no valid reading (invalid values, a lone systolic, a maximum), whose
+    # values say the opposite of the drawn outcome: only the valid-pair rule gives the truth.
+    # Patients with no reading in the window get some too (they stay without a valid reading).
+    later = np.where(has, d_last < hi, True) & (rng.random(who.size) < 0.30)
+    start = np.where(has, d_last + 1, np.minimum(w0, hi))
+    sel = np.flatnonzero(later)
+    _emit_no_reading(rng, ref, events, who[sel], uniform_days(rng, start[sel], hi[sel]), ~ok[sel])
 
     # SMI health check: four components (BP, lipids, HbA1c, smoking status).
     who = np.flatnonzero(smi_on)

@@ -52,7 +52,21 @@ def derived_outcomes(ref: Reference, rows: pl.DataFrame, people: People, cal: Ca
         out[pid[sel]] = True
         return out
 
-    bp = _codelist_mask(ref, reference_dir, "bp_cod", "systolic_blood_pressure_qof", "diastolic_blood_pressure_qof")
+    value = rows["value"].to_numpy()
+
+    def valid_pair_since(start: int) -> np.ndarray:
+        # A BP reading is a valid same-day pair of one kind (clinic; home / daytime-ambulatory
+        # average): a systolic >= 50 and a diastolic >= 20 on one date (DOMAIN.md section 4).
+        out = np.zeros(people.n, dtype=bool)
+        for systolic, diastolic in ((("bp_systolic_clinic",), ("bp_diastolic_clinic",)),
+                                    (("bp_systolic_out_of_office",), ("bp_diastolic_out_of_office", "homebp_diastolic_average"))):
+            in_window = (day >= start) & (day <= r)
+            s_sel = _codelist_mask(ref, reference_dir, *systolic)[code] & in_window & (value >= 50)
+            d_sel = _codelist_mask(ref, reference_dir, *diastolic)[code] & in_window & (value >= 20)
+            keys = np.intersect1d(pid[s_sel].astype(np.int64) * 1_000_000 + day[s_sel], pid[d_sel].astype(np.int64) * 1_000_000 + day[d_sel])
+            out[keys // 1_000_000] = True
+        return out
+
     smoking = _codelist_mask(ref, reference_dir, "lsmok_cod", "exsmok_cod")
     hba1c = _codelist_mask(ref, reference_dir, "hba1c_tests", "ifcchbam_cod")
     saba = _codelist_mask(ref, reference_dir, "saba_inhalers_resp02", "saba_inhaler_medications")
@@ -62,8 +76,8 @@ def derived_outcomes(ref: Reference, rows: pl.DataFrame, people: People, cal: Ca
     issues = rows.filter(pl.Series(saba[code] & (day >= m12) & (day <= r))).unique()
     counted = issues["pid"].to_numpy()
     return {
-        "bp_5y": any_since(bp, m60),
-        "bp_12m": any_since(bp, m12),
+        "bp_5y": valid_pair_since(m60),
+        "bp_12m": valid_pair_since(m12),
         "smoking_24m": any_since(smoking, m24),
         "smoking_12m": any_since(smoking, m12),
         "cholesterol_12m": any_since(_codelist_mask(ref, reference_dir, "cholesterol_tests"), m12),

@@ -179,6 +179,7 @@ CODELISTS = (
     "ethnicity_snomed", "eth_not_stated", "ld_cod", "autism_cod", "mh_cod", "smhres", "hyp_cod",
     "hypres_cod", "copd_cod", "copdres_cod", "ast_cod", "astres_cod", "dm_cod", "dmres_cod",
     "epil_cod", "epilres_cod", "bp_cod", "systolic_blood_pressure_qof", "diastolic_blood_pressure_qof",
+    "bp_systolic_clinic", "bp_diastolic_clinic", "bp_systolic_out_of_office", "homebp_diastolic_average",
     "cholesterol_tests", "hba1c_tests", "lsmok_cod", "exsmok_cod", "flu_cod",
     "saba_inhalers_resp02", "statin_medication", "dmtype1_cod", "dmtype2_cod", "diabetes_cgm_dmd",
     "qriskscore_cod", "pneumococcal_vaccination_gmsde", "covadm1_5",
@@ -190,3 +191,8 @@ TYPE_SPECIFIC = {"dm_cod": ("dmtype1_cod", "dmtype2_cod")}
 # The QOF observables most practices record; other codes of each list appear less often.
 MAIN_SYSTOLIC = "271649006"
 MAIN_DIASTOLIC = "271650006"
+MAIN_HOME_SYSTOLIC = "413606001"  # Average home systolic blood pressure
+# A systolic code that is no reading under the BP rule (DOMAIN.md section 4): the maximum.
+MAXIMUM_SYSTOLIC = "314439003"
+# Home / daytime-ambulatory averages are judged this much lower (NICE NG136).
+HOME_BP_ADJUSTMENT = 5

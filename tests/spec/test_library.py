@@ -32,6 +32,9 @@ CODELISTS = {
     "epil_cod": frozenset({"EPI"}), "epilres_cod": frozenset({"EPI_RES"}),
     "bp_cod": frozenset({"BP"}), "systolic_blood_pressure_qof": frozenset({"SYS"}),
     "diastolic_blood_pressure_qof": frozenset({"DIA"}),
+    "bp_systolic_clinic": frozenset({"SYS"}), "bp_diastolic_clinic": frozenset({"DIA"}),
+    "bp_systolic_out_of_office": frozenset({"HOME_SYS"}), "bp_diastolic_out_of_office": frozenset({"ABPM_DIA"}),
+    "homebp_diastolic_average": frozenset({"HOME_DIA"}),
     "cholesterol_tests": frozenset({"CHOL"}), "hba1c_tests": frozenset({"HBA1C"}), "ifcchbam_cod": frozenset({"HBA1C_IFCC"}),
     "lsmok_cod": frozenset({"SMOKER"}), "exsmok_cod": frozenset({"EX_SMOKER"}),
     "qriskscore_cod": frozenset({"QRISK"}), "statin_medication": frozenset({"STATIN"}),
@@ -83,12 +86,14 @@ def test_smi_components_each_need_their_own_code_in_12_months(defs):
         """
         patient_id    | code       | event_date | value
         all_in        | SMI_DX     | 2015-01-01 |
-        all_in        | BP         | 2024-04-01 |
+        all_in        | SYS        | 2024-04-01 | 120
+        all_in        | DIA        | 2024-04-01 | 80
         all_in        | CHOL       | 2025-03-31 |
         all_in        | HBA1C      | 2024-06-01 |
         all_in        | SMOKER     | 2024-06-01 |
         all_too_early | SMI_DX     | 2015-01-01 |
-        all_too_early | BP         | 2024-03-31 |
+        all_too_early | SYS        | 2024-03-31 | 120
+        all_too_early | DIA        | 2024-03-31 | 80
         all_too_early | CHOL       | 2024-03-31 |
         all_too_early | HBA1C      | 2024-03-31 |
         all_too_early | EX_SMOKER  | 2024-03-31 |
@@ -99,7 +104,7 @@ def test_smi_components_each_need_their_own_code_in_12_months(defs):
         EVENTS,
     )
     expected = {
-        "smi_hc_blood_pressure": ["all_in", "ifcc_and_dia"],
+        "smi_hc_blood_pressure": ["all_in"],  # a lone diastolic is no reading (valid same-day pair rule)
         "smi_hc_lipids": ["all_in"],
         "smi_hc_glucose": ["all_in", "ifcc_and_dia"],
         "smi_hc_smoking": ["all_in"],
@@ -131,16 +136,22 @@ def test_bp_case_finding_age_40_not_on_register_bp_in_5_years(defs):
     events = table(
         """
         patient_id    | code    | event_date | value
-        forty_on_R    | BP      | 2024-01-01 |
-        thirty_nine   | BP      | 2024-01-01 |
-        bp_first_day  | BP      | 2020-04-01 |
-        bp_day_before | BP      | 2020-03-31 |
+        forty_on_R    | SYS     | 2024-01-01 | 130
+        forty_on_R    | DIA     | 2024-01-01 | 80
+        thirty_nine   | SYS     | 2024-01-01 | 130
+        thirty_nine   | DIA     | 2024-01-01 | 80
+        bp_first_day  | SYS     | 2020-04-01 | 130
+        bp_first_day  | DIA     | 2020-04-01 | 80
+        bp_day_before | SYS     | 2020-03-31 | 130
+        bp_day_before | DIA     | 2020-03-31 | 80
         systolic_only | SYS     | 2022-01-01 | 130
         on_register   | HYP     | 2019-01-01 |
-        on_register   | BP      | 2024-01-01 |
+        on_register   | SYS     | 2024-01-01 | 130
+        on_register   | DIA     | 2024-01-01 | 80
         resolved_hyp  | HYP     | 2019-01-01 |
         resolved_hyp  | HYP_RES | 2020-01-01 |
-        resolved_hyp  | BP      | 2024-01-01 |
+        resolved_hyp  | SYS     | 2024-01-01 | 130
+        resolved_hyp  | DIA     | 2024-01-01 | 80
         """,
         EVENTS,
     )
@@ -152,7 +163,7 @@ def test_bp_case_finding_age_40_not_on_register_bp_in_5_years(defs):
         forty_on_R    | true
         no_reading    | false
         resolved_hyp  | true
-        systolic_only | true
+        systolic_only | false
         """
     ))
 
@@ -410,11 +421,13 @@ def test_cyp_diabetes_care_processes_need_hba1c_and_bp(defs):
         patient_id | code       | event_date | value
         both       | DM         | 2020-01-01 |
         both       | HBA1C_IFCC | 2024-05-01 | 50
+        both       | SYS        | 2024-05-01 | 100
         both       | DIA        | 2024-05-01 | 60
         hba1c_only | DM         | 2020-01-01 |
         hba1c_only | HBA1C      | 2024-05-01 | 50
         bp_only    | DM         | 2020-01-01 |
-        bp_only    | BP         | 2024-05-01 |
+        bp_only    | SYS        | 2024-05-01 | 100
+        bp_only    | DIA        | 2024-05-01 | 60
         adult      | DM         | 2020-01-01 |
         adult      | HBA1C      | 2024-05-01 | 50
         adult      | BP         | 2024-05-01 |

@@ -30,6 +30,11 @@ CODELISTS = {
     "bp_cod": frozenset({"BP"}),
     "systolic_blood_pressure_qof": frozenset({"SYS"}),
     "diastolic_blood_pressure_qof": frozenset({"DIA"}),
+    "bp_systolic_clinic": frozenset({"SYS"}),
+    "bp_diastolic_clinic": frozenset({"DIA"}),
+    "bp_systolic_out_of_office": frozenset({"HOME_SYS"}),
+    "bp_diastolic_out_of_office": frozenset({"ABPM_DIA"}),
+    "homebp_diastolic_average": frozenset({"HOME_DIA"}),
     "lsmok_cod": frozenset({"SMOKER"}),
     "exsmok_cod": frozenset({"EX_SMOKER"}),
 }
@@ -192,8 +197,10 @@ def test_core20_uses_national_deciles_of_the_chosen_vintage(defs):
 
 
 def test_nn_cvd_focus_combination(defs):
-    # Core20 AND 40+ AND not on the hypertension register AND no BP reading in 5 years
-    # AND (diabetes register OR current smoker). 5 years before R = 2020-04-01 onwards.
+    # Core20 AND 40+ AND not on the hypertension register AND no valid BP reading (a same-day
+    # systolic + diastolic pair, bp_case_finding's rule) in 5 years AND (diabetes register OR
+    # current smoker). 5 years before R = 2020-04-01 onwards. A lone systolic or a BP_COD
+    # code without values is no reading, so those patients stay in the cohort.
     patients = table(
         """
         patient_id       | date_of_birth
@@ -208,6 +215,8 @@ def test_nn_cvd_focus_combination(defs):
         bp_in_window     | 1960-05-05
         bp_just_outside  | 1960-05-05
         sys_in_window    | 1960-05-05
+        bp_code_only     | 1960-05-05
+        home_pair        | 1960-05-05
         on_hyp_register  | 1960-05-05
         dm_resolved      | 1960-05-05
         """,
@@ -227,6 +236,8 @@ def test_nn_cvd_focus_combination(defs):
         bp_in_window    | 1              | 1
         bp_just_outside | 1              | 1
         sys_in_window   | 1              | 1
+        bp_code_only    | 1              | 1
+        home_pair       | 1              | 1
         on_hyp_register | 1              | 1
         dm_resolved     | 1              | 1
         """,
@@ -246,11 +257,18 @@ def test_nn_cvd_focus_combination(defs):
         same_day_ex     | SMOKER    | 2019-01-01 |
         same_day_ex     | EX_SMOKER | 2019-01-01 |
         bp_in_window    | DM        | 2015-01-01 |
-        bp_in_window    | BP        | 2020-04-01 |
+        bp_in_window    | SYS       | 2020-04-01 | 150
+        bp_in_window    | DIA       | 2020-04-01 | 90
         bp_just_outside | DM        | 2015-01-01 |
-        bp_just_outside | BP        | 2020-03-31 |
+        bp_just_outside | SYS       | 2020-03-31 | 150
+        bp_just_outside | DIA       | 2020-03-31 | 90
         sys_in_window   | DM        | 2015-01-01 |
         sys_in_window   | SYS       | 2024-01-01 | 150
+        bp_code_only    | DM        | 2015-01-01 |
+        bp_code_only    | BP        | 2024-01-01 |
+        home_pair       | DM        | 2015-01-01 |
+        home_pair       | HOME_SYS  | 2024-01-01 | 150
+        home_pair       | HOME_DIA  | 2024-01-01 | 90
         on_hyp_register | DM        | 2015-01-01 |
         on_hyp_register | HYP       | 2016-01-01 |
         dm_resolved     | DM        | 2015-01-01 |
@@ -258,7 +276,7 @@ def test_nn_cvd_focus_combination(defs):
         """,
         EVENT_SCHEMA,
     )
-    expected = ["aged_40_on_R", "bp_just_outside", "member_diabetes", "member_smoker"]
+    expected = ["aged_40_on_R", "bp_code_only", "bp_just_outside", "member_diabetes", "member_smoker", "sys_in_window"]
     result = evaluate_cohorts(
         defs, patients.lazy(), events.lazy(), deprivation.lazy(), CODELISTS, R, cohort_ids=["nn_cvd_focus"]
     ).collect()

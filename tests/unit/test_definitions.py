@@ -232,6 +232,6 @@ def test_manifest_codelists_carry_source_version_and_sha256():
     from reference_data.loader import load_manifest
 
     manifest = load_manifest()
-    assert len(manifest.codelists) == 56
+    assert len(manifest.codelists) == 71
     for entry in manifest.codelists.values():
         assert entry.source and entry.version and len(entry.sha256) == 64, entry.file_id

@@ -89,6 +89,26 @@ def _in_window(events: pl.DataFrame, *ids: str) -> pl.DataFrame:
     return events.filter(pl.col("code").is_in(_codes(*ids).implode()) & pl.col("event_date").is_between(W0, R))
 
 
+# The BP reading rule (DOMAIN.md section 4), restated here on its own: per kind, the day's
+# lowest valid systolic (>= 50) and diastolic (>= 20); a day is a reading when one kind has both.
+BP_KINDS = {"clinic": (("bp_systolic_clinic",), ("bp_diastolic_clinic",), 0),
+            "home": (("bp_systolic_out_of_office",), ("bp_diastolic_out_of_office", "homebp_diastolic_average"), 5)}
+
+
+def _bp_days(events: pl.DataFrame) -> pl.DataFrame:
+    """Return patient_id, event_date and per kind its lowest valid systolic / diastolic, on days with a valid pair."""
+    window = events.filter(pl.col("event_date").is_between(W0, R))
+    days = None
+    for kind, (systolic, diastolic, _) in BP_KINDS.items():
+        sys = window.filter(pl.col("code").is_in(_codes(*systolic).implode()) & (pl.col("value") >= 50))
+        dia = window.filter(pl.col("code").is_in(_codes(*diastolic).implode()) & (pl.col("value") >= 20))
+        pairs = (sys.group_by("patient_id", "event_date").agg(pl.col("value").min().alias(f"{kind}_sys"))
+                 .join(dia.group_by("patient_id", "event_date").agg(pl.col("value").min().alias(f"{kind}_dia")),
+                       on=["patient_id", "event_date"]))
+        days = pairs if days is None else days.join(pairs, on=["patient_id", "event_date"], how="full", coalesce=True)
+    return days
+
+
 def _by_group(frame: pl.DataFrame, flag: str) -> dict:
     return {
         g: (frame.filter(pl.col("group") == g).height, int(frame.filter(pl.col("group") == g)[flag].sum()))
@@ -219,12 +239,12 @@ def test_smi_health_check_numerator_matches_ground_truth(extract, people):
     ev = extract["events"]
     denom = _register(ev, people, "mh_cod", "smhres").filter(pl.col("age") >= 18)
     components = [
-        ("bp_cod", "systolic_blood_pressure_qof", "diastolic_blood_pressure_qof"),
         ("cholesterol_tests",),
         ("hba1c_tests", "ifcchbam_cod"),
         ("lsmok_cod", "exsmok_cod"),
     ]
     flags = [pl.col("patient_id").is_in(_in_window(ev, *ids)["patient_id"].implode()) for ids in components]
+    flags.append(pl.col("patient_id").is_in(_bp_days(ev)["patient_id"].implode()))
     scored = denom.with_columns(pl.all_horizontal(flags).alias("met"))
     truth = extract["truth"]["indicators"]["smi_health_check"]
     for group, (n_den, n_num) in _by_group(scored, "met").items():
@@ -235,23 +255,16 @@ def test_hypertension_treated_to_target_matches_ground_truth(extract, people):
     ev = extract["events"]
     denom = _register(ev, people, "hyp_cod", "hypres_cod").filter(pl.col("age") >= 18)
 
-    def latest_lowest(codelist: str, name: str) -> pl.DataFrame:
-        window = _in_window(ev, codelist)
-        return (
-            window.filter(pl.col("event_date") == pl.col("event_date").max().over("patient_id"))
-            .group_by("patient_id")
-            .agg(pl.col("value").min().alias(name))
-        )
-
-    scored = (
-        denom.join(latest_lowest("systolic_blood_pressure_qof", "sys"), on="patient_id", how="left")
-        .join(latest_lowest("diastolic_blood_pressure_qof", "dia"), on="patient_id", how="left")
-        .with_columns(
-            (
-                (pl.col("sys") <= pl.when(pl.col("age") >= 80).then(150).otherwise(140))
-                & (pl.col("dia") <= 90)
-            ).fill_null(False).alias("met")
-        )
+    latest = _bp_days(ev).filter(pl.col("event_date") == pl.col("event_date").max().over("patient_id"))
+    scored = denom.join(latest, on="patient_id", how="left").with_columns(
+        pl.when(pl.col("age") >= 80).then(150).otherwise(140).alias("limit")
+    ).with_columns(
+        pl.any_horizontal(
+            (pl.col(f"{kind}_sys") <= pl.col("limit") - shift) & (pl.col(f"{kind}_dia") <= 90 - shift)
+            for kind, (_, _, shift) in BP_KINDS.items()
+        ).fill_null(False).alias("met"),
+        pl.coalesce("clinic_sys", "home_sys").alias("sys"),
+        pl.coalesce("clinic_dia", "home_dia").alias("dia"),
     )
     truth = extract["truth"]["indicators"]["hypertension_treated_to_target"]
     for group, (n_den, n_num) in _by_group(scored, "met").items():
@@ -262,6 +275,13 @@ def test_hypertension_treated_to_target_matches_ground_truth(extract, people):
     # Thresholds bite: readings exactly at 140/90 exist, and some 80+ pass only on 150.
     assert scored.filter(pl.col("met") & ((pl.col("sys") == 140) | (pl.col("dia") == 90))).height > 0
     assert scored.filter(pl.col("met") & (pl.col("sys") > 140)).height > 0
+    # Home readings decide for some, and rows that are no valid reading were written after
+    # the deciding day (invalid values, a lone systolic, a maximum): the rule must skip them.
+    assert scored.filter(pl.col("home_sys").is_not_null()).height > 0
+    later = ev.filter(pl.col("code").is_in(_codes("systolic_blood_pressure_qof").implode())).join(
+        latest.select("patient_id", pl.col("event_date").alias("decided")), on="patient_id").filter(
+        pl.col("event_date").is_between(pl.col("decided"), R, closed="right"))
+    assert later.height > 0
 
 
 def test_ethnicity_and_duplicate_counts_match_ground_truth(extract):
