@@ -24,6 +24,7 @@ from pipelines.synthetic.parameters import (
     MAIN_HOME_SYSTOLIC,
     MAIN_SYSTOLIC,
     MAXIMUM_SYSTOLIC,
+    ETH_NOT_RECORDED,
     OTHER_AREAS,
     SMI_HEALTH_CHECK,
     YEAR,
@@ -71,9 +72,11 @@ def emit_diagnoses(rng, ref, people: People, conditions: dict[str, ConditionStat
 
 @dataclass
 class EthnicityCounts:
-    state: np.ndarray  # 0 coded, 1 not stated, 2 no code (baseline), 3 no code (defect)
+    state: np.ndarray  # 0 coded, 1 not stated / not known, 2 no code (baseline), 3 no code (defect)
     superseded: np.ndarray
-    recorded_group6: np.ndarray  # grouping_6 index (0-4) of the latest code when coded, else -1
+    recorded_group6: np.ndarray  # grouping_6 index (0-4) of the latest valid code when coded, else -1
+    not_known: np.ndarray  # state 1 whose code is "Ethnic group not recorded" (category 99, not Z)
+    later_unstated: np.ndarray  # coded, with a not-stated / not-known code AFTER the valid one (ignored)
 
 
 def emit_ethnicity(rng, ref: Reference, people: People, defect_kind: np.ndarray, events: EventBuffer) -> EthnicityCounts:
@@ -101,13 +104,24 @@ def emit_ethnicity(rng, ref: Reference, people: People, defect_kind: np.ndarray,
         older_day = uniform_days(rng, lo[coded][sup], latest[sup] - 1)
         events.add(coded[sup], older_code, older_day)
     ns = np.flatnonzero(state == 1)
-    events.add(ns, pick_codes(rng, ref, "eth_not_stated", ns.size), day[ns])
+    ns_code = pick_codes(rng, ref, "eth_not_stated", ns.size)
+    events.add(ns, ns_code, day[ns])
+    not_known = np.zeros(n, dtype=bool)
+    not_known[ns] = (ref.codes.gather(ns_code) == ETH_NOT_RECORDED).to_numpy()
+    # Some coded patients later get a not-stated / not-known code: the latest VALID code
+    # still decides (DOMAIN.md section 3), so their ethnicity is unchanged.
+    later = (rng.random(coded.size) < 0.04) & (latest < people.last[coded])
+    events.add(coded[later], pick_codes(rng, ref, "eth_not_stated", int(later.sum())),
+               uniform_days(rng, latest[later] + 1, people.last[coded][later]))
+    later_unstated = np.zeros(n, dtype=bool)
+    later_unstated[coded[later]] = True
     superseded = np.zeros(n, dtype=bool)
     superseded[coded[sup]] = True
     # What the pipeline will read: the codelist's broad group of the latest (winning) code.
     recorded = np.full(n, -1, dtype=np.int64)
     recorded[coded] = ref.eth16_group6[g16 - 1]
-    return EthnicityCounts(state=state, superseded=superseded, recorded_group6=recorded)
+    return EthnicityCounts(state=state, superseded=superseded, recorded_group6=recorded, not_known=not_known,
+                           later_unstated=later_unstated)
 
 
 def _controlled(rng, thr: np.ndarray, dia_thr: np.ndarray | int = 90) -> tuple[np.ndarray, np.ndarray]:

@@ -188,14 +188,16 @@ def _observable_breakdowns(groups: dict, observable: np.ndarray, eth: EthnicityC
     `cohorts.ETHNICITY_BROAD_BY_GROUP_6`): Core20 by IMD 2019 (the generator's vintage), and
     'rest' for everyone else - a blank, invalid or non-English postcode included, as the gap
     table's 'rest' is "not Core20" (gaps._deprivation_groups); the broad group of the latest
-    recorded ethnicity code, 'Not stated' for a not-stated code, 'unknown' for no code
+    recorded VALID ethnicity code (a later not-stated code is ignored), 'Not stated' / 'Not known'
+    for a patient whose only codes are not-stated / "not recorded" ones, 'unknown' for no code
     (never coded, or dropped by the missing-ethnicity defect) - not the latent group.
     """
-    from pipelines.segmentation.cohorts import ETHNICITY_BROAD_BY_GROUP_6, NOT_STATED
+    from pipelines.segmentation.cohorts import ETHNICITY_BROAD_BY_GROUP_6, NOT_KNOWN, NOT_STATED
     from pipelines.segmentation.gaps import REFERENCE_GROUPS, UNKNOWN
 
     ethnicity = {label: eth.recorded_group6 == int(code) - 1 for code, label in ETHNICITY_BROAD_BY_GROUP_6.items()}
-    ethnicity[NOT_STATED] = eth.state == 1
+    ethnicity[NOT_STATED] = (eth.state == 1) & ~eth.not_known
+    ethnicity[NOT_KNOWN] = (eth.state == 1) & eth.not_known
     ethnicity[UNKNOWN] = np.isin(eth.state, (2, 3))
     return {
         "core20": ({"imd_vintage": IMD_VINTAGE}, REFERENCE_GROUPS["core20"],
@@ -296,7 +298,9 @@ def build_ground_truth(people, conditions, outcomes, defect_kind, postcode_defec
         "feed_multipliers": FEED_RATES,
         "ethnicity": {
             "n_coded": int((eth.state == 0).sum()),
-            "n_not_stated": int((eth.state == 1).sum()),
+            "n_not_stated": int(((eth.state == 1) & ~eth.not_known).sum()),
+            "n_not_known": int(((eth.state == 1) & eth.not_known).sum()),
+            "n_later_unstated_code": int(eth.later_unstated.sum()),
             "n_no_code": int(np.isin(eth.state, (2, 3)).sum()),
             "n_superseded_code": int(eth.superseded.sum()),
         },

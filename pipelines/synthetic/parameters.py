@@ -191,7 +191,9 @@ TYPE_SPECIFIC = {"dm_cod": ("dmtype1_cod", "dmtype2_cod")}
 # The QOF observables most practices record; other codes of each list appear less often.
 MAIN_SYSTOLIC = "271649006"
 MAIN_DIASTOLIC = "271650006"
-MAIN_HOME_SYSTOLIC = "413606001"  # Average home systolic blood pressure
+MAIN_HOME_SYSTOLIC = "413606001"
+# "Ethnic group not recorded" (PRIMIS ETH_NORECORD): NHS ethnic category 99 "not known", not Z.
+ETH_NOT_RECORDED = "312861003"  # Average home systolic blood pressure
 # A systolic code that is no reading under the BP rule (DOMAIN.md section 4): the maximum.
 MAXIMUM_SYSTOLIC = "314439003"
 # Home / daytime-ambulatory averages are judged this much lower (NICE NG136).

@@ -288,10 +288,17 @@ def test_ethnicity_and_duplicate_counts_match_ground_truth(extract):
     ev = extract["events"]
     truth = extract["truth"]
     coded = ev.filter(pl.col("code").is_in(_codes("ethnicity_snomed").implode()))["patient_id"].unique()
-    stated_not = ev.filter(pl.col("code").is_in(_codes("eth_not_stated").implode()))["patient_id"].unique()
+    unstated = ev.filter(pl.col("code").is_in(_codes("eth_not_stated").implode()))
+    only_unstated = unstated.filter(~pl.col("patient_id").is_in(coded.implode()))
+    not_known = only_unstated.filter(pl.col("code") == "312861003")["patient_id"].unique()
     assert coded.len() == truth["ethnicity"]["n_coded"]
-    assert stated_not.len() == truth["ethnicity"]["n_not_stated"]
-    assert N - coded.len() - stated_not.len() == truth["ethnicity"]["n_no_code"]
+    assert only_unstated["patient_id"].n_unique() - not_known.len() == truth["ethnicity"]["n_not_stated"] > 0
+    assert not_known.len() == truth["ethnicity"]["n_not_known"] > 0
+    # Coded patients with a LATER unstated code: the valid code still decides.
+    later = unstated.join(ev.filter(pl.col("code").is_in(_codes("ethnicity_snomed").implode()))
+                          .group_by("patient_id").agg(pl.col("event_date").max().alias("valid")), on="patient_id")
+    assert later.filter(pl.col("event_date") > pl.col("valid"))["patient_id"].n_unique() == truth["ethnicity"]["n_later_unstated_code"] > 0
+    assert N - coded.len() - only_unstated["patient_id"].n_unique() == truth["ethnicity"]["n_no_code"]
     assert truth["defects"]["missing_ethnicity"] > 0
     # Latest code wins: patients with two different codes exist (superseded ones).
     multi = ev.filter(pl.col("code").is_in(_codes("ethnicity_snomed").implode())).group_by("patient_id").agg(pl.col("code").n_unique())
@@ -311,14 +318,18 @@ def test_reporting_month_must_be_a_first_day(tmp_path):
 
 def test_gap_breakdowns_use_the_recorded_ethnicity_and_are_consistent(extract, people):
     # Recompute the broad group the pipeline will see from the written events alone: the
-    # latest ethnicity code's grouping_6, 'Not stated' for a not-stated code, 'unknown' for none.
+    # latest VALID ethnicity code's grouping_6; without one, 'Not known' when the latest
+    # unstated code is "Ethnic group not recorded", else 'Not stated'; 'unknown' for none.
     stated = loader.read_codelist("ethnicity_snomed").select("code", pl.col("grouping_6").cast(pl.String))
     labels = {"1": "White", "2": "Mixed", "3": "Asian or Asian British", "4": "Black or Black British", "5": "Other ethnic group"}
     coded = extract["events"].join(stated, on="code", how="left").filter(
         pl.col("grouping_6").is_not_null() | pl.col("code").is_in(_codes("eth_not_stated").implode())
-    )
+    ).with_columns(
+        pl.col("grouping_6").is_null().alias("unstated"),
+        pl.when(pl.col("code") == "312861003").then(pl.lit("Not known")).otherwise(pl.lit("Not stated")).alias("unstated_label"),
+    ).filter(pl.col("unstated") == pl.col("unstated").min().over("patient_id"))
     latest = coded.filter(pl.col("event_date") == pl.col("event_date").max().over("patient_id")).select(
-        "patient_id", pl.col("grouping_6").replace_strict(labels, default="Not stated").alias("ethnicity")
+        "patient_id", pl.coalesce(pl.col("grouping_6").replace_strict(labels, default=None), "unstated_label").alias("ethnicity")
     ).unique()
     assert latest["patient_id"].is_unique().all()
     denominator = _register(extract["events"], people, "hyp_cod", "hypres_cod").filter(pl.col("age") >= 18)
@@ -346,7 +357,7 @@ def test_gap_breakdowns_use_the_recorded_ethnicity_and_are_consistent(extract, p
             expected = sum(g["expected_rate"] * g["n_denominator"] for g in groups.values() if g["n_denominator"])
             assert expected == pytest.approx(entry["all_patients"]["expected_rate"] * entry["all_patients"]["n_denominator"])
             reference = groups[breakdown["reference_group"]]
-            assert set(breakdown["gaps"]) <= set(groups) - {breakdown["reference_group"], "unknown", "Not stated"}
+            assert set(breakdown["gaps"]) <= set(groups) - {breakdown["reference_group"], "unknown", "Not stated", "Not known"}
             for label, gap in breakdown["gaps"].items():
                 assert gap["expected_gap"] == pytest.approx(groups[label]["expected_rate"] - reference["expected_rate"])
                 assert gap["expected_gap_sd"] > 0
