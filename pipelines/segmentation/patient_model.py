@@ -371,6 +371,8 @@ class ModelBuilder:
                 # Strictly later: a resolved code on the same date as the latest diagnosis
                 # takes the patient off (QOF: the diagnosis must be *after* the resolution).
                 on += f" and ({resolved} is null or {diagnosed} > {resolved})"
+            if definition.also is not None:  # a second way onto the register (e.g. lithium for QOF MH)
+                on = f"coalesce({on}, false) or {self.criterion(definition.also)}"
             if definition.age is not None:
                 on += f" and {definition.age.sql(self.attribute('age'))}"
             self._registers[register_id] = f"coalesce({on}, false)"

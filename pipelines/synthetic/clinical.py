@@ -26,6 +26,8 @@ from pipelines.synthetic.parameters import (
     MAXIMUM_SYSTOLIC,
     ETH_NOT_RECORDED,
     OTHER_AREAS,
+    LITHIUM_ONLY_RATE,
+    SMI_COMPONENTS,
     SMI_HEALTH_CHECK,
     YEAR,
 )
@@ -253,20 +255,20 @@ def emit_indicator_events(rng, ref: Reference, people: People, conditions, cal: 
     sel = np.flatnonzero(later)
     _emit_no_reading(rng, ref, events, who[sel], uniform_days(rng, start[sel], hi[sel]), ~ok[sel])
 
-    # SMI health check: four components (BP, lipids, HbA1c, smoking status).
+    # SMI health check: six components (BP, lipids, HbA1c, smoking status, BMI or weight, alcohol).
     who = np.flatnonzero(smi_on)
     m = who.size
     hi = people.last[who]
     bp_by_htn = htn_on[who]  # these patients' BP comes from the hypertension readings
     fail = ~s_smi[who]
-    miss = (rng.random((m, 4)) < 0.45) & fail[:, None]
+    miss = (rng.random((m, SMI_COMPONENTS)) < 0.45) & fail[:, None]
     miss[:, 0] = np.where(bp_by_htn, no_reading[who], miss[:, 0])
     none_missing = fail & ~miss.any(axis=1)
-    col = np.where(bp_by_htn, rng.integers(1, 4, m), rng.integers(0, 4, m))
+    col = np.where(bp_by_htn, rng.integers(1, SMI_COMPONENTS, m), rng.integers(0, SMI_COMPONENTS, m))
     miss[np.flatnonzero(none_missing), col[none_missing]] = True
     smoker = rng.random(m) < 0.40  # smoking is far commoner with SMI (approximate)
     old_lo, old_hi = w0 - 3 * 365, w0 - 1
-    for j in range(4):  # four components, each vectorised over the SMI cohort
+    for j in range(SMI_COMPONENTS):  # each component vectorised over the SMI cohort
         emit = ~bp_by_htn if j == 0 else np.ones(m, dtype=bool)
         n_in = np.where(emit & ~miss[:, j], 1 + (rng.random(m) < 0.25), 0)
         n_old = np.where(emit & (rng.random(m) < 0.7), rng.integers(1, 3, m), 0)
@@ -287,11 +289,49 @@ def emit_indicator_events(rng, ref: Reference, people: People, conditions, cal: 
             events.add(pid, pick_codes(rng, ref, "cholesterol_tests", pid.size), day, np.round(np.clip(rng.normal(5.0, 1.0, pid.size), 2.5, 9.5), 1))
         elif j == 2:
             events.add(pid, pick_codes(rng, ref, "hba1c_tests", pid.size), day, np.clip(np.rint(rng.normal(40, 8, pid.size)), 25, 120))
-        else:
+        elif j == 3:
+            # Smoking status: current smokers a current code; the others an ex-smoker or a
+            # never / non-smoker code (a status recorded either way).
             cur = smoker[owner]
-            code = np.where(cur, pick_codes(rng, ref, "lsmok_cod", pid.size), pick_codes(rng, ref, "exsmok_cod", pid.size))
-            events.add(pid, code, day)
+            other = np.where(rng.random(pid.size) < 0.5, pick_codes(rng, ref, "exsmok_cod", pid.size),
+                             pick_codes(rng, ref, "smoking_never", pid.size))
+            events.add(pid, np.where(cur, pick_codes(rng, ref, "lsmok_cod", pid.size), other), day)
+        elif j == 4:
+            # BMI or weight: a BMI value, a weight in kg, or (without a value) a BMI category code.
+            kind = rng.random(pid.size)
+            bmi = np.round(np.clip(rng.normal(29.0, 6.0, pid.size), 15.0, 60.0), 1)
+            weight = np.round(np.clip(rng.normal(84.0, 18.0, pid.size), 40.0, 200.0), 1)
+            with_value = kind < 0.85
+            code = np.where(kind < 0.6, pick_codes(rng, ref, "bmival_cod", pid.size), pick_codes(rng, ref, "weight_snomed", pid.size))
+            events.add(pid[with_value], code[with_value], day[with_value], np.where(kind < 0.6, bmi, weight)[with_value])
+            events.add(pid[~with_value], pick_codes(rng, ref, "bmi_stage", int((~with_value).sum())), day[~with_value])
+        else:
+            events.add(pid, pick_codes(rng, ref, "alcohol_consumption_gmsde", pid.size), day)
     return {"p_smi": p_smi, "s_smi": s_smi, "p_htn": p_htn, "s_htn": s_htn}
+
+
+def emit_lithium(rng, ref: Reference, people: People, conditions: dict[str, ConditionState], cal: Calendar,
+                 events: EventBuffer) -> None:
+    """Emit lithium issues: QOF's mental health register also holds people issued lithium in 6 months.
+
+    A few registered adults with no SMI diagnosis get lithium in the last 6 months and join
+    the SMI register (`conditions["smi"].on` and its expected prevalence follow); some on
+    the register by diagnosis get lithium too (no change); and a few others had their last
+    issue more than 6 months ago, which keeps them off.
+    """
+    n, r = people.n, cal.r
+    smi = conditions["smi"]
+    free = people.registered & (people.age >= 18) & ~smi.ever
+    only = free & (rng.random(n) < LITHIUM_ONLY_RATE)
+    recent = np.flatnonzero(only | (smi.on & (rng.random(n) < 0.2)))
+    owner, _ = expand(rng.integers(1, 4, recent.size))
+    pid = recent[owner]
+    events.add(pid, pick_codes(rng, ref, "lithium", pid.size), uniform_days(rng, np.full(pid.size, r - 150), people.last[pid]))
+    lapsed = np.flatnonzero(free & ~only & (rng.random(n) < LITHIUM_ONLY_RATE))
+    events.add(lapsed, pick_codes(rng, ref, "lithium", lapsed.size),
+               uniform_days(rng, np.full(lapsed.size, r - 700), np.full(lapsed.size, r - 200)))
+    smi.on = smi.on | only
+    smi.p_on = np.where(free, smi.p_on + LITHIUM_ONLY_RATE * (1.0 - smi.p_on), smi.p_on)
 
 
 def emit_other_areas(rng, ref: Reference, people: People, conditions, cal: Calendar, events: EventBuffer) -> dict:
@@ -312,8 +352,7 @@ def emit_other_areas(rng, ref: Reference, people: People, conditions, cal: Calen
     ten_years = int(10 * YEAR)
 
     # Smoking status for adults: current smoking ~22% in decile 1 down to ~8% in decile 10
-    # (approximate ONS APS gradient). Only current/ex-smoker lists exist (no never-smoked
-    # list is shared), so never-smokers carry no status code.
+    # (approximate ONS APS gradient).
     adult = (age >= 16) & ~smi_on
     current = adult & (rng.random(n) < 0.22 - 0.0155 * (people.decile - 1))
     ex = adult & ~current & (rng.random(n) < 0.30)
@@ -323,6 +362,14 @@ def emit_other_areas(rng, ref: Reference, people: People, conditions, cal: Calen
     day = uniform_days(rng, np.maximum(dob[pid] + int(16 * YEAR), r - ten_years), hi[pid])
     code = np.where(current[pid], pick_codes(rng, ref, "lsmok_cod", pid.size), pick_codes(rng, ref, "exsmok_cod", pid.size))
     events.add(pid, code, day)
+    # Never-smokers: most have a never / non-smoker code recorded (a status, so recording
+    # counts it); a few ex-smokers later get a non-smoker code (read as ex, still recorded).
+    never = adult & ~current & ~ex
+    owner, _ = expand(np.where(never & (rng.random(n) < 0.7), rng.integers(1, 4, n), 0))
+    day = uniform_days(rng, np.maximum(dob[owner] + int(16 * YEAR), r - ten_years), hi[owner])
+    events.add(owner, pick_codes(rng, ref, "smoking_never", owner.size), day)
+    later = np.flatnonzero(ex & (rng.random(n) < 0.05))
+    events.add(later, pick_codes(rng, ref, "smoking_never", later.size), uniform_days(rng, np.maximum(r - 700, dob[later]), hi[later]))
 
     # BP for people not on the hypertension register: 40+ with a reading in the last five
     # years at the OTHER_AREAS rate (fewer in Core20 and in Black groups); 18-39 sometimes.

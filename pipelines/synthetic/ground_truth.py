@@ -23,6 +23,7 @@ from pipelines.synthetic.parameters import (
     LIBRARY_RATES,
     OTHER_AREAS,
     RELIEVER_THRESHOLD,
+    SMI_COMPONENTS,
     SMI_HEALTH_CHECK,
 )
 from pipelines.synthetic.population import People
@@ -67,7 +68,7 @@ def derived_outcomes(ref: Reference, rows: pl.DataFrame, people: People, cal: Ca
             out[keys // 1_000_000] = True
         return out
 
-    smoking = _codelist_mask(ref, reference_dir, "lsmok_cod", "exsmok_cod")
+    smoking = _codelist_mask(ref, reference_dir, "lsmok_cod", "exsmok_cod", "smoking_never", "smoking_ex", "smoking_current")
     hba1c = _codelist_mask(ref, reference_dir, "hba1c_tests", "ifcchbam_cod")
     saba = _codelist_mask(ref, reference_dir, "saba_inhalers_resp02", "saba_inhaler_medications")
     m12, m24, m60 = (months_back(cal.reference_date, m) for m in (12, 24, 60))
@@ -82,6 +83,8 @@ def derived_outcomes(ref: Reference, rows: pl.DataFrame, people: People, cal: Ca
         "smoking_12m": any_since(smoking, m12),
         "cholesterol_12m": any_since(_codelist_mask(ref, reference_dir, "cholesterol_tests"), m12),
         "hba1c_12m": any_since(hba1c, m12),
+        "bmi_12m": any_since(_codelist_mask(ref, reference_dir, "bmival_cod", "bmiobese_cod", "bmi_stage", "weight_snomed"), m12),
+        "alcohol_12m": any_since(_codelist_mask(ref, reference_dir, "alcohol_consumption_gmsde"), m12),
         "statin_12m": any_since(_codelist_mask(ref, reference_dir, "statin_medication"), m12),
         "saba_12m": np.bincount(counted, minlength=people.n),
     }
@@ -224,9 +227,9 @@ def build_ground_truth(people, conditions, outcomes, defect_kind, postcode_defec
     # BP case-finding: 40+ not on the hypertension register. Outside the SMI register the
     # reading was drawn with p_case_finding; with SMI (and no hypertension) it comes from
     # the health-check draws: missing only when the BP component was missed (probability
-    # (1 - p_smi) * q, q = 0.45 + 0.55^4 / 4 from the forced-miss rule) and no older reading
-    # was written (0.3 * 0.5).
-    q = 0.45 + 0.55**4 / 4
+    # (1 - p_smi) * q, q = 0.45 + 0.55^k / k from the forced-miss rule, k = SMI_COMPONENTS)
+    # and no older reading was written (0.3 * 0.5).
+    q = 0.45 + 0.55**SMI_COMPONENTS / SMI_COMPONENTS
     p_bp = np.where(on["smi"], 1.0 - (1.0 - o["p_smi"]) * q * 0.15, o["p_case_finding"])
     cyp_dm = reg & on["diabetes"] & cyp
     # CYP diabetes checks: HbA1c comes with every diabetic's tests and BP is drawn; with
@@ -244,6 +247,8 @@ def build_ground_truth(people, conditions, outcomes, defect_kind, postcode_defec
         "smi_hc_lipids": _counts(adult_smi, o["cholesterol_12m"], None, groups),
         "smi_hc_glucose": _counts(adult_smi, o["hba1c_12m"], None, groups),
         "smi_hc_smoking": _counts(adult_smi, o["smoking_12m"], None, groups),
+        "smi_hc_bmi": _counts(adult_smi, o["bmi_12m"], None, groups),
+        "smi_hc_alcohol": _counts(adult_smi, o["alcohol_12m"], None, groups),
         "bp_case_finding": _counts(reg & (age >= 40) & ~on["hypertension"], o["bp_5y"], p_bp, groups, breakdowns),
         "lipid_statin": _counts(cvd_risk, o["statin_12m"], None, groups),
         "copd_flu_vaccination": _counts(reg & on["copd"], o["flu_current"], np.where(on["copd"], o["p_flu_copd"], 0.0), groups, breakdowns),

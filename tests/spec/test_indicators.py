@@ -38,6 +38,11 @@ CODELISTS = {
     "ifcchbam_cod": frozenset({"HBA1C_IFCC"}),
     "lsmok_cod": frozenset({"SMOKER"}),
     "exsmok_cod": frozenset({"EX_SMOKER"}),
+    "bmival_cod": frozenset({"BMI"}), "bmiobese_cod": frozenset({"OBESE"}), "bmi_stage": frozenset({"BMI_STAGE"}),
+    "weight_snomed": frozenset({"WEIGHT"}), "alcohol_consumption_gmsde": frozenset({"ALCOHOL"}),
+    "smoking_never": frozenset({"NEVER_SMOKED", "NON_SMOKER"}), "smoking_ex": frozenset({"EX_SMOKER", "STOPPED_SMOKING"}),
+    "smoking_current": frozenset({"SMOKER", "CURRENT_SMOKER_REVIEW"}), "lithium": frozenset({"LITHIUM"}),
+    "ld_cod_20241205": frozenset({"LD", "LD_2024"}),
 }
 
 PATIENT_SCHEMA = {"patient_id": pl.String, "date_of_birth": pl.Date}
@@ -92,9 +97,11 @@ def test_window_is_r_minus_n_months_plus_one_day(reference_date, months, first_d
 def smi_events(patient_id: str, day: str, skip: str = "") -> str:
     """Return literal event rows for an SMI patient with every available component on `day`."""
     rows = [f"{patient_id} | SMI_DX | 2015-01-01 |"]
-    for code in ("BP", "CHOL", "HBA1C", "SMOKER"):
+    for code in ("BP", "CHOL", "HBA1C", "SMOKER", "BMI", "ALCOHOL"):
         if code == "BP" and skip != "BP":  # a BP reading is a valid same-day pair
             rows += [f"{patient_id} | SYS | {day} | 120", f"{patient_id} | DIA | {day} | 80"]
+        elif code == "BMI" and skip != "BMI":
+            rows.append(f"{patient_id} | BMI | {day} | 27.5")
         elif code != skip:
             rows.append(f"{patient_id} | {code} | {day} |")
     return "\n".join(rows)
@@ -109,6 +116,9 @@ def test_smi_health_check_window_edges_and_components(defs):
         all_on_R          | 1980-01-01
         all_after_R       | 1980-01-01
         missing_lipids    | 1980-01-01
+        missing_bmi       | 1980-01-01
+        missing_alcohol   | 1980-01-01
+        lithium_only      | 1980-01-01
         ifcc_and_sys_only | 1980-01-01
         no_checks         | 1980-01-01
         """,
@@ -123,13 +133,20 @@ def test_smi_health_check_window_edges_and_components(defs):
                 smi_events("all_on_R", "2025-03-31"),
                 smi_events("all_after_R", "2025-04-01"),
                 smi_events("missing_lipids", "2024-10-10", skip="CHOL"),
+                smi_events("missing_bmi", "2024-10-10", skip="BMI"),
+                smi_events("missing_alcohol", "2024-10-10", skip="ALCOHOL"),
+                # On the SMI register through lithium in the last 6 months alone (QOF MH).
+                smi_events("lithium_only", "2024-10-10").replace("lithium_only | SMI_DX | 2015-01-01 |",
+                                                                 "lithium_only | LITHIUM | 2025-01-15 |"),
                 """
                 ifcc_and_sys_only | SMI_DX     | 2015-01-01 |
                 ifcc_and_sys_only | SYS        | 2024-06-01 | 120
                 ifcc_and_sys_only | DIA        | 2024-06-01 | 80
                 ifcc_and_sys_only | CHOL       | 2024-06-01 |
                 ifcc_and_sys_only | HBA1C_IFCC | 2024-06-01 | 40
-                ifcc_and_sys_only | EX_SMOKER  | 2024-06-01 |
+                ifcc_and_sys_only | NEVER_SMOKED | 2024-06-01 |
+                ifcc_and_sys_only | WEIGHT     | 2024-06-01 | 70
+                ifcc_and_sys_only | ALCOHOL    | 2024-06-01 |
                 no_checks         | SMI_DX     | 2015-01-01 |
                 """,
             ]
@@ -144,6 +161,9 @@ def test_smi_health_check_window_edges_and_components(defs):
         all_on_R          | true
         all_on_first_day  | true
         ifcc_and_sys_only | true
+        lithium_only      | true
+        missing_alcohol   | false
+        missing_bmi       | false
         missing_lipids    | false
         no_checks         | false
         """,
@@ -426,9 +446,12 @@ def test_numerator_only_counts_inside_the_denominator(defs):
 def test_catalogue_states_the_caveat_and_hash_tracks_the_rule(defs):
     catalogue = indicator_catalogue(defs)
     smi = catalogue.filter(pl.col("indicator_id") == "smi_health_check").row(0, named=True)
-    assert "4 of the 6" in smi["title"]
+    assert "all six components" in smi["title"] and "pulse not checked" in smi["title"]
     assert smi["target"] == pytest.approx(0.60)
-    assert [c.split(":")[0] for c in smi["unavailable_components"]] == ["BMI or weight", "alcohol status"]
+    assert [c.split(":")[0] for c in smi["unavailable_components"]] == ["pulse"]
+    # "upper bound" / "lower bound" are claims: the SMI check is neither, and says so.
+    assert "upper bound" not in smi["title"].lower()
+    assert "neither an upper nor a lower bound" in defs.indicators["smi_health_check"].description
     hyp = catalogue.filter(pl.col("indicator_id") == "hypertension_treated_to_target").row(0, named=True)
     assert (hyp["direction"], hyp["target"]) == ("higher_is_better", pytest.approx(0.80))
 

@@ -37,6 +37,11 @@ CODELISTS = {
     "homebp_diastolic_average": frozenset({"HOME_DIA"}),
     "lsmok_cod": frozenset({"SMOKER"}),
     "exsmok_cod": frozenset({"EX_SMOKER"}),
+    "bmival_cod": frozenset({"BMI"}), "bmiobese_cod": frozenset({"OBESE"}), "bmi_stage": frozenset({"BMI_STAGE"}),
+    "weight_snomed": frozenset({"WEIGHT"}), "alcohol_consumption_gmsde": frozenset({"ALCOHOL"}),
+    "smoking_never": frozenset({"NEVER_SMOKED", "NON_SMOKER"}), "smoking_ex": frozenset({"EX_SMOKER", "STOPPED_SMOKING"}),
+    "smoking_current": frozenset({"SMOKER", "CURRENT_SMOKER_REVIEW"}), "lithium": frozenset({"LITHIUM"}),
+    "ld_cod_20241205": frozenset({"LD", "LD_2024"}),
 }
 
 
@@ -112,7 +117,7 @@ def test_register_latest_diagnosis_must_be_later_than_latest_resolved(defs):
         defs, patients.lazy(), events.lazy(), CODELISTS, R, register_ids=["smi_register"]
     ).collect()
     assert result["register_id"].unique().to_list() == ["smi_register"]
-    assert result["register_version"].unique().to_list() == [1]
+    assert result["register_version"].unique().to_list() == [2]  # version 2: lithium in 6 months too
     assert result["reporting_month"].unique().to_list() == [date(2025, 3, 1)]
     assert_frame_equal(result.select(expected.columns).sort("patient_id"), expected.sort("patient_id"))
 
@@ -212,6 +217,7 @@ def test_nn_cvd_focus_combination(defs):
         no_risk_factor   | 1960-05-05
         ex_smoker_now    | 1960-05-05
         same_day_ex      | 1960-05-05
+        never_after_smoker | 1960-05-05
         bp_in_window     | 1960-05-05
         bp_just_outside  | 1960-05-05
         sys_in_window    | 1960-05-05
@@ -233,6 +239,7 @@ def test_nn_cvd_focus_combination(defs):
         no_risk_factor  | 1              | 1
         ex_smoker_now   | 1              | 1
         same_day_ex     | 1              | 1
+        never_after_smoker | 1           | 1
         bp_in_window    | 1              | 1
         bp_just_outside | 1              | 1
         sys_in_window   | 1              | 1
@@ -256,6 +263,8 @@ def test_nn_cvd_focus_combination(defs):
         ex_smoker_now   | EX_SMOKER | 2019-01-01 |
         same_day_ex     | SMOKER    | 2019-01-01 |
         same_day_ex     | EX_SMOKER | 2019-01-01 |
+        never_after_smoker | SMOKER     | 2015-01-01 |
+        never_after_smoker | NON_SMOKER | 2020-01-01 |
         bp_in_window    | DM        | 2015-01-01 |
         bp_in_window    | SYS       | 2020-04-01 | 150
         bp_in_window    | DIA       | 2020-04-01 | 90

@@ -85,6 +85,14 @@ def _register(events: pl.DataFrame, people: pl.DataFrame, diagnosis: str, resolv
     return people.filter("registered").join(on.select("patient_id"), on="patient_id", how="semi")
 
 
+def _smi_register(events: pl.DataFrame, people: pl.DataFrame) -> pl.DataFrame:
+    """Return the SMI register: by diagnosis (MH_COD after SMHRES) or lithium issued in the last 6 months."""
+    lithium = events.filter(pl.col("code").is_in(_codes("lithium").implode())
+                            & pl.col("event_date").is_between(date(2024, 8, 29), R))  # R - 6 months + 1 day
+    by_lithium = people.filter("registered").join(lithium.select("patient_id"), on="patient_id", how="semi")
+    return pl.concat([_register(events, people, "mh_cod", "smhres"), by_lithium]).unique("patient_id")
+
+
 def _in_window(events: pl.DataFrame, *ids: str) -> pl.DataFrame:
     return events.filter(pl.col("code").is_in(_codes(*ids).implode()) & pl.col("event_date").is_between(W0, R))
 
@@ -211,7 +219,10 @@ def test_practice_plans_keep_real_sizes_and_the_icb_mix():
 
 def test_register_counts_match_an_independent_recomputation(extract, people):
     registers = extract["truth"]["registers"]
-    assert _register(extract["events"], people, "mh_cod", "smhres").height == registers["smi_register"]["n_registered"] > 0
+    assert _smi_register(extract["events"], people).height == registers["smi_register"]["n_registered"] > 0
+    # Lithium in the last 6 months puts some on it without a diagnosis; older lithium does not.
+    by_diagnosis = _register(extract["events"], people, "mh_cod", "smhres")
+    assert _smi_register(extract["events"], people).height > by_diagnosis.height
     assert _register(extract["events"], people, "hyp_cod", "hypres_cod").height == registers["hypertension_register"]["n_registered"] > 0
     for register_id, diagnosis, resolved in (
         ("asthma_register", "ast_cod", "astres_cod"),
@@ -220,7 +231,7 @@ def test_register_counts_match_an_independent_recomputation(extract, people):
         ("epilepsy_register", "epil_cod", "epilres_cod"),
     ):
         assert _register(extract["events"], people, diagnosis, resolved).height == registers[register_id]["n_registered"], register_id
-    for register_id, diagnosis in (("ld_register", "ld_cod"), ("autism", "autism_cod")):
+    for register_id, diagnosis in (("ld_register", "ld_cod_20241205"), ("autism", "autism_cod")):
         coded = extract["events"].filter(pl.col("code").is_in(_codes(diagnosis).implode()))
         assert people.filter("registered").join(coded, on="patient_id", how="semi").height == registers[register_id]["n_registered"], register_id
     # Resolution matters: some patients have a diagnosis but are off the register.
@@ -237,11 +248,13 @@ def test_deregistered_patients_are_in_the_extract_but_not_registered(extract, pe
 
 def test_smi_health_check_numerator_matches_ground_truth(extract, people):
     ev = extract["events"]
-    denom = _register(ev, people, "mh_cod", "smhres").filter(pl.col("age") >= 18)
+    denom = _smi_register(ev, people).filter(pl.col("age") >= 18)
     components = [
         ("cholesterol_tests",),
         ("hba1c_tests", "ifcchbam_cod"),
-        ("lsmok_cod", "exsmok_cod"),
+        ("lsmok_cod", "exsmok_cod", "smoking_never", "smoking_ex", "smoking_current"),
+        ("bmival_cod", "bmiobese_cod", "bmi_stage", "weight_snomed"),
+        ("alcohol_consumption_gmsde",),
     ]
     flags = [pl.col("patient_id").is_in(_in_window(ev, *ids)["patient_id"].implode()) for ids in components]
     flags.append(pl.col("patient_id").is_in(_bp_days(ev)["patient_id"].implode()))
