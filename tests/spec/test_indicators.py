@@ -467,3 +467,39 @@ def test_catalogue_states_the_caveat_and_hash_tracks_the_rule(defs):
     assert hashes(reformatted) == hashes(texts)
     assert hashes(changed)["hypertension_treated_to_target"] != hashes(texts)["hypertension_treated_to_target"]
     assert hashes(changed)["smi_health_check"] == hashes(texts)["smi_health_check"]
+
+
+# Issue 14 point 9: every indicator whose rule changed names its national source and lists
+# its deviations in its own description; "upper bound" / "lower bound" are claims, and no
+# description makes one (the SMI check says it is neither).
+CHANGED_IN_ISSUE_14 = {
+    "hypertension_treated_to_target": "CVDPREVENT",
+    "bp_case_finding": "NICE NG136",
+    "smi_health_check": "NHS England",
+    "smi_hc_blood_pressure": "NHS England",
+    "smi_hc_smoking": "NHS England",
+    "smi_hc_bmi": "NHS England",
+    "smi_hc_alcohol": "NHS England",
+    "smoking_status_recorded": "QOF SMOK002",
+    "cyp_diabetes_care_processes": "NICE indicator IND48",
+}
+
+
+@pytest.mark.parametrize(("indicator_id", "national_source"), sorted(CHANGED_IN_ISSUE_14.items()))
+def test_a_changed_indicator_names_its_source_and_its_deviations(defs, indicator_id, national_source):
+    definition = defs.indicators[indicator_id]
+    assert national_source in definition.source
+    text = " ".join(definition.description.split())
+    if indicator_id not in ("smi_hc_smoking", "smi_hc_bmi", "smi_hc_alcohol"):
+        assert "Deviation" in text, indicator_id
+    else:  # a component: what the collection accepts that this does not is named instead
+        assert any(word in text for word in ("do not count", "has no shared codelist", "state no status")), indicator_id
+    assert definition.version >= 2
+
+
+def test_no_title_or_description_claims_a_bound(defs):
+    for kind in ("register", "cohort", "indicator"):
+        for definition_id, definition in defs.store(kind).items():
+            for text in (definition.title, " ".join(definition.description.split())):
+                lowered = text.lower().replace("neither an upper nor a lower bound", "")
+                assert "upper bound" not in lowered and "lower bound" not in lowered, (kind, definition_id)
