@@ -539,6 +539,17 @@ def emit_library_events(rng, ref: Reference, people: People, conditions, latest_
     dia = np.clip(np.rint(rng.normal(62, 7, pid.size)), 40, 90)
     _emit_bp(rng, ref, events, pid, day, sys, dia)
 
+    # Epilepsy review for CYP on the epilepsy register: 1-2 review codes in the window when
+    # drawn, otherwise sometimes one before it (an older review does not count).
+    cyp_ep = conditions["epilepsy"].on & cyp
+    p_review = np.where(cyp_ep, multiplied_rate(LIBRARY_RATES["cyp_epilepsy_review_12m"], people), 0.0)
+    s_review = cyp_ep & (rng.random(n) < p_review)
+    owner, _ = expand(np.where(s_review, rng.integers(1, 3, n), 0))
+    events.add(owner, pick_codes(rng, ref, "epilepsy_review", owner.size), uniform_days(rng, np.full(owner.size, w0), hi[owner]))
+    lapsed_review = np.flatnonzero(cyp_ep & ~s_review & (rng.random(n) < 0.5))
+    events.add(lapsed_review, pick_codes(rng, ref, "epilepsy_review", lapsed_review.size),
+               np.maximum(uniform_days(rng, np.full(lapsed_review.size, w0 - 700), np.full(lapsed_review.size, w0 - 1)), dob[lapsed_review]))
+
     # Pneumococcal vaccination for COPD (ever), and for some other over-65s.
     p_pneumo = np.where(copd_on, multiplied_rate(LIBRARY_RATES["copd_pneumococcal_ever"], people), 0.0)
     s_pneumo = copd_on & (rng.random(n) < p_pneumo)
@@ -559,6 +570,7 @@ def emit_library_events(rng, ref: Reference, people: People, conditions, latest_
         day = uniform_days(rng, np.full(got.size, cs), np.minimum(cs + 90, hi[got]))
         events.add(got, pick_codes(rng, ref, "covadm1_5", got.size), day)
     return {"type1": type1, "typed": typed, "p_cgm": p_cgm, "s_cgm": s_cgm, "p_bp_cyp": p_bp,
+            "p_review": p_review, "s_review": s_review,
             "p_pneumo": p_pneumo, "s_pneumo": s_pneumo, "p_covid": p_covid, "s_covid": s_covid}
 
 

@@ -261,6 +261,7 @@ def build_ground_truth(people, conditions, outcomes, defect_kind, postcode_defec
         ),
         "cyp_diabetes_cgm": _counts(reg & on["diabetes"] & cyp & o["typed"] & o["type1"], o["s_cgm"], o["p_cgm"], groups, breakdowns),
         "cyp_diabetes_care_processes": _counts(cyp_dm, care, p_care, groups, breakdowns),
+        "cyp_epilepsy_review": _counts(reg & on["epilepsy"] & cyp, o["s_review"], o["p_review"], groups, breakdowns),
     }
     if include_feeds:
         indicators.update({

@@ -482,6 +482,7 @@ CHANGED_IN_ISSUE_14 = {
     "smi_hc_alcohol": "NHS England",
     "smoking_status_recorded": "QOF SMOK002",
     "cyp_diabetes_care_processes": "NICE indicator IND48",
+    "cyp_epilepsy_review": "Core20PLUS5 CYP",
 }
 
 
@@ -494,7 +495,7 @@ def test_a_changed_indicator_names_its_source_and_its_deviations(defs, indicator
         assert "Deviation" in text, indicator_id
     else:  # a component: what the collection accepts that this does not is named instead
         assert any(word in text for word in ("do not count", "has no shared codelist", "state no status")), indicator_id
-    assert definition.version >= 2
+    assert definition.version >= (1 if indicator_id == "cyp_epilepsy_review" else 2)  # new in issue 14
 
 
 def test_no_title_or_description_claims_a_bound(defs):

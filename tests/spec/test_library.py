@@ -48,6 +48,7 @@ CODELISTS = {
     "smoking_never": frozenset({"NEVER_SMOKED", "NON_SMOKER"}), "smoking_ex": frozenset({"EX_SMOKER", "STOPPED_SMOKING"}),
     "smoking_current": frozenset({"SMOKER", "CURRENT_SMOKER_REVIEW"}), "lithium": frozenset({"LITHIUM"}),
     "ld_cod_20241205": frozenset({"LD", "LD_2024"}),
+    "epilepsy_review": frozenset({"EPI_REVIEW", "EPI_MED_REVIEW"}),
 }
 
 PATIENTS = {"patient_id": pl.String, "date_of_birth": pl.Date}
@@ -832,3 +833,48 @@ def test_smi_register_also_holds_lithium_in_the_last_6_months(defs):
     result = evaluate_registers(defs, patients.lazy(), events.lazy(), CODELISTS, R, register_ids=["smi_register"]).collect()
     assert sorted(result["patient_id"]) == ["lithium_first_day", "resolved_on_lithium"]
     assert defs.registers["smi_register"].version == 2
+
+
+def test_cyp_epilepsy_review_needs_a_review_code_in_12_months(defs):
+    # GP-recorded proxy (issue 14 point 4): a review / monitoring / medication-review code of
+    # the Bristol list (is_review) in the last 12 months; an invitation is no review.
+    patients = table(
+        """
+        patient_id       | date_of_birth
+        reviewed         | 2012-01-01
+        med_review       | 2012-01-01
+        review_too_early | 2012-01-01
+        invited_only     | 2012-01-01
+        adult            | 1990-01-01
+        aged_17_on_R     | 2007-04-01
+        """,
+        PATIENTS,
+    )
+    events = table(
+        """
+        patient_id       | code           | event_date | value
+        reviewed         | EPI            | 2019-01-01 |
+        reviewed         | EPI_REVIEW     | 2024-04-01 |
+        med_review       | EPI            | 2019-01-01 |
+        med_review       | EPI_MED_REVIEW | 2025-03-31 |
+        review_too_early | EPI            | 2019-01-01 |
+        review_too_early | EPI_REVIEW     | 2024-03-31 |
+        invited_only     | EPI            | 2019-01-01 |
+        invited_only     | EPI_INVITE     | 2025-01-01 |
+        adult            | EPI            | 2019-01-01 |
+        adult            | EPI_REVIEW     | 2025-01-01 |
+        aged_17_on_R     | EPI            | 2019-01-01 |
+        aged_17_on_R     | EPI_REVIEW     | 2025-01-01 |
+        """,
+        EVENTS,
+    )
+    assert_frame_equal(run(defs, "cyp_epilepsy_review", patients, events), expect(
+        """
+        patient_id       | is_numerator
+        aged_17_on_R     | true
+        invited_only     | false
+        med_review       | true
+        review_too_early | false
+        reviewed         | true
+        """
+    ))
