@@ -21,7 +21,9 @@ GROUP = "reference"
 
 def _pins(*file_ids: str) -> str:
     manifest = loader.load_manifest()
-    joined = "+".join(manifest.entry(f).sha256 for f in file_ids)
+    # A codelist that selects part of its file (manifest `select`) is pinned by the selection too.
+    joined = "+".join(manifest.entry(f).sha256 + (f":{manifest.entry(f).select!r}" if manifest.entry(f).select else "")
+                      for f in file_ids)
     return hashlib.sha256(joined.encode()).hexdigest()[:16]
 
 
@@ -37,16 +39,22 @@ def _result(frame: pl.DataFrame, *file_ids: str) -> dg.Output:
     )
 
 
-def _reference_asset(name: str, file_ids: tuple[str, ...], description: str, build):
-    """Return an unpartitioned asset `reference/<name>` built by `build(reference_dir)`."""
+def _reference_asset(name: str, file_ids: tuple[str, ...], description: str, build, rule: str = ""):
+    """Return an unpartitioned asset `reference/<name>` built by `build(reference_dir)`.
+
+    `rule` names the version of a mapping the table applies to its files (e.g. how
+    ethnicity codes map to categories): changing it re-pins the table, so an existing
+    warehouse rebuilds it.
+    """
+    pin = _pins(*file_ids) if not rule else hashlib.sha256(f"{_pins(*file_ids)}|{rule}".encode()).hexdigest()[:16]
 
     @dg.asset(
         name=name,
         key_prefix="reference",
         group_name=GROUP,
         description=description,
-        code_version=_pins(*file_ids),
-        metadata={REFERENCE_PIN: _pins(*file_ids)},
+        code_version=pin,
+        metadata={REFERENCE_PIN: pin},
     )
     def _asset(reference_data: ReferenceData) -> dg.Output:
         return _result(build(reference_data.path()), *file_ids)
@@ -123,8 +131,8 @@ REFERENCE_ASSETS = [
     ),
     _reference_asset(
         "ethnicity_codes", ("ethnicity_snomed", "eth_not_stated"),
-        "Ethnicity SNOMED codes -> NHS ethnic category (A-S, Z = not stated), 16 census groups and broad group.",
-        _ethnicity_codes,
+        "Ethnicity SNOMED codes -> NHS ethnic category (A-S, Z = not stated, 99 = not known), 16 census groups and broad group.",
+        _ethnicity_codes, rule="not-known-99",
     ),
     _reference_asset(
         "codelists", tuple(loader.load_manifest().codelists),

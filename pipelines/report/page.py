@@ -328,7 +328,7 @@ def data_quality(con, month: date, vintage: str, profile_name: str, gaps: pl.Dat
 
     The counts are those of `published.deprivation_quality` for the whole extract (protected
     with the gap table), and the demographic recording comes from the published gap-table rows
-    of each indicator ('unknown' and 'Not stated' groups): the report never counts the private
+    of each indicator ('unknown', 'Not stated' and 'Not known' groups): the report never counts the private
     layer itself, so it cannot show a number the tables hide.
     """
     profile = get_profile(profile_name)
@@ -354,7 +354,7 @@ def data_quality(con, month: date, vintage: str, profile_name: str, gaps: pl.Dat
                          '"blank", "invalid postcode" and "unmatched" are data problems to raise with the supplier.</p>')
     if gaps is not None and gaps.height:
         recording = gaps.filter(pl.col("breakdown").is_in(["ethnicity_broad", "sex", "age_band", "overall"])
-                                & pl.col("group").is_in(["all", "unknown", "Not stated"]))
+                                & pl.col("group").is_in(["all", "unknown", "Not stated", "Not known"]))
         lines = []
         for (indicator,), rows in sorted(recording.group_by("indicator_id"), key=lambda kv: kv[0]):
             def shown(breakdown: str, group: str):
@@ -362,7 +362,7 @@ def data_quality(con, month: date, vintage: str, profile_name: str, gaps: pl.Dat
                 return (found["denominator"][0], bool(found["is_suppressed"][0])) if found.height else (0, False)
             total, _ = shown("overall", "all")
             cells = []
-            for breakdown, group in (("ethnicity_broad", "Not stated"), ("ethnicity_broad", "unknown"),
+            for breakdown, group in (("ethnicity_broad", "Not stated"), ("ethnicity_broad", "Not known"), ("ethnicity_broad", "unknown"),
                                      ("sex", "unknown"), ("age_band", "unknown")):
                 n, hidden = shown(breakdown, group)
                 share = None if hidden or n is None or not total else n / total
@@ -371,6 +371,7 @@ def data_quality(con, month: date, vintage: str, profile_name: str, gaps: pl.Dat
         parts.append("<h4>Demographic recording</h4><p>NHS England asks for unknown and not-stated demographics to be "
                      "reported; both are shown separately, for each indicator's denominator, from the published gap table.</p>"
                      "<div class=\"scroll\"><table class=\"dq\"><thead><tr><th>indicator</th><th colspan=2>ethnicity not stated</th>"
+                     "<th colspan=2>ethnicity not known (coded)</th>"
                      "<th colspan=2>no ethnicity code</th><th colspan=2>sex unknown</th><th colspan=2>age unknown</th></tr></thead>"
                      f"<tbody>{''.join(lines)}</tbody></table></div>")
     quality = [t for t in tables if "quality" in t]

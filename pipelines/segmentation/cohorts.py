@@ -45,8 +45,11 @@ ETHNICITY_BROAD_BY_GROUP_6 = {
     "4": "Black or Black British",
     "5": "Other ethnic group",
 }
-NOT_STATED = "Not stated"  # a Z code was recorded: the patient was asked and did not say
+NOT_STATED = "Not stated"  # a Z code was recorded: the patient was asked and did not say (or refused)
+NOT_KNOWN = "Not known"  # "Ethnic group not recorded" (PRIMIS ETH_NORECORD) was coded: NHS category 99
 UNKNOWN = "Unknown"  # no ethnicity code at all: never asked or never coded
+# PRIMIS clusters of the not-stated file that mean "not known" rather than "not stated".
+NOT_KNOWN_CLUSTERS = ("ETH_NORECORD",)
 
 
 # --- codelists and ethnicity -------------------------------------------------------------
@@ -140,7 +143,11 @@ def build_ethnicity_codes(snomed: pl.DataFrame, not_stated: pl.DataFrame) -> pl.
 
     Arguments:
         snomed: the ethnicity codelist (code, grouping_6, label_16, nhs_ethnic_category).
-        not_stated: the not-stated codelist (code); every code maps to category Z.
+        not_stated: the not-stated codelist (code, primis_cluster): ETH_NOTSTATED and
+            ETH_NOTGIPTREF (declined, refused) map to Z "Not stated"; ETH_NORECORD
+            ("Ethnic group not recorded") to 99 "Not known" - the NHS Data Dictionary keeps
+            the two apart, and a "not recorded" code says nothing about whether the person
+            was asked. Without a primis_cluster column every code is Z.
 
     Returns:
         The mapping `derive_ethnicity` joins events to.
@@ -151,11 +158,14 @@ def build_ethnicity_codes(snomed: pl.DataFrame, not_stated: pl.DataFrame) -> pl.
         pl.col("label_16").cast(pl.String).alias("ethnicity_16"),
         pl.col("grouping_6").cast(pl.String).replace_strict(ETHNICITY_BROAD_BY_GROUP_6).alias("ethnicity_broad"),
     )
+    cluster = pl.col("primis_cluster") if "primis_cluster" in not_stated.columns else pl.lit(None, dtype=pl.String)
+    not_known = cluster.is_in(list(NOT_KNOWN_CLUSTERS)).fill_null(False)
+    label = pl.when(not_known).then(pl.lit(NOT_KNOWN)).otherwise(pl.lit(NOT_STATED))
     unstated = not_stated.select(
         pl.col("code").cast(pl.String),
-        pl.lit("Z").alias("ethnic_category"),
-        pl.lit(NOT_STATED).alias("ethnicity_16"),
-        pl.lit(NOT_STATED).alias("ethnicity_broad"),
+        pl.when(not_known).then(pl.lit("99")).otherwise(pl.lit("Z")).alias("ethnic_category"),
+        label.alias("ethnicity_16"),
+        label.alias("ethnicity_broad"),
     )
     return pl.concat([stated, unstated]).unique("code", keep="first", maintain_order=True)
 
@@ -174,12 +184,15 @@ def derive_ethnicity(
     ethnicity_codes: pl.DataFrame | pl.LazyFrame,
     reference_date: date | None = None,
 ) -> pl.LazyFrame:
-    """Return each patient's ethnicity from their latest ethnicity code dated on or before R.
+    """Return each patient's ethnicity from their latest VALID ethnicity code dated on or before R.
 
-    The latest code wins (DOMAIN.md section 3). When codes on that latest date disagree, a
-    stated category beats "not stated" (it carries information the Z code lacks), then the
-    lowest category letter, so the answer never depends on row order. Patients with no
-    ethnicity code are absent: downstream they are 'Unknown', kept apart from 'Not stated'.
+    The latest stated code (NHS category A-S) wins (DOMAIN.md section 3, the CVDPREVENT /
+    GDPPR rule): a later "not stated" (Z) or "not known" (99) code never overrides an
+    earlier stated one. Only a patient with no stated code at all takes the latest of
+    their not-stated / not-known codes (on one date, Z before 99). When stated codes on
+    the latest date disagree, the lowest category letter wins, so the answer never depends
+    on row order. Patients with no ethnicity code are absent: downstream they are
+    'Unknown', kept apart from 'Not stated' and 'Not known'.
     This is the patient model's own ethnicity aggregation (`patient_model`), run on its own.
 
     Arguments:

@@ -106,6 +106,10 @@ class Register(_Definition):
     diagnosis: CodelistIds
     resolved: Annotated[list[Identifier], BeforeValidator(_as_list)] = Field(default_factory=list)
     age: AgeSpec | None = None
+    # A second way onto the register, OR-ed with the diagnosis rule (the age limits apply to
+    # both): e.g. QOF's mental health register also holds people issued lithium in the last
+    # 6 months. Any criterion type.
+    also: CriterionType | None = None
 
 
 class ReportingFocus(_Strict):
@@ -214,7 +218,7 @@ KINDS: dict[str, tuple[str, type[_Definition]]] = {
     "indicators": ("indicator", Indicator),
 }
 CONFIG_SECTIONS = ("ics", "codelists")
-for _model in (Cohort, Indicator):
+for _model in (Register, Cohort, Indicator):
     criterion_types.add_dependent(_model)
 
 
@@ -236,19 +240,21 @@ class Definitions:
         return {"register": self.registers, "cohort": self.cohorts, "indicator": self.indicators}[kind]
 
     def roots(self, kind: str, definition_id: str) -> list[tuple[str, Criterion]]:
-        """Return the (field, criterion) roots of a cohort or indicator (none for a register)."""
-        if kind == "cohort":
+        """Return the (field, criterion) roots of a definition (a register's: its `also` rule, if any)."""
+        if kind == "register":
+            parts = [("also", self.registers[definition_id].also)]
+        elif kind == "cohort":
             parts = [("criteria", self.cohorts[definition_id].criteria)]
         elif kind == "indicator":
             ind = self.indicators[definition_id]
             parts = [("denominator", ind.denominator), ("numerator", ind.numerator)]
         else:
-            parts = []
+            raise KeyError(f"unknown definition kind '{kind}'")
         return [(name, c) for name, c in parts if c is not None]
 
     def criteria(self) -> Iterator[tuple[str, str, str, Criterion]]:
         """Yield (kind, id, path, criterion) for every criterion in every definition."""
-        for kind in ("cohort", "indicator"):
+        for kind in ("register", "cohort", "indicator"):
             for definition_id in self.store(kind):
                 for part, root in self.roots(kind, definition_id):
                     for path, c in walk(root, part):

@@ -212,7 +212,7 @@ def explain_patient(
     builder = ModelBuilder(defs, codelists, reference_date, imd_vintage).plan(feeds_present=present)
     # Every node of every available definition is a selection from the patient's model row.
     nodes: dict[int, str] = {}
-    for kind in ("cohort", "indicator"):
+    for kind in ("register", "cohort", "indicator"):
         for definition_id in builder.planned[kind]:
             for part, root in defs.roots(kind, definition_id):
                 for _, node in walk(root, part):
@@ -249,6 +249,7 @@ def explain_patient(
                 result.verdict = "in" if is_on else "out"
                 result.rules = [RuleResult("register", "latest diagnosis later than latest resolved code, on or before R",
                                            is_on, evidence.register(definition_id))]
+                result.rules += [explain_node(root, part) for part, root in defs.roots(kind, definition_id)]
                 continue
             result.rules = [explain_node(root, part) for part, root in defs.roots(kind, definition_id)]
             if kind == "cohort":

@@ -186,6 +186,13 @@ def definition_steps(builder: ModelBuilder, kind: str, definition_id: str) -> li
                 f"latest diagnosis later than the latest {' / '.join(register.resolved)} code (same day: off)",
                 f"coalesce({resolved} is null or {diagnosed} > {resolved}, false)",
             ))
+        if register.also is not None:
+            # A second way on (OR): attrition keeps order, so the diagnosis steps above become one
+            # step "diagnosis rule, or this rule".
+            on_by_diagnosis = " and ".join(f"({sql})" for *_, sql in steps)
+            words = "; ".join(text for _, _, text, _ in steps)
+            steps = [("register", "diagnosis_or_also", f"({words}) or {register.also.describe()}",
+                      f"(coalesce({on_by_diagnosis}, false) or {builder.criterion(register.also)})")]
         if register.age is not None:
             steps.append(("register", "age", register.age.describe(), register.age.sql(builder.attribute("age"))))
         return steps

@@ -62,6 +62,10 @@ IMD_DECILE_COLUMNS = {"IMD2019": "imd2019_decile", "IMD2025": "imd2025_decile"}
 # min of codes made DuckDB spill, ~20x slower).
 _FAR = "DATE '2400-01-01'"
 _SHIFT = 16777216  # 2^24 > the number of distinct codes any month's rules read
+# Ethnicity packs a validity tier above the date: 2^44 > (days to the far date, < 2^19) x 2^24.
+_TIER_SHIFT = 17592186044416
+# NHS ethnic categories that carry no ethnicity: Z "not stated" and 99 "not known".
+UNSTATED_ETHNIC_CATEGORIES = ("Z", "99")
 
 
 def _packed(rank: str) -> str:
@@ -372,6 +376,8 @@ class ModelBuilder:
                 # Strictly later: a resolved code on the same date as the latest diagnosis
                 # takes the patient off (QOF: the diagnosis must be *after* the resolution).
                 on += f" and ({resolved} is null or {diagnosed} > {resolved})"
+            if definition.also is not None:  # a second way onto the register (e.g. lithium for QOF MH)
+                on = f"coalesce({on}, false) or {self.criterion(definition.also)}"
             if definition.age is not None:
                 on += f" and {definition.age.sql(self.attribute('age'))}"
             self._registers[register_id] = f"coalesce({on}, false)"
@@ -417,11 +423,15 @@ class ModelBuilder:
             pl.col("code").is_in(sorted(code_set)).alias(f"_cs{i}") for code_set, i in self.code_sets.items()
         )
         if ethnicity_codes is not None:
+            unstated = pl.col("ethnic_category").is_in(list(UNSTATED_ETHNIC_CATEGORIES))
             mapping = ethnicity_codes.select("code", "ethnic_category", "ethnicity_16", "ethnicity_broad").with_columns(
                 # Ranked so that the smallest wins a tie on the latest date: a stated category
-                # before "not stated" (Z), then the lowest letter, then the labels.
-                pl.struct((pl.col("ethnic_category") == "Z").alias("_is_z"), "ethnic_category", "ethnicity_16", "ethnicity_broad", "code")
-                .rank("dense").cast(pl.Int64).alias("_eth_rank"))
+                # before "not stated" (Z) before "not known" (99), then the lowest letter, then the labels.
+                pl.struct(unstated.alias("_unstated"), (pl.col("ethnic_category") == "99").alias("_not_known"),
+                          "ethnic_category", "ethnicity_16", "ethnicity_broad", "code")
+                .rank("dense").cast(pl.Int64).alias("_eth_rank"),
+                # 0: a valid (stated) ethnicity; 1: not stated / not known, read only when no valid code exists.
+                unstated.cast(pl.Int64).alias("_eth_tier"))
             frame = frame.join(mapping, on="code", how="full", coalesce=True).with_columns(
                 pl.col(f"_cs{i}").fill_null(False) for i in self.code_sets.values()
             )
@@ -463,7 +473,7 @@ class ModelBuilder:
                 raise ValueError("the definitions read coded events but no events were given")
             lookup_columns = ", ".join(
                 ["c.code", "c._rank"] + [f"c._cs{i}" for i in self.code_sets.values()]
-                + (["c._eth_rank"] if derive_ethnicity else [])
+                + (["c._eth_rank", "c._eth_tier"] if derive_ethnicity else [])
             )
             until = f" where e.event_date <= {literal(self.events_until)}" if self.events_until else ""
             if sources.event_codes is not None:  # keyed events: the code dictionary joins the lookup once
@@ -479,9 +489,13 @@ class ModelBuilder:
                 )
             items = [f"{a.sql()} as {quote(a.name)}" for a in self.aggregations.values()]
             if derive_ethnicity:
-                # The latest ethnicity code on or before R wins; on a tie a stated category beats
-                # "not stated" (Z), then the lowest category letter: never row order.
-                items.append(f"min({_packed('_eth_rank')}) as _ethnicity")  # null for a code with no ethnicity
+                # The latest VALID ethnicity code on or before R wins (DOMAIN.md section 3): a later
+                # "not stated" (Z) or "not known" (99) code never overrides an earlier stated one,
+                # and decides only when no stated code exists (the tier sits above the date in
+                # the packed number). On a tie a stated category beats Z, Z beats 99, then the
+                # lowest category letter: never row order. Null for a code with no ethnicity
+                # (min skips it: no FILTER clause, which DuckDB evaluates more slowly).
+                items.append(f"min(_eth_tier * {_TIER_SHIFT} + {_packed('_eth_rank')}) as _ethnicity")
             if items:
                 ctes.append(f"agg as (select patient, {', '.join(items)} from coded group by patient)")
         for key, (columns, select) in sorted(self.derived_tables.items()):

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import model_validator
+from pydantic import BeforeValidator, model_validator
 
 from pipelines.segmentation.criteria.base import Criterion, EvidenceContext, ModelContext, Strict
 
-# NHS Data Dictionary ethnic category letters (2001 census groups A-S) and Z "not stated".
-ETHNIC_CATEGORIES = ("A", "B", "C", "D", "E", "F", "G", "H", "J", "K", "L", "M", "N", "P", "R", "S", "Z")
+# NHS Data Dictionary ethnic category letters (2001 census groups A-S), Z "not stated" and
+# 99 "not known" (an "Ethnic group not recorded" code).
+ETHNIC_CATEGORIES = ("A", "B", "C", "D", "E", "F", "G", "H", "J", "K", "L", "M", "N", "P", "R", "S", "Z", "99")
 ETHNICITY_BROAD = (
     "White",
     "Mixed",
@@ -17,6 +18,7 @@ ETHNICITY_BROAD = (
     "Black or Black British",
     "Other ethnic group",
     "Not stated",
+    "Not known",
     "Unknown",
 )
 UNKNOWN = "Unknown"  # no ethnicity code at all: never asked or never coded
@@ -29,7 +31,7 @@ def _quoted(values) -> str:
 class EthnicitySpec(Strict):
     """Categories, broad groups, or both (either matches)."""
 
-    categories: list[Literal[ETHNIC_CATEGORIES]] | None = None  # type: ignore[valid-type]
+    categories: list[Annotated[Literal[ETHNIC_CATEGORIES], BeforeValidator(str)]] | None = None  # type: ignore[valid-type]
     broad: list[Literal[ETHNICITY_BROAD]] | None = None  # type: ignore[valid-type]
 
     @model_validator(mode="after")
