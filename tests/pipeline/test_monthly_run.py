@@ -241,7 +241,7 @@ def test_gap_table_has_rows_for_every_available_indicator_and_none_for_the_rest(
     catalogue = query(warehouse, "select * from published.indicator_catalogue where reporting_month = $1", [MONTH])
     available = set(catalogue.filter("is_available")["indicator_id"])
     unavailable = catalogue.filter(~pl.col("is_available"))
-    assert FEED_INDICATORS <= available and len(available) == 19
+    assert FEED_INDICATORS <= available and len(available) == 22  # issue 14: SMI BMI and alcohol, CYP epilepsy review
     assert all(unavailable["not_available_reason"].is_not_null())
     in_gap_table = set(published(warehouse).filter(pl.col("reporting_month") == MONTH)["indicator_id"])
     assert in_gap_table == available
@@ -298,7 +298,7 @@ def test_explain_names_the_deciding_code_and_date_for_a_generated_patient(run):
     assert code == 0, err
     assert out.startswith("core20 explain: patient-level output for this console only")
     lines = out.splitlines()
-    at = next(i for i, line in enumerate(lines) if line.startswith("  IN   smi_register v1"))
+    at = next(i for i, line in enumerate(lines) if line.startswith("  IN   smi_register v2"))  # v2: lithium too
     assert f"on {day}" in lines[at + 1] and any(f"latest {c} (" in lines[at + 1] for c in codes_that_day)
     assert any(line.startswith("  IN   smi v1") for line in lines)
     assert warehouse.read_bytes() == before  # console only: nothing written
