@@ -1,5 +1,9 @@
-"""Killed inside publish: the next command leaves the warehouse, Power BI's snapshot and the
-report showing the same months, with nothing left behind (issue 15, point 1).
+"""Killed at any step or inside publish: the next command leaves the warehouse, Power BI's
+snapshot and the report showing the same months, with nothing left behind (issue 15, point 1).
+
+A run killed after each step of the monthly job (`CORE20_FAILPOINT=after:<step>`, a success
+hook on the job) leaves October alone, or September fully published when the kill comes
+after the publish step.
 
 October is published (warehouse, serving snapshot, report). A `core20 run` of September is
 then killed with SIGKILL at each step of its publication (`CORE20_FAILPOINT`, see
@@ -25,6 +29,15 @@ from pipeline_helpers import core20_in_process
 from pipelines.warehouse import connect
 
 REPO = Path(__file__).resolve().parents[2]
+
+
+def _steps() -> list[str]:
+    from pipelines.definitions import build_definitions
+
+    return sorted(node.name for node in build_definitions().resolve_job_def("monthly").graph.nodes)
+
+
+STEPS = _steps()
 # (failpoint, whether September's commit happened before the kill)
 FAILPOINTS = [("journal-written", False), ("committed", True), ("snapshot-renamed", True),
               ("current-swapped", True), ("report-moved", True)]
@@ -78,6 +91,16 @@ def test_a_run_killed_inside_publish_is_finished_or_undone_by_the_next_command(
     months = ["2026-09-01", "2026-10-01"] if committed else ["2026-10-01"]
     assert after == {"warehouse": months, "snapshot": months, "pointer_agrees": True, "reports": months, "leftovers": []}
     assert ("finished the publication of 2026-09" if committed else "undid the publication of 2026-09") in output
+
+
+@pytest.mark.parametrize("step", STEPS)
+def test_a_run_killed_after_any_step_leaves_everything_consistent(step, september, published_october):
+    assert _run_killed_at(f"after:{step}", september, published_october) == -signal.SIGKILL
+    code, output = core20_in_process("quality", "--warehouse", str(published_october))
+    assert code == 0, output
+    months = ["2026-09-01", "2026-10-01"] if step == "publish_month" else ["2026-10-01"]
+    assert _state(published_october) == {"warehouse": months, "snapshot": months, "pointer_agrees": True,
+                                          "reports": months, "leftovers": []}
 
 
 def test_the_next_run_recovers_before_it_starts(september, published_october):
