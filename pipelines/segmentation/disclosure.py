@@ -915,23 +915,29 @@ def suppress(problem: CountProblem, profile: DisclosureProfile, primary_units: s
                 short = None
                 # An end a solution so far already reached needs no LP: hiding only widens the
                 # feasible set, so that point is still one a reader cannot rule out.
-                if small_like(v) and reaches(v, True):
-                    bottom, binding_low = component.extreme(v, 1.0)
-                    if bottom > low + 1e-6:
-                        short = binding_low
-                else:
-                    top, binding = component.extreme(v, -1.0)
-                    if top < high - 1e-6:
-                        short = binding
-                        if not small_like(v) and low is not None:
-                            bottom, binding_low = component.extreme(v, 1.0)
-                            if bottom <= low + 1e-6:
-                                return
-                            short = binding + binding_low
-                    elif small_like(v) and not reaches(v, False):
+                if small_like(v):
+                    # Both ends: the top first, then the bottom once the top is reached.
+                    if not reaches(v, True):
+                        top, binding = component.extreme(v, -1.0)
+                        if top < high - 1e-6:
+                            short = binding
+                    if short is None and not reaches(v, False):
                         bottom, binding_low = component.extreme(v, 1.0)
                         if bottom > low + 1e-6:
                             short = binding_low
+                else:
+                    # Either end will do (an end may be void: cut to what earlier releases allow).
+                    short = []
+                    if high is not None:
+                        top, binding = component.extreme(v, -1.0)
+                        if top >= high - 1e-6:
+                            return
+                        short += binding
+                    if low is not None:
+                        bottom, binding_low = component.extreme(v, 1.0)
+                        if bottom <= low + 1e-6:
+                            return
+                        short += binding_low
                 if short is None:
                     return
                 if learn_prior(v):
