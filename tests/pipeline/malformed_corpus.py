@@ -385,7 +385,10 @@ def feed_nested_column(folder):
     frame = _feed(folder, "dental_extractions")
     table = frame.to_arrow()
     index = table.schema.get_field_index("episode_date")
-    nested = pa.array([[value] for value in table.column(index).to_pylist()])
+    # The list type is given, not inferred: a month whose feed has no rows would otherwise
+    # write a column of type null, which is no nested column at all.
+    column = table.column(index)
+    nested = pa.array([[value] for value in column.to_pylist()], type=pa.list_(column.type))
     pq.write_table(table.set_column(index, "episode_date", nested), folder / "dental_extractions.parquet")
     return ["dental_extractions.parquet: column 'episode_date' holds a list of values in each row",
             "expected one plain value per row (dates in the form %Y-%m-%d)"]
