@@ -346,13 +346,6 @@ def candidate_snapshot(serving_root: Path, reports_dir: Path, month) -> Path | N
     return folder if folder.exists() else None
 
 
-def promote_candidates(serving_root: Path, reports_dir: Path, month, *, keep: int = 3) -> dict:
-    """Put the audited candidates in place (after the publish transaction): snapshot swap, report move."""
-    plan = candidate_plan(serving_root, reports_dir, month)
-    return place_candidates(serving_root, plan["snapshot_id"], Path(plan["candidate_report"]), Path(plan["report"]),
-                            month, keep=keep)
-
-
 def candidate_plan(serving_root: Path, reports_dir: Path, month) -> dict[str, str]:
     """Return the names `place_candidates` needs, read before anything moves (for the publication journal)."""
     from pipelines.report.page import report_path
