@@ -15,7 +15,7 @@ from pipelines import quality
 from pipelines.gates import validate_sql
 from pipelines.partitions import MONTHLY, month_of
 from pipelines.resources import ExtractSource, PipelineSettings, ReferenceData, Warehouse
-from pipelines.segmentation.extract import ExtractError, ensure_events_view, read_extract, stage_extract
+from pipelines.segmentation.extract import ExtractError, ensure_events_view, month_end, read_extract, stage_extract
 from pipelines.segmentation.feeds import stage_feeds
 from pipelines.segmentation.schemas import FEEDS
 from pipelines.segmentation.sql import literal
@@ -60,8 +60,11 @@ def staging_extract(context: dg.AssetExecutionContext, extracts: ExtractSource, 
                     settings: PipelineSettings, warehouse: Warehouse):
     """Read the month's extract once, quarantine failing rows, stage patients, events and feeds, and gate them."""
     month = month_of(context)
-    folder = extracts.folder_for(context.partition_key)
     try:
+        folder = extracts.folder_for(context.partition_key)
+        # A month before a cumulative extract's own is run as at its end (registrations and
+        # events up to that day); the after-month-end rule judges a month's own extract only.
+        as_at_of = extracts.as_at_of(context.partition_key)
         raw = read_extract(folder, extracts.mapping_path())
     except ExtractError as error:
         raise _failure(error) from None
@@ -71,7 +74,8 @@ def staging_extract(context: dg.AssetExecutionContext, extracts: ExtractSource, 
         load_seconds = time.perf_counter() - started
         with unordered(con):
             staged = stage_extract(raw, month, patient_rules=patient_suite.row_rules(),
-                                   event_rules=event_suite.row_rules(), con=con, warehouse=True)
+                                   event_rules=event_suite.row_rules(), con=con, warehouse=True,
+                                   as_at=as_at_of is not None)
         # The patients are written here too: staging.events (a view over the keyed rows) needs them.
         write_frame(con, "staging", "patients", staged.patients, partition_column="reporting_month", partition_value=month)
         ensure_events_view(con)
@@ -81,7 +85,12 @@ def staging_extract(context: dg.AssetExecutionContext, extracts: ExtractSource, 
         feeds = stage_feeds(folder, extracts.mapping_path(), month, staged.patients)
     except ExtractError as error:
         raise _failure(error) from None
-    yield dg.Output(None, output_name="patients", metadata={**staged.counts, "extract": folder.name})
+    provenance = {"extract": folder.name}
+    if as_at_of is not None:
+        provenance["as_at"] = f"{month_end(month).isoformat()} from the {as_at_of[:7]} extract"
+        context.log.info(f"{month:%Y-%m} run as at {month_end(month).isoformat()} from the cumulative "
+                         f"{as_at_of[:7]} extract")
+    yield dg.Output(None, output_name="patients", metadata={**staged.counts, **provenance})
     yield dg.Output(None, output_name="events", metadata={"n_events": staged.counts["n_events"]})
     yield dg.Output(staged.quarantine, output_name="quarantine", metadata={"n_rows": staged.quarantine.height})
     present = dict(feeds.availability.select("feed", "is_present").iter_rows())

@@ -387,6 +387,10 @@ def _month_range(args: argparse.Namespace, source) -> list[str]:
         last = month_key(parse_month(args.to_month))
     else:
         available = source.months_available()
+        single = source.root_path() / "extract.json"
+        if not available and single.exists():
+            # One cumulative extract: the backfill runs up to the extract's own month.
+            available = [json.loads(single.read_text())["reporting_month"][:7]]
         if not available:
             raise ValueError(f"no extracts found under {source.root_path()}: give --to YYYY-MM or add extract folders.")
         last = available[-1] + "-01"
@@ -429,10 +433,17 @@ def _run(args: argparse.Namespace) -> int:
             )
             return EXIT_ERROR
     warehouse = resolve_warehouse_path(args.warehouse)
+    # A backfill over one extract folder with no extract.json: the extract is taken to be the
+    # last month's, and each earlier month is run as at its end.
+    single = any(source.root_path().glob("patients.*"))
+    extract_month = months[-1] if len(months) > 1 and single else None
+    if single and not _say_as_at(
+            ExtractSource(root=args.extract, column_mapping=args.column_mapping, extract_month=extract_month), months):
+        return EXIT_ERROR
     # The warehouse goes to the resources as it was given, so the serving and report folders
     # know whether it was chosen above the settings file (settings_file.output_path).
     defs = build_definitions(
-        warehouse=args.warehouse, extracts=args.extract, reference_dir=args.reference_dir,
+        warehouse=args.warehouse, extracts=args.extract, extract_month=extract_month, reference_dir=args.reference_dir,
         column_mapping=args.column_mapping, settings=PipelineSettings(**settings_file.choices(flags)),
         serving_root=args.serving, reports_dir=args.reports,
     )
@@ -453,6 +464,27 @@ def _run(args: argparse.Namespace) -> int:
     except (runlock.WarehouseBusy, ValueError) as error:
         print(f"core20 run: {error}", file=sys.stderr)
         return EXIT_ERROR
+
+
+def _say_as_at(source, months: list[str]) -> bool:
+    """Say which months run as at their end from one cumulative extract; False (after saying why) if one cannot."""
+    from pipelines.segmentation.extract import ExtractError
+
+    as_at, own = [], None
+    for key in months:
+        try:
+            of = source.as_at_of(key)
+        except ExtractError as error:
+            print(f"core20 run: {error}", file=sys.stderr)
+            return False
+        if of is not None:
+            as_at.append(key)
+            own = of
+    if as_at:
+        print(f"{as_at[0][:7]}" + (f" to {as_at[-1][:7]}" if len(as_at) > 1 else "")
+              + f": run as at each month's end from the cumulative {own[:7]} extract (registrations and events up to "
+              "that day; events after it are left out, not quarantined)", flush=True)
+    return True
 
 
 def _run_months(defs, months: list[str], warehouse: Path) -> int:

@@ -22,6 +22,7 @@ def build_definitions(
     *,
     warehouse: str | None = None,
     extracts: str | None = None,
+    extract_month: str | None = None,
     reference_dir: str | None = None,
     column_mapping: str | None = None,
     settings: PipelineSettings | None = None,
@@ -33,6 +34,8 @@ def build_definitions(
     Arguments:
         warehouse: DuckDB file (default $CORE20_WAREHOUSE or data/warehouse/core20plus5.duckdb).
         extracts: extracts root or a single extract folder (default $CORE20_EXTRACTS or data/extracts).
+        extract_month: the month a single cumulative extract folder without extract.json was
+            cut for (earlier months run as at their end); see ExtractSource.
         reference_dir: reference directory (default $CORE20_REFERENCE_DIR or ../shared/reference_data).
         column_mapping: a column-mapping file for the extracts.
         settings: ICS settings (primary IMD vintage, disclosure profile, gate thresholds); default
@@ -68,7 +71,7 @@ def build_definitions(
         resources={
             "io_manager": DuckDBPolarsIOManager(warehouse=door),
             "warehouse": door,
-            "extracts": ExtractSource(root=extracts, column_mapping=column_mapping),
+            "extracts": ExtractSource(root=extracts, column_mapping=column_mapping, extract_month=extract_month),
             "reference_data": ReferenceData(directory=reference_dir),
             "settings": settings or PipelineSettings(**settings_file.choices()),
             "operations": OperationsSettings(),

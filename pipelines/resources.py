@@ -37,10 +37,16 @@ class ReferenceData(dg.ConfigurableResource):
 
 
 class ExtractSource(dg.ConfigurableResource):
-    """Where monthly extracts arrive: `root/YYYY-MM/` folders, or one extract folder itself."""
+    """Where monthly extracts arrive: `root/YYYY-MM/` folders, or one extract folder itself.
+
+    One extract folder may be cumulative: it serves every month up to its own, each earlier
+    month run "as at" that month's end (`as_at_of`). Its own month is `extract.json`'s
+    `reporting_month`, else `extract_month` (the CLI sets it to a backfill's `--to`).
+    """
 
     root: Optional[str] = None
     column_mapping: Optional[str] = None
+    extract_month: Optional[str] = None
 
     def root_path(self) -> Path:
         """Return the extracts root (argument, $CORE20_EXTRACTS, core20.toml, default data/extracts)."""
@@ -57,6 +63,49 @@ class ExtractSource(dg.ConfigurableResource):
                 f"no extract for {month_key[:7]}: expected a folder {folder} holding patients and events files."
             )
         return folder
+
+    def own_month(self, month_key: str) -> str | None:
+        """Return the partition key of the month the extract serving `month_key` was cut for.
+
+        A `YYYY-MM` folder is its own month's extract. A single extract folder says its
+        month in `extract.json` (else `extract_month`); None when nothing says (it is then
+        taken to be the month's own extract, as before).
+        """
+        from pipelines.partitions import month_key as key_of, parse_month
+
+        folder = self.folder_for(month_key)
+        if folder != self.root_path():
+            return month_key
+        manifest = folder / "extract.json"
+        if manifest.exists():
+            import json
+
+            try:
+                stated = json.loads(manifest.read_text(encoding="utf-8")).get("reporting_month")
+            except ValueError as error:
+                raise ExtractError(f"{manifest}: not valid JSON ({error}); expected an object with reporting_month "
+                                   "YYYY-MM-DD", file=manifest, column="reporting_month") from None
+            if stated:
+                return key_of(parse_month(str(stated)[:7]))
+        return key_of(parse_month(self.extract_month[:7])) if self.extract_month else None
+
+    def as_at_of(self, month_key: str) -> str | None:
+        """Return the extract's own month when `month_key` is an earlier month run "as at" its end, else None.
+
+        Raises ExtractError when the extract was cut before the month ends: it cannot hold the
+        month's registrations and events.
+        """
+        own = self.own_month(month_key)
+        if own is None or own == month_key:
+            return None
+        if own < month_key:
+            folder = self.folder_for(month_key)
+            raise ExtractError(
+                f"{folder} is the extract for {own[:7]}: it was cut before {month_key[:7]} ended, so it cannot give "
+                f"that month; expected an extract for {month_key[:7]} or later (a cumulative extract runs each "
+                "earlier month as at its end)."
+            )
+        return own
 
     def mapping_path(self) -> Path | None:
         """Return the configured column-mapping file, if any (else the folder's own is used)."""
@@ -102,9 +151,11 @@ class PipelineSettings(dg.ConfigurableResource):
         spc_two_in_three: apply the two-of-three-close-to-a-limit rule.
         spc_min_points: points an SPC series needs before it gets a variation or assurance
             verdict (NHSRplotthedots' short-series threshold, 12; at least 2).
-        spc_window_policy: "non_overlapping" (chart a rolling W-month indicator every W-th
-            month and a campaign measure at the same month of each campaign) or
-            "monthly_with_caveat" (chart every month and say what the overlap does).
+        spc_window_policy: "monthly_with_caveat" (default: chart every month and say on each
+            series and chart what the overlap of rolling windows does) or "non_overlapping"
+            (chart a rolling W-month indicator every W-th month and a campaign measure at the
+            same month of each campaign: independent points, but one point a year for most
+            indicators, so no trend for years).
         max_quarantine_share: block the run when more than this share of an input table's rows
             fail a row rule and are quarantined (a few bad rows are set aside; many mean the
             extract itself is wrong).
@@ -127,7 +178,7 @@ class PipelineSettings(dg.ConfigurableResource):
     spc_screen_outliers: bool = True
     spc_two_in_three: bool = True
     spc_min_points: int = 12
-    spc_window_policy: str = "non_overlapping"
+    spc_window_policy: str = "monthly_with_caveat"
     max_quarantine_share: float = 0.01
     definitions_dir: Optional[str] = None
 

@@ -27,7 +27,8 @@ from pipelines.segmentation.schemas import MATCH_METHODS
 
 SII_COLUMNS = ("reporting_month", "indicator_id", "sii", "sii_lower", "sii_upper", "rii", "rii_lower", "rii_upper")
 SPC_COLUMNS = ("reporting_month", "point_month", "indicator_id", "imd_vintage", "breakdown", "group", "rate", "mean",
-               "lower_limit", "upper_limit", "point_type", "variation", "assurance", "n_points", "is_short_series")
+               "lower_limit", "upper_limit", "point_type", "variation", "assurance", "n_points", "is_short_series",
+               "series_note")
 OWN_TABLES = {"gap_table", "indicator_catalogue"}
 MAX_GENERIC_ROWS = 200
 SNOMED_STATEMENT = ("SNOMED CT and dm+d codes are used under the SNOMED CT UK Affiliate Licence; "
@@ -158,7 +159,8 @@ def _trend(con: duckdb.DuckDBPyConnection, indicator: str, vintage: str, month: 
     points = pl.DataFrame()
     if spc is not None:
         points = _frame(con, f"""
-            select point_month, rate, mean, lower_limit, upper_limit, point_type, variation, assurance, n_points, is_short_series
+            select point_month, rate, mean, lower_limit, upper_limit, point_type, variation, assurance, n_points, is_short_series,
+                   series_note
             from pub.{star.q(spc)} where reporting_month = $1 and indicator_id = $2 and imd_vintage = $3
               and breakdown = 'overall' order by point_month""", [month, indicator, vintage])
     flags = {r["point_month"]: r["point_type"] for r in points.iter_rows(named=True)
@@ -179,10 +181,12 @@ def _trend(con: duckdb.DuckDBPyConnection, indicator: str, vintage: str, month: 
                  "month's rate with its 95% interval.</p>")
     else:
         last = points.row(-1, named=True)
-        words = (f'<p class="spc">SPC (all patients, {last["n_points"]} months): variation <strong>{escape(_spc_words(last["variation"]))}'
+        n = last["n_points"]
+        words = (f'<p class="spc">SPC (all patients, {n} month{"s" if n != 1 else ""}): variation <strong>{escape(_spc_words(last["variation"]))}'
                  f'</strong>; assurance against the target <strong>{escape(_spc_words(last["assurance"]))}</strong>. '
                  "Dashed lines: mean and natural process limits; orange rings: special-cause points."
-                 + (" Fewer than 12 months: read the limits with care." if last["is_short_series"] else "") + "</p>")
+                 + (" Fewer than 12 months: read the limits with care." if last["is_short_series"] else "") + "</p>"
+                 + (f'<p class="note caveat">{escape(last["series_note"])}</p>' if last["series_note"] else ""))
     n_months = len({p.month for pts in series.values() for p in pts})
     note = "" if n_months > 1 else '<p class="note">Only one month is published so far; the trend fills in month by month.</p>'
     return chart + words + note

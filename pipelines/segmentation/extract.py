@@ -662,6 +662,7 @@ def stage_extract(
     event_rules: Sequence[quarantine.RowRule] = (),
     con=None,
     warehouse: bool = False,
+    as_at: bool = False,
 ) -> StagingResult:
     """Return the patients registered at the end of `reporting_month`, their events up to then, and the quarantine.
 
@@ -678,10 +679,19 @@ def stage_extract(
         con: the DuckDB connection the events are staged in (default: a private in-memory one).
         warehouse: `con` is the warehouse: the staged events are written there (keyed, see
             `stage_events`) instead of being returned; the patients gain their `patient_key`.
+        as_at: the extract is a cumulative one cut after the month: the month is taken "as at"
+            its end, as an extract cut on that day would have shown it. Patient rows registered
+            after the month and event rows dated after it lie outside the month: they are left
+            out before any rule (counted, never quarantined), so the after-month-end rule - a
+            check on a month's own extract - cannot block it.
     """
     reference_date = month_end(reporting_month)
     patient_columns = [c for c in INPUT_PATIENTS.names if c in raw.patients.columns]
-    patients, n_duplicate_patient_rows = quarantine.drop_exact_duplicates(raw.patients, patient_columns)
+    in_scope = raw.patients
+    if as_at:
+        # A row whose start date is unreadable stays, for its rule to catch.
+        in_scope = raw.patients.filter(~(pl.col("registration_start_date") > reference_date).fill_null(False))
+    patients, n_duplicate_patient_rows = quarantine.drop_exact_duplicates(in_scope, patient_columns)
     candidates = candidate_patients(patients, reporting_month)
     patient_split = quarantine.split(
         candidates, quarantine.contract_rules(INPUT_PATIENTS, patients) + list(patient_rules),
@@ -698,9 +708,11 @@ def stage_extract(
 
     staged = staged.with_columns(pl.int_range(1, pl.len() + 1, dtype=pl.Int32).alias("patient_key"))
     event_split, event_counts, staged_events = stage_events(
-        raw, reporting_month, event_rules, staged.select("patient_id", "patient_key"), con=con, warehouse=warehouse)
+        raw, reporting_month, event_rules, staged.select("patient_id", "patient_key"), con=con, warehouse=warehouse,
+        as_at=as_at)
     counts = {
         "n_patient_rows": raw.patients.height,
+        **({"n_patient_rows_registered_after_month_end": raw.patients.height - in_scope.height} if as_at else {}),
         "n_duplicate_patient_rows": n_duplicate_patient_rows,
         "n_patient_rows_quarantined": patient_split.quarantined.height,
         "n_not_registered_at_month_end": kept.height - staged.height,
@@ -789,6 +801,7 @@ def stage_events(
     *,
     con=None,
     warehouse: bool = False,
+    as_at: bool = False,
 ) -> tuple[quarantine.Split, dict[str, int], pl.DataFrame | None]:
     """Stage the month's events in DuckDB: drop exact repeats, quarantine by rule, keep the population's.
 
@@ -820,6 +833,9 @@ def stage_events(
         con: a DuckDB connection (default: a private in-memory one).
         warehouse: write into the warehouse's staging tables (`con` is the warehouse);
             otherwise the staged events are returned as a frame in file order.
+        as_at: the month is run "as at" its end from a later, cumulative extract: rows dated
+            after R are outside the month, so no rule judges them (they are counted in
+            `n_events_after_month_end` and left out, never quarantined).
 
     Returns:
         The quarantine split (its `kept` is empty: the kept rows stay in DuckDB), the
@@ -856,6 +872,8 @@ def stage_events(
         con.register("_population", population.select("patient_id", "patient_key").to_arrow())
         reference_date = month_end(reporting_month)
         any_rule = " OR ".join(f"({r.sql})" for r in all_rules) or "false"
+        if as_at:
+            any_rule = f"({any_rule}) AND NOT coalesce(event_date > {literal(reference_date)}, false)"
         restored = ", ".join(f"{quote(prefix + c)} AS {quote(c)}" for c in raw_floats)
         excluded = ", ".join(quote(prefix + c) for c in raw_floats)
         restore = f" EXCLUDE ({excluded}) REPLACE ({restored})" if raw_floats else ""
@@ -926,6 +944,10 @@ def stage_events(
             "n_events": int(n_events),
         }
         n_distinct = n_rows - counts["n_duplicate_event_rows"]
+        if as_at:
+            # Rows dated after an as-at month are outside it: no rule judged them, so they are
+            # not in the rules' denominator (as in an extract cut on the month's last day).
+            n_distinct -= n_after
         split = quarantine.Split(STAGING_EVENTS.empty(), split.quarantined, int(n_distinct), split.n_failing,
                                  split.n_quarantined, time.perf_counter() - started)
         return split, counts, staged
