@@ -10,6 +10,7 @@
     core20 quarantine --month YYYY-MM [--export] [--warehouse PATH]      (--export: restricted folder)
     core20 disclosure-audit [--warehouse PATH] [--serving DIR] [--reports DIR] [--month YYYY-MM]
     core20 explain --patient ID --month YYYY-MM [--warehouse PATH]      (console only)
+    core20 case-finding --month YYYY-MM [--cohort ID]    (restricted folder; off unless core20.toml enables it)
     core20 diff-definitions OLD NEW --month YYYY-MM [--warehouse PATH]
 
 Exit codes of `run`: 0 published; 2 a data-quality gate blocked publication (the published
@@ -145,10 +146,11 @@ def build_parser() -> argparse.ArgumentParser:
     disclosure.add_argument("--reports", help="reports folder (default $CORE20_REPORTS, else core20.toml, else beside the warehouse: data/reports)")
     disclosure.add_argument("--month", help="only this month YYYY-MM (default: every published month)")
 
-    from pipelines import audit_commands, quarantine_export
+    from pipelines import audit_commands, case_finding, quarantine_export
 
     audit_commands.add_parsers(sub)
     quarantine_export.add_parser(sub)
+    case_finding.add_parser(sub)
     _finish_commands(sub)
     return parser
 
@@ -222,6 +224,10 @@ def _command(args: argparse.Namespace) -> int:
             from pipelines import quarantine_export
 
             return quarantine_export.run(args)
+        if args.command == "case-finding":
+            from pipelines import case_finding
+
+            return case_finding.run(args)
         if args.command == "disclosure-audit":
             return _disclosure_audit(args)
         if args.command in ("explain", "diff-definitions"):
@@ -460,7 +466,7 @@ def _run(args: argparse.Namespace) -> int:
     try:
         # One writer per warehouse: a second `core20 run` (or a daemon run) queues behind this one.
         with runlock.writer(warehouse, what, wait=args.wait, say=print):
-            return _run_months(defs, months, warehouse)
+            return _run_months(defs, months, warehouse, _case_finding_after(args))
     except (runlock.WarehouseBusy, ValueError) as error:
         print(f"core20 run: {error}", file=sys.stderr)
         return EXIT_ERROR
@@ -487,15 +493,36 @@ def _say_as_at(source, months: list[str]) -> bool:
     return True
 
 
-def _run_months(defs, months: list[str], warehouse: Path) -> int:
+def _case_finding_after(args: argparse.Namespace):
+    """Return what writes a published month's case-finding lists when core20.toml switches them on, else None."""
+    from pipelines import case_finding
+
+    if not case_finding.enabled():
+        return None
+
+    def write(warehouse: Path, partition_key: str) -> None:
+        try:
+            folder, _, n_practices = case_finding.write_month(
+                warehouse, date.fromisoformat(partition_key), serving=args.serving, reports=args.reports,
+                reference_dir=args.reference_dir, warehouse_given=args.warehouse)
+        except (ValueError, OSError) as error:
+            # The month is published; only the restricted lists are missing, and the message says why.
+            print(f"core20 run: case-finding lists for {partition_key[:7]} not written: {error}", file=sys.stderr)
+            return
+        print(f"case-finding lists (RESTRICTED, direct care): {n_practices} practice(s) in {folder}", flush=True)
+
+    return write
+
+
+def _run_months(defs, months: list[str], warehouse: Path, after=None) -> int:
     from pipelines import runner
 
     code = runner.ensure_reference(defs, warehouse)
     if code != EXIT_OK:
         return code
     if len(months) > 1:
-        return runner.run_months(defs, months, warehouse)
-    return runner.run_month(defs, months[0], warehouse)
+        return runner.run_months(defs, months, warehouse, after=after)
+    return runner.run_month(defs, months[0], warehouse, after=after)
 
 
 def _month_option(args: argparse.Namespace, command: str):

@@ -143,8 +143,12 @@ def blocked_gates(result: dg.ExecuteInProcessResult) -> list[str]:
     return failures
 
 
-def run_month(defs: dg.Definitions, partition_key: str, warehouse: Path) -> int:
-    """Run the monthly job for one partition, print the outcome and return an exit code."""
+def run_month(defs: dg.Definitions, partition_key: str, warehouse: Path, after=None) -> int:
+    """Run the monthly job for one partition, print the outcome and return an exit code.
+
+    `after(warehouse, partition_key)` runs once the month is published (the restricted
+    case-finding lists, when switched on).
+    """
     job = defs.resolve_job_def(MONTHLY_JOB)
     n_steps = len(job.graph.node_dict)
     _say(f"running {partition_key[:7]} ({n_steps} steps) ...")
@@ -172,6 +176,8 @@ def run_month(defs: dg.Definitions, partition_key: str, warehouse: Path) -> int:
     _say(f"  published {partition_key[:7]} in {elapsed:.0f} s")
     print_summary(warehouse, partition_key)
     print_outputs(result)
+    if after is not None:
+        after(warehouse, partition_key)
     return EXIT_OK
 
 
@@ -184,7 +190,7 @@ def print_outputs(result: dg.ExecuteInProcessResult) -> None:
             _say(f"{materialization.asset_key.to_user_string()}: {path.value}")
 
 
-def run_months(defs: dg.Definitions, partition_keys: list[str], warehouse: Path) -> int:
+def run_months(defs: dg.Definitions, partition_keys: list[str], warehouse: Path, after=None) -> int:
     """Run a backfill: each month in turn, carrying on past a month that fails.
 
     Months are independent partitions, so one blocked month does not stop the others (as
@@ -194,7 +200,7 @@ def run_months(defs: dg.Definitions, partition_keys: list[str], warehouse: Path)
     outcomes = {}
     for number, key in enumerate(partition_keys, start=1):
         _say(f"\n[month {number}/{len(partition_keys)}] {key[:7]}")
-        outcomes[key] = run_month(defs, key, warehouse)
+        outcomes[key] = run_month(defs, key, warehouse, after=after)
     words = {EXIT_OK: "published", EXIT_BLOCKED: "blocked by a gate (published tables unchanged)", EXIT_ERROR: "failed"}
     _say(f"\nbackfill {partition_keys[0][:7]} to {partition_keys[-1][:7]}:")
     for key, code in outcomes.items():

@@ -109,6 +109,17 @@ SCHEDULE_KEYS = (
         "(so a copy in progress is never read half-written).", 120),
 )
 
+CASE_FINDING_KEYS = (
+    Key("case_finding", "enabled", None, None, "bool",
+        "Write practice case-finding lists after each published month: for the focus cohort below, one file per "
+        "practice listing its own patients by the extract's pseudonymised id, with the rule each met, in the "
+        "restricted folder (never served, published or reported). Patient-level, for direct care only: switch it "
+        "on only once the ICS's direct-care basis and DPIA cover it (README, 'Practice case-finding lists').", False),
+    Key("case_finding", "cohort", "CORE20_CASE_FINDING_COHORT", "--cohort", "text",
+        "The cohort the lists are for (an id in cohorts.yaml, usually one of ics.yaml's focus_cohorts).",
+        "nn_cvd_focus"),
+)
+
 # The ICS choices and thresholds that change figures: exactly the fields of
 # pipelines.resources.PipelineSettings (except the definitions folder, a path above). The
 # template's comments are taken from that class's docstring, so a new setting is
@@ -165,7 +176,7 @@ def choice_keys() -> tuple[Key, ...]:
 
 def all_keys() -> dict[str, Key]:
     """Return every key the file accepts, by `section.name`."""
-    return {key.dotted: key for key in (*PATH_KEYS, *choice_keys(), *SCHEDULE_KEYS)}
+    return {key.dotted: key for key in (*PATH_KEYS, *choice_keys(), *SCHEDULE_KEYS, *CASE_FINDING_KEYS)}
 
 
 # -- finding and reading the file -------------------------------------------------------
@@ -412,7 +423,9 @@ def template(warehouse: str | None = None, extracts: str | None = None, referenc
                 (CHOICES_SECTION, choice_keys(),
                  "ICS choices and thresholds that change figures; each is recorded with the outputs it produced "
                  "(lineage.run_manifest)."),
-                ("schedule", SCHEDULE_KEYS, "When the Dagster schedule and extract sensor start runs.")]
+                ("schedule", SCHEDULE_KEYS, "When the Dagster schedule and extract sensor start runs."),
+                ("case_finding", CASE_FINDING_KEYS,
+                 "Practice case-finding lists (patient-level, direct care; off by default).")]
     for section, keys, about in sections:
         lines += [f"[{section}]", *_comment(about), ""]
         for key in keys:
