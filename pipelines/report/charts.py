@@ -94,8 +94,16 @@ def count(value: int | None) -> str:
     return "–" if value is None else f"{value:,}"
 
 
-def _x(value: float, plot_width: float, top: float = 1.0) -> float:
-    return LABEL_WIDTH + max(0.0, min(1.0, value / top)) * plot_width
+PANEL_WIDTH = 500  # a chart drawn for half the page (two panels a row), at its own scale so its type stays readable
+
+
+def _widths(width: int) -> tuple[int, int]:
+    """Return (label, value) column widths of a rate chart `width` wide: the full layout, or the panel one."""
+    return (LABEL_WIDTH, VALUE_WIDTH) if width >= WIDTH else (250, 150)
+
+
+def _x(value: float, plot_width: float, top: float = 1.0, label_width: float = LABEL_WIDTH) -> float:
+    return label_width + max(0.0, min(1.0, value / top)) * plot_width
 
 
 def _nice_top(value: float) -> float:
@@ -109,7 +117,7 @@ def _nice_top(value: float) -> float:
 
 
 def rate_chart(rows: list[RateRow], *, title: str, target: float | None = None, css_class: str = "chart",
-               unit: Unit = Unit()) -> str:
+               unit: Unit = Unit(), width: int = WIDTH) -> str:
     """Return an SVG dot-and-interval chart of rates with one row per group.
 
     Proportions are drawn on a 0-100% axis; rates per N on an axis from 0 to a round number
@@ -129,20 +137,23 @@ def rate_chart(rows: list[RateRow], *, title: str, target: float | None = None, 
         >>> bool(re.search(r"\\d%(?! CI)", svg)), "per 100,000" in svg  # no value with a % sign
         (False, True)
     """
-    plot_width = WIDTH - LABEL_WIDTH - VALUE_WIDTH
+    label_width, value_width = _widths(width)
+    compact = width < WIDTH  # a panel: smaller type, "(ref.)", rates without "per N" (the axis says it)
+    label_size, value_size = ("11", "11") if compact else ("12.5", "12")
+    plot_width = width - label_width - value_width
     height = TOP + ROW_HEIGHT * len(rows) + 30
     top = 1.0 if not unit.is_rate else _nice_top(max([r.upper or r.rate or 0.0 for r in rows] + [0.0]))
-    parts = [f'<svg class="{css_class}" role="img" viewBox="0 0 {WIDTH} {height}" width="{WIDTH}" height="{height}" '
+    parts = [f'<svg class="{css_class}" role="img" viewBox="0 0 {width} {height}" width="{width}" height="{height}" '
              f'data-groups="{len(rows)}" xmlns="http://www.w3.org/2000/svg"><title>{escape(title)}</title>']
-    for tick in (0, 0.25, 0.5, 0.75, 1.0):
-        x = _x(tick * top, plot_width, top)
+    for tick in ((0, 0.5, 1.0) if compact else (0, 0.25, 0.5, 0.75, 1.0)):
+        x = _x(tick * top, plot_width, top, label_width)
         parts.append(f'<line x1="{x:.1f}" y1="{TOP - 6}" x2="{x:.1f}" y2="{height - 24}" stroke="#e3e7eb"/>'
                      f'<text x="{x:.1f}" y="{height - 8}" font-size="11" text-anchor="middle" fill="{MUTED}">{unit.tick(tick * top)}</text>')
     if unit.is_rate:
-        parts.append(f'<text x="{LABEL_WIDTH + plot_width:.1f}" y="{TOP - 14}" font-size="11" text-anchor="end" '
+        parts.append(f'<text x="{label_width + plot_width:.1f}" y="{TOP - 14}" font-size="11" text-anchor="end" '
                      f'fill="{MUTED}">per {unit.multiplier:,}</text>')
     if target is not None and not unit.is_rate:
-        x = _x(target, plot_width)
+        x = _x(target, plot_width, 1.0, label_width)
         parts.append(f'<line x1="{x:.1f}" y1="{TOP - 10}" x2="{x:.1f}" y2="{height - 24}" stroke="{TARGET}" '
                      f'stroke-dasharray="5 3" stroke-width="1.5"/><text x="{x + 3:.1f}" y="{TOP - 14}" font-size="11" '
                      f'fill="{TARGET}">target {percent(target, 0)}</text>')
@@ -150,29 +161,32 @@ def rate_chart(rows: list[RateRow], *, title: str, target: float | None = None, 
         y = TOP + ROW_HEIGHT * n + ROW_HEIGHT / 2
         colour = REFERENCE if row.is_reference else ACCENT if row.is_highlight else INK
         label = row.label + (" (reference)" if row.is_reference else "")
-        parts.append(f'<text x="{LABEL_WIDTH - 8}" y="{y + 4:.1f}" font-size="12.5" text-anchor="end" fill="{colour}">{escape(label)}</text>')
+        shown_label = row.label + (" (ref.)" if row.is_reference else "") if compact else label
+        parts.append(f'<text x="{label_width - 8}" y="{y + 4:.1f}" font-size="{label_size}" text-anchor="end" '
+                     f'fill="{colour}">{escape(shown_label)}</text>')
         if row.rate is None:
-            parts.append(f'<text x="{LABEL_WIDTH + 6}" y="{y + 4:.1f}" font-size="12" fill="{MUTED}" font-style="italic">'
+            parts.append(f'<text x="{label_width + 6}" y="{y + 4:.1f}" font-size="12" fill="{MUTED}" font-style="italic">'
                          f'suppressed (small numbers)</text>')
             continue
         dash = ' stroke-dasharray="4 3"' if row.is_low_reliability else ""
         if row.lower is not None and row.upper is not None:
-            parts.append(f'<line x1="{_x(row.lower, plot_width, top):.1f}" y1="{y:.1f}" x2="{_x(row.upper, plot_width, top):.1f}" '
+            parts.append(f'<line x1="{_x(row.lower, plot_width, top, label_width):.1f}" y1="{y:.1f}" x2="{_x(row.upper, plot_width, top, label_width):.1f}" '
                          f'y2="{y:.1f}" stroke="{colour}" stroke-width="2"{dash}/>')
         about = "about " if row.is_low_reliability else ""
         if row.is_low_reliability:
             # A rate from small rounded counts is a range, not a point (8/10 publishes as 10/10).
-            parts.append(f'<rect x="{_x(row.lower or row.rate, plot_width, top):.1f}" y="{y - 4:.1f}" '
-                         f'width="{max(1.0, _x(row.upper or row.rate, plot_width, top) - _x(row.lower or row.rate, plot_width, top)):.1f}" '
+            parts.append(f'<rect x="{_x(row.lower or row.rate, plot_width, top, label_width):.1f}" y="{y - 4:.1f}" '
+                         f'width="{max(1.0, _x(row.upper or row.rate, plot_width, top, label_width) - _x(row.lower or row.rate, plot_width, top, label_width)):.1f}" '
                          f'height="8" fill="{colour}" fill-opacity="0.15"><title>{escape(label)}: {about}{unit.text(row.rate)} '
                          f'(95% CI {unit.text(row.lower)} to {unit.text(row.upper)}), from small rounded counts '
                          f'{count(row.numerator)} of {count(row.denominator)}</title></rect>')
         else:
-            parts.append(f'<circle cx="{_x(row.rate, plot_width, top):.1f}" cy="{y:.1f}" r="5" fill="{colour}">'
+            parts.append(f'<circle cx="{_x(row.rate, plot_width, top, label_width):.1f}" cy="{y:.1f}" r="5" fill="{colour}">'
                          f'<title>{escape(label)}: {unit.text(row.rate)} (95% CI {unit.text(row.lower)} to {unit.text(row.upper)}), '
                          f'{count(row.numerator)} of {count(row.denominator)}</title></circle>')
-        parts.append(f'<text x="{WIDTH - VALUE_WIDTH + 8}" y="{y + 4:.1f}" font-size="12" fill="{INK}">'
-                     f'{about}{unit.text(row.rate, 0 if unit.is_rate else 1)} ({count(row.numerator)}/{count(row.denominator)})</text>')
+        value = f"{row.rate:,.0f}" if compact and unit.is_rate else unit.text(row.rate, 0 if unit.is_rate else 1)
+        parts.append(f'<text x="{width - value_width + 8}" y="{y + 4:.1f}" font-size="{value_size}" fill="{INK}">'
+                     f'{about}{value} ({count(row.numerator)}/{count(row.denominator)})</text>')
     parts.append("</svg>")
     return "".join(parts)
 
@@ -189,7 +203,7 @@ class SeriesPoint:
 
 
 def series_chart(series: dict[str, list[SeriesPoint]], *, title: str, lines: dict[str, list[tuple[date, float | None]]] | None = None,
-                 css_class: str = "chart trend", unit: Unit = Unit()) -> str:
+                 css_class: str = "chart trend", unit: Unit = Unit(), width: int = WIDTH) -> str:
     """Return an SVG chart of rates over months: one coloured series per group, optional reference lines.
 
     Arguments:
@@ -215,8 +229,8 @@ def series_chart(series: dict[str, list[SeriesPoint]], *, title: str, lines: dic
         low, high = max(0.0, low - pad), high + pad
     else:
         low, high = max(0.0, low - pad), min(1.0, high + pad)
-    left, right, top, bottom, height = 60, 150, 16, 34, 230
-    plot_w, plot_h = WIDTH - left - right, height - top - bottom
+    left, right, top, bottom, height = 60, (150 if width >= WIDTH else 105), 16, 34, 230
+    plot_w, plot_h = width - left - right, height - top - bottom
 
     def x(month: date) -> float:
         index = months.index(month)
@@ -225,11 +239,11 @@ def series_chart(series: dict[str, list[SeriesPoint]], *, title: str, lines: dic
     def y(value: float) -> float:
         return top + plot_h * (1 - (value - low) / (high - low if high > low else 1))
 
-    parts = [f'<svg class="{css_class}" role="img" viewBox="0 0 {WIDTH} {height}" width="{WIDTH}" height="{height}" '
+    parts = [f'<svg class="{css_class}" role="img" viewBox="0 0 {width} {height}" width="{width}" height="{height}" '
              f'data-months="{len(months)}" xmlns="http://www.w3.org/2000/svg"><title>{escape(title)}</title>']
     for k in range(5):
         value = low + (high - low) * k / 4
-        parts.append(f'<line x1="{left}" y1="{y(value):.1f}" x2="{WIDTH - right}" y2="{y(value):.1f}" stroke="#e3e7eb"/>'
+        parts.append(f'<line x1="{left}" y1="{y(value):.1f}" x2="{width - right}" y2="{y(value):.1f}" stroke="#e3e7eb"/>'
                      f'<text x="{left - 6}" y="{y(value) + 4:.1f}" font-size="11" text-anchor="end" fill="{MUTED}">{unit.tick(value)}</text>')
     step = max(1, len(months) // 8)
     for month in months[::step]:
@@ -261,6 +275,6 @@ def series_chart(series: dict[str, list[SeriesPoint]], *, title: str, lines: dic
             parts.append(f'<circle cx="{x(p.month):.1f}" cy="{y(p.rate):.1f}" r="3.5" fill="{colour}">'
                          f'<title>{escape(label)} {p.month:%b %Y}: {unit.text(p.rate)}{escape(note)}</title></circle>')
         if shown:
-            parts.append(f'<text x="{WIDTH - right + 6}" y="{y(shown[-1].rate) + 4:.1f}" font-size="12" fill="{colour}">{escape(label)}</text>')
+            parts.append(f'<text x="{width - right + 6}" y="{y(shown[-1].rate) + 4:.1f}" font-size="12" fill="{colour}">{escape(label)}</text>')
     parts.append("</svg>")
     return "".join(parts)

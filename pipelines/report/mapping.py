@@ -30,10 +30,12 @@ MAP_WIDTH = 640
 VINTAGES = {
     # vintage: (boundary file id, boundary code property, geography SQL, deciles table, decile column, code column)
     "IMD2025": ("lsoa21_boundaries", "LSOA21CD",
-                "select lsoa21_code as code, lsoa21_name as name from wh.reference.lsoa21_geography where icb24_code_nhs = $1",
+                "select lsoa21_code as code, lsoa21_name as name, sicbl24_code_nhs as sub_icb, lad24_name as place "
+                "from wh.reference.lsoa21_geography where icb24_code_nhs = $1",
                 "wh.reference.imd2025_lsoa21", "imd2025_decile", "lsoa21_code"),
     "IMD2019": ("lsoa11_boundaries", "LSOA11CD",
-                "select lsoa11_code as code, lsoa11_code as name from wh.reference.lsoa11_geography where icb22_code_nhs = $1",
+                "select lsoa11_code as code, lsoa11_code as name, sicbl22_code_nhs as sub_icb, NULL::VARCHAR as place "
+                "from wh.reference.lsoa11_geography where icb22_code_nhs = $1",
                 "wh.reference.imd2019_lsoa11", "imd2019_decile", "lsoa11_code"),
 }
 
@@ -48,13 +50,15 @@ class MapResult:
     n_practices: int
     n_practices_unplaced: int
     boundary_vintage: str
+    n_sub_icbs: int = 0
+    n_places: int = 0
 
 
 def area_deciles(con: duckdb.DuckDBPyConnection, icb_code: str, vintage: str) -> pl.DataFrame:
-    """Return code, name, decile of every LSOA of the ICB on the boundaries matching the IMD vintage."""
+    """Return code, name, decile, Sub-ICB location and local authority of every LSOA of the ICB (boundaries of the vintage)."""
     _, _, geography, deciles, decile_column, code_column = VINTAGES[vintage]
     return pl.from_arrow(con.sql(
-        f"select g.code, g.name, d.{decile_column}::integer as decile from ({geography}) g "
+        f"select g.code, g.name, g.sub_icb, g.place, d.{decile_column}::integer as decile from ({geography}) g "
         f"left join {deciles} d on d.{code_column} = g.code order by g.code", params=[icb_code],
     ).to_arrow_table())
 
@@ -123,7 +127,7 @@ def ics_map(con: duckdb.DuckDBPyConnection, reference_dir: Path, *, icb_code: st
     def to_px(x: float, y: float) -> tuple[float, float]:
         return (x - minx) * scale, (maxy - y) * scale
 
-    legend_h = 40
+    legend_h = 110
     parts = [f'<svg class="map" role="img" viewBox="-4 -4 {MAP_WIDTH + 8} {height + legend_h + 8:.0f}" '
              f'width="{MAP_WIDTH + 8}" height="{height + legend_h + 8:.0f}" data-lsoas="{len(frame)}" '
              f'data-practices="{points.height}" xmlns="http://www.w3.org/2000/svg">'
@@ -139,17 +143,50 @@ def ics_map(con: duckdb.DuckDBPyConnection, reference_dir: Path, *, icb_code: st
         outline = core20.geometry.union_all()
         parts.append(f'<path class="core20" d="{_path(outline, to_px)}" fill="none" stroke="{CORE20_STROKE}" '
                      f'stroke-width="1.6" fill-rule="evenodd"><title>Core20: national IMD deciles 1-2</title></path>')
+    # Sub-ICB locations and local authorities: no boundary file of their own is pinned, so their
+    # outlines are the union of their LSOAs (the ONS LSOA21 -> Sub-ICB / LAD 2024 lookups);
+    # each local authority is named at a point inside it.
+    outlines = []
+    for column, css, stroke, width, dash in (("place", "lad", "#3a3a3a", 0.9, ' stroke-dasharray="4 3"'),
+                                             ("sub_icb", "subicb", "#000000", 2.4, "")):
+        known = frame[frame[column].notna()]
+        if known.empty:
+            continue
+        for key, part in known.groupby(column):
+            # Simplified neighbours leave hairline gaps; closing by 25 m before the union keeps
+            # them from drawing as stray lines inside the outline.
+            shape = part.geometry.buffer(25).union_all().buffer(-25)
+            attribute = f' data-subicb="{escape(str(key))}"' if column == "sub_icb" else ""
+            parts.append(f'<path class="{css}"{attribute} d="{_path(shape, to_px)}" fill="none" stroke="{stroke}" '
+                         f'stroke-width="{width}"{dash}><title>{escape(str(key))}</title></path>')
+            outlines.append((column, str(key), shape))
+    for column, key, shape in outlines:
+        if column != "place":
+            continue
+        px, py = to_px(*shape.representative_point().coords[0])
+        parts.append(f'<text class="place" x="{px:.1f}" y="{py:.1f}" font-size="12" font-weight="bold" text-anchor="middle" '
+                     f'fill="#111111" stroke="#ffffff" stroke-width="3" paint-order="stroke">{escape(key)}</text>')
     for practice in points.iter_rows(named=True):
         px, py = to_px(practice["easting"], practice["northing"])
         parts.append(f'<circle class="practice" cx="{px:.1f}" cy="{py:.1f}" r="3" fill="#ffffff" stroke="#111111" '
                      f'stroke-width="1.2"><title>{escape(practice["practice_name"] or "")} ({practice["practice_code"]})</title></circle>')
-    y0 = height + 12
+    # The legend: a numbered swatch per decile, then the outlines and marks, in 13 px type.
+    y0 = height + 14
+    parts.append(f'<text x="0" y="{y0 + 4:.0f}" font-size="13" font-weight="bold">National IMD decile</text>')
     for k, colour in enumerate(DECILE_COLOURS):
-        parts.append(f'<rect x="{k * 24}" y="{y0:.0f}" width="24" height="12" fill="{colour}"/>')
-    parts.append(f'<text x="0" y="{y0 + 26:.0f}" font-size="11">decile 1 (most deprived)</text>'
-                 f'<text x="240" y="{y0 + 26:.0f}" font-size="11" text-anchor="end">10</text>'
-                 f'<rect x="270" y="{y0:.0f}" width="24" height="12" fill="none" stroke="{CORE20_STROKE}" stroke-width="2"/>'
-                 f'<text x="300" y="{y0 + 10:.0f}" font-size="11">Core20 (deciles 1-2)</text>'
-                 f'<circle cx="440" cy="{y0 + 6:.0f}" r="3" fill="#ffffff" stroke="#111111" stroke-width="1.2"/>'
-                 f'<text x="448" y="{y0 + 10:.0f}" font-size="11">GP practice</text></svg>')
-    return MapResult("".join(parts), len(frame), len(core20), points.height, unplaced, file_id)
+        parts.append(f'<rect x="{k * 34}" y="{y0 + 12:.0f}" width="34" height="18" fill="{colour}"/>'
+                     f'<text x="{k * 34 + 17}" y="{y0 + 46:.0f}" font-size="13" text-anchor="middle">{k + 1}</text>')
+    parts.append(f'<text x="0" y="{y0 + 64:.0f}" font-size="13">1 = most deprived, 10 = least deprived</text>')
+    keys = [(f'<rect x="0" y="-11" width="30" height="14" fill="none" stroke="{CORE20_STROKE}" stroke-width="2.5"/>',
+             "Core20 area (deciles 1-2)"),
+            ('<line x1="0" y1="-4" x2="30" y2="-4" stroke="#000000" stroke-width="2.4"/>', "Sub-ICB location"),
+            ('<line x1="0" y1="-4" x2="30" y2="-4" stroke="#3a3a3a" stroke-width="0.9" stroke-dasharray="4 3"/>',
+             "local authority (named)"),
+            ('<circle cx="15" cy="-4" r="4" fill="#ffffff" stroke="#111111" stroke-width="1.4"/>', "GP practice")]
+    for k, (mark, text) in enumerate(keys):
+        parts.append(f'<g transform="translate(380,{y0 + 18 + 20 * k:.0f})">{mark}'
+                     f'<text x="38" y="0" font-size="13">{escape(text)}</text></g>')
+    parts.append("</svg>")
+    n_sub_icbs = sum(1 for column, _, _ in outlines if column == "sub_icb")
+    n_places = sum(1 for column, _, _ in outlines if column == "place")
+    return MapResult("".join(parts), len(frame), len(core20), points.height, unplaced, file_id, n_sub_icbs, n_places)

@@ -20,7 +20,7 @@ from pathlib import Path
 import duckdb
 import polars as pl
 
-from pipelines.report.charts import RateRow, SeriesPoint, Unit, count, percent, rate_chart, series_chart
+from pipelines.report.charts import PANEL_WIDTH, RateRow, SeriesPoint, Unit, count, percent, rate_chart, series_chart
 from pipelines.segmentation import star
 from pipelines.segmentation.disclosure import get_profile
 from pipelines.segmentation.schemas import MATCH_METHODS
@@ -30,12 +30,15 @@ SPC_COLUMNS = ("reporting_month", "point_month", "indicator_id", "imd_vintage", 
                "lower_limit", "upper_limit", "point_type", "variation", "assurance", "n_points", "is_short_series",
                "series_note")
 OWN_TABLES = {"gap_table", "indicator_catalogue"}
-MAX_GENERIC_ROWS = 200
 SNOMED_STATEMENT = ("SNOMED CT and dm+d codes are used under the SNOMED CT UK Affiliate Licence; "
                     "users need their own entitlement (e.g. via NHS England TRUD).")
 AREA_NAMES = {"severe_mental_illness": "Severe mental illness", "hypertension": "Hypertension case-finding and treatment",
               "chronic_respiratory_disease": "Chronic respiratory disease", "early_cancer_diagnosis": "Early cancer diagnosis",
-              "maternity": "Maternity", "smoking_cessation": "Smoking cessation"}
+              "maternity": "Maternity", "smoking_cessation": "Smoking cessation", "smoking": "Smoking cessation",
+              "cyp_asthma": "CYP asthma", "cyp_diabetes": "CYP diabetes", "cyp_epilepsy": "CYP epilepsy",
+              "cyp_mental_health": "CYP mental health", "cyp_oral_health": "CYP oral health"}
+# Groups that are not an ethnic group to compare (recording gaps, shown under data quality).
+NOT_COMPARED_GROUPS = ("unknown", "Not stated", "Not known")
 
 
 def attach(warehouse, candidate_month: date | None = None) -> duckdb.DuckDBPyConnection:
@@ -75,10 +78,14 @@ def area_name(area: str | None) -> str:
     """Return a readable clinical-area name.
 
     Examples:
-        >>> area_name("severe_mental_illness"), area_name("cyp_asthma")
-        ('Severe mental illness', 'Cyp asthma')
+        >>> area_name("severe_mental_illness"), area_name("cyp_asthma"), area_name("cyp_new_area")
+        ('Severe mental illness', 'CYP asthma', 'CYP new area')
     """
-    return AREA_NAMES.get(area or "", (area or "other").replace("_", " ").capitalize())
+    if area in AREA_NAMES:
+        return AREA_NAMES[area]
+    words = (area or "other").replace("_", " ").capitalize()
+    # Children and young people: the abbreviation is written in capitals, never "Cyp".
+    return "CYP" + words[3:] if words.lower().startswith("cyp ") or words.lower() == "cyp" else words
 
 
 def _rows(frame: pl.DataFrame, breakdown: str, *, highlight: str | None = None) -> list[RateRow]:
@@ -175,7 +182,7 @@ def _trend(con: duckdb.DuckDBPyConnection, indicator: str, vintage: str, month: 
     if not points.is_empty():
         for column, label in (("mean", "SPC mean"), ("lower_limit", "lower limit"), ("upper_limit", "upper limit")):
             lines[label] = [(r["point_month"], r[column]) for r in points.iter_rows(named=True)]
-    chart = series_chart(series, title=f"{indicator}: rate by month", lines=lines, unit=unit)
+    chart = series_chart(series, title=f"{indicator}: rate by month", lines=lines, unit=unit, width=PANEL_WIDTH)
     if points.is_empty():
         words = ('<p class="note">No SPC chart is published for this indicator this month; the chart shows each '
                  "month's rate with its 95% interval.</p>")
@@ -186,10 +193,24 @@ def _trend(con: duckdb.DuckDBPyConnection, indicator: str, vintage: str, month: 
                  f'</strong>; assurance against the target <strong>{escape(_spc_words(last["assurance"]))}</strong>. '
                  "Dashed lines: mean and natural process limits; orange rings: special-cause points."
                  + (" Fewer than 12 months: read the limits with care." if last["is_short_series"] else "") + "</p>"
-                 + (f'<p class="note caveat">{escape(last["series_note"])}</p>' if last["series_note"] else ""))
+                 + (_series_caveat(last["series_note"]) if last["series_note"] else ""))
     n_months = len({p.month for pts in series.values() for p in pts})
     note = "" if n_months > 1 else '<p class="note">Only one month is published so far; the trend fills in month by month.</p>'
     return chart + words + note
+
+
+def _series_caveat(note: str) -> str:
+    """Return the SPC series note under its chart: its first clause always shown, the rest on demand.
+
+    Examples:
+        >>> _series_caveat("Each point counts events in the 12 months up to its month, so consecutive monthly points "
+        ...                "share 11 of their 12 months: charted monthly, the XmR limits are narrower.")[:60]
+        '<details class="caveat"><summary>Caveat: each point counts e'
+    """
+    head = note.split(",")[0].split(":")[0].rstrip(".")
+    return (f'<details class="caveat"><summary>Caveat: {escape(head[:1].lower() + head[1:])}'
+            f'{" - overlapping windows narrow the limits" if "overlap" in note or "share" in note else ""}</summary>'
+            f'<p class="note">{escape(note)}</p></details>')
 
 
 def sii_text(row: dict) -> str:
@@ -219,12 +240,33 @@ def sii_text(row: dict) -> str:
     return f"{sii}; {rii}"
 
 
+def sii_meaning(row: dict) -> str:
+    """Say, in words, which way the SII points for the most deprived and whether its interval excludes zero.
+
+    Examples:
+        >>> sii_meaning({"sii": 0.12, "sii_lower": 0.05, "sii_upper": 0.2, "direction": "higher_is_better"})
+        'the most deprived fare worse (the interval excludes zero)'
+        >>> sii_meaning({"sii": 0.12, "sii_lower": 0.05, "sii_upper": 0.2, "direction": "lower_is_better"})
+        'the most deprived fare better (the interval excludes zero)'
+        >>> sii_meaning({"sii": -0.02, "sii_lower": -0.09, "sii_upper": 0.04, "direction": "higher_is_better"})
+        'no clear social gradient (the interval includes zero)'
+    """
+    if row.get("sii") is None or row.get("direction") not in ("higher_is_better", "lower_is_better"):
+        return ""
+    lower, upper = row.get("sii_lower"), row.get("sii_upper")
+    if lower is None or upper is None or lower <= 0 <= upper:
+        return "no clear social gradient (the interval includes zero)"
+    # A positive SII: higher in the least deprived. When higher is better, the most deprived fare worse.
+    worse = (row["sii"] > 0) == (row["direction"] == "higher_is_better")
+    return f"the most deprived fare {'worse' if worse else 'better'} (the interval excludes zero)"
+
+
 def _sii_rows(con, table: str | None, month: date, vintage: str) -> pl.DataFrame:
     if table is None:
         return pl.DataFrame()
     columns = _tables(con)[table]
     wanted = [c for c in ("indicator_id", "quantile_type", "sii", "sii_lower", "sii_upper", "rii", "rii_lower", "rii_upper",
-                          "value_type", "multiplier", "status", "repetitions", "seed") if c in columns]
+                          "value_type", "multiplier", "status", "repetitions", "seed", "direction") if c in columns]
     vintage_filter = " and imd_vintage = $2" if "imd_vintage" in columns else ""
     return _frame(con, f"select {', '.join(star.q(c) for c in wanted)} from pub.{star.q(table)} "
                        f"where reporting_month = $1{vintage_filter} order by 1, 2", [month, vintage] if vintage_filter else [month])
@@ -234,8 +276,12 @@ def _indicator_article(con, info: dict, gaps: pl.DataFrame, vintage: str, month:
     frame = gaps.filter(pl.col("indicator_id") == info["indicator_id"])
     quintile_sii = sii.filter((pl.col("indicator_id") == info["indicator_id"]) & (pl.col("quantile_type") == "imd_quintile")) \
         if not sii.is_empty() else sii
-    sii_line = (f'<p class="sii">Social gradient across the quintiles: {escape(sii_text(quintile_sii.row(0, named=True)))}.</p>'
-                if not quintile_sii.is_empty() else "")
+    sii_line = ""
+    if not quintile_sii.is_empty():
+        first = quintile_sii.row(0, named=True)
+        meaning = sii_meaning(first)
+        sii_line = (f'<p class="sii">Social gradient across the quintiles: {escape(sii_text(first))}'
+                    f'{": " + escape(meaning) if meaning else ""}.</p>')
     unit = unit_of(frame)
     core = _rows(frame, "core20", highlight="core20")
     quintiles = _rows(frame, "imd_quintile", highlight="1")
@@ -248,18 +294,131 @@ def _indicator_article(con, info: dict, gaps: pl.DataFrame, vintage: str, month:
              f'<h3>{escape(info.get("title") or info["indicator_id"])}</h3>',
              f'<p class="meta">Indicator <code>{escape(info["indicator_id"])}</code>, definition version {info["indicator_version"]}'
              f' · {direction}{f" · target {percent(target, 0)}" if target is not None else ""} · IMD vintage {escape(vintage)}</p>',
-             caveat,
-             "<h4>Core20 compared with the rest of the population</h4>", f"<p>{gap_sentence(frame)}</p>",
-             rate_chart(core, title=f"{info['indicator_id']}: Core20 vs rest", target=target, unit=unit),
-             _figures_table(core, unit),
-             "<h4>By national IMD quintile</h4>",
-             rate_chart(quintiles, title=f"{info['indicator_id']}: by IMD quintile", target=target, unit=unit), sii_line,
-             _figures_table(quintiles, unit),
-             "<h4>By ethnic group</h4>",
-             rate_chart(ethnicity, title=f"{info['indicator_id']}: by ethnic group", target=target, unit=unit) if ethnicity
-             else '<p class="note">No ethnicity breakdown published.</p>', _figures_table(ethnicity, unit),
-             "<h4>Over time</h4>", _trend(con, info["indicator_id"], vintage, month, spc, unit), "</article>"]
+             caveat, f'<p class="gap">{gap_sentence(frame)}</p>',
+             # Four panels in a grid, two to a row (one on a narrow screen): the page reads down
+             # the areas, not down each chart.
+             '<div class="panels">',
+             "<div><h4>Core20 compared with the rest</h4>",
+             rate_chart(core, title=f"{info['indicator_id']}: Core20 vs rest", target=target, unit=unit, width=PANEL_WIDTH),
+             _figures_table(core, unit), "</div>",
+             "<div><h4>Over time</h4>", _trend(con, info["indicator_id"], vintage, month, spc, unit), "</div>",
+             "<div><h4>By national IMD quintile</h4>",
+             rate_chart(quintiles, title=f"{info['indicator_id']}: by IMD quintile", target=target, unit=unit, width=PANEL_WIDTH), sii_line,
+             _figures_table(quintiles, unit), "</div>",
+             "<div><h4>By ethnic group</h4>",
+             rate_chart(ethnicity, title=f"{info['indicator_id']}: by ethnic group", target=target, unit=unit, width=PANEL_WIDTH) if ethnicity
+             else '<p class="note">No ethnicity breakdown published.</p>', _figures_table(ethnicity, unit), "</div>",
+             "</div></article>"]
     return "".join(parts)
+
+
+def sub_icb_table(gaps: pl.DataFrame, infos: list[dict], names: dict[str, str]) -> str:
+    """Return an area's rates by Sub-ICB location (one column each, filterable), from the published sub_icb rows."""
+    rows = gaps.filter(pl.col("breakdown") == "sub_icb")
+    places = sorted(g for g in rows["group"].unique().to_list() if g not in ("all", "unknown")) if rows.height else []
+    if not places:
+        return ""
+    head = "".join(f'<th data-subicb="{escape(code)}">{escape(names.get(code, code))}</th>' for code in places)
+    body = []
+    for info in infos:
+        mine = rows.filter(pl.col("indicator_id") == info["indicator_id"])
+        if mine.is_empty():
+            continue
+        unit = unit_of(mine)
+        rates = dict(zip(mine["group"].to_list(), mine["rate"].to_list()))
+        cells = "".join(f'<td data-subicb="{escape(code)}">{unit.text(rates.get(code))}</td>' for code in places)
+        body.append(f"<tr><td>{escape(_short(info.get('title') or info['indicator_id']))}</td>{cells}</tr>")
+    if not body:
+        return ""
+    return ('<details class="subicb"><summary>Rates by Sub-ICB location</summary><div class="scroll"><table>'
+            f'<thead><tr><th>indicator</th>{head}</tr></thead><tbody>{"".join(body)}</tbody></table></div>'
+            '<p class="note">Each Sub-ICB location\'s patients (by their practice), all ages and deprivation together; '
+            "use the Sub-ICB filter at the top to show one.</p></details>")
+
+
+def _short(title: str, limit: int = 46) -> str:
+    """Return an indicator title cut at a word boundary for the summary (the section gives it in full)."""
+    return title if len(title) <= limit else title[:limit].rsplit(" ", 1)[0] + "…"
+
+
+def _gap_words(row: dict) -> str:
+    """Return a gap in its unit, saying which way is better when lower is (a positive gap is then worse)."""
+    unit = Unit(row.get("value_type") or "proportion", int(row.get("multiplier") or 1))
+    return unit.difference(row["gap"]) + (" (lower is better)" if row.get("direction") == "lower_is_better" else "")
+
+
+def headline_core20(rows: pl.DataFrame, titles: dict[str, str], n_indicators: int | None = None) -> str:
+    """Return one clinical area's Core20-vs-rest headline in words, from its published Core20 rows.
+
+    Examples:
+        >>> rows = pl.DataFrame({"indicator_id": ["a", "b", "c"], "comparison": ["worse", "similar", "worse"],
+        ...     "gap": [-0.05, 0.01, -0.12], "value_type": ["proportion"] * 3, "multiplier": [1] * 3})
+        >>> headline_core20(rows, {"a": "A check", "c": "C check"})
+        'Core20 significantly worse on 2 of 3 indicators; largest gap: C check, -12.0 percentage points.'
+        >>> headline_core20(rows.with_columns(comparison=pl.lit("similar")), {})
+        'No significant Core20 gap on any of 3 indicators.'
+    """
+    n = rows.height if n_indicators is None else n_indicators  # an indicator with no Core20 row is not compared
+    compared = rows.filter(pl.col("comparison").is_in(["worse", "better", "similar"]))
+    if compared.is_empty():
+        return f"Not compared on any of {n} indicator{'s' * (n != 1)} (suppressed or too few patients)."
+    parts = []
+    for word in ("worse", "better"):
+        chosen = compared.filter(pl.col("comparison") == word)
+        if chosen.height:
+            largest = chosen.sort(pl.col("gap").abs(), descending=True).row(0, named=True)
+            parts.append(f"Core20 significantly {word} on {chosen.height} of {n} indicator{'s' * (n != 1)}; largest gap: "
+                         f"{_short(titles.get(largest['indicator_id'], largest['indicator_id']))}, {_gap_words(largest)}.")
+    if not parts:
+        parts.append(f"No significant Core20 gap on any of {n} indicator{'s' * (n != 1)}.")
+    missing = n - compared.height
+    if missing:
+        parts.append(f"{missing} not compared (suppressed).")
+    return " ".join(parts)
+
+
+def headline_ethnicity(rows: pl.DataFrame, titles: dict[str, str]) -> str:
+    """Return one clinical area's largest significant ethnic-group gap in words (broad groups vs the reference).
+
+    Examples:
+        >>> rows = pl.DataFrame({"indicator_id": ["a", "a"], "group": ["Black or Black British", "Mixed"],
+        ...     "reference_group": ["White", "White"], "comparison": ["worse", "similar"], "gap": [-0.09, 0.02],
+        ...     "value_type": ["proportion"] * 2, "multiplier": [1] * 2})
+        >>> headline_ethnicity(rows, {"a": "A check"})
+        'Black or Black British vs White on A check: -9.0 percentage points, significantly worse (1 significant gap of 2 compared).'
+    """
+    compared = rows.filter(pl.col("comparison").is_in(["worse", "better", "similar"]))
+    if compared.is_empty():
+        return "No ethnic group could be compared (suppressed or too few patients)."
+    significant = compared.filter(pl.col("comparison").is_in(["worse", "better"]))
+    if significant.is_empty():
+        return f"No significant gap between broad ethnic groups ({compared.height} comparisons)."
+    top = significant.sort(pl.col("gap").abs(), descending=True).row(0, named=True)
+    n = significant.height
+    return (f"{top['group']} vs {top['reference_group']} on {_short(titles.get(top['indicator_id'], top['indicator_id']))}: "
+            f"{_gap_words(top)}, significantly {top['comparison']} "
+            f"({n} significant gap{'s' * (n != 1)} of {compared.height} compared).")
+
+
+def headline_table(gaps: pl.DataFrame, areas: dict[str, list[dict]]) -> str:
+    """Return the summary's one-row-per-clinical-area table of headline Core20 and ethnicity gaps."""
+    titles = {info["indicator_id"]: info.get("title") or info["indicator_id"] for infos in areas.values() for info in infos}
+    body = []
+    for area, infos in areas.items():
+        ids = [info["indicator_id"] for info in infos]
+        mine = gaps.filter(pl.col("indicator_id").is_in(ids))
+        core = mine.filter((pl.col("breakdown") == "core20") & (pl.col("group") == "core20"))
+        ethnic = mine.filter((pl.col("breakdown") == "ethnicity_broad") & ~pl.col("group").is_in(NOT_COMPARED_GROUPS)
+                             & (pl.col("comparison") != "reference"))
+        core_text, ethnic_text = headline_core20(core, titles, len(ids)), headline_ethnicity(ethnic, titles)
+        tone = "worse" if "significantly worse" in core_text else "better" if "significantly better" in core_text else "none"
+        body.append(f'<tr class="tone-{tone}"><th><a href="#area-{escape(area)}">{escape(area_name(area))}</a></th>'
+                    f"<td>{escape(core_text)}</td><td>{escape(ethnic_text)}</td></tr>")
+    return ('<table class="headline"><thead><tr><th>clinical area</th><th>Core20 vs the rest</th>'
+            '<th>ethnic groups vs the reference group</th></tr></thead><tbody>' + "".join(body) + "</tbody></table>"
+            '<p class="note">"Significantly" worse or better: the 95% confidence interval of the gap excludes zero, '
+            "taking each indicator's direction (higher or lower is better) into account. Gaps are in percentage points "
+            "for proportions and per 100,000 for rates; each area's section gives every indicator in full.</p>")
 
 
 def _unavailable_list(unavailable: pl.DataFrame) -> str:
@@ -269,33 +428,9 @@ def _unavailable_list(unavailable: pl.DataFrame) -> str:
     items = "".join(f'<li><strong>{escape(row["title"] or row["indicator_id"])}</strong>: '
                     f'{escape(row["not_available_reason"] or "not available")}</li>'
                     for row in unavailable.iter_rows(named=True))
-    return (f'<h3>Not available this month ({unavailable.height})</h3><p class="note">These indicators are reported as '
-            f'not available, not as zero:</p><ul class="unavailable">{items}</ul>')
-
-
-def _generic_table(con, table: str, month: date, *, whole_extract: bool = False) -> str:
-    columns = _tables(con)[table]
-    where = "where reporting_month = $1" if "reporting_month" in columns else ""
-    params = [month] if where else []
-    if whole_extract and "practice_code" in columns:
-        # Per-practice rows are for Power BI; the report shows the whole extract ('ALL').
-        where += (" and " if where else "where ") + "upper(practice_code) = 'ALL'"
-    total = con.sql(f"select count(*) from pub.{star.q(table)} {where}", params=params).fetchall()[0][0]
-    frame = _frame(con, f"select * from pub.{star.q(table)} {where} limit {MAX_GENERIC_ROWS}", params)
-    head = "".join(f"<th>{escape(c)}</th>" for c in frame.columns)
-    body = "".join("<tr>" + "".join(f"<td>{escape(_cell(v))}</td>" for v in row) + "</tr>" for row in frame.iter_rows())
-    shown = f"all {total} rows" if total <= MAX_GENERIC_ROWS else f"the first {MAX_GENERIC_ROWS} of {total} rows"
-    return (f'<div class="generic" data-table="{escape(table)}"><h4><code>published.{escape(table)}</code></h4>'
-            f'<p class="note">Showing {shown} for this month.</p><div class="scroll"><table><thead><tr>{head}</tr></thead>'
-            f"<tbody>{body}</tbody></table></div></div>")
-
-
-def _cell(value) -> str:
-    if value is None:
-        return "–"
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    return str(value)
+    return (f'<details class="not-available"><summary>{unavailable.height} indicator{"s" * (unavailable.height != 1)} '
+            'not available this month (reported as not available, not as zero)</summary>'
+            f'<ul class="unavailable">{items}</ul></details>')
 
 
 def _sii_section(sii: pl.DataFrame, table: str | None, titles: dict[str, str]) -> str:
@@ -309,12 +444,13 @@ def _sii_section(sii: pl.DataFrame, table: str | None, titles: dict[str, str]) -
     if sii.is_empty():
         return intro + f'<p class="note">No rows in <code>published.{escape(table)}</code> for this month.</p>'
     body = "".join(f"<tr><td>{escape(titles.get(r['indicator_id'], r['indicator_id']))}</td><td>{escape(r['quantile_type'].replace('imd_', 'IMD '))}</td>"
-                   f"<td>{escape(sii_text(r))}</td></tr>" for r in sii.iter_rows(named=True))
+                   f"<td>{escape(sii_text(r))}</td><td>{escape(sii_meaning(r) or '–')}</td></tr>" for r in sii.iter_rows(named=True))
     draws = sii.filter(pl.col("sii").is_not_null())
     method = (f" Intervals by simulation ({draws['repetitions'][0]:,} draws, seed {draws['seed'][0]})."
               if "repetitions" in sii.columns and not draws.is_empty() else "")
-    return (intro + f'<table class="sii"><thead><tr><th>indicator</th><th>quantiles</th><th>SII and RII</th></tr></thead>'
-            f'<tbody>{body}</tbody></table><p class="note">From <code>published.{escape(table)}</code>.{method}</p>')
+    return (intro + '<div class="scroll tall"><table class="sii"><thead><tr><th>indicator</th><th>quantiles</th><th>SII and RII</th>'
+            f'<th>what it means</th></tr></thead><tbody>{body}</tbody></table></div>'
+            f'<p class="note">From <code>published.{escape(table)}</code>.{method}</p>')
 
 
 def _spc_section(spc: str | None) -> str:
@@ -378,10 +514,74 @@ def data_quality(con, month: date, vintage: str, profile_name: str, gaps: pl.Dat
                      "<th colspan=2>ethnicity not known (coded)</th>"
                      "<th colspan=2>no ethnicity code</th><th colspan=2>sex unknown</th><th colspan=2>age unknown</th></tr></thead>"
                      f"<tbody>{''.join(lines)}</tbody></table></div>")
-    quality = [t for t in tables if "quality" in t]
-    parts += [_generic_table(con, t, month, whole_extract=True) for t in quality]
+    if "data_quality" in tables:
+        parts.append(_gates(_frame(con, "select * from pub.data_quality where reporting_month = $1", [month])))
     parts.append(f'<p class="note">Counts have the {escape(profile_name)} disclosure profile applied ({escape(profile.description)})</p>')
     return "".join(parts), figures
+
+
+def _sub_icb_names(con, icb_code: str | None) -> dict[str, str]:
+    """Return Sub-ICB location ODS code -> name for the ICB, from the pinned ONS lookup (empty without it)."""
+    if not icb_code or not _has(con, "reference", "lsoa21_geography"):
+        return {}
+    return dict(con.sql("select distinct sicbl24_code_nhs, sicbl24_name from wh.reference.lsoa21_geography "
+                        "where icb24_code_nhs = $1 order by 1", params=[icb_code]).fetchall())
+
+
+FILTER_SCRIPT = ("<script>(function(){var s=document.getElementById('subicb-filter');if(!s)return;"
+                 "s.addEventListener('change',function(){var v=s.value;"
+                 "document.querySelectorAll('[data-subicb]').forEach(function(el){"
+                 "el.style.display=(v&&el.getAttribute('data-subicb')!==v)?'none':'';});"
+                 "document.querySelectorAll('details.subicb').forEach(function(d){if(v)d.open=true;});});})();</script>")
+
+
+def _sub_icb_filter(names: dict[str, str]) -> str:
+    """Return the Sub-ICB filter: choosing a location shows only its columns and its outline on the map."""
+    if len(names) < 2:
+        return ""
+    options = "".join(f'<option value="{escape(code)}">{escape(name)} ({escape(code)})</option>'
+                      for code, name in names.items())
+    return ('<p class="filter"><label for="subicb-filter">Sub-ICB location:</label> <select id="subicb-filter">'
+            f'<option value="">All ({len(names)})</option>{options}</select> '
+            '<span class="note">filters the rates by Sub-ICB location in each area and the map\'s outlines.</span></p>')
+
+
+SEVERITY_WORDS = {"ERROR": "blocking (a failure stops publication)", "WARN": "warning (reported, does not block)"}
+
+
+def _gates(rows: pl.DataFrame) -> str:
+    """Return the month's gate results in words: how many checks passed, any that failed, rows set aside.
+
+    Severity (what a failure would do) and result (what happened) are separate columns, so a
+    passed blocking check never reads as an error.
+    """
+    if rows.is_empty():
+        return '<p class="note">No data-quality results are published for this month.</p>'
+    checks = rows.filter(pl.col("kind") != "quarantine_rule")
+    failed = checks.filter(~pl.col("passed").fill_null(True))
+    n_checks, n_failed = checks.height, failed.height
+    out = [f'<h4>Gates</h4><p class="gates"><strong>{n_checks - n_failed} of {n_checks}</strong> checks passed'
+           + ("." if not n_failed else f"; <strong>{n_failed} failed</strong> (below).") + "</p>"]
+    if n_failed:
+        body = "".join(
+            f"<tr><td>{escape(r['name'] or r['check_name'])}</td><td>{escape(r['column'] or '–')}</td><td>failed</td>"
+            f"<td>{escape(SEVERITY_WORDS.get(r['severity'], r['severity'] or '–'))}</td>"
+            f"<td>{percent(r['share'])}</td><td>{percent(r['threshold']) if r['threshold'] is not None else '–'}</td></tr>"
+            for r in failed.sort("severity", "name").iter_rows(named=True))
+        out.append('<table class="dq"><thead><tr><th>check</th><th>column</th><th>result</th><th>severity</th>'
+                   f'<th>share failing</th><th>threshold</th></tr></thead><tbody>{body}</tbody></table>')
+    aside = rows.filter((pl.col("kind") == "quarantine_rule") & (pl.col("n").fill_null(0) > 0))
+    if aside.is_empty():
+        out.append('<p class="note">No extract rows were set aside by a row rule.</p>')
+    else:
+        body = "".join(f"<tr><td>{escape(r['name'])}</td><td>{escape((r['asset'] or '').replace('staging/', ''))}</td>"
+                       f"<td>{count(r['n'])}</td><td>{percent(r['share'], 2)}</td></tr>"
+                       for r in aside.sort("asset", "name").iter_rows(named=True))
+        out.append('<h4>Rows set aside (quarantined)</h4><table class="dq"><thead><tr><th>row rule</th><th>file</th>'
+                   f'<th>rows set aside</th><th>share of rows</th></tr></thead><tbody>{body}</tbody></table>'
+                   '<p class="note">Set aside rows do not enter any figure; <code>core20 quarantine --export</code> '
+                   "writes them, with the supplier's own line numbers, to the restricted folder.</p>")
+    return "".join(out)
 
 
 STYLE = """
@@ -390,12 +590,19 @@ header{border-bottom:4px solid #005eb8;padding:18px 0 10px;margin-bottom:10px}he
 header p{margin:4px 0;color:#4c6272}nav ol{columns:2;font-size:.95em}h2{color:#005eb8;border-bottom:1px solid #d8dde0;padding-bottom:4px;margin-top:34px}
 h3{margin-top:26px}h4{margin:18px 0 6px}.meta{color:#4c6272;font-size:.92em}.note{color:#4c6272;font-size:.9em}
 .pending{background:#fff4e5;border-left:4px solid #ffb81c;padding:8px 12px}.caveat{background:#fdf2f2;border-left:4px solid #c0392b;padding:6px 10px}
-.summary{display:flex;gap:14px;flex-wrap:wrap}.summary div{background:#f0f4f5;padding:10px 14px;border-radius:4px;min-width:180px}
-.summary strong{display:block;font-size:1.5em;color:#005eb8}table{border-collapse:collapse;font-size:.88em;margin:6px 0}
+.summary{display:flex;gap:14px;flex-wrap:wrap}.summary div{background:#f0f4f5;padding:6px 14px;border-radius:4px;min-width:160px}
+.summary strong{font-size:1.35em;color:#005eb8;margin-right:6px}table{border-collapse:collapse;font-size:.88em;margin:6px 0}
 td,th{border:1px solid #d8dde0;padding:3px 7px;text-align:left}th{background:#f0f4f5}.scroll{overflow-x:auto}
 article.indicator{border-top:2px solid #e8edee;margin-top:18px}svg{max-width:100%;height:auto;display:block}
 footer{margin-top:40px;font-size:.85em;color:#4c6272;border-top:1px solid #d8dde0;padding-top:10px}
-@media print{nav{display:none}details{display:block}}
+.panels{display:grid;grid-template-columns:repeat(2,minmax(0,1fr));gap:4px 22px}.panels h4{margin:10px 0 2px;font-size:.95em}
+.panels .spc,.panels .note,.panels .sii{font-size:.85em}@media (max-width:760px){.panels{grid-template-columns:1fr}}
+table.headline{width:100%;font-size:.84em;line-height:1.3}table.headline th a{color:#005eb8;text-decoration:none}
+table.headline tr.tone-worse th{border-left:5px solid #c0392b}table.headline tr.tone-better th{border-left:5px solid #2e8b57}
+table.headline tr.tone-none th{border-left:5px solid #aeb7bd}.gap{font-size:1.02em}
+.scroll.tall{max-height:460px;overflow-y:auto}.filter{background:#f0f4f5;padding:6px 10px;border-radius:4px}
+nav ol{columns:3;font-size:.88em;margin:6px 0}details summary{cursor:pointer;color:#005eb8}
+@media print{nav{display:none}details{display:block}.scroll.tall{max-height:none}}
 """
 
 
@@ -446,14 +653,19 @@ def build_report(warehouse, month: date, reference_dir: Path, *, candidate: bool
         areas: dict[str, list[dict]] = {}
         for info in catalogue.iter_rows(named=True):
             areas.setdefault(info["clinical_area"], []).append(info)
+        place_names = _sub_icb_names(con, icb_code)
         area_html = "".join(
             f'<section class="clinical-area" id="area-{escape(area)}"><h2>{escape(area_name(area))}</h2>'
+            + sub_icb_table(gaps, infos, place_names)
             + "".join(_indicator_article(con, info, gaps, vintage, month, spc, sii) for info in infos) + "</section>"
             for area, infos in areas.items())
+        headline_html = headline_table(gaps, areas)
         dq_html, dq_figures = data_quality(con, month, vintage, profile_name, gaps)
         consumed = OWN_TABLES | {t for t in (spc, sii_table) if t} | {t for t in tables if "quality" in t}
         others = [t for t in tables if t not in consumed]
-        others_html = "".join(_generic_table(con, t, month) for t in others)
+        # Other published tables are for Power BI and SQL: named here, never dumped into the page.
+        others_html = ("<p>Also published this month, for Power BI and SQL (see the data dictionary): "
+                       + ", ".join(f"<code>published.{escape(t)}</code>" for t in others) + ".</p>") if others else ""
         titles = dict(zip(catalogue["indicator_id"].to_list(), catalogue["title"].to_list())) if len(catalogue) else {}
         sii_html = _sii_section(sii, sii_table, titles)
     finally:
@@ -466,8 +678,17 @@ def build_report(warehouse, month: date, reference_dir: Path, *, candidate: bool
                 f"{the_map.svg}<p class=\"note\">{the_map.n_lsoas} LSOAs ({the_map.boundary_vintage.replace('_', ' ')}, "
                 f"matching the {escape(vintage)} deciles), {the_map.n_core20} of them Core20 (outlined in orange). "
                 f"{the_map.n_practices} GP practices in this month's extract are marked at their postcode's centroid"
-                f"{f'; {the_map.n_practices_unplaced} could not be placed' if the_map.n_practices_unplaced else ''}.</p>")
-    attribution = "".join(f"<li>{escape(s)}</li>" for s in [*attribution_statements(), SNOMED_STATEMENT])
+                f"{f'; {the_map.n_practices_unplaced} could not be placed' if the_map.n_practices_unplaced else ''}. "
+                f"Solid black lines: the {the_map.n_sub_icbs} Sub-ICB locations; dashed lines and names: the "
+                f"{the_map.n_places} local authorities. No boundary file of either is pinned, so both outlines are "
+                "dissolved from the same LSOA boundaries through the ONS LSOA to Sub-ICB location and local authority "
+                "lookups (April 2024).</p>")
+    # The manifest's attributions already carry the SNOMED CT licence statement: listed once.
+    statements = list(dict.fromkeys(attribution_statements()))
+    if not any("SNOMED" in text for text in statements):
+        statements.append(SNOMED_STATEMENT)
+    attribution = "".join(f"<li>{escape(s)}</li>" for s in statements)
+    filter_html = _sub_icb_filter(place_names)
     toc = [("summary", "Summary"), ("map", "Map: deprivation across the ICS")] + \
         [(f"area-{a}", area_name(a)) for a in areas] + \
         [("inequality-indices", "Inequality indices (SII/RII)"), ("spc", "Variation over time (SPC)"),
@@ -479,24 +700,29 @@ def build_report(warehouse, month: date, reference_dir: Path, *, candidate: bool
 <body>
 <header><h1>Core20PLUS5 health inequalities report</h1>
 <p><strong>{escape(place)}</strong> · reporting month <strong>{month:%B %Y}</strong> · deprivation: national {escape(vintage)} deciles</p></header>
-<nav aria-label="contents"><ol>{''.join(f'<li><a href="#{escape(i)}">{escape(t)}</a></li>' for i, t in toc)}</ol></nav>
 <section id="summary"><h2>Summary</h2>
-<p>This report shows how care differs for the people NHS England's Core20PLUS5 approach focuses on. <strong>Core20</strong> means
-people living in the most deprived 20% of neighbourhoods in England (national Index of Multiple Deprivation deciles 1 and 2,
-never re-ranked within the ICS). Each chart shows a rate with its 95% confidence interval (the line): where the intervals of
-two groups do not overlap much, the difference is unlikely to be chance. Small numbers are suppressed to protect privacy.</p>
 <div class="summary"><div><strong>{count(shown_n)}</strong>registered patients</div>
-<div><strong>{percent(matched)}</strong>match rate: patients with a national decile, of those with an address IMD can apply to</div>
-<div><strong>{len(catalogue)}</strong>indicators published</div></div>{_unavailable_list(unavailable)}</section>
+<div><strong>{percent(matched)}</strong>matched to a national decile</div>
+<div><strong>{len(catalogue)}</strong>indicators published</div></div>
+<p><strong>Core20</strong>: people in the most deprived 20% of neighbourhoods in England (national IMD deciles 1-2).
+Each row gives an area's headline gaps this month; its section below gives every indicator with charts.</p>
+{headline_html}
+{filter_html}
+{_unavailable_list(unavailable)}</section>
+<nav aria-label="contents"><ol>{''.join(f'<li><a href="#{escape(i)}">{escape(t)}</a></li>' for i, t in toc)}</ol></nav>
 <section id="map"><h2>Map: deprivation across the ICS</h2>
 <p>Each neighbourhood (LSOA) is shaded by its national deprivation decile: darkest is most deprived. Core20 neighbourhoods are
-outlined in orange; white dots are GP practices.</p>{map_html}</section>
+outlined in orange; white dots are GP practices; local authorities are named.</p>{map_html}</section>
 {area_html}
 <section id="inequality-indices"><h2>Inequality indices (SII/RII)</h2>{sii_html}</section>
 <section id="spc"><h2>Variation over time (SPC)</h2>{_spc_section(spc)}</section>
 <section id="data-quality"><h2>Data quality</h2>{dq_html}</section>
 {f'<section id="other-tables"><h2>Other published tables</h2>{others_html}</section>' if others else ''}
 <section id="about"><h2>About these figures and attribution</h2>
+<p>This report shows how care differs for the people NHS England's Core20PLUS5 approach focuses on. Core20 deciles are
+national, never re-ranked within the ICS. Each chart shows a rate with its 95% confidence interval (the line): where the
+intervals of two groups do not overlap much, the difference is unlikely to be chance. Small numbers are suppressed to
+protect privacy.</p>
 <p>Figures come from the published tables of the core20plus5 pipeline for {month:%B %Y}, after its data-quality gates passed.
 Disclosure control: <code>{escape(profile_name)}</code>, applied to counts before any rate, interval or gap was computed.
 Intervals are Wilson score intervals (95%) for proportions, Byar's method (exact Poisson under 10 events) for
@@ -505,6 +731,7 @@ rates. A rate drawn as a shaded range without a dot comes from small counts roun
 catalogue. Generated {datetime.now(timezone.utc):%d %B %Y %H:%M} UTC.</p>
 <h3>Reference data attribution</h3><ul class="attribution">{attribution}</ul></section>
 <footer>core20plus5 · self-contained report: no data leave this file and it needs no network to open.</footer>
+{FILTER_SCRIPT}
 </body></html>
 """
     summary = {"month": month.isoformat(), "icb_code": icb_code, "imd_vintage": vintage, "indicators": len(catalogue),

@@ -143,3 +143,52 @@ def test_without_inequality_or_spc_tables_those_sections_say_so_instead_of_showi
         n_available = con.execute("select count(*) from published.indicator_catalogue where reporting_month = "
                                   "date '2026-09-01' and is_available").fetchall()[0][0]
     assert summary["indicators"] == n_available >= 2
+
+
+def _layout(page: Path) -> dict:
+    import importlib.util
+
+    script = Path(__file__).resolve().parents[2] / "scripts" / "report_height.py"
+    spec = importlib.util.spec_from_file_location("core20_report_height", script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.layout(page)
+
+
+def test_the_report_reads_summary_first_then_areas_then_data_quality(reported):
+    _, warehouse, reports, _ = reported
+    page = report_path(reports, dt.date(2026, 9, 1))
+    layout = _layout(page)
+    order = [name for name, _, _ in layout["sections"]]
+    assert order[:2] == ["header", "summary"]
+    areas = [i for i, name in enumerate(order) if name.startswith("area-")]
+    assert areas and order.index("map") < areas[0] and areas[-1] < order.index("data-quality") < order.index("about")
+    # The summary is one screen: it ends within 1,300 px of the top of the page at 1100 px wide.
+    top, height = next((t, h) for name, t, h in layout["sections"] if name == "summary")
+    assert top + height <= 1300, layout["sections"]
+    # No raw table dumps: the data-quality section is a summary, not hundreds of rows.
+    quality = next(h for name, _, h in layout["sections"] if name == "data-quality")
+    assert quality < 3000, layout["sections"]
+    html = page.read_text(encoding="utf-8")
+    summary = html.split('<section id="summary">')[1].split("</section>")[0]
+    # One headline row per clinical area, its Core20 and ethnicity gaps in words.
+    with duckdb.connect(str(warehouse), read_only=True) as con:
+        n_areas = con.execute("select count(distinct clinical_area) from published.indicator_catalogue "
+                              "where reporting_month = date '2026-09-01' and is_available").fetchall()[0][0]
+    headline = summary.split('<table class="headline">')[1].split("</table>")[0]
+    assert headline.count("<tr class=\"tone-") == n_areas
+    assert all(("significant" in row or "not compared" in row.lower() or "Not compared" in row)
+               for row in headline.split("<tr class=")[1:])
+    assert "CYP asthma" in html and "Cyp " not in html
+    assert 'class="generic"' not in html and "ERROR" not in html
+    assert "checks passed" in html
+    assert html.count("SNOMED CT UK Affiliate Licence") == 1
+    # The map: Sub-ICB locations and named local authorities, outlined from the LSOA boundaries.
+    with duckdb.connect(str(warehouse), read_only=True) as con:
+        n_sub_icbs, places = con.execute("select count(distinct sicbl24_code_nhs), list(distinct lad24_name) "
+                                         "from reference.lsoa21_geography where icb24_code_nhs = 'QT1'").fetchall()[0]
+    assert html.count('<path class="subicb"') == n_sub_icbs >= 2
+    for place in places:
+        assert f'paint-order="stroke">{place}</text>' in html
+    # The per-Sub-ICB filter offers each location.
+    assert html.count('<option value="') == n_sub_icbs + 1 and 'id="subicb-filter"' in html
