@@ -47,6 +47,34 @@ def _line(name: str, out: dict, seconds: float) -> str:
             f"({seconds:.0f} s)")
 
 
+def headline_line(name: str, m: dict) -> str:
+    """Hidden headline rows of a release (Core20, quintile, broad ethnicity, the ICB's own total,
+    per vintage), how many of them hide a count of 1-7 of their own, and all rows hidden."""
+    import polars as pl
+
+    breakdown, group = pl.col("breakdown"), pl.col("group")
+    headlines = {
+        "Core20 rows": (breakdown == "core20") & (group == "core20"),
+        "quintile rows": (breakdown == "imd_quintile") & (group != "unknown"),
+        "broad-ethnicity rows": breakdown == "ethnicity_broad",
+        "ICB total rows": (breakdown == "icb") & (group != "unknown"),
+    }
+    keys = ["indicator_id", "imd_vintage", "breakdown", "group"]
+    truth = m["truth"].select(*keys, pl.col("numerator").alias("true_num"), pl.col("denominator").alias("true_den"))
+    rows = m["gap"].join(truth, on=keys, how="left")
+    own_small = pl.col("true_num").is_between(1, 7) | pl.col("true_den").is_between(1, 7)
+    parts = []
+    for label, wanted in headlines.items():
+        picked = rows.filter(wanted)
+        for vintage in sorted(picked["imd_vintage"].unique().to_list()):
+            one = picked.filter(pl.col("imd_vintage") == vintage)
+            hidden = one.filter(pl.col("is_suppressed"))
+            parts.append(f"{label} {vintage} {hidden.height} of {one.height} hidden "
+                         f"({hidden.filter(own_small).height} with a count of 1-7 of their own)")
+    parts.append(f"all rows {rows['is_suppressed'].sum()} of {rows.height} hidden")
+    return f"{name}: " + "; ".join(parts)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--warehouse", type=Path, required=True)
@@ -68,6 +96,7 @@ def main() -> int:
         return out
 
     first = published_month(args.warehouse, month)
+    print(headline_line("headline rows, release 1", first), flush=True)
     options = {"integer": True, "integer_sample": args.integer_sample} if args.integer_sample else {}
     results = [attack(first, "one release, every table", **options)]
     if args.resend:
@@ -85,6 +114,7 @@ def main() -> int:
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
         second = published_month(args.warehouse, month)
+        print(headline_line("headline rows, release 2", second), flush=True)
         earlier = {**held, "memberships": first["memberships"]}
         results.append(attack(second, "two releases (one patient added), the exact change known", earlier=earlier))
         results.append(attack(second, "the second release alone"))
