@@ -241,7 +241,7 @@ def test_gap_table_has_rows_for_every_available_indicator_and_none_for_the_rest(
     catalogue = query(warehouse, "select * from published.indicator_catalogue where reporting_month = $1", [MONTH])
     available = set(catalogue.filter("is_available")["indicator_id"])
     unavailable = catalogue.filter(~pl.col("is_available"))
-    assert FEED_INDICATORS <= available and len(available) == 22  # issue 14: SMI BMI and alcohol, CYP epilepsy review
+    assert FEED_INDICATORS <= available and len(available) == 26  # issue 14: SMI BMI and alcohol, CYP epilepsy review, 4 screening
     assert all(unavailable["not_available_reason"].is_not_null())
     in_gap_table = set(published(warehouse).filter(pl.col("reporting_month") == MONTH)["indicator_id"])
     assert in_gap_table == available
