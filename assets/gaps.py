@@ -19,8 +19,8 @@ from pipelines.gates import run_suite
 from pipelines.partitions import MONTHLY
 from pipelines.resources import PipelineSettings, Warehouse
 from pipelines.segmentation.disclosure import PROFILES, unpublishable_counts
-from pipelines.segmentation.gaps import build_gap_table, build_inequality_table
-from pipelines.segmentation.cohorts import reported_cohorts
+from pipelines.segmentation.gaps import COHORT_PREFIX, INTERSECTIONS, build_gap_table, build_inequality_table
+from pipelines.segmentation.cohorts import drop_by_construction, reported_cohorts
 from pipelines.segmentation.definitions import load_definitions
 from pipelines.segmentation.spc import build_spc_table, indicator_series_plans
 from pipelines.warehouse import quote, table_exists
@@ -85,11 +85,24 @@ def audit_gap_table(context: dg.AssetExecutionContext, settings: PipelineSetting
         patients = pl.from_arrow(con.sql("select patient_id, practice_code from staging.patients where reporting_month = ?",
                                          params=[month]).to_arrow_table())
     with_practice = deprivation.join(patients.select("patient_id", "practice_code"), on="patient_id", how="left")
+    # A reported cohort's reporting focus (e.g. the worked example's Black African and Black
+    # Caribbean patients) is published as that cohort crossed with the focus breakdown.
+    defs = load_definitions(settings.definitions_path())
+    reported = reported_cohorts(cohorts, cohort_catalogue)
+    focus = [(f"{COHORT_PREFIX}{cohort_id}", defs.cohorts[cohort_id].reporting_focus.breakdown)
+             for cohort_id in sorted(set(reported["cohort_id"]))
+             if cohort_id in defs.cohorts and defs.cohorts[cohort_id].reporting_focus is not None]
     table = build_gap_table(
-        results.lazy(), attributes.lazy(), catalogue, cohorts=reported_cohorts(cohorts, cohort_catalogue).lazy(), profile=profile,
+        results.lazy(), attributes.lazy(), catalogue, cohorts=reported.lazy(), profile=profile,
+        intersections=(*INTERSECTIONS, *focus) if focus else None,
         primary_vintage=settings.primary_imd_vintage, deprivation=with_practice.lazy(), quality=exact_quality,
         audit_stats=figures, reliability_threshold=settings.reliability_threshold, earlier=earlier,
     )
+    # Indicator x cohort comparisons that the cohort's own definition decides are not published.
+    table, by_construction = drop_by_construction(table, defs)
+    for dropped in by_construction:
+        context.log.info(f"not published (true by construction): {dropped['indicator_id']} x {dropped['cohort_id']}: "
+                         f"{dropped['reason']}")
     quality_table = figures.pop("quality")
     release = figures.pop("release", None)
     if release is not None:
@@ -98,7 +111,10 @@ def audit_gap_table(context: dg.AssetExecutionContext, settings: PipelineSetting
     metadata = {"disclosure_profile": settings.disclosure_profile,
                 **{f"suppression_{k}": (round(v, 3) if isinstance(v, float) else v) for k, v in figures.items()}}
     yield dg.Output(table, output_name="gap_table",
-                    metadata={"n_rows": table.height, "n_suppressed": int(table["is_suppressed"].sum()), **metadata})
+                    metadata={"n_rows": table.height, "n_suppressed": int(table["is_suppressed"].sum()),
+                              "not_published_by_construction": ", ".join(f"{d['indicator_id']} x {d['cohort_id']}"
+                                                                         for d in by_construction) or "none",
+                              **metadata})
     yield dg.Output(quality_table, output_name="deprivation_quality",
                     metadata={"n_rows": quality_table.height, **metadata})
     unpublishable = {"unpublishable_counts": unpublishable_counts(profile)}

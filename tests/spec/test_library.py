@@ -756,7 +756,7 @@ def test_ics_configuration_names_the_plus_groups(defs):
     assert {"smi", "ld_autism"} <= set(defs.ics.plus_groups)
     assert defs.cohort_role("eth_black") == "building_block"
     assert defs.cohort_role("core20") == "core20"
-    assert defs.cohort_role("nn_cvd_focus") == "focus"
+    assert defs.cohort_role("nn_cvd_focus") == "building_block"  # ICS-neutral defaults: the worked example is off
     assert defs.cohort_role("cvd_risk") == "building_block"
 
 
@@ -1043,3 +1043,41 @@ def test_screening_selections_keep_only_tests_and_results():
     bowel = set(read_codelist("bowel_screening_test")["code"])
     assert "1101361000000103" in bowel
     assert not {"375121000000106", "1101381000000107", "384241000000100", "715101000000108", "708699002"} & bowel
+
+
+def test_shipped_ics_is_neutral_and_the_nottingham_example_switches_on(defs, tmp_path):
+    # Issue 14 point 5: the shipped ics.yaml makes no ICS's local choices; the worked example
+    # is a whole ics.yaml an analyst puts into a copy of the folder.
+    import shutil
+
+    from pipelines.segmentation.definitions import DEFINITIONS_DIR, load_definitions
+
+    assert defs.ics.focus_cohorts == [] and "Nottingham" not in defs.ics.name
+    folder = tmp_path / "definitions"
+    shutil.copytree(DEFINITIONS_DIR, folder)
+    shutil.copy(DEFINITIONS_DIR / "examples" / "nottingham" / "ics.yaml", folder / "ics.yaml")
+    example = load_definitions(folder)
+    assert example.ics.focus_cohorts == ["nn_cvd_focus"] and "Nottingham" in example.ics.name
+    assert example.cohort_role("nn_cvd_focus") == "focus"
+    assert example.ics.parameters == defs.ics.parameters  # the same national parameters
+
+
+def test_a_comparison_true_by_construction_is_found_and_dropped(defs):
+    # bp_case_finding's numerator (a valid BP pair in 5 years) is negated inside nn_cvd_focus:
+    # 0 of N members by definition, never a finding (DOMAIN.md section 4). Other indicators
+    # crossed with the cohort stay.
+    from pipelines.segmentation.cohorts import drop_by_construction
+
+    flagged = {(i, c) for i in defs.indicators for c in defs.cohorts if defs.by_construction(i, c)}
+    assert flagged == {("bp_case_finding", "nn_cvd_focus")}
+    table = pl.DataFrame({
+        "indicator_id": ["bp_case_finding"] * 5 + ["smi_health_check"] * 2,
+        "breakdown": ["core20", "cohort:nn_cvd_focus", "cohort:nn_cvd_focus", "core20|cohort:nn_cvd_focus",
+                      "cohort:smi", "cohort:nn_cvd_focus", "core20|cohort:nn_cvd_focus"],
+        "group": ["core20", "member", "not_member", "core20|member", "member", "member", "core20|member"],
+    })
+    kept, dropped = drop_by_construction(table, defs)
+    assert kept.rows() == [("bp_case_finding", "core20", "core20"), ("bp_case_finding", "cohort:smi", "member"),
+                           ("smi_health_check", "cohort:nn_cvd_focus", "member"),
+                           ("smi_health_check", "core20|cohort:nn_cvd_focus", "core20|member")]
+    assert [(d["indicator_id"], d["cohort_id"], d["n_rows"]) for d in dropped] == [("bp_case_finding", "nn_cvd_focus", 3)]
