@@ -23,12 +23,14 @@ from pipelines.segmentation.gaps import COHORT_PREFIX, INTERSECTIONS, build_gap_
 from pipelines.segmentation.cohorts import drop_by_construction, reported_cohorts
 from pipelines.segmentation.definitions import load_definitions
 from pipelines.segmentation.spc import build_spc_table, indicator_series_plans
+from pipelines.segmentation.standardised import build_standardised_table
 from pipelines.warehouse import quote, table_exists
 
 AUDIT_GAPS = dg.AssetKey(["audit", "gap_table"])
 AUDIT_DEPRIVATION_QUALITY = dg.AssetKey(["audit", "deprivation_quality"])
 AUDIT_INEQUALITY = dg.AssetKey(["audit", "inequality_table"])
 AUDIT_SPC = dg.AssetKey(["audit", "spc_series"])
+AUDIT_STANDARDISED = dg.AssetKey(["audit", "age_standardised_rates"])
 GATE = "published_invariants"
 
 
@@ -62,11 +64,15 @@ _GAP_INPUTS = {
             key=AUDIT_DEPRIVATION_QUALITY, metadata=MONTH_META, group_name="gaps",
             description="Candidate postcode/IMD data quality per month, vintage and practice, counts disclosure-controlled "
                         "together with the gap table."),
+        "age_standardised_rates": dg.AssetOut(
+            key=AUDIT_STANDARDISED, metadata=MONTH_META, group_name="gaps",
+            description="Candidate directly age-standardised rates (ESP2013, Dobson) beside the crude rates of the "
+                        "gap table, from disclosure-controlled band counts, awaiting its gate."),
     },
     ins=_GAP_INPUTS,
     # The practice of each patient is read in the warehouse (two columns), not the whole staged register.
     deps=[PATIENTS],
-    check_specs=_check(AUDIT_GAPS) + _check(AUDIT_DEPRIVATION_QUALITY),
+    check_specs=_check(AUDIT_GAPS) + _check(AUDIT_DEPRIVATION_QUALITY) + _check(AUDIT_STANDARDISED),
     partitions_def=MONTHLY,
     can_subset=False,
 )
@@ -94,7 +100,8 @@ def audit_gap_table(context: dg.AssetExecutionContext, settings: PipelineSetting
              if cohort_id in defs.cohorts and defs.cohorts[cohort_id].reporting_focus is not None]
     table = build_gap_table(
         results.lazy(), attributes.lazy(), catalogue, cohorts=reported.lazy(), profile=profile,
-        intersections=(*INTERSECTIONS, *focus) if focus else None,
+        # Age band x Core20 rows beside the age-standardised rates (DOMAIN.md section 5).
+        intersections=(*INTERSECTIONS, ("core20", "age_band"), *focus),
         primary_vintage=settings.primary_imd_vintage, deprivation=with_practice.lazy(), quality=exact_quality,
         audit_stats=figures, reliability_threshold=settings.reliability_threshold, earlier=earlier,
     )
@@ -117,9 +124,16 @@ def audit_gap_table(context: dg.AssetExecutionContext, settings: PipelineSetting
                               **metadata})
     yield dg.Output(quality_table, output_name="deprivation_quality",
                     metadata={"n_rows": quality_table.height, **metadata})
+    # Age-standardised rates beside the crude ones, from controlled band counts and the
+    # controlled gap table only (pipelines/segmentation/standardised.py).
+    standardised = build_standardised_table(results.lazy(), attributes.lazy(), table, profile,
+                                            primary_vintage=settings.primary_imd_vintage)
+    yield dg.Output(standardised, output_name="age_standardised_rates",
+                    metadata={"n_rows": standardised.height, "n_computed": int((standardised["status"] == "computed").sum())})
     unpublishable = {"unpublishable_counts": unpublishable_counts(profile)}
     yield _gate(context, warehouse, AUDIT_GAPS, table, unpublishable)
     yield _gate(context, warehouse, AUDIT_DEPRIVATION_QUALITY, quality_table, unpublishable, suite="audit.deprivation_quality")
+    yield _gate(context, warehouse, AUDIT_STANDARDISED, standardised, unpublishable)
 
 
 @dg.asset(
