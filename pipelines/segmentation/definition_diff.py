@@ -203,23 +203,23 @@ def diff_definitions(
         old_ids = old.codelists_used(kind, definition_id) if in_old else set()
         new_ids = new.codelists_used(kind, definition_id) if in_new else set()
         # (what the codes are compared as, old codes, new codes, where the new codes live)
-        comparisons = [(cid, old_codelists.get(cid, frozenset()), new_codelists.get(cid, frozenset()), cid)
-                       for cid in sorted(old_ids & new_ids)]
+        comparisons = [(cid, old_codelists.get(cid, frozenset()), new_codelists.get(cid, frozenset()), cid,
+                        (f"added to {cid}", f"removed from {cid}")) for cid in sorted(old_ids & new_ids)]
         gone, came = sorted(old_ids - new_ids), sorted(new_ids - old_ids)
         if in_old and in_new and gone and came:
             # A codelist id replaced by another (e.g. LD_COD 20210127 -> 20241205): compare the
             # codes, not two whole lists as removed and added.
             codes_old = frozenset().union(*(old_codelists.get(c, frozenset()) for c in gone))
             codes_new = frozenset().union(*(new_codelists.get(c, frozenset()) for c in came))
-            label = f"{' / '.join(came)} (was {' / '.join(gone)})"
+            was, now = " / ".join(gone), " / ".join(came)
             change.code_changes.append(
                 f"{' / '.join(gone)} replaced by {' / '.join(came)}: {len(codes_old & codes_new)} code(s) in both, "
                 f"{len(codes_new - codes_old)} added, {len(codes_old - codes_new)} removed")
-            comparisons.append((label, codes_old, codes_new, came[0]))
+            comparisons.append((now, codes_old, codes_new, came[0], (f"in {now}, not in {was}", f"in {was}, not in {now}")))
         else:
-            comparisons += [(cid, old_codelists.get(cid, frozenset()), new_codelists.get(cid, frozenset()), cid)
-                            for cid in gone + came]
-        for label, codes_old, codes_new, term_list in comparisons:
+            comparisons += [(cid, old_codelists.get(cid, frozenset()), new_codelists.get(cid, frozenset()), cid,
+                             (f"added to {cid}", f"removed from {cid}")) for cid in gone + came]
+        for _, codes_old, codes_new, term_list, verbs in comparisons:
             if codes_old == codes_new:
                 continue
             if change.status == "unchanged":
@@ -228,7 +228,7 @@ def diff_definitions(
             if n_movers is None:
                 n_movers = session.query(f"select count(*) as n from ({movers})")["n"].item()
             terms = term_lookup(term_list) if term_lookup else {}
-            for verb, codes in (("added to", codes_new - codes_old), ("removed from", codes_old - codes_new)):
+            for verb, codes in ((verbs[0], codes_new - codes_old), (verbs[1], codes_old - codes_new)):
                 if not codes:
                     continue
                 listed = ", ".join(literal(code) for code in sorted(codes))
@@ -242,12 +242,15 @@ def diff_definitions(
                 for code in shown:
                     term = f" ({terms[code]})" if code in terms else ""
                     change.code_changes.append(
-                        f"code {code}{term} {verb} {label}: {carried.get(code, 0)} of {n_movers} mover(s) have it")
-                rest = len(codes) - len(shown)
+                        f"code {code}{term} {verb}: {carried.get(code, 0)} of {n_movers} mover(s) have it")
+                rest = sorted(set(codes) - set(shown))
                 if rest:
+                    holders = session.query(
+                        f"select count(distinct e.patient_id) as n from {events} e where e.code in "
+                        f"({', '.join(literal(c) for c in rest)}) and e.event_date <= {literal(data.reference_date)}"
+                        f"{month_filter} and e.patient_id in ({movers})")["n"].item() if any(carried.get(c) for c in rest) else 0
                     change.code_changes.append(
-                        f"{rest} other code(s) {verb} {label}, carried by "
-                        f"{sum(carried.get(c, 0) for c in codes if c not in shown)} mover-code pair(s)")
+                        f"{len(rest)} other code(s) {verb}: {holders} of {n_movers} mover(s) have one")
         changes.append(change)
     order = {"changed": 0, "added": 1, "removed": 2, "not available": 3, "unchanged": 4}
     return sorted(changes, key=lambda c: (order[c.status], c.n_movers == 0, c.kind, c.definition_id))

@@ -123,7 +123,7 @@ def test_diff_says_compactly_what_changed_when_a_codelist_id_is_replaced():
     assert [(p.n_old, p.n_new, p.n_entered) for p in register.parts] == [(1, 2, 1)]  # q enters through code 205
     assert register.code_changes == [
         "mh_cod replaced by mh_cod_v2: 1 code(s) in both, 20 added, 1 removed",
-        "code 205 added to mh_cod_v2 (was mh_cod): 1 of 1 mover(s) have it",
-        "19 other code(s) added to mh_cod_v2 (was mh_cod), carried by 0 mover-code pair(s)",
-        "code 112 removed from mh_cod_v2 (was mh_cod): 0 of 1 mover(s) have it",
+        "code 205 in mh_cod_v2, not in mh_cod: 1 of 1 mover(s) have it",
+        "19 other code(s) in mh_cod_v2, not in mh_cod: 0 of 1 mover(s) have one",
+        "code 112 in mh_cod, not in mh_cod_v2: 0 of 1 mover(s) have it",
     ]
