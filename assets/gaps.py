@@ -19,8 +19,8 @@ from pipelines.gates import run_suite
 from pipelines.partitions import MONTHLY
 from pipelines.resources import PipelineSettings, Warehouse
 from pipelines.segmentation.disclosure import PROFILES, unpublishable_counts
-from pipelines.segmentation.gaps import COHORT_PREFIX, INTERSECTIONS, build_gap_table, build_inequality_table
-from pipelines.segmentation.cohorts import drop_by_construction, reported_cohorts
+from pipelines.segmentation.gaps import build_gap_table, build_inequality_table
+from pipelines.segmentation.cohorts import drop_by_construction, published_intersections, reported_cohorts
 from pipelines.segmentation.definitions import load_definitions
 from pipelines.segmentation.spc import build_spc_table, indicator_series_plans
 from pipelines.segmentation.standardised import build_standardised_table
@@ -91,17 +91,13 @@ def audit_gap_table(context: dg.AssetExecutionContext, settings: PipelineSetting
         patients = pl.from_arrow(con.sql("select patient_id, practice_code from staging.patients where reporting_month = ?",
                                          params=[month]).to_arrow_table())
     with_practice = deprivation.join(patients.select("patient_id", "practice_code"), on="patient_id", how="left")
-    # A reported cohort's reporting focus (e.g. the worked example's Black African and Black
-    # Caribbean patients) is published as that cohort crossed with the focus breakdown.
+    # Core20 x age band rows, and a reported cohort's reporting focus (e.g. the worked
+    # example's Black African and Black Caribbean patients) as the cohort x its focus breakdown.
     defs = load_definitions(settings.definitions_path())
     reported = reported_cohorts(cohorts, cohort_catalogue)
-    focus = [(f"{COHORT_PREFIX}{cohort_id}", defs.cohorts[cohort_id].reporting_focus.breakdown)
-             for cohort_id in sorted(set(reported["cohort_id"]))
-             if cohort_id in defs.cohorts and defs.cohorts[cohort_id].reporting_focus is not None]
     table = build_gap_table(
         results.lazy(), attributes.lazy(), catalogue, cohorts=reported.lazy(), profile=profile,
-        # Age band x Core20 rows beside the age-standardised rates (DOMAIN.md section 5).
-        intersections=(*INTERSECTIONS, ("core20", "age_band"), *focus),
+        intersections=published_intersections(defs, reported),
         primary_vintage=settings.primary_imd_vintage, deprivation=with_practice.lazy(), quality=exact_quality,
         audit_stats=figures, reliability_threshold=settings.reliability_threshold, earlier=earlier,
     )

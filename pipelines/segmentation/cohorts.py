@@ -495,3 +495,24 @@ def drop_by_construction(gap_table: pl.DataFrame, defs: Definitions) -> tuple[pl
         return gap_table, []
     key = pl.concat_str("indicator_id", "breakdown", separator="\x1f")
     return gap_table.filter(~key.is_in([f"{i}\x1f{b}" for i, b in drop])), dropped
+
+
+def published_intersections(defs: Definitions, reported: pl.DataFrame) -> tuple[tuple[str, str], ...]:
+    """Return the gap table's intersections as the month publishes them (the audit/gap_table asset).
+
+    The default crosses (`gaps.INTERSECTIONS`), Core20 x age band (the age-stratified rows
+    beside the age-standardised rates, DOMAIN.md section 5), and each reported cohort with a
+    reporting focus crossed with its focus breakdown (e.g. the worked example's
+    `cohort:nn_cvd_focus` x `ethnicity_16`).
+
+    Examples:
+        >>> from pipelines.segmentation.definitions import load_definitions
+        >>> published_intersections(load_definitions(), pl.DataFrame({"cohort_id": ["nn_cvd_focus"]}))[-2:]
+        (('core20', 'age_band'), ('cohort:nn_cvd_focus', 'ethnicity_16'))
+    """
+    from pipelines.segmentation.gaps import COHORT_PREFIX, INTERSECTIONS
+
+    focus = tuple((f"{COHORT_PREFIX}{cohort_id}", defs.cohorts[cohort_id].reporting_focus.breakdown)
+                  for cohort_id in sorted(set(reported["cohort_id"]))
+                  if cohort_id in defs.cohorts and defs.cohorts[cohort_id].reporting_focus is not None)
+    return (*INTERSECTIONS, ("core20", "age_band"), *focus)
