@@ -11,8 +11,8 @@ the shipped definitions, exactly as the monthly run does. Two comparisons per fi
    expected count (sum of p_i) and its standard deviation sqrt(sum p_i (1 - p_i)) - the
    numerator is a sum of independent Bernoulli draws. The pipeline's count must lie within
    4 standard deviations of it (|z| <= 4). Under the normal approximation a correct
-   generator fails one such check with probability about 6e-5, so all 20 checks (8 registers, 12 indicators) together
-   fail by chance about once in 830 seeds; checks whose SD is under 2 (a handful of
+   generator fails one such check with probability about 6e-5, so all 24 checks (8 registers, 16 indicators) together
+   fail by chance about once in 690 seeds; checks whose SD is under 2 (a handful of
    patients, where the normal approximation is poor) are left to the exact comparison.
 """
 
