@@ -62,7 +62,8 @@ def esp_band(age: pl.Expr) -> pl.Expr:
         >>> pl.DataFrame({"age": [0, 4, 5, 89, 90, 104, None]}).select(esp_band(pl.col("age")))["age"].to_list()
         [0, 0, 1, 17, 18, 18, None]
     """
-    return pl.min_horizontal(age.cast(pl.Int32) // 5, pl.lit(len(ESP2013) - 1, dtype=pl.Int32))
+    band = pl.min_horizontal(age.cast(pl.Int32) // 5, pl.lit(len(ESP2013) - 1, dtype=pl.Int32))
+    return pl.when(age.is_not_null()).then(band)  # min_horizontal would skip a null age
 
 
 def _band_counts(results: pl.LazyFrame, attributes: pl.LazyFrame, primary_vintage: str) -> pl.DataFrame:
