@@ -20,15 +20,17 @@ from pipelines.partitions import MONTHLY
 from pipelines.resources import PipelineSettings, Warehouse
 from pipelines.segmentation.disclosure import PROFILES, unpublishable_counts
 from pipelines.segmentation.gaps import build_gap_table, build_inequality_table
-from pipelines.segmentation.cohorts import reported_cohorts
+from pipelines.segmentation.cohorts import drop_by_construction, published_intersections, reported_cohorts
 from pipelines.segmentation.definitions import load_definitions
 from pipelines.segmentation.spc import build_spc_table, indicator_series_plans
+from pipelines.segmentation.standardised import build_standardised_table
 from pipelines.warehouse import quote, table_exists
 
 AUDIT_GAPS = dg.AssetKey(["audit", "gap_table"])
 AUDIT_DEPRIVATION_QUALITY = dg.AssetKey(["audit", "deprivation_quality"])
 AUDIT_INEQUALITY = dg.AssetKey(["audit", "inequality_table"])
 AUDIT_SPC = dg.AssetKey(["audit", "spc_series"])
+AUDIT_STANDARDISED = dg.AssetKey(["audit", "age_standardised_rates"])
 GATE = "published_invariants"
 
 
@@ -62,11 +64,15 @@ _GAP_INPUTS = {
             key=AUDIT_DEPRIVATION_QUALITY, metadata=MONTH_META, group_name="gaps",
             description="Candidate postcode/IMD data quality per month, vintage and practice, counts disclosure-controlled "
                         "together with the gap table."),
+        "age_standardised_rates": dg.AssetOut(
+            key=AUDIT_STANDARDISED, metadata=MONTH_META, group_name="gaps",
+            description="Candidate directly age-standardised rates (ESP2013, Dobson) beside the crude rates of the "
+                        "gap table, from disclosure-controlled band counts, awaiting its gate."),
     },
     ins=_GAP_INPUTS,
     # The practice of each patient is read in the warehouse (two columns), not the whole staged register.
     deps=[PATIENTS],
-    check_specs=_check(AUDIT_GAPS) + _check(AUDIT_DEPRIVATION_QUALITY),
+    check_specs=_check(AUDIT_GAPS) + _check(AUDIT_DEPRIVATION_QUALITY) + _check(AUDIT_STANDARDISED),
     partitions_def=MONTHLY,
     can_subset=False,
 )
@@ -85,11 +91,21 @@ def audit_gap_table(context: dg.AssetExecutionContext, settings: PipelineSetting
         patients = pl.from_arrow(con.sql("select patient_id, practice_code from staging.patients where reporting_month = ?",
                                          params=[month]).to_arrow_table())
     with_practice = deprivation.join(patients.select("patient_id", "practice_code"), on="patient_id", how="left")
+    # Core20 x age band rows, and a reported cohort's reporting focus (e.g. the worked
+    # example's Black African and Black Caribbean patients) as the cohort x its focus breakdown.
+    defs = load_definitions(settings.definitions_path())
+    reported = reported_cohorts(cohorts, cohort_catalogue)
     table = build_gap_table(
-        results.lazy(), attributes.lazy(), catalogue, cohorts=reported_cohorts(cohorts, cohort_catalogue).lazy(), profile=profile,
+        results.lazy(), attributes.lazy(), catalogue, cohorts=reported.lazy(), profile=profile,
+        intersections=published_intersections(defs, reported),
         primary_vintage=settings.primary_imd_vintage, deprivation=with_practice.lazy(), quality=exact_quality,
         audit_stats=figures, reliability_threshold=settings.reliability_threshold, earlier=earlier,
     )
+    # Indicator x cohort comparisons that the cohort's own definition decides are not published.
+    table, by_construction = drop_by_construction(table, defs)
+    for dropped in by_construction:
+        context.log.info(f"not published (true by construction): {dropped['indicator_id']} x {dropped['cohort_id']}: "
+                         f"{dropped['reason']}")
     quality_table = figures.pop("quality")
     release = figures.pop("release", None)
     if release is not None:
@@ -98,12 +114,22 @@ def audit_gap_table(context: dg.AssetExecutionContext, settings: PipelineSetting
     metadata = {"disclosure_profile": settings.disclosure_profile,
                 **{f"suppression_{k}": (round(v, 3) if isinstance(v, float) else v) for k, v in figures.items()}}
     yield dg.Output(table, output_name="gap_table",
-                    metadata={"n_rows": table.height, "n_suppressed": int(table["is_suppressed"].sum()), **metadata})
+                    metadata={"n_rows": table.height, "n_suppressed": int(table["is_suppressed"].sum()),
+                              "not_published_by_construction": ", ".join(f"{d['indicator_id']} x {d['cohort_id']}"
+                                                                         for d in by_construction) or "none",
+                              **metadata})
     yield dg.Output(quality_table, output_name="deprivation_quality",
                     metadata={"n_rows": quality_table.height, **metadata})
+    # Age-standardised rates beside the crude ones, from controlled band counts and the
+    # controlled gap table only (pipelines/segmentation/standardised.py).
+    standardised = build_standardised_table(results.lazy(), attributes.lazy(), table, profile,
+                                            primary_vintage=settings.primary_imd_vintage)
+    yield dg.Output(standardised, output_name="age_standardised_rates",
+                    metadata={"n_rows": standardised.height, "n_computed": int((standardised["status"] == "computed").sum())})
     unpublishable = {"unpublishable_counts": unpublishable_counts(profile)}
     yield _gate(context, warehouse, AUDIT_GAPS, table, unpublishable)
     yield _gate(context, warehouse, AUDIT_DEPRIVATION_QUALITY, quality_table, unpublishable, suite="audit.deprivation_quality")
+    yield _gate(context, warehouse, AUDIT_STANDARDISED, standardised, unpublishable)
 
 
 @dg.asset(

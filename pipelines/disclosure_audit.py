@@ -30,7 +30,10 @@ import polars as pl
 from pipelines.segmentation.disclosure import DisclosureProfile, get_profile
 
 COUNT_COLUMNS = re.compile(r"^(numerator|denominator|population|n|n_total|n_(?!quantiles$|points$)[a-z0-9_]+|patients)$")
-STATISTIC_COLUMNS = ("rate", "rate_lower", "rate_upper", "gap", "gap_lower", "gap_upper", "rate_ratio")
+STATISTIC_COLUMNS = ("rate", "rate_lower", "rate_upper", "gap", "gap_lower", "gap_upper", "rate_ratio",
+                     # published.age_standardised_rates: crude figures beside the DSRs
+                     "crude_rate", "crude_rate_lower", "crude_rate_upper", "crude_gap", "crude_gap_lower", "crude_gap_upper",
+                     "dsr", "dsr_lower", "dsr_upper", "dsr_gap", "dsr_gap_lower", "dsr_gap_upper")
 NUMBER = r"\d[\d,]*"
 
 

@@ -57,6 +57,7 @@ PUBLISHED_TABLES: tuple[PublishedTable, ...] = (
     PublishedTable("inequality_table"),
     PublishedTable("spc_series"),
     PublishedTable("deprivation_quality"),
+    PublishedTable("age_standardised_rates"),
     PublishedTable("data_quality", audit_asset=False, controlled=True,
                    exclude=tuple(c for c in DATA_QUALITY.names if c not in PUBLISHED_DATA_QUALITY.names)),
 )

@@ -457,7 +457,8 @@ def published_month(warehouse: Path, month: dt.date, with_alone: bool = False) -
     (from the private tables, profile 'none'), the memberships behind its populations and the
     fine-to-coarse maps; with `with_alone`, the month suppressed on its own as a control.
     """
-    from pipelines.segmentation.cohorts import reported_cohorts
+    from pipelines.segmentation.cohorts import published_intersections, reported_cohorts
+    from pipelines.segmentation.definitions import load_definitions
     from pipelines.segmentation.deprivation_quality import deprivation_quality
     from pipelines.segmentation.disclosure import NONE, get_profile
     from pipelines.segmentation.gaps import build_gap_table
@@ -470,9 +471,12 @@ def published_month(warehouse: Path, month: dt.date, with_alone: bool = False) -
             "indicators.indicator_catalogue", "cohorts.cohort_membership", "cohorts.cohort_catalogue")}
     gap = tables["published.gap_table"]
     vintage = gap.filter(pl.col("breakdown") == "overall")["imd_vintage"][0]
+    # The month's crosses as the asset publishes them (Core20 x age band, focus breakdowns).
+    reported = reported_cohorts(tables["cohorts.cohort_membership"], tables["cohorts.cohort_catalogue"])
+    crosses = published_intersections(load_definitions(), reported)
     truth = build_gap_table(tables["indicators.patient_indicators"].lazy(), tables["population.patient_attributes"].lazy(),
                             tables["indicators.indicator_catalogue"], profile=NONE, primary_vintage=vintage,
-                            cohorts=reported_cohorts(tables["cohorts.cohort_membership"], tables["cohorts.cohort_catalogue"]).lazy())
+                            cohorts=reported.lazy(), intersections=crosses)
     deprivation = tables["population.patient_deprivation"].join(
         tables["staging.patients"].select("patient_id", "practice_code"), on="patient_id")
     attributes = tables["population.patient_attributes"]
@@ -486,8 +490,7 @@ def published_month(warehouse: Path, month: dt.date, with_alone: bool = False) -
             tables["indicators.patient_indicators"].lazy(), tables["population.patient_attributes"].lazy(),
             tables["indicators.indicator_catalogue"], profile=get_profile(gap["disclosure_profile"][0]),
             primary_vintage=vintage, deprivation=deprivation.lazy(), audit_stats=figures,
-            quality=deprivation_quality(deprivation, month),
-            cohorts=reported_cohorts(tables["cohorts.cohort_membership"], tables["cohorts.cohort_catalogue"]).lazy())
+            quality=deprivation_quality(deprivation, month), cohorts=reported.lazy(), intersections=crosses)
         alone = (alone, figures["quality"])
     return {"gap": gap, "truth": truth, "quality": tables["published.deprivation_quality"], "alone": alone,
             "quality_truth": deprivation_quality(deprivation, month), "vintage": vintage, "fine": fine,

@@ -453,6 +453,52 @@ def _sii_section(sii: pl.DataFrame, table: str | None, titles: dict[str, str]) -
             f'<p class="note">From <code>published.{escape(table)}</code>.{method}</p>')
 
 
+STANDARDISED = "age_standardised_rates"
+
+
+def _standardised_section(con, tables: dict[str, list[str]], month: date, vintage: str, titles: dict[str, str]) -> str:
+    """Return the crude and age-standardised Core20-vs-rest rates side by side (published table only)."""
+    intro = ("<p>Core20 populations are younger than the rest, so a crude gap in a measure that changes with age mixes "
+             "deprivation with age. For the indicators where age confounds the comparison, the table gives the crude rates "
+             "and gap beside the directly age-standardised rates (European Standard Population 2013, Dobson 95% limits, "
+             "computed from disclosure-controlled counts over the age bands every group shows). The per-indicator charts "
+             "above and their headline sentences use the crude rates.</p>")
+    if STANDARDISED not in tables:
+        return intro + '<p class="pending">Not published by this version of the pipeline.</p>'
+    frame = _frame(con, f"select * from pub.{STANDARDISED} where reporting_month = $1 and imd_vintage = $2 "
+                        "and breakdown = 'core20' order by indicator_id, \"group\"", [month, vintage])
+    if frame.is_empty():
+        return intro + f'<p class="note">No rows in <code>published.{STANDARDISED}</code> for this month.</p>'
+
+    def pct(value) -> str:
+        return "suppressed" if value is None else f"{100 * value:.1f}%"
+
+    def gap(value, lower, upper) -> str:
+        if value is None:
+            return "–"
+        limits = "" if lower is None or upper is None else f" ({100 * lower:+.1f} to {100 * upper:+.1f})"
+        return f"{100 * value:+.1f} points{limits}"
+
+    body = []
+    for indicator_id, part in frame.group_by("indicator_id", maintain_order=True):
+        rows = {r["group"]: r for r in part.iter_rows(named=True)}
+        c, r = rows.get("core20"), rows.get("rest")
+        if c is None or r is None:
+            continue
+        standardised = (f"<td>{pct(c['dsr'])}</td><td>{pct(r['dsr'])}</td><td>{gap(c['dsr_gap'], c['dsr_gap_lower'], c['dsr_gap_upper'])}</td>"
+                        if c["status"] == "computed" and r["status"] == "computed" else
+                        f"<td colspan=\"3\">not standardised: {escape(c['status'])}</td>")
+        body.append(f"<tr><td>{escape(titles.get(indicator_id[0], indicator_id[0]))}</td><td>{pct(c['crude_rate'])}</td>"
+                    f"<td>{pct(r['crude_rate'])}</td><td>{gap(c['crude_gap'], c['crude_gap_lower'], c['crude_gap_upper'])}</td>"
+                    f"{standardised}<td>{escape(c['standardised_ages'] or '–')}</td></tr>")
+    return (intro + '<table class="standardised"><thead><tr><th>indicator</th><th>Core20 crude</th><th>rest crude</th>'
+            "<th>crude gap</th><th>Core20 age-standardised</th><th>rest age-standardised</th><th>standardised gap</th>"
+            f"<th>ages standardised</th></tr></thead><tbody>{''.join(body)}</tbody></table>"
+            f'<p class="note">From <code>published.{STANDARDISED}</code> (Core20 vs rest; IMD quintile and broad '
+            "ethnicity rows are in the same table). Age band x Core20 rows are in the gap table "
+            "(breakdown <code>core20|age_band</code>).</p>")
+
+
 def _spc_section(spc: str | None) -> str:
     intro = ("<p>Statistical process control (NHS \"Making Data Count\" XmR charts) separates ordinary month-to-month "
              "variation from special-cause change: points outside the natural process limits, long runs on one side of "
@@ -661,13 +707,14 @@ def build_report(warehouse, month: date, reference_dir: Path, *, candidate: bool
             for area, infos in areas.items())
         headline_html = headline_table(gaps, areas)
         dq_html, dq_figures = data_quality(con, month, vintage, profile_name, gaps)
-        consumed = OWN_TABLES | {t for t in (spc, sii_table) if t} | {t for t in tables if "quality" in t}
+        consumed = OWN_TABLES | {STANDARDISED} | {t for t in (spc, sii_table) if t} | {t for t in tables if "quality" in t}
         others = [t for t in tables if t not in consumed]
         # Other published tables are for Power BI and SQL: named here, never dumped into the page.
         others_html = ("<p>Also published this month, for Power BI and SQL (see the data dictionary): "
                        + ", ".join(f"<code>published.{escape(t)}</code>" for t in others) + ".</p>") if others else ""
         titles = dict(zip(catalogue["indicator_id"].to_list(), catalogue["title"].to_list())) if len(catalogue) else {}
         sii_html = _sii_section(sii, sii_table, titles)
+        standardised_html = _standardised_section(con, tables, month, vintage, titles)
     finally:
         con.close()
 
@@ -691,7 +738,8 @@ def build_report(warehouse, month: date, reference_dir: Path, *, candidate: bool
     filter_html = _sub_icb_filter(place_names)
     toc = [("summary", "Summary"), ("map", "Map: deprivation across the ICS")] + \
         [(f"area-{a}", area_name(a)) for a in areas] + \
-        [("inequality-indices", "Inequality indices (SII/RII)"), ("spc", "Variation over time (SPC)"),
+        [("inequality-indices", "Inequality indices (SII/RII)"), ("age-standardised", "Crude and age-standardised rates"),
+         ("spc", "Variation over time (SPC)"),
          ("data-quality", "Data quality")] + ([("other-tables", "Other published tables")] if others else []) + \
         [("about", "About these figures and attribution")]
     html_text = f"""<!doctype html>
@@ -715,6 +763,7 @@ Each row gives an area's headline gaps this month; its section below gives every
 outlined in orange; white dots are GP practices; local authorities are named.</p>{map_html}</section>
 {area_html}
 <section id="inequality-indices"><h2>Inequality indices (SII/RII)</h2>{sii_html}</section>
+<section id="age-standardised"><h2>Crude and age-standardised rates</h2>{standardised_html}</section>
 <section id="spc"><h2>Variation over time (SPC)</h2>{_spc_section(spc)}</section>
 <section id="data-quality"><h2>Data quality</h2>{dq_html}</section>
 {f'<section id="other-tables"><h2>Other published tables</h2>{others_html}</section>' if others else ''}

@@ -447,3 +447,72 @@ def reported_cohorts(membership: pl.DataFrame, catalogue: pl.DataFrame) -> pl.Da
     """
     chosen = catalogue.filter(pl.col("role").is_in(REPORTED_ROLES)).select("cohort_id").unique()
     return membership.join(chosen, on="cohort_id", how="semi")
+
+
+def drop_by_construction(gap_table: pl.DataFrame, defs: Definitions) -> tuple[pl.DataFrame, list[dict]]:
+    """Remove the gap-table rows of indicator x cohort comparisons that are true by construction.
+
+    A cohort defined with the indicator's own numerator rule (e.g. bp_case_finding within
+    "no valid BP reading in 5 years") fixes its members' result: publishing it as a gap would
+    present a definition as a finding (DOMAIN.md section 4). Every breakdown naming such a
+    cohort (`cohort:<id>` and its intersections, both groups) is dropped for that indicator.
+    Dropping published rows after disclosure control only withholds figures.
+
+    Returns:
+        The table without those rows, and one record per dropped comparison (indicator,
+        cohort, the reason, rows dropped) for the run's metadata.
+
+    Examples:
+        >>> from pipelines.segmentation.definitions import load_definitions
+        >>> defs = load_definitions()
+        >>> t = pl.DataFrame({"indicator_id": ["bp_case_finding"] * 3 + ["smi_health_check"],
+        ...     "breakdown": ["core20", "cohort:nn_cvd_focus", "core20|cohort:nn_cvd_focus", "cohort:nn_cvd_focus"]})
+        >>> kept, dropped = drop_by_construction(t, defs)
+        >>> kept.rows(), [(d["indicator_id"], d["cohort_id"], d["n_rows"]) for d in dropped]
+        ([('bp_case_finding', 'core20'), ('smi_health_check', 'cohort:nn_cvd_focus')], [('bp_case_finding', 'nn_cvd_focus', 2)])
+    """
+    from pipelines.segmentation.gaps import COHORT_PREFIX, SEPARATOR
+
+    pairs = gap_table.select("indicator_id", "breakdown").unique()
+    drop: list[tuple[str, str]] = []
+    dropped: list[dict] = []
+    for indicator_id, breakdown in sorted(pairs.rows()):
+        for part in breakdown.split(SEPARATOR):
+            if not part.startswith(COHORT_PREFIX):
+                continue
+            reason = defs.by_construction(indicator_id, part[len(COHORT_PREFIX):])
+            if reason is not None:
+                drop.append((indicator_id, breakdown))
+                n = gap_table.filter((pl.col("indicator_id") == indicator_id) & (pl.col("breakdown") == breakdown)).height
+                cohort_id = part[len(COHORT_PREFIX):]
+                known = next((d for d in dropped if d["indicator_id"] == indicator_id and d["cohort_id"] == cohort_id), None)
+                if known is None:
+                    dropped.append({"indicator_id": indicator_id, "cohort_id": cohort_id, "reason": reason, "n_rows": n})
+                else:
+                    known["n_rows"] += n
+                break
+    if not drop:
+        return gap_table, []
+    key = pl.concat_str("indicator_id", "breakdown", separator="\x1f")
+    return gap_table.filter(~key.is_in([f"{i}\x1f{b}" for i, b in drop])), dropped
+
+
+def published_intersections(defs: Definitions, reported: pl.DataFrame) -> tuple[tuple[str, str], ...]:
+    """Return the gap table's intersections as the month publishes them (the audit/gap_table asset).
+
+    The default crosses (`gaps.INTERSECTIONS`), Core20 x age band (the age-stratified rows
+    beside the age-standardised rates, DOMAIN.md section 5), and each reported cohort with a
+    reporting focus crossed with its focus breakdown (e.g. the worked example's
+    `cohort:nn_cvd_focus` x `ethnicity_16`).
+
+    Examples:
+        >>> from pipelines.segmentation.definitions import load_definitions
+        >>> published_intersections(load_definitions(), pl.DataFrame({"cohort_id": ["nn_cvd_focus"]}))[-2:]
+        (('core20', 'age_band'), ('cohort:nn_cvd_focus', 'ethnicity_16'))
+    """
+    from pipelines.segmentation.gaps import COHORT_PREFIX, INTERSECTIONS
+
+    focus = tuple((f"{COHORT_PREFIX}{cohort_id}", defs.cohorts[cohort_id].reporting_focus.breakdown)
+                  for cohort_id in sorted(set(reported["cohort_id"]))
+                  if cohort_id in defs.cohorts and defs.cohorts[cohort_id].reporting_focus is not None)
+    return (*INTERSECTIONS, ("core20", "age_band"), *focus)

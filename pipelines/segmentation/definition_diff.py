@@ -200,11 +200,26 @@ def diff_definitions(
             change.parts.append(PartChange(part, counts[tag + ":old"], counts[tag + ":new"], counts[tag + ":entered"],
                                            counts[tag + ":left"]))
         n_movers = None
-        used = (old.codelists_used(kind, definition_id) if in_old else set()) | (
-            new.codelists_used(kind, definition_id) if in_new else set())
-        for codelist_id in sorted(used):
-            codes_old = old_codelists.get(codelist_id, frozenset())
-            codes_new = new_codelists.get(codelist_id, frozenset())
+        old_ids = old.codelists_used(kind, definition_id) if in_old else set()
+        new_ids = new.codelists_used(kind, definition_id) if in_new else set()
+        # (what the codes are compared as, old codes, new codes, where the new codes live)
+        comparisons = [(cid, old_codelists.get(cid, frozenset()), new_codelists.get(cid, frozenset()), cid,
+                        (f"added to {cid}", f"removed from {cid}")) for cid in sorted(old_ids & new_ids)]
+        gone, came = sorted(old_ids - new_ids), sorted(new_ids - old_ids)
+        if in_old and in_new and gone and came:
+            # A codelist id replaced by another (e.g. LD_COD 20210127 -> 20241205): compare the
+            # codes, not two whole lists as removed and added.
+            codes_old = frozenset().union(*(old_codelists.get(c, frozenset()) for c in gone))
+            codes_new = frozenset().union(*(new_codelists.get(c, frozenset()) for c in came))
+            was, now = " / ".join(gone), " / ".join(came)
+            change.code_changes.append(
+                f"{' / '.join(gone)} replaced by {' / '.join(came)}: {len(codes_old & codes_new)} code(s) in both, "
+                f"{len(codes_new - codes_old)} added, {len(codes_old - codes_new)} removed")
+            comparisons.append((now, codes_old, codes_new, came[0], (f"in {now}, not in {was}", f"in {was}, not in {now}")))
+        else:
+            comparisons += [(cid, old_codelists.get(cid, frozenset()), new_codelists.get(cid, frozenset()), cid,
+                             (f"added to {cid}", f"removed from {cid}")) for cid in gone + came]
+        for _, codes_old, codes_new, term_list, verbs in comparisons:
             if codes_old == codes_new:
                 continue
             if change.status == "unchanged":
@@ -212,18 +227,36 @@ def diff_definitions(
             movers = f"select _old.patient_id from {joined} where {moved[(kind, definition_id)]}"
             if n_movers is None:
                 n_movers = session.query(f"select count(*) as n from ({movers})")["n"].item()
-            terms = term_lookup(codelist_id) if term_lookup else {}
-            for verb, codes in (("added to", codes_new - codes_old), ("removed from", codes_old - codes_new)):
-                for code in sorted(codes):
-                    carriers = session.query(
-                        f"select count(distinct e.patient_id) as n from {events} e where e.code = {literal(code)} "
-                        f"and e.event_date <= {literal(data.reference_date)}{month_filter} "
-                        f"and e.patient_id in ({movers})")["n"].item()
+            terms = term_lookup(term_list) if term_lookup else {}
+            for verb, codes in ((verbs[0], codes_new - codes_old), (verbs[1], codes_old - codes_new)):
+                if not codes:
+                    continue
+                listed = ", ".join(literal(code) for code in sorted(codes))
+                carried = dict(session.query(
+                    f"select e.code, count(distinct e.patient_id) as n from {events} e where e.code in ({listed}) "
+                    f"and e.event_date <= {literal(data.reference_date)}{month_filter} "
+                    f"and e.patient_id in ({movers}) group by e.code").iter_rows()) if n_movers else {}
+                # Every code when there are few; else those a mover carries (most first), then a count.
+                shown = sorted(codes) if len(codes) <= MAX_CODES_LISTED else sorted(
+                    (c for c in codes if carried.get(c)), key=lambda c: (-carried[c], c))[:MAX_CODES_LISTED]
+                for code in shown:
                     term = f" ({terms[code]})" if code in terms else ""
-                    change.code_changes.append(f"code {code}{term} {verb} {codelist_id}: {carriers} of {n_movers} mover(s) have it")
+                    change.code_changes.append(
+                        f"code {code}{term} {verb}: {carried.get(code, 0)} of {n_movers} mover(s) have it")
+                rest = sorted(set(codes) - set(shown))
+                if rest:
+                    holders = session.query(
+                        f"select count(distinct e.patient_id) as n from {events} e where e.code in "
+                        f"({', '.join(literal(c) for c in rest)}) and e.event_date <= {literal(data.reference_date)}"
+                        f"{month_filter} and e.patient_id in ({movers})")["n"].item() if any(carried.get(c) for c in rest) else 0
+                    change.code_changes.append(
+                        f"{len(rest)} other code(s) {verb}: {holders} of {n_movers} mover(s) have one")
         changes.append(change)
     order = {"changed": 0, "added": 1, "removed": 2, "not available": 3, "unchanged": 4}
     return sorted(changes, key=lambda c: (order[c.status], c.n_movers == 0, c.kind, c.definition_id))
+
+
+MAX_CODES_LISTED = 10
 
 
 def format_changes(changes: list[DefinitionChange]) -> list[str]:

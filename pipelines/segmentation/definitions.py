@@ -260,6 +260,47 @@ class Definitions:
                     for path, c in walk(root, part):
                         yield kind, definition_id, path, c
 
+    def by_construction(self, indicator_id: str, cohort_id: str) -> str | None:
+        """Return why an indicator x cohort comparison is true by construction, or None.
+
+        A cohort whose own rules (followed through `in_cohort`) hold the indicator's numerator
+        rule, or any rule the numerator is built from, decides that numerator for its members
+        (e.g. bp_case_finding within "no BP in 5 years": 0 of N by definition). DOMAIN.md
+        section 4: such a comparison is never published as a finding.
+
+        Examples:
+            >>> defs = load_definitions()
+            >>> defs.by_construction("bp_case_finding", "nn_cvd_focus")[:40]
+            "cohort 'nn_cvd_focus' uses the numerator"
+            >>> defs.by_construction("smi_health_check", "nn_cvd_focus") is None
+            True
+        """
+        indicator = self.indicators.get(indicator_id)
+        if indicator is None or indicator.numerator is None or cohort_id not in self.cohorts:
+            return None
+
+        def canonical(criterion: Criterion) -> str:
+            return json.dumps(criterion.model_dump(mode="json", by_alias=True), sort_keys=True)
+
+        numerator_rules = {canonical(c): c for _, c in walk(indicator.numerator, "numerator")
+                           if not c.children()}
+        numerator_rules[canonical(indicator.numerator)] = indicator.numerator
+        pending, seen = [cohort_id], set()
+        while pending:
+            current = pending.pop()
+            if current in seen or current not in self.cohorts:
+                continue
+            seen.add(current)
+            for _, root in self.roots("cohort", current):
+                for _, criterion in walk(root, "criteria"):
+                    key = canonical(criterion)
+                    if key in numerator_rules:
+                        return (f"cohort '{cohort_id}' uses the numerator rule of '{indicator_id}' "
+                                f"({numerator_rules[key].describe()}), so its members' result is fixed by the "
+                                "cohort's own definition")
+                    pending.extend(i for k, i in criterion.uses() if k == "cohort")
+        return None
+
     def codelist_ids(self) -> frozenset[str]:
         """Return every codelist id any definition names."""
         ids = {c for r in self.registers.values() for c in (*r.diagnosis, *r.resolved)}

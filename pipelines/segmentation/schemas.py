@@ -375,6 +375,50 @@ INEQUALITY_TABLE = Table(
     primary_key=("reporting_month", "indicator_id", "imd_vintage", "quantile_type"),
 )
 
+STANDARDISED_TABLE = Table(
+    name="published.age_standardised_rates",
+    description=(
+        "Directly age-standardised rates (European Standard Population 2013, Dobson limits; PHE DSR method) beside "
+        "the crude rates, for the indicators where age confounds the comparison, per reporting month x indicator x "
+        "IMD vintage x breakdown (Core20 vs rest, IMD quintile, broad ethnicity) x group, with the gap against the "
+        "breakdown's reference group. Computed from disclosure-controlled counts only."
+    ),
+    columns=(
+        Column("reporting_month", pl.Date, "First day of the reporting month."),
+        Column("indicator_id", pl.String, "Indicator identifier."),
+        Column("indicator_version", pl.Int32, "Version of the indicator definition."),
+        Column("value_type", pl.String, "proportion or rate (the scale of every rate here).", allowed=("proportion", "rate")),
+        Column("multiplier", pl.Int64, "Scale of the rates: 1 for a proportion, N for a rate per N persons."),
+        Column("imd_vintage", pl.String, "IMD vintage of deprivation groups (the primary one labels the others).", allowed=IMD_VINTAGES),
+        Column("breakdown", pl.String, "core20, imd_quintile or ethnicity_broad.", allowed=("core20", "imd_quintile", "ethnicity_broad")),
+        Column("group", pl.String, "Group within the breakdown (as in the gap table)."),
+        Column("reference_group", pl.String, "The group gaps are measured against.", nullable=True),
+        Column("numerator", pl.Int64, "Published (controlled) numerator of the group, as in the gap table.", nullable=True),
+        Column("denominator", pl.Int64, "Published (controlled) denominator of the group, as in the gap table.", nullable=True),
+        Column("crude_rate", pl.Float64, "Crude rate (the gap table's rate).", nullable=True),
+        Column("crude_rate_lower", pl.Float64, "Lower limit of the crude rate.", nullable=True),
+        Column("crude_rate_upper", pl.Float64, "Upper limit of the crude rate.", nullable=True),
+        Column("crude_gap", pl.Float64, "Crude rate minus the reference group's (the gap table's gap).", nullable=True),
+        Column("crude_gap_lower", pl.Float64, "Lower limit of the crude gap.", nullable=True),
+        Column("crude_gap_upper", pl.Float64, "Upper limit of the crude gap.", nullable=True),
+        Column("dsr", pl.Float64, "Directly age-standardised rate over the standard bands used (ESP2013 weights).", nullable=True),
+        Column("dsr_lower", pl.Float64, "Lower Dobson limit of the DSR.", nullable=True),
+        Column("dsr_upper", pl.Float64, "Upper Dobson limit of the DSR.", nullable=True),
+        Column("dsr_gap", pl.Float64, "DSR minus the reference group's DSR.", nullable=True),
+        Column("dsr_gap_lower", pl.Float64, "Lower limit of the DSR gap (normal approximation, Dobson variances added).", nullable=True),
+        Column("dsr_gap_upper", pl.Float64, "Upper limit of the DSR gap.", nullable=True),
+        Column("standard_population", pl.String, "The standard population (ESP2013)."),
+        Column("standardised_ages", pl.String, "The ESP2013 bands standardised over (the same for every group of the breakdown).", nullable=True),
+        Column("bands_used", pl.Int32, "How many ESP2013 bands the DSR is taken over."),
+        Column("age_confounding", pl.String, "Why age confounds this indicator's comparison (why it is standardised)."),
+        Column("status", pl.String, "'computed', or why there is no DSR (hidden counts, under 10 events, no common band)."),
+        Column("is_suppressed", pl.Boolean, "The group's counts are hidden (no statistic is shown)."),
+        Column("confidence", pl.Float64, "Confidence level of the limits."),
+        Column("disclosure_profile", pl.String, "Disclosure profile applied to every count before any statistic."),
+    ),
+    primary_key=("reporting_month", "indicator_id", "imd_vintage", "breakdown", "group"),
+)
+
 SPC_TABLE = Table(
     name="published.spc_series",
     description=(

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pipelines.synthetic.dates import Calendar, day_number
+from pipelines.synthetic.dates import Calendar, day_number, months_back
 from pipelines.synthetic.events import EventBuffer, expand, uniform_days
 from pipelines.synthetic.parameters import (
     CONDITIONS,
@@ -24,7 +24,12 @@ from pipelines.synthetic.parameters import (
     MAIN_HOME_SYSTOLIC,
     MAIN_SYSTOLIC,
     MAXIMUM_SYSTOLIC,
+    BMI_MEAN,
+    BMI_RECORDED_40PLUS,
+    BMI_SD,
+    CVD_FACTORS,
     ETH_NOT_RECORDED,
+    NO_CERVIX_SHARE,
     OTHER_AREAS,
     LITHIUM_ONLY_RATE,
     SMI_COMPONENTS,
@@ -32,7 +37,7 @@ from pipelines.synthetic.parameters import (
     YEAR,
 )
 from pipelines.synthetic.population import ConditionState, People, drawn_rate, multiplied_rate
-from pipelines.synthetic.reference import Reference, pick_codes
+from pipelines.synthetic.reference import Reference, pick_codes, pick_codes_apart
 
 
 def emit_diagnoses(rng, ref, people: People, conditions: dict[str, ConditionState], events: EventBuffer) -> dict[str, np.ndarray]:
@@ -574,3 +579,72 @@ def emit_library_events(rng, ref: Reference, people: People, conditions, latest_
             "p_pneumo": p_pneumo, "s_pneumo": s_pneumo, "p_covid": p_covid, "s_covid": s_covid}
 
 
+
+
+def _screening(rng, ref: Reference, people: People, cal: Calendar, events: EventBuffer, eligible: np.ndarray,
+               rate: str, codelist: str, months: int) -> tuple[np.ndarray, np.ndarray]:
+    """Draw who among `eligible` was screened in the last `months` months and write their codes.
+
+    Screened: one or two test / result codes inside the window; the others sometimes one
+    before it (a lapsed screen does not count). Returns (p_i, drawn outcome).
+    """
+    n = people.n
+    start = months_back(cal.reference_date, months)
+    hi = people.last
+    p = np.where(eligible, multiplied_rate(LIBRARY_RATES[rate], people), 0.0)
+    screened = eligible & (rng.random(n) < p) & (hi >= start)
+    owner, _ = expand(np.where(screened, rng.integers(1, 3, n), 0))
+    events.add(owner, pick_codes(rng, ref, codelist, owner.size), uniform_days(rng, np.full(owner.size, start), hi[owner]))
+    lapsed = np.flatnonzero(eligible & ~screened & (rng.random(n) < 0.4))
+    day = np.minimum(uniform_days(rng, np.full(lapsed.size, start - 1100), np.full(lapsed.size, start - 1)), hi[lapsed])
+    events.add(lapsed, pick_codes(rng, ref, codelist, lapsed.size), np.maximum(day, people.dob[lapsed]))
+    return p, screened
+
+
+def emit_screening_and_cvd(rng, ref: Reference, people: People, conditions, cal: Calendar, events: EventBuffer) -> dict:
+    """Emit GP-recorded cancer screening, CVD risk-factor diagnoses and BMI values.
+
+    Screening (breast 53-70 in 36 months, cervical 25-49 in 42 and 50-64 in 66 months, bowel
+    60-74 in 30 months; women only for breast and cervical) is drawn directly with p_i.
+    Some women 25-64 carry a "no cervix" code and leave the cervical denominators. CKD 3-5,
+    CHD, stroke and PAD codes (ever) and BMI values for adults 40+ follow the CVD_FACTORS /
+    BMI parameters; whether each makes a patient a member of the CVD cohorts is counted
+    over the written rows (ground_truth.derived_outcomes).
+    """
+    n, r = people.n, cal.r
+    age, hi, dob = people.age, people.last, people.dob
+    female = people.sex == "F"
+
+    no_cervix = female & (age >= 25) & (age <= 64) & (rng.random(n) < NO_CERVIX_SHARE)
+    who = np.flatnonzero(no_cervix)
+    events.add(who, pick_codes(rng, ref, "cervical_screening_no_cervix", who.size),
+               np.maximum(uniform_days(rng, np.full(who.size, r - 7000), hi[who]), dob[who] + int(20 * YEAR)))
+    out = {"no_cervix": no_cervix}
+    for key, eligible, rate, codelist, months in (
+        ("breast", female & (age >= 53) & (age <= 70), "breast_screening_36m", "breast_screening_test", 36),
+        ("cervical_25_49", female & (age >= 25) & (age <= 49) & ~no_cervix, "cervical_screening_42m_25_49", "cervical_screening_test", 42),
+        ("cervical_50_64", female & (age >= 50) & (age <= 64) & ~no_cervix, "cervical_screening_66m_50_64", "cervical_screening_test", 66),
+        ("bowel", (age >= 60) & (age <= 74), "bowel_screening_30m_60_74", "bowel_screening_test", 30),
+    ):
+        out[f"p_{key}"], out[f"s_{key}"] = _screening(rng, ref, people, cal, events, eligible, rate, codelist, months)
+
+    # CVD risk factors and established CVD (codes ever, one or two per patient).
+    forty = age >= 40
+    for codelist, (at_40, per_year, cap, core20_multiplier) in CVD_FACTORS.items():
+        p = np.where(forty, np.minimum(at_40 + per_year * (age - 40), cap), 0.0)
+        p = np.clip(p * np.where(people.is_core20, core20_multiplier, 1.0), 0.0, 1.0)
+        owner, _ = expand(np.where(rng.random(n) < p, rng.integers(1, 3, n), 0))
+        day = uniform_days(rng, np.maximum(dob[owner] + int(35 * YEAR), r - 7000), hi[owner])
+        events.add(owner, pick_codes_apart(rng, ref, codelist, owner.size), np.minimum(day, hi[owner]))
+
+    # BMI values for adults 40+ off the SMI register (the SMI health check writes theirs):
+    # one to three values over eight years, so the latest in five years decides; some also
+    # carry an obesity code without a value, which no value rule reads.
+    recorded = forty & ~conditions["smi"].on & (rng.random(n) < BMI_RECORDED_40PLUS)
+    owner, _ = expand(np.where(recorded, rng.integers(1, 4, n), 0))
+    day = np.minimum(uniform_days(rng, np.full(owner.size, r - 2920), hi[owner]), hi[owner])
+    bmi = np.round(np.clip(rng.normal(BMI_MEAN, BMI_SD, owner.size), 15.0, 60.0), 1)
+    events.add(owner, pick_codes(rng, ref, "bmival_cod", owner.size), np.maximum(day, dob[owner]), bmi)
+    coded = np.flatnonzero(forty & ~conditions["smi"].on & (rng.random(n) < 0.05))
+    events.add(coded, pick_codes_apart(rng, ref, "bmiobese_cod", coded.size), uniform_days(rng, np.full(coded.size, r - 1500), hi[coded]))
+    return out

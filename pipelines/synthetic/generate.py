@@ -17,6 +17,7 @@ from pipelines.synthetic.clinical import (
     emit_library_events,
     emit_lithium,
     emit_other_areas,
+    emit_screening_and_cvd,
 )
 from pipelines.synthetic.dates import Calendar
 from pipelines.synthetic.defects import draw_defect_kinds, draw_postcodes
@@ -93,6 +94,7 @@ def generate_extract(
     outcomes = emit_indicator_events(rng, ref, people, conditions, cal, events)
     outcomes.update(emit_other_areas(rng, ref, people, conditions, cal, events))
     outcomes.update(emit_library_events(rng, ref, people, conditions, latest_dx, cal, events))
+    outcomes.update(emit_screening_and_cvd(rng, ref, people, conditions, cal, events))
     feed_rows, feed_outcomes = draw_feeds(rng, people, cal)
     outcomes.update(feed_outcomes)
     postcodes, postcode_defects = draw_postcodes(rng, ref, people, defect_kind)

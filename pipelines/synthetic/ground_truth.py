@@ -76,7 +76,29 @@ def derived_outcomes(ref: Reference, rows: pl.DataFrame, people: People, cal: Ca
     # reliever rows only (a unique over every event would dominate the generation time).
     issues = rows.filter(pl.Series(saba[code] & (day >= m12) & (day <= r))).unique()
     counted = issues["pid"].to_numpy()
+    def latest_day(mask: np.ndarray, start: int) -> np.ndarray:
+        sel = mask[code] & (day >= start) & (day <= r)
+        out = np.full(people.n, np.iinfo(np.int64).min, dtype=np.int64)
+        np.maximum.at(out, pid[sel], day[sel].astype(np.int64))
+        return out
+
+    # Current smoker (ever): the latest smoking code is a current one, and no other smoking
+    # code shares or follows its day.
+    current = _codelist_mask(ref, reference_dir, "lsmok_cod", "smoking_current")
+    no_date = np.iinfo(np.int64).min
+    current_day, other_day = latest_day(current, no_date), latest_day(smoking & ~current, no_date)
+    # Obesity: the lowest BMI value (BMIVAL_COD) on the latest day with one in 5 years is 30+.
+    bmi = _codelist_mask(ref, reference_dir, "bmival_cod")[code] & (day >= m60) & (day <= r) & ~np.isnan(value)
+    bmi_day = np.full(people.n, no_date, dtype=np.int64)
+    np.maximum.at(bmi_day, pid[bmi], day[bmi].astype(np.int64))
+    on_latest = bmi & (day == bmi_day[pid])
+    lowest = np.full(people.n, np.inf)
+    np.minimum.at(lowest, pid[on_latest], value[on_latest])
     return {
+        "current_smoker": (current_day > no_date) & (current_day > other_day),
+        "obese_5y": np.isfinite(lowest) & (lowest >= 30.0),
+        "ckd_ever": any_since(_codelist_mask(ref, reference_dir, "ckd35"), no_date),
+        "established_cvd": any_since(_codelist_mask(ref, reference_dir, "chd_cod", "strk_cod", "pad_cod"), no_date),
         "bp_5y": valid_pair_since(m60),
         "bp_12m": valid_pair_since(m12),
         "smoking_24m": any_since(smoking, m24),
@@ -236,7 +258,24 @@ def build_ground_truth(people, conditions, outcomes, defect_kind, postcode_defec
     # SMI both come from the health-check draws, so those few count at their realised value.
     care = o["hba1c_12m"] & o["bp_12m"]
     p_care = np.where(on["smi"], care.astype(float), o["p_bp_cyp"])
-    cvd_risk = reg & (age >= 40) & (on["hypertension"] | on["diabetes"] | o["qrisk_high"])
+    cvd_risk = reg & (age >= 40) & (on["hypertension"] | on["diabetes"] | o["qrisk_high"] | o["established_cvd"])
+    female = people.sex == "F"
+    # The CVD focus cohort (worked example, nn_cvd_focus): Core20 as the pipeline observes
+    # it (IMD 2019), 40+, off the hypertension register, no valid BP pair in 5 years, and a
+    # risk factor; each factor's count is kept so a mismatch names the rule.
+    focus_base = reg & groups["core20"] & (age >= 40) & ~on["hypertension"] & ~o["bp_5y"]
+    factors = {
+        "diabetes_register": on["diabetes"], "current_smoker": o["current_smoker"], "qrisk_10_or_more": o["qrisk_high"],
+        "ckd_3_5": o["ckd_ever"], "established_cvd": o["established_cvd"], "obesity_bmi_30_or_more": o["obese_5y"],
+    }
+    any_factor = np.zeros(people.n, dtype=bool)
+    for flag in factors.values():
+        any_factor |= flag
+    cohorts = {
+        "nn_cvd_focus": {"n_members": int((focus_base & any_factor).sum()),
+                         "n_with_factor": {k: int((focus_base & v).sum()) for k, v in factors.items()}},
+        "cvd_risk": {"n_members": int(cvd_risk.sum())},
+    }
     indicators = {
         "smi_health_check": {**_counts(adult_smi, o["s_smi"], o["p_smi"], groups, breakdowns), "multipliers": SMI_HEALTH_CHECK},
         "hypertension_treated_to_target": {
@@ -262,6 +301,12 @@ def build_ground_truth(people, conditions, outcomes, defect_kind, postcode_defec
         "cyp_diabetes_cgm": _counts(reg & on["diabetes"] & cyp & o["typed"] & o["type1"], o["s_cgm"], o["p_cgm"], groups, breakdowns),
         "cyp_diabetes_care_processes": _counts(cyp_dm, care, p_care, groups, breakdowns),
         "cyp_epilepsy_review": _counts(reg & on["epilepsy"] & cyp, o["s_review"], o["p_review"], groups, breakdowns),
+        "breast_screening_coverage": _counts(reg & female & (age >= 53) & (age <= 70), o["s_breast"], o["p_breast"], groups, breakdowns),
+        "cervical_screening_coverage_25_49": _counts(reg & female & (age >= 25) & (age <= 49) & ~o["no_cervix"],
+                                                     o["s_cervical_25_49"], o["p_cervical_25_49"], groups, breakdowns),
+        "cervical_screening_coverage_50_64": _counts(reg & female & (age >= 50) & (age <= 64) & ~o["no_cervix"],
+                                                     o["s_cervical_50_64"], o["p_cervical_50_64"], groups, breakdowns),
+        "bowel_screening_coverage": _counts(reg & (age >= 60) & (age <= 74), o["s_bowel"], o["p_bowel"], groups, breakdowns),
     }
     if include_feeds:
         indicators.update({
@@ -295,6 +340,7 @@ def build_ground_truth(people, conditions, outcomes, defect_kind, postcode_defec
         "n_deregistered_before_reference_date": int((~reg).sum()),
         "registers": registers,
         "indicators": indicators,
+        "cohorts": cohorts,
         "feeds_included": include_feeds,
         "practices": practices,
         "ics_parameters_assumed": {"campaign_start": "%02d-%02d" % FLU_CAMPAIGN_START,

@@ -17,7 +17,7 @@ import numpy as np
 
 # Version 2: practices at their real relative list sizes (practices.py); version 1 was
 # pipelines/segmentation/synth.py, whose practices took whatever share distance gave them.
-GENERATOR = "pipelines.synthetic/2"
+GENERATOR = "pipelines.synthetic/3"
 IMD_VINTAGE = "IMD2019"
 EPOCH = date(1970, 1, 1)
 YEAR = 365.2425
@@ -74,7 +74,37 @@ LIBRARY_RATES = {
     "qrisk_recorded_5y_40_84": {"base_rate": 0.40},
     "qrisk_high_statin": {"base_rate": 0.45, "core20_multiplier": 0.85},
     "diabetes_type1_share": {"cyp": 0.95, "adults": 0.08, "type_coded": 0.97},
+    # GP-recorded cancer screening in each programme's coverage window (PHOF C24a-d ages and
+    # windows; rates near published coverage, lower in Core20 and in some ethnic groups).
+    "breast_screening_36m": {
+        "base_rate": 0.72, "core20_multiplier": 0.85,
+        "ethnicity_multipliers": {"White": 1.0, "Mixed": 0.9, "Asian": 0.85, "Black": 0.85, "Other": 0.85},
+    },
+    "cervical_screening_42m_25_49": {
+        "base_rate": 0.68, "core20_multiplier": 0.88,
+        "ethnicity_multipliers": {"White": 1.0, "Mixed": 0.95, "Asian": 0.85, "Black": 0.9, "Other": 0.85},
+    },
+    "cervical_screening_66m_50_64": {"base_rate": 0.74, "core20_multiplier": 0.92},
+    "bowel_screening_30m_60_74": {
+        "base_rate": 0.70, "core20_multiplier": 0.82,
+        "ethnicity_multipliers": {"White": 1.0, "Mixed": 0.85, "Asian": 0.75, "Black": 0.75, "Other": 0.8},
+    },
 }
+# Women 25-64 with a "no cervix" code (no uterus, total hysterectomy): out of the cervical
+# screening denominators (synthetic share).
+NO_CERVIX_SHARE = 0.04
+# CVD risk factors and established CVD for adults 40+: prevalence at 40, rise per year of
+# age, cap, and the Core20 multiplier (synthetic, roughly QOF prevalence shapes).
+CVD_FACTORS = {
+    "ckd35": (0.01, 0.004, 0.30, 1.3),
+    "chd_cod": (0.005, 0.003, 0.25, 1.4),
+    "strk_cod": (0.003, 0.0015, 0.15, 1.3),
+    "pad_cod": (0.001, 0.0008, 0.08, 1.4),
+}
+# Adults 40+ off the SMI register with a BMI value in the last 8 years (their latest in 5
+# years decides obesity), and the BMI distribution (synthetic; ~30% at 30 or more).
+BMI_RECORDED_40PLUS = 0.6
+BMI_MEAN, BMI_SD = 28.0, 5.5
 # Linked feeds (synthetic rates; gaps in the directions reported for each area).
 FEED_RATES = {
     "maternity_booking_12m": {"aged_18_40": 0.07, "aged_16_17_or_41_45": 0.02},
@@ -185,6 +215,8 @@ CODELISTS = (
     "cholesterol_tests", "hba1c_tests", "lsmok_cod", "exsmok_cod", "flu_cod",
     "saba_inhalers_resp02", "statin_medication", "dmtype1_cod", "dmtype2_cod", "diabetes_cgm_dmd",
     "qriskscore_cod", "pneumococcal_vaccination_gmsde", "covadm1_5",
+    "breast_screening_test", "cervical_screening_test", "cervical_screening_no_cervix", "bowel_screening_test",
+    "ckd35", "chd_cod", "strk_cod", "pad_cod", "bmiobese_cod",
 )
 
 CLUSTER_IDS = tuple(i for c in CONDITIONS for i in (c.diagnosis, c.resolved) if i is not None)

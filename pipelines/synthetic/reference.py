@@ -157,3 +157,17 @@ def pick_codes(rng: np.random.Generator, ref: Reference, codelist: str, size: in
     return idx
 
 
+
+
+def pick_codes_apart(rng: np.random.Generator, ref: Reference, codelist: str, size: int) -> np.ndarray:
+    """Return indices into ref.codes drawn from the codes of one codelist that no other listed codelist holds.
+
+    Some published lists share codes (hypertensive CKD is in HYP_COD and CKD35, diabetic
+    PAD in DM_COD and PAD_COD): a risk-factor code drawn from the shared ones would also put
+    the patient on another register and move figures the generator drew separately.
+    """
+    offset, n = ref.slices[codelist]
+    own = ref.codes.slice(offset, n)
+    others = pl.concat([ref.codes.slice(o, k) for name, (o, k) in ref.slices.items() if name != codelist])
+    keep = offset + np.flatnonzero((~own.is_in(others.implode())).to_numpy())
+    return keep[rng.integers(0, keep.size, size)]

@@ -11,8 +11,8 @@ the shipped definitions, exactly as the monthly run does. Two comparisons per fi
    expected count (sum of p_i) and its standard deviation sqrt(sum p_i (1 - p_i)) - the
    numerator is a sum of independent Bernoulli draws. The pipeline's count must lie within
    4 standard deviations of it (|z| <= 4). Under the normal approximation a correct
-   generator fails one such check with probability about 6e-5, so all 20 checks (8 registers, 12 indicators) together
-   fail by chance about once in 830 seeds; checks whose SD is under 2 (a handful of
+   generator fails one such check with probability about 6e-5, so all 24 checks (8 registers, 16 indicators) together
+   fail by chance about once in 690 seeds; checks whose SD is under 2 (a handful of
    patients, where the normal approximation is poor) are left to the exact comparison.
 """
 
@@ -24,7 +24,13 @@ from datetime import date
 import polars as pl
 import pytest
 
-from pipelines.segmentation.cohorts import evaluate_indicators, evaluate_registers, indicator_catalogue, load_codelists
+from pipelines.segmentation.cohorts import (
+    evaluate_cohorts,
+    evaluate_indicators,
+    evaluate_registers,
+    indicator_catalogue,
+    load_codelists,
+)
 from pipelines.segmentation.definitions import load_definitions
 from pipelines.segmentation.extract import month_end, read_extract, stage_extract
 from pipelines.segmentation.feeds import stage_feeds
@@ -94,7 +100,7 @@ def test_every_available_indicator_matches_its_ground_truth(run):
             z = (numerator - overall["expected_rate"] * denominator) / overall["expected_numerator_sd"]
             assert abs(z) <= Z_LIMIT, (indicator_id, numerator, overall["expected_rate"] * denominator, z)
             n_statistical += 1
-    assert n_statistical >= 12  # all drawn outcomes but the two CYP diabetes ones (a few dozen patients)
+    assert n_statistical >= 16  # all drawn outcomes but the two CYP diabetes ones (a few dozen patients)
 
 
 def test_without_feeds_their_indicators_are_not_available(tmp_path):
@@ -106,3 +112,30 @@ def test_without_feeds_their_indicators_are_not_available(tmp_path):
     assert unavailable["is_available"].to_list() == [False] * 4
     assert all("not supplied in this month's extract" in reason for reason in unavailable["not_available_reason"])
     assert not feed_indicators & set(truth["indicators"])
+
+
+def test_cvd_cohorts_match_their_ground_truth(run_cohorts):
+    # The CVD focus cohort (worked example) and the cvd_risk building block, against the
+    # members the generator's written rows make (issue 14 point 4): QRISK >= 10%, CKD 3-5,
+    # CHD / stroke / PAD, obesity (BMI >= 30), diabetes and current smoking as risk factors.
+    truth, members = run_cohorts
+    counts = dict(members.group_by("cohort_id").len().iter_rows())
+    for cohort_id in ("nn_cvd_focus", "cvd_risk"):
+        assert counts.get(cohort_id, 0) == truth["cohorts"][cohort_id]["n_members"], cohort_id
+    factors = truth["cohorts"]["nn_cvd_focus"]["n_with_factor"]
+    # Every factor the definition reads is drawn often enough here to matter.
+    assert all(factors[k] > 0 for k in ("ckd_3_5", "established_cvd", "obesity_bmi_30_or_more", "qrisk_10_or_more")), factors
+
+
+@pytest.fixture(scope="module")
+def run_cohorts(run, tmp_path_factory):
+    from pipelines.segmentation.deprivation import attach_deprivation, load_deprivation_reference
+
+    folder = tmp_path_factory.getbasetemp() / "truth0"
+    truth = json.loads((folder / "ground_truth.json").read_text())
+    staged = stage_extract(read_extract(folder), MONTH)
+    deprivation = attach_deprivation(staged.patients.lazy(), load_deprivation_reference())
+    defs = load_definitions()
+    members = evaluate_cohorts(defs, staged.patients.lazy(), staged.events.lazy(), deprivation, load_codelists(defs),
+                               month_end(MONTH), imd_vintage="IMD2019", cohort_ids=["nn_cvd_focus", "cvd_risk"]).collect()
+    return truth, members

@@ -94,12 +94,14 @@ def private_month(run):
 
 def _gap_inputs(frames: dict, patient_indicators: pl.DataFrame, deprivation: pl.DataFrame) -> dict:
     """Return build_gap_table's arguments as the audit/gap_table asset passes them (assets/gaps.py)."""
-    from pipelines.segmentation.cohorts import reported_cohorts
+    from pipelines.segmentation.cohorts import published_intersections, reported_cohorts
+    from pipelines.segmentation.definitions import load_definitions
 
     with_practice = deprivation.join(frames["patients"].select("patient_id", "practice_code"), on="patient_id", how="left")
+    reported = reported_cohorts(frames["cohort_membership"], frames["cohort_catalogue"])
     return {"indicator_results": patient_indicators.lazy(), "attributes": frames["patient_attributes"].lazy(),
-            "catalogue": frames["indicator_catalogue"],
-            "cohorts": reported_cohorts(frames["cohort_membership"], frames["cohort_catalogue"]).lazy(),
+            "catalogue": frames["indicator_catalogue"], "cohorts": reported.lazy(),
+            "intersections": published_intersections(load_definitions(), reported),
             "primary_vintage": "IMD2025", "deprivation": with_practice.lazy(), "quality": frames["deprivation_quality"]}
 
 
@@ -241,7 +243,7 @@ def test_gap_table_has_rows_for_every_available_indicator_and_none_for_the_rest(
     catalogue = query(warehouse, "select * from published.indicator_catalogue where reporting_month = $1", [MONTH])
     available = set(catalogue.filter("is_available")["indicator_id"])
     unavailable = catalogue.filter(~pl.col("is_available"))
-    assert FEED_INDICATORS <= available and len(available) == 22  # issue 14: SMI BMI and alcohol, CYP epilepsy review
+    assert FEED_INDICATORS <= available and len(available) == 26  # issue 14: SMI BMI and alcohol, CYP epilepsy review, 4 screening
     assert all(unavailable["not_available_reason"].is_not_null())
     in_gap_table = set(published(warehouse).filter(pl.col("reporting_month") == MONTH)["indicator_id"])
     assert in_gap_table == available

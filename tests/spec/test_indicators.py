@@ -483,7 +483,13 @@ CHANGED_IN_ISSUE_14 = {
     "smoking_status_recorded": "QOF SMOK002",
     "cyp_diabetes_care_processes": "NICE indicator IND48",
     "cyp_epilepsy_review": "Core20PLUS5 CYP",
+    "breast_screening_coverage": "Public Health Outcomes Framework C24a",
+    "cervical_screening_coverage_25_49": "Public Health Outcomes Framework C24b",
+    "cervical_screening_coverage_50_64": "Public Health Outcomes Framework C24c",
+    "bowel_screening_coverage": "Public Health Outcomes Framework C24d",
 }
+NEW_IN_ISSUE_14 = {"cyp_epilepsy_review", "breast_screening_coverage", "cervical_screening_coverage_25_49",
+                   "cervical_screening_coverage_50_64", "bowel_screening_coverage"}
 
 
 @pytest.mark.parametrize(("indicator_id", "national_source"), sorted(CHANGED_IN_ISSUE_14.items()))
@@ -495,7 +501,7 @@ def test_a_changed_indicator_names_its_source_and_its_deviations(defs, indicator
         assert "Deviation" in text, indicator_id
     else:  # a component: what the collection accepts that this does not is named instead
         assert any(word in text for word in ("do not count", "has no shared codelist", "state no status")), indicator_id
-    assert definition.version >= (1 if indicator_id == "cyp_epilepsy_review" else 2)  # new in issue 14
+    assert definition.version >= (1 if indicator_id in NEW_IN_ISSUE_14 else 2)
 
 
 def test_no_title_or_description_claims_a_bound(defs):

@@ -49,6 +49,9 @@ CODELISTS = {
     "smoking_current": frozenset({"SMOKER", "CURRENT_SMOKER_REVIEW"}), "lithium": frozenset({"LITHIUM"}),
     "ld_cod_20241205": frozenset({"LD", "LD_2024"}),
     "epilepsy_review": frozenset({"EPI_REVIEW", "EPI_MED_REVIEW"}),
+    "breast_screening_test": frozenset({"MAMMO_SCREEN"}), "cervical_screening_test": frozenset({"SMEAR", "HPV_NEG"}),
+    "cervical_screening_no_cervix": frozenset({"NO_UTERUS"}), "bowel_screening_test": frozenset({"FIT_NORMAL"}),
+    "ckd35": frozenset({"CKD3"}), "chd_cod": frozenset({"CHD"}), "strk_cod": frozenset({"STROKE"}), "pad_cod": frozenset({"PAD"}),
 }
 
 PATIENTS = {"patient_id": pl.String, "date_of_birth": pl.Date}
@@ -663,7 +666,7 @@ def test_an_absent_feed_means_not_available_never_zero(defs):
 
 
 @pytest.mark.parametrize("indicator_id", ["ld_health_check", "smoking_cessation_support",
-                                          "cancer_screening_uptake", "cyp_diabetes_insulin_pump", "cyp_epilepsy_specialist_review"])
+                                          "cyp_diabetes_insulin_pump", "cyp_epilepsy_specialist_review"])
 def test_indicators_without_a_shared_codelist_are_never_evaluated(defs, indicator_id):
     reason = defs.indicators[indicator_id].not_available_reason
     assert "codelist" in reason.lower() and defs.indicators[indicator_id].numerator is None
@@ -753,7 +756,7 @@ def test_ics_configuration_names_the_plus_groups(defs):
     assert {"smi", "ld_autism"} <= set(defs.ics.plus_groups)
     assert defs.cohort_role("eth_black") == "building_block"
     assert defs.cohort_role("core20") == "core20"
-    assert defs.cohort_role("nn_cvd_focus") == "focus"
+    assert defs.cohort_role("nn_cvd_focus") == "building_block"  # ICS-neutral defaults: the worked example is off
     assert defs.cohort_role("cvd_risk") == "building_block"
 
 
@@ -878,3 +881,203 @@ def test_cyp_epilepsy_review_needs_a_review_code_in_12_months(defs):
         reviewed         | true
         """
     ))
+
+
+# --- cancer screening: GP-recorded proxies in the PHOF C24 coverage windows ---------------------
+# R = 2025-03-31: 30 months back starts 2022-10-01, 36 months 2022-04-01, 42 months
+# 2021-10-01, 66 months 2019-10-01. Sex is the GP record's (breast and cervical: F only).
+
+SEXED = {"patient_id": pl.String, "date_of_birth": pl.Date, "sex": pl.String}
+
+
+def test_breast_screening_women_53_to_70_in_36_months(defs):
+    patients = table(
+        """
+        patient_id       | date_of_birth | sex
+        screened         | 1960-01-01    | F
+        first_day        | 1960-01-01    | F
+        too_early        | 1960-01-01    | F
+        aged_52          | 1972-04-01    | F
+        aged_53_on_R     | 1972-03-31    | F
+        aged_70          | 1954-04-01    | F
+        aged_71_on_R     | 1954-03-31    | F
+        man              | 1960-01-01    | M
+        unknown_sex      | 1960-01-01    |
+        """,
+        SEXED,
+    )
+    events = table(
+        """
+        patient_id   | code         | event_date | value
+        screened     | MAMMO_SCREEN | 2024-06-01 |
+        first_day    | MAMMO_SCREEN | 2022-04-01 |
+        too_early    | MAMMO_SCREEN | 2022-03-31 |
+        aged_52      | MAMMO_SCREEN | 2024-06-01 |
+        aged_53_on_R | MAMMO_SCREEN | 2024-06-01 |
+        aged_70      | MAMMO_SCREEN | 2024-06-01 |
+        aged_71_on_R | MAMMO_SCREEN | 2024-06-01 |
+        man          | MAMMO_SCREEN | 2024-06-01 |
+        """,
+        EVENTS,
+    )
+    assert_frame_equal(run(defs, "breast_screening_coverage", patients, events), expect(
+        """
+        patient_id   | is_numerator
+        aged_53_on_R | true
+        aged_70      | true
+        first_day    | true
+        screened     | true
+        too_early    | false
+        """
+    ))
+
+
+def test_cervical_screening_window_follows_age_and_no_cervix_leaves_the_denominator(defs):
+    patients = table(
+        """
+        patient_id        | date_of_birth | sex
+        young_in_42m      | 1990-01-01    | F
+        young_43m_ago     | 1990-01-01    | F
+        aged_24           | 2000-04-01    | F
+        aged_49_at_45m    | 1975-04-01    | F
+        aged_50_at_45m    | 1975-03-31    | F
+        older_in_66m      | 1965-01-01    | F
+        older_67m_ago     | 1965-01-01    | F
+        aged_64_no_test   | 1960-04-01    | F
+        aged_65_on_R      | 1960-03-31    | F
+        no_uterus         | 1980-01-01    | F
+        no_uterus_later   | 1980-01-01    | F
+        man               | 1980-01-01    | M
+        """,
+        SEXED,
+    )
+    events = table(
+        """
+        patient_id      | code      | event_date | value
+        young_in_42m    | HPV_NEG   | 2021-10-01 |
+        young_43m_ago   | SMEAR     | 2021-09-30 |
+        aged_24         | SMEAR     | 2024-06-01 |
+        aged_49_at_45m  | SMEAR     | 2021-06-01 |
+        aged_50_at_45m  | SMEAR     | 2021-06-01 |
+        older_in_66m    | SMEAR     | 2019-10-01 |
+        older_67m_ago   | SMEAR     | 2019-09-30 |
+        aged_65_on_R    | SMEAR     | 2024-06-01 |
+        no_uterus       | SMEAR     | 2024-06-01 |
+        no_uterus       | NO_UTERUS | 2018-01-01 |
+        no_uterus_later | SMEAR     | 2018-01-01 |
+        no_uterus_later | NO_UTERUS | 2025-03-31 |
+        man             | SMEAR     | 2024-06-01 |
+        """,
+        EVENTS,
+    )
+    assert_frame_equal(run(defs, "cervical_screening_coverage_25_49", patients, events), expect(
+        """
+        patient_id     | is_numerator
+        aged_49_at_45m | false
+        young_43m_ago  | false
+        young_in_42m   | true
+        """
+    ))
+    assert_frame_equal(run(defs, "cervical_screening_coverage_50_64", patients, events), expect(
+        """
+        patient_id      | is_numerator
+        aged_50_at_45m  | true
+        aged_64_no_test | false
+        older_67m_ago   | false
+        older_in_66m    | true
+        """
+    ))
+
+
+def test_bowel_screening_people_60_to_74_in_30_months(defs):
+    patients = table(
+        """
+        patient_id | date_of_birth | sex
+        woman      | 1955-01-01    | F
+        man        | 1955-01-01    | M
+        unknown    | 1955-01-01    |
+        too_early  | 1955-01-01    | M
+        aged_59    | 1965-04-01    | F
+        aged_74    | 1950-04-01    | M
+        aged_75    | 1950-03-31    | M
+        """,
+        SEXED,
+    )
+    events = table(
+        """
+        patient_id | code       | event_date | value
+        woman      | FIT_NORMAL | 2022-10-01 |
+        man        | FIT_NORMAL | 2025-03-31 |
+        unknown    | FIT_NORMAL | 2024-01-01 |
+        too_early  | FIT_NORMAL | 2022-09-30 |
+        aged_59    | FIT_NORMAL | 2024-01-01 |
+        aged_74    | FIT_NORMAL | 2024-01-01 |
+        aged_75    | FIT_NORMAL | 2024-01-01 |
+        """,
+        EVENTS,
+    )
+    assert_frame_equal(run(defs, "bowel_screening_coverage", patients, events), expect(
+        """
+        patient_id | is_numerator
+        aged_74    | true
+        man        | true
+        too_early  | false
+        unknown    | true
+        woman      | true
+        """
+    ))
+
+
+def test_screening_selections_keep_only_tests_and_results():
+    # The shipped selections of the GM SDE lists (reference_data/manifest.yaml): a recall,
+    # due, non-responder, declined or inadequate-sample code is no screen; "no uterus" is
+    # the exclusion, not a test; mammography not stated to be screening is left out.
+    from reference_data.loader import read_codelist
+
+    cervical = set(read_codelist("cervical_screening_test")["code"])
+    assert {"888091000000108", "268543007", "417036008"} <= cervical  # HPV negative, screen done, LBC
+    assert not {"171164006", "275982002", "736595007", "168402006", "416099005", "390930009"} & cervical
+    assert set(read_codelist("cervical_screening_no_cervix")["code"]) == {"416099005", "10738891000119107"}
+    breast = set(read_codelist("breast_screening_test")["code"])
+    assert "24623002" in breast and not {"71651007", "168749009", "168750009"} & breast
+    bowel = set(read_codelist("bowel_screening_test")["code"])
+    assert "1101361000000103" in bowel
+    assert not {"375121000000106", "1101381000000107", "384241000000100", "715101000000108", "708699002"} & bowel
+
+
+def test_shipped_ics_is_neutral_and_the_nottingham_example_switches_on(defs, tmp_path):
+    # Issue 14 point 5: the shipped ics.yaml makes no ICS's local choices; the worked example
+    # is a whole ics.yaml an analyst puts into a copy of the folder.
+    import shutil
+
+    from pipelines.segmentation.definitions import DEFINITIONS_DIR, load_definitions
+
+    assert defs.ics.focus_cohorts == [] and "Nottingham" not in defs.ics.name
+    folder = tmp_path / "definitions"
+    shutil.copytree(DEFINITIONS_DIR, folder)
+    shutil.copy(DEFINITIONS_DIR / "examples" / "nottingham" / "ics.yaml", folder / "ics.yaml")
+    example = load_definitions(folder)
+    assert example.ics.focus_cohorts == ["nn_cvd_focus"] and "Nottingham" in example.ics.name
+    assert example.cohort_role("nn_cvd_focus") == "focus"
+    assert example.ics.parameters == defs.ics.parameters  # the same national parameters
+
+
+def test_a_comparison_true_by_construction_is_found_and_dropped(defs):
+    # bp_case_finding's numerator (a valid BP pair in 5 years) is negated inside nn_cvd_focus:
+    # 0 of N members by definition, never a finding (DOMAIN.md section 4). Other indicators
+    # crossed with the cohort stay.
+    from pipelines.segmentation.cohorts import drop_by_construction
+
+    flagged = {(i, c) for i in defs.indicators for c in defs.cohorts if defs.by_construction(i, c)}
+    assert flagged == {("bp_case_finding", "nn_cvd_focus")}
+    table = pl.DataFrame({
+        "indicator_id": ["bp_case_finding"] * 5 + ["smi_health_check"] * 2,
+        "breakdown": ["core20", "cohort:nn_cvd_focus", "cohort:nn_cvd_focus", "core20|cohort:nn_cvd_focus",
+                      "cohort:smi", "cohort:nn_cvd_focus", "core20|cohort:nn_cvd_focus"],
+        "group": ["core20", "member", "not_member", "core20|member", "member", "member", "core20|member"],
+    })
+    kept, dropped = drop_by_construction(table, defs)
+    assert kept.rows() == [("bp_case_finding", "core20", "core20"), ("bp_case_finding", "cohort:smi", "member"),
+                           ("smi_health_check", "cohort:nn_cvd_focus", "member"),
+                           ("smi_health_check", "core20|cohort:nn_cvd_focus", "core20|member")]
+    assert [(d["indicator_id"], d["cohort_id"], d["n_rows"]) for d in dropped] == [("bp_case_finding", "nn_cvd_focus", 3)]

@@ -42,6 +42,8 @@ CODELISTS = {
     "smoking_never": frozenset({"NEVER_SMOKED", "NON_SMOKER"}), "smoking_ex": frozenset({"EX_SMOKER", "STOPPED_SMOKING"}),
     "smoking_current": frozenset({"SMOKER", "CURRENT_SMOKER_REVIEW"}), "lithium": frozenset({"LITHIUM"}),
     "ld_cod_20241205": frozenset({"LD", "LD_2024"}),
+    "qriskscore_cod": frozenset({"QRISK"}), "ckd35": frozenset({"CKD3"}), "chd_cod": frozenset({"CHD"}),
+    "strk_cod": frozenset({"STROKE"}), "pad_cod": frozenset({"PAD"}),
 }
 
 
@@ -203,9 +205,11 @@ def test_core20_uses_national_deciles_of_the_chosen_vintage(defs):
 
 def test_nn_cvd_focus_combination(defs):
     # Core20 AND 40+ AND not on the hypertension register AND no valid BP reading (a same-day
-    # systolic + diastolic pair, bp_case_finding's rule) in 5 years AND (diabetes register OR
-    # current smoker). 5 years before R = 2020-04-01 onwards. A lone systolic or a BP_COD
-    # code without values is no reading, so those patients stay in the cohort.
+    # systolic + diastolic pair, bp_case_finding's rule) in 5 years AND a risk factor:
+    # diabetes register, current smoker, latest QRISK in 5 years >= 10, CKD 3-5 ever,
+    # CHD / stroke / PAD ever, latest BMI value in 5 years >= 30 (issue 14 point 4).
+    # 5 years before R = 2020-04-01 onwards. A lone systolic or a BP_COD code without values
+    # is no reading, so those patients stay in the cohort.
     patients = table(
         """
         patient_id       | date_of_birth
@@ -225,6 +229,17 @@ def test_nn_cvd_focus_combination(defs):
         home_pair        | 1960-05-05
         on_hyp_register  | 1960-05-05
         dm_resolved      | 1960-05-05
+        qrisk_10         | 1960-05-05
+        qrisk_now_low    | 1960-05-05
+        qrisk_too_old    | 1960-05-05
+        ckd              | 1960-05-05
+        chd              | 1960-05-05
+        stroke           | 1960-05-05
+        pad              | 1960-05-05
+        bmi_30           | 1960-05-05
+        bmi_now_29       | 1960-05-05
+        bmi_too_old      | 1960-05-05
+        obese_code_only  | 1960-05-05
         """,
         PATIENT_SCHEMA,
     )
@@ -247,6 +262,17 @@ def test_nn_cvd_focus_combination(defs):
         home_pair       | 1              | 1
         on_hyp_register | 1              | 1
         dm_resolved     | 1              | 1
+        qrisk_10        | 1              | 1
+        qrisk_now_low   | 1              | 1
+        qrisk_too_old   | 1              | 1
+        ckd             | 1              | 1
+        chd             | 1              | 1
+        stroke          | 1              | 1
+        pad             | 1              | 1
+        bmi_30          | 1              | 1
+        bmi_now_29      | 1              | 1
+        bmi_too_old     | 1              | 1
+        obese_code_only | 1              | 1
         """,
         {"patient_id": pl.String, "imd2019_decile": pl.Int8, "imd2025_decile": pl.Int8},
     )
@@ -282,10 +308,25 @@ def test_nn_cvd_focus_combination(defs):
         on_hyp_register | HYP       | 2016-01-01 |
         dm_resolved     | DM        | 2015-01-01 |
         dm_resolved     | DM_RES    | 2018-01-01 |
+        qrisk_10        | QRISK     | 2020-04-01 | 10
+        qrisk_now_low   | QRISK     | 2021-01-01 | 14
+        qrisk_now_low   | QRISK     | 2024-01-01 | 9.9
+        qrisk_too_old   | QRISK     | 2020-03-31 | 20
+        ckd             | CKD3      | 2001-01-01 |
+        chd             | CHD       | 2024-12-01 |
+        stroke          | STROKE    | 2009-01-01 |
+        pad             | PAD       | 2025-03-31 |
+        bmi_30          | BMI       | 2022-01-01 | 30
+        bmi_30          | BMI       | 2022-01-01 | 34
+        bmi_now_29      | BMI       | 2021-01-01 | 35
+        bmi_now_29      | BMI       | 2023-01-01 | 29.9
+        bmi_too_old     | BMI       | 2020-03-31 | 40
+        obese_code_only | OBESE     | 2024-01-01 |
         """,
         EVENT_SCHEMA,
     )
-    expected = ["aged_40_on_R", "bp_code_only", "bp_just_outside", "member_diabetes", "member_smoker", "sys_in_window"]
+    expected = ["aged_40_on_R", "bmi_30", "bp_code_only", "bp_just_outside", "chd", "ckd", "member_diabetes",
+                "member_smoker", "pad", "qrisk_10", "stroke", "sys_in_window"]
     result = evaluate_cohorts(
         defs, patients.lazy(), events.lazy(), deprivation.lazy(), CODELISTS, R, cohort_ids=["nn_cvd_focus"]
     ).collect()

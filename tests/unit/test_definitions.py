@@ -232,7 +232,7 @@ def test_manifest_codelists_carry_source_version_and_sha256():
     from reference_data.loader import load_manifest
 
     manifest = load_manifest()
-    assert len(manifest.codelists) == 72
+    assert len(manifest.codelists) == 80
     for entry in manifest.codelists.values():
         assert entry.source and entry.version and len(entry.sha256) == 64, entry.file_id
 

@@ -103,3 +103,27 @@ def test_explain_names_the_deciding_bp_pair_and_skips_rows_that_are_no_reading()
     text = "\n".join(explanation.lines())
     assert "NUM  bp_control v1" in text
     assert "latest valid pair on 2025-01-10: clinic 138/85; age 55" in text
+
+
+def test_diff_says_compactly_what_changed_when_a_codelist_id_is_replaced():
+    # The LD register moving from LD_COD 20210127 to 20241205 (issue 14): a new codelist id is
+    # one line of what changed (codes in both, added, removed), not every code of both lists
+    # as removed and added; past 10 codes, only those a mover carries are named.
+    new_texts = dict(TEXTS, **{"registers.yaml": TEXTS["registers.yaml"].replace("diagnosis: [mh_cod]", "diagnosis: [mh_cod_v2]")})
+    old_lists = dict(CODELISTS, mh_cod=frozenset({"111", "112"}))
+    new_lists = dict(CODELISTS, mh_cod_v2=frozenset({"111", *(str(c) for c in range(200, 220))}))
+    old = parse_definitions(TEXTS, known_codelists=set(old_lists))
+    new = parse_definitions(new_texts, known_codelists=set(new_lists))
+    patients = pl.DataFrame({"patient_id": ["p", "q"], "date_of_birth": [date(1970, 1, 1), date(1970, 1, 1)]})
+    events = pl.concat([EVENTS, pl.DataFrame({"patient_id": ["q"], "code": ["205"], "event_date": [date(2020, 1, 1)],
+                                              "value": [None]}, schema_overrides={"value": pl.Float64})])
+    data = MonthData(patients.lazy(), events.lazy(), None, None, {}, R)
+    changes = {(c.kind, c.definition_id): c for c in diff_definitions(old, new, old_lists, new_lists, data)}
+    register = changes[("register", "smi_register")]
+    assert [(p.n_old, p.n_new, p.n_entered) for p in register.parts] == [(1, 2, 1)]  # q enters through code 205
+    assert register.code_changes == [
+        "mh_cod replaced by mh_cod_v2: 1 code(s) in both, 20 added, 1 removed",
+        "code 205 in mh_cod_v2, not in mh_cod: 1 of 1 mover(s) have it",
+        "19 other code(s) in mh_cod_v2, not in mh_cod: 0 of 1 mover(s) have one",
+        "code 112 in mh_cod, not in mh_cod_v2: 0 of 1 mover(s) have it",
+    ]
