@@ -66,23 +66,63 @@ def esp_band(age: pl.Expr) -> pl.Expr:
     return pl.when(age.is_not_null()).then(band)  # min_horizontal would skip a null age
 
 
-def _band_counts(results: pl.LazyFrame, attributes: pl.LazyFrame, primary_vintage: str) -> pl.DataFrame:
-    """Return exact numerator / denominator per indicator, vintage, breakdown, group and ESP band (private)."""
-    joined = results.join(
+_ROW_COLUMNS = ["reporting_month", "indicator_id", "indicator_version", "is_numerator", "age", "imd2019_decile",
+                "imd2025_decile", "ethnicity_broad", "n_patients"]
+
+
+def standardised_rows(results: pl.LazyFrame, attributes: pl.LazyFrame) -> pl.LazyFrame:
+    """Return each denominator patient's indicator row with the attributes the bands need (`n_patients` 1 each)."""
+    return results.join(
         attributes.select("reporting_month", "patient_id", "age", "imd2019_decile", "imd2025_decile", "ethnicity_broad")
         .unique(subset=["reporting_month", "patient_id"], keep="first"),
         on=["reporting_month", "patient_id"], how="left",
-    ).filter(pl.col("age").is_not_null() & (pl.col("age") >= 0))
+    ).with_columns(pl.lit(1, dtype=pl.Int64).alias("n_patients")).select(_ROW_COLUMNS)
+
+
+def standardised_rows_sql(con, results: str, attributes: str, indicators: dict[str, str] | None = None) -> pl.LazyFrame:
+    """Return `standardised_rows` aggregated in DuckDB: patients alike in every column the bands read, counted once.
+
+    Arguments:
+        con: a DuckDB connection holding the relations (read-only is enough).
+        results, attributes: SQL relations with the columns `build_standardised_table` names.
+        indicators: the indicators standardised (default `AGE_STANDARDISED`).
+
+    Only a few thousand rows (indicator x age x deciles x broad ethnicity) reach Python.
+    """
+    from pipelines.segmentation.sql import literal
+
+    chosen = ", ".join(literal(i) for i in (AGE_STANDARDISED if indicators is None else indicators)) or "NULL"
+    sql = f"""
+        with people as (
+            select reporting_month, patient_id, any_value(age) as age, any_value(imd2019_decile) as imd2019_decile,
+                   any_value(imd2025_decile) as imd2025_decile, any_value(ethnicity_broad) as ethnicity_broad
+            from {attributes} group by reporting_month, patient_id
+        )
+        select r.reporting_month, r.indicator_id, r.indicator_version, coalesce(r.is_numerator, false) as is_numerator,
+               p.age, p.imd2019_decile, p.imd2025_decile, p.ethnicity_broad, count(*) as n_patients
+        from {results} r left join people p using (reporting_month, patient_id)
+        where r.indicator_id in ({chosen})
+        group by all
+    """
+    frame = pl.from_arrow(con.sql(sql).to_arrow_table())
+    return frame.lazy().with_columns(pl.col("n_patients").cast(pl.Int64)).select(_ROW_COLUMNS)
+
+
+def _band_counts(rows: pl.LazyFrame, primary_vintage: str) -> pl.DataFrame:
+    """Return exact numerator / denominator per indicator, vintage, breakdown, group and ESP band (private)."""
+    joined = rows.filter(pl.col("age").is_not_null() & (pl.col("age") >= 0))
     pieces = []
     for vintage, column in (("IMD2019", "imd2019_decile"), ("IMD2025", "imd2025_decile")):
         groups = _deprivation_groups(pl.col(column))
         for breakdown in ("core20", "imd_quintile"):
             pieces.append((vintage, breakdown, groups[breakdown]))
     pieces.append((primary_vintage, "ethnicity_broad", _text_group("ethnicity_broad")))
+    weight = pl.col("n_patients")
     frames = [
         joined.group_by("reporting_month", "indicator_id", "indicator_version", label.alias("group"),
                         esp_band(pl.col("age")).alias("band"))
-        .agg(pl.col("is_numerator").fill_null(False).sum().cast(pl.Int64).alias("x"), pl.len().cast(pl.Int64).alias("n"))
+        .agg((pl.col("is_numerator").fill_null(False).cast(pl.Int64) * weight).sum().cast(pl.Int64).alias("x"),
+             weight.sum().cast(pl.Int64).alias("n"))
         .with_columns(pl.lit(vintage).alias("imd_vintage"), pl.lit(breakdown).alias("breakdown"))
         for vintage, breakdown, label in pieces
     ]
@@ -98,6 +138,7 @@ def build_standardised_table(
     primary_vintage: str = "IMD2019",
     confidence: float = 0.95,
     indicators: dict[str, str] | None = None,
+    rows: pl.LazyFrame | None = None,
 ) -> pl.DataFrame:
     """Return the published age-standardised table (`STANDARDISED_TABLE`) for a month.
 
@@ -112,6 +153,8 @@ def build_standardised_table(
         primary_vintage: the vintage that labels the ethnicity rows.
         confidence: level of every interval.
         indicators: indicator id -> why it is standardised (default `AGE_STANDARDISED`).
+        rows: instead of `results` and `attributes` (then None), the same rows already
+            aggregated (`standardised_rows_sql`, as the monthly run makes them in the warehouse).
 
     Returns:
         A DataFrame with exactly STANDARDISED_TABLE's columns, one row per published crude
@@ -124,7 +167,9 @@ def build_standardised_table(
     if crude.is_empty():
         return pl.DataFrame(schema=schema)
     ids = crude["indicator_id"].unique().to_list()
-    bands = _band_counts(results.filter(pl.col("indicator_id").is_in(ids)), attributes, primary_vintage)
+    if rows is None:
+        rows = standardised_rows(results, attributes)
+    bands = _band_counts(rows.filter(pl.col("indicator_id").is_in(ids)), primary_vintage)
     # Disclosure control on every band count before any statistic.
     bands = bands.with_columns(profile.control("x").alias("x"), profile.control("n").alias("n"))
     compared = ~pl.col("group").str.to_lowercase().is_in(list(NOT_COMPARED_GROUPS))

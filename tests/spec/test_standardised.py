@@ -117,3 +117,24 @@ def test_the_published_audit_covers_the_table():
     assert audit_table("age_standardised_rates", table, NHS_SUPPRESS_ROUND5) == []
     leaked = table.with_columns(pl.lit(0.5).alias("dsr"))
     assert [v.rule for v in audit_table("age_standardised_rates", leaked, NHS_SUPPRESS_ROUND5)] == ["statistic_over_hidden"]
+
+
+def test_the_warehouse_path_gives_the_same_table_as_the_patient_rows():
+    # The monthly run aggregates the rows in DuckDB (standardised_rows_sql) instead of loading
+    # every denominator patient; the worked example must come out the same either way.
+    import duckdb
+
+    from pipelines.segmentation.standardised import standardised_rows_sql
+
+    results, attributes = _people(EXAMPLE)
+    gaps = _gap_rows(core20=(60, 125), rest=(125, 180))
+    expected = build_standardised_table(results, attributes, gaps, NHS_SUPPRESS_ROUND5, primary_vintage="IMD2025")
+    con = duckdb.connect()
+    con.register("r", results.collect().to_arrow())
+    con.register("a", attributes.collect().to_arrow())
+    rows = standardised_rows_sql(con, "r", "a")
+    assert rows.collect()["n_patients"].sum() == results.collect().height  # every patient counted once
+    assert rows.collect().height < results.collect().height  # aggregated: alike patients are one row
+    got = build_standardised_table(None, None, gaps, NHS_SUPPRESS_ROUND5, primary_vintage="IMD2025", rows=rows)
+    assert got.filter(pl.col("status") == "computed").height > 0
+    assert got.equals(expected)
