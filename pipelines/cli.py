@@ -39,6 +39,9 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     synth.add_argument("--month", help="reporting month YYYY-MM (default: the last complete month)")
     synth.add_argument("--defect-rate", type=float, default=0.02, help="share of rows given realistic defects")
     synth.add_argument("--icb", default="QT1", help="ODS code of the ICB whose postcodes and practices are used")
+    synth.add_argument("--icbs", help="national extract: 'all' or comma-separated ICB ODS codes; writes OUT/<ICB>/YYYY-MM/ for each, "
+                                      "sized by --scale (replaces --patients and --icb)")
+    synth.add_argument("--scale", type=float, help="with --icbs: share of each ICB's population to generate (e.g. 0.05)")
     synth.add_argument("--reference-dir", help="reference data folder (default $CORE20_REFERENCE_DIR or ../shared/reference_data)")
     synth.add_argument("--no-feeds", action="store_true", help="leave out the optional linked feeds (their indicators become not available)")
 
@@ -144,6 +147,8 @@ def _synth(args: argparse.Namespace) -> int:
     from pipelines.partitions import parse_month
 
     month = parse_month(args.month) if args.month else synthetic.default_reporting_month()
+    if args.icbs is not None or args.scale is not None:
+        return _synth_national(args, month)
     folder = args.out / month.strftime("%Y-%m")
     started = time.perf_counter()
     truth = synthetic.generate_extract(
@@ -157,6 +162,25 @@ def _synth(args: argparse.Namespace) -> int:
         f"({time.perf_counter() - started:.1f} s); ground truth in {folder / 'ground_truth.json'}"
     )
     del truth
+    return EXIT_OK
+
+
+def _synth_national(args: argparse.Namespace, month: date) -> int:
+    from pipelines.national.synth import generate_national
+
+    if args.scale is None:
+        print("core20 synth: --icbs needs --scale (the share of each ICB's population to generate, e.g. 0.05)", file=sys.stderr)
+        return EXIT_ERROR
+    started = time.perf_counter()
+    try:
+        plan = generate_national(args.out, reporting_month=month, scale=args.scale, icbs=args.icbs, seed=args.seed,
+                                 defect_rate=args.defect_rate, reference_dir=args.reference_dir,
+                                 include_feeds=not args.no_feeds, progress=lambda m: print(m, flush=True))
+    except ValueError as error:
+        print(f"core20 synth: {error}", file=sys.stderr)
+        return EXIT_ERROR
+    print(f"wrote a national synthetic extract for {month:%Y-%m} in {args.out}: {plan.height} ICBs, "
+          f"{int(plan['n_patients'].sum()):,} patients ({time.perf_counter() - started:.1f} s)")
     return EXIT_OK
 
 
