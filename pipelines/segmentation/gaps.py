@@ -428,9 +428,48 @@ def build_gap_table(
             .select(*_KEYS, "imd_vintage", "breakdown", "group", "numerator", "denominator")
         )
     counts = pl.concat(pieces)
+    hierarchy = cells.select([c for c in cells.columns if c in _HIERARCHY_COLUMNS]).unique()
+    return gap_table_from_counts(
+        counts, hierarchy, catalogue, profile=profile, confidence=confidence, primary_vintage=primary_vintage,
+        reference_groups=references, emitted=one_dimensional + crosses,
+    )
 
+
+# The label columns `_relations` reads to nest fine groups in coarse ones (ethnicity_16 in
+# ethnicity_broad, Sub-ICB in ICB): the only part of the cross-tabulation the counts lack.
+_HIERARCHY_COLUMNS = frozenset(_label_column(v, b) for v in IMD_VINTAGES for b in ("ethnicity_16", "ethnicity_broad", "sub_icb", "icb"))
+
+
+def gap_table_from_counts(
+    counts: pl.DataFrame,
+    hierarchy: pl.DataFrame,
+    catalogue: pl.DataFrame,
+    *,
+    profile: DisclosureProfile = NHS_SUPPRESS_ROUND5,
+    confidence: float = 0.95,
+    primary_vintage: str = "IMD2019",
+    reference_groups: Mapping[str, str | None] | None = None,
+    emitted: Sequence[str] | None = None,
+) -> pl.DataFrame:
+    """Return the gap table of exact (private) group counts: disclosure control first, then every statistic.
+
+    `build_gap_table` counts patient rows and then calls this; the national roll-up calls it
+    on the sum of the ICB partitions' exact counts, so a region's or England's table goes
+    through the same suppression, secondary suppression and statistics as an ICS month's.
+
+    Arguments:
+        counts: `reporting_month`, `indicator_id`, `indicator_version`, `imd_vintage`,
+            `breakdown`, `group`, `numerator`, `denominator` - exact, never rounded.
+        hierarchy: the distinct (fine, coarse) label pairs of the ethnicity and geography
+            breakdowns (columns `__ethnicity_16`, `__ethnicity_broad`, `__sub_icb`, `__icb`
+            where present), from which secondary suppression knows which groups nest.
+        emitted: the breakdowns to compare (default: every breakdown in `counts`).
+    """
+    references = {**REFERENCE_GROUPS, **(reference_groups or {})}
+    if emitted is None:
+        emitted = list(dict.fromkeys(counts["breakdown"].to_list()))
     # Step 2: disclosure control on the counts, with secondary suppression, before any statistic.
-    relations = _relations(counts, cells, primary_vintage)
+    relations = _relations(counts, hierarchy, primary_vintage)
     controlled = protect_counts(
         counts, ["numerator", "denominator"], profile, table=_KEYS, cell=_CELL, relations=relations,
         priority=complement_priority, at_most=[("numerator", "denominator")],
@@ -442,7 +481,7 @@ def build_gap_table(
             wilson_columns("numerator", "denominator", confidence), ["rate", "rate_lower", "rate_upper"]
         )]
     )
-    return _compare(controlled, catalogue, references, profile, confidence, one_dimensional + crosses)
+    return _compare(controlled, catalogue, references, profile, confidence, list(emitted))
 
 
 def _compare(
