@@ -50,7 +50,7 @@ groups are reported, never compared.
 
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from typing import Mapping, NamedTuple, Sequence
 
 import polars as pl
 
@@ -310,6 +310,39 @@ def build_gap_table(
         >>> table.select("imd_vintage", "breakdown", "group", "denominator", "is_suppressed").rows()
         [('IMD2019', 'overall', 'all', None, True), ('IMD2019', 'core20', 'core20', None, True), ('IMD2019', 'core20', 'rest', None, True), ('IMD2019', 'core20', 'unknown', None, True), ('IMD2025', 'core20', 'core20', None, True), ('IMD2025', 'core20', 'rest', None, True)]
     """
+    counted = gap_counts(indicator_results, attributes, catalogue, cohorts=cohorts, breakdowns=breakdowns,
+                         intersections=intersections, primary_vintage=primary_vintage)
+    return gap_table_from_counts(
+        counted.counts, counted.hierarchy, catalogue, profile=profile, confidence=confidence,
+        primary_vintage=primary_vintage, reference_groups=reference_groups, emitted=counted.emitted,
+    )
+
+
+class GapCounts(NamedTuple):
+    """Exact (private) group counts of a gap table, before any disclosure control.
+
+    `counts` has one row per month x indicator x vintage x breakdown x group with its
+    numerator and denominator; `hierarchy` the distinct fine/coarse label pairs
+    (`_HIERARCHY_COLUMNS`); `emitted` the breakdowns in table order. Counts of disjoint
+    populations (two ICBs) add up group by group to the counts of their union.
+    """
+
+    counts: pl.DataFrame
+    hierarchy: pl.DataFrame
+    emitted: list[str]
+
+
+def gap_counts(
+    indicator_results: pl.LazyFrame,
+    attributes: pl.LazyFrame,
+    catalogue: pl.DataFrame,
+    *,
+    cohorts: pl.LazyFrame | None = None,
+    breakdowns: Sequence[str] | None = None,
+    intersections: Sequence[tuple[str, str]] | None = None,
+    primary_vintage: str = "IMD2019",
+) -> GapCounts:
+    """Return the exact group counts behind `build_gap_table` (same arguments; see there). Private: never publish."""
     chosen = list(BREAKDOWNS) if breakdowns is None else list(dict.fromkeys(breakdowns))
     if not chosen:
         raise ValueError(f"breakdowns must name at least one of {list(BREAKDOWNS)} (or be None for all)")
@@ -318,8 +351,6 @@ def build_gap_table(
         raise ValueError(f"breakdowns {unknown_breakdowns} are not known; choose from {list(BREAKDOWNS)}")
     if primary_vintage not in IMD_VINTAGES:
         raise ValueError(f"primary_vintage must be one of {list(IMD_VINTAGES)}; got {primary_vintage!r}")
-    references = {**REFERENCE_GROUPS, **(reference_groups or {})}
-
     _check_columns(indicator_results, ["reporting_month", "patient_id", *_KEYS[1:], "is_numerator"], "indicator_results")
     needed = list(dict.fromkeys(_ATTRIBUTE_COLUMNS[b] for b in chosen if b in _ATTRIBUTE_COLUMNS))
     _check_columns(attributes, ["reporting_month", "patient_id", "imd2019_decile", "imd2025_decile", *needed], "attributes")
@@ -429,10 +460,7 @@ def build_gap_table(
         )
     counts = pl.concat(pieces)
     hierarchy = cells.select([c for c in cells.columns if c in _HIERARCHY_COLUMNS]).unique()
-    return gap_table_from_counts(
-        counts, hierarchy, catalogue, profile=profile, confidence=confidence, primary_vintage=primary_vintage,
-        reference_groups=references, emitted=one_dimensional + crosses,
-    )
+    return GapCounts(counts, hierarchy, one_dimensional + crosses)
 
 
 # The label columns `_relations` reads to nest fine groups in coarse ones (ethnicity_16 in
