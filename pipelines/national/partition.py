@@ -27,7 +27,7 @@ import polars as pl
 
 from pipelines.national.store import PartitionStore
 
-PRIVATE_TABLES = ("gap_counts", "gap_hierarchy", "indicator_catalogue")
+PRIVATE_TABLES = ("gap_counts", "gap_hierarchy", "indicator_catalogue", "deprivation_quality")
 
 
 class PartitionFailed(RuntimeError):
@@ -113,6 +113,7 @@ def export_partition(warehouse: Path, partition_key: str, primary_vintage: str) 
         results = month_rows(con, "indicators", "patient_indicators")
         attributes = month_rows(con, "population", "patient_attributes")
         catalogue = month_rows(con, "indicators", "indicator_catalogue")
+        quality = month_rows(con, "population", "deprivation_quality").filter(pl.col("practice_code") == "ALL")
         cohorts = reported_cohorts(month_rows(con, "cohorts", "cohort_membership"), month_rows(con, "cohorts", "cohort_catalogue"))
         published = [row[0] for row in con.execute(
             "select table_name from information_schema.tables where table_schema = 'published' order by 1").fetchall()]
@@ -122,6 +123,7 @@ def export_partition(warehouse: Path, partition_key: str, primary_vintage: str) 
         "gap_counts": counted.counts,
         "gap_hierarchy": counted.hierarchy,
         "indicator_catalogue": catalogue,
+        "deprivation_quality": quality,
         "_n_patients": pl.DataFrame({"n": [attributes.height]}),
     })
     return tables
