@@ -19,6 +19,7 @@ from assets.report import build_report_asset
 from assets.serving import build_serving_asset
 from assets.staging import staging_extract
 from pipelines.jobs import monthly_job, reference_job
+from pipelines.national.engine import NationalSettings, icb_month_asset, national_month_job_from_env, national_rollup_asset
 from pipelines.progress import PROGRESS_LOGGER, progress_logger
 from pipelines.resources import ExtractSource, PipelineSettings, ReferenceData, ServingOutputs, Warehouse
 from pipelines.schedules import SCHEDULES, SENSORS, OperationsSettings
@@ -66,8 +67,10 @@ def build_definitions(
             staging_feeds,
             cohort_catalogue,
             *LINEAGE_ASSETS,
+            icb_month_asset,
+            national_rollup_asset,
         ],
-        jobs=[monthly_job, reference_job],
+        jobs=[monthly_job, reference_job, national_month_job_from_env()],
         schedules=SCHEDULES,
         sensors=SENSORS,
         loggers={**dg.default_loggers(), PROGRESS_LOGGER: progress_logger},
@@ -78,6 +81,7 @@ def build_definitions(
             "reference_data": ReferenceData(directory=reference_dir),
             "settings": settings or PipelineSettings(),
             "operations": OperationsSettings(),
+            "national": NationalSettings(),
             "serving": ServingOutputs(serving_root=serving_root, reports_dir=reports_dir),
         },
     )

@@ -19,7 +19,8 @@ reference_job = dg.define_asset_job(
 
 monthly_job = dg.define_asset_job(
     MONTHLY_JOB,
-    selection=dg.AssetSelection.all() - dg.AssetSelection.groups("reference"),
+    # The national assets (group "national") run from the national job, never inside an ICS month.
+    selection=dg.AssetSelection.all() - dg.AssetSelection.groups("reference", "national"),
     executor_def=dg.in_process_executor,
     description="Stage the month's extract, attach deprivation, evaluate cohorts and indicators, gate and publish gap tables.",
 )

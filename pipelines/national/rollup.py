@@ -168,3 +168,47 @@ def side_by_side(store_root: str, month: str) -> pl.DataFrame:
 
 def month_date(month: str) -> date:
     return date.fromisoformat(f"{month[:7]}-01")
+
+
+def publish_national(store_root: str, month: str, warehouse: str, serving_root: str) -> dict:
+    """Build the national warehouse and serving snapshot of a month from the partition files.
+
+    The one writer of the national DuckDB file is this step (never the partitions): it
+    replaces the month's rows of `national.gap_table` (ICB, region and England rows side by
+    side), `national.inequality_table` and `national.deprivation_quality` in one
+    transaction, then writes the same tables as Parquet under SERVING_ROOT/YYYY-MM/ for
+    Power BI (written beside and renamed into place, so a reader never sees half a month).
+    """
+    import shutil
+    from pathlib import Path
+
+    from pipelines.warehouse import connect
+
+    store = PartitionStore(store_root)
+    key = f"{month[:7]}-01"
+    tables = {
+        "gap_table": side_by_side(store_root, key),
+        "inequality_table": store.read(NATIONAL, key, "inequality_table"),
+        "deprivation_quality": store.read(NATIONAL, key, "deprivation_quality"),
+    }
+    Path(warehouse).parent.mkdir(parents=True, exist_ok=True)
+    with connect(Path(warehouse)) as con:
+        con.execute("begin transaction")
+        con.execute("create schema if not exists national")
+        for name, frame in tables.items():
+            con.register("incoming", frame.to_arrow())
+            con.execute(f"create table if not exists national.{name} as select * from incoming limit 0")
+            con.execute(f"delete from national.{name} where reporting_month = ?", [month_date(key)])
+            con.execute(f"insert into national.{name} by name select * from incoming")
+            con.unregister("incoming")
+        con.execute("commit")
+    target = Path(serving_root) / key[:7]
+    pending = Path(serving_root) / f".{key[:7]}.partial"
+    shutil.rmtree(pending, ignore_errors=True)
+    pending.mkdir(parents=True)
+    for name, frame in tables.items():
+        frame.write_parquet(pending / f"{name}.parquet", compression="zstd", statistics=True)
+    if target.exists():
+        shutil.rmtree(target)
+    pending.rename(target)
+    return {name: frame.height for name, frame in tables.items()}

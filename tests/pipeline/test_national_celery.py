@@ -1,0 +1,236 @@
+"""The national month for real on Dagster's Celery executor: a Redis broker and two worker processes.
+
+The test starts `redis-server` (Debian's package, which `make test` installs when absent)
+and two Celery workers of `pipelines.national.celery_app`, runs the national job for three
+ICBs of two NHS England regions, and checks what the issue asks: each ICB month committed
+as its own partition by the workers, the roll-up equal to the sum of the partitions'
+private counts, the published roll-up safe under the same disclosure audit as an ICS
+month, and a partition re-run that replaces exactly its own ICB and month.
+"""
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import duckdb
+import polars as pl
+import pytest
+
+import dagster as dg
+
+ICBS = ["QOC", "QSL", "QT6"]  # QSL and QT6: South West (Y58); QOC: Midlands (Y60) - the three smallest ICBs
+SCALE = 0.003
+KEYS = ["reporting_month", "indicator_id", "indicator_version", "imd_vintage", "breakdown", "group"]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait_for_port(port: int, process: subprocess.Popen, what: str, seconds: float = 30) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"{what} exited with code {process.returncode}")
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.1)
+    raise RuntimeError(f"{what} did not listen on port {port} within {seconds} s")
+
+
+@pytest.fixture(scope="module")
+def national(tmp_path_factory):
+    redis = shutil.which("redis-server")
+    assert redis, "redis-server is not installed: `make test` installs Debian's redis-server (or install it and put it on PATH)"
+    from pipelines import synthetic
+    from pipelines.national.synth import generate_national
+
+    root = tmp_path_factory.mktemp("national")
+    month = synthetic.default_reporting_month()
+    generate_national(root / "extracts", reporting_month=month, scale=SCALE, icbs=",".join(ICBS), include_feeds=False)
+    port = _free_port()
+    home = root / "dagster_home"
+    home.mkdir()
+    env = {
+        **os.environ,
+        "DAGSTER_HOME": str(home),
+        "CORE20_CELERY_BROKER": f"redis://127.0.0.1:{port}/0",
+        "CORE20_CELERY_BACKEND": f"redis://127.0.0.1:{port}/1",
+        "CORE20_NATIONAL_EXTRACTS_ROOT": str(root / "extracts"),
+        "CORE20_NATIONAL_STORE_ROOT": str(root / "partitions"),
+        "CORE20_NATIONAL_SCRATCH_ROOT": str(root / "scratch"),
+        "CORE20_NATIONAL_WAREHOUSE": str(root / "national.duckdb"),
+        "CORE20_NATIONAL_SERVING_ROOT": str(root / "serving"),
+        "GX_ANALYTICS_ENABLED": "False",
+    }
+    processes = []
+    try:
+        broker = subprocess.Popen([redis, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        processes.append(broker)
+        _wait_for_port(port, broker, "redis-server")
+        celery = str(Path(sys.executable).with_name("celery"))
+        workers = []
+        for name in ("w1", "w2"):
+            worker = subprocess.Popen(
+                [celery, "-A", "pipelines.national.celery_app", "worker", "-Q", "dagster", "--pool", "solo",
+                 "-n", f"{name}@%h", "--loglevel", "WARNING"],
+                env=env, stdout=subprocess.DEVNULL, stderr=open(root / f"{name}.log", "w"),
+            )
+            processes.append(worker)
+            workers.append(worker)
+        _wait_for_workers(env, 2)
+        old = {k: os.environ.get(k) for k in env}
+        os.environ.update(env)
+        try:
+            from pipelines.national.engine import national_month_job_from_env
+
+            with dg.DagsterInstance.get() as instance:
+                result = dg.execute_job(dg.reconstructable(national_month_job_from_env), instance=instance,
+                                        partition_key=month.isoformat(), raise_on_error=False)
+                events = [e for e in instance.all_logs(result.run_id)]
+        finally:
+            for k, v in old.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
+        logs = "\n".join((root / f"{n}.log").read_text()[-2000:] for n in ("w1", "w2"))
+        yield {"root": root, "month": month, "result": result, "events": events, "worker_pids": {w.pid for w in workers},
+               "logs": logs}
+    finally:
+        for process in reversed(processes):
+            process.terminate()
+        for process in processes:
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                process.kill()
+
+
+def _wait_for_workers(env: dict, n: int, seconds: float = 60) -> None:
+    from celery import Celery
+
+    app = Celery(broker=env["CORE20_CELERY_BROKER"], backend=env["CORE20_CELERY_BACKEND"])
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        replies = app.control.ping(timeout=1.0) or []
+        if len(replies) >= n:
+            return
+    raise RuntimeError(f"fewer than {n} Celery workers answered within {seconds} s")
+
+
+def test_the_national_month_runs_on_two_celery_workers(national):
+    result = national["result"]
+    assert result.success, national["logs"]
+    starts = [e for e in national["events"] if e.dagster_event and e.dagster_event.event_type_value == "STEP_START"]
+    by_step = {e.step_key: e.pid for e in starts}
+    icb_steps = {k: pid for k, pid in by_step.items() if k.startswith("icb_month[")}
+    assert sorted(k.split("[")[1].rstrip("]") for k in icb_steps) == ICBS
+    # Every step ran inside a worker process (solo pool: the worker's own pid), and both worked.
+    assert set(by_step.values()) <= national["worker_pids"]
+    assert len(set(by_step.values())) == 2
+
+
+def test_each_icb_month_is_its_own_partition(national):
+    from pipelines.national.store import PartitionStore
+
+    store = PartitionStore(national["root"] / "partitions")
+    month = national["month"].isoformat()
+    assert store.icbs(month) == ICBS
+    files = {}
+    for icb in ICBS:
+        folder = Path(store.folder(icb, month).path)
+        written = sorted(p.relative_to(national["root"] / "partitions") for p in folder.rglob("*.parquet"))
+        assert written and all(str(p).startswith(f"icb={icb}/month={month[:7]}/") for p in written)
+        files[icb] = set(written)
+    assert not (files["QOC"] & files["QSL"]) and not (files["QSL"] & files["QT6"])
+    # No partition left a DuckDB file behind: each ran in a scratch warehouse of its own, deleted after.
+    assert not list((national["root"] / "partitions").rglob("*.duckdb"))
+
+
+def test_rollup_equals_the_sum_of_the_partitions_private_counts(national):
+    # Independent of the roll-up code: DuckDB sums the partitions' private count files directly.
+    from pipelines.national.store import NATIONAL, PartitionStore
+
+    store = PartitionStore(national["root"] / "partitions")
+    month = national["month"].isoformat()
+    national_counts = store.read(NATIONAL, month, "private__gap_counts")
+    paths = [str(Path(store.folder(icb, month).path) / store.manifest(icb, month)["run_id"] / "gap_counts.parquet") for icb in ICBS]
+    summed = duckdb.sql(f"""
+        select {', '.join(f'"{k}"' for k in KEYS)}, sum(numerator)::bigint as numerator, sum(denominator)::bigint as denominator
+        from read_parquet({paths}) where breakdown not like '%cohort:%' group by all
+    """).pl()
+    england = national_counts.filter(pl.col("geography_level") == "england").drop("geography_level", "geography_code", "geography_name")
+    joined = summed.join(england, on=KEYS, how="full", suffix="_rollup", coalesce=True)
+    assert joined.height == summed.height > 100
+    assert joined.filter((pl.col("numerator") != pl.col("numerator_rollup")) | (pl.col("denominator") != pl.col("denominator_rollup"))).height == 0
+    # South West is QSL + QT6 only, and every cohort breakdown still adds up to the overall count.
+    south_west = national_counts.filter(pl.col("geography_code") == "Y58")
+    sw = duckdb.sql(f"select sum(denominator)::bigint from read_parquet({paths[1:]}) where breakdown = 'overall'").fetchone()[0]
+    assert south_west.filter(pl.col("breakdown") == "overall")["denominator"].sum() == sw
+    cohorts = england.filter(pl.col("breakdown").str.starts_with("cohort:")).group_by("indicator_id", "breakdown").agg(pl.col("denominator").sum())
+    overall = dict(england.filter(pl.col("breakdown") == "overall").select("indicator_id", "denominator").rows())
+    assert cohorts.height > 0
+    assert all(total == overall[indicator] for indicator, _b, total in cohorts.rows())
+
+
+def test_published_rollup_passes_the_ics_disclosure_audit(national):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from attack import recovered_cells
+    from pipelines.gates import run_suite
+    from pipelines.national.store import NATIONAL, PartitionStore
+    from pipelines.segmentation.disclosure import PROFILES, unpublishable_counts
+
+    store = PartitionStore(national["root"] / "partitions")
+    month = national["month"].isoformat()
+    published = store.read(NATIONAL, month, "gap_table")
+    truth = store.read(NATIONAL, month, "private__gap_counts")
+    hierarchy = pl.concat([store.read(icb, month, "gap_hierarchy") for icb in ICBS], how="diagonal_relaxed").unique()
+    fine = {"ethnicity_16": dict(hierarchy.select("__ethnicity_16", "__ethnicity_broad").drop_nulls().unique().rows()),
+            "sub_icb": dict(hierarchy.select("__sub_icb", "__icb").drop_nulls().unique().rows())}
+    profile = PROFILES[published["disclosure_profile"][0]]
+    for code in published["geography_code"].unique().sort().to_list():
+        table = published.filter(pl.col("geography_code") == code).drop("geography_level", "geography_code", "geography_name")
+        assert run_suite(table, "audit.gap_table", {"unpublishable_counts": unpublishable_counts(profile)}).success
+        shown = pl.concat([table["numerator"], table["denominator"]]).drop_nulls()
+        assert not shown.is_in(list(range(1, profile.small_count_threshold + 1))).any()
+        assert table["is_suppressed"].sum() > 0
+        area_truth = truth.filter(pl.col("geography_code") == code).drop("geography_level", "geography_code", "geography_name")
+        assert recovered_cells(table, area_truth, fine) == [], code
+
+
+def test_national_warehouse_has_icb_and_national_rows_side_by_side(national):
+    month = national["month"]
+    with duckdb.connect(str(national["root"] / "national.duckdb"), read_only=True) as con:
+        levels = dict(con.execute(
+            "select geography_level, count(distinct geography_code) from national.gap_table where reporting_month = ? group by 1",
+            [month]).fetchall())
+    assert levels == {"icb": 3, "region": 2, "england": 1}
+    served = pl.read_parquet(national["root"] / "serving" / f"{month:%Y-%m}" / "gap_table.parquet")
+    assert set(served["geography_level"]) == {"icb", "region", "england"}
+
+
+def test_a_partition_rerun_replaces_exactly_its_own_icb_and_month(national):
+    from pipelines.national.partition import run_icb_month
+    from pipelines.national.store import PartitionStore
+
+    root = national["root"]
+    store = PartitionStore(root / "partitions")
+    month = national["month"].isoformat()
+    before = {icb: store.manifest(icb, month)["run_id"] for icb in ICBS}
+    others = {p: p.stat().st_mtime_ns for icb in ("QOC", "QT6") for p in Path(store.folder(icb, month).path).rglob("*")}
+    manifest = run_icb_month("QSL", month, extracts_root=str(root / "extracts"), store_root=str(root / "partitions"),
+                             scratch_root=str(root / "scratch"))
+    assert manifest["run_id"] != before["QSL"]
+    assert {icb: store.manifest(icb, month)["run_id"] for icb in ("QOC", "QT6")} == {k: before[k] for k in ("QOC", "QT6")}
+    assert {p: p.stat().st_mtime_ns for icb in ("QOC", "QT6") for p in Path(store.folder(icb, month).path).rglob("*")} == others
+    runs = [p.name for p in Path(store.folder("QSL", month).path).iterdir() if p.is_dir()]
+    assert runs == [manifest["run_id"]]
