@@ -1,68 +1,37 @@
 """The national month for real on Dagster's Celery executor: a Redis broker and two worker processes.
 
 The test starts `redis-server` (Debian's package, which `make test` installs when absent)
-and two Celery workers of `pipelines.national.celery_app`, runs the national job for three
+and two Celery workers (`pipelines.national.local`) of `pipelines.national.celery_app`, runs the national job for three
 ICBs of two NHS England regions, and checks what the issue asks: each ICB month committed
 as its own partition by the workers, the roll-up equal to the sum of the partitions'
 private counts, the published roll-up safe under the same disclosure audit as an ICS
 month, and a partition re-run that replaces exactly its own ICB and month.
 """
 
-import os
-import shutil
-import socket
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import duckdb
 import polars as pl
 import pytest
 
-import dagster as dg
-
 ICBS = ["QOC", "QSL", "QT6"]  # QSL and QT6: South West (Y58); QOC: Midlands (Y60) - the three smallest ICBs
 SCALE = 0.003
 KEYS = ["reporting_month", "indicator_id", "indicator_version", "imd_vintage", "breakdown", "group"]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _wait_for_port(port: int, process: subprocess.Popen, what: str, seconds: float = 30) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"{what} exited with code {process.returncode}")
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.1)
-    raise RuntimeError(f"{what} did not listen on port {port} within {seconds} s")
-
-
 @pytest.fixture(scope="module")
 def national(tmp_path_factory):
-    redis = shutil.which("redis-server")
-    assert redis, "redis-server is not installed: `make test` installs Debian's redis-server (or install it and put it on PATH)"
     from pipelines import synthetic
+    from pipelines.national.local import local_cluster, run_national_month
     from pipelines.national.synth import generate_national
 
     root = tmp_path_factory.mktemp("national")
     month = synthetic.default_reporting_month()
     generate_national(root / "extracts", reporting_month=month, scale=SCALE, icbs=",".join(ICBS), include_feeds=False)
-    port = _free_port()
-    home = root / "dagster_home"
-    home.mkdir()
+    (root / "dagster_home").mkdir()
     env = {
-        **os.environ,
-        "DAGSTER_HOME": str(home),
-        "CORE20_CELERY_BROKER": f"redis://127.0.0.1:{port}/0",
-        "CORE20_CELERY_BACKEND": f"redis://127.0.0.1:{port}/1",
+        "DAGSTER_HOME": str(root / "dagster_home"),
         "CORE20_NATIONAL_EXTRACTS_ROOT": str(root / "extracts"),
         "CORE20_NATIONAL_STORE_ROOT": str(root / "partitions"),
         "CORE20_NATIONAL_SCRATCH_ROOT": str(root / "scratch"),
@@ -70,61 +39,10 @@ def national(tmp_path_factory):
         "CORE20_NATIONAL_SERVING_ROOT": str(root / "serving"),
         "GX_ANALYTICS_ENABLED": "False",
     }
-    processes = []
-    try:
-        broker = subprocess.Popen([redis, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        processes.append(broker)
-        _wait_for_port(port, broker, "redis-server")
-        celery = str(Path(sys.executable).with_name("celery"))
-        workers = []
-        for name in ("w1", "w2"):
-            worker = subprocess.Popen(
-                [celery, "-A", "pipelines.national.celery_app", "worker", "-Q", "dagster", "--pool", "solo",
-                 "-n", f"{name}@%h", "--loglevel", "WARNING"],
-                env=env, stdout=subprocess.DEVNULL, stderr=open(root / f"{name}.log", "w"),
-            )
-            processes.append(worker)
-            workers.append(worker)
-        _wait_for_workers(env, 2)
-        old = {k: os.environ.get(k) for k in env}
-        os.environ.update(env)
-        try:
-            from pipelines.national.engine import national_month_job_from_env
-
-            with dg.DagsterInstance.get() as instance:
-                result = dg.execute_job(dg.reconstructable(national_month_job_from_env), instance=instance,
-                                        partition_key=month.isoformat(), raise_on_error=False)
-                events = [e for e in instance.all_logs(result.run_id)]
-        finally:
-            for k, v in old.items():
-                if v is None:
-                    os.environ.pop(k, None)
-                else:
-                    os.environ[k] = v
-        logs = "\n".join((root / f"{n}.log").read_text()[-2000:] for n in ("w1", "w2"))
-        yield {"root": root, "month": month, "result": result, "events": events, "worker_pids": {w.pid for w in workers},
-               "logs": logs}
-    finally:
-        for process in reversed(processes):
-            process.terminate()
-        for process in processes:
-            try:
-                process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                process.kill()
-
-
-def _wait_for_workers(env: dict, n: int, seconds: float = 60) -> None:
-    from celery import Celery
-
-    app = Celery(broker=env["CORE20_CELERY_BROKER"], backend=env["CORE20_CELERY_BACKEND"])
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        replies = app.control.ping(timeout=1.0) or []
-        if len(replies) >= n:
-            return
-    raise RuntimeError(f"fewer than {n} Celery workers answered within {seconds} s")
+    with local_cluster(2, env, root / "logs") as cluster:
+        result, events = run_national_month(month.isoformat(), cluster["env"])
+        logs = "\n".join(path.read_text()[-2000:] for path in cluster["logs"])
+        yield {"root": root, "month": month, "result": result, "events": events, "worker_pids": set(cluster["pids"]), "logs": logs}
 
 
 def test_the_national_month_runs_on_two_celery_workers(national):
