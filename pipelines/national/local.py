@@ -101,12 +101,16 @@ def run_national_month(month: str, env: dict):
 
     from pipelines.national.engine import national_month_job_from_env
 
+    settings = Path(env["DAGSTER_HOME"]) / "dagster.yaml" if "DAGSTER_HOME" in env else None
+    if settings is not None and not settings.exists():
+        settings.write_text("telemetry:\n  enabled: false\n")
     old = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
     try:
         with dg.DagsterInstance.get() as instance:
+            # The partition tag is how a partitioned run names its partition (as the UI's launcher does).
             result = dg.execute_job(dg.reconstructable(national_month_job_from_env), instance=instance,
-                                    partition_key=f"{month[:7]}-01", raise_on_error=False)
+                                    tags={"dagster/partition": f"{month[:7]}-01"}, raise_on_error=False)
             return result, list(instance.all_logs(result.run_id))
     finally:
         for k, v in old.items():
