@@ -193,13 +193,16 @@ def publish_national(store_root: str, month: str, warehouse: str, serving_root: 
     }
     Path(warehouse).parent.mkdir(parents=True, exist_ok=True)
     with connect(Path(warehouse)) as con:
+        # Fully qualified: a file called national.duckdb is itself a catalog named 'national'.
+        catalog = con.execute("select current_database()").fetchone()[0]
+        schema = f'"{catalog}"."national"'
         con.execute("begin transaction")
-        con.execute("create schema if not exists national")
+        con.execute(f"create schema if not exists {schema}")
         for name, frame in tables.items():
             con.register("incoming", frame.to_arrow())
-            con.execute(f"create table if not exists national.{name} as select * from incoming limit 0")
-            con.execute(f"delete from national.{name} where reporting_month = ?", [month_date(key)])
-            con.execute(f"insert into national.{name} by name select * from incoming")
+            con.execute(f"create table if not exists {schema}.{name} as select * from incoming limit 0")
+            con.execute(f"delete from {schema}.{name} where reporting_month = ?", [month_date(key)])
+            con.execute(f"insert into {schema}.{name} by name select * from incoming")
             con.unregister("incoming")
         con.execute("commit")
     target = Path(serving_root) / key[:7]

@@ -35,7 +35,7 @@ def national(tmp_path_factory):
         "CORE20_NATIONAL_EXTRACTS_ROOT": str(root / "extracts"),
         "CORE20_NATIONAL_STORE_ROOT": str(root / "partitions"),
         "CORE20_NATIONAL_SCRATCH_ROOT": str(root / "scratch"),
-        "CORE20_NATIONAL_WAREHOUSE": str(root / "national.duckdb"),
+        "CORE20_NATIONAL_WAREHOUSE": str(root / "core20plus5_national.duckdb"),
         "CORE20_NATIONAL_SERVING_ROOT": str(root / "serving"),
         "GX_ANALYTICS_ENABLED": "False",
     }
@@ -87,12 +87,14 @@ def test_rollup_equals_the_sum_of_the_partitions_private_counts(national):
         from read_parquet({paths}) where breakdown not like '%cohort:%' group by all
     """).pl()
     england = national_counts.filter(pl.col("geography_level") == "england").drop("geography_level", "geography_code", "geography_name")
-    joined = summed.join(england, on=KEYS, how="full", suffix="_rollup", coalesce=True)
+    # Cohort breakdowns are left to the check below: an ICB without members of a cohort has no rows for it.
+    direct = england.filter(~pl.col("breakdown").str.contains("cohort:", literal=True))
+    joined = summed.join(direct, on=KEYS, how="full", suffix="_rollup", coalesce=True)
     assert joined.height == summed.height > 100
     assert joined.filter((pl.col("numerator") != pl.col("numerator_rollup")) | (pl.col("denominator") != pl.col("denominator_rollup"))).height == 0
     # South West is QSL + QT6 only, and every cohort breakdown still adds up to the overall count.
     south_west = national_counts.filter(pl.col("geography_code") == "Y58")
-    sw = duckdb.sql(f"select sum(denominator)::bigint from read_parquet({paths[1:]}) where breakdown = 'overall'").fetchone()[0]
+    sw = duckdb.sql(f"select sum(denominator)::bigint from read_parquet({paths[1:]}) where breakdown = 'overall'").fetchall()[0][0]
     assert south_west.filter(pl.col("breakdown") == "overall")["denominator"].sum() == sw
     cohorts = england.filter(pl.col("breakdown").str.starts_with("cohort:")).group_by("indicator_id", "breakdown").agg(pl.col("denominator").sum())
     overall = dict(england.filter(pl.col("breakdown") == "overall").select("indicator_id", "denominator").rows())
@@ -127,7 +129,7 @@ def test_published_rollup_passes_the_ics_disclosure_audit(national):
 
 def test_national_warehouse_has_icb_and_national_rows_side_by_side(national):
     month = national["month"]
-    with duckdb.connect(str(national["root"] / "national.duckdb"), read_only=True) as con:
+    with duckdb.connect(str(national["root"] / "core20plus5_national.duckdb"), read_only=True) as con:
         levels = dict(con.execute(
             "select geography_level, count(distinct geography_code) from national.gap_table where reporting_month = ? group by 1",
             [month]).fetchall())
