@@ -48,13 +48,19 @@ def national(tmp_path_factory):
 def test_the_national_month_runs_on_two_celery_workers(national):
     result = national["result"]
     assert result.success, national["logs"]
-    starts = [e for e in national["events"] if e.dagster_event and e.dagster_event.event_type_value == "STEP_START"]
-    by_step = {e.step_key: e.pid for e in starts}
-    icb_steps = {k: pid for k, pid in by_step.items() if k.startswith("icb_month[")}
-    assert sorted(k.split("[")[1].rstrip("]") for k in icb_steps) == ICBS
-    # Every step ran inside a worker process (solo pool: the worker's own pid), and both worked.
-    assert set(by_step.values()) <= national["worker_pids"]
-    assert len(set(by_step.values())) == 2
+    events = [e.dagster_event for e in national["events"] if e.dagster_event]
+    started = sorted(e.step_key for e in events if e.event_type_value == "STEP_START")
+    assert started == ["icb_month[QOC]", "icb_month[QSL]", "icb_month[QT6]", "national_icbs", "national_rollup"]
+    # Each ICB step and the roll-up record the pid of the process that ran them: a worker's
+    # own process under the solo pool. Every one ran in a worker, and both workers took steps.
+    pids = {}
+    for e in events:
+        if e.event_type_value == "ASSET_MATERIALIZATION":
+            materialization = e.event_specific_data.materialization
+            pids[(materialization.asset_key.to_user_string(), str(materialization.partition))] = materialization.metadata["pid"].value
+    assert len(pids) == 4  # three ICB months and the roll-up
+    assert set(pids.values()) <= national["worker_pids"]
+    assert len(set(pids.values())) == 2
 
 
 def test_each_icb_month_is_its_own_partition(national):
