@@ -13,7 +13,7 @@ import dagster as dg
 import polars as pl
 
 from assets.cohorts import month_of
-from assets.staging import MONTH_META
+from assets.staging import MONTH_META, PATIENTS
 from pipelines import quality
 from pipelines.gates import run_suite
 from pipelines.partitions import MONTHLY
@@ -23,46 +23,87 @@ from pipelines.segmentation.gaps import build_gap_table, build_inequality_table
 from pipelines.segmentation.cohorts import reported_cohorts
 from pipelines.segmentation.definitions import load_definitions
 from pipelines.segmentation.spc import build_spc_table, indicator_series_plans
-from pipelines.warehouse import connect, quote, table_exists
+from pipelines.warehouse import quote, table_exists
 
 AUDIT_GAPS = dg.AssetKey(["audit", "gap_table"])
+AUDIT_DEPRIVATION_QUALITY = dg.AssetKey(["audit", "deprivation_quality"])
 AUDIT_INEQUALITY = dg.AssetKey(["audit", "inequality_table"])
 AUDIT_SPC = dg.AssetKey(["audit", "spc_series"])
 GATE = "published_invariants"
 
 
-def _gate(context, warehouse: Warehouse, key: dg.AssetKey, table: pl.DataFrame, params: dict | None = None):
-    outcome = quality.gate_outcome(run_suite(table, f"audit.{key.path[-1]}", params))
-    return quality.check_result(context, warehouse.file(), key, GATE, outcome)
+def _gate(context, warehouse: Warehouse, key: dg.AssetKey, table: pl.DataFrame, params: dict | None = None,
+          suite: str | None = None):
+    outcome = quality.gate_outcome(run_suite(table, suite or f"audit.{key.path[-1]}", params))
+    return quality.check_result(context, warehouse, key, GATE, outcome)
 
 
 def _check(key: dg.AssetKey) -> list[dg.AssetCheckSpec]:
     return [dg.AssetCheckSpec(GATE, asset=key, blocking=True, description=f"expectations/audit.{key.path[-1]}.json")]
 
 
-@dg.asset(
-    key=AUDIT_GAPS, partitions_def=MONTHLY, metadata=MONTH_META, group_name="gaps",
-    ins={
-        "results": dg.AssetIn(["indicators", "patient_indicators"]),
-        "attributes": dg.AssetIn(["population", "patient_attributes"]),
-        "catalogue": dg.AssetIn(["indicators", "indicator_catalogue"]),
-        "cohorts": dg.AssetIn(["cohorts", "cohort_membership"]),
-        "cohort_catalogue": dg.AssetIn(["cohorts", "cohort_catalogue"]),
+_GAP_INPUTS = {
+    "results": dg.AssetIn(["indicators", "patient_indicators"]),
+    "attributes": dg.AssetIn(["population", "patient_attributes"]),
+    "catalogue": dg.AssetIn(["indicators", "indicator_catalogue"]),
+    "cohorts": dg.AssetIn(["cohorts", "cohort_membership"]),
+    "cohort_catalogue": dg.AssetIn(["cohorts", "cohort_catalogue"]),
+    "deprivation": dg.AssetIn(["population", "patient_deprivation"]),
+    "exact_quality": dg.AssetIn(["population", "deprivation_quality"]),
+}
+
+
+@dg.multi_asset(
+    name="audit_gap_table",
+    outs={
+        "gap_table": dg.AssetOut(key=AUDIT_GAPS, metadata=MONTH_META, group_name="gaps",
+                                 description="Candidate gap table for the month (disclosure-controlled aggregates), awaiting its gate."),
+        "deprivation_quality": dg.AssetOut(
+            key=AUDIT_DEPRIVATION_QUALITY, metadata=MONTH_META, group_name="gaps",
+            description="Candidate postcode/IMD data quality per month, vintage and practice, counts disclosure-controlled "
+                        "together with the gap table."),
     },
-    check_specs=_check(AUDIT_GAPS),
-    description="Candidate gap table for the month (disclosure-controlled aggregates), awaiting its gate.",
+    ins=_GAP_INPUTS,
+    # The practice of each patient is read in the warehouse (two columns), not the whole staged register.
+    deps=[PATIENTS],
+    check_specs=_check(AUDIT_GAPS) + _check(AUDIT_DEPRIVATION_QUALITY),
+    partitions_def=MONTHLY,
+    can_subset=False,
 )
 def audit_gap_table(context: dg.AssetExecutionContext, settings: PipelineSettings, warehouse: Warehouse,
                     results: pl.DataFrame, attributes: pl.DataFrame, catalogue: pl.DataFrame, cohorts: pl.DataFrame,
-                    cohort_catalogue: pl.DataFrame):
+                    cohort_catalogue: pl.DataFrame, deprivation: pl.DataFrame, exact_quality: pl.DataFrame):
+    """Both candidates from one suppression: a reader holds both tables, so they are protected together."""
+    from pipelines.releases import earlier_releases, write_candidate
+
     profile = PROFILES[settings.disclosure_profile]
+    month = month_of(context)
+    figures: dict = {}
+    # Earlier releases of this month a reader may still hold: this one is suppressed consistently with them.
+    with warehouse.connect(read_only=True) as con:
+        earlier = earlier_releases(con, month)
+        patients = pl.from_arrow(con.sql("select patient_id, practice_code from staging.patients where reporting_month = ?",
+                                         params=[month]).to_arrow_table())
+    with_practice = deprivation.join(patients.select("patient_id", "practice_code"), on="patient_id", how="left")
     table = build_gap_table(
         results.lazy(), attributes.lazy(), catalogue, cohorts=reported_cohorts(cohorts, cohort_catalogue).lazy(), profile=profile,
-        primary_vintage=settings.primary_imd_vintage,
+        primary_vintage=settings.primary_imd_vintage, deprivation=with_practice.lazy(), quality=exact_quality,
+        audit_stats=figures, reliability_threshold=settings.reliability_threshold, earlier=earlier,
     )
-    yield dg.Output(table, metadata={"n_rows": table.height, "n_suppressed": int(table["is_suppressed"].sum()),
-                                     "disclosure_profile": settings.disclosure_profile})
-    yield _gate(context, warehouse, AUDIT_GAPS, table, {"unpublishable_counts": unpublishable_counts(profile)})
+    quality_table = figures.pop("quality")
+    release = figures.pop("release", None)
+    if release is not None:
+        with warehouse.connect() as con:
+            write_candidate(con, month, *release)
+    metadata = {"disclosure_profile": settings.disclosure_profile,
+                **{f"suppression_{k}": (round(v, 3) if isinstance(v, float) else v) for k, v in figures.items()}}
+    yield dg.Output(table, output_name="gap_table",
+                    metadata={"n_rows": table.height, "n_suppressed": int(table["is_suppressed"].sum()), **metadata})
+    yield dg.Output(quality_table, output_name="deprivation_quality",
+                    metadata={"n_rows": quality_table.height, **metadata})
+    unpublishable = {"unpublishable_counts": unpublishable_counts(profile)}
+    yield _gate(context, warehouse, AUDIT_GAPS, table, unpublishable)
+    yield _gate(context, warehouse, AUDIT_DEPRIVATION_QUALITY, quality_table, unpublishable, suite="audit.deprivation_quality")
 
 
 @dg.asset(
@@ -89,7 +130,7 @@ def audit_spc_series(context: dg.AssetExecutionContext, settings: PipelineSettin
                      catalogue: pl.DataFrame, gaps: pl.DataFrame):
     month = month_of(context)
     history = [gaps]
-    with connect(warehouse.file(), read_only=True) as con:
+    with warehouse.connect() as con:
         if table_exists(con, "published", "gap_table"):
             target = f"{quote('published')}.{quote('gap_table')}"
             relation = con.sql(f"select * from {target} where reporting_month < $1", params=[month])

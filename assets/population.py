@@ -1,35 +1,46 @@
-"""Population assets: national IMD deciles per patient, then the attributes gaps break down by."""
+"""Population: national IMD deciles per patient and their exact data quality.
+
+The published candidate of the data quality is made with the gap table (assets/gaps.py): a
+reader holds both, so they are disclosure-controlled together.
+
+The reference tables come from the warehouse (`reference.*`, loaded once per reference
+version by the reference job), cut down in DuckDB to the postcodes the month's patients
+have: no reference file is read from disk in a monthly run.
+"""
 
 
 import dagster as dg
 import polars as pl
 
-from assets.cohorts import DEPRIVATION, compiled_inputs, month_of
-from assets.staging import EVENTS, MONTH_META, PATIENTS
+from assets.staging import MONTH_META, PATIENTS
 from pipelines import quality
 from pipelines.gates import run_suite
-from pipelines.partitions import MONTHLY
-from pipelines.resources import ExtractSource, PipelineSettings, ReferenceData, Warehouse
-from pipelines.segmentation import cohorts
-from pipelines.segmentation.attributes import build_patient_attributes
-from pipelines.segmentation.deprivation import attach_deprivation, load_deprivation_reference
-from pipelines.segmentation.deprivation_quality import (
-    PracticeThresholds,
-    deprivation_quality,
-    practice_problems,
-    published_quality,
-)
-from pipelines.segmentation.disclosure import PROFILES, unpublishable_counts
-from pipelines.segmentation.extract import load_column_mapping, month_end
+from pipelines.partitions import MONTHLY, month_of
+from pipelines.resources import ExtractSource, PipelineSettings, Warehouse
+from pipelines.segmentation.deprivation import attach_deprivation, deprivation_reference_from_warehouse
+from pipelines.segmentation.deprivation_quality import PracticeThresholds, deprivation_quality
+from pipelines.segmentation.extract import load_column_mapping
 from pipelines.segmentation.schemas import MATCH_METHODS
+from pipelines.segmentation.sql import literal
 
+DEPRIVATION = dg.AssetKey(["population", "patient_deprivation"])
 DEPRIVATION_QUALITY = dg.AssetKey(["population", "deprivation_quality"])
-AUDIT_DEPRIVATION_QUALITY = dg.AssetKey(["audit", "deprivation_quality"])
+REFERENCE_TABLES = ("imd2019_lsoa11", "imd2025_lsoa21", "lsoa11_lsoa21", "lsoa21_geography", "lsoa11_geography",
+                    "gp_practices", "postcode_lsoa11", "postcode_lsoa21_spatial", "outside_england")
 
 
-@dg.asset(
-    key=DEPRIVATION, partitions_def=MONTHLY, metadata=MONTH_META, group_name="population",
-    ins={"patients": dg.AssetIn(PATIENTS), "spatial": dg.AssetIn(["reference", "postcode_lsoa21_spatial"])},
+@dg.multi_asset(
+    outs={
+        "patient_deprivation": dg.AssetOut(
+            key=DEPRIVATION, metadata=MONTH_META,
+            description="IMD 2019 and IoD 2025 national deciles per patient, with LSOAs, geography and how each was matched."),
+        "deprivation_quality": dg.AssetOut(
+            key=DEPRIVATION_QUALITY, metadata=MONTH_META,
+            description="Exact postcode/IMD data quality per month, vintage and practice (private: exact counts)."),
+    },
+    deps=[PATIENTS, *[dg.AssetKey(["reference", t]) for t in REFERENCE_TABLES]],
+    partitions_def=MONTHLY,
+    group_name="population",
     check_specs=[
         dg.AssetCheckSpec("decile_match_rate", asset=DEPRIVATION, blocking=True,
                           description="Share of patients with an English or unmatched address that got a decile."),
@@ -38,66 +49,28 @@ AUDIT_DEPRIVATION_QUALITY = dg.AssetKey(["audit", "deprivation_quality"])
         dg.AssetCheckSpec("deprivation_contract", asset=DEPRIVATION, blocking=True,
                           description="expectations/population.patient_deprivation.json"),
     ],
-    description="IMD 2019 and IoD 2025 national deciles per patient, with LSOAs, geography and how each was matched.",
 )
-def patient_deprivation(context: dg.AssetExecutionContext, reference_data: ReferenceData, settings: PipelineSettings,
-                        extracts: ExtractSource, warehouse: Warehouse, patients: pl.DataFrame, spatial: pl.DataFrame):
-    reference = load_deprivation_reference(reference_data.path(), spatial=spatial)
+def patient_deprivation(context: dg.AssetExecutionContext, settings: PipelineSettings, extracts: ExtractSource,
+                        warehouse: Warehouse):
+    month = month_of(context)
+    patients_sql = ("(SELECT reporting_month, patient_id, practice_code, postcode, postcode_status, lsoa_code_supplied "
+                    f"FROM staging.patients WHERE reporting_month = {literal(month)})")
+    with warehouse.connect() as con:
+        patients = pl.from_arrow(con.sql(f"SELECT * FROM {patients_sql}").to_arrow_table())
+        reference = deprivation_reference_from_warehouse(con, patients_sql)
     vintage = load_column_mapping(extracts.mapping_path()).lsoa_vintage
     frame = attach_deprivation(patients.lazy(), reference, lsoa_vintage=vintage,
                                practice_fallback=settings.practice_fallback).collect()
+    by_practice = deprivation_quality(frame.join(patients.select("patient_id", "practice_code"), on="patient_id", how="left"),
+                                      month)
     methods = {f"{v}:{m}": n for v, col in (("IMD2019", "imd2019_method"), ("IMD2025", "imd2025_method"))
                for m, n in frame.group_by(col).len().sort(col).iter_rows()}
-    yield dg.Output(frame, metadata=methods)
+    yield dg.Output(frame, output_name="patient_deprivation", metadata=methods)
+    yield dg.Output(by_practice, output_name="deprivation_quality", metadata={"n_rows": by_practice.height})
     rate = quality.match_rate_outcome(frame, settings.primary_imd_vintage, settings.min_decile_match_rate)
-    yield quality.check_result(context, warehouse.file(), DEPRIVATION, "decile_match_rate", rate)
+    yield quality.check_result(context, warehouse, DEPRIVATION, "decile_match_rate", rate)
     thresholds = PracticeThresholds(settings.min_practice_address_rate, settings.min_practice_patients)
-    by_practice = deprivation_quality(_with_practice(frame, patients), month_of(context))
     practices = quality.practice_address_outcome(by_practice, settings.primary_imd_vintage, thresholds)
-    yield quality.check_result(context, warehouse.file(), DEPRIVATION, "practice_address_quality", practices)
+    yield quality.check_result(context, warehouse, DEPRIVATION, "practice_address_quality", practices)
     gate = run_suite(frame, "population.patient_deprivation", {"match_methods": list(MATCH_METHODS)})
-    yield quality.check_result(context, warehouse.file(), DEPRIVATION, "deprivation_contract", quality.gate_outcome(gate))
-
-
-def _with_practice(deprivation: pl.DataFrame, patients: pl.DataFrame) -> pl.DataFrame:
-    return deprivation.join(patients.select("patient_id", "practice_code"), on="patient_id", how="left")
-
-
-@dg.asset(
-    key=DEPRIVATION_QUALITY, partitions_def=MONTHLY, metadata=MONTH_META, group_name="population",
-    ins={"patients": dg.AssetIn(PATIENTS), "deprivation": dg.AssetIn(DEPRIVATION)},
-    description="Exact postcode/IMD data quality per month, vintage and practice (private: exact counts).",
-)
-def deprivation_quality_table(context: dg.AssetExecutionContext, patients: pl.DataFrame,
-                              deprivation: pl.DataFrame) -> pl.DataFrame:
-    return deprivation_quality(_with_practice(deprivation, patients), month_of(context))
-
-
-@dg.asset(
-    key=AUDIT_DEPRIVATION_QUALITY, partitions_def=MONTHLY, metadata=MONTH_META, group_name="population",
-    ins={"exact": dg.AssetIn(DEPRIVATION_QUALITY)},
-    check_specs=[dg.AssetCheckSpec("published_invariants", asset=AUDIT_DEPRIVATION_QUALITY, blocking=True,
-                                   description="expectations/audit.deprivation_quality.json")],
-    description="Candidate postcode/IMD data quality per month, vintage and practice, counts disclosure-controlled.",
-)
-def audit_deprivation_quality(context: dg.AssetExecutionContext, settings: PipelineSettings, warehouse: Warehouse,
-                              exact: pl.DataFrame):
-    profile = PROFILES[settings.disclosure_profile]
-    table = published_quality(exact, profile)
-    yield dg.Output(table, metadata={"n_rows": table.height, "disclosure_profile": settings.disclosure_profile})
-    gate = run_suite(table, "audit.deprivation_quality", {"unpublishable_counts": unpublishable_counts(profile)})
-    yield quality.check_result(context, warehouse.file(), AUDIT_DEPRIVATION_QUALITY, "published_invariants",
-                               quality.gate_outcome(gate))
-
-
-@dg.asset(
-    key=["population", "patient_attributes"], partitions_def=MONTHLY, metadata=MONTH_META, group_name="population",
-    ins={"patients": dg.AssetIn(PATIENTS), "events": dg.AssetIn(EVENTS), "deprivation": dg.AssetIn(DEPRIVATION)},
-    description="One row per patient: deprivation (both vintages), Core20, ethnicity, sex, age, practice, Sub-ICB.",
-)
-def patient_attributes(context: dg.AssetExecutionContext, reference_data: ReferenceData, settings: PipelineSettings,
-                       patients: pl.DataFrame, events: pl.DataFrame, deprivation: pl.DataFrame) -> pl.DataFrame:
-    ethnicity = cohorts.derive_ethnicity(events.lazy(), cohorts.load_ethnicity_codes(reference_data.path()),
-                                         month_end(month_of(context)))
-    return build_patient_attributes(patients.lazy(), deprivation.lazy(), ethnicity,
-                                    primary_vintage=settings.primary_imd_vintage).collect()
+    yield quality.check_result(context, warehouse, DEPRIVATION, "deprivation_contract", quality.gate_outcome(gate))

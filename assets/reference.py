@@ -21,7 +21,9 @@ GROUP = "reference"
 
 def _pins(*file_ids: str) -> str:
     manifest = loader.load_manifest()
-    joined = "+".join(manifest.entry(f).sha256 for f in file_ids)
+    # A codelist that selects part of its file (manifest `select`) is pinned by the selection too.
+    joined = "+".join(manifest.entry(f).sha256 + (f":{manifest.entry(f).select!r}" if manifest.entry(f).select else "")
+                      for f in file_ids)
     return hashlib.sha256(joined.encode()).hexdigest()[:16]
 
 
@@ -37,16 +39,22 @@ def _result(frame: pl.DataFrame, *file_ids: str) -> dg.Output:
     )
 
 
-def _reference_asset(name: str, file_ids: tuple[str, ...], description: str, build):
-    """Return an unpartitioned asset `reference/<name>` built by `build(reference_dir)`."""
+def _reference_asset(name: str, file_ids: tuple[str, ...], description: str, build, rule: str = ""):
+    """Return an unpartitioned asset `reference/<name>` built by `build(reference_dir)`.
+
+    `rule` names the version of a mapping the table applies to its files (e.g. how
+    ethnicity codes map to categories): changing it re-pins the table, so an existing
+    warehouse rebuilds it.
+    """
+    pin = _pins(*file_ids) if not rule else hashlib.sha256(f"{_pins(*file_ids)}|{rule}".encode()).hexdigest()[:16]
 
     @dg.asset(
         name=name,
         key_prefix="reference",
         group_name=GROUP,
         description=description,
-        code_version=_pins(*file_ids),
-        metadata={REFERENCE_PIN: _pins(*file_ids)},
+        code_version=pin,
+        metadata={REFERENCE_PIN: pin},
     )
     def _asset(reference_data: ReferenceData) -> dg.Output:
         return _result(build(reference_data.path()), *file_ids)
@@ -77,6 +85,19 @@ def _codelists(directory) -> pl.DataFrame:
     return pl.concat(frames).select("codelist_id", "codelist_version", "code", "term", "sha256")
 
 
+def _outside_england(directory) -> pl.DataFrame:
+    from pipelines.segmentation.deprivation import outside_england
+
+    postcodes = loader.scan_postcode_lsoa11(directory).select("postcode", "lsoa11_code", "country_code").collect()
+    return outside_england(postcodes, loader.scan_postcode_centroids(directory))
+
+
+def _ethnicity_codes(directory) -> pl.DataFrame:
+    from pipelines.segmentation.cohorts import load_ethnicity_codes
+
+    return load_ethnicity_codes(directory)
+
+
 def _spatial(directory) -> pl.DataFrame:
     from pipelines.segmentation.spatial import build_spatial_lsoa21
 
@@ -102,6 +123,16 @@ REFERENCE_ASSETS = [
         "Postcode -> LSOA 2021 by placing Code-Point Open centroids in LSOA 2021 polygons, for postcodes in split "
         "or complex LSOAs and postcodes newer than the lookup. Built once per reference-data version.",
         _spatial,
+    ),
+    _reference_asset(
+        "outside_england", ("postcode_lsoa11", "postcode_centroids"),
+        "Postcode districts and areas wholly outside England (ONS lookup) and postcodes Code-Point places outside "
+        "England that the lookup lacks: addresses IMD does not cover.", _outside_england,
+    ),
+    _reference_asset(
+        "ethnicity_codes", ("ethnicity_snomed", "eth_not_stated"),
+        "Ethnicity SNOMED codes -> NHS ethnic category (A-S, Z = not stated, 99 = not known), 16 census groups and broad group.",
+        _ethnicity_codes, rule="not-known-99",
     ),
     _reference_asset(
         "codelists", tuple(loader.load_manifest().codelists),

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import polars as pl
 
+from pipelines import settings_file
 from pipelines.cli import EXIT_ERROR, EXIT_OK
 from pipelines.warehouse import connect, table_exists
 
@@ -23,6 +24,55 @@ CONSOLE_ONLY = (
     "core20 explain: patient-level output for this console only - do not paste it into tickets, e-mail "
     "or shared documents."
 )
+
+
+@dataclass
+class MonthSettings:
+    """What the month ran with: its primary IMD vintage, definitions folder and feeds."""
+
+    imd_vintage: str
+    definitions_dir: str | None
+    feeds_present: list[str]
+    usage_hashes: dict[tuple[str, str], str]
+
+
+def _recorded_settings(con, month) -> tuple[dict[str, str], dict[tuple[str, str], str]]:
+    """Return the month's recorded settings and the hash of each definition it used (empty when not recorded)."""
+    settings: dict[str, str] = {}
+    usage: dict[tuple[str, str], str] = {}
+    if table_exists(con, "lineage", "run_manifest"):
+        settings = dict(con.execute(
+            "select item_id, item_version from lineage.run_manifest where reporting_month = ? and item_type = 'setting'",
+            [month]).fetchall())
+    if table_exists(con, "lineage", "definition_usage"):
+        usage = {(k, i): h for k, i, h in con.execute(
+            "select definition_kind, definition_id, definition_hash from lineage.definition_usage where reporting_month = ?",
+            [month]).fetchall()}
+    return settings, usage
+
+
+def month_settings(warehouse: Path, month: date) -> MonthSettings:
+    """Return the settings a month ran with, from its run manifest, usage and feed availability.
+
+    Raises:
+        ValueError: the warehouse or the month is missing (the message says how to make it).
+    """
+    if not warehouse.exists():
+        raise ValueError(f"warehouse {warehouse} does not exist: run `core20 run` first (or pass --warehouse).")
+    with connect(warehouse, read_only=True) as con:
+        if not table_exists(con, "staging", "patients"):
+            raise ValueError(f"{warehouse} holds no staged extract: run `core20 run --month {month:%Y-%m}` first.")
+        n_month = con.execute("select count(*) from staging.patients where reporting_month = ?", [month]).fetchall()[0][0]
+        if n_month == 0:
+            raise ValueError(f"{warehouse} holds no staged extract for {month:%Y-%m}: run `core20 run --month {month:%Y-%m}` first.")
+        present: list[str] = []
+        if table_exists(con, "staging", "feed_availability"):
+            present = [row[0] for row in con.execute(
+                "select feed from staging.feed_availability where reporting_month = ? and is_present order by feed",
+                [month]).fetchall()]
+        settings, usage = _recorded_settings(con, month)
+    return MonthSettings(settings.get("primary_imd_vintage") or "IMD2025", settings.get("definitions_dir") or None,
+                         present, usage)
 
 
 @dataclass
@@ -52,15 +102,17 @@ def load_month(warehouse: Path, month: date, patient_id: str | None = None) -> M
     from pipelines.segmentation.schemas import FEEDS
 
     if not warehouse.exists():
-        raise ValueError(f"warehouse {warehouse} does not exist: run `core20 run` first (or pass --warehouse).")
+        raise ValueError(f"warehouse {warehouse} does not exist: run `{settings_file.hint('run', warehouse, month=f'{month:%Y-%m}')}` "
+                         "first (or pass the --warehouse that month ran with).")
     where = "reporting_month = $1" + (" and patient_id = $2" if patient_id is not None else "")
     params = [month] + ([patient_id] if patient_id is not None else [])
     with connect(warehouse, read_only=True) as con:
         if not table_exists(con, "staging", "patients"):
-            raise ValueError(f"{warehouse} holds no staged extract: run `core20 run --month {month:%Y-%m}` first.")
+            raise ValueError(f"{warehouse} holds no staged extract: run `{settings_file.hint('run', warehouse, month=f'{month:%Y-%m}')}` first.")
         n_month = con.execute("select count(*) from staging.patients where reporting_month = ?", [month]).fetchall()[0][0]
         if n_month == 0:
-            raise ValueError(f"{warehouse} holds no staged extract for {month:%Y-%m}: run `core20 run --month {month:%Y-%m}` first.")
+            raise ValueError(f"{warehouse} holds no staged extract for {month:%Y-%m}: "
+                             f"run `{settings_file.hint('run', warehouse, month=f'{month:%Y-%m}')}` first.")
         patients = _read(con, f"select * from staging.patients where {where}", params)
         events = _read(con, f"select * from staging.events where {where}", params)
         deprivation = (_read(con, f"select * from population.patient_deprivation where {where}", params)
@@ -76,16 +128,7 @@ def load_month(warehouse: Path, month: date, patient_id: str | None = None) -> M
             name: _read(con, f'select * from staging."{name}" where {where}', params) if name in present else None
             for name in FEEDS
         }
-        settings: dict[str, str] = {}
-        usage: dict[tuple[str, str], str] = {}
-        if table_exists(con, "lineage", "run_manifest"):
-            settings = dict(con.execute(
-                "select item_id, item_version from lineage.run_manifest where reporting_month = ? and item_type = 'setting'",
-                [month]).fetchall())
-        if table_exists(con, "lineage", "definition_usage"):
-            usage = {(k, i): h for k, i, h in con.execute(
-                "select definition_kind, definition_id, definition_hash from lineage.definition_usage where reporting_month = ?",
-                [month]).fetchall()}
+        settings, usage = _recorded_settings(con, month)
     return MonthTables(patients, events, deprivation, ethnicity, feeds,
                        settings.get("primary_imd_vintage") or "IMD2025", settings.get("definitions_dir") or None, usage)
 
@@ -105,16 +148,16 @@ def add_parsers(sub) -> None:
     explain = sub.add_parser("explain", help="show why one patient is in or out of every register, cohort and indicator (console only)")
     explain.add_argument("--patient", required=True, help="the pseudonymised patient id, as in the extract")
     explain.add_argument("--month", required=True, help="reporting month YYYY-MM (must have been run)")
-    explain.add_argument("--warehouse", help="DuckDB file (default $CORE20_WAREHOUSE or data/warehouse/core20plus5.duckdb)")
+    explain.add_argument("--warehouse", help="DuckDB file (default $CORE20_WAREHOUSE, else core20.toml, else data/warehouse/core20plus5.duckdb)")
     explain.add_argument("--definitions", help="definitions folder (default: the one the month ran with)")
-    explain.add_argument("--reference-dir", help="reference data folder (default $CORE20_REFERENCE_DIR or ../shared/reference_data)")
+    explain.add_argument("--reference-dir", help="reference data folder (default $CORE20_REFERENCE_DIR, else core20.toml, else ../shared/reference_data)")
 
     diff = sub.add_parser("diff-definitions", help="compare two definition folders on a month: who enters and leaves, and why")
     diff.add_argument("old", help="the current definitions folder")
     diff.add_argument("new", help="the proposed definitions folder")
     diff.add_argument("--month", required=True, help="reporting month YYYY-MM (must have been run)")
-    diff.add_argument("--warehouse", help="DuckDB file (default $CORE20_WAREHOUSE or data/warehouse/core20plus5.duckdb)")
-    diff.add_argument("--reference-dir", help="reference data folder (default $CORE20_REFERENCE_DIR or ../shared/reference_data)")
+    diff.add_argument("--warehouse", help="DuckDB file (default $CORE20_WAREHOUSE, else core20.toml, else data/warehouse/core20plus5.duckdb)")
+    diff.add_argument("--reference-dir", help="reference data folder (default $CORE20_REFERENCE_DIR, else core20.toml, else ../shared/reference_data)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -175,30 +218,31 @@ def _diff(args: argparse.Namespace) -> int:
     from pipelines.segmentation.definition_diff import MonthData, diff_definitions, format_changes
     from pipelines.segmentation.definitions import load_definitions
     from pipelines.segmentation.extract import month_end
+    from pipelines.segmentation.patient_model import ModelSession
 
     month = _month(args.month)
     old, new = load_definitions(args.old), load_definitions(args.new)
     old_codelists, new_codelists = load_codelists(old, args.reference_dir), load_codelists(new, args.reference_dir)
-    tables = load_month(resolve_warehouse_path(args.warehouse), month)
-    data = MonthData(
-        tables.patients.lazy(), tables.events.lazy(),
-        tables.deprivation.lazy() if tables.deprivation is not None else None,
-        tables.ethnicity.lazy() if tables.ethnicity is not None else None,
-        {name: frame.lazy() if frame is not None else None for name, frame in tables.feeds.items()},
-        month_end(month), tables.imd_vintage,
-    )
-    old_terms, new_terms = _term_lookup(old, args.reference_dir), _term_lookup(new, args.reference_dir)
+    warehouse = resolve_warehouse_path(args.warehouse)
+    settings = month_settings(warehouse, month)
+    # Both models are built where the month's staged rows are: nothing patient-level leaves DuckDB.
+    with connect(warehouse, read_only=True) as con:
+        ethnicity = pl.from_arrow(con.sql("SELECT * FROM reference.ethnicity_codes").to_arrow_table())
+        session = ModelSession.in_warehouse(con, month, settings.feeds_present, ethnicity)
+        n_patients = con.execute("select count(*) from staging.patients where reporting_month = ?", [month]).fetchall()[0][0]
+        data = MonthData(None, None, None, None, {}, month_end(month), settings.imd_vintage, session=session)
+        old_terms, new_terms = _term_lookup(old, args.reference_dir), _term_lookup(new, args.reference_dir)
 
-    def terms(codelist_id: str) -> dict[str, str]:
-        merged: dict[str, str] = {}
-        for lookup, defs in ((old_terms, old), (new_terms, new)):
-            if codelist_id in defs.codelist_ids():
-                merged.update(lookup(codelist_id))
-        return merged
+        def terms(codelist_id: str) -> dict[str, str]:
+            merged: dict[str, str] = {}
+            for lookup, defs in ((old_terms, old), (new_terms, new)):
+                if codelist_id in defs.codelist_ids():
+                    merged.update(lookup(codelist_id))
+            return merged
 
-    changes = diff_definitions(old, new, old_codelists, new_codelists, data, term_lookup=terms)
+        changes = diff_definitions(old, new, old_codelists, new_codelists, data, term_lookup=terms)
     print(f"diff-definitions {month:%Y-%m}: {old.directory} -> {new.directory} "
-          f"({tables.patients.height:,} registered patients; counts are unrounded, for this console only)")
+          f"({n_patients:,} registered patients; counts are unrounded, for this console only)")
     for line in format_changes(changes):
         print(line)
     return EXIT_OK

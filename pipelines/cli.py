@@ -1,5 +1,6 @@
 """`core20`: the analyst-facing command. It runs the same Dagster jobs the UI runs.
 
+    core20 init [--settings core20.toml] [--warehouse PATH] [--extract DIR] [--reference-dir DIR]
     core20 synth --out DIR [--patients N] [--seed S] [--month YYYY-MM]
     core20 synth --out DIR --icbs all|QT1,QOX --scale 0.05           (national: one extracts root per ICB)
     core20 national [--root data/national] [--month YYYY-MM] [--workers N]
@@ -8,12 +9,17 @@
     core20 imd --vintage {2019,2025} INPUT.csv OUTPUT.csv
     core20 reference fetch [--source URL] [--reference-dir DIR] [--only ID]
     core20 quality [--warehouse PATH] [--month YYYY-MM]
+    core20 quarantine --month YYYY-MM [--export] [--warehouse PATH]      (--export: restricted folder)
+    core20 disclosure-audit [--warehouse PATH] [--serving DIR] [--reports DIR] [--month YYYY-MM]
     core20 explain --patient ID --month YYYY-MM [--warehouse PATH]      (console only)
     core20 diff-definitions OLD NEW --month YYYY-MM [--warehouse PATH]
 
 Exit codes of `run`: 0 published; 2 a data-quality gate blocked publication (the published
 tables are unchanged); 1 the input or configuration could not be used (message says why).
 Nothing printed here carries a patient-level value.
+
+Every command takes `--settings FILE` (default $CORE20_SETTINGS, else ./core20.toml): the
+ICS's settings file, read under the flags and environment variables (pipelines/settings_file.py).
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import sys
 import time
 import warnings
@@ -31,8 +38,24 @@ EXIT_OK, EXIT_ERROR, EXIT_BLOCKED = 0, 1, 2
 
 
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:
+    return build_parser().parse_args(argv)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Return the `core20` argument parser (every command and option carries its help)."""
     parser = argparse.ArgumentParser(prog="core20", description="Core20PLUS5 healthcare-inequalities pipeline for ICS analysts.")
     sub = parser.add_subparsers(dest="command", required=True)
+
+    init = sub.add_parser(
+        "init", help="write this ICS's settings file (core20.toml) with a comment on every key",
+        description="Write a core20.toml holding every setting core20plus5 reads - warehouse, extracts, serving, "
+                    "reports, reference directory, column mapping, ICS configuration, thresholds, disclosure profile "
+                    "and schedule - each explained. Flags and environment variables still override it.",
+    )
+    init.add_argument("--warehouse", help="warehouse file to write into the settings (default: left at the built-in default)")
+    init.add_argument("--extract", help="extracts root to write into the settings (default: left at the built-in default)")
+    init.add_argument("--reference-dir", help="reference data folder to write into the settings (default: left at the built-in default)")
+    init.add_argument("--force", action="store_true", help="replace an existing settings file")
 
     synth = sub.add_parser("synth", help="write a synthetic practice-register extract (for demos, tests and benchmarks)")
     synth.add_argument("--out", required=True, type=Path, help="extracts root; the extract goes in OUT/YYYY-MM/")
@@ -44,7 +67,7 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     synth.add_argument("--icbs", help="national extract: 'all' or comma-separated ICB ODS codes; writes OUT/<ICB>/YYYY-MM/ for each, "
                                       "sized by --scale (replaces --patients and --icb)")
     synth.add_argument("--scale", type=float, help="with --icbs: share of each ICB's population to generate (e.g. 0.05)")
-    synth.add_argument("--reference-dir", help="reference data folder (default $CORE20_REFERENCE_DIR or ../shared/reference_data)")
+    synth.add_argument("--reference-dir", help="reference data folder (default $CORE20_REFERENCE_DIR, else core20.toml, else ../shared/reference_data)")
     synth.add_argument("--no-feeds", action="store_true", help="leave out the optional linked feeds (their indicators become not available)")
 
     national = sub.add_parser("national", help="run a national month: every ICB's month on Celery workers, rolled up to regions and England")
@@ -55,7 +78,7 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     national.add_argument("--workers", type=int, default=2,
                           help="start a local Redis broker and this many Celery workers for the run (0: use the running "
                                "cluster named by CORE20_CELERY_BROKER)")
-    national.add_argument("--reference-dir", help="reference data folder (default $CORE20_REFERENCE_DIR or ../shared/reference_data)")
+    national.add_argument("--reference-dir", help="reference data folder (default $CORE20_REFERENCE_DIR, else core20.toml, else ../shared/reference_data)")
 
     dictionary = sub.add_parser("dictionary", help="write the serving data dictionary generated from the table contracts")
     dictionary.add_argument("--out", type=Path, help="file to write (default: print it)")
@@ -65,10 +88,13 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     run.add_argument("--month", help="reporting month YYYY-MM (default: the latest extract present)")
     run.add_argument("--from", dest="from_month", help="backfill: first month YYYY-MM of a range to run, oldest first")
     run.add_argument("--to", dest="to_month", help="backfill: last month YYYY-MM of the range (default: the latest extract present)")
-    run.add_argument("--warehouse", help="DuckDB file (default $CORE20_WAREHOUSE or data/warehouse/core20plus5.duckdb)")
-    run.add_argument("--reference-dir", help="reference data folder (default $CORE20_REFERENCE_DIR or ../shared/reference_data)")
-    run.add_argument("--serving", help="serving folder for Power BI (default $CORE20_SERVING or data/serving)")
-    run.add_argument("--reports", help="folder of the monthly HTML reports (default $CORE20_REPORTS or data/reports)")
+    run.add_argument("--warehouse", help="DuckDB file (default $CORE20_WAREHOUSE, else core20.toml, else data/warehouse/core20plus5.duckdb)")
+    run.add_argument("--reference-dir", help="reference data folder (default $CORE20_REFERENCE_DIR, else core20.toml, else ../shared/reference_data)")
+    run.add_argument("--wait", type=float, metavar="SECONDS",
+                     help="when another run is writing the same warehouse, wait this long for it to finish "
+                          "(default $CORE20_RUN_WAIT_SECONDS or 3600; 0 = refuse at once)")
+    run.add_argument("--serving", help="serving folder for Power BI (default $CORE20_SERVING, else core20.toml, else beside the warehouse: data/serving)")
+    run.add_argument("--reports", help="folder of the monthly HTML reports (default $CORE20_REPORTS, else core20.toml, else beside the warehouse: data/reports)")
     run.add_argument("--column-mapping", help="column-mapping YAML for a supplier's headers")
     run.add_argument("--primary-vintage", choices=["IMD2019", "IMD2025"], help="IMD vintage Core20 is flagged on")
     run.add_argument(
@@ -91,12 +117,13 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
                     "plus postcode_normalised, lsoa_code, imd_vintage, imd_decile, imd_quintile, is_core20, "
                     "imd_match_method, certainty flags and Sub-ICB/ICB/LAD codes.",
     )
-    imd.add_argument("input", type=Path, metavar="INPUT.csv")
-    imd.add_argument("output", type=Path, metavar="OUTPUT.csv")
+    imd.add_argument("input", type=Path, metavar="INPUT.csv", help="the CSV of postcodes to read (any other columns are kept)")
+    imd.add_argument("output", type=Path, metavar="OUTPUT.csv",
+                     help="the CSV to write (UTF-8; written to a private temporary file first, then moved into place)")
     imd.add_argument("--vintage", type=int, choices=[2019, 2025], required=True,
                      help="2019: IMD 2019 on 2011 LSOAs; 2025: IoD 2025 on 2021 LSOAs")
     imd.add_argument("--postcode-column", default="postcode", help="column holding postcodes (default postcode)")
-    imd.add_argument("--reference-dir", help="reference data folder (default $CORE20_REFERENCE_DIR or ../shared/reference_data)")
+    imd.add_argument("--reference-dir", help="reference data folder (default $CORE20_REFERENCE_DIR, else core20.toml, else ../shared/reference_data)")
     imd.add_argument("--encoding", default="utf-8",
                      help="text encoding of INPUT.csv: utf-8 (default; a byte-order mark is fine), utf-8-sig, cp1252 "
                           "(Excel's plain CSV on Windows) or latin-1; the output is always UTF-8")
@@ -110,29 +137,91 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
         description="Download every file in reference_data/manifest.yaml into the reference directory, check its "
                     "sha256 before moving it into place, and print the licence attributions.",
     )
-    fetch.add_argument("--source", help="base URL of a mirror of the pinned files (default $CORE20_REFERENCE_SOURCE; "
+    fetch.add_argument("--source", help="base URL of a mirror of the pinned files (default $CORE20_REFERENCE_SOURCE, else core20.toml; "
                                         "without one only files with a public exact-bytes address can be fetched)")
-    fetch.add_argument("--reference-dir", help="where to put them (default $CORE20_REFERENCE_DIR or ../shared/reference_data)")
+    fetch.add_argument("--reference-dir", help="where to put them (default $CORE20_REFERENCE_DIR, else core20.toml, else ../shared/reference_data)")
     fetch.add_argument("--only", action="append", metavar="ID", help="fetch just this file or codelist id (repeatable)")
     fetch.add_argument("--force", action="store_true", help="download again even when a verified copy is present")
     fetch.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for a server (default 120)")
 
     report = sub.add_parser("quality", help="print the data-quality history: every gate's result, month by month")
-    report.add_argument("--warehouse", help="DuckDB file (default $CORE20_WAREHOUSE or data/warehouse/core20plus5.duckdb)")
+    report.add_argument("--warehouse", help="DuckDB file (default $CORE20_WAREHOUSE, else core20.toml, else data/warehouse/core20plus5.duckdb)")
     report.add_argument("--month", help="show every measure of one month YYYY-MM (default: one line per month)")
-    run.add_argument("--definitions", help="definitions folder (default $CORE20_DEFINITIONS or reference_data/definitions)")
+    run.add_argument("--definitions", help="definitions folder (default $CORE20_DEFINITIONS, else core20.toml, else reference_data/definitions)")
 
-    from pipelines import audit_commands
+    disclosure = sub.add_parser(
+        "disclosure-audit", help="check every published surface against the disclosure profile (names surface and rule, never a value)",
+        description="Read the published tables, every serving snapshot kept, the monthly reports, the run summaries and "
+                    "what 'core20 quality' prints, and report every breach of the disclosure profile's rules: a count of "
+                    "1-7, a count the profile cannot publish, a half-shown row, a statistic over hidden counts, a printed "
+                    "None. Exit 0 when there is none, 2 otherwise.")
+    disclosure.add_argument("--warehouse", help="DuckDB file (default $CORE20_WAREHOUSE, else core20.toml, else data/warehouse/core20plus5.duckdb)")
+    disclosure.add_argument("--serving", help="serving folder (default $CORE20_SERVING, else core20.toml, else beside the warehouse: data/serving)")
+    disclosure.add_argument("--reports", help="reports folder (default $CORE20_REPORTS, else core20.toml, else beside the warehouse: data/reports)")
+    disclosure.add_argument("--month", help="only this month YYYY-MM (default: every published month)")
+
+    from pipelines import audit_commands, quarantine_export
 
     audit_commands.add_parsers(sub)
-    return parser.parse_args(argv)
+    quarantine_export.add_parser(sub)
+    _finish_commands(sub)
+    return parser
+
+
+def _finish_commands(sub) -> None:
+    """Give every command (and sub-command) a description for its --help and the `--settings FILE` option.
+
+    A command's one-line help shows in `core20 --help`; its own `--help` shows only its
+    description, so a command declared with help alone gets that line as its description.
+    """
+    helps = {action.dest: action.help for action in sub._choices_actions}
+    for name, command in sub.choices.items():
+        if not command.description and helps.get(name):
+            command.description = helps[name][:1].upper() + helps[name][1:] + "."
+        nested = [a for a in command._actions if isinstance(a, argparse._SubParsersAction)]
+        if nested:
+            _finish_commands(nested[0])
+            continue
+        command.add_argument(
+            "--settings", metavar="FILE",
+            help="the ICS's settings file (default $CORE20_SETTINGS, else core20.toml in this folder; "
+                 "flags and environment variables override it)",
+        )
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run the `core20` command and return its exit code."""
+    from pipelines import settings_file
+
     args = _parse_args(argv)
     warnings.filterwarnings("ignore")
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
+    if args.command == "init":
+        return _init(args)
+    # --settings is passed to the Dagster resources through the environment; it is put back
+    # afterwards, so a caller that runs several commands in one process (the tests) gets
+    # each command's own file.
+    previous = os.environ.get(settings_file.SETTINGS_ENV)
+    try:
+        settings_file.use_settings(args.settings)
+        settings_file.load()
+        return _command(args)
+    except settings_file.SettingsError as error:
+        print(f"core20 {args.command}: {error}", file=sys.stderr)
+        return EXIT_ERROR
+    finally:
+        settings_file.use_settings(None)
+        if previous is None:
+            os.environ.pop(settings_file.SETTINGS_ENV, None)
+        else:
+            os.environ[settings_file.SETTINGS_ENV] = previous
+
+
+def _command(args: argparse.Namespace) -> int:
+    if args.command in ("run", "quality", "explain", "diff-definitions"):
+        _sweep_orphaned_runs()
+    if args.command in ("quality", "explain", "diff-definitions", "quarantine", "disclosure-audit"):
+        _recover_publication(args)  # `run` does it inside its Dagster run, holding the warehouse
     try:
         if args.command == "synth":
             return _synth(args)
@@ -146,6 +235,12 @@ def main(argv: list[str] | None = None) -> int:
             return _dictionary(args)
         if args.command == "quality":
             return _quality(args)
+        if args.command == "quarantine":
+            from pipelines import quarantine_export
+
+            return quarantine_export.run(args)
+        if args.command == "disclosure-audit":
+            return _disclosure_audit(args)
         if args.command in ("explain", "diff-definitions"):
             from pipelines import audit_commands
 
@@ -154,6 +249,53 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("core20: interrupted", file=sys.stderr)
         return EXIT_ERROR
+
+
+def _init(args: argparse.Namespace) -> int:
+    from pipelines import settings_file
+
+    named = os.environ.get(settings_file.SETTINGS_ENV, "")
+    target = Path(args.settings or (named if named.lower() not in ("", "none") else settings_file.SETTINGS_NAME))
+    target = target.expanduser().resolve()
+    if target.exists() and not args.force:
+        print(f"core20 init: {target} already exists; edit it, or replace it with "
+              f"`{settings_file.program()} init --settings {shlex.quote(str(target))} --force`.", file=sys.stderr)
+        return EXIT_ERROR
+    target.parent.mkdir(parents=True, exist_ok=True)
+    # Paths given here are written absolute: the file reads relative paths from its own folder.
+    given = [str(Path(p).expanduser().resolve()) if p else None for p in (args.warehouse, args.extract, args.reference_dir)]
+    target.write_text(settings_file.template(*given), encoding="utf-8")
+    print(f"wrote {target}: every setting with what it does; uncomment and edit the ones this ICS changes.")
+    if target != (Path.cwd() / settings_file.SETTINGS_NAME).resolve():
+        print(f"commands started elsewhere find it with --settings {shlex.quote(str(target))} "
+              f"or {settings_file.SETTINGS_ENV}={shlex.quote(str(target))}")
+    return EXIT_OK
+
+
+def _recover_publication(args: argparse.Namespace) -> None:
+    """Finish or undo a publication a killed run left half done, if no run holds the warehouse now."""
+    from pipelines import settings_file
+    from pipelines.publish_journal import recover_if_idle
+    from pipelines.resources import resolve_warehouse_path
+
+    given = getattr(args, "warehouse", None)
+    try:
+        warehouse = resolve_warehouse_path(given)
+        serving = settings_file.output_path("serving", getattr(args, "serving", None), given)
+        reports = settings_file.output_path("reports", getattr(args, "reports", None), given)
+    except Exception:  # noqa: BLE001 - the command itself reports settings or a warehouse it cannot use
+        return
+    recover_if_idle(warehouse, serving, reports, say=lambda message: print(f"core20: {message}", file=sys.stderr))
+
+
+def _sweep_orphaned_runs() -> None:
+    """Mark runs left STARTED by a killed process FAILURE before doing anything (pipelines/runlock.py)."""
+    from pipelines import runner
+
+    try:
+        runner.sweep_orphaned_runs()
+    except runner.InstanceError:
+        pass  # `run` reports an unusable DAGSTER_HOME itself; the other commands do not need it
 
 
 def _synth(args: argparse.Namespace) -> int:
@@ -257,12 +399,14 @@ def _imd(args: argparse.Namespace) -> int:
 
 
 def _reference_fetch(args: argparse.Namespace) -> int:
+    from pipelines import settings_file
     from reference_data.fetch import fetch_reference
-    from reference_data.loader import DEFAULT_REFERENCE_DIR, REFERENCE_DIR_ENV
+    from reference_data.loader import DEFAULT_REFERENCE_DIR
 
-    target = Path(args.reference_dir or os.environ.get(REFERENCE_DIR_ENV) or DEFAULT_REFERENCE_DIR)
+    target = settings_file.path_value("reference_dir", args.reference_dir, DEFAULT_REFERENCE_DIR)
+    source = settings_file.resolve("paths.reference_source", args.source)[0]
     print(f"reference directory: {target}")
-    report = fetch_reference(target, source=args.source, only=args.only, force=args.force, timeout=args.timeout)
+    report = fetch_reference(target, source=source, only=args.only, force=args.force, timeout=args.timeout)
     print(f"{len(report.fetched)} fetched, {len(report.verified)} already present and verified, {len(report.failed)} failed")
     for reason in report.failed.values():
         print(f"core20 reference fetch: {reason}", file=sys.stderr)
@@ -286,6 +430,7 @@ def _dictionary(args: argparse.Namespace) -> int:
 
 
 def _months_to_run(args: argparse.Namespace, source) -> list[str]:
+    from pipelines import settings_file
     from pipelines.partitions import month_key, parse_month
 
     if args.from_month or args.to_month:
@@ -302,7 +447,8 @@ def _months_to_run(args: argparse.Namespace, source) -> list[str]:
     if not available:
         raise ValueError(
             f"no extracts found under {root}: expected YYYY-MM folders holding patients and events files "
-            "(make one with `core20 synth --out DIR`), or pass --extract and --month."
+            f"(make a synthetic one with `{settings_file.program()} synth --out {shlex.quote(str(root))}`), "
+            "or pass --extract and --month."
         )
     return [available[-1] + "-01"]
 
@@ -332,25 +478,18 @@ def _month_range(args: argparse.Namespace, source) -> list[str]:
 
 
 def _run(args: argparse.Namespace) -> int:
+    from pipelines import settings_file
     from pipelines.definitions import build_definitions
     from pipelines.resources import ExtractSource, PipelineSettings, resolve_warehouse_path
 
-    settings_kwargs = {}
-    if args.primary_vintage:
-        settings_kwargs["primary_imd_vintage"] = args.primary_vintage
-    if args.disclosure_profile:
-        settings_kwargs["disclosure_profile"] = args.disclosure_profile
-    if args.min_match_rate is not None:
-        settings_kwargs["min_decile_match_rate"] = args.min_match_rate
-    if args.min_practice_address_rate is not None:
-        settings_kwargs["min_practice_address_rate"] = args.min_practice_address_rate
-    if args.max_quarantine_share is not None:
-        if not 0 <= args.max_quarantine_share <= 1:
-            print("core20 run: --max-quarantine-share must be a share between 0 and 1 (e.g. 0.01 for 1%)", file=sys.stderr)
-            return EXIT_ERROR
-        settings_kwargs["max_quarantine_share"] = args.max_quarantine_share
-    if getattr(args, "definitions", None):
-        settings_kwargs["definitions_dir"] = str(Path(args.definitions).expanduser().resolve())
+    if args.max_quarantine_share is not None and not 0 <= args.max_quarantine_share <= 1:
+        print("core20 run: --max-quarantine-share must be a share between 0 and 1 (e.g. 0.01 for 1%)", file=sys.stderr)
+        return EXIT_ERROR
+    flags = {
+        "primary_imd_vintage": args.primary_vintage, "disclosure_profile": args.disclosure_profile,
+        "min_decile_match_rate": args.min_match_rate, "min_practice_address_rate": args.min_practice_address_rate,
+        "max_quarantine_share": args.max_quarantine_share, "definitions_dir": getattr(args, "definitions", None),
+    }
     source = ExtractSource(root=args.extract, column_mapping=args.column_mapping)
     try:
         months = _months_to_run(args, source)
@@ -368,9 +507,11 @@ def _run(args: argparse.Namespace) -> int:
             )
             return EXIT_ERROR
     warehouse = resolve_warehouse_path(args.warehouse)
+    # The warehouse goes to the resources as it was given, so the serving and report folders
+    # know whether it was chosen above the settings file (settings_file.output_path).
     defs = build_definitions(
-        warehouse=str(warehouse), extracts=args.extract, reference_dir=args.reference_dir,
-        column_mapping=args.column_mapping, settings=PipelineSettings(**settings_kwargs),
+        warehouse=args.warehouse, extracts=args.extract, reference_dir=args.reference_dir,
+        column_mapping=args.column_mapping, settings=PipelineSettings(**settings_file.choices(flags)),
         serving_root=args.serving, reports_dir=args.reports,
     )
     from pipelines import runner
@@ -380,32 +521,96 @@ def _run(args: argparse.Namespace) -> int:
     except runner.InstanceError as error:
         print(f"core20 run: {error}", file=sys.stderr)
         return EXIT_ERROR
+    from pipelines import runlock
+
+    what = f"core20 run {months[0][:7]}" + (f" to {months[-1][:7]}" if len(months) > 1 else "")
+    try:
+        # One writer per warehouse: a second `core20 run` (or a daemon run) queues behind this one.
+        with runlock.writer(warehouse, what, wait=args.wait, say=print):
+            return _run_months(defs, months, warehouse)
+    except (runlock.WarehouseBusy, ValueError) as error:
+        print(f"core20 run: {error}", file=sys.stderr)
+        return EXIT_ERROR
+
+
+def _run_months(defs, months: list[str], warehouse: Path) -> int:
+    from pipelines import runner
+
     code = runner.ensure_reference(defs, warehouse)
     if code != EXIT_OK:
         return code
     if len(months) > 1:
         return runner.run_months(defs, months, warehouse)
-    for key in months:
-        code = runner.run_month(defs, key, warehouse)
-        if code != EXIT_OK:
-            return code
-    return EXIT_OK
+    return runner.run_month(defs, months[0], warehouse)
+
+
+def _month_option(args: argparse.Namespace, command: str):
+    """Return (month or None, None) from `--month`, or (None, exit code) after saying what is wrong."""
+    from pipelines.partitions import parse_month
+
+    try:
+        return (parse_month(args.month) if args.month else None), None
+    except ValueError as error:
+        print(f"core20 {command}: {error}", file=sys.stderr)
+        return None, EXIT_ERROR
 
 
 def _quality(args: argparse.Namespace) -> int:
-    from pipelines import quality
-    from pipelines.partitions import parse_month
     from pipelines.resources import resolve_warehouse_path
 
-    try:
-        month = parse_month(args.month) if args.month else None
-    except ValueError as error:
-        print(f"core20 quality: {error}", file=sys.stderr)
-        return EXIT_ERROR
+    month, failed = _month_option(args, "quality")
+    if failed is not None:
+        return failed
+    from pipelines import runlock
+
     warehouse = resolve_warehouse_path(args.warehouse)
-    print(f"data-quality history in {warehouse} (table audit.data_quality)")
-    print(quality.report(quality.history(warehouse), month))
+    busy, copy = runlock.writer_busy(warehouse), runlock.quality_copy_path(warehouse)
+    if busy and copy.exists():
+        # Never touch the warehouse a run is writing: a reader would make that run wait. The
+        # copy is the history as this command prints it (counts disclosure-controlled).
+        import polars as pl
+
+        from pipelines import quality
+
+        print(f"a run is writing {warehouse} ({busy}); this is the data-quality history as of the end of the "
+              f"previous run, from {copy} (counts disclosure-controlled)")
+        print(quality.report(pl.read_parquet(copy), month))
+        return EXIT_OK
+    print(quality_text(warehouse, month))
     return EXIT_OK
+
+
+def _disclosure_audit(args: argparse.Namespace) -> int:
+    import time
+
+    from pipelines.disclosure_audit import audit_published
+    from pipelines.resources import ServingOutputs, resolve_warehouse_path
+
+    month, failed = _month_option(args, "disclosure-audit")
+    if failed is not None:
+        return failed
+    warehouse = resolve_warehouse_path(args.warehouse)
+    if not warehouse.exists():
+        print(f"core20 disclosure-audit: no warehouse at {warehouse}", file=sys.stderr)
+        return EXIT_ERROR
+    outputs = ServingOutputs(serving_root=args.serving, reports_dir=args.reports, warehouse=args.warehouse)
+    started = time.perf_counter()
+    found, read = audit_published(warehouse, outputs.serving_path(), outputs.reports_path(), month)
+    print(f"disclosure audit of {warehouse}, {outputs.serving_path()} and {outputs.reports_path()}: "
+          f"{read['tables']} published table(s), {read['snapshots']} serving snapshot(s), {read['reports']} report(s), "
+          f"{read['texts']} printed text(s) in {time.perf_counter() - started:.1f} s")
+    for violation in found:
+        print(f"  BREACH {violation}")
+    print("no breach: every surface keeps to the disclosure profile" if not found else f"{len(found)} breach(es)")
+    return EXIT_OK if not found else EXIT_BLOCKED
+
+
+def quality_text(warehouse, month=None) -> str:
+    """Return what `core20 quality` prints: the history with the disclosure profile on every count."""
+    from pipelines import quality
+
+    return (f"data-quality history in {warehouse} (table audit.data_quality; counts disclosure-controlled)\n"
+            + quality.report(quality.controlled_history(warehouse), month))
 
 
 if __name__ == "__main__":  # pragma: no cover

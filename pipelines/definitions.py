@@ -2,22 +2,15 @@
 
 import dagster as dg
 
-from assets.cohorts import cohort_catalogue, cohort_membership, register_membership
-from assets.feeds import staging_feeds
+from assets.cohorts import patient_model
 from assets.gaps import audit_gap_table, audit_inequality_table, audit_spc_series
-from assets.indicators import audit_indicator_catalogue, indicator_catalogue, patient_indicators
 from assets.lineage import LINEAGE_ASSETS
-from assets.population import (
-    audit_deprivation_quality,
-    deprivation_quality_table,
-    patient_attributes,
-    patient_deprivation,
-)
+from assets.disclosure import disclosure_audit
+from assets.population import patient_deprivation
 from assets.publish import publish_month
 from assets.reference import REFERENCE_ASSETS
-from assets.report import build_report_asset
-from assets.serving import build_serving_asset
 from assets.staging import staging_extract
+from pipelines import settings_file
 from pipelines.jobs import monthly_job, reference_job
 from pipelines.national.engine import NationalSettings, icb_month_asset, national_month_job_from_env, national_rollup_asset
 from pipelines.progress import PROGRESS_LOGGER, progress_logger
@@ -43,30 +36,31 @@ def build_definitions(
         extracts: extracts root or a single extract folder (default $CORE20_EXTRACTS or data/extracts).
         reference_dir: reference directory (default $CORE20_REFERENCE_DIR or ../shared/reference_data).
         column_mapping: a column-mapping file for the extracts.
-        settings: ICS settings (primary IMD vintage, disclosure profile, gate thresholds).
-        serving_root: serving snapshots for BI (default $CORE20_SERVING or data/serving).
-        reports_dir: monthly HTML reports (default $CORE20_REPORTS or data/reports).
+        settings: ICS settings (primary IMD vintage, disclosure profile, gate thresholds); default
+            the [choices] of the settings file (core20.toml), so the Dagster UI, its schedule and
+            sensor run with the same choices as `core20 run`.
+        serving_root: serving snapshots for BI (default $CORE20_SERVING, core20.toml, or beside the warehouse).
+        reports_dir: monthly HTML reports (default $CORE20_REPORTS, core20.toml, or beside the warehouse).
+
+    Paths left as None are resolved when a run starts (flag, variable, core20.toml, default:
+    pipelines/settings_file.py); the [choices] are read here, so after editing core20.toml
+    reload the code location in the UI.
     """
+    # The serving snapshot and the report are built as candidates by the disclosure audit and put in
+    # place by the publish step (assets/disclosure.py, assets/publish.py).
+    door = Warehouse(path=warehouse)
     base = dg.Definitions(
         assets=[
             *REFERENCE_ASSETS,
             staging_extract,
             patient_deprivation,
-            deprivation_quality_table,
-            patient_attributes,
-            register_membership,
-            cohort_membership,
-            patient_indicators,
-            indicator_catalogue,
+            patient_model,
+            *LINEAGE_ASSETS,
             audit_gap_table,
-            audit_indicator_catalogue,
             audit_inequality_table,
             audit_spc_series,
-            audit_deprivation_quality,
+            disclosure_audit,
             publish_month,
-            staging_feeds,
-            cohort_catalogue,
-            *LINEAGE_ASSETS,
             icb_month_asset,
             national_rollup_asset,
         ],
@@ -75,20 +69,16 @@ def build_definitions(
         sensors=SENSORS,
         loggers={**dg.default_loggers(), PROGRESS_LOGGER: progress_logger},
         resources={
-            "io_manager": DuckDBPolarsIOManager(database=warehouse),
-            "warehouse": Warehouse(path=warehouse),
+            "io_manager": DuckDBPolarsIOManager(warehouse=door),
+            "warehouse": door,
             "extracts": ExtractSource(root=extracts, column_mapping=column_mapping),
             "reference_data": ReferenceData(directory=reference_dir),
-            "settings": settings or PipelineSettings(),
+            "settings": settings or PipelineSettings(**settings_file.choices()),
             "operations": OperationsSettings(),
             "national": NationalSettings(),
-            "serving": ServingOutputs(serving_root=serving_root, reports_dir=reports_dir),
+            "serving": ServingOutputs(serving_root=serving_root, reports_dir=reports_dir, warehouse=warehouse),
         },
     )
-    # Outputs for people, built from whatever the month published: a newly published table
-    # reaches the serving snapshot and the report without a change here.
-    published = [spec.key for spec in base.resolve_all_asset_specs() if spec.key.path[0] == "published"]
-    return dg.Definitions.merge(base, dg.Definitions(assets=[build_serving_asset(published), build_report_asset(published)]))
-
+    return base
 
 defs = build_definitions()

@@ -24,3 +24,8 @@ def parse_month(text: str) -> date:
         return date(int(parts[0]), int(parts[1]), 1)
     except (ValueError, IndexError):
         raise ValueError(f"'{text}' is not a month: expected YYYY-MM, e.g. 2026-10") from None
+
+
+def month_of(context) -> date:
+    """Return the first day of a Dagster run's partition month (`context.partition_key` 'YYYY-MM-01')."""
+    return MONTHLY.time_window_for_partition_key(context.partition_key).start.date()

@@ -20,6 +20,7 @@ Only counts leave this module; no value of any row is ever returned.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,6 +39,7 @@ SUPPORTED: dict[str, set[str]] = {
     "expect_column_values_to_match_regex": {"regex", "mostly", "row_condition"},
     "expect_column_values_to_be_unique": {"mostly", "row_condition"},
     "expect_column_pair_values_a_to_be_greater_than_b": {"column_A", "column_B", "or_equal", "ignore_row_if", "mostly", "row_condition"},
+    "expect_compound_columns_to_be_unique": {"column_list", "ignore_row_if", "mostly", "row_condition"},
     "expect_table_row_count_to_be_between": {"min_value", "max_value"},
 }
 
@@ -151,7 +153,7 @@ def columns_of(kwargs: dict[str, Any]) -> set[str]:
         ...                                                          "operator": "IN", "parameter": ["1"]}}))
         ['code', 'value']
     """
-    names = {kwargs[k] for k in ("column", "column_A", "column_B") if k in kwargs}
+    names = {kwargs[k] for k in ("column", "column_A", "column_B") if k in kwargs} | set(kwargs.get("column_list", []))
     stack = [kwargs.get("row_condition")]
     while stack:
         condition = stack.pop()
@@ -186,6 +188,19 @@ def masks(expectation_type: str, kwargs: dict[str, Any]) -> tuple[pl.Expr, pl.Ex
     """
     check_supported(expectation_type, kwargs)
     scope = condition_expr(kwargs.get("row_condition"))
+    if expectation_type == "expect_compound_columns_to_be_unique":
+        columns = [pl.col(c) for c in kwargs["column_list"]]
+        ignore = kwargs.get("ignore_row_if", "all_values_are_missing")
+        missing = {
+            "all_values_are_missing": pl.all_horizontal(c.is_null() for c in columns),
+            "any_value_is_missing": pl.any_horizontal(c.is_null() for c in columns),
+            "never": pl.lit(False),
+        }[ignore]
+        present = scope & ~missing
+        # Every occurrence of a repeated combination counts; nulls inside it compare equal. The
+        # presence flag is part of the key, so a combination of nulls never meets rows out of scope.
+        failing = pl.struct([present.alias("_present"), *columns]).is_duplicated()
+        return scope, scope & missing, present & failing.fill_null(True)
     if expectation_type == "expect_column_pair_values_a_to_be_greater_than_b":
         a, b = pl.col(kwargs["column_A"]), pl.col(kwargs["column_B"])
         ignore = kwargs.get("ignore_row_if", "both_values_are_missing")
@@ -218,6 +233,16 @@ def masks(expectation_type: str, kwargs: dict[str, Any]) -> tuple[pl.Expr, pl.Ex
     return scope, missing, present & failing.fill_null(True)
 
 
+def as_gx_sees(frame: pl.LazyFrame) -> pl.LazyFrame:
+    """Return `frame` as GX's pandas engine sees it: a float NaN is a missing value, like a null.
+
+    Examples:
+        >>> as_gx_sees(pl.LazyFrame({"v": [1.0, float("nan"), None]})).collect()["v"].null_count()
+        2
+    """
+    return frame.with_columns(pl.col(pl.Float32, pl.Float64).fill_nan(None))
+
+
 def _success(counts: Counts, expectation_type: str, kwargs: dict[str, Any]) -> bool:
     checked = counts.element_count - (counts.missing_count or 0)
     if not checked:
@@ -243,7 +268,7 @@ def evaluate(frame: pl.DataFrame | pl.LazyFrame, expectations: list[tuple[str, d
          {'element_count': 4.0, 'unexpected_count': 1.0, 'unexpected_percent': 25.0, 'missing_count': 0.0},
          {'element_count': 4.0, 'observed_value': 4.0}]
     """
-    lazy = frame.lazy()
+    lazy = as_gx_sees(frame.lazy())
     aggregations: list[pl.Expr] = [pl.len().alias("_rows")]
     for index, (expectation_type, kwargs) in enumerate(expectations):
         if expectation_type == "expect_table_row_count_to_be_between":
@@ -256,6 +281,141 @@ def evaluate(frame: pl.DataFrame | pl.LazyFrame, expectations: list[tuple[str, d
             unexpected.sum().alias(f"_u{index}"),
         ]
     totals = lazy.select(aggregations).collect().row(0, named=True)
+    return _counts(expectations, totals)
+
+
+# --- the same expectations as DuckDB SQL, for tables that never leave the warehouse ---------
+#
+# The staged events (~25M rows) are checked and split where they are, in DuckDB. These are
+# the polars masks above written as SQL, with the same null semantics; the property test
+# checks the two engines (and GX) agree expectation by expectation.
+
+_SQL_OPERATORS = {"==": "=", "!=": "<>", "<": "<", "<=": "<=", ">": ">", ">=": ">="}
+
+
+def condition_sql(condition: dict[str, Any] | None) -> str:
+    """Return the rows a GX structured row condition keeps, as a never-null SQL Boolean.
+
+    Examples:
+        >>> condition_sql({"type": "comparison", "column": {"name": "code"}, "operator": "IN", "parameter": ["a"]})
+        'coalesce("code" IN (\\'a\\'), false)'
+    """
+    from pipelines.segmentation.sql import literal, quote, values
+
+    if condition is None:
+        return "true"
+    kind = condition.get("type")
+    if kind == "comparison":
+        operator = str(condition["operator"])
+        column = quote(condition["column"]["name"])
+        fill = "true" if operator in ("!=", "NOT_IN") else "false"
+        parameter = condition["parameter"]
+        if operator == "IN":
+            test = f"{column} IN {values(parameter)}" if list(parameter) else "false"
+        elif operator == "NOT_IN":
+            test = f"NOT ({column} IN {values(parameter)})" if list(parameter) else "true"
+        elif operator in _SQL_OPERATORS:
+            test = f"{column} {_SQL_OPERATORS[operator]} {literal(parameter)}"
+        else:
+            raise UnsupportedExpectation(f"row_condition operator {operator!r} is not supported")
+        return f"coalesce({test}, {fill})"
+    if kind == "nullity":
+        column = quote(condition["column"]["name"])
+        return f"({column} IS NULL)" if condition["is_null"] else f"({column} IS NOT NULL)"
+    if kind in ("and", "or"):
+        parts = [condition_sql(c) for c in condition["conditions"]]
+        return "(" + f" {kind.upper()} ".join(parts) + ")"
+    raise UnsupportedExpectation(f"row_condition type {kind!r} is not supported")
+
+
+def _between_sql(column: str, kwargs: dict[str, Any]) -> str:
+    from pipelines.segmentation.sql import literal
+
+    parts = ["true"]
+    low, high = kwargs.get("min_value"), kwargs.get("max_value")
+    if low is not None:
+        parts.append(f"{column} {'>' if kwargs.get('strict_min') else '>='} {literal(low)}")
+    if high is not None:
+        parts.append(f"{column} {'<' if kwargs.get('strict_max') else '<='} {literal(high)}")
+    return "(" + " AND ".join(parts) + ")"
+
+
+def sql_masks(expectation_type: str, kwargs: dict[str, Any]) -> tuple[str, str, str]:
+    """Return (in_scope, missing, unexpected) as never-null SQL Booleans: `masks` in SQL.
+
+    `expect_column_values_to_be_unique` uses a window function, so its masks belong in a
+    select list (not a WHERE clause).
+
+    Examples:
+        >>> sql_masks("expect_column_values_to_be_in_set", {"column": "sex", "value_set": ["M"]})[2]
+        '(true AND "sex" IS NOT NULL AND coalesce(NOT ("sex" IN (\\'M\\')), true))'
+    """
+    from pipelines.segmentation.sql import quote, values
+
+    check_supported(expectation_type, kwargs)
+    scope = condition_sql(kwargs.get("row_condition"))
+    if expectation_type == "expect_compound_columns_to_be_unique":
+        columns = [quote(c) for c in kwargs["column_list"]]
+        ignore = kwargs.get("ignore_row_if", "all_values_are_missing")
+        missing = {
+            "all_values_are_missing": "(" + " AND ".join(f"{c} IS NULL" for c in columns) + ")",
+            "any_value_is_missing": "(" + " OR ".join(f"{c} IS NULL" for c in columns) + ")",
+            "never": "false",
+        }[ignore]
+        present = f"{scope} AND NOT {missing}"
+        combination = "struct_pack(" + ", ".join(f"_c{i} := {c}" for i, c in enumerate(columns)) + ")"
+        # Partitioned by presence too: a combination of nulls must not meet the rows out of scope.
+        failing = f"count(*) OVER (PARTITION BY ({present}), {combination}) > 1"
+        return scope, f"({scope} AND {missing})", f"({present} AND coalesce({failing}, true))"
+    if expectation_type == "expect_column_pair_values_a_to_be_greater_than_b":
+        a, b = quote(kwargs["column_A"]), quote(kwargs["column_B"])
+        ignore = kwargs.get("ignore_row_if", "both_values_are_missing")
+        missing = {
+            "both_values_are_missing": f"({a} IS NULL AND {b} IS NULL)",
+            "either_value_is_missing": f"({a} IS NULL OR {b} IS NULL)",
+            "neither": "false",
+        }[ignore]
+        passes = f"{a} >= {b}" if kwargs.get("or_equal") else f"{a} > {b}"
+        failing = f"NOT coalesce({passes}, false)"
+        return scope, f"({scope} AND {missing})", f"({scope} AND NOT {missing} AND {failing})"
+    column = quote(kwargs["column"])
+    if expectation_type == "expect_column_values_to_not_be_null":
+        return scope, "false", f"({scope} AND {column} IS NULL)"
+    if expectation_type == "expect_column_values_to_be_null":
+        return scope, "false", f"({scope} AND {column} IS NOT NULL)"
+    missing = f"({scope} AND {column} IS NULL)"
+    present = f"{scope} AND {column} IS NOT NULL"
+    if expectation_type == "expect_column_values_to_be_in_set":
+        failing = f"NOT ({column} IN {values(kwargs['value_set'])})" if kwargs["value_set"] else "true"
+    elif expectation_type == "expect_column_values_to_not_be_in_set":
+        failing = f"{column} IN {values(kwargs['value_set'])}" if kwargs["value_set"] else "false"
+    elif expectation_type == "expect_column_values_to_be_between":
+        failing = f"NOT {_between_sql(column, kwargs)}"
+    elif expectation_type == "expect_column_values_to_match_regex":
+        from pipelines.segmentation.sql import literal
+
+        failing = f"NOT regexp_matches(CAST({column} AS VARCHAR), {literal(kwargs['regex'])})"
+    else:  # expect_column_values_to_be_unique: every occurrence of a repeated value counts
+        failing = f"count(*) OVER (PARTITION BY CASE WHEN {present} THEN {column} END) > 1"
+    return scope, missing, f"({present} AND coalesce({failing}, true))"
+
+
+def as_gx_sees_sql(con, relation: str, keep_raw: bool = False) -> str:
+    """Return `relation` with float NaN as NULL (GX's pandas view); `keep_raw` adds `__raw_<c>` originals."""
+    from pipelines.segmentation.sql import quote
+
+    described = con.execute(f"DESCRIBE SELECT * FROM {relation}").fetchall()
+    floats = [name for name, kind, *_ in described if kind in ("DOUBLE", "FLOAT", "REAL")]
+    if not floats:
+        return relation
+    replaced = ", ".join(f"CASE WHEN isnan({quote(c)}) THEN NULL ELSE {quote(c)} END AS {quote(c)}" for c in floats)
+    raw = "".join(f", {quote(c)} AS {quote('__raw_' + c)}" for c in floats) if keep_raw else ""
+    return f"(SELECT * REPLACE ({replaced}){raw} FROM {relation})"
+
+
+
+def _counts(expectations: list[tuple[str, dict[str, Any]]], totals: Mapping[str, Any]) -> list[Counts]:
+    """Return each expectation's counts and verdict from the totals of one aggregate pass (both engines)."""
     results = []
     for index, (expectation_type, kwargs) in enumerate(expectations):
         if expectation_type == "expect_table_row_count_to_be_between":
@@ -272,3 +432,27 @@ def evaluate(frame: pl.DataFrame | pl.LazyFrame, expectations: list[tuple[str, d
         )
         results.append(Counts(**{**counts.__dict__, "success": _success(counts, expectation_type, kwargs)}))
     return results
+
+
+def evaluate_sql(con, relation: str, expectations: list[tuple[str, dict[str, Any]]]) -> list[Counts]:
+    """Return GX-equivalent counts for each expectation over a DuckDB relation, in one query.
+
+    Arguments:
+        con: a DuckDB connection.
+        relation: a table, view or parenthesised query.
+        expectations: expectation types with substituted kwargs.
+    """
+    relation = as_gx_sees_sql(con, relation)
+    items: dict[str, str] = {}
+    for index, (expectation_type, kwargs) in enumerate(expectations):
+        if expectation_type == "expect_table_row_count_to_be_between":
+            check_supported(expectation_type, kwargs)
+            continue
+        scope, missing, unexpected = sql_masks(expectation_type, kwargs)
+        items |= {f"_e{index}": scope, f"_m{index}": missing, f"_u{index}": unexpected}
+    # Masks first (a uniqueness mask is a window function), then one aggregate over them.
+    inner = ", ".join(f"({sql})::INTEGER AS {name}" for name, sql in items.items()) or "1 AS _one"
+    sums = "".join(f", coalesce(sum({name}), 0) AS {name}" for name in items)
+    row = con.execute(f"SELECT count(*) AS _rows{sums} FROM (SELECT {inner} FROM {relation})").fetchall()[0]
+    totals = dict(zip(["_rows", *items], row))
+    return _counts(expectations, totals)

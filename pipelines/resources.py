@@ -1,30 +1,27 @@
 """Resources: where the warehouse, the reference data and the extracts are, and run settings.
 
-Every path has a default that works from a fresh clone; an environment variable overrides
-it (read when the run starts, never at import time), and Dagster run config overrides both.
+Every path has a default that works from a fresh clone. The ICS's settings file
+(core20.toml) overrides the default, an environment variable overrides the file, and a
+flag or Dagster run config overrides both (pipelines/settings_file.py; all read when the
+run starts, never at import time).
 """
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Optional
 
 import dagster as dg
 
+from pipelines import settings_file
 from pipelines.segmentation.extract import SUFFIXES, ExtractError
+from pipelines.warehouse import DEFAULT_WAREHOUSE, REPO_ROOT, WAREHOUSE_ENV, Warehouse, resolve_warehouse_path
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_WAREHOUSE = REPO_ROOT / "data" / "warehouse" / "core20plus5.duckdb"
+__all__ = ["DEFAULT_WAREHOUSE", "WAREHOUSE_ENV", "Warehouse", "resolve_warehouse_path", "ReferenceData", "ExtractSource",
+           "PipelineSettings", "ServingOutputs"]
 DEFAULT_EXTRACTS = REPO_ROOT / "data" / "extracts"
-WAREHOUSE_ENV = "CORE20_WAREHOUSE"
 EXTRACTS_ENV = "CORE20_EXTRACTS"
 DEFINITIONS_ENV = "CORE20_DEFINITIONS"
-
-
-def resolve_warehouse_path(path: str | None = None) -> Path:
-    """Return the warehouse file: the argument, else $CORE20_WAREHOUSE, else data/warehouse/."""
-    return Path(path or os.environ.get(WAREHOUSE_ENV) or DEFAULT_WAREHOUSE).expanduser().resolve()
 
 
 class ReferenceData(dg.ConfigurableResource):
@@ -46,8 +43,8 @@ class ExtractSource(dg.ConfigurableResource):
     column_mapping: Optional[str] = None
 
     def root_path(self) -> Path:
-        """Return the extracts root (argument, $CORE20_EXTRACTS, default data/extracts)."""
-        return Path(self.root or os.environ.get(EXTRACTS_ENV) or DEFAULT_EXTRACTS).expanduser().resolve()
+        """Return the extracts root (argument, $CORE20_EXTRACTS, core20.toml, default data/extracts)."""
+        return settings_file.path_value("extracts", self.root, DEFAULT_EXTRACTS)
 
     def folder_for(self, month_key: str) -> Path:
         """Return the extract folder for a partition key such as '2026-10-01'."""
@@ -63,7 +60,7 @@ class ExtractSource(dg.ConfigurableResource):
 
     def mapping_path(self) -> Path | None:
         """Return the configured column-mapping file, if any (else the folder's own is used)."""
-        return Path(self.column_mapping).expanduser().resolve() if self.column_mapping else None
+        return settings_file.path_value("column_mapping", self.column_mapping)
 
     def months_available(self) -> list[str]:
         """Return the YYYY-MM folders under the root that hold a patients file, oldest first."""
@@ -75,16 +72,6 @@ class ExtractSource(dg.ConfigurableResource):
             for p in root.iterdir()
             if p.is_dir() and len(p.name) == 7 and any((p / f"patients{s}").exists() for s in SUFFIXES)
         )
-
-
-class Warehouse(dg.ConfigurableResource):
-    """The DuckDB warehouse file (one writer at a time: jobs use the in-process executor)."""
-
-    path: Optional[str] = None
-
-    def file(self) -> Path:
-        """Return the resolved warehouse path."""
-        return resolve_warehouse_path(self.path)
 
 
 class PipelineSettings(dg.ConfigurableResource):
@@ -102,6 +89,9 @@ class PipelineSettings(dg.ConfigurableResource):
             of its patients; 0 switches the check off.
         min_practice_patients: practices smaller than this are not judged by that check.
         sii_repetitions: simulated draws for SII/RII confidence limits (PHE default 100,000).
+        reliability_threshold: a published rate resting on a rounded count under this (the
+            denominator of a proportion, the numerator of a rate) is flagged is_low_reliability
+            (default 50: rounding to 5 moves a count by up to 2, 4% of 50; see gaps.RELIABILITY_THRESHOLD).
         sii_seed: base seed of those draws; each index's own seed is derived from it and recorded.
         sii_transform: fit the SII on the logit (proportion) or log (rate) scale and back-transform
             (PHE `transform`); standard errors and draws are on that scale either way. Off by
@@ -129,6 +119,7 @@ class PipelineSettings(dg.ConfigurableResource):
     min_practice_address_rate: float = 0.5
     min_practice_patients: int = 50
     sii_repetitions: int = 100000
+    reliability_threshold: int = 50
     sii_seed: int = 20260
     sii_transform: bool = False
     spc_run_length: int = 7
@@ -148,9 +139,8 @@ class PipelineSettings(dg.ConfigurableResource):
                         self.spc_two_in_three, self.spc_min_points).check()
 
     def definitions_path(self) -> Path | None:
-        """Return the definitions folder (setting, else $CORE20_DEFINITIONS), or None for the shipped one."""
-        chosen = self.definitions_dir or os.environ.get(DEFINITIONS_ENV)
-        return Path(chosen).expanduser().resolve() if chosen else None
+        """Return the definitions folder (setting, $CORE20_DEFINITIONS, core20.toml), or None for the shipped one."""
+        return settings_file.path_value("definitions", self.definitions_dir)
 
 
 SERVING_ENV = "CORE20_SERVING"
@@ -163,30 +153,43 @@ DEFAULT_REPORTS = REPO_ROOT / "data" / "reports"
 class ServingOutputs(dg.ConfigurableResource):
     """Where BI reads from and where the monthly reports go (never the warehouse itself).
 
+    Each folder belongs to one warehouse: unless set, it sits beside it (settings_file), so
+    a run on another warehouse never writes into the production snapshot or reports.
+
     Attributes:
         serving_root: folder of serving snapshots; BI tools read `serving_root/current/`
-            (default $CORE20_SERVING, else data/serving).
-        reports_dir: folder of the monthly HTML reports (default $CORE20_REPORTS, else data/reports).
+            (default $CORE20_SERVING, else core20.toml, else beside the warehouse: data/serving).
+        reports_dir: folder of the monthly HTML reports (default $CORE20_REPORTS, else
+            core20.toml, else beside the warehouse: data/reports).
+        restricted_dir: owner-only folder for row-level exports that must never be served
+            (default $CORE20_RESTRICTED, else core20.toml, else beside the warehouse: data/restricted).
+        warehouse: the warehouse these outputs belong to, as it was given (None: the one in force).
         keep_snapshots: snapshots kept, so a refresh that began before a swap can finish.
         powerbi_parquet_folder: the serving Parquet folder as Power BI Desktop and the gateway
             see it, e.g. `\\\\analytics-server\\core20\\serving\\current\\parquet`: the default of
             the generated model's ParquetFolder parameter (default $CORE20_POWERBI_PARQUET_FOLDER,
-            else `serving_root/current/parquet` as this machine sees it).
+            else core20.toml, else `serving_root/current/parquet` as this machine sees it).
     """
 
     serving_root: Optional[str] = None
     reports_dir: Optional[str] = None
+    restricted_dir: Optional[str] = None
+    warehouse: Optional[str] = None
     keep_snapshots: int = 3
     powerbi_parquet_folder: Optional[str] = None
 
     def powerbi_folder(self) -> str | None:
         """Return the ParquetFolder default for the Power BI model, if one is configured."""
-        return self.powerbi_parquet_folder or os.environ.get(POWERBI_PARQUET_ENV) or None
+        return settings_file.resolve("paths.powerbi_parquet_folder", self.powerbi_parquet_folder)[0]
 
     def serving_path(self) -> Path:
         """Return the resolved serving folder."""
-        return Path(self.serving_root or os.environ.get(SERVING_ENV) or DEFAULT_SERVING).expanduser().resolve()
+        return settings_file.output_path("serving", self.serving_root, self.warehouse)
 
     def reports_path(self) -> Path:
         """Return the resolved reports folder."""
-        return Path(self.reports_dir or os.environ.get(REPORTS_ENV) or DEFAULT_REPORTS).expanduser().resolve()
+        return settings_file.output_path("reports", self.reports_dir, self.warehouse)
+
+    def restricted_path(self) -> Path:
+        """Return the resolved restricted folder (created by whoever writes into it, owner-only)."""
+        return settings_file.output_path("restricted", self.restricted_dir, self.warehouse)

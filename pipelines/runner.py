@@ -9,7 +9,9 @@ from pathlib import Path
 
 import dagster as dg
 
+from pipelines import settings_file
 from pipelines.jobs import MONTHLY_JOB, REFERENCE_JOB
+from pipelines.progress import close_all as close_progress
 from pipelines.progress import progress_run_config
 from pipelines.warehouse import built_pins, connect, table_exists
 
@@ -53,6 +55,16 @@ def _instance() -> dg.DagsterInstance:
     return dg.DagsterInstance.ephemeral()
 
 
+def sweep_orphaned_runs() -> list[str]:
+    """Mark runs of $DAGSTER_HOME left STARTED by a process that no longer exists FAILURE; return their ids."""
+    from pipelines.runlock import sweep_orphans
+
+    if dagster_home() is None:
+        return []
+    with dg.DagsterInstance.get() as instance:
+        return sweep_orphans(instance, say=_say)
+
+
 def _say(message: str) -> None:
     print(message, flush=True)
 
@@ -83,9 +95,12 @@ def ensure_reference(defs: dg.Definitions, warehouse: Path) -> int:
         "(once per reference-data version; the spatial postcode lookup takes longest)"
     )
     started = time.perf_counter()
-    result = defs.resolve_job_def(REFERENCE_JOB).execute_in_process(
-        instance=_instance(), asset_selection=stale, raise_on_error=False, run_config=QUIET_LOGS
-    )
+    try:
+        result = defs.resolve_job_def(REFERENCE_JOB).execute_in_process(
+            instance=_instance(), asset_selection=stale, raise_on_error=False, run_config=progress_run_config(len(stale))
+        )
+    finally:
+        close_progress()
     if not result.success:
         print(f"core20 run: reference data could not be loaded: {failure_message(result)}", file=sys.stderr)
         return EXIT_ERROR
@@ -134,10 +149,13 @@ def run_month(defs: dg.Definitions, partition_key: str, warehouse: Path) -> int:
     n_steps = len(job.graph.node_dict)
     _say(f"running {partition_key[:7]} ({n_steps} steps) ...")
     started = time.perf_counter()
-    result = job.execute_in_process(
-        instance=_instance(), partition_key=partition_key, raise_on_error=False,
-        run_config=progress_run_config(n_steps),
-    )
+    try:
+        result = job.execute_in_process(
+            instance=_instance(), partition_key=partition_key, raise_on_error=False,
+            run_config=progress_run_config(n_steps),
+        )
+    finally:
+        close_progress()
     elapsed = time.perf_counter() - started
     if not result.success:
         blocked = blocked_gates(result)
@@ -146,7 +164,7 @@ def run_month(defs: dg.Definitions, partition_key: str, warehouse: Path) -> int:
                   "The previously published tables are unchanged.", file=sys.stderr)
             for line in blocked:
                 print(f"  {line}", file=sys.stderr)
-            print(f"  every gate's result: core20 quality --month {partition_key[:7]} --warehouse {warehouse}", file=sys.stderr)
+            print(f"  every gate's result: {settings_file.hint('quality', warehouse, month=partition_key[:7])}", file=sys.stderr)
             return EXIT_BLOCKED
         print(f"core20 run: {partition_key[:7]} NOT published (the previously published tables are unchanged): "
               f"{failure_message(result)}", file=sys.stderr)
@@ -185,82 +203,113 @@ def run_months(defs: dg.Definitions, partition_keys: list[str], warehouse: Path)
     return EXIT_ERROR if EXIT_ERROR in codes else EXIT_BLOCKED if EXIT_BLOCKED in codes else EXIT_OK
 
 
-def month_summary(warehouse: Path, partition_key: str) -> dict:
-    """Return the headline figures for a published month (aggregates only)."""
+MATCH_RATE_DEFINITION = ("patients with a national decile / patients with an address IMD can apply to "
+                         "(every registered patient except blank postcodes and addresses outside England)")
+
+
+def month_summary(warehouse: Path, partition_key: str, *, source: str = "published") -> dict:
+    """Return the headline figures of a month from its published tables only (aggregates only).
+
+    Every number comes from a published, disclosure-controlled table, so the summary can never
+    show a count the tables hide. `source` names a schema (or attached catalog.schema) holding
+    the tables in the published layout (the disclosure audit points it at the candidates).
+    """
     from datetime import date
 
     month = date.fromisoformat(partition_key)
     with connect(warehouse, read_only=True) as con:
-        settings_vintage = con.execute(
-            "select imd_vintage from published.gap_table where reporting_month = ? and breakdown = 'overall' limit 1",
-            [month],
-        ).fetchall()
-        vintage = settings_vintage[0][0] if settings_vintage else "IMD2025"
-        column = "imd2019_decile" if vintage == "IMD2019" else "imd2025_decile"
-        method = column.replace("decile", "method")
-        n, matched, core20, english_valid, english_matched = con.execute(
-            f"""
-            select count(*),
-                   count({column}),
-                   count(*) filter (where {column} <= 2),
-                   count(*) filter (where {method} not in ('outside_england', 'invalid_postcode', 'blank')),
-                   count({column}) filter (where {method} not in ('outside_england', 'invalid_postcode', 'blank'))
-            from population.patient_deprivation where reporting_month = ?
-            """,
-            [month],
-        ).fetchall()[0]
-        gaps = con.execute(
-            """
-            select indicator_id, "group", numerator, denominator, rate, rate_lower, rate_upper,
-                   gap, gap_lower, gap_upper, comparison
-            from published.gap_table
-            where reporting_month = ? and breakdown = 'core20' and imd_vintage = ? and "group" in ('core20', 'rest')
-            order by indicator_id, "group"
-            """,
-            [month, vintage],
-        ).fetchall()
-        has_catalogue = table_exists(con, "published", "indicator_catalogue")
-        titles = (
-            dict(con.execute(
-                "select indicator_id, title from published.indicator_catalogue where reporting_month = ?", [month]
-            ).fetchall())
-            if has_catalogue
-            else {}
-        )
+        return summary_from(con, month, source)
+
+
+def summary_from(con, month, source: str = "published") -> dict:
+    """Return the headline figures of `month` from the tables in schema `source` of an open connection."""
+    gap_columns = {r[0] for r in con.execute(
+        f"select column_name from (describe select * from {source}.gap_table)").fetchall()}
+    settings_vintage = con.execute(
+        f"select imd_vintage from {source}.gap_table where reporting_month = ? and breakdown = 'overall' limit 1",
+        [month],
+    ).fetchall()
+    vintage = settings_vintage[0][0] if settings_vintage else "IMD2025"
+    quality = con.execute(
+        f"select n_patients, n_matched, match_rate from {source}.deprivation_quality "
+        "where reporting_month = ? and imd_vintage = ? and practice_code = 'ALL'", [month, vintage]).fetchall()
+    n_patients, n_matched, match_rate = quality[0] if quality else (None, None, None)
+    units = ", multiplier, value_type" if {"multiplier", "value_type"} <= gap_columns else ", null, null"
+    gaps = con.execute(
+        f"""
+        select indicator_id, "group", numerator, denominator, rate, rate_lower, rate_upper,
+               gap, gap_lower, gap_upper, comparison{units}
+        from {source}.gap_table
+        where reporting_month = ? and breakdown = 'core20' and imd_vintage = ? and "group" in ('core20', 'rest')
+        order by indicator_id, "group"
+        """,
+        [month, vintage],
+    ).fetchall()
+    titles = dict(con.execute(
+        f"select indicator_id, title from {source}.indicator_catalogue where reporting_month = ?", [month]).fetchall())
     indicators: dict[str, dict] = {}
     for row in gaps:
         indicator, group = row[0], row[1]
-        indicators.setdefault(indicator, {"title": titles.get(indicator, indicator)})[group] = {
+        entry = indicators.setdefault(indicator, {"title": titles.get(indicator, indicator), "multiplier": row[11],
+                                                  "value_type": row[12]})
+        entry[group] = {
             "numerator": row[2], "denominator": row[3], "rate": row[4], "rate_lower": row[5], "rate_upper": row[6],
             "gap": row[7], "gap_lower": row[8], "gap_upper": row[9], "comparison": row[10],
         }
-    return {
-        "month": partition_key[:7], "imd_vintage": vintage, "n_patients": n, "n_matched": matched, "n_core20": core20,
-        "n_english_valid": english_valid, "n_english_matched": english_matched, "indicators": indicators,
-    }
+    return {"month": month.isoformat()[:7], "imd_vintage": vintage, "n_patients": n_patients, "n_matched": n_matched,
+            "match_rate": match_rate, "indicators": indicators}
 
 
-def _pct(value: float | None) -> str:
-    return "suppressed" if value is None else f"{100 * value:.1f}%"
+def _count(value) -> str:
+    return "suppressed" if value is None else f"{value:,}"
+
+
+def rate_text(value: float | None, multiplier: float | None, value_type: str | None) -> str:
+    """Return a published rate in its own unit: a percentage for proportions, 'per N' for rates.
+
+    Examples:
+        >>> rate_text(0.5904, 1, "proportion"), rate_text(5930.8, 100000, "rate"), rate_text(None, 1, "proportion")
+        ('59.0%', '5,930.8 per 100,000', 'suppressed')
+    """
+    from pipelines.report.charts import Unit
+
+    return Unit(value_type or "proportion", int(multiplier or 1)).text(value)
+
+
+def gap_text(gap: float, multiplier: float | None, value_type: str | None) -> str:
+    """Return a gap in its unit: percentage points for proportions, 'per N' for rates.
+
+    Examples:
+        >>> gap_text(-0.075, 1, "proportion"), gap_text(-120.0, 100000, "rate")
+        ('-7.5 points', '-120.0 per 100,000')
+    """
+    if value_type == "rate":
+        return f"{gap:+,.1f} per {int(multiplier or 1):,}"
+    return f"{100 * gap:+.1f} points"
+
+
+def summary_text(s: dict, quality_text: str = "") -> str:
+    """Return the month's run summary as printed (every figure from the published tables)."""
+    lines = [f"\n{s['month']} — {_count(s['n_patients'])} registered patients"]
+    rate = "suppressed" if s["match_rate"] is None else f"{s['match_rate']:.1%}"
+    lines.append(f"  match rate ({s['imd_vintage']}): {rate} — {MATCH_RATE_DEFINITION}")
+    for indicator, figures in sorted(s["indicators"].items()):
+        core, rest = figures.get("core20", {}), figures.get("rest", {})
+        m, vt = figures.get("multiplier"), figures.get("value_type")
+        lines.append(f"  {figures['title']}")
+        lines.append(f"    Core20 {rate_text(core.get('rate'), m, vt)} ({_count(core.get('numerator'))}/{_count(core.get('denominator'))})"
+                     f"  vs rest {rate_text(rest.get('rate'), m, vt)} ({_count(rest.get('numerator'))}/{_count(rest.get('denominator'))})")
+        if core.get("gap") is not None:
+            interval = f"{gap_text(core['gap_lower'], m, vt)} to {gap_text(core['gap_upper'], m, vt)}"
+            lines.append(f"    gap {gap_text(core['gap'], m, vt)} (95% CI {interval}): Core20 {core['comparison']}")
+    if quality_text:
+        lines.append(quality_text)
+    return "\n".join(lines)
 
 
 def print_summary(warehouse: Path, partition_key: str) -> None:
     """Print the month's headline figures for an analyst."""
-    s = month_summary(warehouse, partition_key)
-    n = max(s["n_patients"], 1)
-    _say(f"\n{s['month']} — {s['n_patients']:,} registered patients")
-    _say(f"  matched to a national {s['imd_vintage']} decile: {s['n_matched'] / n:.1%} of all patients; "
-         f"{s['n_english_matched'] / max(s['n_english_valid'], 1):.1%} of those with a valid English postcode")
-    _say(f"  Core20 (national deciles 1-2): {s['n_core20'] / max(s['n_matched'], 1):.1%} of matched patients")
-    for indicator, figures in sorted(s["indicators"].items()):
-        core, rest = figures.get("core20", {}), figures.get("rest", {})
-        _say(f"  {figures['title']}")
-        _say(f"    Core20 {_pct(core.get('rate'))} ({core.get('numerator')}/{core.get('denominator')})"
-             f"  vs rest {_pct(rest.get('rate'))} ({rest.get('numerator')}/{rest.get('denominator')})")
-        if core.get("gap") is not None:
-            _say(f"    gap {100 * core['gap']:+.1f} points (95% CI {100 * core['gap_lower']:+.1f} to "
-                 f"{100 * core['gap_upper']:+.1f}): Core20 {core['comparison']}")
-    _say(quality_line(warehouse, partition_key))
+    _say(summary_text(month_summary(warehouse, partition_key), quality_line(warehouse, partition_key)))
     with connect(warehouse, read_only=True) as con:
         tables = [row[0] for row in con.execute(
             "select table_name from information_schema.tables where table_schema = 'published' order by 1"
@@ -269,16 +318,15 @@ def print_summary(warehouse: Path, partition_key: str) -> None:
 
 
 def quality_line(warehouse: Path, partition_key: str) -> str:
-    """Return the month's data-quality headline: gates passed, rows quarantined, warnings."""
+    """Return the month's data-quality headline: gates passed, rows quarantined (controlled counts)."""
     from datetime import date
 
     from pipelines import quality
 
-    rows = quality.history(warehouse).filter(reporting_month=date.fromisoformat(partition_key))
-    quarantined = {r["name"]: r["n"] for r in rows.filter(kind="quarantine_share").iter_rows(named=True)}
-    expectations = rows.filter(kind="expectation")
-    warnings = expectations.filter(passed=False, severity="WARN").height
-    return (f"  data quality: {expectations.filter(passed=True).height} of {expectations.height} expectations met"
-            f"{f' ({warnings} cohort-sanity warning(s))' if warnings else ''}; quarantined rows: "
-            f"{quarantined.get('patients', 0):,} patients, {quarantined.get('events', 0):,} events "
-            f"(details: core20 quality --month {partition_key[:7]})")
+    month = date.fromisoformat(partition_key)
+    with connect(warehouse, read_only=True) as con:
+        from pipelines.publication import month_profile
+
+        profile = month_profile(con, month)
+    rows = quality.controlled_rows(quality.history(warehouse).filter(reporting_month=month), profile)
+    return quality.headline(rows, partition_key[:7], settings_file.hint('quality', warehouse, month=partition_key[:7]))

@@ -8,8 +8,18 @@ only that month's rows, and the serving export and report follow.
 
 Run keys make both idempotent: Dagster never launches two runs with the same key, so a
 sensor tick that sees the same folder again, or a schedule tick evaluated twice, does
-nothing. Runs are queued one at a time by `dagster.yaml` (`max_concurrent_runs: 1`)
+nothing. Runs are queued one at a time by `instance/dagster.yaml` (`max_concurrent_runs: 1`)
 because DuckDB allows one writer per file.
+
+A crash never wedges them. Each tick first sweeps runs left STARTED by a process that no
+longer exists (`pipelines/runlock.py`) and marks them FAILURE with the tag
+`core20/orphaned`. A month whose run was orphaned is asked for again under a new run key
+(`...:retry1`, `...:retry2`, ...), up to `CORE20_MAX_CRASH_RETRIES` times (default 3) for the
+same extract files, so a month that kills its process every time (e.g. out of memory) stops
+being retried and waits for a person. A run that timed out waiting for another run's hold
+on the warehouse is retried the same way. Only those are retried: a month blocked by a
+data-quality gate, or refused for a bad extract, failed on its data and would fail the same
+way again, so it keeps its run key and runs again only when the extract is re-sent.
 """
 
 from __future__ import annotations
@@ -22,9 +32,11 @@ from typing import Optional
 
 import dagster as dg
 
+from pipelines import settings_file
 from pipelines.jobs import monthly_job
 from pipelines.partitions import MONTHLY, month_key
 from pipelines.resources import ExtractSource
+from pipelines.runlock import crash_attempts, sweep_orphans
 from pipelines.segmentation.extract import SUFFIXES
 
 RUN_DAY_ENV = "CORE20_RUN_DAY"
@@ -33,6 +45,26 @@ DEFAULT_RUN_DAY = 5
 DEFAULT_SETTLE_SECONDS = 120
 EXTRACT_TABLES = ("patients", "events")
 FINGERPRINT_TAG = "core20/extract_fingerprint"
+MAX_RETRIES_ENV = "CORE20_MAX_CRASH_RETRIES"
+DEFAULT_MAX_RETRIES = 3
+
+
+def retry_suffix(instance: dg.DagsterInstance, partition_key: str, fingerprint: str) -> str | None:
+    """Return the run-key suffix for the next attempt at a month, or None when crashes used up its retries.
+
+    The first attempt has no suffix; after n orphaned runs of the same extract files the
+    next is `:retry<n>`, a key Dagster has not used, so it launches.
+    """
+    crashes = crash_attempts(instance, partition_key, {FINGERPRINT_TAG: fingerprint})
+    if crashes > int(os.environ.get(MAX_RETRIES_ENV) or DEFAULT_MAX_RETRIES):
+        return None
+    return f":retry{crashes}" if crashes else ""
+
+
+def _gave_up(partition_key: str) -> str:
+    return (f"{partition_key[:7]}: its run crashed (process killed) more than ${MAX_RETRIES_ENV} "
+            f"(default {DEFAULT_MAX_RETRIES}) times on these extract files; not retried again. Look at the runs' "
+            f"logs, then run it by hand: core20 run --month {partition_key[:7]}")
 
 
 class OperationsSettings(dg.ConfigurableResource):
@@ -40,10 +72,10 @@ class OperationsSettings(dg.ConfigurableResource):
 
     Attributes:
         run_day: day of the month (1-28) the schedule runs the previous month
-            (default $CORE20_RUN_DAY, else 5: extracts usually land in the first working days).
+            (default $CORE20_RUN_DAY, else core20.toml, else 5: extracts usually land in the first working days).
         settle_seconds: an extract folder is only run once none of its files has changed for
             this long, so a copy still in progress is not read half-written
-            (default $CORE20_EXTRACT_SETTLE_SECONDS, else 120).
+            (default $CORE20_EXTRACT_SETTLE_SECONDS, else core20.toml, else 120).
     """
 
     run_day: Optional[int] = None
@@ -51,16 +83,22 @@ class OperationsSettings(dg.ConfigurableResource):
 
     def day(self) -> int:
         """Return the configured run day, checked to be a day every month has."""
-        day = self.run_day if self.run_day is not None else int(os.environ.get(RUN_DAY_ENV) or DEFAULT_RUN_DAY)
+        value, source = settings_file.resolve("schedule.run_day", self.run_day)
+        try:
+            day = int(value) if value is not None else DEFAULT_RUN_DAY
+        except ValueError:
+            raise ValueError(f"{RUN_DAY_ENV} (run_day) must be a day from 1 to 28 that every month has; got {value!r}") from None
         if not 1 <= day <= 28:
             raise ValueError(f"{RUN_DAY_ENV} (run_day) must be a day from 1 to 28 that every month has; got {day}")
         return day
 
     def settle(self) -> int:
         """Return the settle time in seconds."""
-        if self.settle_seconds is not None:
-            return self.settle_seconds
-        return int(os.environ.get(SETTLE_ENV) or DEFAULT_SETTLE_SECONDS)
+        value, _ = settings_file.resolve("schedule.settle_seconds", self.settle_seconds)
+        try:
+            return int(value) if value is not None else DEFAULT_SETTLE_SECONDS
+        except ValueError:
+            raise ValueError(f"{SETTLE_ENV} (settle_seconds) must be a whole number of seconds; got {value!r}") from None
 
 
 def previous_month(today: date) -> date:
@@ -158,17 +196,25 @@ def already_run(instance: dg.DagsterInstance, partition_key: str, fingerprint: s
 def monthly_schedule(context: dg.ScheduleEvaluationContext, operations: OperationsSettings, extracts: ExtractSource):
     # The cron fires daily and the day test happens here, so the run day is configuration
     # (read when the tick is evaluated) rather than code baked into the cron string.
+    sweep_orphans(context.instance, say=context.log.warning)
     today = context.scheduled_execution_time.date()
-    if today.day != operations.day():
+    if today.day < operations.day():
         return dg.SkipReason(f"runs on day {operations.day()} of the month; today is day {today.day}")
     month = previous_month(today)
     folder = extracts.root_path() / month.strftime("%Y-%m")
-    if not extract_files(folder):
+    key = month_key(month)
+    fingerprint = extract_fingerprint(folder) if extract_files(folder) else ""
+    # After the run day the schedule only steps in to retry a month whose run crashed.
+    if today.day > operations.day() and not (fingerprint and crash_attempts(context.instance, key, {FINGERPRINT_TAG: fingerprint})):
+        return dg.SkipReason(f"runs on day {operations.day()} of the month; today is day {today.day}")
+    if not fingerprint:
         return dg.SkipReason(f"no extract for {month:%Y-%m} in {extracts.root_path()} yet; the extract sensor will start the run when it arrives")
-    key, fingerprint = month_key(month), extract_fingerprint(folder)
     if already_run(context.instance, key, fingerprint):
         return dg.SkipReason(f"{month:%Y-%m} has already run from these extract files")
-    return dg.RunRequest(run_key=f"schedule:{key}:{fingerprint}", partition_key=key,
+    suffix = retry_suffix(context.instance, key, fingerprint)
+    if suffix is None:
+        return dg.SkipReason(_gave_up(key))
+    return dg.RunRequest(run_key=f"schedule:{key}:{fingerprint}{suffix}", partition_key=key,
                          tags={"core20/trigger": "schedule", FINGERPRINT_TAG: fingerprint})
 
 
@@ -180,13 +226,21 @@ def monthly_schedule(context: dg.ScheduleEvaluationContext, operations: Operatio
     description="Starts the month's run when a new (or re-sent) YYYY-MM extract folder has settled in the extracts root.",
 )
 def new_extract_sensor(context: dg.SensorEvaluationContext, operations: OperationsSettings, extracts: ExtractSource):
+    sweep_orphans(context.instance, say=context.log.warning)
     ready = ready_extracts(extracts, now=datetime.now().timestamp(), settle_seconds=operations.settle())
     if not ready:
         return dg.SkipReason(f"no complete extract folders under {extracts.root_path()}")
-    # The run key includes the fingerprint: the same files never run twice, re-sent files do.
-    return [dg.RunRequest(run_key=f"extract:{key}:{fingerprint}", partition_key=key,
-                          tags={"core20/trigger": "new_extract", FINGERPRINT_TAG: fingerprint})
-            for key, fingerprint in ready]
+    # The run key includes the fingerprint: the same files never run twice, re-sent files do;
+    # and the number of crashed attempts, so a month whose run was orphaned runs again.
+    requests, gave_up = [], []
+    for key, fingerprint in ready:
+        suffix = retry_suffix(context.instance, key, fingerprint)
+        if suffix is None:
+            gave_up.append(_gave_up(key))
+            continue
+        requests.append(dg.RunRequest(run_key=f"extract:{key}:{fingerprint}{suffix}", partition_key=key,
+                                      tags={"core20/trigger": "new_extract", FINGERPRINT_TAG: fingerprint}))
+    return requests or dg.SkipReason("; ".join(gave_up))
 
 
 SCHEDULES = [monthly_schedule]

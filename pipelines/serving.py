@@ -78,7 +78,7 @@ def _copy_published(con: duckdb.DuckDBPyConnection) -> list[str]:
     for table, columns in tables.items():
         order = ", ".join(star.q(c) for c in star.order_columns(table, columns))
         con.execute(f"create table published.{star.q(table)} as "
-                    f"select * from {star.SOURCE}.published.{star.q(table)} order by {order}")
+                    f"select * from {star.PUBLISHED}.{star.q(table)} order by {order}")
     return list(tables)
 
 
@@ -101,12 +101,14 @@ def _write_parquet(con: duckdb.DuckDBPyConnection, table: str, folder: Path) -> 
     return written
 
 
-def build_snapshot(warehouse: Path, target: Path, *, powerbi_parquet_folder: str | None = None) -> dict:
+def build_snapshot(warehouse, target: Path, candidate_month=None, *, powerbi_parquet_folder: str | None = None) -> dict:
     """Build a complete snapshot of the warehouse's published tables in folder `target`.
 
     Arguments:
-        warehouse: the pipeline's DuckDB file (attached read-only, never written).
+        warehouse: the `Warehouse` or its file (attached read-only through its door, never written).
         target: an empty or absent folder.
+        candidate_month: build what the snapshot will be once this month's gated candidates
+            are published (publication.published_views), for the disclosure audit before publishing.
         powerbi_parquet_folder: the Parquet folder as Power BI will see it, the default of the
             generated model's `ParquetFolder` parameter (default: this snapshot's own folder).
 
@@ -121,8 +123,13 @@ def build_snapshot(warehouse: Path, target: Path, *, powerbi_parquet_folder: str
         # (the Windows ODBC driver Power BI uses) can open it; DuckDB 2.0 writes its own
         # newer format by default, which DuckDB 1.x cannot read.
         con.execute(f"attach '{database}' as serving (storage_version '{STORAGE_VERSION}')")
+        from pipelines.publication import published_views
+        from pipelines.warehouse import as_warehouse
+
+        as_warehouse(warehouse).attach(con, star.SOURCE)
+
+        published_views(con, star.SOURCE, candidate_month)
         con.execute("use serving")
-        con.execute(f"attach '{warehouse}' as {star.SOURCE} (read_only)")
         published = _copy_published(con)
         star_tables = star.build_star(con)
         columns = {t: [(r[0], r[1]) for r in con.execute(f"describe {star.STAR}.{star.q(t)}").fetchall()]
@@ -161,6 +168,9 @@ def build_snapshot(warehouse: Path, target: Path, *, powerbi_parquet_folder: str
         "duckdb_storage_version": STORAGE_VERSION,
     }
     (target / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True), encoding="utf-8")
+    # The snapshot names itself: the serving root's `CURRENT` is a link to `current/CURRENT`,
+    # so repointing `current` alone switches both (one rename, see swap_current).
+    (target / POINTER).write_text(f"{SNAPSHOTS}/{manifest['snapshot']}\n", encoding="utf-8")
     os.chmod(database, 0o444)  # a serving file is read-only for everyone, the pipeline included
     return manifest
 
@@ -202,16 +212,55 @@ def publish_snapshot(warehouse: Path, root: Path, *, keep: int = 3, powerbi_parq
 
 
 def swap_current(root: Path, snapshot: Path) -> None:
-    """Point `root/current` at `snapshot` with one atomic rename of a new symlink over the old."""
-    link = root / CURRENT
-    temporary = root / f".{CURRENT}.{os.getpid()}.tmp"
+    """Point `root/current` at `snapshot` with ONE atomic rename of a new symlink over the old.
+
+    `root/CURRENT` (the text pointer Power Query reads) is itself a link to `current/CURRENT`,
+    a file inside every snapshot naming it, so it follows `current` in the same rename: a
+    crash can never leave the two naming different snapshots. A serving folder from before
+    this layout has `CURRENT` as a plain file; it becomes the link here, once, after the
+    swap (until then it still names a complete snapshot). A snapshot built before the layout
+    has no `CURRENT` inside: it is given one before it can be pointed at.
+    """
+    if not (snapshot / POINTER).exists():
+        (snapshot / POINTER).write_text(f"{SNAPSHOTS}/{snapshot.name}\n", encoding="utf-8")
+    _replace_link(root / CURRENT, Path(SNAPSHOTS) / snapshot.name)
+    pointer = root / POINTER
+    if not (pointer.is_symlink() and os.readlink(pointer) == f"{CURRENT}/{POINTER}"):
+        _replace_link(pointer, Path(CURRENT) / POINTER)
+
+
+def _replace_link(link: Path, target: Path) -> None:
+    """Make `link` a symlink to `target` by renaming a new link over it (atomic on POSIX)."""
+    temporary = link.parent / f".{link.name}.{os.getpid()}.tmp"
     if temporary.is_symlink() or temporary.exists():
         temporary.unlink()
-    os.symlink(Path(SNAPSHOTS) / snapshot.name, temporary, target_is_directory=True)
+    os.symlink(target, temporary)
     os.replace(temporary, link)
-    pointer = root / f".{POINTER}.{os.getpid()}.tmp"
-    pointer.write_text(f"{SNAPSHOTS}/{snapshot.name}\n", encoding="utf-8")
-    os.replace(pointer, root / POINTER)
+
+
+def leftovers(root: Path, reports_dir: Path) -> list[Path]:
+    """Return what killed runs can leave: temporary links, building folders, candidate pointers and reports.
+
+    Only meaningful while no run is building (the caller holds the warehouse's writer lock).
+    """
+    found = [p for name in (CURRENT, POINTER) for p in root.glob(f".{name}.*.tmp")]
+    if (root / SNAPSHOTS).is_dir():
+        found += sorted((root / SNAPSHOTS).glob(".*.building")) + sorted((root / SNAPSHOTS).glob(".candidate-*"))
+    if (reports_dir / CANDIDATES).is_dir():
+        found += sorted((reports_dir / CANDIDATES).iterdir())
+    return found
+
+
+def sweep_leftovers(root: Path, reports_dir: Path) -> list[str]:
+    """Remove `leftovers` (the caller holds the warehouse's writer lock); return their names."""
+    removed = []
+    for path in leftovers(root, reports_dir):
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+        removed.append(path.name)
+    return removed
 
 
 def read_pointer(root: Path) -> Path:
@@ -239,4 +288,134 @@ def prune(root: Path, *, keep: int) -> list[str]:
     for stale in snapshots.glob(".*.building"):
         if time.time() - stale.stat().st_mtime > STALE_BUILD_SECONDS:
             shutil.rmtree(stale, ignore_errors=True)
+    return removed
+
+
+# ---------------------------------------------------------------------------
+# Candidates: a month's snapshot and report are built before the month is published, audited
+# with the candidate tables (pipelines/disclosure_audit.py), and only put in place after the
+# warehouse's publish transaction. `pipelines/publish_journal.py` makes the three one
+# recoverable unit: `place_candidates` can be repeated from wherever a killed run stopped.
+# ---------------------------------------------------------------------------
+
+CANDIDATES = ".candidates"
+
+
+def candidate_paths(serving_root: Path, reports_dir: Path, month) -> dict[str, Path]:
+    """Return where a month's candidate outputs live (private building locations readers never see)."""
+    from pipelines.report.page import report_path
+
+    return {
+        "pointer": serving_root / SNAPSHOTS / f".candidate-{month:%Y-%m}",
+        "report": report_path(reports_dir / CANDIDATES, month),
+    }
+
+
+def build_candidates(warehouse, serving_root: Path, reports_dir: Path, reference_dir: Path, month,
+                     powerbi_parquet_folder: str | None = None) -> dict:
+    """Build the month's candidate serving snapshot and report from its gated candidates.
+
+    Returns:
+        {'snapshot': folder, 'report': file, 'manifest': snapshot manifest}.
+    """
+    from pipelines.report.page import write_report
+
+    discard_candidates(serving_root, reports_dir, month)
+    paths = candidate_paths(serving_root, reports_dir, month)
+    snapshots = serving_root / SNAPSHOTS
+    snapshots.mkdir(parents=True, exist_ok=True)
+    building = snapshots / f".{_new_snapshot_id()}.building"
+    try:
+        manifest = build_snapshot(warehouse, building, candidate_month=month, powerbi_parquet_folder=(
+            powerbi_parquet_folder or str(serving_root.resolve() / CURRENT / PARQUET)))
+        paths["pointer"].write_text(building.name, encoding="utf-8")
+        report, _ = write_report(warehouse, month, reference_dir, paths["report"].parent, candidate=True,
+                                 target=paths["report"])
+    except BaseException:
+        shutil.rmtree(building, ignore_errors=True)
+        raise
+    return {"snapshot": building, "report": report, "manifest": manifest}
+
+
+def candidate_snapshot(serving_root: Path, reports_dir: Path, month) -> Path | None:
+    """Return the month's candidate snapshot folder, if one was built."""
+    pointer = candidate_paths(serving_root, reports_dir, month)["pointer"]
+    if not pointer.exists():
+        return None
+    folder = serving_root / SNAPSHOTS / pointer.read_text(encoding="utf-8").strip()
+    return folder if folder.exists() else None
+
+
+def candidate_plan(serving_root: Path, reports_dir: Path, month) -> dict[str, str]:
+    """Return the names `place_candidates` needs, read before anything moves (for the publication journal)."""
+    from pipelines.report.page import report_path
+
+    paths = candidate_paths(serving_root, reports_dir, month)
+    building = candidate_snapshot(serving_root, reports_dir, month)
+    if building is None or not paths["report"].exists():
+        raise FileNotFoundError(f"no audited candidate outputs for {month:%Y-%m} (run the disclosure audit first)")
+    return {"snapshot_id": building.name.strip(".").removesuffix(".building"),
+            "candidate_report": str(paths["report"]), "report": str(report_path(reports_dir, month))}
+
+
+def place_candidates(serving_root: Path, snapshot_id: str, candidate_report: Path, report: Path, month, *,
+                     keep: int = 3, failpoint=lambda name: None) -> dict:
+    """Move a month's audited candidate snapshot and report into place; safe to repeat after a crash.
+
+    Each step checks whether it was already done, so recovery can run the whole sequence
+    again from wherever a killed run stopped: the building folder renamed to the snapshot,
+    `current` repointed (one rename), older versions of the month retired, old snapshots
+    pruned, the candidate pointer removed, the report moved over the month's report.
+    """
+    snapshots = serving_root / SNAPSHOTS
+    building, final = snapshots / f".{snapshot_id}.building", snapshots / snapshot_id
+    if building.exists() and not final.exists():
+        building.rename(final)
+        failpoint("snapshot-renamed")
+    if not final.exists():
+        raise FileNotFoundError(f"the audited snapshot {final} is gone; run the month again")
+    if current_snapshot(serving_root) != final.resolve() or not (serving_root / POINTER).is_symlink():
+        swap_current(serving_root, final)
+        failpoint("current-swapped")
+    retire_versions(serving_root, month, final)
+    prune(serving_root, keep=keep)
+    candidate_paths(serving_root, report.parent, month)["pointer"].unlink(missing_ok=True)
+    if candidate_report.exists():
+        os.replace(candidate_report, report)
+        failpoint("report-moved")
+    manifest = json.loads((final / MANIFEST).read_text(encoding="utf-8"))
+    return {"snapshot": final, "report": report, "manifest": manifest | {"snapshot": snapshot_id}}
+
+
+def discard_candidates(serving_root: Path, reports_dir: Path, month) -> None:
+    """Remove a month's candidate outputs (a blocked month leaves nothing half-built behind)."""
+    paths = candidate_paths(serving_root, reports_dir, month)
+    building = candidate_snapshot(serving_root, reports_dir, month)
+    if building is not None:
+        shutil.rmtree(building, ignore_errors=True)
+    for path in (paths["pointer"], paths["report"]):
+        if path.exists():
+            path.unlink()
+
+
+def retire_versions(serving_root: Path, month, current: Path) -> list[str]:
+    """Delete the older snapshots that hold a month just published again (a re-sent extract).
+
+    Two versions of one month side by side let a reader difference them (one patient added
+    shows through the rounding), and each version was protected on its own. So the serving
+    folder never holds two versions of a month: once a re-sent month is swapped in, the
+    snapshots with its earlier version go. The cost: a Power BI refresh that was still reading
+    such a snapshot fails on its next file and must be run again (files already open stay
+    readable on POSIX). Older snapshots of other months are kept as before (`keep`).
+    """
+    removed = []
+    label = month.isoformat()
+    for folder in sorted(p for p in (serving_root / SNAPSHOTS).iterdir() if p.is_dir() and not p.name.startswith(".")):
+        if folder.resolve() == current.resolve():
+            continue
+        manifest = folder / MANIFEST
+        months = json.loads(manifest.read_text(encoding="utf-8")).get("months", []) if manifest.exists() else []
+        if label in months:
+            shutil.rmtree(folder, ignore_errors=True)
+            removed.append(folder.name)
     return removed

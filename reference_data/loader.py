@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import gzip
 import hashlib
-import os
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -47,6 +46,9 @@ class ReferenceFile:
     publisher_page: str = ""
     download: str = ""
     source: str = ""
+    # A codelist that is part of a published file: column -> the values its rows must hold
+    # (e.g. {"smoking_category": ("never",)} or {"code": (...)}). Empty: the whole file.
+    select: tuple[tuple[str, tuple[str, ...]], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -87,6 +89,10 @@ def load_manifest() -> Manifest:
                 publisher_page=value.get("publisher_page", ""),
                 download=value.get("download", ""),
                 source=str(value.get("source") or value.get("publisher") or ""),
+                select=tuple(
+                    (str(column), tuple(str(v) for v in (values if isinstance(values, list) else [values])))
+                    for column, values in sorted((value.get("select") or {}).items())
+                ),
             )
             for key, value in raw[section].items()
         }
@@ -95,12 +101,14 @@ def load_manifest() -> Manifest:
 
 
 def resolve_reference_dir(reference_dir: str | Path | None = None) -> Path:
-    """Return the reference directory: the argument, else $CORE20_REFERENCE_DIR, else the default."""
-    chosen = reference_dir or os.environ.get(REFERENCE_DIR_ENV) or DEFAULT_REFERENCE_DIR
+    """Return the reference directory: the argument, else $CORE20_REFERENCE_DIR, else core20.toml, else the default."""
+    from pipelines.settings_file import path_value
+
+    chosen = path_value("reference_dir", reference_dir, DEFAULT_REFERENCE_DIR)
     path = Path(chosen).expanduser().resolve()
     if not path.is_dir():
         raise ReferenceDataError(
-            f"reference directory {path} does not exist. Point {REFERENCE_DIR_ENV} at the folder "
+            f"reference directory {path} does not exist. Point {REFERENCE_DIR_ENV} (or paths.reference_dir in core20.toml) at the folder "
             "holding the shared reference data (IMD, postcode lookups, boundaries, codelists)."
         )
     return path
@@ -384,9 +392,25 @@ def scan_postcode_centroids(reference_dir: str | Path | None = None) -> pl.LazyF
 
 
 def read_codelist(codelist_id: str, reference_dir: str | Path | None = None) -> pl.DataFrame:
-    """Return a pinned codelist (all columns as text; `code` and `term` always present)."""
+    """Return a pinned codelist (all columns as text; `code` and `term` always present).
+
+    A manifest entry with `select` is a part of its published file: the rows whose columns
+    hold the selected values (e.g. the `never` rows of the smoking list, or named codes of
+    the systolic list). Every selected value must occur in the file, so a selection can
+    only narrow a published list, never add a code to it.
+    """
     frame = _read_csv(codelist_id, reference_dir)
     _require_columns(frame, ["code", "term"], codelist_id)
+    entry = load_manifest().codelists.get(codelist_id)
+    for column, values in entry.select if entry is not None else ():
+        _require_columns(frame, [column], codelist_id)
+        absent = sorted(set(values) - set(frame[column].to_list()))
+        if absent:
+            raise ReferenceDataError(
+                f"codelist '{codelist_id}' selects {column} value(s) {absent} that file {entry.path} does not hold; "
+                "a selection may only name values of the published file (reference_data/manifest.yaml)"
+            )
+        frame = frame.filter(pl.col(column).is_in(list(values)))
     return frame
 
 

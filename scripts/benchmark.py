@@ -378,7 +378,7 @@ def run_size(n: int, args, work: Path, template: Path | None, env: dict, cap: in
         shutil.copy2(template, warehouse)
     home = folder / "dagster_home"
     home.mkdir()
-    shutil.copy2(REPO / "dagster.yaml", home / "dagster.yaml")
+    shutil.copy2(REPO / "instance" / "dagster.yaml", home / "dagster.yaml")
     result.month = measure(
         [str(BIN / "core20"), "run", "--extract", str(extracts), "--month", args.month, "--warehouse", str(warehouse),
          "--serving", str(folder / "serving"), "--reports", str(folder / "reports"),

@@ -17,7 +17,11 @@ For each hidden count it solves two linear programmes, minimising and maximising
 subject to all of that. A small count (1 to the profile's threshold) is *recovered* when
 the interval left does not cover every value from 1 to the threshold: the table would
 then say more about it than "it was small". Any other hidden count (a complement) is
-recovered when it is pinned to one value.
+recovered when it is pinned to one value, unless a visible 0 already tells every reader it
+is 0: a part of a total shown as 0, or the numerator of a denominator shown as 0. (Since a
+hidden row hides its numerator too, a hidden numerator under a margin published as "0 of
+500" is pinned to 0 by that margin; publishing the margin's 0 is what says so, not the
+hiding.)
 """
 
 from __future__ import annotations
@@ -46,7 +50,7 @@ def _relations(cells: list[tuple], fine_to_coarse: dict[str, dict[str, str]]) ->
                 parts = ["unknown"] if q == "unknown" else [str(2 * int(q) - 1), str(2 * int(q))]
                 relations.append(((vintage, breakdown, q), [(vintage, "imd_decile", d) for d in parts]))
         if breakdown == "core20" and (vintage, "imd_quintile") in present:
-            split = {"core20": ["1"], "rest": ["2", "3", "4", "5"], "unknown": ["unknown"]}
+            split = {"core20": ["1"], "rest": ["2", "3", "4", "5", "unknown"], "unknown": ["unknown"]}
             for c in groups:
                 relations.append(((vintage, breakdown, c), [(vintage, "imd_quintile", q) for q in split[c]]))
         if breakdown in fine_to_coarse:
@@ -109,9 +113,12 @@ def recovered_cells(
     assert len(profiles) == 1, profiles
     threshold = get_profile(profiles[0]).small_count_threshold
     redacts = get_profile(profiles[0]).small_count_action == "redact"
-    joined = published.select(*KEY, *cell, *columns, "is_suppressed").join(
-        truth.select(*KEY, *cell, *[pl.col(c).alias(f"true_{c}") for c in columns]), on=[*KEY, *cell], how="inner"
-    )
+    # Cells the table never publishes (an intersection with an 'unknown' part) are unknowns to the
+    # reader too: they come from the truth with no published counts.
+    joined = truth.select(*KEY, *cell, *[pl.col(c).alias(f"true_{c}") for c in columns]).join(
+        published.select(*KEY, *cell, *columns, "is_suppressed").with_columns(pl.lit(True).alias("_published")),
+        on=[*KEY, *cell], how="left",
+    ).with_columns(pl.col("_published").fill_null(False), pl.col("is_suppressed").fill_null(True))
     shown_values = [v for c in columns for v in joined[c].drop_nulls().to_list()]
     ranges = _ranges(profiles[0], shown_values)
     recovered = []
@@ -146,6 +153,7 @@ def recovered_cells(
             a_ub.append(row)
         a_eq, a_ub = np.array(a_eq), np.array(a_ub)
         true_of = {t: rows[cells.index(t[0])][f"true_{t[1]}"] for t in hidden}
+        public_zero = _public_zeros(variables, index, hidden, rows, cells, a_eq, a_ub)
         # What must stay possible for the attack to fail on a cell: every value from 1 to
         # the threshold for a small count; some value other than the truth for the rest.
         need_high = {t: (threshold if 1 <= v <= threshold else v + 1) for t, v in true_of.items()}
@@ -160,11 +168,36 @@ def recovered_cells(
             true = true_of[target]
             if 1 <= true <= threshold:
                 narrowed = lowest > 1 + 1e-6 or highest < threshold - 1e-6
-            else:  # a complement, or a true 0 shown as 0 (nothing to recover there)
-                narrowed = highest - lowest < 0.5 and rows[cells.index(target[0])][target[1]] != true
+            elif not rows[cells.index(target[0])]["_published"]:
+                narrowed = False  # a never-published cell pinned to a count over 7 tells nothing small
+            elif target in public_zero:
+                narrowed = False  # a visible 0 above it says so to every reader
+            else:  # a complement
+                narrowed = highest - lowest < 0.5
             if narrowed:
                 recovered.append((*key, *target[0], target[1], true, lowest, highest))
     return recovered
+
+
+def _public_zeros(variables, index, hidden, rows, cells, a_eq, a_ub) -> set:
+    """Return the hidden counts a visible 0 makes known: parts of a total known to be 0, numerators of a 0."""
+    zero = {i for i, (c, col) in enumerate(variables) if (c, col) not in hidden and rows[cells.index(c)][col] == 0}
+    changed = True
+    while changed:
+        changed = False
+        implied = []
+        for row in a_eq:  # total - parts = 0: a total of 0 makes every part 0
+            totals, parts = np.flatnonzero(row > 0).tolist(), np.flatnonzero(row < 0).tolist()
+            if totals and all(t in zero for t in totals):
+                implied += parts
+        for row in a_ub:  # numerator - denominator <= 0: the numerator of a 0 is 0
+            if all(d in zero for d in np.flatnonzero(row < 0).tolist()):
+                implied += np.flatnonzero(row > 0).tolist()
+        for i in implied:
+            if i not in zero:
+                zero.add(i)
+                changed = True
+    return {variables[i] for i in zero if variables[i] in hidden}
 
 
 def _solve(objective, a_eq, a_ub, bounds, integer: bool):

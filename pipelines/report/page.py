@@ -20,9 +20,10 @@ from pathlib import Path
 import duckdb
 import polars as pl
 
-from pipelines.report.charts import RateRow, SeriesPoint, count, percent, rate_chart, series_chart
+from pipelines.report.charts import RateRow, SeriesPoint, Unit, count, percent, rate_chart, series_chart
 from pipelines.segmentation import star
-from pipelines.segmentation.disclosure import apply_profile, get_profile
+from pipelines.segmentation.disclosure import get_profile
+from pipelines.segmentation.schemas import MATCH_METHODS
 
 SII_COLUMNS = ("reporting_month", "indicator_id", "sii", "sii_lower", "sii_upper", "rii", "rii_lower", "rii_upper")
 SPC_COLUMNS = ("reporting_month", "point_month", "indicator_id", "imd_vintage", "breakdown", "group", "rate", "mean",
@@ -36,11 +37,29 @@ AREA_NAMES = {"severe_mental_illness": "Severe mental illness", "hypertension": 
               "maternity": "Maternity", "smoking_cessation": "Smoking cessation"}
 
 
-def attach(warehouse: Path) -> duckdb.DuckDBPyConnection:
-    """Return an in-memory connection with the warehouse attached read-only as `wh`."""
+def attach(warehouse, candidate_month: date | None = None) -> duckdb.DuckDBPyConnection:
+    """Return an in-memory connection with the warehouse (a `Warehouse` or its file) attached
+    read-only as `wh` through the warehouse door, and the published tables as views in schema
+    `pub` (with `candidate_month`, as they will be once that month's gated candidates are
+    published: see publication.published_views)."""
+    from pipelines.publication import published_views
+    from pipelines.warehouse import as_warehouse
+
     con = duckdb.connect()
-    con.execute(f"attach '{warehouse}' as {star.SOURCE} (read_only)")
+    as_warehouse(warehouse).attach(con, star.SOURCE)
+    published_views(con, star.SOURCE, candidate_month)
     return con
+
+
+def _tables(con: duckdb.DuckDBPyConnection) -> dict[str, list[str]]:
+    """Return published table -> columns, from the `pub` views (never the private layer)."""
+    rows = con.execute("select table_name, column_name from information_schema.columns where table_catalog = 'memory' "
+                       "and table_schema = 'pub' and table_name not like '\\_candidate\\_%' escape '\\' "
+                       "order by table_name, ordinal_position").fetchall()
+    tables: dict[str, list[str]] = {}
+    for table, column in rows:
+        tables.setdefault(table, []).append(column)
+    return tables
 
 
 def _frame(con: duckdb.DuckDBPyConnection, sql: str, params: list | None = None) -> pl.DataFrame:
@@ -74,32 +93,47 @@ def _rows(frame: pl.DataFrame, breakdown: str, *, highlight: str | None = None) 
     for record in sorted(part.iter_rows(named=True), key=lambda r: order(r["group"])):
         rows.append(RateRow(labels[record["group"]], record["rate"], record["rate_lower"], record["rate_upper"],
                             record["numerator"], record["denominator"],
-                            is_reference=record["group"] == record["reference_group"], is_highlight=record["group"] == highlight))
+                            is_reference=record["group"] == record["reference_group"], is_highlight=record["group"] == highlight,
+                            is_low_reliability=bool(record.get("is_low_reliability"))))
     return rows
 
 
-def _figures_table(rows: list[RateRow]) -> str:
+def unit_of(frame: pl.DataFrame) -> Unit:
+    """Return the unit of an indicator's published rows (a proportion when the table has no unit columns)."""
+    if "value_type" not in frame.columns or frame.is_empty():
+        return Unit()
+    return Unit(frame["value_type"][0] or "proportion", int(frame["multiplier"][0] or 1))
+
+
+def _figures_table(rows: list[RateRow], unit: Unit = Unit()) -> str:
     body = "".join(f"<tr><td>{escape(r.label)}</td><td>{count(r.numerator)}</td><td>{count(r.denominator)}</td>"
-                   f"<td>{percent(r.rate)}</td><td>{percent(r.lower)} to {percent(r.upper)}</td></tr>" for r in rows)
+                   f"<td>{'about ' if r.is_low_reliability else ''}{unit.text(r.rate)}</td>"
+                   f"<td>{unit.text(r.lower)} to {unit.text(r.upper)}</td></tr>" for r in rows)
     return ("<details><summary>Figures</summary><table><thead><tr><th>group</th><th>numerator</th><th>denominator</th>"
-            f"<th>rate</th><th>95% interval</th></tr></thead><tbody>{body}</tbody></table></details>")
+            f"<th>rate</th><th>95% interval</th></tr></thead><tbody>{body}</tbody></table>"
+            '<p class="note">"about": the rate comes from small counts rounded by the disclosure profile; read it as a range.</p>'
+            "</details>")
 
 
 def gap_sentence(frame: pl.DataFrame) -> str:
-    """Return the Core20-vs-rest gap in words, from the published Core20 row.
+    """Return the Core20-vs-rest gap in words, in the indicator's unit, from the published Core20 row.
 
     Examples:
         >>> f = pl.DataFrame({"breakdown": ["core20"], "group": ["core20"], "gap": [-0.078], "gap_lower": [-0.118],
         ...                   "gap_upper": [-0.038], "comparison": ["worse"]})
         >>> gap_sentence(f)
-        'Core20 minus the rest: -7.8 percentage points (95% CI -11.8 to -3.8): Core20 is <strong>worse</strong>.'
+        'Core20 minus the rest: -7.8 percentage points (95% CI -11.8 percentage points to -3.8 percentage points): Core20 is <strong>worse</strong>.'
+        >>> gap_sentence(f.with_columns(pl.lit("rate").alias("value_type"), pl.lit(100000).alias("multiplier"),
+        ...                             gap=pl.lit(-94.9), gap_lower=pl.lit(-1760.2), gap_upper=pl.lit(1778.5)))
+        'Core20 minus the rest: -94.9 per 100,000 (95% CI -1,760.2 per 100,000 to +1,778.5 per 100,000): Core20 is <strong>worse</strong>.'
     """
     row = frame.filter((pl.col("breakdown") == "core20") & (pl.col("group") == "core20"))
     if row.is_empty() or row["gap"][0] is None:
         return "The gap between Core20 and the rest cannot be shown this month (suppressed or not computed)."
     r = row.row(0, named=True)
-    return (f"Core20 minus the rest: {100 * r['gap']:+.1f} percentage points (95% CI {100 * r['gap_lower']:+.1f} to "
-            f"{100 * r['gap_upper']:+.1f}): Core20 is <strong>{escape(r['comparison'] or 'not compared')}</strong>.")
+    unit = unit_of(row)
+    return (f"Core20 minus the rest: {unit.difference(r['gap'])} (95% CI {unit.difference(r['gap_lower'])} to "
+            f"{unit.difference(r['gap_upper'])}): Core20 is <strong>{escape(r['comparison'] or 'not compared')}</strong>.")
 
 
 def _spc_table(tables: dict[str, list[str]]) -> str | None:
@@ -114,9 +148,10 @@ def _spc_words(value: str | None) -> str:
     return (value or "not assessed").replace("_", " ")
 
 
-def _trend(con: duckdb.DuckDBPyConnection, indicator: str, vintage: str, month: date, spc: str | None) -> str:
+def _trend(con: duckdb.DuckDBPyConnection, indicator: str, vintage: str, month: date, spc: str | None,
+           unit: Unit = Unit()) -> str:
     frame = _frame(con, """
-        select reporting_month, breakdown, "group", rate, rate_lower, rate_upper from wh.published.gap_table
+        select reporting_month, breakdown, "group", rate, rate_lower, rate_upper from pub.gap_table
         where indicator_id = $1 and imd_vintage = $2 and reporting_month <= $3
           and ((breakdown = 'overall') or (breakdown = 'core20' and "group" in ('core20', 'rest')))
         order by reporting_month""", [indicator, vintage, month])
@@ -124,7 +159,7 @@ def _trend(con: duckdb.DuckDBPyConnection, indicator: str, vintage: str, month: 
     if spc is not None:
         points = _frame(con, f"""
             select point_month, rate, mean, lower_limit, upper_limit, point_type, variation, assurance, n_points, is_short_series
-            from wh.published.{star.q(spc)} where reporting_month = $1 and indicator_id = $2 and imd_vintage = $3
+            from pub.{star.q(spc)} where reporting_month = $1 and indicator_id = $2 and imd_vintage = $3
               and breakdown = 'overall' order by point_month""", [month, indicator, vintage])
     flags = {r["point_month"]: r["point_type"] for r in points.iter_rows(named=True)
              if r["point_type"] and r["point_type"] != "common_cause"}
@@ -138,7 +173,7 @@ def _trend(con: duckdb.DuckDBPyConnection, indicator: str, vintage: str, month: 
     if not points.is_empty():
         for column, label in (("mean", "SPC mean"), ("lower_limit", "lower limit"), ("upper_limit", "upper limit")):
             lines[label] = [(r["point_month"], r[column]) for r in points.iter_rows(named=True)]
-    chart = series_chart(series, title=f"{indicator}: rate by month", lines=lines)
+    chart = series_chart(series, title=f"{indicator}: rate by month", lines=lines, unit=unit)
     if points.is_empty():
         words = ('<p class="note">No SPC chart is published for this indicator this month; the chart shows each '
                  "month's rate with its 95% interval.</p>")
@@ -162,10 +197,15 @@ def sii_text(row: dict) -> str:
         'SII +12.0 percentage points (95% CI +5.0 to +20.0); RII 1.30 (1.10 to 1.50)'
         >>> sii_text({"sii": None, "status": "not computed: 2 of 5 quantiles have a published rate"})
         'not computed: 2 of 5 quantiles have a published rate'
+        >>> sii_text({"sii": -250.0, "sii_lower": -600.0, "sii_upper": 90.0, "rii": 0.9, "value_type": "rate",
+        ...           "multiplier": 100000.0, "status": "computed"})
+        'SII -250.0 per 100,000 (95% CI -600.0 to +90.0); RII 0.90'
     """
     if row.get("sii") is None:
         return row.get("status") or "not computed"
-    scale, unit = (100, " percentage points") if row.get("value_type") == "proportion" and row.get("multiplier") == 1 else (1, "")
+    multiplier = row.get("multiplier") or 1
+    scale, unit = ((100, " percentage points") if row.get("value_type") != "rate"
+                   else (1, f" per {int(multiplier):,}"))
     sii = f"SII {scale * row['sii']:+.1f}{unit}"
     if row.get("sii_lower") is not None:
         sii += f" (95% CI {scale * row['sii_lower']:+.1f} to {scale * row['sii_upper']:+.1f})"
@@ -178,11 +218,11 @@ def sii_text(row: dict) -> str:
 def _sii_rows(con, table: str | None, month: date, vintage: str) -> pl.DataFrame:
     if table is None:
         return pl.DataFrame()
-    columns = star.source_tables(con)[table]
+    columns = _tables(con)[table]
     wanted = [c for c in ("indicator_id", "quantile_type", "sii", "sii_lower", "sii_upper", "rii", "rii_lower", "rii_upper",
                           "value_type", "multiplier", "status", "repetitions", "seed") if c in columns]
     vintage_filter = " and imd_vintage = $2" if "imd_vintage" in columns else ""
-    return _frame(con, f"select {', '.join(star.q(c) for c in wanted)} from wh.published.{star.q(table)} "
+    return _frame(con, f"select {', '.join(star.q(c) for c in wanted)} from pub.{star.q(table)} "
                        f"where reporting_month = $1{vintage_filter} order by 1, 2", [month, vintage] if vintage_filter else [month])
 
 
@@ -192,6 +232,7 @@ def _indicator_article(con, info: dict, gaps: pl.DataFrame, vintage: str, month:
         if not sii.is_empty() else sii
     sii_line = (f'<p class="sii">Social gradient across the quintiles: {escape(sii_text(quintile_sii.row(0, named=True)))}.</p>'
                 if not quintile_sii.is_empty() else "")
+    unit = unit_of(frame)
     core = _rows(frame, "core20", highlight="core20")
     quintiles = _rows(frame, "imd_quintile", highlight="1")
     ethnicity = _rows(frame, "ethnicity_broad")
@@ -205,14 +246,15 @@ def _indicator_article(con, info: dict, gaps: pl.DataFrame, vintage: str, month:
              f' · {direction}{f" · target {percent(target, 0)}" if target is not None else ""} · IMD vintage {escape(vintage)}</p>',
              caveat,
              "<h4>Core20 compared with the rest of the population</h4>", f"<p>{gap_sentence(frame)}</p>",
-             rate_chart(core, title=f"{info['indicator_id']}: Core20 vs rest", target=target), _figures_table(core),
+             rate_chart(core, title=f"{info['indicator_id']}: Core20 vs rest", target=target, unit=unit),
+             _figures_table(core, unit),
              "<h4>By national IMD quintile</h4>",
-             rate_chart(quintiles, title=f"{info['indicator_id']}: by IMD quintile", target=target), sii_line,
-             _figures_table(quintiles),
+             rate_chart(quintiles, title=f"{info['indicator_id']}: by IMD quintile", target=target, unit=unit), sii_line,
+             _figures_table(quintiles, unit),
              "<h4>By ethnic group</h4>",
-             rate_chart(ethnicity, title=f"{info['indicator_id']}: by ethnic group", target=target) if ethnicity
-             else '<p class="note">No ethnicity breakdown published.</p>', _figures_table(ethnicity),
-             "<h4>Over time</h4>", _trend(con, info["indicator_id"], vintage, month, spc), "</article>"]
+             rate_chart(ethnicity, title=f"{info['indicator_id']}: by ethnic group", target=target, unit=unit) if ethnicity
+             else '<p class="note">No ethnicity breakdown published.</p>', _figures_table(ethnicity, unit),
+             "<h4>Over time</h4>", _trend(con, info["indicator_id"], vintage, month, spc, unit), "</article>"]
     return "".join(parts)
 
 
@@ -228,14 +270,14 @@ def _unavailable_list(unavailable: pl.DataFrame) -> str:
 
 
 def _generic_table(con, table: str, month: date, *, whole_extract: bool = False) -> str:
-    columns = star.source_tables(con)[table]
+    columns = _tables(con)[table]
     where = "where reporting_month = $1" if "reporting_month" in columns else ""
     params = [month] if where else []
     if whole_extract and "practice_code" in columns:
         # Per-practice rows are for Power BI; the report shows the whole extract ('ALL').
         where += (" and " if where else "where ") + "upper(practice_code) = 'ALL'"
-    total = con.sql(f"select count(*) from wh.published.{star.q(table)} {where}", params=params).fetchall()[0][0]
-    frame = _frame(con, f"select * from wh.published.{star.q(table)} {where} limit {MAX_GENERIC_ROWS}", params)
+    total = con.sql(f"select count(*) from pub.{star.q(table)} {where}", params=params).fetchall()[0][0]
+    frame = _frame(con, f"select * from pub.{star.q(table)} {where} limit {MAX_GENERIC_ROWS}", params)
     head = "".join(f"<th>{escape(c)}</th>" for c in frame.columns)
     body = "".join("<tr>" + "".join(f"<td>{escape(_cell(v))}</td>" for v in row) + "</tr>" for row in frame.iter_rows())
     shown = f"all {total} rows" if total <= MAX_GENERIC_ROWS else f"the first {MAX_GENERIC_ROWS} of {total} rows"
@@ -281,40 +323,58 @@ def _spc_section(spc: str | None) -> str:
     return intro + f'<p class="note">From <code>published.{escape(spc)}</code>.</p>'
 
 
-def data_quality(con, month: date, vintage: str, profile_name: str) -> tuple[str, dict]:
-    """Return the data-quality section and its controlled counts (every count gets the disclosure profile)."""
+def data_quality(con, month: date, vintage: str, profile_name: str, gaps: pl.DataFrame | None = None) -> tuple[str, dict]:
+    """Return the data-quality section and its figures, from published (disclosure-controlled) tables only.
+
+    The counts are those of `published.deprivation_quality` for the whole extract (protected
+    with the gap table), and the demographic recording comes from the published gap-table rows
+    of each indicator ('unknown', 'Not stated' and 'Not known' groups): the report never counts the private
+    layer itself, so it cannot show a number the tables hide.
+    """
     profile = get_profile(profile_name)
-    prefix = "imd2019" if vintage == "IMD2019" else "imd2025"
     parts, figures = [], {}
-    if _has(con, "population", "patient_deprivation"):
-        methods = _frame(con, f"select {prefix}_method as method, count(*) as n from wh.population.patient_deprivation "
-                              f"where reporting_month = $1 group by 1 order by 2 desc", [month])
-        methods = apply_profile(methods, ["n"], profile)
-        figures["methods"] = dict(zip(methods["method"].to_list(), methods["n"].to_list()))
-        total = sum(v for v in figures["methods"].values() if v)
-        body = "".join(f"<tr><td>{escape(m.replace('_', ' '))}</td><td>{count(n)}</td><td>{percent(n / total if n and total else None)}</td></tr>"
-                       for m, n in figures["methods"].items())
-        parts.append(f"<h4>How each patient's {escape(vintage)} decile was found</h4><table class=\"dq\"><thead><tr><th>method</th>"
-                     f"<th>patients</th><th>share</th></tr></thead><tbody>{body}</tbody></table>"
-                     '<p class="note">"outside England" addresses get no decile by design (the IMD covers England only); '
-                     '"blank", "invalid postcode" and "unmatched" are data problems to raise with the supplier.</p>')
-    if _has(con, "population", "patient_attributes"):
-        recorded = _frame(con, """
-            select case when ethnicity_broad is null then 'no ethnicity code recorded'
-                        when lower(ethnicity_broad) = 'not stated' then 'ethnicity not stated'
-                        else 'ethnicity recorded' end as what, count(*) as n
-            from wh.population.patient_attributes where reporting_month = $1 group by 1
-            union all
-            select 'sex unknown', count(*) from wh.population.patient_attributes where reporting_month = $1 and sex = 'U'
-            union all
-            select 'age unknown', count(*) from wh.population.patient_attributes where reporting_month = $1 and age is null
-            order by 1""", [month])
-        recorded = apply_profile(recorded, ["n"], profile)
-        figures["recording"] = dict(zip(recorded["what"].to_list(), recorded["n"].to_list()))
-        body = "".join(f"<tr><td>{escape(w)}</td><td>{count(n)}</td></tr>" for w, n in figures["recording"].items())
+    tables = _tables(con)
+    if "deprivation_quality" in tables:
+        row = _frame(con, "select * from pub.deprivation_quality where reporting_month = $1 and imd_vintage = $2 "
+                          "and practice_code = 'ALL'", [month, vintage])
+        if row.height:
+            r = row.row(0, named=True)
+            figures["n_patients"], figures["match_rate"] = r["n_patients"], r["match_rate"]
+            figures["methods"] = {m: r[f"n_{m}"] for m in MATCH_METHODS if r.get(f"n_{m}") != 0}
+            total = r["n_patients"]
+            body = "".join(f"<tr><td>{escape(m.replace('_', ' '))}</td><td>{count(n)}</td>"
+                           f"<td>{percent(n / total if n is not None and total else None)}</td></tr>"
+                           for m, n in figures["methods"].items())
+            parts.append(f"<h4>How each patient's {escape(vintage)} decile was found</h4><table class=\"dq\"><thead><tr><th>method</th>"
+                         f"<th>patients</th><th>share</th></tr></thead><tbody>{body}</tbody></table>"
+                         f'<p class="note">Match rate: {percent(r["match_rate"])} = patients with a national decile / patients '
+                         'with an address IMD can apply to (every registered patient except blank postcodes and addresses '
+                         'outside England), the definition the run summary and <code>core20 quality</code> use. '
+                         '"outside England" addresses get no decile by design (the IMD covers England only); '
+                         '"blank", "invalid postcode" and "unmatched" are data problems to raise with the supplier.</p>')
+    if gaps is not None and gaps.height:
+        recording = gaps.filter(pl.col("breakdown").is_in(["ethnicity_broad", "sex", "age_band", "overall"])
+                                & pl.col("group").is_in(["all", "unknown", "Not stated", "Not known"]))
+        lines = []
+        for (indicator,), rows in sorted(recording.group_by("indicator_id"), key=lambda kv: kv[0]):
+            def shown(breakdown: str, group: str):
+                found = rows.filter((pl.col("breakdown") == breakdown) & (pl.col("group") == group))
+                return (found["denominator"][0], bool(found["is_suppressed"][0])) if found.height else (0, False)
+            total, _ = shown("overall", "all")
+            cells = []
+            for breakdown, group in (("ethnicity_broad", "Not stated"), ("ethnicity_broad", "Not known"), ("ethnicity_broad", "unknown"),
+                                     ("sex", "unknown"), ("age_band", "unknown")):
+                n, hidden = shown(breakdown, group)
+                share = None if hidden or n is None or not total else n / total
+                cells.append(f"<td>{count(None if hidden else n)}</td><td>{percent(share)}</td>")
+            lines.append(f"<tr><td>{escape(indicator)}</td>{''.join(cells)}</tr>")
         parts.append("<h4>Demographic recording</h4><p>NHS England asks for unknown and not-stated demographics to be "
-                     f"reported; both are shown separately.</p><table class=\"dq\"><tbody>{body}</tbody></table>")
-    quality = [t for t in star.source_tables(con) if "quality" in t]
+                     "reported; both are shown separately, for each indicator's denominator, from the published gap table.</p>"
+                     "<div class=\"scroll\"><table class=\"dq\"><thead><tr><th>indicator</th><th colspan=2>ethnicity not stated</th>"
+                     "<th colspan=2>ethnicity not known (coded)</th>"
+                     "<th colspan=2>no ethnicity code</th><th colspan=2>sex unknown</th><th colspan=2>age unknown</th></tr></thead>"
+                     f"<tbody>{''.join(lines)}</tbody></table></div>")
+    quality = [t for t in tables if "quality" in t]
     parts += [_generic_table(con, t, month, whole_extract=True) for t in quality]
     parts.append(f'<p class="note">Counts have the {escape(profile_name)} disclosure profile applied ({escape(profile.description)})</p>')
     return "".join(parts), figures
@@ -335,45 +395,47 @@ footer{margin-top:40px;font-size:.85em;color:#4c6272;border-top:1px solid #d8dde
 """
 
 
-def build_report(warehouse: Path, month: date, reference_dir: Path) -> tuple[str, dict]:
+def build_report(warehouse, month: date, reference_dir: Path, *, candidate: bool = False) -> tuple[str, dict]:
     """Return the month's report as one HTML document, and a summary of what it contains.
 
     Arguments:
-        warehouse: the pipeline's DuckDB file (read-only).
+        warehouse: the `Warehouse` or its file (read through the warehouse door, read-only).
         month: first day of the reporting month (it must be published).
         reference_dir: the pinned reference directory (for the map's boundaries and centroids).
+        candidate: build from the month's gated candidates (before publication, for the
+            disclosure audit) instead of the published tables.
     """
     from pipelines.report.mapping import ics_map
+    from pipelines.warehouse import as_warehouse
     from reference_data.loader import attribution_statements
 
-    con = attach(warehouse)
+    warehouse = as_warehouse(warehouse)
+    con = attach(warehouse, month if candidate else None)
     try:
-        tables = star.source_tables(con)
+        tables = _tables(con)
         if "gap_table" not in tables:
-            raise ValueError(f"the warehouse {warehouse} has no published.gap_table: run and publish a month first")
-        settings = con.sql("select imd_vintage, any_value(disclosure_profile) from wh.published.gap_table "
+            raise ValueError(f"the warehouse {warehouse.file()} has no published.gap_table: run and publish a month first")
+        settings = con.sql("select imd_vintage, any_value(disclosure_profile) from pub.gap_table "
                            "where reporting_month = $1 and breakdown = 'overall' group by 1", params=[month]).fetchall()
         if not settings:
-            raise ValueError(f"{month:%Y-%m} is not published in {warehouse}: nothing to report")
+            raise ValueError(f"{month:%Y-%m} is not published in {warehouse.file()}: nothing to report")
         vintage, profile_name = settings[0]
         icbs = dict(con.sql(star.extract_icbs(con)).fetchall())
         icb_code = icbs.get(month)
         icb_name = (con.sql("select any_value(icb24_name) from wh.reference.lsoa21_geography where icb24_code_nhs = $1",
                             params=[icb_code]).fetchall()[0][0] if icb_code and _has(con, "reference", "lsoa21_geography") else None)
-        catalogue = _frame(con, "select * from wh.published.indicator_catalogue where reporting_month = $1 order by clinical_area, indicator_id",
+        catalogue = _frame(con, "select * from pub.indicator_catalogue where reporting_month = $1 order by clinical_area, indicator_id",
                            [month]) if "indicator_catalogue" in tables else pl.DataFrame()
         # Indicators the month could not compute (no codelist, or a linked feed absent) are
         # listed with the reason, never drawn as empty charts or zero rates.
         unavailable = catalogue.filter(~pl.col("is_available")) if "is_available" in catalogue.columns else pl.DataFrame()
         if not unavailable.is_empty():
             catalogue = catalogue.filter(pl.col("is_available"))
-        gaps = _frame(con, "select * from wh.published.gap_table where reporting_month = $1 and imd_vintage = $2", [month, vintage])
-        n_patients = con.sql("select count(*) from wh.population.patient_attributes where reporting_month = $1",
-                             params=[month]).fetchall()[0][0] if _has(con, "population", "patient_attributes") else None
-        shown_n = apply_profile(pl.DataFrame({"n": [n_patients or 0]}), ["n"], get_profile(profile_name))["n"][0]
-        practice_codes = [r[0] for r in con.sql("select distinct practice_code from wh.population.patient_attributes "
-                                                "where reporting_month = $1 order by 1", params=[month]).fetchall()] \
-            if _has(con, "population", "patient_attributes") else []
+        gaps = _frame(con, "select * from pub.gap_table where reporting_month = $1 and imd_vintage = $2", [month, vintage])
+        # Practices are organisations, not patients: the published quality table lists them.
+        practice_codes = [r[0] for r in con.sql("select distinct practice_code from pub.deprivation_quality "
+                                                "where reporting_month = $1 and practice_code <> 'ALL' order by 1",
+                                                params=[month]).fetchall()] if "deprivation_quality" in tables else []
         the_map = ics_map(con, reference_dir, icb_code=icb_code, vintage=vintage, practice_codes=practice_codes) if icb_code else None
         spc, sii_table = _spc_table(tables), _sii_table(tables)
         sii = _sii_rows(con, sii_table, month, vintage)
@@ -384,7 +446,7 @@ def build_report(warehouse: Path, month: date, reference_dir: Path) -> tuple[str
             f'<section class="clinical-area" id="area-{escape(area)}"><h2>{escape(area_name(area))}</h2>'
             + "".join(_indicator_article(con, info, gaps, vintage, month, spc, sii) for info in infos) + "</section>"
             for area, infos in areas.items())
-        dq_html, dq_figures = data_quality(con, month, vintage, profile_name)
+        dq_html, dq_figures = data_quality(con, month, vintage, profile_name, gaps)
         consumed = OWN_TABLES | {t for t in (spc, sii_table) if t} | {t for t in tables if "quality" in t}
         others = [t for t in tables if t not in consumed]
         others_html = "".join(_generic_table(con, t, month) for t in others)
@@ -394,12 +456,8 @@ def build_report(warehouse: Path, month: date, reference_dir: Path) -> tuple[str
         con.close()
 
     place = f"{icb_name} ({icb_code})" if icb_name else (icb_code or "the ICS")
-    matched = None
-    methods = dq_figures.get("methods", {})
-    if methods:
-        usable = sum(v for k, v in methods.items() if v and k not in ("outside_england", "blank", "invalid_postcode"))
-        with_decile = sum(v for k, v in methods.items() if v and k in ("postcode_lookup", "spatial", "lsoa_supplied", "practice_fallback"))
-        matched = with_decile / usable if usable else None
+    matched = dq_figures.get("match_rate")
+    shown_n = dq_figures.get("n_patients")
     map_html = ("<p>No map: the ICB of this month's practices could not be determined.</p>" if the_map is None else
                 f"{the_map.svg}<p class=\"note\">{the_map.n_lsoas} LSOAs ({the_map.boundary_vintage.replace('_', ' ')}, "
                 f"matching the {escape(vintage)} deciles), {the_map.n_core20} of them Core20 (outlined in orange). "
@@ -424,7 +482,7 @@ people living in the most deprived 20% of neighbourhoods in England (national In
 never re-ranked within the ICS). Each chart shows a rate with its 95% confidence interval (the line): where the intervals of
 two groups do not overlap much, the difference is unlikely to be chance. Small numbers are suppressed to protect privacy.</p>
 <div class="summary"><div><strong>{count(shown_n)}</strong>registered patients</div>
-<div><strong>{percent(matched)}</strong>with a usable address matched to a decile</div>
+<div><strong>{percent(matched)}</strong>match rate: patients with a national decile, of those with an address IMD can apply to</div>
 <div><strong>{len(catalogue)}</strong>indicators published</div></div>{_unavailable_list(unavailable)}</section>
 <section id="map"><h2>Map: deprivation across the ICS</h2>
 <p>Each neighbourhood (LSOA) is shaded by its national deprivation decile: darkest is most deprived. Core20 neighbourhoods are
@@ -437,7 +495,9 @@ outlined in orange; white dots are GP practices.</p>{map_html}</section>
 <section id="about"><h2>About these figures and attribution</h2>
 <p>Figures come from the published tables of the core20plus5 pipeline for {month:%B %Y}, after its data-quality gates passed.
 Disclosure control: <code>{escape(profile_name)}</code>, applied to counts before any rate, interval or gap was computed.
-Intervals are Wilson score intervals (95%); gaps use Newcombe's method. Definition versions and hashes are in the indicator
+Intervals are Wilson score intervals (95%) for proportions, Byar's method (exact Poisson under 10 events) for
+rates per 100,000; gaps use Newcombe's method for proportions and the same construction (MOVER) from the rates' own limits for
+rates. A rate drawn as a shaded range without a dot comes from small counts rounded by the disclosure profile. Definition versions and hashes are in the indicator
 catalogue. Generated {datetime.now(timezone.utc):%d %B %Y %H:%M} UTC.</p>
 <h3>Reference data attribution</h3><ul class="attribution">{attribution}</ul></section>
 <footer>core20plus5 · self-contained report: no data leave this file and it needs no network to open.</footer>
@@ -459,11 +519,13 @@ def report_path(directory: Path, month: date) -> Path:
     return directory / f"core20plus5_report_{month:%Y-%m}.html"
 
 
-def write_report(warehouse: Path, month: date, reference_dir: Path, directory: Path) -> tuple[Path, dict]:
+def write_report(warehouse, month: date, reference_dir: Path, directory: Path, *, candidate: bool = False,
+                 target: Path | None = None) -> tuple[Path, dict]:
     """Write the month's report atomically (a complete file appears, or the old one stays); return its path and summary."""
-    text, summary = build_report(warehouse, month, reference_dir)
+    text, summary = build_report(warehouse, month, reference_dir, candidate=candidate)
     directory.mkdir(parents=True, exist_ok=True)
-    target = report_path(directory, month)
+    target = target or report_path(directory, month)
+    target.parent.mkdir(parents=True, exist_ok=True)
     temporary = target.with_name(f".{target.name}.{os.getpid()}.tmp")
     temporary.write_text(text, encoding="utf-8")
     os.replace(temporary, target)

@@ -7,8 +7,10 @@ numerator) are counted. The causes are named: the rule fields that differ (the
 definition or anything it uses) and the codes added to or removed from the codelists it
 reads, with how many of the movers carry each such code.
 
-Only counts and codes leave this module, never a patient identifier. The counts are
-unrounded (this is an analyst's console tool, not a publication).
+Both versions are built as patient models side by side in one DuckDB session (over the
+warehouse's staged tables, or over frames) and compared there: only counts and codes
+leave the session, never a patient identifier. The counts are unrounded (this is an
+analyst's console tool, not a publication).
 """
 
 from __future__ import annotations
@@ -20,21 +22,35 @@ from typing import Any
 
 import polars as pl
 
-from pipelines.segmentation.cohorts import evaluate_cohorts, evaluate_indicators, evaluate_registers
 from pipelines.segmentation.definitions import Definitions
+from pipelines.segmentation.patient_model import ModelBuilder, ModelSession, flag_column, literal, quote
 
 
 @dataclass(frozen=True)
 class MonthData:
-    """One month's staged inputs (the private layer)."""
+    """One month's staged inputs (the private layer): frames, or a session over the warehouse."""
 
-    patients: pl.LazyFrame
-    events: pl.LazyFrame
+    patients: pl.LazyFrame | None
+    events: pl.LazyFrame | None
     deprivation: pl.LazyFrame | None
     ethnicity: pl.LazyFrame | None
     feeds: Mapping[str, pl.LazyFrame | None]
     reference_date: date
     imd_vintage: str = "IMD2025"
+    session: ModelSession | None = None
+
+    def open(self) -> ModelSession:
+        """Return the session the models are built in."""
+        if self.session is not None:
+            return self.session
+        return ModelSession.from_frames(self.reference_date.replace(day=1), self.patients, self.events,
+                                        self.deprivation, self.ethnicity, self.feeds)
+
+    def present(self) -> list[str]:
+        """Return the optional feeds the month supplied."""
+        if self.session is not None:
+            return [name for name, relation in self.session.sources.feeds.items() if relation is not None]
+        return [name for name, frame in self.feeds.items() if frame is not None]
 
 
 @dataclass
@@ -103,29 +119,15 @@ def rule_changes(old: Definitions, new: Definitions, kind: str, definition_id: s
     return changes
 
 
-def _populations(defs: Definitions, codelists: Mapping[str, frozenset[str]], data: MonthData) -> dict[tuple[str, str], dict[str, pl.DataFrame]]:
-    """Return (kind, id) -> part -> patient ids, for every available definition."""
-    r = data.reference_date
-    out: dict[tuple[str, str], dict[str, pl.DataFrame]] = {}
-    registers = evaluate_registers(defs, data.patients, data.events, codelists, r).select("register_id", "patient_id").collect()
-    for (register_id,), rows in registers.partition_by("register_id", as_dict=True).items():
-        out[("register", register_id)] = {"members": rows.select("patient_id")}
-    cohorts = evaluate_cohorts(
-        defs, data.patients, data.events, data.deprivation, codelists, r, imd_vintage=data.imd_vintage,
-        ethnicity=data.ethnicity, feeds=data.feeds,
-    ).select("cohort_id", "patient_id").collect()
-    for (cohort_id,), rows in cohorts.partition_by("cohort_id", as_dict=True).items():
-        out[("cohort", cohort_id)] = {"members": rows.select("patient_id")}
-    indicators = evaluate_indicators(
-        defs, data.patients, data.events, data.deprivation, codelists, r, imd_vintage=data.imd_vintage,
-        ethnicity=data.ethnicity, feeds=data.feeds,
-    ).select("indicator_id", "patient_id", "is_numerator").collect()
-    for (indicator_id,), rows in indicators.partition_by("indicator_id", as_dict=True).items():
-        out[("indicator", indicator_id)] = {
-            "denominator": rows.select("patient_id"),
-            "numerator": rows.filter("is_numerator").select("patient_id"),
-        }
-    return out
+def _parts(kind: str) -> list[str]:
+    return ["members"] if kind != "indicator" else ["denominator", "numerator"]
+
+
+def _flag(builder: ModelBuilder, kind: str, definition_id: str, part: str) -> str | None:
+    # The model column of one population, or None when that version does not evaluate it.
+    if definition_id not in builder.planned[kind]:
+        return None
+    return flag_column(kind, definition_id, "" if part == "members" else part)
 
 
 def diff_definitions(
@@ -147,55 +149,79 @@ def diff_definitions(
     Returns:
         One DefinitionChange per definition in either version, changed ones first.
     """
-    present = [name for name, frame in data.feeds.items() if frame is not None]
-    before = _populations(old, old_codelists, data)
-    after = _populations(new, new_codelists, data)
-    events = data.events.filter(pl.col("event_date") <= data.reference_date).select("patient_id", "code")
+    present = data.present()
+    session = data.open()
+    builders = {}
+    for label, defs, codelists in (("_old", old, old_codelists), ("_new", new, new_codelists)):
+        builders[label] = ModelBuilder(defs, codelists, data.reference_date, data.imd_vintage).plan(feeds_present=present)
+        session.materialise(builders[label], label)
+    keys = [(kind, definition_id) for kind in ("register", "cohort", "indicator")
+            for definition_id in sorted(set(old.store(kind)) | set(new.store(kind)))]
+
+    def column(label: str, kind: str, definition_id: str, part: str) -> str:
+        name = _flag(builders[label], kind, definition_id, part)
+        return f"{label}.{quote(name)}" if name else "false"
+
+    counts_sql, moved = [], {}
+    for kind, definition_id in keys:
+        movers = []
+        for part in _parts(kind):
+            a, b = column("_old", kind, definition_id, part), column("_new", kind, definition_id, part)
+            tag = f"{kind}:{definition_id}:{part}"
+            counts_sql += [f"count(*) filter (where {a}) as {quote(tag + ':old')}",
+                           f"count(*) filter (where {b}) as {quote(tag + ':new')}",
+                           f"count(*) filter (where {b} and not {a}) as {quote(tag + ':entered')}",
+                           f"count(*) filter (where {a} and not {b}) as {quote(tag + ':left')}"]
+            movers.append(f"({a} <> {b})")
+        moved[(kind, definition_id)] = " or ".join(movers)
+    joined = "_old join _new on _new.patient_id = _old.patient_id"
+    counts = session.query(f"select {', '.join(counts_sql)} from {joined}").row(0, named=True)
+    events = session.sources.events
+    month_filter = (f" and e.reporting_month = {literal(data.reference_date.replace(day=1))}"
+                    if "reporting_month" in session.sources.columns.get(events, ()) else "")
+    if session.sources.event_codes is not None:
+        # Keyed events (staging.event_rows: patient_key, code_key) carry no code or patient id:
+        # count carriers on the readable view over them, one month of it.
+        events = "staging.events"
+        month_filter = f" and e.reporting_month = {literal(data.reference_date.replace(day=1))}"
     changes = []
-    for kind in ("register", "cohort", "indicator"):
-        for definition_id in sorted(set(old.store(kind)) | set(new.store(kind))):
-            in_old, in_new = definition_id in old.store(kind), definition_id in new.store(kind)
-            change = DefinitionChange(kind, definition_id, "added" if not in_old else "removed" if not in_new else "unchanged")
-            if in_old and in_new:
-                change.rule_changes = rule_changes(old, new, kind, definition_id)
-                if old.definition_hash(kind, definition_id) != new.definition_hash(kind, definition_id):
-                    change.status = "changed"
-            reasons = [d.availability(kind, definition_id, present) for d, ok in ((old, in_old), (new, in_new)) if ok]
-            if any(reasons):
-                change.status = "not available"
-            populations_old = before.get((kind, definition_id), {})
-            populations_new = after.get((kind, definition_id), {})
-            parts = ["members"] if kind != "indicator" else ["denominator", "numerator"]
-            movers = []
-            for part in parts:
-                a = populations_old.get(part, pl.DataFrame(schema={"patient_id": pl.String}))
-                b = populations_new.get(part, pl.DataFrame(schema={"patient_id": pl.String}))
-                entered = b.join(a, on="patient_id", how="anti")
-                left = a.join(b, on="patient_id", how="anti")
-                change.parts.append(PartChange(part, a.height, b.height, entered.height, left.height))
-                movers += [entered, left]
-            used = (old.codelists_used(kind, definition_id) if in_old else set()) | (
-                new.codelists_used(kind, definition_id) if in_new else set())
-            mover_ids = pl.concat(movers).unique() if movers else pl.DataFrame(schema={"patient_id": pl.String})
-            for codelist_id in sorted(used):
-                codes_old = old_codelists.get(codelist_id, frozenset())
-                codes_new = new_codelists.get(codelist_id, frozenset())
-                if codes_old == codes_new:
-                    continue
-                if change.status == "unchanged":
-                    change.status = "changed"
-                terms = term_lookup(codelist_id) if term_lookup else {}
-                for verb, codes in (("added to", codes_new - codes_old), ("removed from", codes_old - codes_new)):
-                    for code in sorted(codes):
-                        carriers = (
-                            events.filter(pl.col("code") == code).select("patient_id").unique()
-                            .join(mover_ids.lazy(), on="patient_id", how="semi").select(pl.len()).collect().item()
-                        )
-                        term = f" ({terms[code]})" if code in terms else ""
-                        change.code_changes.append(
-                            f"code {code}{term} {verb} {codelist_id}: {carriers} of {mover_ids.height} mover(s) have it"
-                        )
-            changes.append(change)
+    for kind, definition_id in keys:
+        in_old, in_new = definition_id in old.store(kind), definition_id in new.store(kind)
+        change = DefinitionChange(kind, definition_id, "added" if not in_old else "removed" if not in_new else "unchanged")
+        if in_old and in_new:
+            change.rule_changes = rule_changes(old, new, kind, definition_id)
+            if old.definition_hash(kind, definition_id) != new.definition_hash(kind, definition_id):
+                change.status = "changed"
+        reasons = [d.availability(kind, definition_id, present) for d, ok in ((old, in_old), (new, in_new)) if ok]
+        if any(reasons):
+            change.status = "not available"
+        for part in _parts(kind):
+            tag = f"{kind}:{definition_id}:{part}"
+            change.parts.append(PartChange(part, counts[tag + ":old"], counts[tag + ":new"], counts[tag + ":entered"],
+                                           counts[tag + ":left"]))
+        n_movers = None
+        used = (old.codelists_used(kind, definition_id) if in_old else set()) | (
+            new.codelists_used(kind, definition_id) if in_new else set())
+        for codelist_id in sorted(used):
+            codes_old = old_codelists.get(codelist_id, frozenset())
+            codes_new = new_codelists.get(codelist_id, frozenset())
+            if codes_old == codes_new:
+                continue
+            if change.status == "unchanged":
+                change.status = "changed"
+            movers = f"select _old.patient_id from {joined} where {moved[(kind, definition_id)]}"
+            if n_movers is None:
+                n_movers = session.query(f"select count(*) as n from ({movers})")["n"].item()
+            terms = term_lookup(codelist_id) if term_lookup else {}
+            for verb, codes in (("added to", codes_new - codes_old), ("removed from", codes_old - codes_new)):
+                for code in sorted(codes):
+                    carriers = session.query(
+                        f"select count(distinct e.patient_id) as n from {events} e where e.code = {literal(code)} "
+                        f"and e.event_date <= {literal(data.reference_date)}{month_filter} "
+                        f"and e.patient_id in ({movers})")["n"].item()
+                    term = f" ({terms[code]})" if code in terms else ""
+                    change.code_changes.append(f"code {code}{term} {verb} {codelist_id}: {carriers} of {n_movers} mover(s) have it")
+        changes.append(change)
     order = {"changed": 0, "added": 1, "removed": 2, "not available": 3, "unchanged": 4}
     return sorted(changes, key=lambda c: (order[c.status], c.n_movers == 0, c.kind, c.definition_id))
 

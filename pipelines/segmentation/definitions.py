@@ -17,23 +17,12 @@ A window is exactly one of `within_months: N` (event_date in [R - N months + 1 d
 `within_years: N` (12N months), `ever: true` (any date up to R) or `campaign_from: "MM-DD"`
 (from the latest such day on or before R, e.g. "09-01" for a flu campaign).
 
-A criterion is a mapping with exactly one key naming its type:
-
-    has_event / no_event      {codelists, window}
-    count_events              {codelists, window, at_least}
-    latest_event_in           {codelists, matches, window}: the latest code among `codelists`
-                              is in `matches` (e.g. current smoker = latest of LSMOK/EXSMOK is LSMOK)
-    latest_value_at_most      {systolic, diastolic, within_months, thresholds} (blood pressure)
-    latest_value              {codelists, window, at_least and/or at_most}: the lowest value on
-                              the latest date with a value (e.g. QRISK score >= 10)
-    has_record                {feed, window, where: {column: [values]}}: a row of an optional
-                              linked feed (see schemas.FEEDS)
-    age                       {min, max} (whole years at the reference date, both inclusive)
-    on_register / in_cohort   a register / cohort id
-    deprivation               {imd_deciles: [1, 2]} (national deciles, the run's IMD vintage)
-    ethnicity                 {categories: [M, N]} and/or {broad: [...]}
-    all_of / any_of           a list of criteria
-    not                       one criterion
+A criterion is a mapping with exactly one key naming its type. Each type is one class in
+its own file under `pipelines/segmentation/criteria/` (its schema, its compilation into the
+month's patient model, its description and its `explain` evidence), so this module never
+asks which type a criterion is: `has_event`, `no_event`, `count_events`, `latest_event_in`,
+`latest_value_at_most`, `latest_value`, `has_record`, `age`, `on_register`, `in_cohort`,
+`deprivation`, `ethnicity`, `all_of`, `any_of`, `not` - and whatever file is added there.
 
 A cohort or indicator that the shared codelists or feeds cannot support says so with
 `not_available_reason` instead of inventing codes; it is catalogued and never evaluated.
@@ -46,41 +35,38 @@ import json
 import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field as dataclass_field
-from datetime import date
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal
 
-import polars as pl
 import yaml
-from pydantic import (
-    BaseModel,
-    BeforeValidator,
-    ConfigDict,
-    Discriminator,
-    Field,
-    Tag,
-    ValidationError,
-    model_validator,
+from pydantic import BeforeValidator, Field, ValidationError, model_validator
+
+from pipelines.segmentation import criteria as criterion_types
+from pipelines.segmentation.criteria import codelist_refs, walk
+from pipelines.segmentation.criteria.base import (
+    AgeSpec,
+    CodelistIds,
+    Criterion,
+    CriterionType,
+    FeedValue,
+    Identifier,
+    Strict,
+    Window,
+    _as_list,
 )
+from pipelines.segmentation.criteria.ethnicity import ETHNIC_CATEGORIES, ETHNICITY_BROAD
 
 DEFINITIONS_DIR = Path(__file__).resolve().parents[2] / "reference_data" / "definitions"
 
-# NHS Data Dictionary ethnic category letters (2001 census groups A-S) and Z "not stated".
-ETHNIC_CATEGORIES = ("A", "B", "C", "D", "E", "F", "G", "H", "J", "K", "L", "M", "N", "P", "R", "S", "Z")
-ETHNICITY_BROAD = (
-    "White",
-    "Mixed",
-    "Asian or Asian British",
-    "Black or Black British",
-    "Other ethnic group",
-    "Not stated",
-    "Unknown",
-)
-BREAKDOWNS = ("imd_quintile", "imd_decile", "core20", "ethnicity_broad", "ethnicity_16", "sex", "age_band")
+__all__ = [
+    "AgeSpec", "CodelistIds", "Criterion", "DEFINITIONS_DIR", "DefinitionError", "Definitions", "ETHNIC_CATEGORIES",
+    "ETHNICITY_BROAD", "Cohort", "Indicator", "Register", "Window", "codelist_refs", "describe_criterion",
+    "load_definitions", "parse_definitions", "walk",
+]
 
-Identifier = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]*$")]
-WINDOW_KEYS = ("within_months", "within_years", "ever", "campaign_from")
+BREAKDOWNS = ("imd_quintile", "imd_decile", "core20", "ethnicity_broad", "ethnicity_16", "sex", "age_band")
 Breakdown = Literal["imd_quintile", "imd_decile", "core20", "ethnicity_broad", "ethnicity_16", "sex", "age_band"]
+_Strict = Strict
 
 
 class DefinitionError(ValueError):
@@ -91,382 +77,15 @@ class DefinitionError(ValueError):
         super().__init__("\n".join(problems))
 
 
-def _as_list(value: Any) -> Any:
-    # A single codelist id may be written without brackets: `codelists: mh_cod`.
-    return [value] if isinstance(value, str) else value
-
-
-CodelistIds = Annotated[list[Identifier], BeforeValidator(_as_list), Field(min_length=1)]
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
-
-
-# --- criteria ----------------------------------------------------------------------------
-
-
-class Window(_Strict):
-    """A look-back window ending on the reference date R: exactly one of the three keys.
-
-    `within_months: N` means event_date in [R - N months + 1 day, R]; `within_years: N` is
-    12N months; `ever: true` is every date up to R. Events after R are ignored everywhere.
-    """
-
-    within_months: Annotated[int, Field(gt=0)] | None = None
-    within_years: Annotated[int, Field(gt=0)] | None = None
-    ever: Literal[True] | None = None
-    campaign_from: Annotated[str, Field(pattern=r"^[0-9]{2}-[0-9]{2}$")] | None = None
-
-    @model_validator(mode="after")
-    def _exactly_one(self) -> Window:
-        given = [k for k in WINDOW_KEYS if getattr(self, k) is not None]
-        if len(given) != 1:
-            raise ValueError(
-                f"give exactly one of within_months, within_years, ever: true, campaign_from: MM-DD "
-                f"(found {given or 'none'})"
-            )
-        if self.campaign_from is not None:
-            month, day = (int(part) for part in self.campaign_from.split("-"))
-            try:
-                date(2001, month, day)  # a non-leap year: 29 February is no campaign start
-            except ValueError:
-                raise ValueError(f"campaign_from '{self.campaign_from}' is not a day of the year (MM-DD)") from None
-        return self
-
-    def campaign_start(self, reference_date: date) -> date | None:
-        """Return the first day of the campaign current at R (None unless `campaign_from`).
-
-        Examples:
-            >>> Window(campaign_from="09-01").campaign_start(date(2026, 2, 28))
-            datetime.date(2025, 9, 1)
-            >>> Window(campaign_from="09-01").campaign_start(date(2026, 9, 30))
-            datetime.date(2026, 9, 1)
-        """
-        if self.campaign_from is None:
-            return None
-        month, day = (int(part) for part in self.campaign_from.split("-"))
-        start = date(reference_date.year, month, day)
-        return start if start <= reference_date else date(reference_date.year - 1, month, day)
-
-    def describe(self) -> str:
-        """Return the window in words.
-
-        Examples:
-            >>> Window(within_years=5).describe()
-            'within 5 years'
-        """
-        if self.within_months is not None:
-            return f"within {self.within_months} months"
-        if self.within_years is not None:
-            return f"within {self.within_years} years"
-        if self.campaign_from is not None:
-            return f"since the latest {self.campaign_from} (campaign)"
-        return "ever"
-
-    @property
-    def months(self) -> int | None:
-        """Return the window length in months, or None for `ever`."""
-        if self.within_months is not None:
-            return self.within_months
-        if self.within_years is not None:
-            return 12 * self.within_years
-        return None
-
-
-class EventSpec(Window):
-    codelists: CodelistIds
-
-
-class CountSpec(Window):
-    codelists: CodelistIds
-    at_least: Annotated[int, Field(gt=0)]
-
-
-class LatestEventInSpec(Window):
-    codelists: CodelistIds
-    matches: CodelistIds
-
-    @model_validator(mode="after")
-    def _matches_among_codelists(self) -> LatestEventInSpec:
-        extra = [m for m in self.matches if m not in self.codelists]
-        if extra:
-            raise ValueError(f"matches {extra} must also be listed in codelists")
-        return self
-
-
-class Threshold(_Strict):
-    """One age band's BP limits; readings exactly at a limit count as controlled (QOF)."""
-
-    age_below: int | None = None
-    age_from: int | None = None
-    systolic: Annotated[float, Field(gt=0)]
-    diastolic: Annotated[float, Field(gt=0)]
-
-
-class LatestValueSpec(_Strict):
-    systolic: CodelistIds
-    diastolic: CodelistIds
-    within_months: Annotated[int, Field(gt=0)]
-    thresholds: Annotated[list[Threshold], Field(min_length=1)]
-
-
-class LatestValueRangeSpec(Window):
-    """The latest value of a coded observation inside a window against limits (both inclusive)."""
-
-    codelists: CodelistIds
-    at_least: float | None = None
-    at_most: float | None = None
-
-    @model_validator(mode="after")
-    def _limits(self) -> LatestValueRangeSpec:
-        if self.at_least is None and self.at_most is None:
-            raise ValueError("give at_least, at_most or both")
-        return self
-
-
-FeedValue = Union[bool, int, float, str]
-
-
-class RecordSpec(Window):
-    """A row of an optional linked feed dated inside the window, matching every `where` column."""
-
-    feed: Identifier
-    where: dict[Identifier, Annotated[list[FeedValue], Field(min_length=1)]] = Field(default_factory=dict)
-
-
-class AgeSpec(_Strict):
-    min: Annotated[int, Field(ge=0)] | None = None
-    max: Annotated[int, Field(ge=0)] | None = None
-
-    @model_validator(mode="after")
-    def _bounds(self) -> AgeSpec:
-        if self.min is None and self.max is None:
-            raise ValueError("give min, max or both")
-        if self.min is not None and self.max is not None and self.min > self.max:
-            raise ValueError(f"min {self.min} is above max {self.max}")
-        return self
-
-
-class DeprivationSpec(_Strict):
-    imd_deciles: Annotated[list[Annotated[int, Field(ge=1, le=10)]], Field(min_length=1)]
-
-
-class EthnicitySpec(_Strict):
-    categories: list[Literal[ETHNIC_CATEGORIES]] | None = None  # type: ignore[valid-type]
-    broad: list[Literal[ETHNICITY_BROAD]] | None = None  # type: ignore[valid-type]
-
-    @model_validator(mode="after")
-    def _some(self) -> EthnicitySpec:
-        if not self.categories and not self.broad:
-            raise ValueError("give categories (NHS letters A-S, Z) or broad groups")
-        return self
-
-
-class HasEvent(_Strict):
-    has_event: EventSpec
-
-
-class NoEvent(_Strict):
-    no_event: EventSpec
-
-
-class CountEvents(_Strict):
-    count_events: CountSpec
-
-
-class LatestEventIn(_Strict):
-    latest_event_in: LatestEventInSpec
-
-
-class LatestValueAtMost(_Strict):
-    latest_value_at_most: LatestValueSpec
-
-
-class LatestValue(_Strict):
-    latest_value: LatestValueRangeSpec
-
-
-class HasRecord(_Strict):
-    has_record: RecordSpec
-
-
-class Age(_Strict):
-    age: AgeSpec
-
-
-class OnRegister(_Strict):
-    on_register: Identifier
-
-
-class InCohort(_Strict):
-    in_cohort: Identifier
-
-
-class Deprivation(_Strict):
-    deprivation: DeprivationSpec
-
-
-class Ethnicity(_Strict):
-    ethnicity: EthnicitySpec
-
-
-class AllOf(_Strict):
-    all_of: Annotated[list[Criterion], Field(min_length=1)]
-
-
-class AnyOf(_Strict):
-    any_of: Annotated[list[Criterion], Field(min_length=1)]
-
-
-class Not(_Strict):
-    not_: Criterion = Field(alias="not")
-
-
-CRITERION_TYPES: dict[str, type[_Strict]] = {
-    "has_event": HasEvent,
-    "no_event": NoEvent,
-    "count_events": CountEvents,
-    "latest_event_in": LatestEventIn,
-    "latest_value_at_most": LatestValueAtMost,
-    "latest_value": LatestValue,
-    "has_record": HasRecord,
-    "age": Age,
-    "on_register": OnRegister,
-    "in_cohort": InCohort,
-    "deprivation": Deprivation,
-    "ethnicity": Ethnicity,
-    "all_of": AllOf,
-    "any_of": AnyOf,
-    "not": Not,
-}
-_TYPE_OF_CLASS = {cls: tag for tag, cls in CRITERION_TYPES.items()}
-
-
-def _criterion_tag(value: Any) -> str | None:
-    # The criterion's type is its one key; several keys are reported as an unknown type.
-    if isinstance(value, BaseModel):
-        return _TYPE_OF_CLASS.get(type(value))
-    if isinstance(value, Mapping):
-        return "+".join(str(k) for k in value) if value else None
-    return None
-
-
-Criterion = Annotated[
-    Union[tuple(Annotated[cls, Tag(tag)] for tag, cls in CRITERION_TYPES.items())],  # type: ignore[valid-type]
-    Discriminator(_criterion_tag),
-]
-
-for _model in (AllOf, AnyOf, Not):
-    _model.model_rebuild()
-
-
-def criterion_type(criterion: BaseModel) -> str:
-    """Return a criterion's type name (its YAML key)."""
-    return _TYPE_OF_CLASS[type(criterion)]
-
-
-def children(criterion: BaseModel) -> list[tuple[str, BaseModel]]:
-    """Return the (relative path, child) pairs of a combining criterion; [] for a leaf."""
-    if isinstance(criterion, AllOf):
-        return [(f"all_of[{i}]", c) for i, c in enumerate(criterion.all_of)]
-    if isinstance(criterion, AnyOf):
-        return [(f"any_of[{i}]", c) for i, c in enumerate(criterion.any_of)]
-    if isinstance(criterion, Not):
-        return [("not", criterion.not_)]
-    return []
-
-
-def walk(criterion: BaseModel, path: str) -> Iterator[tuple[str, BaseModel]]:
-    """Yield (path, criterion) for a criterion and everything nested in it, depth first."""
-    yield path, criterion
-    for sub, child in children(criterion):
-        yield from walk(child, f"{path}.{sub}")
-
-
-def codelist_refs(criterion: BaseModel, path: str) -> Iterator[tuple[str, str]]:
-    """Yield (field path, codelist id) for every codelist a single criterion names."""
-    tag = criterion_type(criterion)
-    spec = getattr(criterion, tag if tag != "not" else "not_")
-    for field in ("codelists", "matches", "systolic", "diastolic"):
-        ids = getattr(spec, field, None)
-        if isinstance(ids, list):
-            for i, codelist_id in enumerate(ids):
-                yield f"{path}.{tag}.{field}[{i}]", codelist_id
-
-
-def describe_criterion(criterion: BaseModel) -> str:
+def describe_criterion(criterion: Criterion) -> str:
     """Return one criterion (and everything nested in it) in words, for explain and attrition.
 
     Examples:
+        >>> from pipelines.segmentation.criteria.age import Age
         >>> describe_criterion(Age(age=AgeSpec(min=40)))
         'aged 40 or over'
-        >>> describe_criterion(HasEvent.model_validate({"has_event": {"codelists": ["bp_cod"], "within_years": 5}}))
-        'a bp_cod code within 5 years'
     """
-    if isinstance(criterion, (HasEvent, NoEvent)):
-        spec = criterion.has_event if isinstance(criterion, HasEvent) else criterion.no_event
-        prefix = "a" if isinstance(criterion, HasEvent) else "no"
-        return f"{prefix} {' / '.join(spec.codelists)} code {spec.describe()}"
-    if isinstance(criterion, CountEvents):
-        spec = criterion.count_events
-        return f"at least {spec.at_least} {' / '.join(spec.codelists)} codes {spec.describe()}"
-    if isinstance(criterion, LatestEventIn):
-        spec = criterion.latest_event_in
-        return f"the latest {' / '.join(spec.codelists)} code ({spec.describe()}) is {' / '.join(spec.matches)}"
-    if isinstance(criterion, LatestValueAtMost):
-        spec = criterion.latest_value_at_most
-        bands = []
-        for t in spec.thresholds:
-            ages = "all ages"
-            if t.age_from is not None and t.age_below is not None:
-                ages = f"aged {t.age_from}-{t.age_below - 1}"
-            elif t.age_from is not None:
-                ages = f"aged {t.age_from}+"
-            elif t.age_below is not None:
-                ages = f"under {t.age_below}"
-            bands.append(f"{t.systolic:g}/{t.diastolic:g} {ages}")
-        return (
-            f"latest {' / '.join(spec.systolic)} and {' / '.join(spec.diastolic)} readings within "
-            f"{spec.within_months} months at or below {', '.join(bands)}"
-        )
-    if isinstance(criterion, LatestValue):
-        spec = criterion.latest_value
-        limits = []
-        if spec.at_least is not None:
-            limits.append(f">= {spec.at_least:g}")
-        if spec.at_most is not None:
-            limits.append(f"<= {spec.at_most:g}")
-        return f"latest {' / '.join(spec.codelists)} value {spec.describe()} {' and '.join(limits)}"
-    if isinstance(criterion, HasRecord):
-        spec = criterion.has_record
-        where = "".join(f" with {column} in {values}" for column, values in spec.where.items())
-        return f"a {spec.feed} record {spec.describe()}{where}"
-    if isinstance(criterion, Age):
-        low, high = criterion.age.min, criterion.age.max
-        if low is not None and high is not None:
-            return f"aged {low} to {high}"
-        return f"aged {low} or over" if low is not None else f"aged {high} or under"
-    if isinstance(criterion, OnRegister):
-        return f"on register {criterion.on_register}"
-    if isinstance(criterion, InCohort):
-        return f"in cohort {criterion.in_cohort}"
-    if isinstance(criterion, Deprivation):
-        return f"national IMD decile in {criterion.deprivation.imd_deciles}"
-    if isinstance(criterion, Ethnicity):
-        parts = []
-        if criterion.ethnicity.categories:
-            parts.append(f"NHS ethnic category in {list(criterion.ethnicity.categories)}")
-        if criterion.ethnicity.broad:
-            parts.append(f"broad ethnic group in {list(criterion.ethnicity.broad)}")
-        return " or ".join(parts)
-    if isinstance(criterion, AllOf):
-        return "all of (" + "; ".join(describe_criterion(c) for c in criterion.all_of) + ")"
-    if isinstance(criterion, AnyOf):
-        return "any of (" + "; ".join(describe_criterion(c) for c in criterion.any_of) + ")"
-    if isinstance(criterion, Not):
-        return "not " + describe_criterion(criterion.not_)
-    raise TypeError(f"no description for criterion {type(criterion).__name__}")
+    return criterion.describe()
 
 
 # --- definitions -------------------------------------------------------------------------
@@ -487,6 +106,10 @@ class Register(_Definition):
     diagnosis: CodelistIds
     resolved: Annotated[list[Identifier], BeforeValidator(_as_list)] = Field(default_factory=list)
     age: AgeSpec | None = None
+    # A second way onto the register, OR-ed with the diagnosis rule (the age limits apply to
+    # both): e.g. QOF's mental health register also holds people issued lithium in the last
+    # 6 months. Any criterion type.
+    also: CriterionType | None = None
 
 
 class ReportingFocus(_Strict):
@@ -503,7 +126,7 @@ NotAvailableReason = Annotated[str, Field(min_length=1)] | None
 class Cohort(_Definition):
     """A population an ICS chooses to focus on, stated as one criterion (or why it cannot be)."""
 
-    criteria: Criterion | None = None
+    criteria: CriterionType | None = None  # any registered criterion type
     reporting_focus: ReportingFocus | None = None
     not_available_reason: NotAvailableReason = None
 
@@ -526,20 +149,37 @@ class UnavailableComponent(_Strict):
 class Indicator(_Definition):
     """A numerator/denominator measure; the numerator is evaluated within the denominator.
 
-    `multiplier` says how the rate is shown (1: a proportion; 100000: per 100,000) and does
-    not change any count. An indicator no shared codelist or feed can support gives
-    `not_available_reason` and no numerator.
+    `value_type` says what the rate is (DOMAIN.md section 5): a 'proportion' of persons
+    (Wilson intervals, Newcombe gaps; stored as a proportion, multiplier 1, shown as a
+    percentage) or a 'rate' of events per population (Byar's limits, exact Poisson under 10
+    events; stored per `multiplier` people, e.g. 100000 for per 100,000, and never shown with
+    a % sign). `multiplier` does not change any count. An indicator no shared codelist or
+    feed can support gives `not_available_reason` and no numerator.
     """
 
     clinical_area: Annotated[str, Field(min_length=1)]
-    denominator: Criterion | None = None
-    numerator: Criterion | None = None
+    denominator: CriterionType | None = None
+    numerator: CriterionType | None = None
     direction: Literal["higher_is_better", "lower_is_better"]
     target: Annotated[float, Field(ge=0, le=1)] | None = None
-    multiplier: Literal[1, 100, 1000, 100000] = 1
+    value_type: Literal["proportion", "rate"] = "proportion"
+    multiplier: Literal[1, 1000, 10000, 100000] | None = None
     breakdowns: list[Breakdown] = Field(default_factory=list)
     unavailable_components: list[UnavailableComponent] = Field(default_factory=list)
     not_available_reason: NotAvailableReason = None
+
+    @model_validator(mode="after")
+    def _unit(self) -> Indicator:
+        if self.multiplier is None:
+            object.__setattr__(self, "multiplier", 1 if self.value_type == "proportion" else 100000)
+        if self.value_type == "proportion" and self.multiplier != 1:
+            raise ValueError("a proportion is stored as a proportion (multiplier 1) and shown as a percentage; "
+                             "use value_type: rate for a rate per 1,000, 10,000 or 100,000")
+        if self.value_type == "rate" and self.multiplier == 1:
+            raise ValueError("a rate needs a multiplier of 1000, 10000 or 100000 (e.g. per 100,000)")
+        if self.value_type == "rate" and self.target is not None:
+            raise ValueError("targets are proportions (0 to 1); a rate indicator cannot take one")
+        return self
 
     @model_validator(mode="after")
     def _rules_or_reason(self) -> Indicator:
@@ -578,6 +218,8 @@ KINDS: dict[str, tuple[str, type[_Definition]]] = {
     "indicators": ("indicator", Indicator),
 }
 CONFIG_SECTIONS = ("ics", "codelists")
+for _model in (Register, Cohort, Indicator):
+    criterion_types.add_dependent(_model)
 
 
 @dataclass(frozen=True)
@@ -597,20 +239,22 @@ class Definitions:
         """Return the definitions of one kind ('register', 'cohort' or 'indicator') by id."""
         return {"register": self.registers, "cohort": self.cohorts, "indicator": self.indicators}[kind]
 
-    def roots(self, kind: str, definition_id: str) -> list[tuple[str, BaseModel]]:
-        """Return the (field, criterion) roots of a cohort or indicator (none for a register)."""
-        if kind == "cohort":
+    def roots(self, kind: str, definition_id: str) -> list[tuple[str, Criterion]]:
+        """Return the (field, criterion) roots of a definition (a register's: its `also` rule, if any)."""
+        if kind == "register":
+            parts = [("also", self.registers[definition_id].also)]
+        elif kind == "cohort":
             parts = [("criteria", self.cohorts[definition_id].criteria)]
         elif kind == "indicator":
             ind = self.indicators[definition_id]
             parts = [("denominator", ind.denominator), ("numerator", ind.numerator)]
         else:
-            parts = []
+            raise KeyError(f"unknown definition kind '{kind}'")
         return [(name, c) for name, c in parts if c is not None]
 
-    def criteria(self) -> Iterator[tuple[str, str, str, BaseModel]]:
+    def criteria(self) -> Iterator[tuple[str, str, str, Criterion]]:
         """Yield (kind, id, path, criterion) for every criterion in every definition."""
-        for kind in ("cohort", "indicator"):
+        for kind in ("register", "cohort", "indicator"):
             for definition_id in self.store(kind):
                 for part, root in self.roots(kind, definition_id):
                     for path, c in walk(root, part):
@@ -634,10 +278,7 @@ class Definitions:
             seen.add(key)
             for _, root in self.roots(*key):
                 for _, c in walk(root, ""):
-                    if isinstance(c, OnRegister):
-                        stack.append(("register", c.on_register))
-                    elif isinstance(c, InCohort):
-                        stack.append(("cohort", c.in_cohort))
+                    stack.extend(c.uses())
         return sorted(seen)
 
     def codelists_used(self, kind: str, definition_id: str) -> set[str]:
@@ -654,11 +295,11 @@ class Definitions:
     def feeds_used(self, kind: str, definition_id: str) -> list[str]:
         """Return the optional feeds a definition (or anything it uses) reads, sorted."""
         feeds = {
-            c.has_record.feed
+            feed
             for k, i in self.dependencies(kind, definition_id)
             for _, root in self.roots(k, i)
             for _, c in walk(root, "")
-            if isinstance(c, HasRecord)
+            for feed in c.feeds()
         }
         return sorted(feeds)
 
@@ -744,7 +385,7 @@ def _format_error(error: Mapping[str, Any]) -> tuple[str, str]:
     kind = error["type"]
     if kind in ("union_tag_invalid", "union_tag_not_found"):
         tag = error.get("ctx", {}).get("tag")
-        expected = ", ".join(CRITERION_TYPES)
+        expected = ", ".join(criterion_types.types())
         found = f"unknown criterion type '{tag}'" if tag else "a criterion must be a mapping with one key"
         return path, f"{found}; expected exactly one of: {expected}"
     if kind == "extra_forbidden":
@@ -909,25 +550,6 @@ def parse_definitions(
     return defs
 
 
-def _check_feed(spec: RecordSpec) -> list[tuple[str, str]]:
-    """Return (field, problem) pairs for a has_record criterion: unknown feed, column or value type."""
-    from pipelines.segmentation.schemas import FEEDS
-
-    if spec.feed not in FEEDS:
-        return [("feed", f"unknown feed '{spec.feed}'; expected one of {sorted(FEEDS)}")]
-    table = FEEDS[spec.feed].table
-    problems = []
-    for column, values in spec.where.items():
-        if column not in table.names or column == "patient_id":
-            problems.append((f"where.{column}", f"feed '{spec.feed}' has no such column; it has {table.names[1:]}"))
-            continue
-        dtype = table.column(column).dtype
-        expected = bool if dtype == pl.Boolean else int if dtype.is_integer() else str if dtype == pl.String else float
-        if any(type(v) is not expected for v in values):
-            problems.append((f"where.{column}", f"values must be {expected.__name__} (the column is {dtype})"))
-    return problems
-
-
 def _check_references(defs: Definitions, known_codelists: frozenset[str], ics_file: str | None = None) -> list[str]:
     """Return problems with names that point nowhere: codelists, registers, cohorts, feeds, cycles."""
     problems = []
@@ -944,13 +566,9 @@ def _check_references(defs: Definitions, known_codelists: frozenset[str], ics_fi
         for field_path, codelist_id in codelist_refs(criterion, path):
             if codelist_id not in known_codelists:
                 problems.append(f"{where(kind, definition_id, field_path)}: unknown codelist '{codelist_id}'")
-        if isinstance(criterion, OnRegister) and criterion.on_register not in defs.registers:
-            problems.append(f"{where(kind, definition_id, path + '.on_register')}: unknown register '{criterion.on_register}'")
-        if isinstance(criterion, InCohort) and criterion.in_cohort not in defs.cohorts:
-            problems.append(f"{where(kind, definition_id, path + '.in_cohort')}: unknown cohort '{criterion.in_cohort}'")
-        if isinstance(criterion, HasRecord):
-            for field_path, problem in _check_feed(criterion.has_record):
-                problems.append(f"{where(kind, definition_id, f'{path}.has_record.{field_path}')}: {problem}")
+        for field, problem in criterion.check(set(defs.registers), set(defs.cohorts)):
+            field_path = f"{path}.{criterion.key}" + (f".{field}" if field else "")
+            problems.append(f"{where(kind, definition_id, field_path)}: {problem}")
     if defs.ics is not None:
         for field in ("plus_groups", "focus_cohorts"):
             for i, cohort_id in enumerate(getattr(defs.ics, field)):
@@ -964,7 +582,7 @@ def _check_references(defs: Definitions, known_codelists: frozenset[str], ics_fi
 def _check_cycles(defs: Definitions, where: Any) -> list[str]:
     # A cohort defined (directly or not) in terms of itself has no meaning; find such loops.
     uses = {
-        cohort_id: [c.in_cohort for _, root in defs.roots("cohort", cohort_id) for _, c in walk(root, "") if isinstance(c, InCohort)]
+        cohort_id: [i for _, root in defs.roots("cohort", cohort_id) for _, c in walk(root, "") for k, i in c.uses() if k == "cohort"]
         for cohort_id in defs.cohorts
     }
     problems = []

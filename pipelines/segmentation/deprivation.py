@@ -40,6 +40,9 @@ from pipelines.segmentation.spatial import SPATIAL_SCHEMA
 __all__ = [
     "DeprivationReference",
     "load_deprivation_reference",
+    "deprivation_reference_from_warehouse",
+    "outside_england",
+    "reference_from_tables",
     "attach_deprivation",
     "imd_quintile",
     "is_core20",
@@ -164,10 +167,102 @@ class DeprivationReference:
         )
 
 
+def outside_england(postcodes: pl.DataFrame, centroids: pl.LazyFrame) -> pl.DataFrame:
+    """Return what is known to lie outside England: outward codes (`kind` 'outward') and postcodes ('postcode').
+
+    An outward code (district like 'CF10', area like 'BT') is outside England only if *every*
+    postcode the ONS lookup has in it is: border districts (e.g. CH, SY, TD, NP) stay
+    undecided and so 'unmatched'. A postcode is listed when Code-Point places it outside
+    England and the lookup (May 2022) lacks it. Built once per reference version
+    (`reference.outside_england`).
+
+    Arguments:
+        postcodes: the ONS lookup (postcode, lsoa11_code, country_code).
+        centroids: Code-Point Open (postcode, country_code).
+    """
+    known = postcodes.filter(pl.col("country_code").is_not_null())
+    outward = pl.concat(
+        [
+            known.select(postcode_district(pl.col("postcode")).alias("outward"), "country_code"),
+            known.select(postcode_area(pl.col("postcode")).alias("outward"), "country_code"),
+        ]
+    )
+    non_english_outward = (
+        outward.drop_nulls("outward")
+        .group_by("outward")
+        .agg((pl.col("country_code") != ENGLAND_COUNTRY_CODE).all().alias("is_outside"))
+        .filter("is_outside")
+        .select("outward")
+    )
+    non_english_outward = pl.concat(
+        [non_english_outward, pl.DataFrame({"outward": list(_NON_ENGLISH_AREAS)})]
+    ).unique()
+    outside_postcodes = (
+        centroids.filter(pl.col("country_code") != ENGLAND_COUNTRY_CODE)
+        .join(postcodes.lazy().filter(pl.col("lsoa11_code").is_not_null()), on="postcode", how="anti")
+        .select("postcode")
+        .collect()
+    )
+    return pl.concat([
+        non_english_outward.select(pl.lit("outward").alias("kind"), pl.col("outward").alias("code")),
+        outside_postcodes.select(pl.lit("postcode").alias("kind"), pl.col("postcode").alias("code")),
+    ]).sort("kind", "code")
+
+
+def reference_from_tables(
+    *,
+    postcodes: pl.DataFrame,
+    imd2019: pl.DataFrame,
+    imd2025: pl.DataFrame,
+    lsoa11_lsoa21: pl.DataFrame,
+    lsoa21_geography: pl.DataFrame,
+    lsoa11_geography: pl.DataFrame,
+    gp_practices: pl.DataFrame,
+    outside: pl.DataFrame,
+    spatial: pl.DataFrame | None,
+) -> DeprivationReference:
+    """Return the `DeprivationReference` from the reference tables as the loader parses them.
+
+    Arguments:
+        postcodes: the ONS lookup (postcode, lsoa11_code, country_code, lad_code, ...).
+        imd2019, imd2025, lsoa11_lsoa21: the IMD and LSOA change tables.
+        lsoa21_geography: LSOA 2021 -> sicbl24_code_nhs, icb24_code_nhs, lad24_code.
+        lsoa11_geography: LSOA 2011 -> sicbl22_code_nhs, icb22_code_nhs, lad22_code.
+        gp_practices: ODS practices (practice_code, postcode).
+        outside: `outside_england` output.
+        spatial: `spatial.build_spatial_lsoa21` output, or None.
+    """
+    practices = (
+        gp_practices.select("practice_code", normalise_postcode(pl.col("postcode")).alias("postcode"))
+        .unique("practice_code", keep="first")
+    )
+    return DeprivationReference(
+        postcodes=postcodes.select("postcode", "lsoa11_code", "country_code", "lad_code"),
+        imd2019=imd2019.select("lsoa11_code", "imd2019_decile"),
+        imd2025=imd2025.select("lsoa21_code", "imd2025_decile"),
+        lsoa11_lsoa21=lsoa11_lsoa21.select("lsoa11_code", "change_code", "lsoa21_code"),
+        lsoa21_geography=lsoa21_geography.select(
+            "lsoa21_code", pl.col("sicbl24_code_nhs").alias("sicbl_code"), pl.col("icb24_code_nhs").alias("icb_code"),
+            pl.col("lad24_code").alias("lad_code"),
+        ),
+        lsoa11_geography=lsoa11_geography.select(
+            "lsoa11_code", pl.col("sicbl22_code_nhs").alias("sicbl_code"), pl.col("icb22_code_nhs").alias("icb_code"),
+            pl.col("lad22_code").alias("lad_code"),
+        ),
+        spatial=spatial,
+        outside_england_postcodes=outside.filter(pl.col("kind") == "postcode").select(pl.col("code").alias("postcode")),
+        outside_england_outward=outside.filter(pl.col("kind") == "outward").select(pl.col("code").alias("outward")),
+        practice_postcodes=practices,
+    )
+
+
 def load_deprivation_reference(
     reference_dir: str | Path | None = None, spatial: pl.DataFrame | None = None
 ) -> DeprivationReference:
-    """Load the shared reference files into a `DeprivationReference`.
+    """Load the shared reference files into a `DeprivationReference` (the `core20 imd` command and scripts).
+
+    A monthly run reads the same tables from the warehouse instead
+    (`deprivation_reference_from_warehouse`): the reference job loaded them once.
 
     Arguments:
         reference_dir: the shared reference directory (see `reference_data.loader`).
@@ -194,69 +289,62 @@ def load_deprivation_reference(
         scan_postcode_lsoa11,
     )
 
-    postcodes = (
-        scan_postcode_lsoa11(reference_dir)
-        .select("postcode", "lsoa11_code", "country_code", "lad_code")
-        .collect()
-    )
-    known = postcodes.filter(pl.col("country_code").is_not_null())
-    # An outward code is outside England only if *every* postcode the lookup has in it is:
-    # border districts (e.g. CH, SY, TD, NP) stay undecided and so 'unmatched'.
-    outward = pl.concat(
-        [
-            known.select(postcode_district(pl.col("postcode")).alias("outward"), "country_code"),
-            known.select(postcode_area(pl.col("postcode")).alias("outward"), "country_code"),
-        ]
-    )
-    non_english_outward = (
-        outward.drop_nulls("outward")
-        .group_by("outward")
-        .agg((pl.col("country_code") != ENGLAND_COUNTRY_CODE).all().alias("is_outside"))
-        .filter("is_outside")
-        .select("outward")
-    )
-    non_english_outward = pl.concat(
-        [non_english_outward, pl.DataFrame({"outward": list(_NON_ENGLISH_AREAS)})]
-    ).unique()
-    outside_postcodes = (
-        scan_postcode_centroids(reference_dir)
-        .filter(pl.col("country_code") != ENGLAND_COUNTRY_CODE)
-        .join(postcodes.lazy().filter(pl.col("lsoa11_code").is_not_null()), on="postcode", how="anti")
-        .select("postcode")
-        .collect()
-    )
-    geography21 = read_lsoa21_icb24(reference_dir).select(
-        "lsoa21_code",
-        pl.col("sicbl24_code_nhs").alias("sicbl_code"),
-        pl.col("icb24_code_nhs").alias("icb_code"),
-    ).join(
-        read_lsoa21_ward24(reference_dir).select("lsoa21_code", pl.col("lad24_code").alias("lad_code")),
-        on="lsoa21_code",
-        how="left",
-    )
-    geography11 = read_lsoa11_icb22(reference_dir).select(
-        "lsoa11_code",
-        pl.col("sicbl22_code_nhs").alias("sicbl_code"),
-        pl.col("icb22_code_nhs").alias("icb_code"),
-        pl.col("lad22_code").alias("lad_code"),
-    )
-    practices = (
-        read_gp_practices(reference_dir)
-        .select("practice_code", normalise_postcode(pl.col("postcode")).alias("postcode"))
-        .unique("practice_code", keep="first")
-    )
-    return DeprivationReference(
+    postcodes = scan_postcode_lsoa11(reference_dir).select("postcode", "lsoa11_code", "country_code", "lad_code").collect()
+    return reference_from_tables(
         postcodes=postcodes,
-        imd2019=read_imd2019(reference_dir).select("lsoa11_code", "imd2019_decile"),
-        imd2025=read_imd2025(reference_dir).select("lsoa21_code", "imd2025_decile"),
-        lsoa11_lsoa21=read_lsoa11_lsoa21(reference_dir).select("lsoa11_code", "change_code", "lsoa21_code"),
-        lsoa21_geography=geography21,
-        lsoa11_geography=geography11,
+        imd2019=read_imd2019(reference_dir),
+        imd2025=read_imd2025(reference_dir),
+        lsoa11_lsoa21=read_lsoa11_lsoa21(reference_dir),
+        lsoa21_geography=read_lsoa21_icb24(reference_dir).join(read_lsoa21_ward24(reference_dir), on="lsoa21_code", how="left"),
+        lsoa11_geography=read_lsoa11_icb22(reference_dir),
+        gp_practices=read_gp_practices(reference_dir),
+        outside=outside_england(postcodes, scan_postcode_centroids(reference_dir)),
         spatial=spatial,
-        outside_england_postcodes=outside_postcodes,
-        outside_england_outward=non_english_outward,
-        practice_postcodes=practices,
     )
+
+
+def deprivation_reference_from_warehouse(con, patients: str) -> DeprivationReference:
+    """Return the `DeprivationReference` from the warehouse's `reference` tables, for these patients only.
+
+    The postcode tables (2.7M and 0.4M rows) are cut down in DuckDB to the postcodes the
+    month's patients and their practices have, so only those rows come into Python; the
+    LSOA tables are small and read whole.
+
+    Arguments:
+        con: a warehouse connection.
+        patients: the month's staged patients as a SQL relation (postcode, practice_code).
+    """
+    from pipelines.warehouse import table_exists
+
+    def read(sql: str) -> pl.DataFrame:
+        return pl.from_arrow(con.sql(sql).to_arrow_table())
+
+    needed = ["imd2019_lsoa11", "imd2025_lsoa21", "lsoa11_lsoa21", "lsoa21_geography", "lsoa11_geography",
+              "gp_practices", "postcode_lsoa11", "postcode_lsoa21_spatial", "outside_england"]
+    missing = [t for t in needed if not table_exists(con, "reference", t)]
+    if missing:
+        raise ValueError(f"the warehouse has no reference table(s) {missing}: run the reference_data job first "
+                         "(`core20 run` does this itself)")
+    practices = read(f"SELECT g.* FROM reference.gp_practices g SEMI JOIN {patients} p ON p.practice_code = g.practice_code")
+    practice_postcodes = practices.select(normalise_postcode(pl.col("postcode")).alias("postcode")).drop_nulls()
+    con.register("_practice_postcodes", practice_postcodes.to_arrow())
+    try:
+        wanted = (f"(SELECT postcode FROM {patients} WHERE postcode IS NOT NULL "
+                  f"UNION SELECT postcode FROM _practice_postcodes)")
+        return reference_from_tables(
+            postcodes=read(f"SELECT r.* FROM reference.postcode_lsoa11 r SEMI JOIN {wanted} w ON w.postcode = r.postcode"),
+            imd2019=read("SELECT * FROM reference.imd2019_lsoa11"),
+            imd2025=read("SELECT * FROM reference.imd2025_lsoa21"),
+            lsoa11_lsoa21=read("SELECT * FROM reference.lsoa11_lsoa21"),
+            lsoa21_geography=read("SELECT * FROM reference.lsoa21_geography"),
+            lsoa11_geography=read("SELECT * FROM reference.lsoa11_geography"),
+            gp_practices=practices,
+            outside=read(f"SELECT * FROM reference.outside_england o WHERE o.kind = 'outward' "
+                         f"OR o.code IN (SELECT postcode FROM {wanted})"),
+            spatial=read(f"SELECT r.* FROM reference.postcode_lsoa21_spatial r SEMI JOIN {wanted} w ON w.postcode = r.postcode"),
+        )
+    finally:
+        con.unregister("_practice_postcodes")
 
 
 def _postcode_route(frame: pl.LazyFrame, reference: DeprivationReference) -> pl.LazyFrame:

@@ -118,6 +118,30 @@ def published_quality(quality: pl.DataFrame, profile: DisclosureProfile) -> pl.D
     return controlled.with_columns(*_shares()).select(DEPRIVATION_QUALITY.names).cast(DEPRIVATION_QUALITY.schema)
 
 
+def controlled_quality(quality: pl.DataFrame, profile: DisclosureProfile, hidden: dict[str, list[bool]]) -> pl.DataFrame:
+    """Return the quality table with counts controlled, the given counts hidden, shares recomputed.
+
+    Arguments:
+        quality: exact `deprivation_quality` rows.
+        profile: the disclosure profile (rounding of the visible counts).
+        hidden: count column -> per row, whether secondary suppression hid it
+            (`month_disclosure.protect_month` decides, jointly with the gap table).
+    """
+    hidden_value = pl.lit(None, pl.Int64) if profile.small_count_action != "redact" else pl.lit(0, pl.Int64)
+    masks = [pl.Series(f"_hide_{c}", flags, dtype=pl.Boolean) for c, flags in hidden.items()]
+    controlled = quality.with_columns(masks).with_columns(
+        [pl.when(pl.col(f"_hide_{c}")).then(hidden_value).otherwise(profile.control(c)).alias(c) for c in hidden]
+    )
+    if profile.small_count_action == "redact":
+        # A redacted count shows as 0 but is unknown: no share is computed from it.
+        controlled = controlled.with_columns([pl.when(~pl.col(f"_hide_{c}")).then(pl.col(c)).alias(c) for c in hidden])
+    controlled = controlled.with_columns(*_shares())
+    if profile.small_count_action == "redact":
+        controlled = controlled.with_columns(
+            [pl.when(pl.col(f"_hide_{c}")).then(pl.lit(0, pl.Int64)).otherwise(pl.col(c)).alias(c) for c in hidden])
+    return controlled.select(DEPRIVATION_QUALITY.names).cast(DEPRIVATION_QUALITY.schema)
+
+
 @dataclass(frozen=True)
 class PracticeThresholds:
     """When a practice's address data is too poor to trust its patients' deciles.

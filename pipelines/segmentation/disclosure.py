@@ -58,7 +58,7 @@ are the small ones would tell them those cells are 1-7.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal, Sequence, TypeVar
 
 import polars as pl
@@ -286,134 +286,702 @@ def shown_ranges(profile: DisclosureProfile, shown: Sequence[int]) -> list[tuple
     return [found[i] for i in range(len(shown))]
 
 
-class _Audit:
-    """What a reader can infer about each hidden cell of one table of counts.
-
-    The reader knows every relation (a total equals the sum of its parts), that counts are
-    not negative, and for each visible cell the range of true counts its published value
-    can stand for (`shown_ranges`). The feasible values of a hidden cell are then a
-    polytope's projection, an interval whose ends are two linear programmes (the "audit"
-    of cell suppression in the Handbook on Statistical Disclosure Control, Hundepool et al.,
-    chapter 4). Solved as real-valued LPs with HiGHS through scipy.
-    """
-
-    def __init__(self, values: dict, relations: list[tuple], profile: DisclosureProfile, at_most: Sequence[tuple] = ()):
-        import numpy as np
-        from scipy import sparse
-
-        self.cells = sorted({m for _, members in relations for m in members})
-        self.position = {c: i for i, c in enumerate(self.cells)}
-        rows, columns, data, rhs = [], [], [], []
-        for r, (total, members) in enumerate(relations):
-            constant = 0.0
-            for m in members:
-                rows.append(r)
-                columns.append(self.position[m])
-                data.append(1.0 if m == total else -1.0)
-            if total is None:  # the parts add up to a known constant: their true sum
-                constant = -float(sum(values[m] for m in members))
-            rhs.append(constant)
-        self.a_eq = sparse.csr_matrix((data, (rows, columns)), shape=(len(relations), len(self.cells)))
-        self.b_eq = np.array(rhs)
-        # Sorted, like the cells and relations: the LP's rows must not follow the caller's row
-        # order, because with several optima (common here) HiGHS's pick depends on it, and a
-        # re-run of the same month would hide other cells.
-        pairs = sorted((a, b) for a, b in at_most if a in self.position and b in self.position)
-        self.a_le = sparse.csr_matrix(
-            ([1.0] * len(pairs) + [-1.0] * len(pairs),
-             (list(range(len(pairs))) * 2, [self.position[a] for a, _ in pairs] + [self.position[b] for _, b in pairs])),
-            shape=(len(pairs), len(self.cells)),
-        )
-        self.shown = dict(zip(self.cells, shown_ranges(profile, _published(profile, [values[c] for c in self.cells]))))
-
-    def _bounds(self, hidden: set) -> list[tuple]:
-        return [(0, None) if c in hidden else self.shown[c] for c in self.cells]
-
-    def _solve(self, objective, bounds, a_ub=None):
-        """Minimise `objective` over the cells (and any extra variables after them)."""
-        from scipy import sparse
-        from scipy.optimize import linprog
-
-        extra = len(objective) - len(self.cells)
-
-        def widen(matrix):
-            return sparse.hstack([matrix, sparse.csr_matrix((matrix.shape[0], extra))]).tocsr() if extra else matrix
-
-        blocks = [b for b in (widen(self.a_le), a_ub) if b is not None and b.shape[0]]
-        upper = sparse.vstack(blocks).tocsr() if blocks else None
-        result = linprog(
-            objective, A_ub=upper, b_ub=None if upper is None else [0.0] * upper.shape[0],
-            A_eq=widen(self.a_eq), b_eq=self.b_eq, bounds=bounds, method="highs",
-            # These LPs are small and solved thousands of times; HiGHS's presolve costs more
-            # than it saves here (measured: the demo's gap table in 8 s instead of 15 s).
-            options={"presolve": False},
-        )
-        if result.status not in (0, 3):  # 3: unbounded, i.e. no upper limit at all
-            # The true counts always satisfy every relation, so this is a bug in the caller's
-            # relations or counts, never something to publish through.
-            raise RuntimeError(f"secondary suppression audit: the counts do not fit the table's relations ({result.message})")
-        return result
-
-    def uncertified(self, hidden: set, targets: list, low: int, high: int) -> list:
-        """Return the targets not yet shown to cover [low, high], cheaply.
-
-        Joint LPs push every remaining target up to `high` at once (maximise the sum of
-        min(x, high)) and pull them down to `low` at once; a target that gets there in the
-        joint solution covers that end, since its own LP can only do better. Rounds repeat
-        on the rest while they make progress. What is left needs its own LP (`limiting`).
-        """
-        import numpy as np
-        from scipy import sparse
-
-        bounds = self._bounds(hidden)
-        n = len(self.cells)
-        remaining = {"up": [t for t in targets if t in self.position], "down": [t for t in targets if t in self.position]}
-        for side, sign, cap in (("up", -1.0, (None, high)), ("down", 1.0, (low, None))):
-            while remaining[side]:
-                group = remaining[side]
-                k = len(group)
-                picks = sparse.csr_matrix(([1.0] * k, (range(k), [self.position[t] for t in group])), shape=(k, n))
-                eye = sparse.identity(k, format="csr")
-                # up: u_i <= x_i, u_i <= high, maximise sum u; down: d_i >= x_i, d_i >= low, minimise sum d.
-                result = self._solve(np.r_[np.zeros(n), sign * np.ones(k)], bounds + [cap] * k,
-                                     sparse.hstack([sign * picks, -sign * eye]).tocsr())
-                extra = result.x[n:]
-                done = extra >= high - 1e-6 if side == "up" else extra <= low + 1e-6
-                if not done.any():
-                    break
-                remaining[side] = [t for t, ok in zip(group, done) if not ok]
-        return sorted(set(remaining["up"]) | set(remaining["down"]))
-
-    def limiting(self, hidden: set, target, low: int, high: int) -> tuple[list, float] | None:
-        """Return the visible cells whose shown ranges stop `target` reaching `low` or `high`.
-
-        None when the target already covers [low, high]. Otherwise (cells, shortfall): the
-        visible cells with a non-zero bound marginal in the LP that falls short (with the
-        relations homogeneous, LP duality says the optimum is set by variable bounds alone,
-        so hiding one of them can relax what binds) and how far short it falls.
-        """
-        import numpy as np
-
-        j = self.position[target]
-        bounds = self._bounds(hidden)
-        for sign in (-1.0, 1.0):
-            objective = np.zeros(len(self.cells))
-            objective[j] = sign
-            result = self._solve(objective, bounds)
-            if result.status == 3:
-                continue
-            shortfall = high - (-result.fun) if sign < 0 else result.fun - low
-            if shortfall <= 1e-6:
-                continue
-            weight = np.abs(result.lower.marginals) + np.abs(result.upper.marginals)
-            return [c for c, w in zip(self.cells, weight) if w > 1e-9 and c not in hidden], shortfall
-        return None
-
-
 def _published(profile: DisclosureProfile, counts: list[int]) -> list[int]:
     """Return the values `profile` publishes for visible counts (its rounding)."""
     frame = pl.DataFrame({"n": counts}, schema={"n": pl.Int64})
     return frame.select(profile.control("n"))["n"].fill_null(0).to_list()
+
+
+def _shown_bounds(profile: DisclosureProfile, values) -> tuple:
+    """Return (lower, upper) arrays: the true counts each visible count's published value stands for."""
+    import numpy as np
+
+    values = np.asarray(values, dtype=np.int64)
+    distinct = sorted(set(values.tolist()))
+    ranges = dict(zip(distinct, shown_ranges(profile, _published(profile, distinct)))) if distinct else {}
+    lower = np.array([ranges[v][0] for v in values.tolist()], dtype=float)
+    upper = np.array([ranges[v][1] for v in values.tolist()], dtype=float)
+    return lower, upper
+
+
+@dataclass
+class CountProblem:
+    """Every published count of a month as one system a reader can reason about.
+
+    The variables are the true counts behind published numbers ("cells"); one variable can
+    appear in several published places (two indicators with the same denominator, the same
+    patients counted in two tables), which is why hiding is decided per *unit* (a set of
+    published numbers hidden together, e.g. a gap-table row's numerator and denominator)
+    and a variable counts as hidden only when every unit showing it is hidden.
+
+    Attributes:
+        keys: one sortable key per variable (stable order: the audit never follows input order).
+        values: the true count of each variable.
+        relations: homogeneous linear equalities a reader knows, as (variable indices,
+            coefficients) with sum(coef * x) = 0 (a total minus its parts).
+        at_most: (a, b) variable pairs with x_a <= x_b (a numerator never exceeds its denominator).
+        units: for each unit, the variables it shows.
+        unit_keys: a sortable key per unit, for a stable choice among equals.
+        unit_priority: complements come from the lowest priority first.
+        implies: unit -> units hidden with it (a hidden denominator hides the whole row).
+        released: earlier releases of the same counts still in readers' hands, each
+            (lower, upper, shift) arrays over the variables: what that release showed of the
+            count (0 to infinity where it was hidden) and how much the true count changed since.
+        exact: variable -> its value, for counts every reader knows exactly (in no unit).
+        unpublished: units that are never shown (hidden from the start, never a complement);
+            a count only they hold must still not be narrowed down when it is small.
+        fixed_hidden: variables an earlier release of the same counts hid: every unit showing
+            them is hidden from the start (once hidden, a count stays hidden in every later
+            release, or the later one would show what the earlier one hid).
+        known_zero: variables every reader knows are 0 whatever is shown: the counts of a
+            population with no member this month (0 = its count is an identity, in every cell).
+        earlier_small: variable -> (low, high): a count an earlier release hid while it was
+            small, as this release's values must still allow it (1..threshold there, shifted by
+            the known change since): the interval left must cover low..high. This is the need
+            of such a count in a problem that holds the earlier releases (`released`): a reader
+            who knows the exact change learns about the earlier patients' count, so 1..threshold
+            applies to it, not to today's count (which the added patients make at least the
+            change). Today's count alone is held to 1..threshold by a separate pass without
+            the earlier releases (month_disclosure.protect_month).
+    """
+
+    keys: list
+    values: list
+    relations: list = field(default_factory=list)
+    at_most: list = field(default_factory=list)
+    units: list = field(default_factory=list)
+    unit_keys: list = field(default_factory=list)
+    unit_priority: list = field(default_factory=list)
+    implies: dict = field(default_factory=dict)
+    released: list = field(default_factory=list)
+    exact: dict = field(default_factory=dict)
+    unpublished: set = field(default_factory=set)
+    fixed_hidden: set = field(default_factory=set)
+    earlier_small: dict = field(default_factory=dict)
+    known_zero: set = field(default_factory=set)
+
+
+_HIGHS_STARTED = False
+# After this many new complements the remaining targets are re-checked with the two joint LPs
+# (each such check costs two solves of the whole part; the witness points stay free).
+RECHECK_EVERY = 10
+# A round of joint LPs continues while the last two certified at least this many targets.
+JOINT_MIN_GAIN = 2
+
+
+def _new_highs():
+    """Return a silent HiGHS instance.
+
+    HiGHS prints its banner on the first instance a process makes, from C++, whatever the
+    options; the pipeline's console output is for analysts, so that one construction runs
+    with the process's standard output pointed at /dev/null.
+    """
+    import os
+    import sys
+
+    import highspy
+
+    global _HIGHS_STARTED
+    if not _HIGHS_STARTED:
+        sys.stdout.flush()
+        saved = os.dup(1)
+        try:
+            with open(os.devnull, "w") as null:
+                os.dup2(null.fileno(), 1)
+                h = highspy.Highs()
+        finally:
+            os.dup2(saved, 1)
+            os.close(saved)
+        _HIGHS_STARTED = True
+    else:
+        h = highspy.Highs()
+    h.setOptionValue("output_flag", False)
+    return h
+
+
+class _Component:
+    """One connected part of a `CountProblem` as a HiGHS model, re-solved from a warm start.
+
+    Columns are the part's true counts x; a reader's knowledge is the rows (every relation
+    and x_a <= x_b) and each visible count's bounds (the true counts its published value
+    stands for). Auxiliary columns u_i <= x_i and d_i >= x_i, added for a variable when it
+    first becomes a target, let one LP push many targets up (maximise sum of u_i capped at
+    what each needs) or down at once: a target that reaches its need in the joint optimum
+    is certified, since its own LP could only do better (the shortcut of the previous audit).
+    Bounds and costs change between solves; HiGHS keeps its basis, so a re-solve after hiding
+    one cell costs a fraction of a fresh solve (measured: see the README's suppression figures).
+    """
+
+    def __init__(self, variables, problem: CountProblem, lower, upper, hidden_bounds, relations=None, at_most=None):
+        import highspy
+        import numpy as np
+
+        self.highspy = highspy
+        self.variables = list(variables)
+        self.local = {v: i for i, v in enumerate(self.variables)}
+        self.lower, self.upper = lower, upper
+        h = _new_highs()
+        # Presolve rebuilds the model each time; these LPs are re-solved many times from a
+        # warm basis, where presolve costs more than it saves.
+        h.setOptionValue("presolve", "off")
+        h.setOptionValue("random_seed", 0)
+        # Every change between solves (a new objective, a bound relaxed by hiding a count) keeps
+        # the last solution feasible, so primal simplex restarts from it where dual would not.
+        h.setOptionValue("simplex_strategy", 4)
+        inf = highspy.kHighsInf
+        n = len(self.variables)
+        lp = highspy.HighsLp()
+        lp.num_col_ = n
+        lp.col_cost_ = np.zeros(n)
+        lp.col_lower_ = np.array([lower[v] for v in self.variables], dtype=float)
+        lp.col_upper_ = np.array([upper[v] if np.isfinite(upper[v]) else inf for v in self.variables], dtype=float)
+        rows_lower, rows_upper, starts, index, value = [], [], [0], [], []
+        for members, coefficients in (problem.relations if relations is None else relations):
+            local = [(self.local[m], c) for m, c in zip(members, coefficients) if m in self.local]
+            if not local:
+                continue
+            merged: dict[int, float] = {}
+            for i, c in local:
+                # A variable listed twice in one identity (two of its populations share a class)
+                # is one column: HiGHS refuses duplicate entries in a row.
+                merged[i] = merged.get(i, 0.0) + float(c)
+            merged = {i: c for i, c in merged.items() if c != 0.0}
+            if not merged:
+                continue
+            for i, c in sorted(merged.items()):
+                index.append(i)
+                value.append(c)
+            starts.append(len(index))
+            rows_lower.append(0.0)
+            rows_upper.append(0.0)
+        for a, b in (problem.at_most if at_most is None else at_most):
+            # a == b when the numerator is the whole denominator (the same population): nothing to add.
+            if a in self.local and b in self.local and a != b:
+                index += [self.local[a], self.local[b]]
+                value += [1.0, -1.0]
+                starts.append(len(index))
+                rows_lower.append(-inf)
+                rows_upper.append(0.0)
+        if not rows_lower:
+            # A part with no relation at all (one count alone): HiGHS calls a row-less model
+            # 'empty' rather than solving it, so it gets the trivial row x >= 0.
+            index.append(0)
+            value.append(1.0)
+            starts.append(len(index))
+            rows_lower.append(0.0)
+            rows_upper.append(inf)
+        lp.num_row_ = len(rows_lower)
+        lp.row_lower_ = np.array(rows_lower, dtype=float)
+        lp.row_upper_ = np.array(rows_upper, dtype=float)
+        lp.a_matrix_.format_ = highspy.MatrixFormat.kRowwise
+        lp.a_matrix_.start_ = np.array(starts, dtype=np.int32)
+        lp.a_matrix_.index_ = np.array(index, dtype=np.int32)
+        lp.a_matrix_.value_ = np.array(value, dtype=float)
+        lp.a_matrix_.num_col_ = n
+        lp.a_matrix_.num_row_ = len(rows_lower)
+        status = h.passModel(lp)
+        if status != highspy.HighsStatus.kOk:
+            raise RuntimeError(f"secondary suppression audit: HiGHS refused the model ({status}); "
+                               f"{n} counts, {len(rows_lower)} rows")
+        self.col_lower = np.array(lp.col_lower_, dtype=float)
+        self.col_upper = np.array(lp.col_upper_, dtype=float)
+        self.hidden_lower = np.array([hidden_bounds[v][0] for v in self.variables], dtype=float)
+        self.hidden_upper = np.array([hidden_bounds[v][1] if np.isfinite(hidden_bounds[v][1]) else inf
+                                      for v in self.variables], dtype=float)
+        self.h = h
+        self.n = n
+        self.solves = 0
+        # Every solution is a point a reader cannot rule out, so the lowest and highest value
+        # each count took in any solution so far are within its interval: a target they
+        # already cover needs no LP of its own. (Hiding only adds points; they stay valid.)
+        truth = np.array([problem.values[v] for v in self.variables], dtype=float)
+        self.seen_low, self.seen_high = truth.copy(), truth.copy()
+
+    def set_hidden(self, variable) -> None:
+        i = self.local[variable]
+        self.col_lower[i], self.col_upper[i] = self.hidden_lower[i], self.hidden_upper[i]
+        self.h.changeColBounds(i, self.col_lower[i], self.col_upper[i])
+
+    def _run(self, costs: dict[int, float]):
+        import numpy as np
+
+        columns = np.array(sorted(costs), dtype=np.int32)
+        self.h.changeColsCost(len(columns), columns, np.array([costs[c] for c in columns.tolist()], dtype=float))
+        self.h.run()
+        self.solves += 1
+        status = self.h.getModelStatus()
+        self.h.changeColsCost(len(columns), columns, np.zeros(len(columns)))
+        if status == self.highspy.HighsModelStatus.kUnbounded:
+            return None
+        if status != self.highspy.HighsModelStatus.kOptimal:
+            # The true counts always satisfy every relation, so this is a bug in the caller's
+            # relations or counts, never something to publish through.
+            raise RuntimeError(f"secondary suppression audit: the counts do not fit the relations ({self.h.modelStatusToString(status)})")
+        solution = self.h.getSolution()
+        x = np.asarray(solution.col_value[: self.n])
+        np.minimum(self.seen_low, x, out=self.seen_low)
+        np.maximum(self.seen_high, x, out=self.seen_high)
+        return solution
+
+    def seen(self, variable) -> tuple[float, float]:
+        """Return the lowest and highest value the count took in any solution so far."""
+        i = self.local[variable]
+        return self.seen_low[i], self.seen_high[i]
+
+    def extreme(self, variable, sign: float):
+        """Return (value, binding visible variables) of min (sign +1) or max (sign -1) of a count."""
+        solution = self._run({self.local[variable]: sign})
+        if solution is None:
+            return float("inf"), []
+        import numpy as np
+
+        value = solution.col_value[self.local[variable]]
+        duals = np.asarray(solution.col_dual[: self.n])
+        binding = [self.variables[i] for i in np.flatnonzero(np.abs(duals) > 1e-9).tolist()]
+        return value, binding
+
+    def joint(self, targets: dict, up: bool) -> set:
+        """Return the targets shown to reach their need (dict variable -> need) in one joint LP.
+
+        Each target is capped at its need for the solve (up: x <= need, maximise the sum; down:
+        x >= need, minimise it) and reaches it when it sits on the cap at the optimum. The true
+        counts satisfy every cap (a small count is within 1..threshold, any other count within
+        one of itself), so the capped LP is feasible; its solution is also a witness point.
+        """
+        import numpy as np
+
+        inf = self.highspy.kHighsInf
+        order = sorted(targets)
+        columns = np.array([self.local[v] for v in order], dtype=np.int32)
+        saved_lower = self.col_lower[columns]
+        saved_upper = self.col_upper[columns]
+        need = np.array([float(targets[v]) for v in order])
+        if up:
+            self.h.changeColsBounds(len(columns), columns, saved_lower, np.minimum(saved_upper, need))
+        else:
+            self.h.changeColsBounds(len(columns), columns, np.maximum(saved_lower, need), saved_upper)
+        try:
+            solution = self._run({c: (-1.0 if up else 1.0) for c in columns.tolist()})
+        finally:
+            self.h.changeColsBounds(len(columns), columns, saved_lower, saved_upper)
+        reached = set()
+        for v, c, want in zip(order, columns.tolist(), need.tolist()):
+            if solution is None:
+                continue
+            value = solution.col_value[c]
+            if (up and value >= want - 1e-6) or (not up and value <= want + 1e-6):
+                reached.add(v)
+        return reached
+
+
+def _components(problem: CountProblem) -> list[list[int]]:
+    """Return the variables in connected groups: relations, order pairs and shared units link them.
+
+    Union-find over the links (scipy's graph module costs more to import than this takes).
+    """
+    parent = list(range(len(problem.keys)))
+
+    def root(x: int) -> int:
+        while parent[x] != x:
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        return x
+
+    def link(group) -> None:
+        group = list(group)
+        if len(group) > 1:
+            first = root(group[0])
+            for m in group[1:]:
+                other = root(m)
+                if other != first:
+                    parent[other] = first
+
+    for members, _ in problem.relations:
+        link(members)
+    for pair in problem.at_most:
+        link(pair)
+    for unit in problem.units:
+        link(unit)
+    for unit, others in problem.implies.items():
+        link([problem.units[u][0] for u in (unit, *others) if problem.units[u]])
+    groups: dict[int, list[int]] = {}
+    for v in range(len(parent)):
+        groups.setdefault(root(v), []).append(v)
+    return sorted(groups.values(), key=lambda g: g[0])
+
+
+def _public_zeros(problem: CountProblem, visible_zero: set, relations=None, at_most=None) -> set:
+    """Return the variables any reader knows are 0: a visible 0, the parts of a total known to
+    be 0, and anything at most a count known to be 0 (counts are not negative).
+
+    `relations` and `at_most` default to the whole problem's; a connected part's own are enough
+    for the variables of that part (no relation reaches across parts).
+    """
+    zero = set(visible_zero)
+    signed = [([m for m, c in zip(members, coefficients) if c > 0], [m for m, c in zip(members, coefficients) if c < 0])
+              for members, coefficients in (problem.relations if relations is None else relations)]
+    at_most = problem.at_most if at_most is None else at_most
+    changed = True
+    while changed:
+        changed = False
+        for totals, parts in signed:
+            if totals and all(t in zero for t in totals):
+                for p in parts:
+                    if p not in zero:
+                        zero.add(p)
+                        changed = True
+        for a, b in at_most:
+            if b in zero and a not in zero:
+                zero.add(a)
+                changed = True
+    return zero
+
+
+@dataclass
+class SuppressionResult:
+    """What `suppress` decided: the hidden units and how much work the audit did."""
+
+    hidden_units: set
+    n_lp_solves: int = 0
+    n_components: int = 0
+    n_complements: int = 0
+    n_prior_cut: int = 0
+
+
+def suppress(problem: CountProblem, profile: DisclosureProfile, primary_units: set | None = None) -> SuppressionResult:
+    """Return the units to hide so that no hidden count can be narrowed down from everything published.
+
+    Arguments:
+        problem: every count, relation and unit of the month (`CountProblem`).
+        profile: the disclosure profile; its rounding is what a reader knows of each visible count.
+        primary_units: units hidden by the small-count rule; default: every unit showing a
+            count of 1 to the profile's threshold.
+
+    The rule (DOMAIN.md section 6; the audit of cell suppression in Hundepool et al.,
+    *Handbook on Statistical Disclosure Control*, ch. 4): for every hidden count, the values
+    a reader can still hold possible, by linear programming over every relation, every order
+    pair, what each visible count stands for and non-negativity, must
+
+    - include every count from 1 to the threshold, for a small count;
+    - include more than one value, for any other hidden count (a complement is not pinned),
+      unless a visible 0 already tells every reader it is 0 (the parts of a total shown as 0).
+
+    While a count falls short, the unit with the lowest priority (then not a zero, then the
+    smallest count) among those showing a visible count that binds in the failing LP is
+    hidden, with the units it implies, and the check repeats. Hiding only widens every
+    interval, so a count once protected stays so and the loop ends.
+    """
+    import numpy as np
+
+    n = len(problem.keys)
+    values = np.asarray(problem.values, dtype=np.int64)
+    threshold = max(profile.small_count_threshold, 1)
+    suppresses = profile.small_count_action in ("suppress", "redact") and profile.small_count_threshold > 0
+    if not suppresses or n == 0:
+        return SuppressionResult(set())
+    is_small = (values >= 1) & (values <= profile.small_count_threshold)
+    units_of: dict[int, list[int]] = {}
+    for u, members in enumerate(problem.units):
+        for m in members:
+            units_of.setdefault(m, []).append(u)
+    if primary_units is None:
+        primary_units = {u for u, members in enumerate(problem.units) if any(is_small[m] for m in members)}
+
+    hidden_units: set[int] = set()
+
+    def hide_unit(u: int) -> None:
+        stack = [u]
+        while stack:
+            x = stack.pop()
+            if x in hidden_units:
+                continue
+            hidden_units.add(x)
+            stack.extend(problem.implies.get(x, ()))
+
+    fixed_units = {u for v in problem.fixed_hidden for u in units_of.get(v, ())}
+    for u in sorted(set(primary_units) | set(problem.unpublished) | fixed_units):
+        hide_unit(u)
+    only_unpublished = {v for v, us in units_of.items() if all(u in problem.unpublished for u in us)}
+
+    def is_hidden(v: int) -> bool:
+        shown_in = units_of.get(v, ())
+        return bool(shown_in) and all(u in hidden_units for u in shown_in)
+
+    lower, upper = _shown_bounds(profile, values)
+    # Earlier releases of the same month still in readers' hands: each narrows what the
+    # variable can be (its bounds there, shifted by the known change in the true count).
+    fixed_lower, fixed_upper = np.zeros(n), np.full(n, np.inf)
+    for release_lower, release_upper, shift in problem.released:
+        fixed_lower = np.maximum(fixed_lower, np.asarray(release_lower) + np.asarray(shift))
+        fixed_upper = np.minimum(fixed_upper, np.asarray(release_upper) + np.asarray(shift))
+
+    def bounds_for(v: int) -> tuple[float, float]:
+        if v in problem.exact:
+            return float(problem.exact[v]), float(problem.exact[v])
+        if is_hidden(v):
+            return fixed_lower[v], fixed_upper[v]
+        return max(lower[v], fixed_lower[v]), min(upper[v], fixed_upper[v])
+
+    # Counts an earlier release fixed exactly (shown as 0 then, the parts of such a total, the
+    # numerators of such a denominator): known to every reader of that release.
+    known_before = (_public_zeros(problem, {v for v in range(n) if fixed_upper[v] - fixed_lower[v] < 0.5})
+                    if problem.released else set())
+    components = _components(problem)
+    result = SuppressionResult(hidden_units, n_components=len(components))
+    order = np.argsort(np.array([repr(k) for k in problem.keys]), kind="stable")
+    rank_of = np.empty(n, dtype=np.int64)
+    rank_of[order] = np.arange(n)
+
+    def unit_rank(u: int):
+        members = problem.units[u]
+        worst = max([problem.unit_priority[u], *(problem.unit_priority[x] for x in problem.implies.get(u, ()))])
+        smallest = min(values[m] for m in members) if members else 0
+        return worst, smallest == 0, smallest, problem.unit_keys[u]
+
+    def cost_of_hiding(v: int):
+        # Hiding a variable means hiding every unit that shows it.
+        ranks = [unit_rank(u) for u in units_of.get(v, ()) if u not in hidden_units]
+        return max(ranks) if ranks else None
+
+    # Each part's own relations and order pairs (none reaches across parts).
+    part_of = np.empty(n, dtype=np.int64)
+    for k, variables in enumerate(components):
+        part_of[variables] = k
+    part_relations: list[list] = [[] for _ in components]
+    part_at_most: list[list] = [[] for _ in components]
+    for relation in problem.relations:
+        if relation[0]:
+            part_relations[part_of[relation[0][0]]].append(relation)
+    for pair in problem.at_most:
+        part_at_most[part_of[pair[0]]].append(pair)
+
+    for k, variables in enumerate(components):
+        if not any(is_hidden(v) for v in variables):
+            continue
+        relations, at_most = part_relations[k], part_at_most[k]
+        bounds = {v: bounds_for(v) for v in variables}
+        component = _Component(variables, problem, {v: b[0] for v, b in bounds.items()},
+                               {v: b[1] for v, b in bounds.items()},
+                               {v: (fixed_lower[v], fixed_upper[v]) for v in variables}, relations, at_most)
+        seen_hidden = {v for v in variables if is_hidden(v)}
+        # With earlier releases: what they and the structure alone allow of a count (`_within_prior`),
+        # from a model of the part with every count hidden, built when a target first falls short.
+        prior: dict[int, tuple[float, float]] = {}
+        prior_model: list = []
+
+        def prior_interval(v: int) -> tuple[float, float]:
+            """What the earlier releases and the structure alone allow of the count (with earlier releases only)."""
+            if v in prior:
+                return prior[v]
+            if not prior_model:
+                hidden_all = {x: ((float(problem.exact[x]),) * 2 if x in problem.exact else (fixed_lower[x], fixed_upper[x]))
+                              for x in variables}
+                prior_model.append(_Component(variables, problem, {x: b[0] for x, b in hidden_all.items()},
+                                              {x: b[1] for x, b in hidden_all.items()}, hidden_all, relations, at_most))
+            model = prior_model[0]
+            prior[v] = (model.extreme(v, 1.0)[0], model.extreme(v, -1.0)[0])
+            result.n_lp_solves += 2
+            return prior[v]
+
+        def learn_prior(v: int) -> bool:
+            """Work out the count's prior interval; return whether it cut the count's need."""
+            if not problem.released or v in prior:
+                return False
+            before = needs(v)
+            prior_interval(v)
+            if needs(v) != before:
+                result.n_prior_cut += 1
+                return True
+            return False
+
+        zero = _public_zeros(problem, {v for v in variables if (not is_hidden(v) and values[v] == 0
+                                                                and upper[v] == 0) or v in problem.known_zero},
+                             relations, at_most)
+
+        def needs(v: int) -> tuple[float | None, float | None]:
+            """(need_low, need_high): the values the count's interval must reach; None: no need."""
+            if v in problem.earlier_small:
+                # Small in an earlier release still in readers' hands: cover that range, shifted
+                # to this release's counts (see CountProblem.earlier_small).
+                low, high = problem.earlier_small[v]
+                return _within_prior(v, float(low), float(high))
+            if v in known_before:
+                # An earlier release still in readers' hands fixed it (a visible 0 then, or a part
+                # of one): today's value is that plus the known change, whatever this release hides.
+                return None, None
+            if is_small[v]:
+                low, high = 1.0, float(threshold)
+            elif v in zero or v in only_unpublished:
+                return None, None
+            else:
+                low, high = (float(values[v] - 1) if values[v] >= 1 else None), float(values[v] + 1)
+            return _within_prior(v, low, high)
+
+        def _within_prior(v: int, low, high):
+            """Today's need, cut to what the earlier releases and the structure alone already allow.
+
+            A reader holding every earlier release and the exact change knows the count is within
+            `prior[v]` whatever this release shows (every count hidden today); this release can
+            only fail to narrow that, so a need beyond it is void (e.g. a count an earlier release
+            showed, exactly fixed by its rounded neighbours there, hidden today as a complement).
+            """
+            if v not in prior:
+                return low, high
+            prior_low, prior_high = prior[v]
+            if small_like(v):
+                return max(low, prior_low), min(high, prior_high)
+            if high is not None and high > prior_high + 1e-6:
+                high = None
+            if low is not None and low < prior_low - 1e-6:
+                low = None
+            return low, high
+
+        def small_like(v: int) -> bool:
+            """Whether both ends of the count's need must be reached (a small count, now or in a release)."""
+            return (bool(is_small[v]) and v not in known_before) or v in problem.earlier_small
+
+        def refresh() -> list[int]:
+            newly = [v for v in variables if v not in seen_hidden and is_hidden(v)]
+            for v in newly:
+                seen_hidden.add(v)
+                component.set_hidden(v)
+            if any(v in zero for v in newly):
+                # A visible 0 is hidden now: what it told every reader must be worked out again.
+                zero.clear()
+                zero.update(_public_zeros(problem, {x for x in variables if (not is_hidden(x) and values[x] == 0
+                                                                             and upper[x] == 0) or x in problem.known_zero},
+                                          relations, at_most))
+            return newly
+
+        def covered(v: int) -> bool:
+            low, high = needs(v)
+            if low is None and high is None:
+                return True
+            seen_low, seen_high = component.seen(v)
+            reaches_high = high is not None and seen_high >= high - 1e-6
+            reaches_low = low is not None and seen_low <= low + 1e-6
+            return (reaches_high and reaches_low) if small_like(v) else (reaches_high or reaches_low)
+
+        def reaches(v: int, up: bool) -> bool:
+            """Whether a solution so far took the count to its need in that direction."""
+            low, high = needs(v)
+            seen_low, seen_high = component.seen(v)
+            if up:
+                return high is not None and seen_high >= high - 1e-6
+            return low is not None and seen_low <= low + 1e-6
+
+        def wants(v: int, up: bool) -> bool:
+            """Whether the count still needs a point in that direction (small: both ends; else either)."""
+            low, high = needs(v)
+            if (high if up else low) is None or reaches(v, up):
+                return False
+            return small_like(v) or not reaches(v, not up)
+
+        def certify(targets: list[int]) -> list[int]:
+            """Return the targets the solutions so far and joint LPs could not certify.
+
+            Rounds alternate up and down, each over the targets still open in its direction: a
+            joint optimum trades targets against each other (two hidden parts of one total
+            cannot both rise), so the next round gives the objective to those left. The rounds
+            stop once two in a row certify fewer than JOINT_MIN_GAIN targets (each joint LP
+            costs about what two single ones do).
+            """
+            targets = [v for v in targets if not covered(v)]
+            up, idle = True, 0
+            while targets and idle < 2:
+                want = {v: (needs(v)[1] if up else needs(v)[0]) for v in targets if wants(v, up)}
+                if want:
+                    component.joint(want, up)
+                before = len(targets)
+                targets = [v for v in targets if not covered(v)]
+                idle = idle + 1 if before - len(targets) < JOINT_MIN_GAIN else 0
+                up = not up
+            return sorted(targets, key=lambda v: rank_of[v])
+
+        def known_anyway(c: int) -> bool:
+            """Whether the earlier releases alone fix the count exactly: hiding it today tells the
+            reader who holds them nothing less (it stays at that value in every LP), so it is no
+            complement, and a headline cell such a release showed is not hidden for nothing."""
+            if not problem.released:
+                return False
+            low, high = prior_interval(c)
+            return high - low < 0.5
+
+        def protect(v: int) -> None:
+            while True:
+                low, high = needs(v)
+                if covered(v):
+                    return
+                short = None
+                # An end a solution so far already reached needs no LP: hiding only widens the
+                # feasible set, so that point is still one a reader cannot rule out.
+                if small_like(v):
+                    # Both ends: the top first, then the bottom once the top is reached.
+                    if not reaches(v, True):
+                        top, binding = component.extreme(v, -1.0)
+                        if top < high - 1e-6:
+                            short = binding
+                    if short is None and not reaches(v, False):
+                        bottom, binding_low = component.extreme(v, 1.0)
+                        if bottom > low + 1e-6:
+                            short = binding_low
+                else:
+                    # Either end will do (an end may be void: cut to what earlier releases allow).
+                    short = []
+                    if high is not None:
+                        top, binding = component.extreme(v, -1.0)
+                        if top >= high - 1e-6:
+                            return
+                        short += binding
+                    if low is not None:
+                        bottom, binding_low = component.extreme(v, 1.0)
+                        if bottom <= low + 1e-6:
+                            return
+                        short += binding_low
+                if short is None:
+                    return
+                if learn_prior(v):
+                    continue  # the need was beyond what earlier releases already allowed: check again
+                candidates = [c for c in dict.fromkeys(short) if not is_hidden(c) and cost_of_hiding(c) is not None
+                              and not known_anyway(c)]
+                if not candidates:
+                    # Only non-negativity of hidden counts binds: widen the search to every
+                    # visible count of a relation touching a hidden one. Hiding only removes
+                    # information, so this ends, at worst with every such count hidden.
+                    candidates = sorted({m for members, _ in relations if any(
+                        x in component.local and is_hidden(x) for x in members)
+                        for m in members if m in component.local and not is_hidden(m)
+                        and cost_of_hiding(m) is not None and not known_anyway(m)})
+                    if not candidates:
+                        # Names the count (population and cell), never its value.
+                        raise RuntimeError("secondary suppression: a hidden count stays narrowed down and "
+                                           f"no visible count is left to hide ({problem.keys[v]!r})")
+                choice = min(candidates, key=lambda c: (cost_of_hiding(c), rank_of[c]))
+                for u in sorted(units_of[choice]):
+                    if u not in hidden_units:
+                        result.n_complements += 1
+                        hide_unit(u)
+                pending.extend(refresh())
+
+        pending = certify(sorted(seen_hidden, key=lambda v: rank_of[v]))
+        added, recheck_every = 0, RECHECK_EVERY
+        while pending:
+            target = pending.pop(0)
+            before = len(seen_hidden)
+            protect(target)
+            if len(seen_hidden) > before:
+                added += len(seen_hidden) - before
+                if added >= recheck_every and len(pending) > 2:
+                    # The new complements may protect the rest too: re-check them jointly.
+                    added = 0
+                    pending = certify(sorted(set(pending) - {target}, key=lambda v: rank_of[v]))
+        result.n_lp_solves += component.solves
+    return result
+
+
+# ---------------------------------------------------------------------------
+# One table of counts: the earlier interface, now a thin layer over `suppress`.
+# ---------------------------------------------------------------------------
 
 
 def complementary_suppression(
@@ -442,21 +1010,12 @@ def complementary_suppression(
             exceeds its denominator); the audit uses them as a reader would.
 
     Returns:
-        The hidden cells: `primary` plus the complementary cells.
-
-    The protection rule: for every primary cell, the values the published table leaves
-    possible (the interval a reader can compute from every relation, the visible counts'
-    ranges and non-negativity, by linear programming) must include every count from 1 to
-    the threshold. The table then tells a reader nothing about a small count beyond what
-    suppression itself says, that it was between 1 and the threshold. While some primary
-    cell falls short, one of the visible cells that limit it (those whose shown range binds
-    in the linear programme) is hidden, the lowest-priority and then smallest first, and
-    the check repeats; hiding only widens the intervals, so this ends.
+        The hidden cells: `primary` plus the complementary cells (each cell is its own unit).
 
     Rounding to 5 is part of the protection: 'overall 50, a hidden, b 20, c 25' gives
     a = 50 - 20 - 25 = 5 give or take 6, which covers 1-7, so no complement is needed,
     whereas with exact counts (the `NONE` profile's knowledge) a would fall out by
-    subtraction and a complement is hidden.
+    subtraction and a complement is hidden. See `suppress` for the rule.
 
     Examples:
         >>> values = {"all": 50, "a": 3, "b": 20, "c": 27}
@@ -467,54 +1026,31 @@ def complementary_suppression(
         >>> sorted(complementary_suppression(values, {"a"}, relation, profile=exact))
         ['a', 'b']
     """
-    hidden = set(primary)
-    if not hidden:
-        return hidden
-    relations = [(t if t in values else None, [m for m in members if m in values]) for t, members in relations]
-    relations = sorted(((t, members) for t, members in relations if len(members) > 1), key=repr)
-    if not relations:
-        return hidden
-    audit = _Audit(values, relations, profile, at_most)
-    low, high = 1, max(profile.small_count_threshold, 1)
-    def rank(m):
-        # A non-zero count first: a cell shown as 0 is often pinned by another relation too.
-        return priority(m), values[m] == 0, values[m], m
-
-    def protect(cell) -> None:
-        while (limits := audit.limiting(hidden, cell, low, high)) is not None:
-            candidates = limits[0]
-            if not candidates:
-                # Only non-negativity of hidden cells binds: widen the search to every
-                # visible cell of a relation touching a hidden cell. Hiding only ever removes
-                # information, so this ends, at worst with every such cell hidden.
-                candidates = [m for _, members in relations if any(x in hidden for x in members)
-                              for m in members if m not in hidden]
-                if not candidates:
-                    raise RuntimeError(
-                        "complementary_suppression: a small cell stays narrowed down and no visible cell is left to hide"
-                    )
-            hidden.add(min(candidates, key=rank))
-
-    # Cells that reach both ends in the joint LPs are done; each other one is worked on in
-    # turn, hiding the lowest-priority (then smallest) cell that limits it until it covers
-    # the range. Hiding only widens every interval, so a cell once protected stays so.
-    pending = audit.uncertified(hidden, sorted(primary), low, high)
-    while pending:
-        before = len(hidden)
-        protect(pending[0])
-        pending = pending[1:]
-        if len(hidden) > before and len(pending) > 2:
-            # The new complements may protect others too: re-check the rest jointly.
-            pending = audit.uncertified(hidden, pending, low, high)
-    # Several bounds can bind at once (a degenerate optimum); a count shown as 0 picked then
-    # may be pinned to 0 by another relation anyway, hiding nothing. Publish each such
-    # complement again unless some small count needs it.
-    for cell in sorted(c for c in hidden - primary if values[c] == 0):
-        hidden.discard(cell)
-        candidates = audit.uncertified(hidden, sorted(primary), low, high)
-        if any(audit.limiting(hidden, c, low, high) is not None for c in candidates):  # stops at the first
-            hidden.add(cell)
-    return hidden
+    if not primary:
+        return set()
+    keys = sorted(values, key=repr)
+    index = {k: i for i, k in enumerate(keys)}
+    problem = CountProblem(keys=list(keys), values=[values[k] for k in keys])
+    for total, members in relations:
+        present = [m for m in dict.fromkeys(members) if m in index]
+        if total is None or total not in index:
+            # The parts add up to a known constant: their true sum, as an exact helper count.
+            helper = len(problem.keys)
+            problem.keys.append(("__constant__", helper))
+            problem.values.append(sum(values[m] for m in present))
+            problem.exact[helper] = problem.values[-1]
+            problem.relations.append(([helper, *[index[m] for m in present]], [1.0] + [-1.0] * len(present)))
+            continue
+        if len(present) < 2:
+            continue
+        parts = [m for m in present if m != total]
+        problem.relations.append(([index[total], *[index[p] for p in parts]], [1.0] + [-1.0] * len(parts)))
+    problem.at_most = [(index[a], index[b]) for a, b in at_most if a in index and b in index]
+    problem.units = [[i] for i in range(len(keys))]
+    problem.unit_keys = [repr(k) for k in keys]
+    problem.unit_priority = [priority(k) for k in keys]
+    result = suppress(problem, profile, primary_units={index[p] for p in primary if p in index})
+    return {keys[u] for u in result.hidden_units}
 
 
 def protect_counts(
@@ -528,7 +1064,7 @@ def protect_counts(
     priority=_no_priority,
     at_most: Sequence[tuple[str, str]] = (),
 ) -> pl.DataFrame:
-    """Apply a profile with secondary suppression: small counts and their complements hidden.
+    """Apply a profile with secondary suppression: small counts, their rows and complements hidden.
 
     Arguments:
         frame: true aggregate counts, one row per cell of each table.
@@ -545,9 +1081,10 @@ def protect_counts(
             numerator never exceeds its denominator), so the audit uses them too.
 
     Returns:
-        `frame` with `columns` controlled (Int64; hidden cells null, or 0 for a redacting
-        profile, the rest rounded by the profile) and `is_suppressed` true where any of
-        `columns` is hidden.
+        `frame` with `columns` controlled (Int64; hidden rows null in every count column,
+        or 0 for a redacting profile, the rest rounded by the profile) and `is_suppressed`
+        true where the row is hidden. A row is hidden whole: a hidden denominator hides its
+        numerator too, 0 included (DOMAIN.md section 6: no half-shown row).
 
     Examples:
         >>> import polars as pl
@@ -559,38 +1096,68 @@ def protect_counts(
         Shown as 10, 'all' was 8-12 and so was 'b' (9): 'a' would be 0-4, not 1-7, so 'b'
         is hidden as well.
     """
-    hides = {c: [False] * frame.height for c in columns}
-    suppresses = profile.small_count_action in ("suppress", "redact") and profile.small_count_threshold > 0
-    if suppresses:
-        indexed = frame.with_row_index("_row").with_columns(
-            [profile.is_small(c).alias(f"_small_{c}") for c in columns]
-        )
-        # Keys of the joint audit are (cell key, column): every relation holds in each column.
-        joint = [((total, c), [(m, c) for m in members]) for total, members in relations for c in columns]
-        def solve(group: pl.DataFrame) -> list[tuple[int, str]]:
-            keys = group.select(list(cell)).rows()
-            rows = group["_row"].to_list()
-            values, row_of, primary = {}, {}, set()
-            for c in columns:
-                for k, r, v, small in zip(keys, rows, group[c].to_list(), group[f"_small_{c}"].to_list()):
-                    values[(k, c)], row_of[(k, c)] = (v or 0), r
-                    if small:
-                        primary.add((k, c))
-            pairs = [((k, a), (k, b)) for a, b in at_most for k in keys]
-            hidden = complementary_suppression(
-                values, primary, joint, lambda key: priority(key[0]), profile=profile, at_most=pairs
-            )
-            return [(row_of[key], key[1]) for key in hidden]
+    problem, row_of_unit = table_problem(frame, columns, table=table, cell=cell, relations=relations,
+                                         priority=priority, at_most=at_most)
+    hidden = suppress(problem, profile).hidden_units
+    return apply_hidden_rows(frame, columns, profile, {row_of_unit[u] for u in hidden})
 
-        small_any = pl.any_horizontal([pl.col(f"_small_{c}") for c in columns]).any()
-        groups = [g for _, g in indexed.group_by(list(table), maintain_order=True) if g.select(small_any).item()]
-        for group in groups:
-            for row, c in solve(group):
-                hides[c][row] = True
-    hidden_value = pl.lit(None, pl.Int64) if profile.small_count_action == "suppress" else pl.lit(0, pl.Int64)
-    hide_columns = [pl.Series(f"_hide_{c}", hides[c], dtype=pl.Boolean) for c in columns]
-    out = frame.with_columns(hide_columns)
+
+def table_problem(frame: pl.DataFrame, columns: Sequence[str], *, table: Sequence[str], cell: Sequence[str],
+                  relations: list[tuple], priority=_no_priority, at_most: Sequence[tuple[str, str]] = (),
+                  key_prefix: tuple = ()) -> tuple[CountProblem, list[int]]:
+    """Return the `CountProblem` of a frame of counts (one unit per row) and each unit's row number.
+
+    Every (table, cell, column) is a variable; every relation holds in each table and column;
+    each row is one unit (its counts are hidden together).
+    """
+    keys, values, units, unit_keys, unit_priority, rows = [], [], [], [], [], []
+    index: dict = {}
+    table_rows = frame.select(list(table)).rows() if table else [()] * frame.height
+    cell_rows = frame.select(list(cell)).rows()
+    counts = {c: frame[c].fill_null(0).to_list() for c in columns}
+    # Variables, units and relations in key order, never the frame's row order: with several
+    # optima (common here) the solver's pick depends on the order of the model's columns and
+    # rows, and a re-run of the same month must hide the same cells.
+    order = sorted(range(frame.height), key=lambda r: repr((table_rows[r], cell_rows[r])))
+    for r in order:
+        t, k = table_rows[r], cell_rows[r]
+        members = []
+        for c in columns:
+            key = (*key_prefix, t, k, c)
+            index[key] = len(keys)
+            keys.append(key)
+            values.append(int(counts[c][r]))
+            members.append(index[key])
+        units.append(members)
+        unit_keys.append(repr((*key_prefix, t, k)))
+        unit_priority.append(priority(k))
+        rows.append(r)
+    problem = CountProblem(keys=keys, values=values, units=units, unit_keys=unit_keys, unit_priority=unit_priority)
+    for t in sorted(set(table_rows), key=repr):
+        for total, members in relations:
+            for c in columns:
+                total_key = (*key_prefix, t, total, c)
+                parts = [index[(*key_prefix, t, m, c)] for m in members
+                         if m != total and (*key_prefix, t, m, c) in index]
+                if total_key in index and parts:
+                    problem.relations.append(([index[total_key], *parts], [1.0] + [-1.0] * len(parts)))
+                elif total_key not in index and parts:
+                    # No row for the total: no patients there, so every part is 0 too.
+                    problem.relations.append((parts, [1.0] * len(parts)))
+    for r in order:
+        t, k = table_rows[r], cell_rows[r]
+        for a, b in at_most:
+            problem.at_most.append((index[(*key_prefix, t, k, a)], index[(*key_prefix, t, k, b)]))
+    return problem, rows
+
+
+def apply_hidden_rows(frame: pl.DataFrame, columns: Sequence[str], profile: DisclosureProfile,
+                      hidden_rows: set) -> pl.DataFrame:
+    """Return `frame` with `columns` controlled by `profile` and the given rows hidden whole."""
+    hidden_value = pl.lit(None, pl.Int64) if profile.small_count_action != "redact" else pl.lit(0, pl.Int64)
+    mask = pl.Series("_hide", [r in hidden_rows for r in range(frame.height)], dtype=pl.Boolean)
+    out = frame.with_columns(mask)
     return out.with_columns(
-        *[pl.when(pl.col(f"_hide_{c}")).then(hidden_value).otherwise(profile.control(c)).alias(c) for c in columns],
-        pl.any_horizontal([pl.col(f"_hide_{c}") for c in columns]).alias("is_suppressed"),
-    ).drop([f"_hide_{c}" for c in columns])
+        *[pl.when(pl.col("_hide")).then(hidden_value).otherwise(profile.control(c)).alias(c) for c in columns],
+        pl.col("_hide").alias("is_suppressed"),
+    ).drop("_hide")

@@ -1,9 +1,11 @@
 """Explain one patient: every register, cohort and indicator they are in or out of, and why.
 
-For an auditor's "why is this patient in the SMI cohort?": each definition is compiled by
-the same engine as the monthly figures (so the answer is the figure's answer), and every
-rule in it is shown with its result and the evidence that decided it — the code, its
-term and its date, the value read, the age or decile used.
+For an auditor's "why is this patient in the SMI cohort?": the patient's row of the month's
+patient model is built by the same engine as the monthly figures (so the answer is the
+figure's answer), every rule of every definition is a selection from that row, and each
+rule is shown with its result and the evidence that decided it — the code, its term and
+its date, the value read, the age or decile used — which each criterion class describes
+itself (`Criterion.evidence`).
 
 This is patient-level output by design. It is returned as text for the console only: no
 function here writes a table, a log line or run metadata.
@@ -11,30 +13,22 @@ function here writes a table, a log line or run metadata.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date
+from typing import Any
 
 import polars as pl
-from pydantic import BaseModel
 
-from pipelines.segmentation.cohorts import IMD_DECILE_COLUMNS, UNKNOWN, Compiler, check_reference_date
-from pipelines.segmentation.definitions import (
-    Age,
-    Definitions,
-    Deprivation,
-    Ethnicity,
-    HasEvent,
-    HasRecord,
-    InCohort,
-    LatestEventIn,
-    LatestValue,
-    LatestValueAtMost,
-    NoEvent,
-    CountEvents,
-    OnRegister,
-    children,
-    describe_criterion,
+from pipelines.segmentation.criteria import walk
+from pipelines.segmentation.criteria.base import Criterion, Window
+from pipelines.segmentation.definitions import Definitions
+from pipelines.segmentation.patient_model import (
+    FrameModel,
+    ModelBuilder,
+    check_reference_date,
+    flag_column,
+    quote,
 )
 from pipelines.segmentation.schemas import FEEDS
 
@@ -103,34 +97,41 @@ def _text(code: str, terms: Mapping[str, str]) -> str:
     return f"{code} ({term})" if term else code
 
 
-class _Evidence:
-    """Read the single patient's rows and describe what decided each leaf rule."""
+class PatientEvidence:
+    """One patient's rows, read for the evidence each criterion class gives (`EvidenceContext`)."""
 
-    def __init__(self, compiler: Compiler, events: pl.DataFrame, person: Mapping, feeds: Mapping[str, pl.DataFrame],
-                 term_lookup: TermLookup | None):
-        self.compiler = compiler
-        self.events = events.filter(pl.col("event_date") <= compiler.reference_date)
+    def __init__(self, builder: ModelBuilder, defs: Definitions, events: pl.DataFrame, person: dict[str, Any],
+                 feeds: Mapping[str, pl.DataFrame], term_lookup: TermLookup | None):
+        self.builder = builder
+        self.defs = defs
+        self.reference_date = builder.reference_date
+        self.events = events.filter(pl.col("event_date") <= builder.reference_date)
         self.person = person
         self.feeds = feeds
         self.term_lookup = term_lookup
 
-    def terms(self, codelist_ids) -> dict[str, str]:
+    def window_start(self, window: Window | int | None) -> date | None:
+        return self.builder.window_start(window)
+
+    def terms(self, codelist_ids: Sequence[str]) -> dict[str, str]:
         out: dict[str, str] = {}
         if self.term_lookup is not None:
             for codelist_id in codelist_ids:
                 out.update(self.term_lookup(codelist_id))
         return out
 
-    def rows(self, codelist_ids, start: date | None, needs_value: bool = False) -> pl.DataFrame:
-        codes = self.compiler.codes_of(codelist_ids)
-        rows = self.events.filter(pl.col("code").is_in(codes))
+    def rows(self, codelist_ids: Sequence[str], start: date | None, needs_value: bool = False) -> pl.DataFrame:
+        rows = self.events.filter(pl.col("code").is_in(sorted(self.builder.codes(codelist_ids))))
         if start is not None:
             rows = rows.filter(pl.col("event_date") >= start)
         if needs_value:
             rows = rows.filter(pl.col("value").is_not_null())
         return rows.sort("event_date", "code")
 
-    def latest(self, codelist_ids, start: date | None, what: str) -> str:
+    def n_rows(self, codelist_ids: Sequence[str], start: date | None) -> int:
+        return self.rows(codelist_ids, start).height
+
+    def latest(self, codelist_ids: Sequence[str], start: date | None, what: str) -> str:
         rows = self.rows(codelist_ids, start)
         since = f" since {start}" if start else " on or before R"
         if rows.is_empty():
@@ -139,72 +140,34 @@ class _Evidence:
         extra = f"; {rows.height} in all" if rows.height > 1 else ""
         return f"latest {_text(last['code'], self.terms(codelist_ids))} on {last['event_date']}{extra}"
 
-    def latest_value(self, codelist_ids, start: date | None) -> str:
+    def latest_codes(self, codelist_ids: Sequence[str], start: date | None) -> str:
+        rows = self.rows(codelist_ids, start)
+        if rows.is_empty():
+            return f"no {' / '.join(codelist_ids)} code"
+        day = rows["event_date"].max()
+        codes = rows.filter(pl.col("event_date") == day)["code"].unique().sort().to_list()
+        terms = self.terms(codelist_ids)
+        return f"latest on {day}: {', '.join(_text(code, terms) for code in codes)}"
+
+    def latest_value(self, codelist_ids: Sequence[str], start: date | None) -> str:
         rows = self.rows(codelist_ids, start, needs_value=True)
         if rows.is_empty():
             return f"no {' / '.join(codelist_ids)} value{' since ' + str(start) if start else ''}"
         day = rows["event_date"].max()
-        on_day = rows.filter(pl.col("event_date") == day).sort("value")
-        first = on_day.row(0, named=True)
+        first = rows.filter(pl.col("event_date") == day).sort("value").row(0, named=True)
         return f"{first['value']:g} ({_text(first['code'], self.terms(codelist_ids))}) on {day}"
 
-    def leaf(self, c: BaseModel) -> str:
-        compiler = self.compiler
-        if isinstance(c, (HasEvent, NoEvent, CountEvents)):
-            spec = c.has_event if isinstance(c, HasEvent) else c.no_event if isinstance(c, NoEvent) else c.count_events
-            start = compiler.start(spec)
-            text = self.latest(spec.codelists, start, " / ".join(spec.codelists))
-            if isinstance(c, CountEvents):
-                text = f"{self.rows(spec.codelists, start).height} issue(s) counted; {text}"
-            return text
-        if isinstance(c, LatestEventIn):
-            spec = c.latest_event_in
-            rows = self.rows(spec.codelists, compiler.start(spec))
-            if rows.is_empty():
-                return f"no {' / '.join(spec.codelists)} code"
-            day = rows["event_date"].max()
-            codes = rows.filter(pl.col("event_date") == day)["code"].unique().sort().to_list()
-            terms = self.terms(spec.codelists)
-            return f"latest on {day}: {', '.join(_text(code, terms) for code in codes)}"
-        if isinstance(c, LatestValueAtMost):
-            spec = c.latest_value_at_most
-            start = compiler.start(spec.within_months)
-            return (f"systolic {self.latest_value(spec.systolic, start)}; diastolic "
-                    f"{self.latest_value(spec.diastolic, start)}; age {self.person.get('age')}")
-        if isinstance(c, LatestValue):
-            spec = c.latest_value
-            return self.latest_value(spec.codelists, compiler.start(spec))
-        if isinstance(c, HasRecord):
-            spec = c.has_record
-            feed = FEEDS[spec.feed]
-            rows = self.feeds.get(spec.feed, pl.DataFrame()).filter(pl.col(feed.date_column) <= compiler.reference_date)
-            start = compiler.start(spec)
-            if start is not None:
-                rows = rows.filter(pl.col(feed.date_column) >= start)
-            for column, values in spec.where.items():
-                rows = rows.filter(pl.col(column).is_in(list(values)).fill_null(False))
-            if rows.is_empty():
-                return f"no matching {spec.feed} record"
-            last = rows.sort(feed.date_column).row(-1, named=True)
-            shown = ", ".join(f"{k} {v}" for k, v in last.items() if k not in ("patient_id", "reporting_month"))
-            return f"{rows.height} matching record(s); latest: {shown}"
-        if isinstance(c, Age):
-            return f"age {self.person.get('age')} at R"
-        if isinstance(c, Deprivation):
-            decile = self.person.get("imd_decile")
-            method = self.person.get("imd_method")
-            return f"{self.person.get('imd_vintage')} decile {decile if decile is not None else 'none'}" + (
-                f" ({method})" if method else "")
-        if isinstance(c, Ethnicity):
-            category = self.person.get("ethnic_category")
-            broad = self.person.get("ethnicity_broad") or UNKNOWN
-            return f"ethnic category {category}, {broad}" if category else "no ethnicity code recorded (Unknown)"
-        if isinstance(c, InCohort):
-            return f"see cohort {c.in_cohort}"
-        return ""
+    def feed_rows(self, feed: str, start: date | None, where: Mapping[str, list[Any]]) -> tuple[pl.DataFrame, str]:
+        date_column = FEEDS[feed].date_column
+        rows = self.feeds.get(feed, pl.DataFrame()).filter(pl.col(date_column) <= self.reference_date)
+        if start is not None:
+            rows = rows.filter(pl.col(date_column) >= start)
+        for column, values in where.items():
+            rows = rows.filter(pl.col(column).is_in(list(values)).fill_null(False))
+        return rows, date_column
 
-    def register(self, register_id: str, defs: Definitions) -> str:
-        register = defs.registers[register_id]
+    def register(self, register_id: str) -> str:
+        register = self.defs.registers[register_id]
         text = self.latest(register.diagnosis, None, "diagnosis")
         if register.resolved:
             text += f"; resolved: {self.latest(register.resolved, None, 'resolved')}"
@@ -246,48 +209,32 @@ def explain_patient(
         raise ValueError(f"explain_patient needs exactly one patient row, got {patient.height}")
     feeds = dict(feeds or {})
     present = [name for name, frame in feeds.items() if frame is not None]
-    compiler = Compiler(defs, codelists, reference_date)
-    nodes: dict[int, pl.Expr] = {}
-    results: list[tuple[str, str, object]] = []
-
-    def compile_node(c: BaseModel) -> None:
-        nodes[id(c)] = compiler.criterion(c)
-        for _, child in children(c):
-            compile_node(child)
-
+    builder = ModelBuilder(defs, codelists, reference_date, imd_vintage).plan(feeds_present=present)
+    # Every node of every available definition is a selection from the patient's model row.
+    nodes: dict[int, str] = {}
     for kind in ("register", "cohort", "indicator"):
-        for definition_id in sorted(defs.store(kind)):
-            if defs.availability(kind, definition_id, present):
-                continue
-            if kind == "register":
-                nodes[("register", definition_id)] = compiler.register(definition_id)  # type: ignore[index]
-            for _, root in defs.roots(kind, definition_id):
-                compile_node(root)
-    feed_frames = {name: frame.lazy() for name, frame in feeds.items() if frame is not None}
-    frame = compiler.frame(
-        patient.lazy(), events.lazy(), deprivation.lazy() if deprivation is not None else None,
-        ethnicity.lazy() if ethnicity is not None else None, imd_vintage, feed_frames,
-    )
-    values = frame.select(pl.col("age"), *[expr.alias(f"_n{i}") for i, expr in enumerate(nodes.values())]).collect()
-    flags = {key: bool(values[f"_n{i}"].item()) for i, key in enumerate(nodes)}
+        for definition_id in builder.planned[kind]:
+            for part, root in defs.roots(kind, definition_id):
+                for _, node in walk(root, part):
+                    nodes[id(node)] = builder.criterion(node)
+    model = FrameModel(builder, patient, events, deprivation, ethnicity,
+                       {name: frame for name, frame in feeds.items() if frame is not None})
+    table = model.materialise()
+    selected = [quote(name) for name in builder.flags] + [f"{sql} as _n{i}" for i, sql in enumerate(nodes.values())]
+    row = model.query(f"select age, imd_decile, imd_method, ethnic_category, ethnicity_16, ethnicity_broad, "
+                      f"{', '.join(selected)} from {table}").row(0, named=True)
+    node_flags = {key: bool(row[f"_n{i}"]) for i, key in enumerate(nodes)}
 
-    person = {"age": values["age"].item(), "imd_vintage": imd_vintage}
+    person: dict[str, Any] = {"age": row["age"], "imd_vintage": imd_vintage}
     if deprivation is not None and deprivation.height:
-        row = deprivation.row(0, named=True)
-        prefix = IMD_DECILE_COLUMNS[imd_vintage].replace("_decile", "")
-        person["imd_decile"] = row.get(f"{prefix}_decile")
-        person["imd_method"] = row.get(f"{prefix}_method")
+        person |= {"imd_decile": row["imd_decile"], "imd_method": row["imd_method"]}
     if ethnicity is not None and ethnicity.height:
-        person.update({k: ethnicity.row(0, named=True).get(k) for k in ("ethnic_category", "ethnicity_broad", "ethnicity_16")})
-    evidence = _Evidence(compiler, events, person, {k: v for k, v in feeds.items() if v is not None}, term_lookup)
+        person |= {k: ethnicity.row(0, named=True).get(k) for k in ("ethnic_category", "ethnicity_broad", "ethnicity_16")}
+    evidence = PatientEvidence(builder, defs, events, person, {k: v for k, v in feeds.items() if v is not None}, term_lookup)
 
-    def explain_node(c: BaseModel, path: str) -> RuleResult:
-        if isinstance(c, OnRegister):
-            text = evidence.register(c.on_register, defs)
-        else:
-            text = evidence.leaf(c)
-        return RuleResult(path, describe_criterion(c) if not children(c) else type(c).__name__.replace("Of", " of").lower(),
-                          flags[id(c)], text, [explain_node(child, f"{path}.{sub}") for sub, child in children(c)])
+    def explain_node(c: Criterion, path: str) -> RuleResult:
+        return RuleResult(path, c.label(), node_flags[id(c)], c.evidence(evidence),
+                          [explain_node(child, f"{path}.{sub}") for sub, child in c.children()])
 
     out: list[DefinitionResult] = []
     for kind in ("register", "cohort", "indicator"):
@@ -298,16 +245,18 @@ def explain_patient(
             if reason:
                 continue
             if kind == "register":
-                is_on = flags[("register", definition_id)]  # type: ignore[index]
+                is_on = bool(row[flag_column("register", definition_id)])
                 result.verdict = "in" if is_on else "out"
                 result.rules = [RuleResult("register", "latest diagnosis later than latest resolved code, on or before R",
-                                           is_on, evidence.register(definition_id, defs))]
+                                           is_on, evidence.register(definition_id))]
+                result.rules += [explain_node(root, part) for part, root in defs.roots(kind, definition_id)]
                 continue
             result.rules = [explain_node(root, part) for part, root in defs.roots(kind, definition_id)]
             if kind == "cohort":
-                result.verdict = "in" if result.rules[0].is_met else "out"
+                result.verdict = "in" if row[flag_column("cohort", definition_id)] else "out"
             else:
-                in_denominator, in_numerator = (rule.is_met for rule in result.rules)
+                in_denominator = bool(row[flag_column("indicator", definition_id, "denominator")])
+                in_numerator = bool(row[flag_column("indicator", definition_id, "numerator")])
                 result.verdict = ("num" if in_numerator else "den") if in_denominator else "out"
                 if not in_denominator:
                     result.rules = result.rules[:1]  # the numerator only counts inside the denominator

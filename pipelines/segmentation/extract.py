@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import calendar
 import re
+import time
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
@@ -256,6 +257,12 @@ def _read_raw(path: Path, mapping: ColumnMapping) -> pl.DataFrame:
     if path.stat().st_size == 0:
         expected = "a Parquet file" if _is_parquet(path) else "a header line naming the columns, then one line per row"
         raise ExtractError(f"{path}: the file is empty (0 bytes); expected {expected}.", file=path)
+    from pipelines.limits import InputTooLarge, check_input
+
+    try:
+        check_input(path)  # a compressed file may not expand without limit (pipelines/limits.py)
+    except InputTooLarge as error:
+        raise ExtractError(str(error), file=path) from None
     if _is_parquet(path):
         try:
             return pl.read_parquet(path)
@@ -265,8 +272,9 @@ def _read_raw(path: Path, mapping: ColumnMapping) -> pl.DataFrame:
                 f"{path}: could not be read as Parquet ({reason}); expected a complete Parquet file. It may "
                 "have been cut short in transfer: ask the supplier to send it again.", file=path,
             ) from None
+    _refuse_utf16(path)
     try:
-        return pl.read_csv(path, separator=mapping.delimiter, infer_schema_length=0, encoding="utf8")
+        raw = pl.read_csv(path, separator=mapping.delimiter, infer_schema_length=0, encoding="utf8")
     except (pl.exceptions.PolarsError, OSError, UnicodeDecodeError):
         line = _first_line_not_utf8(path)
         if line is not None:
@@ -278,6 +286,36 @@ def _read_raw(path: Path, mapping: ColumnMapping) -> pl.DataFrame:
             f"{path}: could not be read as CSV with the delimiter {mapping.delimiter!r}; expected a header line, "
             "then one line per row with the same number of fields (quotes closed on the same line).", file=path,
         ) from None
+    _refuse_repeated_headers(raw, path)
+    return raw
+
+
+def _refuse_utf16(path: Path) -> None:
+    """Refuse a UTF-16 export (Excel's 'Unicode text'), which polars would read as one garbled column set."""
+    import gzip
+
+    with (gzip.open(path, "rb") if path.name.endswith(".gz") else open(path, "rb")) as handle:
+        start = handle.read(2)
+    if start in (b"\xff\xfe", b"\xfe\xff"):
+        raise ExtractError(
+            f"{path}: line 1 is not valid UTF-8 text; expected the whole file in UTF-8. It starts with a UTF-16 "
+            "byte-order mark (Excel's 'Unicode text'): re-export it as UTF-8 (for example 'CSV UTF-8' in Excel).",
+            file=path, line=1,
+        )
+
+
+def _refuse_repeated_headers(raw: pl.DataFrame, path: Path) -> None:
+    """Refuse a header naming a column twice (polars would rename the second to NAME_duplicated_0)."""
+    if _headers_if_names(raw.columns) is None:
+        return  # no header line (a data row where the names should be): reported, unquoted, as missing columns
+    for name in raw.columns:
+        base, marker, number = name.rpartition("_duplicated_")
+        if marker and number.isdigit() and base and base in raw.columns:
+            positions = [i + 1 for i, c in enumerate(raw.columns) if c == base or c.startswith(base + "_duplicated_")]
+            raise ExtractError(
+                f"{path}: the header names '{base}' twice (fields {', '.join(map(str, positions))} of line 1); "
+                "expected each column once.", file=path, column=base, line=1,
+            )
 
 
 _NAME_LIKE = re.compile(r"[A-Za-z_][A-Za-z0-9_ ()./-]{0,63}")
@@ -334,6 +372,16 @@ def _rename_to_contract(raw: pl.DataFrame, table: Table, mapping: dict[str, str]
                 f"column of that name: {_describe_headers(raw.columns)}.", file=path, column=column.name,
             )
     frame = raw.select(list(renames)).rename(renames)
+    nested = [(header, name) for header, name in renames.items() if frame.schema[name].is_nested()]
+    if nested:
+        header, name = nested[0]
+        kind = "a struct (several fields)" if isinstance(frame.schema[name], pl.Struct) else "a list of values"
+        raise ExtractError(
+            f"{path}: column '{header}'{f' (the contract column {name!r})' if header != name else ''} holds {kind} in "
+            f"each row, stored as {frame.schema[name]}; expected one plain value per row "
+            f"({'text' if table.column(name).dtype == pl.String else _expected(table.column(name).dtype, '%Y-%m-%d')}). "
+            "Export the column flat.", file=path, column=name,
+        )
     missing = [c.name for c in table.columns if c.required and c.name not in frame.columns]
     if missing:
         names = _headers_if_names(raw.columns) or []
@@ -405,17 +453,44 @@ def _cast_to_contract(frame: pl.DataFrame, table: Table, path: Path, date_format
     return cast.with_columns(flags) if flags else cast
 
 
+_SQL_TYPES = {pl.String: "VARCHAR", pl.Date: "DATE", pl.Float64: "DOUBLE"}
+
+
+@dataclass(frozen=True)
+class ParquetEvents:
+    """A typed Parquet events file, read where it lies by DuckDB (never loaded into Python).
+
+    Chosen when every contract column the file holds already has its contract type, so
+    nothing needs casting and no value can be unreadable; other files are read and cast
+    by polars as before. `renames` maps contract names to the file's headers.
+    """
+
+    path: Path
+    renames: dict[str, str]
+    n_rows: int
+
+    def relation(self) -> str:
+        """Return the file as a SQL relation in the contract's names, with `_row` (1-based data row)."""
+        from pipelines.segmentation.sql import literal, quote
+
+        columns = [f"{quote(self.renames[c.name])} AS {quote(c.name)}" if c.name in self.renames
+                   else f"NULL::{_SQL_TYPES[c.dtype]} AS {quote(c.name)}" for c in INPUT_EVENTS.columns]
+        return (f"(SELECT file_row_number + 1 AS {ROW}, {', '.join(columns)} "
+                f"FROM read_parquet({literal(str(self.path))}, file_row_number = true))")
+
+
 @dataclass
 class RawExtract:
     """The two input tables cast to the contract, with the files they came from.
 
     `patients` and `events` carry `_row` (the data row in the file) and any
     `_unreadable_<column>` flags; `*_source` hold the same rows' contract columns as
-    supplied, from which a quarantined row's record is written.
+    supplied, from which a quarantined row's record is written. A typed Parquet events
+    file stays on disk (`ParquetEvents`) and is staged by DuckDB in one pass.
     """
 
     patients: pl.DataFrame
-    events: pl.DataFrame
+    events: pl.DataFrame | ParquetEvents
     patients_path: Path
     events_path: Path
     mapping: ColumnMapping
@@ -440,6 +515,11 @@ def read_extract(folder: Path, mapping_path: Path | None = None) -> RawExtract:
     frames, sources, paths = {}, {}, {}
     for table in (INPUT_PATIENTS, INPUT_EVENTS):
         path = find_table_file(folder, table.name)
+        if table is INPUT_EVENTS and _is_parquet(path):
+            typed = _typed_parquet_events(path, mapping)
+            if typed is not None:
+                frames[table.name], sources[table.name], paths[table.name] = typed, None, path
+                continue
         raw = _read_raw(path, mapping)
         _delimiter_hint(raw, path, mapping)
         if raw.height == 0:
@@ -455,6 +535,42 @@ def read_extract(folder: Path, mapping_path: Path | None = None) -> RawExtract:
         paths[table.name] = path
     return RawExtract(frames["patients"], frames["events"], paths["patients"], paths["events"], mapping,
                       sources["patients"], sources["events"])
+
+
+def _typed_parquet_events(path: Path, mapping: ColumnMapping) -> ParquetEvents | None:
+    """Return the events file as `ParquetEvents` when its columns need no casting, else None.
+
+    The file's footer is read for its columns and row count (no row is read); the same
+    checks as for any file apply: empty, unreadable, no rows, missing or misnamed columns.
+    """
+    import duckdb
+
+    from pipelines.segmentation.sql import literal
+
+    if path.stat().st_size == 0:
+        raise ExtractError(f"{path}: the file is empty (0 bytes); expected a Parquet file.", file=path)
+    con = duckdb.connect()
+    try:
+        described = con.execute(f"DESCRIBE SELECT * FROM read_parquet({literal(str(path))})").fetchall()
+        n_rows = con.execute(f"SELECT count(*) FROM read_parquet({literal(str(path))})").fetchall()[0][0]
+    except duckdb.Error as error:
+        # DuckDB names its error class first ("Invalid Input Error: ..."): the analyst needs the reason.
+        reason = re.sub(r"^[A-Za-z ]*Error: ", "", str(error).splitlines()[0])[:200]
+        raise ExtractError(
+            f"{path}: could not be read as Parquet ({reason}); expected a complete Parquet file. It may "
+            "have been cut short in transfer: ask the supplier to send it again.", file=path,
+        ) from None
+    finally:
+        con.close()
+    types = {name: kind for name, kind, *_ in described}
+    empty = pl.DataFrame(schema={name: pl.String for name in types})
+    renamed = _rename_to_contract(empty, INPUT_EVENTS, mapping.for_table("events"), path)
+    if n_rows == 0:
+        raise ExtractError(f"{path}: has a header but no rows; expected one row per event.", file=path)
+    headers = {c.name: mapping.for_table("events").get(c.name, c.name) for c in INPUT_EVENTS.columns if c.name in renamed.columns}
+    if any(types[header] != _SQL_TYPES.get(INPUT_EVENTS.column(name).dtype) for name, header in headers.items()):
+        return None  # something needs casting: the polars reader casts and flags it
+    return ParquetEvents(path, headers, int(n_rows))
 
 
 def _check_patient_columns(patients: pl.DataFrame, path: Path) -> None:
@@ -495,7 +611,7 @@ class StagingResult:
     """Staged tables, the quarantined rows and the counts a data-quality report needs (no patient-level values)."""
 
     patients: pl.DataFrame
-    events: pl.DataFrame
+    events: pl.DataFrame | None  # None when the events were written where they were staged (the warehouse)
     counts: dict[str, int]
     quarantine: pl.DataFrame = field(default_factory=QUARANTINE.empty)
     patient_split: quarantine.Split | None = None
@@ -544,6 +660,8 @@ def stage_extract(
     *,
     patient_rules: Sequence[quarantine.RowRule] = (),
     event_rules: Sequence[quarantine.RowRule] = (),
+    con=None,
+    warehouse: bool = False,
 ) -> StagingResult:
     """Return the patients registered at the end of `reporting_month`, their events up to then, and the quarantine.
 
@@ -557,6 +675,9 @@ def stage_extract(
         reporting_month: first day of the month.
         patient_rules: rules over `candidate_patients` columns (e.g. age, sex, practice code).
         event_rules: rules over the event columns.
+        con: the DuckDB connection the events are staged in (default: a private in-memory one).
+        warehouse: `con` is the warehouse: the staged events are written there (keyed, see
+            `stage_events`) instead of being returned; the patients gain their `patient_key`.
     """
     reference_date = month_end(reporting_month)
     patient_columns = [c for c in INPUT_PATIENTS.names if c in raw.patients.columns]
@@ -575,32 +696,16 @@ def stage_extract(
         codes.normalise_ods_code(pl.col("practice_code")).alias("practice_code")
     )
 
-    events = raw.events
-    if "value" not in events.columns:
-        events = events.with_columns(pl.lit(None, dtype=pl.Float64).alias("value"))
-    events, n_duplicate_events = quarantine.drop_exact_duplicates(events, [c for c in INPUT_EVENTS.names if c in events.columns])
-    event_split = quarantine.split(
-        events, quarantine.contract_rules(INPUT_EVENTS, events) + list(event_rules),
-        source=raw.events_source if raw.events_source is not None else raw.events,
-        reporting_month=reporting_month, source_table="events", source_file=raw.events_path.name,
-    )
-    in_month = event_split.kept.filter(pl.col("event_date") <= reference_date)
-    in_population = pl.col("patient_id").is_in(staged["patient_id"].implode())
-    staged_events = in_month.filter(in_population).select(
-        pl.lit(reporting_month).alias("reporting_month"), "patient_id", "code", "event_date", "value"
-    ).cast(STAGING_EVENTS.schema)
+    staged = staged.with_columns(pl.int_range(1, pl.len() + 1, dtype=pl.Int32).alias("patient_key"))
+    event_split, event_counts, staged_events = stage_events(
+        raw, reporting_month, event_rules, staged.select("patient_id", "patient_key"), con=con, warehouse=warehouse)
     counts = {
         "n_patient_rows": raw.patients.height,
         "n_duplicate_patient_rows": n_duplicate_patient_rows,
         "n_patient_rows_quarantined": patient_split.quarantined.height,
         "n_not_registered_at_month_end": kept.height - staged.height,
         "n_patients": staged.height,
-        "n_event_rows": raw.events.height,
-        "n_duplicate_event_rows": n_duplicate_events,
-        "n_event_rows_quarantined": event_split.quarantined.height,
-        "n_events_after_month_end": event_split.kept.height - in_month.height,
-        "n_events_not_in_population": in_month.height - staged_events.height,
-        "n_events": staged_events.height,
+        **event_counts,
         "n_postcode_blank": int((staged["postcode_status"] == "blank").sum()),
         "n_postcode_invalid": int((staged["postcode_status"] == "invalid").sum()),
     }
@@ -608,3 +713,233 @@ def stage_extract(
         staged, staged_events, counts, pl.concat([patient_split.quarantined, event_split.quarantined]),
         patient_split, event_split,
     )
+
+
+# --- events: staged by DuckDB where they lie ------------------------------------------------
+
+
+def _events_relation(con, raw: RawExtract) -> tuple[str, pl.DataFrame | None]:
+    """Return the cast events as a SQL relation in `con` (and the frame of rows as supplied, if read)."""
+    if isinstance(raw.events, ParquetEvents):
+        return raw.events.relation(), None
+    events = raw.events
+    if "value" not in events.columns:
+        events = events.with_columns(pl.lit(None, dtype=pl.Float64).alias("value"))
+    con.register("_events_cast", events.to_arrow())
+    return "_events_cast", raw.events_source if raw.events_source is not None else raw.events
+
+
+EVENT_ROWS = ("staging", "event_rows")
+EVENT_CODES = ("staging", "event_codes")
+EVENTS_VIEW_SQL = """
+create or replace view staging.events as
+select r.reporting_month, p.patient_id, c.code, r.event_date, r.value
+from staging.event_rows r
+join staging.patients p on p.reporting_month = r.reporting_month and p.patient_key = r.patient_key
+join staging.event_codes c on c.reporting_month = r.reporting_month and c.code_key = r.code_key
+"""
+
+
+def ensure_events_view(con) -> None:
+    """Create the `staging.events` view over the keyed rows, first converting a warehouse
+    that still holds staged events as a plain table (written before the keyed layout).
+
+    Runs after the month's patients are written (the view reads their keys); the
+    conversion gives the older months' patients keys and moves their events, in one
+    transaction.
+    """
+    kind = con.execute("SELECT table_type FROM information_schema.tables WHERE table_schema = 'staging' "
+                       "AND table_name = 'events'").fetchall()
+    if kind and kind[0][0] == "BASE TABLE":
+        con.execute("BEGIN TRANSACTION")
+        try:
+            columns = {r[0] for r in con.execute("DESCRIBE staging.patients").fetchall()}
+            if "patient_key" not in columns:
+                con.execute("ALTER TABLE staging.patients ADD COLUMN patient_key INTEGER").fetchall()
+            con.execute(
+                "UPDATE staging.patients p SET patient_key = k.key FROM (SELECT reporting_month, patient_id, "
+                "(row_number() OVER (PARTITION BY reporting_month ORDER BY patient_id))::INTEGER AS key "
+                "FROM staging.patients WHERE patient_key IS NULL) k "
+                "WHERE p.reporting_month = k.reporting_month AND p.patient_id = k.patient_id").fetchall()
+            con.execute("CREATE TABLE IF NOT EXISTS staging.event_codes (reporting_month DATE, code_key INTEGER, code VARCHAR)")
+            con.execute("CREATE TABLE IF NOT EXISTS staging.event_rows (reporting_month DATE, patient_key INTEGER, "
+                        "code_key INTEGER, event_date DATE, value DOUBLE)")
+            # Only the months not staged again in the keyed layout (this run's month already is).
+            legacy = "(SELECT * FROM staging.events WHERE reporting_month NOT IN (SELECT DISTINCT reporting_month FROM staging.event_rows))"
+            con.execute(
+                "INSERT INTO staging.event_codes SELECT reporting_month, (row_number() OVER (PARTITION BY reporting_month "
+                f"ORDER BY code))::INTEGER, code FROM (SELECT DISTINCT reporting_month, code FROM {legacy})").fetchall()
+            con.execute(
+                "INSERT INTO staging.event_rows SELECT e.reporting_month, p.patient_key, c.code_key, e.event_date, e.value "
+                f"FROM {legacy} e JOIN staging.patients p USING (reporting_month, patient_id) "
+                "JOIN staging.event_codes c USING (reporting_month, code)").fetchall()
+            con.execute("DROP TABLE staging.events")
+            con.execute("COMMIT")
+        except Exception:
+            con.execute("ROLLBACK")
+            raise
+    con.execute(EVENTS_VIEW_SQL).fetchall()
+
+
+def stage_events(
+    raw: RawExtract,
+    reporting_month: date,
+    rules: Sequence[quarantine.RowRule],
+    population: pl.DataFrame | pl.Series,
+    *,
+    con=None,
+    warehouse: bool = False,
+) -> tuple[quarantine.Split, dict[str, int], pl.DataFrame | None]:
+    """Stage the month's events in DuckDB: drop exact repeats, quarantine by rule, keep the population's.
+
+    The semantics are `stage_extract`'s (exact duplicates dropped first, keeping the first
+    row; then each remaining row checked against the contract's and the suite's rules, the
+    first rule that catches it naming it; then only events on or before R of patients
+    registered at R kept), computed where the rows lie, in three passes over them:
+
+    1. the rules' SQL form picks the rows a rule catches and any dated after R — few rows,
+       which come into Python, where exact repeats among them are dropped and the polars
+       form of the same rules sorts them under their first rule and writes their records
+       (it must agree with the SQL);
+    2. the rows of patients outside the population (few), set aside by one anti-join and
+       counted with and without repeats, and the month's code dictionary (the code column
+       alone) - no aggregation over the whole month;
+    3. every other row is written, exact repeats dropped by the write's own GROUP BY, so
+       the rules are evaluated once and the big table is read and written once.
+
+    In the warehouse the staged events are stored with integer keys — `staging.event_rows`
+    (patient_key, code_key, event_date, value) and `staging.event_codes` (the month's code
+    dictionary) — less writing than text ids, and read as the contract's `staging.events`
+    through a view (`ensure_events_view`, once the month's patients are written).
+
+    Arguments:
+        raw: the extract (typed Parquet events stay on disk).
+        reporting_month: first day of the month.
+        rules: the events' row rules (`RowRule.sql` set), in priority order.
+        population: the staged patients (patient_id, and patient_key in the warehouse).
+        con: a DuckDB connection (default: a private in-memory one).
+        warehouse: write into the warehouse's staging tables (`con` is the warehouse);
+            otherwise the staged events are returned as a frame in file order.
+
+    Returns:
+        The quarantine split (its `kept` is empty: the kept rows stay in DuckDB), the
+        event counts, and the staged events when not writing to the warehouse.
+    """
+    import duckdb
+
+    from pipelines.pushdown import as_gx_sees_sql
+    from pipelines.segmentation.sql import literal, quote
+
+    started = time.perf_counter()
+    own = con is None
+    con = duckdb.connect() if own else con
+    population = population.to_frame() if isinstance(population, pl.Series) else population
+    if "patient_key" not in population.columns:
+        population = population.with_columns(pl.int_range(1, pl.len() + 1, dtype=pl.Int32).alias("patient_key"))
+    try:
+        relation, source = _events_relation(con, raw)
+        names = [c.name for c in INPUT_EVENTS.columns]
+        flags = [f for f in (f"{quarantine.UNREADABLE}{n}" for n in names) if f in _columns(con, relation)]
+        # Pass 1. Rules see the rows as GX does (a NaN value is missing); rows keep their values,
+        # and the contract's not-finite rule reads them as supplied (`__raw_<column>`).
+        seen = as_gx_sees_sql(con, relation, keep_raw=True)
+        prefix = quarantine.RAW
+        raw_floats = [c[len(prefix):] for c in _columns(con, seen) if c.startswith(prefix)]
+        # (A value column the file stores as whole numbers holds no NaN or infinity: no such rule.)
+        all_rules = quarantine.contract_rules(INPUT_EVENTS, pl.DataFrame(schema={
+            **{c.name: c.dtype for c in INPUT_EVENTS.columns if c.dtype != pl.Float64 or c.name in raw_floats},
+            **{f: pl.Boolean for f in flags}}))
+        all_rules += list(rules)
+        missing_sql = [r.name for r in all_rules if r.sql is None]
+        if missing_sql:
+            raise ValueError(f"event rule(s) {missing_sql} have no SQL form; the staged events are checked in DuckDB")
+        con.register("_population", population.select("patient_id", "patient_key").to_arrow())
+        reference_date = month_end(reporting_month)
+        any_rule = " OR ".join(f"({r.sql})" for r in all_rules) or "false"
+        restored = ", ".join(f"{quote(prefix + c)} AS {quote(c)}" for c in raw_floats)
+        excluded = ", ".join(quote(prefix + c) for c in raw_floats)
+        restore = f" EXCLUDE ({excluded}) REPLACE ({restored})" if raw_floats else ""
+        subset = pl.from_arrow(con.sql(
+            f"SELECT * FROM (SELECT *{restore}, ({any_rule}) AS _caught FROM {seen}) "
+            f"WHERE _caught OR event_date > {literal(reference_date)} ORDER BY {ROW}"
+        ).to_arrow_table())
+        con.register("_set_aside", subset.select(ROW).to_arrow())
+        distinct, n_subset_repeats = quarantine.drop_exact_duplicates(subset, names)
+        caught = distinct.filter("_caught").drop("_caught")
+        records = caught.select(ROW, *names) if source is None else source.filter(pl.col(ROW).is_in(caught[ROW].implode()))
+        split = quarantine.split(caught, all_rules, source=records, reporting_month=reporting_month,
+                                 source_table="events", source_file=raw.events_path.name)
+        if split.kept.height:
+            raise RuntimeError(
+                f"{split.kept.height} event row(s) caught by a rule's SQL form pass its polars form; the two "
+                "engines disagree (pipelines/pushdown.py)"
+            )
+        n_after = distinct.filter(~pl.col("_caught")).height
+        rest = f"(SELECT * FROM {relation} WHERE {ROW} NOT IN (SELECT {ROW} FROM _set_aside))"
+        others = ", ".join(quote(n) for n in names if n != "code")
+        # Pass 2: the rows of patients outside the population (few) are set aside in a small
+        # table by one anti-join, and counted there with and without exact repeats (a repeat
+        # has the same code, so distinct rows per code add up to the distinct rows); the
+        # month's code dictionary reads the code column alone. Neither aggregates the month.
+        con.execute(
+            f"CREATE OR REPLACE TEMP TABLE _outside AS SELECT {', '.join(quote(n) for n in names)} FROM {rest} "
+            "WHERE patient_id NOT IN (SELECT patient_id FROM _population)").fetchall()
+        n_outside, n_outside_distinct = con.execute(
+            f"SELECT coalesce(sum(n), 0), coalesce(sum(n_distinct), 0) FROM (SELECT count(*) AS n, "
+            f"count(DISTINCT ({others})) AS n_distinct FROM _outside GROUP BY code)").fetchall()[0]
+        con.execute(f"CREATE OR REPLACE TEMP TABLE _event_code_counts AS SELECT DISTINCT code FROM {rest}").fetchall()
+        # Pass 3. Everything else is the month's staged events, exact repeats dropped by GROUP BY.
+        n_rows = con.execute(f"SELECT count(*) FROM {relation}").fetchall()[0][0]
+        month = literal(reporting_month)
+        if warehouse:
+            from pipelines.warehouse import write_query
+
+            write_query(con, *EVENT_CODES, f"SELECT {month}::DATE AS reporting_month, (row_number() OVER (ORDER BY code))::INTEGER "
+                        f"AS code_key, code FROM _event_code_counts",
+                        partition_column="reporting_month", partition_value=reporting_month)
+            # Stored in patient order: each patient's rows are together, which makes the patient
+            # model's aggregation (and explain's lookup of one patient) several times faster
+            # than over rows in hash order.
+            con.execute("SET preserve_insertion_order = true")
+            n_events = write_query(
+                con, *EVENT_ROWS,
+                f"SELECT {month}::DATE AS reporting_month, patient_key, code_key, event_date, value FROM ("
+                f"SELECT DISTINCT p.patient_key, c.code_key, e.event_date, e.value "
+                f"FROM {rest} e JOIN _population p ON p.patient_id = e.patient_id "
+                f"JOIN (SELECT code_key, code FROM staging.event_codes WHERE reporting_month = {month}) c ON c.code = e.code) "
+                f"ORDER BY patient_key, code_key, event_date, value",
+                partition_column="reporting_month", partition_value=reporting_month)
+            staged = None
+        else:
+            staged = pl.from_arrow(con.sql(
+                f"SELECT {month}::DATE AS reporting_month, patient_id, code, event_date, value, min({ROW}) AS _first "
+                f"FROM {rest} WHERE patient_id IN (SELECT patient_id FROM _population) "
+                f"GROUP BY ALL ORDER BY _first").to_arrow_table()).drop("_first").cast(STAGING_EVENTS.schema)
+            n_events = staged.height
+        n_in_population = n_rows - subset.height - n_outside
+        counts = {
+            "n_event_rows": int(n_rows),
+            "n_duplicate_event_rows": int(n_subset_repeats + (n_outside - n_outside_distinct) + (n_in_population - n_events)),
+            "n_event_rows_quarantined": split.quarantined.height,
+            "n_events_after_month_end": int(n_after),
+            "n_events_not_in_population": int(n_outside_distinct),
+            "n_events": int(n_events),
+        }
+        n_distinct = n_rows - counts["n_duplicate_event_rows"]
+        split = quarantine.Split(STAGING_EVENTS.empty(), split.quarantined, int(n_distinct), split.n_failing,
+                                 split.n_quarantined, time.perf_counter() - started)
+        return split, counts, staged
+    finally:
+        for name in ("_events_cast", "_population", "_set_aside"):
+            try:
+                con.unregister(name)
+            except Exception:  # noqa: BLE001 - not registered for this source
+                pass
+        con.execute("DROP TABLE IF EXISTS _event_code_counts").fetchall()
+        con.execute("DROP TABLE IF EXISTS _outside").fetchall()
+        if own:
+            con.close()
+
+
+def _columns(con, relation: str) -> list[str]:
+    return [row[0] for row in con.execute(f"DESCRIBE SELECT * FROM {relation}").fetchall()]

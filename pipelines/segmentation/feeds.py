@@ -44,6 +44,14 @@ def find_feed_file(folder: Path, feed: Feed) -> Path | None:
         >>> find_feed_file(Path("/nonexistent"), FEEDS["maternity"]) is None
         True
     """
+    for suffix in SUFFIXES:
+        candidate = folder / f"{feed.name}{suffix}"
+        if candidate.is_symlink() and not candidate.exists():
+            raise ExtractError(f"{candidate}: is a symbolic link that leads nowhere (its target is missing, or the link "
+                               f"loops); expected the '{feed.name}' feed file or a link to it.", file=candidate)
+        if candidate.exists() and not candidate.is_file():
+            raise ExtractError(f"{candidate}: is a folder, not a file; expected the '{feed.name}' feed as one file.",
+                               file=candidate)
     found = [folder / f"{feed.name}{suffix}" for suffix in SUFFIXES if (folder / f"{feed.name}{suffix}").exists()]
     if len(found) > 1:
         raise ExtractError(f"extract folder {folder} has more than one '{feed.name}' file: {[p.name for p in found]}.")

@@ -18,7 +18,9 @@ rather than "the largest group", so a gap means the same thing every month):
 - `overall`: the single group 'all'; compared to nothing.
 - `imd_decile`: '1'..'10' (national decile, 1 = most deprived); reference '10'.
 - `imd_quintile`: '1'..'5' = ceil(decile / 2); reference '5' (least deprived).
-- `core20`: 'core20' (national decile 1-2) or 'rest'; reference 'rest'.
+- `core20`: 'core20' (national decile 1-2) or 'rest' (everyone else, including patients with
+  no national decile: a small 'unknown' group would otherwise cost the headline Core20 row
+  as its complement); reference 'rest'.
 - `ethnicity_broad`: the five broad census groups plus 'Not stated'; reference 'White'.
 - `ethnicity_16`: the 16 census groups (NHS ethnic category A-S) plus 'Not stated';
   reference 'White - British' (DOMAIN.md section 5: "each ethnic group vs White British").
@@ -50,13 +52,20 @@ groups are reported, never compared.
 
 from __future__ import annotations
 
-from typing import Mapping, NamedTuple, Sequence
+from typing import Mapping, Sequence
 
 import polars as pl
 
-from pipelines.segmentation.disclosure import NHS_SUPPRESS_ROUND5, DisclosureProfile, protect_counts
+from pipelines.segmentation.disclosure import NHS_SUPPRESS_ROUND5, DisclosureProfile
+from pipelines.segmentation.month_disclosure import population_memberships, protect_month
 from pipelines.segmentation.schemas import GAP_TABLE, IMD_VINTAGES
 from pipelines.segmentation.stats import newcombe_columns, wilson_columns
+
+# Under this many (the denominator of a proportion, the numerator of a rate), a rate from counts
+# rounded to 5 is flagged: each count may be off by up to 2, which at 50 is 4% of the count and
+# can move a proportion by about half of its own 95% interval (e.g. 8/10 publishes as 10/10).
+RELIABILITY_THRESHOLD = 50
+
 
 UNKNOWN = "unknown"
 SEPARATOR = "|"
@@ -130,7 +139,11 @@ def _deprivation_groups(decile: pl.Expr) -> dict[str, pl.Expr]:
     return {
         "imd_decile": d.cast(pl.String).fill_null(UNKNOWN),
         "imd_quintile": quintile.cast(pl.String).fill_null(UNKNOWN),
-        "core20": pl.when(d.is_null()).then(pl.lit(UNKNOWN)).when(d <= 2).then(pl.lit("core20")).otherwise(pl.lit("rest")),
+        # 'rest' is everyone not in Core20, including patients with no national decile: the
+        # small 'unknown' group then has a coarser published home in this headline breakdown,
+        # instead of costing the Core20 row as its complement (missingness stays reported in
+        # the decile and quintile breakdowns and in deprivation quality).
+        "core20": pl.when(d.is_not_null() & (d <= 2)).then(pl.lit("core20")).otherwise(pl.lit("rest")),
     }
 
 
@@ -172,7 +185,9 @@ def _label_column(vintage: str, breakdown: str) -> str:
 # Secondary suppression takes its complements from the cells analysts read least first:
 # intersections, then the other breakdowns (practice, cohort, ethnicity, sex, age), sparing
 # the headline Core20PLUS5 figures (IMD decile, quintile, Core20 vs rest, overall) where it can.
-_SPARED = {"imd_decile": 2, "imd_quintile": 3, "core20": 4, "overall": 5}
+# Within the Core20 breakdown the Core20 row itself is the headline: 'rest' goes first.
+_SPARED = {"imd_decile": 2, "imd_quintile": 3, "core20": 4, "overall": 6}
+CORE20_ROW_PRIORITY = 5
 
 
 def complement_priority(cell: tuple) -> int:
@@ -180,9 +195,13 @@ def complement_priority(cell: tuple) -> int:
 
     Examples:
         >>> [complement_priority(("IMD2025", b, "x")) for b in ("core20|cohort:smi", "practice", "core20", "overall")]
-        [0, 1, 4, 5]
+        [0, 1, 4, 6]
+        >>> complement_priority(("IMD2025", "core20", "core20"))
+        5
     """
     breakdown = cell[1]
+    if breakdown == "core20" and cell[2] == "core20":
+        return CORE20_ROW_PRIORITY
     return _SPARED.get(breakdown, 0 if SEPARATOR in breakdown else 1)
 
 
@@ -216,7 +235,7 @@ def _relations(counts: pl.DataFrame, cells: pl.DataFrame, primary_vintage: str) 
                 members = [UNKNOWN] if q == UNKNOWN else [str(2 * int(q) - 1), str(2 * int(q))]
                 add((vintage, "imd_quintile", q), [(vintage, "imd_decile", d) for d in members if d in deciles])
         if quintiles and core20:
-            split = {"core20": ["1"], "rest": ["2", "3", "4", "5"], UNKNOWN: [UNKNOWN]}
+            split = {"core20": ["1"], "rest": ["2", "3", "4", "5", UNKNOWN], UNKNOWN: [UNKNOWN]}
             for c in core20:
                 add((vintage, "core20", c), [(vintage, "imd_quintile", q) for q in split[c] if q in quintiles])
     for fine, coarse in (("ethnicity_16", "ethnicity_broad"), ("sub_icb", "icb")):
@@ -260,6 +279,11 @@ def build_gap_table(
     intersections: Sequence[tuple[str, str]] | None = None,
     primary_vintage: str = "IMD2019",
     reference_groups: Mapping[str, str | None] | None = None,
+    deprivation: pl.LazyFrame | None = None,
+    quality: pl.DataFrame | None = None,
+    earlier: "Sequence[tuple] | None" = None,
+    audit_stats: dict | None = None,
+    reliability_threshold: int = RELIABILITY_THRESHOLD,
 ) -> pl.DataFrame:
     """Return the published gap table (the `GAP_TABLE` contract) for indicator results.
 
@@ -284,6 +308,17 @@ def build_gap_table(
             none); 'cohort:*' stands for every cohort.
         primary_vintage: IMD vintage that labels the breakdowns not based on deprivation.
         reference_groups: overrides of `REFERENCE_GROUPS`, by breakdown.
+        deprivation: `population.patient_deprivation` rows with `practice_code` (every
+            registered patient); with `quality`, the month's deprivation-quality counts are
+            protected together with the gap table (see `protect_month`).
+        quality: the exact `deprivation_quality` table of the same month(s).
+        earlier: earlier releases of the same month still in readers' hands, as their runs
+            recorded them (`audit_stats['release']`, kept privately at publish:
+            pipelines/releases.py); see `month_disclosure.link_releases`.
+        audit_stats: a dict the suppression's figures (and the controlled quality table,
+            under 'quality') are written into.
+        reliability_threshold: rates resting on a rounded count under this are flagged
+            `is_low_reliability` (`RELIABILITY_THRESHOLD`).
 
     Returns:
         A DataFrame with exactly `GAP_TABLE`'s columns, dtypes and order, sorted by month,
@@ -308,41 +343,8 @@ def build_gap_table(
         ...     "clinical_area": ["SMI"], "direction": ["higher_is_better"]})
         >>> table = build_gap_table(results, people, catalogue, breakdowns=["overall", "core20"], intersections=())
         >>> table.select("imd_vintage", "breakdown", "group", "denominator", "is_suppressed").rows()
-        [('IMD2019', 'overall', 'all', None, True), ('IMD2019', 'core20', 'core20', None, True), ('IMD2019', 'core20', 'rest', None, True), ('IMD2019', 'core20', 'unknown', None, True), ('IMD2025', 'core20', 'core20', None, True), ('IMD2025', 'core20', 'rest', None, True)]
+        [('IMD2019', 'overall', 'all', None, True), ('IMD2019', 'core20', 'core20', None, True), ('IMD2019', 'core20', 'rest', None, True), ('IMD2025', 'core20', 'core20', None, True), ('IMD2025', 'core20', 'rest', None, True)]
     """
-    counted = gap_counts(indicator_results, attributes, catalogue, cohorts=cohorts, breakdowns=breakdowns,
-                         intersections=intersections, primary_vintage=primary_vintage)
-    return gap_table_from_counts(
-        counted.counts, counted.hierarchy, catalogue, profile=profile, confidence=confidence,
-        primary_vintage=primary_vintage, reference_groups=reference_groups, emitted=counted.emitted,
-    )
-
-
-class GapCounts(NamedTuple):
-    """Exact (private) group counts of a gap table, before any disclosure control.
-
-    `counts` has one row per month x indicator x vintage x breakdown x group with its
-    numerator and denominator; `hierarchy` the distinct fine/coarse label pairs
-    (`_HIERARCHY_COLUMNS`); `emitted` the breakdowns in table order. Counts of disjoint
-    populations (two ICBs) add up group by group to the counts of their union.
-    """
-
-    counts: pl.DataFrame
-    hierarchy: pl.DataFrame
-    emitted: list[str]
-
-
-def gap_counts(
-    indicator_results: pl.LazyFrame,
-    attributes: pl.LazyFrame,
-    catalogue: pl.DataFrame,
-    *,
-    cohorts: pl.LazyFrame | None = None,
-    breakdowns: Sequence[str] | None = None,
-    intersections: Sequence[tuple[str, str]] | None = None,
-    primary_vintage: str = "IMD2019",
-) -> GapCounts:
-    """Return the exact group counts behind `build_gap_table` (same arguments; see there). Private: never publish."""
     chosen = list(BREAKDOWNS) if breakdowns is None else list(dict.fromkeys(breakdowns))
     if not chosen:
         raise ValueError(f"breakdowns must name at least one of {list(BREAKDOWNS)} (or be None for all)")
@@ -351,6 +353,8 @@ def gap_counts(
         raise ValueError(f"breakdowns {unknown_breakdowns} are not known; choose from {list(BREAKDOWNS)}")
     if primary_vintage not in IMD_VINTAGES:
         raise ValueError(f"primary_vintage must be one of {list(IMD_VINTAGES)}; got {primary_vintage!r}")
+    references = {**REFERENCE_GROUPS, **(reference_groups or {})}
+
     _check_columns(indicator_results, ["reporting_month", "patient_id", *_KEYS[1:], "is_numerator"], "indicator_results")
     needed = list(dict.fromkeys(_ATTRIBUTE_COLUMNS[b] for b in chosen if b in _ATTRIBUTE_COLUMNS))
     _check_columns(attributes, ["reporting_month", "patient_id", "imd2019_decile", "imd2025_decile", *needed], "attributes")
@@ -459,57 +463,64 @@ def gap_counts(
             .select(*_KEYS, "imd_vintage", "breakdown", "group", "numerator", "denominator")
         )
     counts = pl.concat(pieces)
-    hierarchy = cells.select([c for c in cells.columns if c in _HIERARCHY_COLUMNS]).unique()
-    return GapCounts(counts, hierarchy, one_dimensional + crosses)
 
-
-# The label columns `_relations` reads to nest fine groups in coarse ones (ethnicity_16 in
-# ethnicity_broad, Sub-ICB in ICB): the only part of the cross-tabulation the counts lack.
-_HIERARCHY_COLUMNS = frozenset(_label_column(v, b) for v in IMD_VINTAGES for b in ("ethnicity_16", "ethnicity_broad", "sub_icb", "icb"))
-
-
-def gap_table_from_counts(
-    counts: pl.DataFrame,
-    hierarchy: pl.DataFrame,
-    catalogue: pl.DataFrame,
-    *,
-    profile: DisclosureProfile = NHS_SUPPRESS_ROUND5,
-    confidence: float = 0.95,
-    primary_vintage: str = "IMD2019",
-    reference_groups: Mapping[str, str | None] | None = None,
-    emitted: Sequence[str] | None = None,
-) -> pl.DataFrame:
-    """Return the gap table of exact (private) group counts: disclosure control first, then every statistic.
-
-    `build_gap_table` counts patient rows and then calls this; the national roll-up calls it
-    on the sum of the ICB partitions' exact counts, so a region's or England's table goes
-    through the same suppression, secondary suppression and statistics as an ICS month's.
-
-    Arguments:
-        counts: `reporting_month`, `indicator_id`, `indicator_version`, `imd_vintage`,
-            `breakdown`, `group`, `numerator`, `denominator` - exact, never rounded.
-        hierarchy: the distinct (fine, coarse) label pairs of the ethnicity and geography
-            breakdowns (columns `__ethnicity_16`, `__ethnicity_broad`, `__sub_icb`, `__icb`
-            where present), from which secondary suppression knows which groups nest.
-        emitted: the breakdowns to compare (default: every breakdown in `counts`).
-    """
-    references = {**REFERENCE_GROUPS, **(reference_groups or {})}
-    if emitted is None:
-        emitted = list(dict.fromkeys(counts["breakdown"].to_list()))
-    # Step 2: disclosure control on the counts, with secondary suppression, before any statistic.
-    relations = _relations(counts, hierarchy, primary_vintage)
-    controlled = protect_counts(
-        counts, ["numerator", "denominator"], profile, table=_KEYS, cell=_CELL, relations=relations,
-        priority=complement_priority, at_most=[("numerator", "denominator")],
+    # Step 2: disclosure control on the counts, with secondary suppression, before any statistic:
+    # jointly with the month's other published counts (deprivation quality) and every identity
+    # between the populations behind them, since a reader holds all of them at once.
+    relations = _relations(counts, cells, primary_vintage)
+    memberships = None
+    if quality is not None:
+        memberships = population_memberships(indicator_results, deprivation)
+    controlled, quality_controlled, stats = protect_month(
+        counts, relations, profile, primary_vintage=primary_vintage, memberships=memberships, quality=quality,
+        earlier=earlier,
     )
+    if audit_stats is not None:
+        audit_stats.update(stats)
+        audit_stats["quality"] = quality_controlled
 
-    # Step 3: rates from controlled counts; a row with a hidden count gets no rate.
+    # Step 3: rates from controlled counts, in each indicator's unit; a hidden row gets no rate.
+    units = _units(catalogue)
+    controlled = controlled.join(units, on=["indicator_id", "indicator_version"], how="left").with_columns(
+        pl.col("value_type").fill_null("proportion"), pl.col("multiplier").fill_null(1))
+    is_rate = pl.col("value_type") == "rate"
+    proportion = wilson_columns("numerator", "denominator", confidence)
+    rate = [e * 1.0 for e in _rate_exprs(confidence)]
     controlled = controlled.with_columns(
-        [pl.when(~pl.col("is_suppressed")).then(e).alias(name) for e, name in zip(
-            wilson_columns("numerator", "denominator", confidence), ["rate", "rate_lower", "rate_upper"]
-        )]
-    )
-    return _compare(controlled, catalogue, references, profile, confidence, list(emitted))
+        [pl.when(pl.col("is_suppressed")).then(None).when(is_rate).then(r).otherwise(w).alias(name)
+         for w, r, name in zip(proportion, rate, ["rate", "rate_lower", "rate_upper"])]
+    ).with_columns(_low_reliability(profile, reliability_threshold).alias("is_low_reliability"))
+    return _compare(controlled, catalogue, references, profile, confidence, one_dimensional + crosses)
+
+
+def _low_reliability(profile: DisclosureProfile, threshold: int) -> pl.Expr:
+    """Return whether a visible row's rate rests on a small rounded count (see `RELIABILITY_THRESHOLD`)."""
+    if profile.rounding == "none" or threshold <= 0:
+        return pl.lit(False)
+    basis = pl.when(pl.col("value_type") == "rate").then(pl.col("numerator")).otherwise(pl.col("denominator"))
+    return (~pl.col("is_suppressed") & (basis > 0) & (basis < threshold)).fill_null(False)
+
+
+def _units(catalogue: pl.DataFrame) -> pl.DataFrame:
+    """Return (indicator_id, indicator_version, value_type, multiplier) from a catalogue (proportion, 1 by default)."""
+    frame = catalogue.select(
+        pl.col("indicator_id").cast(pl.String), pl.col("indicator_version").cast(pl.Int32),
+        (pl.col("value_type") if "value_type" in catalogue.columns else pl.lit("proportion")).cast(pl.String).alias("value_type"),
+        (pl.col("multiplier") if "multiplier" in catalogue.columns else pl.lit(1)).cast(pl.Int64).alias("multiplier"),
+    ).unique(subset=["indicator_id", "indicator_version"], keep="first")
+    bad = frame.filter(~pl.col("value_type").is_in(["proportion", "rate"]) | (pl.col("multiplier") < 1))
+    if bad.height:
+        raise ValueError(f"catalogue value_type must be 'proportion' or 'rate' with a positive multiplier; "
+                         f"indicators {sorted(bad['indicator_id'].to_list())} have another")
+    return frame
+
+
+def _rate_exprs(confidence: float) -> list[pl.Expr]:
+    """Return rate, lower and upper per row: Byar's limits, exact Poisson under 10 events (stats.rate_columns),
+    scaled by each row's own multiplier."""
+    from pipelines.segmentation.stats import rate_columns
+
+    return [e * pl.col("multiplier").cast(pl.Float64) for e in rate_columns("numerator", "denominator", 1, confidence)]
 
 
 def _compare(
@@ -534,6 +545,8 @@ def _compare(
         pl.col("numerator").alias("reference_numerator"),
         pl.col("denominator").alias("reference_denominator"),
         pl.col("rate").alias("reference_rate"),
+        pl.col("rate_lower").alias("reference_rate_lower"),
+        pl.col("rate_upper").alias("reference_rate_upper"),
         pl.col("is_suppressed").alias("reference_is_suppressed"),
     )
     overall_rows = controlled.filter(pl.col("breakdown") == "overall").select(
@@ -561,7 +574,20 @@ def _compare(
         & ~pl.col("is_suppressed")
         & ~pl.col("overall_is_suppressed").fill_null(True)
     )
-    gap_exprs = newcombe_columns("numerator", "denominator", "reference_numerator", "reference_denominator", confidence)
+    is_rate = pl.col("value_type") == "rate"
+    # Proportions: Newcombe's hybrid score (method 10). Rates: the same construction (the method
+    # of variance estimates recovery, Zou & Donner 2008, of which Newcombe's is the proportion
+    # case) from each rate's own Byar/exact Poisson limits.
+    difference = pl.col("rate") - pl.col("reference_rate")
+    mover = [
+        difference,
+        difference - ((pl.col("rate") - pl.col("rate_lower")).pow(2)
+                      + (pl.col("reference_rate_upper") - pl.col("reference_rate")).pow(2)).sqrt(),
+        difference + ((pl.col("rate_upper") - pl.col("rate")).pow(2)
+                      + (pl.col("reference_rate") - pl.col("reference_rate_lower")).pow(2)).sqrt(),
+    ]
+    newcombe = newcombe_columns("numerator", "denominator", "reference_numerator", "reference_denominator", confidence)
+    gap_exprs = [pl.when(is_rate).then(m).otherwise(n) for m, n in zip(mover, newcombe)]
     compared = compared.with_columns(
         *[
             pl.when(pairwise).then(e).when(benchmark).then(bench).alias(name)
@@ -578,6 +604,7 @@ def _compare(
         .alias("rate_ratio"),
         pl.when(pl.col("reference_group").is_null()).then(pl.lit(None, pl.String))
         .when(is_benchmarked).then(pl.lit("benchmark"))
+        .when(is_rate).then(pl.lit("mover"))
         .otherwise(pl.lit("newcombe")).alias("comparison_method"),
     )
 
@@ -665,8 +692,9 @@ def build_inequality_table(
     and its 95% limits, from which `stats.inequality_table` takes each standard error on
     the analysis scale of the value type (logit for proportions, log for rates), as phe_sii
     does whether or not `transform` is set. The value type is the gap table's `value_type`
-    column when it has one, else "proportion" (every indicator's rate is a proportion
-    today); the multiplier is 1. An index needs every quantile with a usable rate: a
+    column when it has one, else "proportion"; values are divided by the indicator's
+    multiplier to the per-person scale and the SII is multiplied back by it, so the SII is
+    on the scale of the indicator's rate (a proportion difference, or per 100,000). An index needs every quantile with a usable rate: a
     proportion of exactly 0 or 1 (or a rate of 0) has no value on that scale, so the row
     then says why it was not computed. `transform` applies to rates and proportions only. Each index's seed is derived from `base_seed` and its
     key, and recorded; `sii_polarity` says what the SII's sign means for the indicator.
@@ -690,7 +718,11 @@ def build_inequality_table(
     from pipelines.segmentation.schemas import INEQUALITY_TABLE
     from pipelines.segmentation.stats import inequality_table, sii_polarity
 
-    value_type = pl.col("value_type") if "value_type" in gap_table.columns else pl.lit("proportion")
+    if "value_type" not in gap_table.columns:  # a table from before units were published: proportions
+        gap_table = gap_table.with_columns(pl.lit("proportion").alias("value_type"))
+    if "multiplier" not in gap_table.columns:  # rates stored per person
+        gap_table = gap_table.with_columns(pl.lit(1).alias("multiplier"))
+    value_type = pl.col("value_type")
     quantile_rows = gap_table.filter(
         pl.col("breakdown").is_in(list(QUANTILE_TYPES)) & (pl.col("group") != UNKNOWN)
     ).with_columns(pl.col("breakdown").alias("quantile_type"), pl.col("group").cast(pl.Int32).alias("quantile"),
@@ -713,6 +745,7 @@ def build_inequality_table(
             pl.col("direction").first(),
             pl.col("disclosure_profile").first(),
             pl.col("value_type").first(),
+            pl.col("multiplier").first().cast(pl.Float64),
             pl.col("_usable").sum().cast(pl.Int32).alias("n_quantiles"),
             pl.col("_published").sum().cast(pl.Int32).alias("_published"),
             pl.col("denominator").filter(pl.col("_usable")).sum().cast(pl.Int64).alias("population"),
@@ -736,15 +769,20 @@ def build_inequality_table(
     # PHE transforms rates and proportions only; a 'normal' value is always fitted as it is.
     summary = summary.with_columns((pl.lit(transform) & (pl.col("value_type") != "normal")).alias("_transform"))
     complete = summary.filter(pl.col("status") == "computed").select(*_INDEX_KEYS, "seed", "_transform")
+    # Values on the per-person scale (a proportion, or events per person) and the SII scaled by the
+    # indicator's own multiplier, so `multiplier` in the table is the one the SII is expressed in
+    # (1: a proportion difference; 100000: per 100,000), as phe_sii's `multiplier` argument.
+    scale = pl.col("multiplier").cast(pl.Float64)
     inputs = quantile_rows.filter("_usable").join(complete, on=_INDEX_KEYS, how="inner").select(
-        *_INDEX_KEYS, "quantile", pl.col("denominator").alias("population"), pl.col("rate").alias("value"),
-        "rate_lower", "rate_upper", "value_type", "seed", "_transform",
+        *_INDEX_KEYS, "quantile", pl.col("denominator").alias("population"), (pl.col("rate") / scale).alias("value"),
+        (pl.col("rate_lower") / scale).alias("rate_lower"), (pl.col("rate_upper") / scale).alias("rate_upper"),
+        "value_type", "multiplier", "seed", "_transform",
     )
     if inputs.height:
         indices = inequality_table(
             inputs, _INDEX_KEYS, standard_error=None, lower="rate_lower", upper="rate_upper",
-            value_type=pl.col("value_type"), transform=pl.col("_transform"), confidence=confidence,
-            repetitions=repetitions,
+            value_type=pl.col("value_type"), transform=pl.col("_transform"), multiplier=pl.col("multiplier"),
+            confidence=confidence, repetitions=repetitions,
         )
     else:
         indices = pl.DataFrame(schema={**{k: quantile_rows.schema[k] for k in _INDEX_KEYS},
@@ -754,7 +792,6 @@ def build_inequality_table(
         summary.join(indices, on=_INDEX_KEYS, how="left")
         .with_columns(
             pl.col("_transform").alias("transform"),
-            pl.lit(1.0).alias("multiplier"),
             pl.lit(float(confidence)).alias("confidence"),
             pl.lit(repetitions, pl.Int64).alias("repetitions"),
             pl.col("direction").replace_strict(polarity, return_dtype=pl.String).alias("sii_polarity"),

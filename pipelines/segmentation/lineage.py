@@ -10,8 +10,9 @@ Three tables answer an auditor's questions without holding a single patient-leve
 - `attrition` (per register, cohort and indicator, how many patients each rule kept and
   removed, in order) shows where a population comes from and what a rule change moves.
 
-Everything is computed with the same compiler as the figures themselves (`cohorts.py`),
-so attrition counts add up to the published denominators and numerators.
+Attrition is a selection from the month's patient model (`patient_model.py`), the table the
+figures themselves are selected from, so its counts add up to the published denominators
+and numerators.
 """
 
 from __future__ import annotations
@@ -22,10 +23,9 @@ from datetime import date
 from pathlib import Path
 
 import polars as pl
-from pydantic import BaseModel
 
-from pipelines.segmentation.cohorts import Compiler, check_reference_date
-from pipelines.segmentation.definitions import Age, AllOf, Definitions, describe_criterion
+from pipelines.segmentation.definitions import Definitions
+from pipelines.segmentation.patient_model import FrameModel, ModelBuilder
 from pipelines.segmentation.schemas import ATTRITION, DEFINITION_USAGE, FEEDS, RUN_MANIFEST
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -165,40 +165,76 @@ def run_manifest(
     ).cast(RUN_MANIFEST.schema)
 
 
-# --- attrition -------------------------------------------------------------------------
+# --- attrition ---------------------------------------------------------------------------
 
 
-def _steps(criterion: BaseModel, path: str) -> list[tuple[str, BaseModel]]:
-    # The rules of a definition part, in order: the children of a top-level all_of, else the
-    # criterion itself. Nested combinations are one rule, described in words.
-    if isinstance(criterion, AllOf):
-        return [(f"{path}.all_of[{i}]", child) for i, child in enumerate(criterion.all_of)]
-    return [(path, criterion)]
+def definition_steps(builder: ModelBuilder, kind: str, definition_id: str) -> list[tuple[str, str, str, str]]:
+    """Return (stage, rule path, rule in words, SQL over the model) for each rule of a definition, in order.
 
-
-def definition_steps(defs: Definitions, compiler: Compiler, kind: str, definition_id: str) -> list[tuple[str, str, str, pl.Expr]]:
-    """Return (stage, rule path, rule in words, boolean expression) for each rule, in order."""
+    A register's rules are its diagnosis, its resolved rule and its age limits; a cohort's
+    or an indicator's are the items of a top-level `all_of` (else the one criterion).
+    """
+    defs = builder.defs
     if kind == "register":
         register = defs.registers[definition_id]
-        diagnosed = compiler.latest_date(register.diagnosis)
-        steps = [("register", "diagnosis", f"a {' / '.join(register.diagnosis)} code on or before R", diagnosed.is_not_null())]
+        diagnosed = builder.latest_date(register.diagnosis)
+        steps = [("register", "diagnosis", f"a {' / '.join(register.diagnosis)} code on or before R", f"({diagnosed} is not null)")]
         if register.resolved:
-            resolved = compiler.latest_date(register.resolved)
+            resolved = builder.latest_date(register.resolved)
             steps.append((
                 "register", "resolved",
                 f"latest diagnosis later than the latest {' / '.join(register.resolved)} code (same day: off)",
-                (resolved.is_null() | (diagnosed > resolved)).fill_null(False),
+                f"coalesce({resolved} is null or {diagnosed} > {resolved}, false)",
             ))
+        if register.also is not None:
+            # A second way on (OR): attrition keeps order, so the diagnosis steps above become one
+            # step "diagnosis rule, or this rule".
+            on_by_diagnosis = " and ".join(f"({sql})" for *_, sql in steps)
+            words = "; ".join(text for _, _, text, _ in steps)
+            steps = [("register", "diagnosis_or_also", f"({words}) or {register.also.describe()}",
+                      f"(coalesce({on_by_diagnosis}, false) or {builder.criterion(register.also)})")]
         if register.age is not None:
-            age = Age(age=register.age)
-            steps.append(("register", "age", describe_criterion(age), compiler.criterion(age)))
+            steps.append(("register", "age", register.age.describe(), register.age.sql(builder.attribute("age"))))
         return steps
     steps = []
     for part, root in defs.roots(kind, definition_id):
         stage = "criteria" if kind == "cohort" else part
-        for path, criterion in _steps(root, part):
-            steps.append((stage, path, describe_criterion(criterion), compiler.criterion(criterion)))
+        for path, criterion in root.steps(part):
+            steps.append((stage, path, criterion.describe(), builder.criterion(criterion)))
     return steps
+
+
+def attrition_query(builder: ModelBuilder, model: str) -> tuple[str, list[tuple]]:
+    """Return the query counting, over the model relation `model`, the patients each rule keeps, and the rule specs.
+
+    Every planned definition's rules apply cumulatively in the order they are written; the
+    counts are one aggregate over the model (no events are read).
+    """
+    specs: list[tuple] = []
+    sums: list[str] = []
+    for kind in ("register", "cohort", "indicator"):
+        for definition_id in sorted(builder.planned[kind]):
+            version = builder.defs.store(kind)[definition_id].version
+            kept: list[str] = []
+            for step, (stage, path, rule, sql) in enumerate(definition_steps(builder, kind, definition_id), start=1):
+                kept.append(sql)
+                # Kept by this rule = every rule of the definition up to here holds.
+                sums.append(f"count(*) filter (where {' and '.join(kept)}) as _s{len(specs)}")
+                specs.append((kind, definition_id, version, stage, step, path, rule))
+    return f"select count(*) as _population{''.join(', ' + s for s in sums)} from {model}", specs
+
+
+def attrition_rows(month: date, counts: dict[str, int], specs: list[tuple]) -> pl.DataFrame:
+    """Return the `ATTRITION` rows from the counts of `attrition_query`."""
+    population = int(counts["_population"])
+    rows = []
+    previous: dict[tuple[str, str], int] = {}
+    for i, (kind, definition_id, version, stage, step, path, rule) in enumerate(specs):
+        n_kept = int(counts[f"_s{i}"])
+        n_before = population if step == 1 else previous[(kind, definition_id)]
+        previous[(kind, definition_id)] = n_kept
+        rows.append((month, kind, definition_id, version, stage, step, path, rule, n_before, n_kept, n_before - n_kept))
+    return pl.DataFrame(rows, schema=ATTRITION.schema, orient="row")
 
 
 def attrition(
@@ -219,7 +255,8 @@ def attrition(
     its resolved rule, then its age limits; a cohort's top-level `all_of` items; an
     indicator's denominator items, then its numerator items within the denominator. The
     first rule starts from every registered patient. Definitions that are not available
-    this month have no rows.
+    this month have no rows. The monthly run selects the same counts from the stored
+    patient model (`attrition_query`); this builds the model from frames first.
 
     Arguments:
         defs, patients, events, deprivation, codelists, reference_date, imd_vintage,
@@ -228,33 +265,9 @@ def attrition(
     Returns:
         A frame with `ATTRITION`'s columns.
     """
-    month = check_reference_date(reference_date)
-    compiler = Compiler(defs, codelists, reference_date)
     present = [name for name, frame in (feeds or {}).items() if frame is not None]
-    specs: list[tuple] = []
-    rules: list[pl.Expr] = []
-    for kind in ("register", "cohort", "indicator"):
-        for definition_id, definition in sorted(defs.store(kind).items()):
-            if defs.availability(kind, definition_id, present):
-                continue
-            first = len(rules)
-            for step, (stage, path, rule, expr) in enumerate(definition_steps(defs, compiler, kind, definition_id), start=1):
-                rules.append(expr.alias(f"_r{len(rules)}"))
-                # Kept by this rule = every rule of the definition up to here holds.
-                kept = pl.all_horizontal([pl.col(f"_r{j}") for j in range(first, len(rules))])
-                specs.append((kind, definition_id, definition.version, stage, step, path, rule, kept))
-    frame = compiler.frame(patients, events, deprivation, ethnicity, imd_vintage, feeds)
-    # Each rule is computed once as a column; the cumulative counts then only combine columns.
-    sums = frame.with_columns(rules).select(
-        pl.len().alias("_population"),
-        *[expr.cast(pl.Int64).sum().alias(f"_s{i}") for i, (*_, expr) in enumerate(specs)],
-    ).collect()
-    population = int(sums["_population"].item())
-    rows = []
-    previous: dict[tuple[str, str], int] = {}
-    for i, (kind, definition_id, version, stage, step, path, rule, _) in enumerate(specs):
-        n_kept = int(sums[f"_s{i}"].item())
-        n_before = population if step == 1 else previous[(kind, definition_id)]
-        previous[(kind, definition_id)] = n_kept
-        rows.append((month, kind, definition_id, version, stage, step, path, rule, n_before, n_kept, n_before - n_kept))
-    return pl.DataFrame(rows, schema=ATTRITION.schema, orient="row")
+    builder = ModelBuilder(defs, codelists, reference_date, imd_vintage).plan(feeds_present=present)
+    model = FrameModel(builder, patients, events, deprivation, ethnicity, feeds)
+    table = model.materialise()
+    sql, specs = attrition_query(builder, table)
+    return attrition_rows(builder.month, model.query(sql).row(0, named=True), specs)

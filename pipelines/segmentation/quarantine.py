@@ -28,15 +28,21 @@ from pipelines.segmentation.schemas import QUARANTINE, Table
 
 ROW = "_row"  # 1-based data row of the source file, attached when the file is read
 UNREADABLE = "_unreadable_"  # prefix of the per-column flags casting leaves behind
+RAW = "__raw_"  # prefix of a number column as supplied, beside GX's view of it (`pushdown.as_gx_sees_sql`)
 
 
 @dataclass(frozen=True)
 class RowRule:
-    """A named row-level rule: `failing` is True (never null) on the rows it catches."""
+    """A named row-level rule: `failing` is True (never null) on the rows it catches.
+
+    `sql` is the same rule as a DuckDB expression (`pipelines.pushdown.sql_masks`), used where
+    the rows never leave the warehouse (the staged events); None when it has no SQL form.
+    """
 
     name: str
     column: str | None
     failing: pl.Expr
+    sql: str | None = None
 
 
 @dataclass
@@ -57,22 +63,43 @@ class Split:
 
 
 def contract_rules(table: Table, frame: pl.DataFrame | pl.LazyFrame) -> list[RowRule]:
-    """Return the contract's rules for the columns `frame` holds: unreadable values, then blanks.
+    """Return the contract's rules for the columns `frame` holds: unreadable values, values that
+    are not finite numbers, then blanks.
+
+    A number column's NaN, +infinity or -infinity (a CSV's `NaN`, `inf`, or `1e400`, which
+    overflows to infinity) is quarantined as `<column>_not_finite`: it is no measurement, and
+    left in it would compare as larger than every number (polars sorts NaN last) or pass any
+    lower bound, and move a cohort. The other rules see the rows as GX does (a NaN is a
+    missing value), so this rule reads the column as supplied, `__raw_<column>`, which
+    `split` and `pipelines.pushdown.as_gx_sees_sql(keep_raw=True)` keep beside GX's view.
 
     Examples:
         >>> from pipelines.segmentation.schemas import INPUT_EVENTS
         >>> frame = pl.DataFrame({"patient_id": ["a"], "code": [None], "event_date": [None], "_unreadable_event_date": [True]})
         >>> [rule.name for rule in contract_rules(INPUT_EVENTS, frame)]
         ['event_date_unreadable', 'patient_id_missing', 'code_missing', 'event_date_missing']
+        >>> frame = pl.DataFrame({"_row": [1, 2, 3, 4, 5], "value": [1.0, float("nan"), float("inf"), -float("inf"), None]})
+        >>> out = split(frame, contract_rules(INPUT_EVENTS, frame), source=frame, reporting_month=date(2026, 10, 1),
+        ...             source_table="events", source_file="events.csv")
+        >>> out.kept["_row"].to_list(), out.n_quarantined
+        ([1, 5], {'value_not_finite': 3})
     """
     names = frame.collect_schema().names() if isinstance(frame, pl.LazyFrame) else frame.columns
+    from pipelines.segmentation.sql import quote
+
     rules = [
-        RowRule(f"{c.name}_unreadable", c.name, pl.col(UNREADABLE + c.name))
+        RowRule(f"{c.name}_unreadable", c.name, pl.col(UNREADABLE + c.name), f"coalesce({quote(UNREADABLE + c.name)}, true)")
         for c in table.columns
         if UNREADABLE + c.name in names
     ]
     rules += [
-        RowRule(f"{c.name}_missing", c.name, pl.col(c.name).is_null())
+        RowRule(f"{c.name}_not_finite", c.name, (~pl.col(RAW + c.name).is_finite()).fill_null(False),
+                f"coalesce(NOT isfinite({quote(RAW + c.name)}), false)")
+        for c in table.columns
+        if c.dtype in (pl.Float32, pl.Float64) and c.name in names
+    ]
+    rules += [
+        RowRule(f"{c.name}_missing", c.name, pl.col(c.name).is_null(), f"({quote(c.name)} IS NULL)")
         for c in table.columns
         if not c.nullable and c.name in names
     ]
@@ -135,7 +162,11 @@ def split(
     started = time.perf_counter()
     if not rules:
         return Split(frame, QUARANTINE.empty(), frame.height)
-    flags = frame.select([rule.failing.fill_null(True).alias(f"_q{i}") for i, rule in enumerate(rules)])
+    # Rules see the rows as GX does (a float NaN is missing), with each number column as
+    # supplied beside it (`__raw_<column>`, for the not-finite rule); the kept rows keep their values.
+    floats = [name for name, dtype in frame.schema.items() if dtype in (pl.Float32, pl.Float64)]
+    seen = frame.with_columns(pl.col(c).alias(RAW + c) for c in floats).with_columns(pl.col(floats).fill_nan(None))
+    flags = seen.select([rule.failing.fill_null(True).alias(f"_q{i}") for i, rule in enumerate(rules)])
     n_failing: dict[str, int] = {}
     for rule, n in zip(rules, flags.sum().row(0)):
         n_failing[rule.name] = n_failing.get(rule.name, 0) + int(n)

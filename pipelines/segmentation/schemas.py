@@ -251,18 +251,24 @@ GAP_TABLE = Table(
         Column("indicator_version", pl.Int32, "Version of the indicator definition that produced the row."),
         Column("clinical_area", pl.String, "Core20PLUS5 clinical area."),
         Column("direction", pl.String, "Whether a higher or lower rate is better.", allowed=("higher_is_better", "lower_is_better")),
+        Column("value_type", pl.String, "'proportion' of persons (Wilson limits, stored as a proportion, shown as a "
+               "percentage) or 'rate' of events per population (Byar limits, exact Poisson under 10; stored per multiplier).",
+               allowed=("proportion", "rate")),
+        Column("multiplier", pl.Int64, "Scale of rate, its limits and gap: 1 for a proportion (x 100 for a percentage), "
+               "e.g. 100000 for a rate per 100,000."),
         Column("imd_vintage", pl.String, "IMD vintage used for deprivation groups.", allowed=IMD_VINTAGES),
         Column("breakdown", pl.String, "Dimension the rows are grouped by (e.g. imd_quintile, core20)."),
         Column("group", pl.String, "Group within the breakdown (e.g. '1', 'core20', 'rest', 'unknown')."),
         Column("numerator", pl.Int64, "Patients meeting the numerator after disclosure control; null when suppressed.", nullable=True),
         Column("denominator", pl.Int64, "Patients in the denominator after disclosure control; null when suppressed.", nullable=True),
-        Column("rate", pl.Float64, "numerator / denominator.", nullable=True),
-        Column("rate_lower", pl.Float64, "Lower 95% Wilson score limit.", nullable=True),
-        Column("rate_upper", pl.Float64, "Upper 95% Wilson score limit.", nullable=True),
+        Column("rate", pl.Float64, "numerator / denominator x multiplier.", nullable=True),
+        Column("rate_lower", pl.Float64, "Lower 95% limit: Wilson score (proportions); Byar, exact Poisson under 10 (rates).", nullable=True),
+        Column("rate_upper", pl.Float64, "Upper 95% limit: Wilson score (proportions); Byar, exact Poisson under 10 (rates).", nullable=True),
         Column("reference_group", pl.String, "Group the gap is measured against.", nullable=True),
-        Column("gap", pl.Float64, "Absolute gap: rate minus the reference group's rate.", nullable=True),
-        Column("gap_lower", pl.Float64, "Lower 95% limit of the gap (Newcombe hybrid score).", nullable=True),
-        Column("gap_upper", pl.Float64, "Upper 95% limit of the gap (Newcombe hybrid score).", nullable=True),
+        Column("gap", pl.Float64, "Absolute gap: rate minus the reference group's rate, on the rate's scale.", nullable=True),
+        Column("gap_lower", pl.Float64, "Lower 95% limit of the gap (Newcombe hybrid score for proportions; MOVER from "
+               "the two Byar/exact intervals for rates).", nullable=True),
+        Column("gap_upper", pl.Float64, "Upper 95% limit of the gap (as gap_lower).", nullable=True),
         Column("rate_ratio", pl.Float64, "rate / reference rate.", nullable=True),
         Column("comparison", pl.String, "Direction-aware: worse, better, similar than the reference, or not compared.", nullable=True),
         Column(
@@ -270,11 +276,15 @@ GAP_TABLE = Table(
             pl.String,
             "How the gap was tested: 'newcombe' (difference from the reference group, Newcombe hybrid score) or "
             "'benchmark' (areas: the group's Wilson interval against the overall rate as a fixed benchmark, as Fingertips "
-            "compares areas); null when not compared.",
+            "compares areas); 'mover' for rates (the difference's limits from both rates' Byar/exact limits, Zou and "
+            "Donner's method of variance estimates recovery, of which Newcombe's is the proportion case); null when not compared.",
             nullable=True,
-            allowed=("newcombe", "benchmark"),
+            allowed=("newcombe", "mover", "benchmark"),
         ),
         Column("is_suppressed", pl.Boolean, "Whether disclosure control suppressed this row's counts."),
+        Column("is_low_reliability", pl.Boolean, "The rate comes from counts rounded by the profile and rests on a count "
+               "under the reliability threshold (the denominator of a proportion, the numerator of a rate): read it as an "
+               "approximate range, not an exact point (8/10 publishes as 10/10)."),
         Column("disclosure_profile", pl.String, "Disclosure-control profile applied."),
     ),
     primary_key=("reporting_month", "indicator_id", "imd_vintage", "breakdown", "group"),
@@ -302,7 +312,10 @@ INDICATOR_CATALOGUE = Table(
         Column("definition_hash", pl.String, "sha256 of the canonical text of the indicator and every register and cohort it uses."),
         Column("is_available", pl.Boolean, "Whether the indicator could be computed this month (its codelists and feeds were present)."),
         Column("not_available_reason", pl.String, "Why not, when it could not (a missing codelist or an absent feed).", nullable=True),
-        Column("multiplier", pl.Int64, "How the rate is shown: 1 = a proportion (shown as a percentage), 100000 = per 100,000."),
+        Column("value_type", pl.String, "'proportion' of persons (Wilson limits; shown as a percentage) or 'rate' of events "
+               "per population (Byar limits, exact Poisson under 10; shown per multiplier).", allowed=("proportion", "rate")),
+        Column("multiplier", pl.Int64, "How the rate is stored and shown: 1 = a proportion (shown as a percentage), "
+               "100000 = per 100,000."),
         Column("requires_feeds", pl.List(pl.String),
                "Optional linked feeds the indicator needs (in the star: joined with '; ', empty when it needs none)."),
         Column("codelists", pl.List(pl.String),
@@ -348,8 +361,9 @@ INEQUALITY_TABLE = Table(
                "errors and draws (normal: identity, rate: log, proportion: logit).", allowed=("normal", "rate", "proportion")),
         Column("transform", pl.Boolean, "Whether the fit itself was on the log (rate) or logit (proportion) scale and "
                "back-transformed (PHE `transform`); standard errors and draws are on that scale either way."),
-        Column("multiplier", pl.Float64, "Scale of the SII (1: a proportion difference); a negative one reverses the SII "
-               "and inverts the RII."),
+        Column("multiplier", pl.Float64, "Scale the SII is expressed in: the indicator's multiplier (1: a proportion "
+               "difference, x 100 for percentage points; 100000: per 100,000); a negative one would reverse the SII "
+               "and invert the RII."),
         Column("sii_polarity", pl.String, "What the SII's sign means for this indicator, in words (which way is worse "
                "for the most deprived)."),
         Column("confidence", pl.Float64, "Confidence level of the limits."),
@@ -456,10 +470,11 @@ DIM_INDICATOR = Table(
         Column("clinical_area", pl.String, "Core20PLUS5 clinical area.", nullable=True),
         Column("direction", pl.String, "higher_is_better or lower_is_better: sets the sign of every gap.", nullable=True),
         Column("target", pl.Float64, "National or local aim as a proportion (e.g. 0.6), when there is one.", nullable=True),
-        Column("multiplier", pl.Int64, "How the rate is shown: 1 = a proportion (as a percentage), 100000 = per 100,000; the "
-               "Power BI measures format rates, gaps and intervals by it.", nullable=True),
-        Column("value_type", pl.String, "proportion (of persons) or rate (of events per population), when the catalogue "
-               "declares it.", nullable=True),
+        Column("multiplier", pl.Int64, "Scale of the published rate, limits, gaps and SII: 1 for a proportion (shown as a "
+               "percentage), e.g. 100000 for a rate per 100,000; the Power BI measures format rates, gaps and intervals by it.",
+               nullable=True),
+        Column("value_type", pl.String, "'proportion' of persons (shown as a percentage) or 'rate' of events per "
+               "population (shown per multiplier, never with a % sign).", nullable=True),
         Column("definition_hash", pl.String, "sha256 of the definition text (latest month using this version).", nullable=True),
         Column("first_month", pl.Date, "First reporting month published with this version.", nullable=True),
         Column("last_month", pl.Date, "Latest reporting month published with this version.", nullable=True),
@@ -526,7 +541,8 @@ QUARANTINE = Table(
     ),
 )
 
-QUALITY_KINDS = ("expectation", "quarantine_rule", "quarantine_share", "match_rate", "match_method", "practice_address")
+QUALITY_KINDS = ("expectation", "quarantine_rule", "quarantine_share", "match_rate", "match_method", "practice_address",
+                 "disclosure_rule")
 
 DATA_QUALITY = Table(
     name="audit.data_quality",

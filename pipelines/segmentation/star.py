@@ -24,6 +24,10 @@ from pipelines.segmentation.gaps import REFERENCE_GROUPS, UNKNOWN
 from pipelines.segmentation.schemas import DIM_GEOGRAPHY, DIM_GROUP, DIM_INDICATOR, DIM_MONTH, STAR_KEYS, Table
 
 SOURCE = "wh"
+# Where the star reads the published tables: views in the building connection's own catalog
+# (publication.published_views), so a snapshot can be built from a month's gated candidates
+# before they are published as well as from the published tables.
+PUBLISHED = "memory.pub"
 STAR = "star"
 MONTH_COLUMN = "reporting_month"
 GEOGRAPHY_LEVELS = {"practice_code": "practice", "sicbl_code": "sub_icb", "icb_code": "icb"}
@@ -99,11 +103,13 @@ def published_contracts(module: ModuleType = schemas) -> dict[str, Table]:
 
 
 def source_tables(con: duckdb.DuckDBPyConnection) -> dict[str, list[str]]:
-    """Return published table -> its column names, for every table in the attached warehouse."""
+    """Return published table -> its column names, for every view in `PUBLISHED`."""
+    catalog, schema = PUBLISHED.split(".")
     rows = con.execute(
         "select table_name, column_name from information_schema.columns "
-        "where table_catalog = ? and table_schema = 'published' order by table_name, ordinal_position",
-        [SOURCE],
+        "where table_catalog = ? and table_schema = ? and table_name not like '\\_candidate\\_%' escape '\\' "
+        "order by table_name, ordinal_position",
+        [catalog, schema],
     ).fetchall()
     tables: dict[str, list[str]] = {}
     for table, column in rows:
@@ -164,7 +170,7 @@ def extract_icbs(con: duckdb.DuckDBPyConnection) -> str:
 
 def build_dim_month(con: duckdb.DuckDBPyConnection, facts: dict[str, list[str]]) -> None:
     """Create star.dim_month from the months present in the facts."""
-    months = " union ".join(f"select {MONTH_COLUMN} from {SOURCE}.published.{q(t)}" for t in facts) or \
+    months = " union ".join(f"select {MONTH_COLUMN} from {PUBLISHED}.{q(t)}" for t in facts) or \
         f"select null::date as {MONTH_COLUMN} where false"
     _create(con, DIM_MONTH, f"""
         select (year(m) * 100 + month(m))::integer, m, strftime(m, '%b %Y'), year(m)::integer, month(m)::integer,
@@ -187,9 +193,9 @@ def build_dim_indicator(con: duckdb.DuckDBPyConnection, facts: dict[str, list[st
                    "indicator_version": "indicator_version", "first_month": f"min({MONTH_COLUMN})",
                    "last_month": f"max({MONTH_COLUMN})"}
         select = (f"select {', '.join(derived.get(c.name) or col(c.name) for c in DIM_INDICATOR.columns)} "
-                  f"from {SOURCE}.published.indicator_catalogue group by indicator_id, indicator_version")
+                  f"from {PUBLISHED}.indicator_catalogue group by indicator_id, indicator_version")
     else:
-        ids = " union ".join(f"select distinct indicator_id, indicator_version from {SOURCE}.published.{q(t)}"
+        ids = " union ".join(f"select distinct indicator_id, indicator_version from {PUBLISHED}.{q(t)}"
                              for t, cols in facts.items() if {"indicator_id", "indicator_version"} <= set(cols))
         known = {"indicator_key": "indicator_id || '@v' || indicator_version", "indicator_id": "indicator_id",
                  "indicator_version": "indicator_version"}
@@ -236,7 +242,7 @@ def build_dim_group(con: duckdb.DuckDBPyConnection, facts: dict[str, list[str]])
     for t, cols in facts.items():
         if {"breakdown", "group"} <= set(cols):
             is_ref = 'coalesce("group" = reference_group, false)' if "reference_group" in cols else "false"
-            selects.append(f'select breakdown, "group", {is_ref} as is_ref from {SOURCE}.published.{q(t)}')
+            selects.append(f'select breakdown, "group", {is_ref} as is_ref from {PUBLISHED}.{q(t)}')
     rows = con.execute(f"select breakdown, \"group\", bool_or(is_ref) from ({' union all '.join(selects)}) "
                        "group by 1, 2 order by 1, 2").fetchall() if selects else []
 
@@ -329,18 +335,19 @@ def build_fact(con: duckdb.DuckDBPyConnection, table: str, columns: list[str]) -
     if has_indicator and "indicator_version" in columns:
         indicator = "t.indicator_id || '@v' || t.indicator_version"
         join_catalogue = ""
-    elif has_indicator and _has(con, "published", "indicator_catalogue"):
+    elif has_indicator and "indicator_catalogue" in source_tables(con):
         indicator = "t.indicator_id || '@v' || c.indicator_version"
-        join_catalogue = (f"left join {SOURCE}.published.indicator_catalogue c "
+        join_catalogue = (f"left join {PUBLISHED}.indicator_catalogue c "
                           f"on c.{MONTH_COLUMN} = t.{MONTH_COLUMN} and c.indicator_id = t.indicator_id")
     else:
         indicator, join_catalogue = "null", ""
     group = "t.breakdown || ':' || t.\"group\"" if {"breakdown", "group"} <= set(columns) else "null"
     keys = [c.name for c in STAR_KEYS.columns]
     order = ", ".join(f"t.{q(c)}" for c in order_columns(table, columns))
+    catalog, schema = PUBLISHED.split(".")
     types = dict(con.execute(
         "select column_name, data_type from information_schema.columns "
-        "where table_catalog = ? and table_schema = 'published' and table_name = ?", [SOURCE, table]).fetchall())
+        "where table_catalog = ? and table_schema = ? and table_name = ?", [catalog, schema, table]).fetchall())
     values = ", ".join(f"{_scalar_select(c, types.get(c, ''))} as {q(c)}" for c in columns)
     con.execute(f"""
         create or replace table {STAR}.{q(fact_name(table))} as
@@ -348,7 +355,7 @@ def build_fact(con: duckdb.DuckDBPyConnection, table: str, columns: list[str]) -
                ({indicator})::varchar as {keys[1]}, ({group})::varchar as {keys[2]},
                ({_geography_key(columns)})::varchar as {keys[3]},
                {values}
-        from {SOURCE}.published.{q(table)} t
+        from {PUBLISHED}.{q(table)} t
         left join ({extract_icbs(con)}) ics on ics.{MONTH_COLUMN} = t.{MONTH_COLUMN}
         {join_catalogue}
         order by {order}""")

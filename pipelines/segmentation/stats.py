@@ -204,8 +204,11 @@ def newcombe_difference(
     p1, l1, u1 = wilson_interval(n1, d1, confidence)
     p2, l2, u2 = wilson_interval(n2, d2, confidence)
     difference = p1 - p2
-    lower = difference - math.sqrt((p1 - l1) ** 2 + (u2 - p2) ** 2)
-    upper = difference + math.sqrt((u1 - p1) ** 2 + (p2 - l2) ** 2)
+    # Squares are written as products: Python's `x ** 2` goes through pow() and can differ
+    # from x * x in the last bit, while polars' pow(2) multiplies; the vectorised twin must
+    # give the same float, not one a unit in the last place away.
+    lower = difference - math.sqrt((p1 - l1) * (p1 - l1) + (u2 - p2) * (u2 - p2))
+    upper = difference + math.sqrt((u1 - p1) * (u1 - p1) + (p2 - l2) * (p2 - l2))
     return Interval(difference, lower, upper)
 
 

@@ -17,11 +17,17 @@ from pipelines.synthetic.events import EventBuffer, expand, uniform_days
 from pipelines.synthetic.parameters import (
     CONDITIONS,
     CYP_MAX_AGE,
+    HOME_BP_ADJUSTMENT,
     HYPERTENSION_TO_TARGET,
     LIBRARY_RATES,
     MAIN_DIASTOLIC,
+    MAIN_HOME_SYSTOLIC,
     MAIN_SYSTOLIC,
+    MAXIMUM_SYSTOLIC,
+    ETH_NOT_RECORDED,
     OTHER_AREAS,
+    LITHIUM_ONLY_RATE,
+    SMI_COMPONENTS,
     SMI_HEALTH_CHECK,
     YEAR,
 )
@@ -68,9 +74,11 @@ def emit_diagnoses(rng, ref, people: People, conditions: dict[str, ConditionStat
 
 @dataclass
 class EthnicityCounts:
-    state: np.ndarray  # 0 coded, 1 not stated, 2 no code (baseline), 3 no code (defect)
+    state: np.ndarray  # 0 coded, 1 not stated / not known, 2 no code (baseline), 3 no code (defect)
     superseded: np.ndarray
-    recorded_group6: np.ndarray  # grouping_6 index (0-4) of the latest code when coded, else -1
+    recorded_group6: np.ndarray  # grouping_6 index (0-4) of the latest valid code when coded, else -1
+    not_known: np.ndarray  # state 1 whose code is "Ethnic group not recorded" (category 99, not Z)
+    later_unstated: np.ndarray  # coded, with a not-stated / not-known code AFTER the valid one (ignored)
 
 
 def emit_ethnicity(rng, ref: Reference, people: People, defect_kind: np.ndarray, events: EventBuffer) -> EthnicityCounts:
@@ -98,39 +106,82 @@ def emit_ethnicity(rng, ref: Reference, people: People, defect_kind: np.ndarray,
         older_day = uniform_days(rng, lo[coded][sup], latest[sup] - 1)
         events.add(coded[sup], older_code, older_day)
     ns = np.flatnonzero(state == 1)
-    events.add(ns, pick_codes(rng, ref, "eth_not_stated", ns.size), day[ns])
+    ns_code = pick_codes(rng, ref, "eth_not_stated", ns.size)
+    events.add(ns, ns_code, day[ns])
+    not_known = np.zeros(n, dtype=bool)
+    not_known[ns] = (ref.codes.gather(ns_code) == ETH_NOT_RECORDED).to_numpy()
+    # Some coded patients later get a not-stated / not-known code: the latest VALID code
+    # still decides (DOMAIN.md section 3), so their ethnicity is unchanged.
+    later = (rng.random(coded.size) < 0.04) & (latest < people.last[coded])
+    events.add(coded[later], pick_codes(rng, ref, "eth_not_stated", int(later.sum())),
+               uniform_days(rng, latest[later] + 1, people.last[coded][later]))
+    later_unstated = np.zeros(n, dtype=bool)
+    later_unstated[coded[later]] = True
     superseded = np.zeros(n, dtype=bool)
     superseded[coded[sup]] = True
     # What the pipeline will read: the codelist's broad group of the latest (winning) code.
     recorded = np.full(n, -1, dtype=np.int64)
     recorded[coded] = ref.eth16_group6[g16 - 1]
-    return EthnicityCounts(state=state, superseded=superseded, recorded_group6=recorded)
+    return EthnicityCounts(state=state, superseded=superseded, recorded_group6=recorded, not_known=not_known,
+                           later_unstated=later_unstated)
 
 
-def _controlled(rng, thr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _controlled(rng, thr: np.ndarray, dia_thr: np.ndarray | int = 90) -> tuple[np.ndarray, np.ndarray]:
     """Return (systolic, diastolic) at or below the thresholds; some exactly at them."""
     m = thr.size
+    dia_thr = np.broadcast_to(dia_thr, (m,))
     sys = np.where(rng.random(m) < 0.12, thr, thr - 1 - rng.integers(0, 30, m))
-    dia = np.where(rng.random(m) < 0.12, 90, rng.integers(62, 90, m))
+    dia = np.where(rng.random(m) < 0.12, dia_thr, dia_thr - 28 + rng.integers(0, 28, m))
     return sys, dia
 
 
-def _uncontrolled(rng, thr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _uncontrolled(rng, thr: np.ndarray, dia_thr: np.ndarray | int = 90) -> tuple[np.ndarray, np.ndarray]:
     """Return (systolic, diastolic) with systolic, diastolic or both above the thresholds."""
     m = thr.size
-    sys_ok, dia_ok = _controlled(rng, thr)
+    sys_ok, dia_ok = _controlled(rng, thr, dia_thr)
     sys_high = thr + 1 + np.minimum(np.floor(rng.exponential(12.0, m)), 60).astype(np.int64)
-    dia_high = 91 + np.minimum(np.floor(rng.exponential(6.0, m)), 30).astype(np.int64)
+    dia_high = np.broadcast_to(dia_thr, (m,)) + 1 + np.minimum(np.floor(rng.exponential(6.0, m)), 30).astype(np.int64)
     kind = rng.random(m)  # 60% systolic high, 25% diastolic high, 15% both
     sys = np.where(kind < 0.60, sys_high, np.where(kind < 0.85, sys_ok, sys_high))
     dia = np.where(kind < 0.60, dia_ok, dia_high)
     return sys, dia
 
 
-def _emit_bp(rng, ref: Reference, events: EventBuffer, pid, day, sys, dia) -> None:
-    """Emit one blood pressure reading: a systolic and a diastolic observable on the same day."""
-    events.add(pid, pick_codes(rng, ref, "systolic_blood_pressure_qof", pid.size, MAIN_SYSTOLIC), day, sys)
-    events.add(pid, pick_codes(rng, ref, "diastolic_blood_pressure_qof", pid.size, MAIN_DIASTOLIC), day, dia)
+def _emit_bp(rng, ref: Reference, events: EventBuffer, pid, day, sys, dia, home: bool = False) -> None:
+    """Emit one blood pressure reading: a systolic and a diastolic observable of one kind on the same day.
+
+    Clinic readings by default; `home` writes a home-average pair (judged 5 mmHg lower).
+    """
+    if home:
+        events.add(pid, pick_codes(rng, ref, "bp_systolic_out_of_office", pid.size, MAIN_HOME_SYSTOLIC), day, sys)
+        events.add(pid, pick_codes(rng, ref, "homebp_diastolic_average", pid.size), day, dia)
+        return
+    events.add(pid, pick_codes(rng, ref, "bp_systolic_clinic", pid.size, MAIN_SYSTOLIC), day, sys)
+    events.add(pid, pick_codes(rng, ref, "bp_diastolic_clinic", pid.size, MAIN_DIASTOLIC), day, dia)
+
+
+def _code_index(ref: Reference, codelist: str, code: str) -> int:
+    """Return the index into ref.codes of one code of a codelist's slice."""
+    offset, n = ref.slices[codelist]
+    return offset + int(np.flatnonzero((ref.codes.slice(offset, n) == code).to_numpy())[0])
+
+
+def _emit_no_reading(rng, ref: Reference, events: EventBuffer, pid, day, controlled: np.ndarray) -> None:
+    """Emit rows on `day` that are NOT a valid reading, with values that would pass (or fail)
+    if they were read: an invalid systolic (< 50) or diastolic (< 20), a lone systolic, or a
+    maximum systolic beside a diastolic. The pipeline must ignore them all."""
+    m = pid.size
+    kind = rng.integers(0, 4, m)
+    sys = np.where(controlled, rng.integers(100, 130, m), rng.integers(165, 190, m))
+    dia = np.where(controlled, rng.integers(60, 80, m), rng.integers(95, 110, m))
+    sys = np.where(kind == 0, rng.integers(20, 50, m), sys)  # invalid systolic, below 50
+    dia = np.where(kind == 1, rng.integers(5, 20, m), dia)  # invalid diastolic, below 20
+    clinic_sys = pick_codes(rng, ref, "bp_systolic_clinic", m, MAIN_SYSTOLIC)
+    sys_code = np.where(kind == 3, _code_index(ref, "systolic_blood_pressure_qof", MAXIMUM_SYSTOLIC), clinic_sys)
+    events.add(pid, sys_code, day, sys)
+    with_dia = kind != 2  # kind 2: a lone systolic, no diastolic that day
+    events.add(pid[with_dia], pick_codes(rng, ref, "bp_diastolic_clinic", int(with_dia.sum()), MAIN_DIASTOLIC),
+               day[with_dia], dia[with_dia])
 
 
 def _normal_bp(rng, age: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -175,12 +226,18 @@ def emit_indicator_events(rng, ref: Reference, people: People, conditions, cal: 
     has = ~no_reading[who]
     ok = s_htn[who]
     d_last = uniform_days(rng, np.minimum(w0 + 60, hi), hi)
-    cs, cd = _controlled(rng, thr)
-    us, ud = _uncontrolled(rng, thr)
+    # The deciding reading: a clinic pair, or for some a home-average pair judged 5 mmHg lower.
+    home = has & (rng.random(who.size) < 0.15)
+    sys_thr = np.where(home, thr - HOME_BP_ADJUSTMENT, thr)
+    dia_thr = np.where(home, 90 - HOME_BP_ADJUSTMENT, 90)
+    cs, cd = _controlled(rng, sys_thr, dia_thr)
+    us, ud = _uncontrolled(rng, sys_thr, dia_thr)
     sys_l, dia_l = np.where(ok, cs, us), np.where(ok, cd, ud)
-    _emit_bp(rng, ref, events, who[has], d_last[has], sys_l[has], dia_l[has])
+    for is_home in (False, True):
+        sel = has & (home == is_home)
+        _emit_bp(rng, ref, events, who[sel], d_last[sel], sys_l[sel], dia_l[sel], home=is_home)
     # A repeat reading on the same day with higher values: the lowest value must win.
-    rep = has & (rng.random(who.size) < np.where(ok, 0.30, 0.20))
+    rep = has & ~home & (rng.random(who.size) < np.where(ok, 0.30, 0.20))
     _emit_bp(rng, ref, events, who[rep], d_last[rep], sys_l[rep] + rng.integers(5, 31, int(rep.sum())), dia_l[rep] + rng.integers(0, 11, int(rep.sum())))
     n_earlier = np.where(has & (d_last - 1 >= w0), rng.choice(3, who.size, p=[0.4, 0.4, 0.2]), 0)
     owner, _ = expand(n_earlier)
@@ -190,21 +247,28 @@ def emit_indicator_events(rng, ref: Reference, people: People, conditions, cal: 
     cs, cd = _controlled(rng, thr[owner])
     us, ud = _uncontrolled(rng, thr[owner])
     _emit_bp(rng, ref, events, who[owner], day, np.where(earlier_ok, cs, us), np.where(earlier_ok, cd, ud))
+    # Later rows that are no valid reading (invalid values, a lone systolic, a maximum), whose
+    # values say the opposite of the drawn outcome: only the valid-pair rule gives the truth.
+    # Patients with no reading in the window get some too (they stay without a valid reading).
+    later = np.where(has, d_last < hi, True) & (rng.random(who.size) < 0.30)
+    start = np.where(has, d_last + 1, np.minimum(w0, hi))
+    sel = np.flatnonzero(later)
+    _emit_no_reading(rng, ref, events, who[sel], uniform_days(rng, start[sel], hi[sel]), ~ok[sel])
 
-    # SMI health check: four components (BP, lipids, HbA1c, smoking status).
+    # SMI health check: six components (BP, lipids, HbA1c, smoking status, BMI or weight, alcohol).
     who = np.flatnonzero(smi_on)
     m = who.size
     hi = people.last[who]
     bp_by_htn = htn_on[who]  # these patients' BP comes from the hypertension readings
     fail = ~s_smi[who]
-    miss = (rng.random((m, 4)) < 0.45) & fail[:, None]
+    miss = (rng.random((m, SMI_COMPONENTS)) < 0.45) & fail[:, None]
     miss[:, 0] = np.where(bp_by_htn, no_reading[who], miss[:, 0])
     none_missing = fail & ~miss.any(axis=1)
-    col = np.where(bp_by_htn, rng.integers(1, 4, m), rng.integers(0, 4, m))
+    col = np.where(bp_by_htn, rng.integers(1, SMI_COMPONENTS, m), rng.integers(0, SMI_COMPONENTS, m))
     miss[np.flatnonzero(none_missing), col[none_missing]] = True
     smoker = rng.random(m) < 0.40  # smoking is far commoner with SMI (approximate)
     old_lo, old_hi = w0 - 3 * 365, w0 - 1
-    for j in range(4):  # four components, each vectorised over the SMI cohort
+    for j in range(SMI_COMPONENTS):  # each component vectorised over the SMI cohort
         emit = ~bp_by_htn if j == 0 else np.ones(m, dtype=bool)
         n_in = np.where(emit & ~miss[:, j], 1 + (rng.random(m) < 0.25), 0)
         n_old = np.where(emit & (rng.random(m) < 0.7), rng.integers(1, 3, m), 0)
@@ -225,11 +289,49 @@ def emit_indicator_events(rng, ref: Reference, people: People, conditions, cal: 
             events.add(pid, pick_codes(rng, ref, "cholesterol_tests", pid.size), day, np.round(np.clip(rng.normal(5.0, 1.0, pid.size), 2.5, 9.5), 1))
         elif j == 2:
             events.add(pid, pick_codes(rng, ref, "hba1c_tests", pid.size), day, np.clip(np.rint(rng.normal(40, 8, pid.size)), 25, 120))
-        else:
+        elif j == 3:
+            # Smoking status: current smokers a current code; the others an ex-smoker or a
+            # never / non-smoker code (a status recorded either way).
             cur = smoker[owner]
-            code = np.where(cur, pick_codes(rng, ref, "lsmok_cod", pid.size), pick_codes(rng, ref, "exsmok_cod", pid.size))
-            events.add(pid, code, day)
+            other = np.where(rng.random(pid.size) < 0.5, pick_codes(rng, ref, "exsmok_cod", pid.size),
+                             pick_codes(rng, ref, "smoking_never", pid.size))
+            events.add(pid, np.where(cur, pick_codes(rng, ref, "lsmok_cod", pid.size), other), day)
+        elif j == 4:
+            # BMI or weight: a BMI value, a weight in kg, or (without a value) a BMI category code.
+            kind = rng.random(pid.size)
+            bmi = np.round(np.clip(rng.normal(29.0, 6.0, pid.size), 15.0, 60.0), 1)
+            weight = np.round(np.clip(rng.normal(84.0, 18.0, pid.size), 40.0, 200.0), 1)
+            with_value = kind < 0.85
+            code = np.where(kind < 0.6, pick_codes(rng, ref, "bmival_cod", pid.size), pick_codes(rng, ref, "weight_snomed", pid.size))
+            events.add(pid[with_value], code[with_value], day[with_value], np.where(kind < 0.6, bmi, weight)[with_value])
+            events.add(pid[~with_value], pick_codes(rng, ref, "bmi_stage", int((~with_value).sum())), day[~with_value])
+        else:
+            events.add(pid, pick_codes(rng, ref, "alcohol_consumption_gmsde", pid.size), day)
     return {"p_smi": p_smi, "s_smi": s_smi, "p_htn": p_htn, "s_htn": s_htn}
+
+
+def emit_lithium(rng, ref: Reference, people: People, conditions: dict[str, ConditionState], cal: Calendar,
+                 events: EventBuffer) -> None:
+    """Emit lithium issues: QOF's mental health register also holds people issued lithium in 6 months.
+
+    A few registered adults with no SMI diagnosis get lithium in the last 6 months and join
+    the SMI register (`conditions["smi"].on` and its expected prevalence follow); some on
+    the register by diagnosis get lithium too (no change); and a few others had their last
+    issue more than 6 months ago, which keeps them off.
+    """
+    n, r = people.n, cal.r
+    smi = conditions["smi"]
+    free = people.registered & (people.age >= 18) & ~smi.ever
+    only = free & (rng.random(n) < LITHIUM_ONLY_RATE)
+    recent = np.flatnonzero(only | (smi.on & (rng.random(n) < 0.2)))
+    owner, _ = expand(rng.integers(1, 4, recent.size))
+    pid = recent[owner]
+    events.add(pid, pick_codes(rng, ref, "lithium", pid.size), uniform_days(rng, np.full(pid.size, r - 150), people.last[pid]))
+    lapsed = np.flatnonzero(free & ~only & (rng.random(n) < LITHIUM_ONLY_RATE))
+    events.add(lapsed, pick_codes(rng, ref, "lithium", lapsed.size),
+               uniform_days(rng, np.full(lapsed.size, r - 700), np.full(lapsed.size, r - 200)))
+    smi.on = smi.on | only
+    smi.p_on = np.where(free, smi.p_on + LITHIUM_ONLY_RATE * (1.0 - smi.p_on), smi.p_on)
 
 
 def emit_other_areas(rng, ref: Reference, people: People, conditions, cal: Calendar, events: EventBuffer) -> dict:
@@ -250,8 +352,7 @@ def emit_other_areas(rng, ref: Reference, people: People, conditions, cal: Calen
     ten_years = int(10 * YEAR)
 
     # Smoking status for adults: current smoking ~22% in decile 1 down to ~8% in decile 10
-    # (approximate ONS APS gradient). Only current/ex-smoker lists exist (no never-smoked
-    # list is shared), so never-smokers carry no status code.
+    # (approximate ONS APS gradient).
     adult = (age >= 16) & ~smi_on
     current = adult & (rng.random(n) < 0.22 - 0.0155 * (people.decile - 1))
     ex = adult & ~current & (rng.random(n) < 0.30)
@@ -261,6 +362,14 @@ def emit_other_areas(rng, ref: Reference, people: People, conditions, cal: Calen
     day = uniform_days(rng, np.maximum(dob[pid] + int(16 * YEAR), r - ten_years), hi[pid])
     code = np.where(current[pid], pick_codes(rng, ref, "lsmok_cod", pid.size), pick_codes(rng, ref, "exsmok_cod", pid.size))
     events.add(pid, code, day)
+    # Never-smokers: most have a never / non-smoker code recorded (a status, so recording
+    # counts it); a few ex-smokers later get a non-smoker code (read as ex, still recorded).
+    never = adult & ~current & ~ex
+    owner, _ = expand(np.where(never & (rng.random(n) < 0.7), rng.integers(1, 4, n), 0))
+    day = uniform_days(rng, np.maximum(dob[owner] + int(16 * YEAR), r - ten_years), hi[owner])
+    events.add(owner, pick_codes(rng, ref, "smoking_never", owner.size), day)
+    later = np.flatnonzero(ex & (rng.random(n) < 0.05))
+    events.add(later, pick_codes(rng, ref, "smoking_never", later.size), uniform_days(rng, np.maximum(r - 700, dob[later]), hi[later]))
 
     # BP for people not on the hypertension register: 40+ with a reading in the last five
     # years at the OTHER_AREAS rate (fewer in Core20 and in Black groups); 18-39 sometimes.
@@ -430,6 +539,17 @@ def emit_library_events(rng, ref: Reference, people: People, conditions, latest_
     dia = np.clip(np.rint(rng.normal(62, 7, pid.size)), 40, 90)
     _emit_bp(rng, ref, events, pid, day, sys, dia)
 
+    # Epilepsy review for CYP on the epilepsy register: 1-2 review codes in the window when
+    # drawn, otherwise sometimes one before it (an older review does not count).
+    cyp_ep = conditions["epilepsy"].on & cyp
+    p_review = np.where(cyp_ep, multiplied_rate(LIBRARY_RATES["cyp_epilepsy_review_12m"], people), 0.0)
+    s_review = cyp_ep & (rng.random(n) < p_review)
+    owner, _ = expand(np.where(s_review, rng.integers(1, 3, n), 0))
+    events.add(owner, pick_codes(rng, ref, "epilepsy_review", owner.size), uniform_days(rng, np.full(owner.size, w0), hi[owner]))
+    lapsed_review = np.flatnonzero(cyp_ep & ~s_review & (rng.random(n) < 0.5))
+    events.add(lapsed_review, pick_codes(rng, ref, "epilepsy_review", lapsed_review.size),
+               np.maximum(uniform_days(rng, np.full(lapsed_review.size, w0 - 700), np.full(lapsed_review.size, w0 - 1)), dob[lapsed_review]))
+
     # Pneumococcal vaccination for COPD (ever), and for some other over-65s.
     p_pneumo = np.where(copd_on, multiplied_rate(LIBRARY_RATES["copd_pneumococcal_ever"], people), 0.0)
     s_pneumo = copd_on & (rng.random(n) < p_pneumo)
@@ -450,6 +570,7 @@ def emit_library_events(rng, ref: Reference, people: People, conditions, latest_
         day = uniform_days(rng, np.full(got.size, cs), np.minimum(cs + 90, hi[got]))
         events.add(got, pick_codes(rng, ref, "covadm1_5", got.size), day)
     return {"type1": type1, "typed": typed, "p_cgm": p_cgm, "s_cgm": s_cgm, "p_bp_cyp": p_bp,
+            "p_review": p_review, "s_review": s_review,
             "p_pneumo": p_pneumo, "s_pneumo": s_pneumo, "p_covid": p_covid, "s_covid": s_covid}
 
 

@@ -10,7 +10,14 @@ import numpy as np
 import polars as pl
 
 from pipelines.segmentation.schemas import INPUT_EVENTS, INPUT_PATIENTS
-from pipelines.synthetic.clinical import emit_diagnoses, emit_ethnicity, emit_indicator_events, emit_library_events, emit_other_areas
+from pipelines.synthetic.clinical import (
+    emit_diagnoses,
+    emit_ethnicity,
+    emit_indicator_events,
+    emit_library_events,
+    emit_lithium,
+    emit_other_areas,
+)
 from pipelines.synthetic.dates import Calendar
 from pipelines.synthetic.defects import draw_defect_kinds, draw_postcodes
 from pipelines.synthetic.events import EventBuffer
@@ -81,6 +88,7 @@ def generate_extract(
     defect_kind = draw_defect_kinds(rng, n_patients, defect_rate)
     events = EventBuffer()
     latest_dx = emit_diagnoses(rng, ref, people, conditions, events)
+    emit_lithium(rng, ref, people, conditions, cal, events)
     eth = emit_ethnicity(rng, ref, people, defect_kind, events)
     outcomes = emit_indicator_events(rng, ref, people, conditions, cal, events)
     outcomes.update(emit_other_areas(rng, ref, people, conditions, cal, events))

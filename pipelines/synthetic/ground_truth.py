@@ -23,6 +23,7 @@ from pipelines.synthetic.parameters import (
     LIBRARY_RATES,
     OTHER_AREAS,
     RELIEVER_THRESHOLD,
+    SMI_COMPONENTS,
     SMI_HEALTH_CHECK,
 )
 from pipelines.synthetic.population import People
@@ -52,8 +53,22 @@ def derived_outcomes(ref: Reference, rows: pl.DataFrame, people: People, cal: Ca
         out[pid[sel]] = True
         return out
 
-    bp = _codelist_mask(ref, reference_dir, "bp_cod", "systolic_blood_pressure_qof", "diastolic_blood_pressure_qof")
-    smoking = _codelist_mask(ref, reference_dir, "lsmok_cod", "exsmok_cod")
+    value = rows["value"].to_numpy()
+
+    def valid_pair_since(start: int) -> np.ndarray:
+        # A BP reading is a valid same-day pair of one kind (clinic; home / daytime-ambulatory
+        # average): a systolic >= 50 and a diastolic >= 20 on one date (DOMAIN.md section 4).
+        out = np.zeros(people.n, dtype=bool)
+        for systolic, diastolic in ((("bp_systolic_clinic",), ("bp_diastolic_clinic",)),
+                                    (("bp_systolic_out_of_office",), ("bp_diastolic_out_of_office", "homebp_diastolic_average"))):
+            in_window = (day >= start) & (day <= r)
+            s_sel = _codelist_mask(ref, reference_dir, *systolic)[code] & in_window & (value >= 50)
+            d_sel = _codelist_mask(ref, reference_dir, *diastolic)[code] & in_window & (value >= 20)
+            keys = np.intersect1d(pid[s_sel].astype(np.int64) * 1_000_000 + day[s_sel], pid[d_sel].astype(np.int64) * 1_000_000 + day[d_sel])
+            out[keys // 1_000_000] = True
+        return out
+
+    smoking = _codelist_mask(ref, reference_dir, "lsmok_cod", "exsmok_cod", "smoking_never", "smoking_ex", "smoking_current")
     hba1c = _codelist_mask(ref, reference_dir, "hba1c_tests", "ifcchbam_cod")
     saba = _codelist_mask(ref, reference_dir, "saba_inhalers_resp02", "saba_inhaler_medications")
     m12, m24, m60 = (months_back(cal.reference_date, m) for m in (12, 24, 60))
@@ -62,12 +77,14 @@ def derived_outcomes(ref: Reference, rows: pl.DataFrame, people: People, cal: Ca
     issues = rows.filter(pl.Series(saba[code] & (day >= m12) & (day <= r))).unique()
     counted = issues["pid"].to_numpy()
     return {
-        "bp_5y": any_since(bp, m60),
-        "bp_12m": any_since(bp, m12),
+        "bp_5y": valid_pair_since(m60),
+        "bp_12m": valid_pair_since(m12),
         "smoking_24m": any_since(smoking, m24),
         "smoking_12m": any_since(smoking, m12),
         "cholesterol_12m": any_since(_codelist_mask(ref, reference_dir, "cholesterol_tests"), m12),
         "hba1c_12m": any_since(hba1c, m12),
+        "bmi_12m": any_since(_codelist_mask(ref, reference_dir, "bmival_cod", "bmiobese_cod", "bmi_stage", "weight_snomed"), m12),
+        "alcohol_12m": any_since(_codelist_mask(ref, reference_dir, "alcohol_consumption_gmsde"), m12),
         "statin_12m": any_since(_codelist_mask(ref, reference_dir, "statin_medication"), m12),
         "saba_12m": np.bincount(counted, minlength=people.n),
     }
@@ -171,19 +188,23 @@ def _observable_breakdowns(groups: dict, observable: np.ndarray, eth: EthnicityC
     """Return the gap table's Core20 and broad-ethnicity groups as the pipeline will see them.
 
     Labels and reference groups are the gap table's own (`gaps.REFERENCE_GROUPS`,
-    `cohorts.ETHNICITY_BROAD_BY_GROUP_6`): Core20 by IMD 2019 (the generator's vintage),
-    'unknown' for a blank, invalid or non-English postcode; the broad group of the latest
-    recorded ethnicity code, 'Not stated' for a not-stated code, 'unknown' for no code
+    `cohorts.ETHNICITY_BROAD_BY_GROUP_6`): Core20 by IMD 2019 (the generator's vintage), and
+    'rest' for everyone else - a blank, invalid or non-English postcode included, as the gap
+    table's 'rest' is "not Core20" (gaps._deprivation_groups); the broad group of the latest
+    recorded VALID ethnicity code (a later not-stated code is ignored), 'Not stated' / 'Not known'
+    for a patient whose only codes are not-stated / "not recorded" ones, 'unknown' for no code
     (never coded, or dropped by the missing-ethnicity defect) - not the latent group.
     """
-    from pipelines.segmentation.cohorts import ETHNICITY_BROAD_BY_GROUP_6, NOT_STATED
+    from pipelines.segmentation.cohorts import ETHNICITY_BROAD_BY_GROUP_6, NOT_KNOWN, NOT_STATED
     from pipelines.segmentation.gaps import REFERENCE_GROUPS, UNKNOWN
 
     ethnicity = {label: eth.recorded_group6 == int(code) - 1 for code, label in ETHNICITY_BROAD_BY_GROUP_6.items()}
-    ethnicity[NOT_STATED] = eth.state == 1
+    ethnicity[NOT_STATED] = (eth.state == 1) & ~eth.not_known
+    ethnicity[NOT_KNOWN] = (eth.state == 1) & eth.not_known
     ethnicity[UNKNOWN] = np.isin(eth.state, (2, 3))
     return {
-        "core20": ({"imd_vintage": IMD_VINTAGE}, REFERENCE_GROUPS["core20"], {**groups, UNKNOWN: ~observable}),
+        "core20": ({"imd_vintage": IMD_VINTAGE}, REFERENCE_GROUPS["core20"],
+                   {"core20": groups["core20"], "rest": ~groups["core20"]}),
         "ethnicity_broad": ({}, REFERENCE_GROUPS["ethnicity_broad"], ethnicity),
     }
 
@@ -206,9 +227,9 @@ def build_ground_truth(people, conditions, outcomes, defect_kind, postcode_defec
     # BP case-finding: 40+ not on the hypertension register. Outside the SMI register the
     # reading was drawn with p_case_finding; with SMI (and no hypertension) it comes from
     # the health-check draws: missing only when the BP component was missed (probability
-    # (1 - p_smi) * q, q = 0.45 + 0.55^4 / 4 from the forced-miss rule) and no older reading
-    # was written (0.3 * 0.5).
-    q = 0.45 + 0.55**4 / 4
+    # (1 - p_smi) * q, q = 0.45 + 0.55^k / k from the forced-miss rule, k = SMI_COMPONENTS)
+    # and no older reading was written (0.3 * 0.5).
+    q = 0.45 + 0.55**SMI_COMPONENTS / SMI_COMPONENTS
     p_bp = np.where(on["smi"], 1.0 - (1.0 - o["p_smi"]) * q * 0.15, o["p_case_finding"])
     cyp_dm = reg & on["diabetes"] & cyp
     # CYP diabetes checks: HbA1c comes with every diabetic's tests and BP is drawn; with
@@ -226,6 +247,8 @@ def build_ground_truth(people, conditions, outcomes, defect_kind, postcode_defec
         "smi_hc_lipids": _counts(adult_smi, o["cholesterol_12m"], None, groups),
         "smi_hc_glucose": _counts(adult_smi, o["hba1c_12m"], None, groups),
         "smi_hc_smoking": _counts(adult_smi, o["smoking_12m"], None, groups),
+        "smi_hc_bmi": _counts(adult_smi, o["bmi_12m"], None, groups),
+        "smi_hc_alcohol": _counts(adult_smi, o["alcohol_12m"], None, groups),
         "bp_case_finding": _counts(reg & (age >= 40) & ~on["hypertension"], o["bp_5y"], p_bp, groups, breakdowns),
         "lipid_statin": _counts(cvd_risk, o["statin_12m"], None, groups),
         "copd_flu_vaccination": _counts(reg & on["copd"], o["flu_current"], np.where(on["copd"], o["p_flu_copd"], 0.0), groups, breakdowns),
@@ -238,6 +261,7 @@ def build_ground_truth(people, conditions, outcomes, defect_kind, postcode_defec
         ),
         "cyp_diabetes_cgm": _counts(reg & on["diabetes"] & cyp & o["typed"] & o["type1"], o["s_cgm"], o["p_cgm"], groups, breakdowns),
         "cyp_diabetes_care_processes": _counts(cyp_dm, care, p_care, groups, breakdowns),
+        "cyp_epilepsy_review": _counts(reg & on["epilepsy"] & cyp, o["s_review"], o["p_review"], groups, breakdowns),
     }
     if include_feeds:
         indicators.update({
@@ -280,7 +304,9 @@ def build_ground_truth(people, conditions, outcomes, defect_kind, postcode_defec
         "feed_multipliers": FEED_RATES,
         "ethnicity": {
             "n_coded": int((eth.state == 0).sum()),
-            "n_not_stated": int((eth.state == 1).sum()),
+            "n_not_stated": int(((eth.state == 1) & ~eth.not_known).sum()),
+            "n_not_known": int(((eth.state == 1) & eth.not_known).sum()),
+            "n_later_unstated_code": int(eth.later_unstated.sum()),
             "n_no_code": int(np.isin(eth.state, (2, 3)).sum()),
             "n_superseded_code": int(eth.superseded.sum()),
         },

@@ -70,6 +70,7 @@ LIBRARY_RATES = {
         "ethnicity_multipliers": {"White": 1.0, "Mixed": 0.9, "Asian": 0.85, "Black": 0.8, "Other": 0.9},
     },
     "cyp_diabetes_bp_12m": {"base_rate": 0.70, "core20_multiplier": 0.85},
+    "cyp_epilepsy_review_12m": {"base_rate": 0.60, "core20_multiplier": 0.80},
     "qrisk_recorded_5y_40_84": {"base_rate": 0.40},
     "qrisk_high_statin": {"base_rate": 0.45, "core20_multiplier": 0.85},
     "diabetes_type1_share": {"cyp": 0.95, "adults": 0.08, "type_coded": 0.97},
@@ -165,7 +166,7 @@ class Condition:
 # in primary care (e.g. O'Nions et al. 2023), far higher in children. Deprivation ratios and
 # ethnicity multipliers are synthetic, in the direction of published gradients.
 CONDITIONS = (
-    Condition("ld", "ld_cod", None, 0.005, 0, ((0, 1, 5, 18, 60, 80, 110), (0, 0.6, 1.0, 1.0, 0.8, 0.4, 0.3)), 1.5, 1),
+    Condition("ld", "ld_cod_20241205", None, 0.005, 0, ((0, 1, 5, 18, 60, 80, 110), (0, 0.6, 1.0, 1.0, 0.8, 0.4, 0.3)), 1.5, 1),
     Condition("autism", "autism_cod", None, 0.010, 0, ((0, 2, 10, 18, 30, 50, 70, 110), (0, 1.5, 3.0, 2.2, 1.2, 0.4, 0.15, 0.1)), 1.2, 2),
     Condition("smi", "mh_cod", "smhres", 0.0095, 0, ((0, 14, 18, 30, 45, 65, 85, 110), (0, 0, 0.5, 1.0, 1.3, 1.1, 0.9, 0.9)), 2.0, 14, 0.08, 0.02, (1.0, 1.2, 1.0, 1.8, 1.2)),
     Condition("hypertension", "hyp_cod", "hypres_cod", 0.14, 0, ((0, 18, 30, 40, 50, 60, 70, 80, 110), (0, 0, 0.03, 0.08, 0.18, 0.32, 0.48, 0.60, 0.65)), 1.25, 18, 0.05, 0.01, (1.0, 1.0, 1.0, 1.3, 1.0)),
@@ -176,9 +177,11 @@ CONDITIONS = (
 )
 
 CODELISTS = (
-    "ethnicity_snomed", "eth_not_stated", "ld_cod", "autism_cod", "mh_cod", "smhres", "hyp_cod",
+    "ethnicity_snomed", "eth_not_stated", "ld_cod_20241205", "autism_cod", "mh_cod", "smhres", "hyp_cod",
     "hypres_cod", "copd_cod", "copdres_cod", "ast_cod", "astres_cod", "dm_cod", "dmres_cod",
     "epil_cod", "epilres_cod", "bp_cod", "systolic_blood_pressure_qof", "diastolic_blood_pressure_qof",
+    "bp_systolic_clinic", "bp_diastolic_clinic", "bp_systolic_out_of_office", "homebp_diastolic_average",
+    "smoking_never", "bmival_cod", "weight_snomed", "bmi_stage", "alcohol_consumption_gmsde", "lithium", "epilepsy_review",
     "cholesterol_tests", "hba1c_tests", "lsmok_cod", "exsmok_cod", "flu_cod",
     "saba_inhalers_resp02", "statin_medication", "dmtype1_cod", "dmtype2_cod", "diabetes_cgm_dmd",
     "qriskscore_cod", "pneumococcal_vaccination_gmsde", "covadm1_5",
@@ -190,3 +193,14 @@ TYPE_SPECIFIC = {"dm_cod": ("dmtype1_cod", "dmtype2_cod")}
 # The QOF observables most practices record; other codes of each list appear less often.
 MAIN_SYSTOLIC = "271649006"
 MAIN_DIASTOLIC = "271650006"
+MAIN_HOME_SYSTOLIC = "413606001"
+# The SMI physical health check's six components (NHS England collection).
+SMI_COMPONENTS = 6
+# Registered adults with no SMI diagnosis issued lithium in the last 6 months (QOF MH register).
+LITHIUM_ONLY_RATE = 0.002
+# "Ethnic group not recorded" (PRIMIS ETH_NORECORD): NHS ethnic category 99 "not known", not Z.
+ETH_NOT_RECORDED = "312861003"  # Average home systolic blood pressure
+# A systolic code that is no reading under the BP rule (DOMAIN.md section 4): the maximum.
+MAXIMUM_SYSTOLIC = "314439003"
+# Home / daytime-ambulatory averages are judged this much lower (NICE NG136).
+HOME_BP_ADJUSTMENT = 5

@@ -8,7 +8,8 @@ mean p_i, the gap expected given this sample's covariates, as a difference of pr
 like the table's `gap`. Each is looked up in the *published*, disclosure-controlled table.
 Hidden rows cannot be checked: they are counted, and a minimum must be visible; the Core20
 gaps of the large indicators must be visible unless a group of the Core20 breakdown has a
-count of 1-7 (core20 + rest + unknown = overall then forces a headline complement).
+count of 1-7 (core20 + rest = overall then forces a headline complement). 'rest' is everyone
+not in Core20, patients without a national decile included, as the gap table defines it.
 
 What a correct pipeline shows, and how often it fails anyway, for any seed:
 
@@ -71,8 +72,8 @@ SUPPRESSION_Z = 2.33  # P(Z < -2.33) < 0.01
 MIN_CHECKED = 34
 MIN_COUNTED = 28  # of which reliably visible (the coverage count)
 # Core20 gaps whose groups both have at least this many patients, and this many expected in
-# the numerator, must be visible, unless a group of the breakdown (in practice 'unknown') has
-# a count of 1-7: core20 + rest + unknown = overall then forces a headline complement.
+# the numerator, must be visible, unless a group of the breakdown has a count of 1-7:
+# core20 + rest = overall then forces a headline complement.
 LARGE, LARGE_NUMERATOR = 1000, 100
 
 
@@ -94,6 +95,25 @@ def is_reliably_visible(group: dict) -> bool:
     the truth (scripts/gap_coverage.py shows such cells missing most of the time).
     """
     return expected_numerator(group) - SUPPRESSION_Z * group["expected_numerator_sd"] >= 8
+
+
+def difference(row: dict, confidence: float) -> tuple[float, float, float]:
+    """Return (gap, lower, upper) from a published row's counts, on the indicator's scale.
+
+    A proportion: Newcombe's hybrid score interval. A rate of events per population: the
+    difference of the two rates per multiplier, its limits by MOVER (Zou & Donner 2008) from
+    each rate's Byar / exact Poisson limits.
+    """
+    if row["value_type"] != "rate":
+        return tuple(newcombe_difference(row["numerator"], row["denominator"], row["reference_numerator"],
+                                         row["reference_denominator"], confidence=confidence))
+    from pipelines.segmentation.stats import rate_interval
+
+    r, lo, hi = rate_interval(row["numerator"], row["denominator"], multiplier=row["multiplier"], confidence=confidence)
+    r0, lo0, hi0 = rate_interval(row["reference_numerator"], row["reference_denominator"], multiplier=row["multiplier"],
+                                 confidence=confidence)
+    gap = r - r0
+    return gap, gap - ((r - lo) ** 2 + (hi0 - r0) ** 2) ** 0.5, gap + ((hi - r) ** 2 + (r0 - lo0) ** 2) ** 0.5
 
 
 def expected_numerator(group: dict) -> float:
@@ -147,6 +167,9 @@ def gaps(tmp_path_factory) -> pl.DataFrame:
         # Core20 rows exist per IMD vintage; the injected gap is on IMD 2019. Ethnicity rows exist once.
         .filter(pl.col("truth_vintage").is_null() | (pl.col("imd_vintage") == pl.col("truth_vintage")))
         .join(reference, on=[*keys, "reference_group"], how="left")
+        # The generator's expected gaps are per person; the table states each on its indicator's
+        # scale (a proportion, or a rate per multiplier, e.g. per 100,000).
+        .with_columns([(pl.col(c) * pl.col("multiplier").fill_null(1)).alias(c) for c in ("expected_gap", "expected_gap_sd")])
     )
     return joined.with_columns(pl.col("gap").is_not_null().alias("is_checked"))
 
@@ -186,9 +209,9 @@ def test_published_counts_are_the_controlled_true_counts_and_the_interval_comes_
     assert published.equals(controlled)
     assert (published["denominator"] != checked["true_denominator"]).any()  # rounding changed counts
     for row in checked.iter_rows(named=True):
-        recomputed = newcombe_difference(row["numerator"], row["denominator"], row["reference_numerator"],
-                                         row["reference_denominator"], confidence=0.95)
-        assert (row["gap"], row["gap_lower"], row["gap_upper"]) == pytest.approx(tuple(recomputed), abs=1e-12), row
+        tolerance = 1e-9 * row["multiplier"] if row["value_type"] == "rate" else 1e-12
+        recomputed = difference(row, 0.95)
+        assert (row["gap"], row["gap_lower"], row["gap_upper"]) == pytest.approx(tuple(recomputed), abs=tolerance), row
 
 
 def test_published_intervals_contain_the_true_gaps(gaps):
@@ -199,8 +222,7 @@ def test_published_intervals_contain_the_true_gaps(gaps):
     misses_95 = counted.filter(outside)
     misses_998 = []
     for row in counted.iter_rows(named=True):
-        _, lower, upper = newcombe_difference(row["numerator"], row["denominator"], row["reference_numerator"],
-                                              row["reference_denominator"], confidence=0.998)
+        _, lower, upper = difference(row, 0.998)
         if not lower <= row["expected_gap"] <= upper:
             misses_998.append((row["indicator_id"], row["group"]))
     allowed_95, allowed_998 = max_misses(n, MISS_95), max_misses(n, MISS_998)
@@ -217,7 +239,7 @@ def test_published_intervals_contain_the_true_gaps(gaps):
 def test_large_injected_gaps_have_the_injected_sign(gaps):
     # Rounding to 5 moves each count by at most 2, so a rate x/n published as x'/n' by at
     # most |(x' - x) n + x (n - n')| / (n n') <= 4 / n', and a gap by the sum over its two groups.
-    rounding = 4 / pl.col("denominator") + 4 / pl.col("reference_denominator")
+    rounding = (4 / pl.col("denominator") + 4 / pl.col("reference_denominator")) * pl.col("multiplier").fill_null(1)
     large = gaps.filter(
         pl.col("is_checked") & (pl.col("expected_gap").abs() > DIRECTION_Z * pl.col("expected_gap_sd") + rounding)
     )

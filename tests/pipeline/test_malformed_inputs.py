@@ -11,6 +11,7 @@ import dagster as dg
 import polars as pl
 import pytest
 
+from malformed_corpus import CORPUS
 from pipeline_helpers import core20_in_process, published_state
 from pipelines.definitions import build_definitions
 from pipelines.jobs import MONTHLY_JOB
@@ -104,7 +105,11 @@ KINDS = [missing_file, empty_file, wrong_delimiter, missing_column, misnamed_col
          table_is_a_folder]
 
 
-@pytest.mark.parametrize("make_malformed", KINDS, ids=[k.__name__ for k in KINDS])
+# The first kinds, and the corpus of tests/pipeline/malformed_corpus.py (mapping file, files, shapes, feeds).
+ALL_KINDS = KINDS + [case for case in CORPUS if case.__name__ not in {k.__name__ for k in KINDS}]
+
+
+@pytest.mark.parametrize("make_malformed", ALL_KINDS, ids=[k.__name__ for k in ALL_KINDS])
 def test_malformed_input_is_refused_with_a_clear_message_and_nothing_published(make_malformed, september, warehouse):
     folder = september / "2026-09"
     patient_ids = _patients(folder)["patient_id"].head(50).to_list()
@@ -116,6 +121,8 @@ def test_malformed_input_is_refused_with_a_clear_message_and_nothing_published(m
     for phrase in expected:
         assert phrase in output, (phrase, output)
     assert "Traceback" not in output and "Error:" not in output.replace("ExtractError", ""), output
+    assert not any(raw in output for raw in ("InvalidOperationError", "IsADirectoryError", "AttributeError", "TypeError",
+                                             "KeyError", "ComputeError", "Errno")), output
     assert published_state(warehouse) == before
     assert not any(pid in output for pid in patient_ids)
 

@@ -84,9 +84,23 @@ def private_month(run):
     with connect(warehouse, read_only=True) as con:
         frames = {t: read_table(con, s, t, partition_column="reporting_month", partition_value=MONTH) for s, t in (
             ("indicators", "patient_indicators"), ("population", "patient_attributes"),
-            ("indicators", "indicator_catalogue"), ("cohorts", "cohort_membership"), ("cohorts", "cohort_catalogue"))}
+            ("indicators", "indicator_catalogue"), ("cohorts", "cohort_membership"), ("cohorts", "cohort_catalogue"),
+            ("population", "patient_deprivation"), ("staging", "patients"), ("population", "deprivation_quality"))}
         frames["published"] = read_table(con, "published", "gap_table").filter(pl.col("reporting_month") == MONTH)
+        frames["published_quality"] = read_table(con, "published", "deprivation_quality").filter(
+            pl.col("reporting_month") == MONTH)
     return frames
+
+
+def _gap_inputs(frames: dict, patient_indicators: pl.DataFrame, deprivation: pl.DataFrame) -> dict:
+    """Return build_gap_table's arguments as the audit/gap_table asset passes them (assets/gaps.py)."""
+    from pipelines.segmentation.cohorts import reported_cohorts
+
+    with_practice = deprivation.join(frames["patients"].select("patient_id", "practice_code"), on="patient_id", how="left")
+    return {"indicator_results": patient_indicators.lazy(), "attributes": frames["patient_attributes"].lazy(),
+            "catalogue": frames["indicator_catalogue"],
+            "cohorts": reported_cohorts(frames["cohort_membership"], frames["cohort_catalogue"]).lazy(),
+            "primary_vintage": "IMD2025", "deprivation": with_practice.lazy(), "quality": frames["deprivation_quality"]}
 
 
 def test_published_gap_table_resists_recovery_by_subtraction(private_month):
@@ -100,9 +114,8 @@ def test_published_gap_table_resists_recovery_by_subtraction(private_month):
     from pipelines.segmentation.gaps import build_gap_table
 
     table, attributes = private_month["published"], private_month["patient_attributes"]
-    truth = build_gap_table(private_month["patient_indicators"].lazy(), attributes.lazy(),
-                            private_month["indicator_catalogue"], cohorts=private_month["cohort_membership"].lazy(),
-                            profile=NONE, primary_vintage="IMD2025")
+    inputs = _gap_inputs(private_month, private_month["patient_indicators"], private_month["patient_deprivation"])
+    truth = build_gap_table(**{**inputs, "deprivation": None, "quality": None}, profile=NONE)
     fine = {
         "ethnicity_16": dict(attributes.select("ethnicity_16", "ethnicity_broad").drop_nulls().unique().rows()),
         "sub_icb": dict(attributes.select("sicbl_code", "icb_code").drop_nulls().unique().rows()),
@@ -113,18 +126,35 @@ def test_published_gap_table_resists_recovery_by_subtraction(private_month):
 
 def test_rebuilding_the_month_in_any_row_order_hides_the_same_cells(private_month):
     # The suppression audit's LPs can have several optima; which one is found must not follow
-    # the order in which rows arrive, or a re-run of a month would hide other cells.
-    from pipelines.segmentation.cohorts import reported_cohorts
+    # the order in which rows arrive, or a re-run of a month would hide other cells. The gap
+    # table and deprivation quality are protected together (with the identities between their
+    # populations), so both are rebuilt, from the same inputs the asset uses, patients shuffled.
     from pipelines.segmentation.gaps import build_gap_table
 
-    cohorts = reported_cohorts(private_month["cohort_membership"], private_month["cohort_catalogue"])
     key = ["indicator_id", "imd_vintage", "breakdown", "group"]
     hidden = set(private_month["published"].filter("is_suppressed").select(key).rows())
+    published_quality = private_month["published_quality"]
     for seed in (1, 2):
         shuffled = private_month["patient_indicators"].sample(fraction=1.0, shuffle=True, seed=seed)
-        rebuilt = build_gap_table(shuffled.lazy(), private_month["patient_attributes"].lazy(),
-                                  private_month["indicator_catalogue"], cohorts=cohorts.lazy(), primary_vintage="IMD2025")
+        deprivation = private_month["patient_deprivation"].sample(fraction=1.0, shuffle=True, seed=seed)
+        figures: dict = {}
+        rebuilt = build_gap_table(**_gap_inputs(private_month, shuffled, deprivation), audit_stats=figures)
         assert set(rebuilt.filter("is_suppressed").select(key).rows()) == hidden
+        assert figures["quality"].equals(published_quality.select(figures["quality"].columns))
+
+
+def test_the_whole_extract_match_rate_is_published_from_the_controlled_counts(private_month):
+    # The shown branch of the one match-rate definition on a whole month (the hidden branch:
+    # tests/spec/test_deprivation_quality.py, as literal tables): patients with a decile /
+    # patients with an address IMD can apply to.
+    published = private_month["published_quality"].filter(practice_code="ALL").sort("imd_vintage")
+    exact = private_month["deprivation_quality"].filter(practice_code="ALL").sort("imd_vintage")
+    assert published["imd_vintage"].to_list() == exact["imd_vintage"].to_list() == ["IMD2019", "IMD2025"]
+    for shown, true in zip(published.iter_rows(named=True), exact.iter_rows(named=True)):
+        assert None not in (shown["n_matched"], shown["n_patients"], shown["n_blank"], shown["n_outside_england"])
+        with_address = shown["n_patients"] - shown["n_blank"] - shown["n_outside_england"]
+        assert shown["match_rate"] == shown["n_matched"] / with_address
+        assert abs(shown["match_rate"] - true["match_rate"]) < 0.005 and true["match_rate"] > 0.95
 
 
 def test_summary_names_the_figures_and_no_patient_values(run):
@@ -211,7 +241,7 @@ def test_gap_table_has_rows_for_every_available_indicator_and_none_for_the_rest(
     catalogue = query(warehouse, "select * from published.indicator_catalogue where reporting_month = $1", [MONTH])
     available = set(catalogue.filter("is_available")["indicator_id"])
     unavailable = catalogue.filter(~pl.col("is_available"))
-    assert FEED_INDICATORS <= available and len(available) == 19
+    assert FEED_INDICATORS <= available and len(available) == 22  # issue 14: SMI BMI and alcohol, CYP epilepsy review
     assert all(unavailable["not_available_reason"].is_not_null())
     in_gap_table = set(published(warehouse).filter(pl.col("reporting_month") == MONTH)["indicator_id"])
     assert in_gap_table == available
@@ -268,7 +298,7 @@ def test_explain_names_the_deciding_code_and_date_for_a_generated_patient(run):
     assert code == 0, err
     assert out.startswith("core20 explain: patient-level output for this console only")
     lines = out.splitlines()
-    at = next(i for i, line in enumerate(lines) if line.startswith("  IN   smi_register v1"))
+    at = next(i for i, line in enumerate(lines) if line.startswith("  IN   smi_register v2"))  # v2: lithium too
     assert f"on {day}" in lines[at + 1] and any(f"latest {c} (" in lines[at + 1] for c in codes_that_day)
     assert any(line.startswith("  IN   smi v1") for line in lines)
     assert warehouse.read_bytes() == before  # console only: nothing written
@@ -334,3 +364,32 @@ def test_a_month_without_feeds_reports_their_indicators_as_not_available(run, tm
         catalogue.filter("is_available")["indicator_id"]
     )
     assert not FEED_INDICATORS & set(published(warehouse_copy).filter(pl.col("reporting_month") == month)["indicator_id"])
+
+
+@pytest.mark.parametrize("slice_patients", [997, 4_000])
+def test_the_patient_model_built_in_slices_of_patients_is_the_one_query_model(run, slice_patients):
+    # A big month's model is written a slice of patient keys at a time (ModelSession.model_sqls);
+    # the run above had one slice. Rebuilt here in slices (12,000 patients: 13 and 3 of them),
+    # every row must be the run's, and no patient may be missing or repeated.
+    from pipelines.resources import PipelineSettings
+    from pipelines.segmentation import definitions
+    from pipelines.segmentation.cohorts import codelists_from_warehouse
+    from pipelines.segmentation.extract import month_end
+    from pipelines.segmentation.patient_model import ModelBuilder, ModelSession
+
+    _, warehouse, _, _ = run
+    with connect(warehouse, read_only=True) as con:
+        present = read_table(con, "staging", "feed_availability", partition_column="reporting_month",
+                             partition_value=MONTH).filter("is_present")["feed"].to_list()
+        defs = definitions.load_definitions()
+        builder = ModelBuilder(defs, codelists_from_warehouse(con, defs), month_end(MONTH),
+                               PipelineSettings().primary_imd_vintage).plan(feeds_present=present)
+        ethnicity = pl.from_arrow(con.sql("select * from reference.ethnicity_codes").to_arrow_table())
+        queries = ModelSession.in_warehouse(con, MONTH, present, ethnicity).model_sqls(builder, slice_patients)
+        sliced = pl.concat([pl.from_arrow(con.sql(q).to_arrow_table()) for q in queries])
+        written = read_table(con, "population", "patient_model", partition_column="reporting_month", partition_value=MONTH)
+    n_patients = written.height
+    assert len(queries) == -(-n_patients // slice_patients) > 1
+    assert sliced["patient_id"].n_unique() == sliced.height == n_patients
+    columns = written.columns
+    assert sliced.select(columns).sort("patient_id").equals(written.sort("patient_id"))

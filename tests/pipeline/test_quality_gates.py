@@ -48,19 +48,31 @@ def test_a_few_bad_rows_are_quarantined_with_their_rules_and_the_month_publishes
     spoil(september / "2026-09", n_old_dob=3, n_bad_sex=5, n_bad_code=4)
     code, output = run_september(september, warehouse)
     assert code == 0, output
-    assert "quarantined rows: 8 patients, 4 events" in output
     quarantine = table(warehouse, "staging", "quarantine").filter(reporting_month=SEP)
     counts = dict(quarantine.group_by("rule").len().iter_rows())
+    # The generator itself writes a few systolic readings below 50 (rows that are no valid BP
+    # reading, issue 14), which staging quarantines; every other quarantined row is ours.
+    generated = counts.pop("systolic_bp_implausible", 0)
     assert counts == {"date_of_birth_implausible": 3, "sex_code_unknown": 5, "code_malformed": 4}
+    # Printed under the disclosure profile: 8 quarantined patient rows show as 10; event rows
+    # are suppressed when 1-7, else rounded to 5.
+    n_events = 4 + generated
+    shown = "suppressed events" if n_events <= 7 else f"{5 * round(n_events / 5):,} events"
+    assert f"quarantined rows: 10 patients, {shown}" in output
     assert set(quarantine["source_file"]) == {"patients.parquet", "events.parquet"}
     assert set(table(warehouse, "published", "gap_table")["reporting_month"]) == {SEP, dt.date(2026, 10, 1)}
-    # The month's quality rows are published with it, and match the history.
+    # The month's quality rows are published with it, under the disclosure profile: the exact
+    # history stays private, the published counts are rounded to 5 or suppressed (never 1-7).
     history = table(warehouse, "audit", "data_quality").filter(reporting_month=SEP)
     published = table(warehouse, "published", "data_quality").filter(reporting_month=SEP)
     assert "run_id" not in published.columns  # so that a re-run publishes identical rows
-    assert published.sort(published.columns).equals(history.drop("run_id", "recorded_at").sort(published.columns))
+    shown = pl.concat([published["n"], published["n_total"]]).drop_nulls()
+    assert shown.len() > 0 and (shown % 5 == 0).all() and not shown.is_between(1, 7).any()
+    quarantined = published.filter(kind="quarantine_rule", name="date_of_birth_implausible")
+    assert quarantined["n"].to_list() == [None]  # 3 rows: suppressed, and its complement with it
+    assert published.filter(kind="match_method").is_empty()  # published in deprivation_quality instead
     rules = {r["name"]: r["n"] for r in history.filter(kind="quarantine_rule").iter_rows(named=True) if r["n"]}
-    assert rules == counts
+    assert rules == {**counts, **({"systolic_bp_implausible": generated} if generated else {})}
     assert history.filter(kind="match_rate", name="IMD2025")["passed"].to_list() == [True]
 
 
@@ -82,7 +94,7 @@ def test_too_much_quarantine_blocks_says_why_keeps_history_and_a_raised_threshol
     # feeds make available, so its gate waits for staging too.
     assert code == 0 and "2026-09  1/2" in report
     code, detail = core20_in_process("quality", "--warehouse", str(warehouse), "--month", "2026-09")
-    assert "staging/patients:input_contract FAILED (ERROR)" in detail
+    assert "staging/patients:input_contract FAILED [blocking gate: publication blocked]" in detail
     assert "FAIL quarantine_share: patients 100 of 2,000 (5.00%) threshold 0.01" in detail
 
     code, output = run_september(september, warehouse, "--max-quarantine-share", "0.06")
@@ -103,14 +115,19 @@ def test_a_cohort_sanity_warning_is_reported_but_does_not_block(september, wareh
 
 
 def test_publish_refuses_unless_the_candidates_were_gated_in_the_same_run(warehouse, clean_extracts):
+    # The publish step alone (its published tables, the serving snapshot and the report, which
+    # it puts in place together), without the candidates' gates or the disclosure audit in the run.
+    from assets.publish import REPORT, SERVING
+
     before = published_state(warehouse)
     defs = build_definitions(warehouse=str(warehouse), extracts=str(clean_extracts))
     result = defs.resolve_job_def(MONTHLY_JOB).execute_in_process(
         instance=dg.DagsterInstance.ephemeral(), partition_key="2026-10-01", raise_on_error=False, run_config=QUIET_LOGS,
-        asset_selection=[published_key(t) for t in PUBLISHED_TABLES],
+        asset_selection=[*[published_key(t) for t in PUBLISHED_TABLES], SERVING, REPORT],
     )
     assert not result.success
     failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE").event_specific_data
     assert failure.user_failure_data.description.startswith("nothing published (the published tables are unchanged): ")
     assert "audit/gap_table has no passing blocking gate in this run" in failure.user_failure_data.description
+    assert "audit/disclosure has no passing disclosure audit in this run" in failure.user_failure_data.description
     assert published_state(warehouse) == before

@@ -116,7 +116,7 @@ def test_definitions_carry_the_schedule_sensor_and_a_backfillable_monthly_job():
 def test_dagster_yaml_queues_runs_one_at_a_time_and_keeps_history_in_dagster_home(tmp_path):
     home = tmp_path / "dagster_home"
     home.mkdir()
-    shutil.copy(REPO / "dagster.yaml", home / "dagster.yaml")
+    shutil.copy(REPO / "instance" / "dagster.yaml", home / "dagster.yaml")
     with dg.DagsterInstance.from_config(str(home)) as instance:
         coordinator = instance.run_coordinator
         assert type(coordinator).__name__ == "QueuedRunCoordinator"

@@ -37,7 +37,7 @@ def test_backfill_of_three_months_from_the_cli_publishes_each_and_shows_progress
     assert code == 0, output
     for n, month in enumerate(MONTHS[:3], start=1):
         assert f"[month {n}/3] {month}" in output and f"published {month}" in output
-    assert "[1/" in output and "serving/snapshot ..." in output and "done in" in output
+    assert "[1/" in output and "audit/disclosure ..." in output and "publish_month ..." in output and "done in" in output
     with duckdb.connect(str(paths["warehouse"]), read_only=True) as con:
         months = [r[0] for r in con.execute("select distinct reporting_month from published.gap_table order by 1").fetchall()]
     assert [m.strftime("%Y-%m") for m in months] == list(MONTHS[:3])

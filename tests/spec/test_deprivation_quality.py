@@ -81,3 +81,21 @@ def test_published_counts_are_controlled_and_shares_follow_them():
     # 2 blank patients: suppressed, so neither the share nor the match rate that needs it is shown.
     assert a["n_blank"] is None and a["share_blank"] is None and a["match_rate"] is None
     assert a["address_rate"] is None
+
+
+def test_the_match_rate_is_computed_from_the_controlled_counts_or_shown_as_suppressed():
+    # One definition: patients with a decile / patients with an address IMD can apply to (all but
+    # blank and outside England), from the published (rounded) counts; hidden when one is hidden.
+    from pipelines.segmentation.deprivation_quality import controlled_quality
+
+    exact = deprivation_quality(patients("D", {"postcode_lookup": 381, "spatial": 9, "blank": 22,
+                                               "outside_england": 13, "unmatched": 11}), MONTH)
+    counts = [c for c in exact.columns if c.startswith("n_")]
+    shown = controlled_quality(exact, NHS_SUPPRESS_ROUND5, {c: [False] * exact.height for c in counts})
+    d = shown.filter(imd_vintage="IMD2019", practice_code="D").row(0, named=True)
+    # 436 -> 435 patients, 390 -> 390 matched, 22 -> 20 blank, 13 -> 15 outside England.
+    assert (d["n_patients"], d["n_matched"], d["n_blank"], d["n_outside_england"]) == (435, 390, 20, 15)
+    assert d["match_rate"] == pytest.approx(390 / 400)  # the exact rate is 390 / 401
+    hide_blank = {c: [c == "n_blank"] * exact.height for c in counts}
+    hidden = controlled_quality(exact, NHS_SUPPRESS_ROUND5, hide_blank).filter(practice_code="D").row(0, named=True)
+    assert hidden["n_blank"] is None and hidden["match_rate"] is None and hidden["n_matched"] == 390

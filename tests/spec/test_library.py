@@ -32,6 +32,9 @@ CODELISTS = {
     "epil_cod": frozenset({"EPI"}), "epilres_cod": frozenset({"EPI_RES"}),
     "bp_cod": frozenset({"BP"}), "systolic_blood_pressure_qof": frozenset({"SYS"}),
     "diastolic_blood_pressure_qof": frozenset({"DIA"}),
+    "bp_systolic_clinic": frozenset({"SYS"}), "bp_diastolic_clinic": frozenset({"DIA"}),
+    "bp_systolic_out_of_office": frozenset({"HOME_SYS"}), "bp_diastolic_out_of_office": frozenset({"ABPM_DIA"}),
+    "homebp_diastolic_average": frozenset({"HOME_DIA"}),
     "cholesterol_tests": frozenset({"CHOL"}), "hba1c_tests": frozenset({"HBA1C"}), "ifcchbam_cod": frozenset({"HBA1C_IFCC"}),
     "lsmok_cod": frozenset({"SMOKER"}), "exsmok_cod": frozenset({"EX_SMOKER"}),
     "qriskscore_cod": frozenset({"QRISK"}), "statin_medication": frozenset({"STATIN"}),
@@ -40,6 +43,12 @@ CODELISTS = {
     "covadm1_5": frozenset({"COVID"}), "covid_vaccination_broad": frozenset({"COVID_BROAD"}),
     "saba_inhalers_resp02": frozenset({"SABA_A", "SABA_B"}), "saba_inhaler_medications": frozenset({"SABA_B", "SABA_C"}),
     "diabetes_cgm_dmd": frozenset({"CGM"}),
+    "bmival_cod": frozenset({"BMI"}), "bmiobese_cod": frozenset({"OBESE"}), "bmi_stage": frozenset({"BMI_STAGE"}),
+    "weight_snomed": frozenset({"WEIGHT"}), "alcohol_consumption_gmsde": frozenset({"ALCOHOL"}),
+    "smoking_never": frozenset({"NEVER_SMOKED", "NON_SMOKER"}), "smoking_ex": frozenset({"EX_SMOKER", "STOPPED_SMOKING"}),
+    "smoking_current": frozenset({"SMOKER", "CURRENT_SMOKER_REVIEW"}), "lithium": frozenset({"LITHIUM"}),
+    "ld_cod_20241205": frozenset({"LD", "LD_2024"}),
+    "epilepsy_review": frozenset({"EPI_REVIEW", "EPI_MED_REVIEW"}),
 }
 
 PATIENTS = {"patient_id": pl.String, "date_of_birth": pl.Date}
@@ -83,26 +92,36 @@ def test_smi_components_each_need_their_own_code_in_12_months(defs):
         """
         patient_id    | code       | event_date | value
         all_in        | SMI_DX     | 2015-01-01 |
-        all_in        | BP         | 2024-04-01 |
+        all_in        | SYS        | 2024-04-01 | 120
+        all_in        | DIA        | 2024-04-01 | 80
         all_in        | CHOL       | 2025-03-31 |
         all_in        | HBA1C      | 2024-06-01 |
         all_in        | SMOKER     | 2024-06-01 |
+        all_in        | BMI        | 2024-06-01 | 31.2
+        all_in        | ALCOHOL    | 2024-06-01 |
         all_too_early | SMI_DX     | 2015-01-01 |
-        all_too_early | BP         | 2024-03-31 |
+        all_too_early | SYS        | 2024-03-31 | 120
+        all_too_early | DIA        | 2024-03-31 | 80
         all_too_early | CHOL       | 2024-03-31 |
         all_too_early | HBA1C      | 2024-03-31 |
         all_too_early | EX_SMOKER  | 2024-03-31 |
+        all_too_early | WEIGHT     | 2024-03-31 | 80
+        all_too_early | ALCOHOL    | 2024-03-31 |
         ifcc_and_dia  | SMI_DX     | 2015-01-01 |
         ifcc_and_dia  | DIA        | 2024-06-01 | 80
         ifcc_and_dia  | HBA1C_IFCC | 2024-06-01 | 40
+        ifcc_and_dia  | NEVER_SMOKED | 2024-06-01 |
+        ifcc_and_dia  | BMI_STAGE  | 2024-06-01 |
         """,
         EVENTS,
     )
     expected = {
-        "smi_hc_blood_pressure": ["all_in", "ifcc_and_dia"],
+        "smi_hc_blood_pressure": ["all_in"],  # a lone diastolic is no reading (valid same-day pair rule)
         "smi_hc_lipids": ["all_in"],
         "smi_hc_glucose": ["all_in", "ifcc_and_dia"],
-        "smi_hc_smoking": ["all_in"],
+        "smi_hc_smoking": ["all_in", "ifcc_and_dia"],  # a never-smoked code is a status recorded
+        "smi_hc_bmi": ["all_in", "ifcc_and_dia"],  # a BMI category code counts without a value
+        "smi_hc_alcohol": ["all_in"],
     }
     for indicator_id, met in expected.items():
         result = run(defs, indicator_id, patients, events)
@@ -131,16 +150,22 @@ def test_bp_case_finding_age_40_not_on_register_bp_in_5_years(defs):
     events = table(
         """
         patient_id    | code    | event_date | value
-        forty_on_R    | BP      | 2024-01-01 |
-        thirty_nine   | BP      | 2024-01-01 |
-        bp_first_day  | BP      | 2020-04-01 |
-        bp_day_before | BP      | 2020-03-31 |
+        forty_on_R    | SYS     | 2024-01-01 | 130
+        forty_on_R    | DIA     | 2024-01-01 | 80
+        thirty_nine   | SYS     | 2024-01-01 | 130
+        thirty_nine   | DIA     | 2024-01-01 | 80
+        bp_first_day  | SYS     | 2020-04-01 | 130
+        bp_first_day  | DIA     | 2020-04-01 | 80
+        bp_day_before | SYS     | 2020-03-31 | 130
+        bp_day_before | DIA     | 2020-03-31 | 80
         systolic_only | SYS     | 2022-01-01 | 130
         on_register   | HYP     | 2019-01-01 |
-        on_register   | BP      | 2024-01-01 |
+        on_register   | SYS     | 2024-01-01 | 130
+        on_register   | DIA     | 2024-01-01 | 80
         resolved_hyp  | HYP     | 2019-01-01 |
         resolved_hyp  | HYP_RES | 2020-01-01 |
-        resolved_hyp  | BP      | 2024-01-01 |
+        resolved_hyp  | SYS     | 2024-01-01 | 130
+        resolved_hyp  | DIA     | 2024-01-01 | 80
         """,
         EVENTS,
     )
@@ -152,7 +177,7 @@ def test_bp_case_finding_age_40_not_on_register_bp_in_5_years(defs):
         forty_on_R    | true
         no_reading    | false
         resolved_hyp  | true
-        systolic_only | true
+        systolic_only | false
         """
     ))
 
@@ -263,37 +288,107 @@ def test_copd_vaccinations_campaign_and_ever_windows(defs):
 
 
 def test_smoking_status_recorded_adults_24_months(defs):
+    # A recording measure (DOMAIN.md section 4): any smoking-status code - never, ex or
+    # current - counts; a code that states no status (e.g. "thinking about stopping", not
+    # in these lists) does not. A never / non-smoker code after an ex-smoker code is still
+    # a recorded status.
     patients = table(
         """
-        patient_id    | date_of_birth
-        adult_on_R    | 2007-03-31
-        aged_17       | 2007-04-01
-        first_day     | 1970-01-01
-        day_before    | 1970-01-01
-        ex_smoker     | 1970-01-01
+        patient_id        | date_of_birth
+        adult_on_R        | 2007-03-31
+        aged_17           | 2007-04-01
+        first_day         | 1970-01-01
+        day_before        | 1970-01-01
+        ex_smoker         | 1970-01-01
+        never_smoked      | 1970-01-01
+        non_smoker        | 1970-01-01
+        never_after_ex    | 1970-01-01
+        current_review    | 1970-01-01
+        stopped_smoking   | 1970-01-01
+        no_status_code    | 1970-01-01
+        never_too_early   | 1970-01-01
         """,
         PATIENTS,
     )
     events = table(
         """
-        patient_id | code      | event_date | value
-        adult_on_R | SMOKER    | 2025-03-31 |
-        aged_17    | SMOKER    | 2025-01-01 |
-        first_day  | SMOKER    | 2023-04-01 |
-        day_before | SMOKER    | 2023-03-31 |
-        ex_smoker  | EX_SMOKER | 2024-01-01 |
+        patient_id      | code                  | event_date | value
+        adult_on_R      | SMOKER                | 2025-03-31 |
+        aged_17         | SMOKER                | 2025-01-01 |
+        first_day       | SMOKER                | 2023-04-01 |
+        day_before      | SMOKER                | 2023-03-31 |
+        ex_smoker       | EX_SMOKER             | 2024-01-01 |
+        never_smoked    | NEVER_SMOKED          | 2024-01-01 |
+        non_smoker      | NON_SMOKER            | 2023-06-01 |
+        never_after_ex  | EX_SMOKER             | 2015-01-01 |
+        never_after_ex  | NON_SMOKER            | 2024-02-01 |
+        current_review  | CURRENT_SMOKER_REVIEW | 2024-02-01 |
+        stopped_smoking | STOPPED_SMOKING       | 2024-02-01 |
+        no_status_code  | THINKING_OF_STOPPING  | 2024-02-01 |
+        never_too_early | NEVER_SMOKED          | 2023-03-31 |
         """,
         EVENTS,
     )
     assert_frame_equal(run(defs, "smoking_status_recorded", patients, events), expect(
         """
-        patient_id | is_numerator
-        adult_on_R | true
-        day_before | false
-        ex_smoker  | true
-        first_day  | true
+        patient_id      | is_numerator
+        adult_on_R      | true
+        current_review  | true
+        day_before      | false
+        ex_smoker       | true
+        first_day       | true
+        never_after_ex  | true
+        never_smoked    | true
+        never_too_early | false
+        no_status_code  | false
+        non_smoker      | true
+        stopped_smoking | true
         """
     ))
+
+
+def test_current_smoker_reads_the_latest_status_and_a_later_never_code_is_not_current(defs):
+    # The current-smoker rule (smoking_cessation_support's denominator, the focus cohort):
+    # the latest status code is a current one; a never / non-smoker code after a current
+    # or ex code reads as "ex-smoker" - not current, not never (CODELISTS.md note 6).
+    patients = table(
+        """
+        patient_id           | date_of_birth
+        current              | 1970-01-01
+        current_then_never   | 1970-01-01
+        ex_then_never        | 1970-01-01
+        never_then_current   | 1970-01-01
+        current_review_code  | 1970-01-01
+        same_day_never       | 1970-01-01
+        """,
+        PATIENTS,
+    )
+    events = table(
+        """
+        patient_id          | code                  | event_date | value
+        current             | SMOKER                | 2020-01-01 |
+        current_then_never  | SMOKER                | 2019-01-01 |
+        current_then_never  | NON_SMOKER            | 2023-01-01 |
+        ex_then_never       | EX_SMOKER             | 2019-01-01 |
+        ex_then_never       | NEVER_SMOKED          | 2023-01-01 |
+        never_then_current  | NEVER_SMOKED          | 2019-01-01 |
+        never_then_current  | SMOKER                | 2023-01-01 |
+        current_review_code | CURRENT_SMOKER_REVIEW | 2023-01-01 |
+        same_day_never      | SMOKER                | 2023-01-01 |
+        same_day_never      | NON_SMOKER            | 2023-01-01 |
+        """,
+        EVENTS,
+    )
+    rule = defs.indicators["smoking_cessation_support"].denominator.all_of[1]
+    cohort_text = "cohorts:\n  - id: current\n    version: 1\n    title: t\n    description: d\n    source: s\n    criteria: "
+    import json
+
+    from pipelines.segmentation.definitions import parse_definitions
+
+    local = parse_definitions({"cohorts.yaml": cohort_text + json.dumps(rule.model_dump(mode="json", by_alias=True, exclude_none=True))},
+                              known_codelists=set(CODELISTS))
+    result = evaluate_cohorts(local, patients.lazy(), events.lazy(), None, CODELISTS, R).collect()
+    assert sorted(result["patient_id"]) == ["current", "current_review_code", "never_then_current"]
 
 
 # --- children and young people ---------------------------------------------------------------
@@ -410,11 +505,13 @@ def test_cyp_diabetes_care_processes_need_hba1c_and_bp(defs):
         patient_id | code       | event_date | value
         both       | DM         | 2020-01-01 |
         both       | HBA1C_IFCC | 2024-05-01 | 50
+        both       | SYS        | 2024-05-01 | 100
         both       | DIA        | 2024-05-01 | 60
         hba1c_only | DM         | 2020-01-01 |
         hba1c_only | HBA1C      | 2024-05-01 | 50
         bp_only    | DM         | 2020-01-01 |
-        bp_only    | BP         | 2024-05-01 |
+        bp_only    | SYS        | 2024-05-01 | 100
+        bp_only    | DIA        | 2024-05-01 | 60
         adult      | DM         | 2020-01-01 |
         adult      | HBA1C      | 2024-05-01 | 50
         adult      | BP         | 2024-05-01 |
@@ -565,7 +662,7 @@ def test_an_absent_feed_means_not_available_never_zero(defs):
         run(defs, "maternity_continuity_of_carer", WOMEN, EMPTY_EVENTS)
 
 
-@pytest.mark.parametrize("indicator_id", ["smi_hc_bmi", "smi_hc_alcohol", "ld_health_check", "smoking_cessation_support",
+@pytest.mark.parametrize("indicator_id", ["ld_health_check", "smoking_cessation_support",
                                           "cancer_screening_uptake", "cyp_diabetes_insulin_pump", "cyp_epilepsy_specialist_review"])
 def test_indicators_without_a_shared_codelist_are_never_evaluated(defs, indicator_id):
     reason = defs.indicators[indicator_id].not_available_reason
@@ -635,8 +732,8 @@ def test_ld_and_autism_cohorts_and_unavailable_inclusion_groups(defs):
     events = table(
         """
         patient_id | code | event_date | value
-        ld         | LD   | 2010-01-01 |
-        autistic   | AUT  | 2015-02-02 |
+        ld         | LD_2024 | 2010-01-01 |
+        autistic   | AUT     | 2015-02-02 |
         """,
         EVENTS,
     )
@@ -668,7 +765,8 @@ RESOLVABLE = ["smi_register", "hypertension_register", "copd_register", "asthma_
 @pytest.mark.parametrize("register_id", RESOLVABLE)
 def test_every_register_applies_the_resolved_rule_as_at_r(defs, register_id):
     register = defs.registers[register_id]
-    codelists = {register.diagnosis[0]: frozenset({"DX"}), register.resolved[0]: frozenset({"RES"})}
+    codelists = {register.diagnosis[0]: frozenset({"DX"}), register.resolved[0]: frozenset({"RES"}),
+                 "lithium": frozenset({"LITHIUM"})}
     patients = table(
         """
         patient_id         | date_of_birth
@@ -702,3 +800,81 @@ def test_every_register_applies_the_resolved_rule_as_at_r(defs, register_id):
     )
     result = evaluate_registers(defs, patients.lazy(), events.lazy(), codelists, R, register_ids=[register_id]).collect()
     assert sorted(result["patient_id"]) == ["diagnosed", "diagnosed_on_R", "re_diagnosed", "resolved_after_R"]
+
+
+def test_smi_register_also_holds_lithium_in_the_last_6_months(defs):
+    # QOF's mental health register: the diagnosis rule, OR lithium issued in the last 6
+    # months (R = 2025-03-31: from 2024-10-01). A resolved diagnosis does not stop lithium.
+    patients = table(
+        """
+        patient_id          | date_of_birth
+        lithium_first_day   | 1960-01-01
+        lithium_day_before  | 1960-01-01
+        lithium_after_R     | 1960-01-01
+        resolved_on_lithium | 1960-01-01
+        resolved_no_lithium | 1960-01-01
+        """,
+        PATIENTS,
+    )
+    events = table(
+        """
+        patient_id          | code    | event_date | value
+        lithium_first_day   | LITHIUM | 2024-10-01 |
+        lithium_day_before  | LITHIUM | 2024-09-30 |
+        lithium_after_R     | LITHIUM | 2025-04-01 |
+        resolved_on_lithium | SMI_DX  | 2015-01-01 |
+        resolved_on_lithium | SMI_RES | 2018-01-01 |
+        resolved_on_lithium | LITHIUM | 2025-02-01 |
+        resolved_no_lithium | SMI_DX  | 2015-01-01 |
+        resolved_no_lithium | SMI_RES | 2018-01-01 |
+        """,
+        EVENTS,
+    )
+    result = evaluate_registers(defs, patients.lazy(), events.lazy(), CODELISTS, R, register_ids=["smi_register"]).collect()
+    assert sorted(result["patient_id"]) == ["lithium_first_day", "resolved_on_lithium"]
+    assert defs.registers["smi_register"].version == 2
+
+
+def test_cyp_epilepsy_review_needs_a_review_code_in_12_months(defs):
+    # GP-recorded proxy (issue 14 point 4): a review / monitoring / medication-review code of
+    # the Bristol list (is_review) in the last 12 months; an invitation is no review.
+    patients = table(
+        """
+        patient_id       | date_of_birth
+        reviewed         | 2012-01-01
+        med_review       | 2012-01-01
+        review_too_early | 2012-01-01
+        invited_only     | 2012-01-01
+        adult            | 1990-01-01
+        aged_17_on_R     | 2007-04-01
+        """,
+        PATIENTS,
+    )
+    events = table(
+        """
+        patient_id       | code           | event_date | value
+        reviewed         | EPI            | 2019-01-01 |
+        reviewed         | EPI_REVIEW     | 2024-04-01 |
+        med_review       | EPI            | 2019-01-01 |
+        med_review       | EPI_MED_REVIEW | 2025-03-31 |
+        review_too_early | EPI            | 2019-01-01 |
+        review_too_early | EPI_REVIEW     | 2024-03-31 |
+        invited_only     | EPI            | 2019-01-01 |
+        invited_only     | EPI_INVITE     | 2025-01-01 |
+        adult            | EPI            | 2019-01-01 |
+        adult            | EPI_REVIEW     | 2025-01-01 |
+        aged_17_on_R     | EPI            | 2019-01-01 |
+        aged_17_on_R     | EPI_REVIEW     | 2025-01-01 |
+        """,
+        EVENTS,
+    )
+    assert_frame_equal(run(defs, "cyp_epilepsy_review", patients, events), expect(
+        """
+        patient_id       | is_numerator
+        aged_17_on_R     | true
+        invited_only     | false
+        med_review       | true
+        review_too_early | false
+        reviewed         | true
+        """
+    ))

@@ -3,7 +3,7 @@
 Each test reads: rows of a supplier's file -> the shipped input-contract suites
 (expectations/staging.*.json) and the contract's own rules -> the rows set aside with the
 rule that caught each, and the rows staged. The blood-pressure codelists are stood in for
-by one systolic and one diastolic code. The reporting month is October 2026 (R = 2026-10-31).
+by one systolic and one diastolic code, the QRISK score codelist by two of its codes. The reporting month is October 2026 (R = 2026-10-31).
 """
 
 from __future__ import annotations
@@ -19,7 +19,8 @@ from pipelines.segmentation.extract import read_extract, stage_extract
 
 MONTH = dt.date(2026, 10, 1)
 PARAMS = {"reference_date": dt.date(2026, 10, 31), "sex_codes": ["M", "F", "I", "U"],
-          "systolic_codes": ["271649006"], "diastolic_codes": ["271650006"]}
+          "systolic_codes": ["271649006"], "diastolic_codes": ["271650006"],
+          "qrisk_codes": ["1085871000000105", "718087004"]}
 
 HEADER = "patient_id,practice_code,postcode,date_of_birth,sex,registration_start_date,registration_end_date\n"
 
@@ -58,6 +59,14 @@ EVENT_ROWS = [
     (",271649006,2026-10-01,120", "patient_id_missing"),
     ("ok1,271649006,not a date,120", "event_date_unreadable"),
     ("ok1,271649006,2026-10-05,high", "value_unreadable"),
+    ("ok1,1091811000000102,2026-10-06,NaN", "value_not_finite"),  # on any code: NaN is no measurement
+    ("ok1,271649006,2026-10-06,inf", "value_not_finite"),  # the contract's rule comes before the BP range
+    ("ok1,271649006,2026-10-07,1e400", "value_not_finite"),  # overflows to infinity when read
+    ("ok1,1091811000000102,2026-10-08,-inf", "value_not_finite"),
+    ("ok1,1085871000000105,2026-10-01,12.5", None),
+    ("ok1,1085871000000105,2026-10-02,100", None),  # a risk of 100% is a risk
+    ("ok1,1085871000000105,2026-10-03,140", "qrisk_score_out_of_range"),
+    ("ok1,718087004,2026-10-04,-1", "qrisk_score_out_of_range"),
     ("p_left,271649006,2026-10-01,120", None),  # staged only if the patient is in the month's population
 ]
 
@@ -103,6 +112,8 @@ def test_each_defective_event_row_is_quarantined_under_its_rule(staged):
         ("271649006", dt.date(2026, 10, 3), 260.0),
         ("271650006", dt.date(2026, 10, 4), None),
         ("1091811000000102", dt.date(2026, 5, 1), 999.0),
+        ("1085871000000105", dt.date(2026, 10, 1), 12.5),
+        ("1085871000000105", dt.date(2026, 10, 2), 100.0),
     ]
     assert result.counts["n_duplicate_event_rows"] == 1
     assert result.counts["n_events_not_in_population"] == 1
@@ -136,5 +147,5 @@ def test_without_suite_rules_the_contract_still_quarantines_unreadable_and_missi
     result = stage_extract(_extract(tmp_path), MONTH)
     rules = set(result.quarantine["rule"])
     assert rules == {"patient_id_missing", "date_of_birth_unreadable", "registration_start_date_missing",
-                     "event_date_unreadable", "value_unreadable"}
+                     "event_date_unreadable", "value_unreadable", "value_not_finite"}
     assert pl.Series(result.events["event_date"]).max() <= dt.date(2026, 10, 31)

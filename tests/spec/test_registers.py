@@ -30,8 +30,18 @@ CODELISTS = {
     "bp_cod": frozenset({"BP"}),
     "systolic_blood_pressure_qof": frozenset({"SYS"}),
     "diastolic_blood_pressure_qof": frozenset({"DIA"}),
+    "bp_systolic_clinic": frozenset({"SYS"}),
+    "bp_diastolic_clinic": frozenset({"DIA"}),
+    "bp_systolic_out_of_office": frozenset({"HOME_SYS"}),
+    "bp_diastolic_out_of_office": frozenset({"ABPM_DIA"}),
+    "homebp_diastolic_average": frozenset({"HOME_DIA"}),
     "lsmok_cod": frozenset({"SMOKER"}),
     "exsmok_cod": frozenset({"EX_SMOKER"}),
+    "bmival_cod": frozenset({"BMI"}), "bmiobese_cod": frozenset({"OBESE"}), "bmi_stage": frozenset({"BMI_STAGE"}),
+    "weight_snomed": frozenset({"WEIGHT"}), "alcohol_consumption_gmsde": frozenset({"ALCOHOL"}),
+    "smoking_never": frozenset({"NEVER_SMOKED", "NON_SMOKER"}), "smoking_ex": frozenset({"EX_SMOKER", "STOPPED_SMOKING"}),
+    "smoking_current": frozenset({"SMOKER", "CURRENT_SMOKER_REVIEW"}), "lithium": frozenset({"LITHIUM"}),
+    "ld_cod_20241205": frozenset({"LD", "LD_2024"}),
 }
 
 
@@ -107,7 +117,7 @@ def test_register_latest_diagnosis_must_be_later_than_latest_resolved(defs):
         defs, patients.lazy(), events.lazy(), CODELISTS, R, register_ids=["smi_register"]
     ).collect()
     assert result["register_id"].unique().to_list() == ["smi_register"]
-    assert result["register_version"].unique().to_list() == [1]
+    assert result["register_version"].unique().to_list() == [2]  # version 2: lithium in 6 months too
     assert result["reporting_month"].unique().to_list() == [date(2025, 3, 1)]
     assert_frame_equal(result.select(expected.columns).sort("patient_id"), expected.sort("patient_id"))
 
@@ -192,8 +202,10 @@ def test_core20_uses_national_deciles_of_the_chosen_vintage(defs):
 
 
 def test_nn_cvd_focus_combination(defs):
-    # Core20 AND 40+ AND not on the hypertension register AND no BP reading in 5 years
-    # AND (diabetes register OR current smoker). 5 years before R = 2020-04-01 onwards.
+    # Core20 AND 40+ AND not on the hypertension register AND no valid BP reading (a same-day
+    # systolic + diastolic pair, bp_case_finding's rule) in 5 years AND (diabetes register OR
+    # current smoker). 5 years before R = 2020-04-01 onwards. A lone systolic or a BP_COD
+    # code without values is no reading, so those patients stay in the cohort.
     patients = table(
         """
         patient_id       | date_of_birth
@@ -205,9 +217,12 @@ def test_nn_cvd_focus_combination(defs):
         no_risk_factor   | 1960-05-05
         ex_smoker_now    | 1960-05-05
         same_day_ex      | 1960-05-05
+        never_after_smoker | 1960-05-05
         bp_in_window     | 1960-05-05
         bp_just_outside  | 1960-05-05
         sys_in_window    | 1960-05-05
+        bp_code_only     | 1960-05-05
+        home_pair        | 1960-05-05
         on_hyp_register  | 1960-05-05
         dm_resolved      | 1960-05-05
         """,
@@ -224,9 +239,12 @@ def test_nn_cvd_focus_combination(defs):
         no_risk_factor  | 1              | 1
         ex_smoker_now   | 1              | 1
         same_day_ex     | 1              | 1
+        never_after_smoker | 1           | 1
         bp_in_window    | 1              | 1
         bp_just_outside | 1              | 1
         sys_in_window   | 1              | 1
+        bp_code_only    | 1              | 1
+        home_pair       | 1              | 1
         on_hyp_register | 1              | 1
         dm_resolved     | 1              | 1
         """,
@@ -245,12 +263,21 @@ def test_nn_cvd_focus_combination(defs):
         ex_smoker_now   | EX_SMOKER | 2019-01-01 |
         same_day_ex     | SMOKER    | 2019-01-01 |
         same_day_ex     | EX_SMOKER | 2019-01-01 |
+        never_after_smoker | SMOKER     | 2015-01-01 |
+        never_after_smoker | NON_SMOKER | 2020-01-01 |
         bp_in_window    | DM        | 2015-01-01 |
-        bp_in_window    | BP        | 2020-04-01 |
+        bp_in_window    | SYS       | 2020-04-01 | 150
+        bp_in_window    | DIA       | 2020-04-01 | 90
         bp_just_outside | DM        | 2015-01-01 |
-        bp_just_outside | BP        | 2020-03-31 |
+        bp_just_outside | SYS       | 2020-03-31 | 150
+        bp_just_outside | DIA       | 2020-03-31 | 90
         sys_in_window   | DM        | 2015-01-01 |
         sys_in_window   | SYS       | 2024-01-01 | 150
+        bp_code_only    | DM        | 2015-01-01 |
+        bp_code_only    | BP        | 2024-01-01 |
+        home_pair       | DM        | 2015-01-01 |
+        home_pair       | HOME_SYS  | 2024-01-01 | 150
+        home_pair       | HOME_DIA  | 2024-01-01 | 90
         on_hyp_register | DM        | 2015-01-01 |
         on_hyp_register | HYP       | 2016-01-01 |
         dm_resolved     | DM        | 2015-01-01 |
@@ -258,7 +285,7 @@ def test_nn_cvd_focus_combination(defs):
         """,
         EVENT_SCHEMA,
     )
-    expected = ["aged_40_on_R", "bp_just_outside", "member_diabetes", "member_smoker"]
+    expected = ["aged_40_on_R", "bp_code_only", "bp_just_outside", "member_diabetes", "member_smoker", "sys_in_window"]
     result = evaluate_cohorts(
         defs, patients.lazy(), events.lazy(), deprivation.lazy(), CODELISTS, R, cohort_ids=["nn_cvd_focus"]
     ).collect()

@@ -232,6 +232,26 @@ def test_manifest_codelists_carry_source_version_and_sha256():
     from reference_data.loader import load_manifest
 
     manifest = load_manifest()
-    assert len(manifest.codelists) == 56
+    assert len(manifest.codelists) == 72
     for entry in manifest.codelists.values():
         assert entry.source and entry.version and len(entry.sha256) == 64, entry.file_id
+
+
+def test_a_codelist_selection_narrows_its_published_file_and_never_adds_a_code(monkeypatch):
+    import dataclasses
+
+    from reference_data import loader
+    from reference_data.loader import ReferenceDataError, load_manifest
+
+    manifest = load_manifest()
+    clinic = loader.read_codelist("bp_systolic_clinic")
+    full = loader.read_codelist("systolic_blood_pressure_qof")
+    assert set(clinic["code"]) < set(full["code"]) and "314439003" not in set(clinic["code"])  # no maximum
+    never = loader.read_codelist("smoking_never")
+    assert set(never["smoking_category"]) == {"never"} and never.height == 10
+    # A selection naming a code the file does not hold is refused, naming the codelist and file.
+    entry = dataclasses.replace(manifest.codelists["bp_systolic_clinic"], select=(("code", ("271649006", "999999999")),))
+    bad = dataclasses.replace(manifest, codelists={**manifest.codelists, "bp_systolic_clinic": entry})
+    monkeypatch.setattr(loader, "load_manifest", lambda: bad)
+    with pytest.raises(ReferenceDataError, match=r"'bp_systolic_clinic' selects code value\(s\) \['999999999'\]"):
+        loader.read_codelist("bp_systolic_clinic")

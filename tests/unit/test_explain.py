@@ -78,3 +78,28 @@ def test_diff_counts_movers_and_names_the_changed_code():
     lines = format_changes(list(changes.values()))
     assert lines[-1] == "2 other definition(s): no change and no movers"  # hyp, and homeless (not available)
     assert all("'p'" not in line for line in lines)
+
+
+def test_explain_names_the_deciding_bp_pair_and_skips_rows_that_are_no_reading():
+    texts = dict(TEXTS, **{"indicators.yaml": (
+        "indicators:\n  - id: bp_control" + HEADER + "    clinical_area: hyp\n    direction: higher_is_better\n"
+        "    denominator: {on_register: hyp}\n"
+        "    numerator:\n      bp_reading:\n        within_months: 12\n"
+        "        kinds: [{name: clinic, systolic: [sys], diastolic: [dia]}]\n"
+        "        thresholds: [{age_below: 80, systolic: 140, diastolic: 90}]\n"
+    )})
+    codelists = dict(CODELISTS, sys=frozenset({"555"}), dia=frozenset({"666"}))
+    defs = parse_definitions(texts, known_codelists=set(codelists))
+    patient = pl.DataFrame({"patient_id": ["p"], "date_of_birth": [date(1970, 1, 1)]})
+    events = pl.DataFrame({
+        "patient_id": ["p"] * 6,
+        "code": ["333", "555", "666", "555", "555", "666"],
+        # a valid pair 138/85 on 2025-01-10 (two systolics: the lowest counts), then an invalid
+        # systolic (45) beside a diastolic on 2025-02-01: no reading.
+        "event_date": [date(2010, 1, 1), date(2025, 1, 10), date(2025, 1, 10), date(2025, 1, 10), date(2025, 2, 1), date(2025, 2, 1)],
+        "value": [None, 150.0, 85.0, 138.0, 45.0, 70.0],
+    }, schema_overrides={"value": pl.Float64})
+    explanation = explain_patient(defs, codelists, patient, events, R, term_lookup=lambda codelist_id: {})
+    text = "\n".join(explanation.lines())
+    assert "NUM  bp_control v1" in text
+    assert "latest valid pair on 2025-01-10: clinic 138/85; age 55" in text

@@ -26,7 +26,8 @@ SECRETS = ("secret-id", "Q", "bad", "2030", "-4", "1980", "1990")
 # Every placeholder a shipped suite uses, with a value of the right kind.
 PARAMS = {
     "reference_date": dt.date(2026, 10, 31), "unpublishable_counts": [1, 2], "sex_codes": ["M", "F", "I", "U"],
-    "systolic_codes": ["271649006"], "diastolic_codes": ["271650006"], "match_methods": ["postcode_lookup"],
+    "systolic_codes": ["271649006"], "diastolic_codes": ["271650006"],
+    "qrisk_codes": ["1085871000000105"], "match_methods": ["postcode_lookup"],
 }
 
 CHECKS = [

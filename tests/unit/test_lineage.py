@@ -91,3 +91,28 @@ def test_run_manifest_pins_definitions_codelists_reference_files_and_code():
     assert by[("setting", "primary_imd_vintage")][0] == "IMD2025"
     assert by[("code", "core20plus5")][0] == "0.1.0+abc"
     assert manifest.select("reporting_month", "item_type", "item_id").is_unique().all()
+
+
+def test_a_register_with_a_second_way_on_counts_it_as_one_step_and_explain_names_it():
+    # The SMI register's shape: diagnosis after resolution, OR lithium in the last 6 months.
+    texts = dict(TEXTS, **{"registers.yaml": "registers:\n  - id: hyp" + HEADER + "    diagnosis: [hyp_cod]\n"
+                           "    resolved: [hypres_cod]\n    also: {has_event: {codelists: [lithium], within_months: 6}}\n"})
+    codelists = dict(CODELISTS, lithium=frozenset({"LITH"}))
+    defs = parse_definitions(texts, known_codelists=set(codelists))
+    patients = pl.DataFrame({"patient_id": ["dx", "lith", "resolved", "none"], "date_of_birth": [date(1950, 1, 1)] * 4})
+    events = pl.DataFrame({
+        "patient_id": ["dx", "lith", "resolved", "resolved", "resolved"],
+        "code": ["HYP", "LITH", "HYP", "HYP_RES", "LITH"],
+        "event_date": [date(2020, 1, 1), date(2025, 2, 1), date(2020, 1, 1), date(2021, 1, 1), date(2024, 1, 1)],
+        "value": [None] * 5,
+    }, schema_overrides={"value": pl.Float64})
+    rows = attrition(defs, patients.lazy(), events.lazy(), None, codelists, R).filter(pl.col("definition_id") == "hyp")
+    assert rows.select("step", "n_before", "n_kept").rows() == [(1, 4, 2)]  # dx and lith; older lithium does not count
+    assert rows["rule"][0].endswith("or a lithium code within 6 months")
+
+    from pipelines.segmentation.explain import explain_patient
+
+    text = "\n".join(explain_patient(defs, codelists, patients.filter(pl.col("patient_id") == "lith"),
+                                     events.filter(pl.col("patient_id") == "lith"), R).lines())
+    assert "IN   hyp v1" in text
+    assert "also: a lithium code within 6 months -- latest LITH on 2025-02-01" in text

@@ -36,9 +36,12 @@ def test_all_published_tables_come_from_one_step_that_cannot_be_split():
     assert len(steps) == 1
     (publish,) = steps
     assert publish.node_def.name == "publish_month" and not publish.can_subset
-    assert {k for k in publish.keys} == {published_key(t) for t in PUBLISHED_TABLES}
-    # It waits for every candidate.
+    # The published tables, the serving snapshot and the report are put in place by this one step.
+    assert {k for k in publish.keys} == {published_key(t) for t in PUBLISHED_TABLES} | {
+        dg.AssetKey(["serving", "snapshot"]), dg.AssetKey(["reports", "monthly_report"])}
+    # It waits for every candidate and for the disclosure audit of the whole month's outputs.
     assert {audit_key(t) for t in PUBLISHED_TABLES if t.audit_asset} <= set(publish.dependency_keys)
+    assert dg.AssetKey(["audit", "disclosure"]) in set(publish.dependency_keys)
 
 
 def warehouse_with(tmp_path):

@@ -85,8 +85,36 @@ def _register(events: pl.DataFrame, people: pl.DataFrame, diagnosis: str, resolv
     return people.filter("registered").join(on.select("patient_id"), on="patient_id", how="semi")
 
 
+def _smi_register(events: pl.DataFrame, people: pl.DataFrame) -> pl.DataFrame:
+    """Return the SMI register: by diagnosis (MH_COD after SMHRES) or lithium issued in the last 6 months."""
+    lithium = events.filter(pl.col("code").is_in(_codes("lithium").implode())
+                            & pl.col("event_date").is_between(date(2024, 8, 29), R))  # R - 6 months + 1 day
+    by_lithium = people.filter("registered").join(lithium.select("patient_id"), on="patient_id", how="semi")
+    return pl.concat([_register(events, people, "mh_cod", "smhres"), by_lithium]).unique("patient_id")
+
+
 def _in_window(events: pl.DataFrame, *ids: str) -> pl.DataFrame:
     return events.filter(pl.col("code").is_in(_codes(*ids).implode()) & pl.col("event_date").is_between(W0, R))
+
+
+# The BP reading rule (DOMAIN.md section 4), restated here on its own: per kind, the day's
+# lowest valid systolic (>= 50) and diastolic (>= 20); a day is a reading when one kind has both.
+BP_KINDS = {"clinic": (("bp_systolic_clinic",), ("bp_diastolic_clinic",), 0),
+            "home": (("bp_systolic_out_of_office",), ("bp_diastolic_out_of_office", "homebp_diastolic_average"), 5)}
+
+
+def _bp_days(events: pl.DataFrame) -> pl.DataFrame:
+    """Return patient_id, event_date and per kind its lowest valid systolic / diastolic, on days with a valid pair."""
+    window = events.filter(pl.col("event_date").is_between(W0, R))
+    days = None
+    for kind, (systolic, diastolic, _) in BP_KINDS.items():
+        sys = window.filter(pl.col("code").is_in(_codes(*systolic).implode()) & (pl.col("value") >= 50))
+        dia = window.filter(pl.col("code").is_in(_codes(*diastolic).implode()) & (pl.col("value") >= 20))
+        pairs = (sys.group_by("patient_id", "event_date").agg(pl.col("value").min().alias(f"{kind}_sys"))
+                 .join(dia.group_by("patient_id", "event_date").agg(pl.col("value").min().alias(f"{kind}_dia")),
+                       on=["patient_id", "event_date"]))
+        days = pairs if days is None else days.join(pairs, on=["patient_id", "event_date"], how="full", coalesce=True)
+    return days
 
 
 def _by_group(frame: pl.DataFrame, flag: str) -> dict:
@@ -191,7 +219,10 @@ def test_practice_plans_keep_real_sizes_and_the_icb_mix():
 
 def test_register_counts_match_an_independent_recomputation(extract, people):
     registers = extract["truth"]["registers"]
-    assert _register(extract["events"], people, "mh_cod", "smhres").height == registers["smi_register"]["n_registered"] > 0
+    assert _smi_register(extract["events"], people).height == registers["smi_register"]["n_registered"] > 0
+    # Lithium in the last 6 months puts some on it without a diagnosis; older lithium does not.
+    by_diagnosis = _register(extract["events"], people, "mh_cod", "smhres")
+    assert _smi_register(extract["events"], people).height > by_diagnosis.height
     assert _register(extract["events"], people, "hyp_cod", "hypres_cod").height == registers["hypertension_register"]["n_registered"] > 0
     for register_id, diagnosis, resolved in (
         ("asthma_register", "ast_cod", "astres_cod"),
@@ -200,7 +231,7 @@ def test_register_counts_match_an_independent_recomputation(extract, people):
         ("epilepsy_register", "epil_cod", "epilres_cod"),
     ):
         assert _register(extract["events"], people, diagnosis, resolved).height == registers[register_id]["n_registered"], register_id
-    for register_id, diagnosis in (("ld_register", "ld_cod"), ("autism", "autism_cod")):
+    for register_id, diagnosis in (("ld_register", "ld_cod_20241205"), ("autism", "autism_cod")):
         coded = extract["events"].filter(pl.col("code").is_in(_codes(diagnosis).implode()))
         assert people.filter("registered").join(coded, on="patient_id", how="semi").height == registers[register_id]["n_registered"], register_id
     # Resolution matters: some patients have a diagnosis but are off the register.
@@ -217,14 +248,16 @@ def test_deregistered_patients_are_in_the_extract_but_not_registered(extract, pe
 
 def test_smi_health_check_numerator_matches_ground_truth(extract, people):
     ev = extract["events"]
-    denom = _register(ev, people, "mh_cod", "smhres").filter(pl.col("age") >= 18)
+    denom = _smi_register(ev, people).filter(pl.col("age") >= 18)
     components = [
-        ("bp_cod", "systolic_blood_pressure_qof", "diastolic_blood_pressure_qof"),
         ("cholesterol_tests",),
         ("hba1c_tests", "ifcchbam_cod"),
-        ("lsmok_cod", "exsmok_cod"),
+        ("lsmok_cod", "exsmok_cod", "smoking_never", "smoking_ex", "smoking_current"),
+        ("bmival_cod", "bmiobese_cod", "bmi_stage", "weight_snomed"),
+        ("alcohol_consumption_gmsde",),
     ]
     flags = [pl.col("patient_id").is_in(_in_window(ev, *ids)["patient_id"].implode()) for ids in components]
+    flags.append(pl.col("patient_id").is_in(_bp_days(ev)["patient_id"].implode()))
     scored = denom.with_columns(pl.all_horizontal(flags).alias("met"))
     truth = extract["truth"]["indicators"]["smi_health_check"]
     for group, (n_den, n_num) in _by_group(scored, "met").items():
@@ -235,23 +268,16 @@ def test_hypertension_treated_to_target_matches_ground_truth(extract, people):
     ev = extract["events"]
     denom = _register(ev, people, "hyp_cod", "hypres_cod").filter(pl.col("age") >= 18)
 
-    def latest_lowest(codelist: str, name: str) -> pl.DataFrame:
-        window = _in_window(ev, codelist)
-        return (
-            window.filter(pl.col("event_date") == pl.col("event_date").max().over("patient_id"))
-            .group_by("patient_id")
-            .agg(pl.col("value").min().alias(name))
-        )
-
-    scored = (
-        denom.join(latest_lowest("systolic_blood_pressure_qof", "sys"), on="patient_id", how="left")
-        .join(latest_lowest("diastolic_blood_pressure_qof", "dia"), on="patient_id", how="left")
-        .with_columns(
-            (
-                (pl.col("sys") <= pl.when(pl.col("age") >= 80).then(150).otherwise(140))
-                & (pl.col("dia") <= 90)
-            ).fill_null(False).alias("met")
-        )
+    latest = _bp_days(ev).filter(pl.col("event_date") == pl.col("event_date").max().over("patient_id"))
+    scored = denom.join(latest, on="patient_id", how="left").with_columns(
+        pl.when(pl.col("age") >= 80).then(150).otherwise(140).alias("limit")
+    ).with_columns(
+        pl.any_horizontal(
+            (pl.col(f"{kind}_sys") <= pl.col("limit") - shift) & (pl.col(f"{kind}_dia") <= 90 - shift)
+            for kind, (_, _, shift) in BP_KINDS.items()
+        ).fill_null(False).alias("met"),
+        pl.coalesce("clinic_sys", "home_sys").alias("sys"),
+        pl.coalesce("clinic_dia", "home_dia").alias("dia"),
     )
     truth = extract["truth"]["indicators"]["hypertension_treated_to_target"]
     for group, (n_den, n_num) in _by_group(scored, "met").items():
@@ -262,16 +288,30 @@ def test_hypertension_treated_to_target_matches_ground_truth(extract, people):
     # Thresholds bite: readings exactly at 140/90 exist, and some 80+ pass only on 150.
     assert scored.filter(pl.col("met") & ((pl.col("sys") == 140) | (pl.col("dia") == 90))).height > 0
     assert scored.filter(pl.col("met") & (pl.col("sys") > 140)).height > 0
+    # Home readings decide for some, and rows that are no valid reading were written after
+    # the deciding day (invalid values, a lone systolic, a maximum): the rule must skip them.
+    assert scored.filter(pl.col("home_sys").is_not_null()).height > 0
+    later = ev.filter(pl.col("code").is_in(_codes("systolic_blood_pressure_qof").implode())).join(
+        latest.select("patient_id", pl.col("event_date").alias("decided")), on="patient_id").filter(
+        pl.col("event_date").is_between(pl.col("decided"), R, closed="right"))
+    assert later.height > 0
 
 
 def test_ethnicity_and_duplicate_counts_match_ground_truth(extract):
     ev = extract["events"]
     truth = extract["truth"]
     coded = ev.filter(pl.col("code").is_in(_codes("ethnicity_snomed").implode()))["patient_id"].unique()
-    stated_not = ev.filter(pl.col("code").is_in(_codes("eth_not_stated").implode()))["patient_id"].unique()
+    unstated = ev.filter(pl.col("code").is_in(_codes("eth_not_stated").implode()))
+    only_unstated = unstated.filter(~pl.col("patient_id").is_in(coded.implode()))
+    not_known = only_unstated.filter(pl.col("code") == "312861003")["patient_id"].unique()
     assert coded.len() == truth["ethnicity"]["n_coded"]
-    assert stated_not.len() == truth["ethnicity"]["n_not_stated"]
-    assert N - coded.len() - stated_not.len() == truth["ethnicity"]["n_no_code"]
+    assert only_unstated["patient_id"].n_unique() - not_known.len() == truth["ethnicity"]["n_not_stated"] > 0
+    assert not_known.len() == truth["ethnicity"]["n_not_known"] > 0
+    # Coded patients with a LATER unstated code: the valid code still decides.
+    later = unstated.join(ev.filter(pl.col("code").is_in(_codes("ethnicity_snomed").implode()))
+                          .group_by("patient_id").agg(pl.col("event_date").max().alias("valid")), on="patient_id")
+    assert later.filter(pl.col("event_date") > pl.col("valid"))["patient_id"].n_unique() == truth["ethnicity"]["n_later_unstated_code"] > 0
+    assert N - coded.len() - only_unstated["patient_id"].n_unique() == truth["ethnicity"]["n_no_code"]
     assert truth["defects"]["missing_ethnicity"] > 0
     # Latest code wins: patients with two different codes exist (superseded ones).
     multi = ev.filter(pl.col("code").is_in(_codes("ethnicity_snomed").implode())).group_by("patient_id").agg(pl.col("code").n_unique())
@@ -291,14 +331,18 @@ def test_reporting_month_must_be_a_first_day(tmp_path):
 
 def test_gap_breakdowns_use_the_recorded_ethnicity_and_are_consistent(extract, people):
     # Recompute the broad group the pipeline will see from the written events alone: the
-    # latest ethnicity code's grouping_6, 'Not stated' for a not-stated code, 'unknown' for none.
+    # latest VALID ethnicity code's grouping_6; without one, 'Not known' when the latest
+    # unstated code is "Ethnic group not recorded", else 'Not stated'; 'unknown' for none.
     stated = loader.read_codelist("ethnicity_snomed").select("code", pl.col("grouping_6").cast(pl.String))
     labels = {"1": "White", "2": "Mixed", "3": "Asian or Asian British", "4": "Black or Black British", "5": "Other ethnic group"}
     coded = extract["events"].join(stated, on="code", how="left").filter(
         pl.col("grouping_6").is_not_null() | pl.col("code").is_in(_codes("eth_not_stated").implode())
-    )
+    ).with_columns(
+        pl.col("grouping_6").is_null().alias("unstated"),
+        pl.when(pl.col("code") == "312861003").then(pl.lit("Not known")).otherwise(pl.lit("Not stated")).alias("unstated_label"),
+    ).filter(pl.col("unstated") == pl.col("unstated").min().over("patient_id"))
     latest = coded.filter(pl.col("event_date") == pl.col("event_date").max().over("patient_id")).select(
-        "patient_id", pl.col("grouping_6").replace_strict(labels, default="Not stated").alias("ethnicity")
+        "patient_id", pl.coalesce(pl.col("grouping_6").replace_strict(labels, default=None), "unstated_label").alias("ethnicity")
     ).unique()
     assert latest["patient_id"].is_unique().all()
     denominator = _register(extract["events"], people, "hyp_cod", "hypres_cod").filter(pl.col("age") >= 18)
@@ -312,8 +356,12 @@ def test_gap_breakdowns_use_the_recorded_ethnicity_and_are_consistent(extract, p
         breakdowns = entry["breakdowns"]
         assert set(breakdowns) == {"core20", "ethnicity_broad"}, name
         assert (breakdowns["core20"]["reference_group"], breakdowns["ethnicity_broad"]["reference_group"]) == ("rest", "White")
-        for group in ("core20", "rest"):
-            assert breakdowns["core20"]["groups"][group] == entry[group], (name, group)
+        # Core20 is the latent Core20 seen through a usable postcode; the gap table's 'rest' is
+        # everyone else (a blank, invalid or non-English postcode included), not the latent 'rest'.
+        assert breakdowns["core20"]["groups"]["core20"] == entry["core20"], name
+        rest = breakdowns["core20"]["groups"]["rest"]
+        assert rest["n_denominator"] == entry["all_patients"]["n_denominator"] - entry["core20"]["n_denominator"], name
+        assert rest["n_denominator"] >= entry["rest"]["n_denominator"], name
         for breakdown in breakdowns.values():
             groups = breakdown["groups"]
             # The groups partition the denominator, so their expected rates average to the overall one.
@@ -322,7 +370,7 @@ def test_gap_breakdowns_use_the_recorded_ethnicity_and_are_consistent(extract, p
             expected = sum(g["expected_rate"] * g["n_denominator"] for g in groups.values() if g["n_denominator"])
             assert expected == pytest.approx(entry["all_patients"]["expected_rate"] * entry["all_patients"]["n_denominator"])
             reference = groups[breakdown["reference_group"]]
-            assert set(breakdown["gaps"]) <= set(groups) - {breakdown["reference_group"], "unknown", "Not stated"}
+            assert set(breakdown["gaps"]) <= set(groups) - {breakdown["reference_group"], "unknown", "Not stated", "Not known"}
             for label, gap in breakdown["gaps"].items():
                 assert gap["expected_gap"] == pytest.approx(groups[label]["expected_rate"] - reference["expected_rate"])
                 assert gap["expected_gap_sd"] > 0

@@ -1,0 +1,474 @@
+"""Disclosure control of a month's published counts as one system: the gap table and the
+deprivation-quality table together, with every identity between their populations.
+
+DOMAIN.md section 6: a reader holds every published table at once. Auditing each table
+alone (as this pipeline once did) missed what they can do across tables: two indicators with
+the same denominator show the same counts twice, so a complement hidden in one is shown in
+the other; all patients of a practice (deprivation quality) minus its adults (an adult
+indicator) is its children (a CYP indicator); the match methods of a practice add up to its
+patients, blank and invalid postcodes repeat across vintages, and 'ALL' is the sum of the
+practices. `protect_month` puts every count of the month into one `CountProblem`:
+
+- a variable per (population, cell): the populations behind the published numbers are
+  each indicator's denominator and numerator, all registered patients, and per vintage the
+  patients with a decile and those of each match method; identical populations share one
+  variable (`populations.population_identities`);
+- relations: each breakdown's structure (gaps._relations) for every population in the gap
+  table, 'ALL' = the sum of the practices for the quality table, and every linear identity
+  between populations in every cell where all of them are published;
+- units hidden together: a gap-table row (numerator and denominator: no half-shown row),
+  each deprivation-quality count (a hidden practice total hides its whole row);
+- cells of an intersection with an 'unknown' part are never published (missingness is
+  reported in the one-dimensional breakdowns and in deprivation quality), but stay in the
+  system as hidden counts, so what they add to the margins is still accounted for.
+
+`disclosure.suppress` then hides the fewest, least-read units until no hidden count can be
+narrowed down. Complement priority (gaps.complement_priority): intersections, then
+practice and other minor breakdowns and the deprivation-quality counts, sparing IMD, Core20
+and overall rows.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Sequence
+
+import polars as pl
+
+from pipelines.segmentation.disclosure import CountProblem, DisclosureProfile, suppress
+
+KEYS = ["reporting_month", "indicator_id", "indicator_version"]
+CELL = ["imd_vintage", "breakdown", "group"]
+UNKNOWN = "unknown"
+SEPARATOR = "|"
+ALL_PRACTICES = "ALL"
+# Complements come from deprivation-quality counts about as readily as from practice rows.
+QUALITY_PRIORITY = 1
+
+
+def population_memberships(indicator_results: pl.LazyFrame, deprivation: pl.LazyFrame | None) -> pl.LazyFrame:
+    """Return (`reporting_month`, `patient_id`, `population`) for every published population.
+
+    Populations: '<indicator>@<version>:den' and ':num' from the indicator results; with the
+    deprivation rows, 'all' (every registered patient) and per vintage '<vintage>:matched'
+    and '<vintage>:<match method>', as the deprivation-quality table counts them.
+    """
+    key = pl.col("indicator_id") + "@" + pl.col("indicator_version").cast(pl.String)
+    results = indicator_results.select("reporting_month", "patient_id", "indicator_id", "indicator_version", "is_numerator")
+    parts = [
+        results.select("reporting_month", "patient_id", (key + ":den").alias("population")),
+        results.filter(pl.col("is_numerator").fill_null(False)).select(
+            "reporting_month", "patient_id", (key + ":num").alias("population")),
+    ]
+    if deprivation is not None:
+        frame = deprivation.lazy()
+        parts.append(frame.select("reporting_month", "patient_id", pl.lit("all").alias("population")))
+        for vintage, prefix in (("IMD2019", "imd2019"), ("IMD2025", "imd2025")):
+            method = pl.col(f"{prefix}_method")
+            parts.append(frame.select("reporting_month", "patient_id", (pl.lit(f"{vintage}:") + method).alias("population")))
+            matched = pl.col(f"{prefix}_decile").is_not_null() & ~method.is_in(["blank", "outside_england"])
+            parts.append(frame.filter(matched).select("reporting_month", "patient_id",
+                                                      pl.lit(f"{vintage}:matched").alias("population")))
+    return pl.concat(parts)
+
+
+def _quality_population(vintage: str, column: str) -> str:
+    if column == "n_patients":
+        return "all"
+    return f"{vintage}:{column.removeprefix('n_')}"
+
+
+def protect_month(
+    counts: pl.DataFrame,
+    relations: list[tuple],
+    profile: DisclosureProfile,
+    *,
+    primary_vintage: str,
+    memberships: pl.LazyFrame | None = None,
+    quality: pl.DataFrame | None = None,
+    earlier: Sequence[tuple] | None = None,
+) -> tuple[pl.DataFrame, pl.DataFrame | None, dict]:
+    """Return (controlled gap counts, controlled quality table or None, audit figures).
+
+    Arguments:
+        counts: true gap-table counts: `KEYS`, `CELL`, `numerator`, `denominator`.
+        relations: the gap table's cell relations (gaps._relations).
+        profile: the disclosure profile.
+        primary_vintage: the vintage label of breakdowns not based on deprivation (the
+            practice and overall cells the quality table shares).
+        memberships: `population_memberships` of the same month(s); None: every indicator's
+            populations are taken as unrelated (a single table audited alone).
+        quality: the exact deprivation-quality table (DEPRIVATION_QUALITY) to protect jointly.
+        earlier: earlier releases of the month still in readers' hands, each the
+            `(counts, structure)` its own run returned under figures['release']; see
+            `link_releases`.
+
+    Returns:
+        The gap counts with `numerator`/`denominator` controlled (hidden rows null, or 0 for
+        a redacting profile), `is_suppressed`, and without the never-published cells; the
+        quality table with every count controlled and shares recomputed from the controlled
+        counts; figures (`n_lp_solves`, `n_complements`, `seconds`, ...), and for one month
+        `release`: this release's private record for the next release to link to.
+    """
+    from pipelines.segmentation.gaps import complement_priority
+    from pipelines.segmentation.populations import membership_patterns, population_identities
+
+    started = time.perf_counter()
+    # Key order, never the order the rows arrived in: with several optima the solver's pick
+    # depends on the model's column order, and a re-run of the month must hide the same cells.
+    counts = counts.sort(*KEYS, *CELL)
+    if quality is not None:
+        quality = quality.sort("reporting_month", "imd_vintage", "practice_code")
+    problem = CountProblem(keys=[], values=[])
+    index: dict[tuple, int] = {}
+
+    def var(key: tuple, value: int) -> int:
+        found = index.get(key)
+        if found is None:
+            found = index[key] = len(problem.keys)
+            problem.keys.append(key)
+            problem.values.append(int(value))
+        elif problem.values[found] != int(value):
+            raise RuntimeError("protect_month: two published counts of one population and cell differ")
+        return found
+
+    months = sorted(set(counts["reporting_month"].to_list()) | (set(quality["reporting_month"].to_list()) if quality is not None else set()))
+    classes: dict = {}
+    identities: dict = {}
+    present: dict = {}
+    if memberships is not None:
+        frame = memberships.collect() if isinstance(memberships, pl.LazyFrame) else memberships
+        for month in months:
+            rows = frame.filter(pl.col("reporting_month") == month)
+            names = sorted(rows["population"].unique().to_list())
+            present[month] = set(names)
+            matrix = membership_patterns(rows.select("patient_id", "population"), names)
+            classes[month], identities[month] = population_identities(matrix, names)
+
+    def population_class(month, name: str) -> str:
+        return classes.get(month, {}).get(name, name)
+
+    # Gap-table rows: one unit each, numerator and denominator.
+    rows = counts.select(*KEYS, *CELL, "numerator", "denominator").rows()
+    gap_unit: list[int] = []
+    gap_classes: set = set()
+    unpublished_rows: set[int] = set()
+    gap_cells: dict = {}
+    class_cells: dict = {}
+    for r, (month, indicator, version, vintage, breakdown, group, numerator, denominator) in enumerate(rows):
+        cell = (vintage, breakdown, group)
+        gap_cells.setdefault(month, set()).add(cell)
+        den_class = population_class(month, f"{indicator}@{version}:den")
+        num_class = population_class(month, f"{indicator}@{version}:num")
+        n = var((month, num_class, cell), numerator or 0)
+        d = var((month, den_class, cell), denominator or 0)
+        class_cells.setdefault((month, num_class), set()).add(cell)
+        class_cells.setdefault((month, den_class), set()).add(cell)
+        gap_classes |= {(month, num_class), (month, den_class)}
+        problem.units.append([n, d])
+        problem.unit_keys.append(repr((month, indicator, version, cell)))
+        problem.unit_priority.append(complement_priority(cell))
+        problem.at_most.append((n, d))
+        unit = len(problem.units) - 1
+        gap_unit.append(unit)
+        if SEPARATOR in breakdown and UNKNOWN in group.split(SEPARATOR):
+            problem.unpublished.add(unit)
+            unpublished_rows.add(r)
+
+    # Deprivation-quality counts: one unit each; a practice's patient total hides its row.
+    quality_units: dict[tuple[int, str], int] = {}
+    quality_cells: dict = {}
+    quality_classes: set = set()
+    count_columns = [c for c in (quality.columns if quality is not None else []) if c.startswith("n_")]
+    if quality is not None:
+        for r, row in enumerate(quality.iter_rows(named=True)):
+            month, vintage, practice = row["reporting_month"], row["imd_vintage"], row["practice_code"]
+            cell = (primary_vintage, "overall", "all") if practice == ALL_PRACTICES else (primary_vintage, "practice", practice)
+            quality_cells.setdefault(month, set()).add(cell)
+            row_units = []
+            for column in count_columns:
+                klass = population_class(month, _quality_population(vintage, column))
+                v = var((month, klass, cell), row[column] or 0)
+                class_cells.setdefault((month, klass), set()).add(cell)
+                quality_classes.add((month, klass))
+                problem.units.append([v])
+                problem.unit_keys.append(repr((month, "deprivation_quality", vintage, practice, column)))
+                problem.unit_priority.append(QUALITY_PRIORITY)
+                quality_units[(r, column)] = len(problem.units) - 1
+                row_units.append(len(problem.units) - 1)
+            problem.implies[quality_units[(r, "n_patients")]] = [u for u in row_units if u != quality_units[(r, "n_patients")]]
+
+    # Structure within each population: the gap table's breakdown relations; 'ALL' = the practices.
+    def add_relation(total_key, part_keys) -> None:
+        total = index.get(total_key)
+        parts = [index[k] for k in part_keys if k in index]
+        if total is not None and parts:
+            problem.relations.append(([total, *parts], [1.0] + [-1.0] * len(parts)))
+        elif total is None and parts:
+            problem.relations.append((parts, [1.0] * len(parts)))  # no row for the total: all 0
+
+    for month, klass in sorted(gap_classes, key=repr):
+        for total, members in relations:
+            add_relation((month, klass, total), [(month, klass, m) for m in members if m != total])
+    overall = (primary_vintage, "overall", "all")
+    for (month, klass), cells in sorted(class_cells.items(), key=repr):
+        if (month, klass) in gap_classes:
+            continue
+        practices = sorted(c for c in cells if c[1] == "practice")
+        add_relation((month, klass, overall), [(month, klass, c) for c in practices])
+
+    # Identities between populations, in every cell where all of them are published.
+    n_identities = 0
+    for month in months:
+        domain_gap = gap_cells.get(month, set())
+        domain_quality = quality_cells.get(month, set())
+        for identity in identities.get(month, []):
+            domains = []
+            for klass in identity:
+                published = set()
+                if (month, klass) in gap_classes:
+                    published |= domain_gap
+                if (month, klass) in quality_classes:
+                    published |= domain_quality
+                domains.append(published)
+            cells = set.intersection(*domains) if domains else set()
+            for cell in sorted(cells):
+                members = [(index[(month, k, cell)], c) for k, c in identity.items() if (month, k, cell) in index]
+                if len(members) > 1 or (members and any((month, k, cell) not in index for k in identity)):
+                    problem.relations.append(([m for m, _ in members], [float(c) for _, c in members]))
+                    n_identities += 1
+
+    # A population with no member this month (e.g. a match method nobody's postcode took) has a
+    # count of 0 in every cell: an identity every reader holds, so hiding such a 0 protects nothing.
+    if memberships is not None:
+        problem.known_zero = {v for v, key in enumerate(problem.keys)
+                              if key[1] not in present.get(key[0], set()) and problem.values[v] == 0}
+    n_linked = 0
+    if earlier:
+        if len(months) != 1:
+            raise ValueError("protect_month: earlier releases are linked for one month at a time")
+        alone = CountProblem(keys=list(problem.keys), values=list(problem.values), relations=list(problem.relations),
+                             at_most=problem.at_most, units=problem.units, unit_keys=problem.unit_keys,
+                             unit_priority=problem.unit_priority, implies=problem.implies,
+                             unpublished=problem.unpublished, known_zero=problem.known_zero)
+        n_linked = link_releases(problem, index, earlier, profile, month=months[0], classes=classes.get(months[0], {}))
+
+    result = suppress(problem, profile)
+    hidden = result.hidden_units
+    if earlier:
+        # Two readers: one holding every release and the exact change (above), and one holding
+        # this release alone, for whom today's small counts must cover 1..threshold. Hiding only
+        # widens intervals, so the second pass keeps what the first guaranteed.
+        second = suppress(alone, profile, primary_units=set(hidden))
+        result.n_lp_solves += second.n_lp_solves
+        result.n_complements += second.n_complements
+        hidden = result.hidden_units = set(hidden) | second.hidden_units
+    hidden_rows = [gap_unit[r] in hidden for r in range(len(rows))]
+    hidden_value = pl.lit(None, pl.Int64) if profile.small_count_action != "redact" else pl.lit(0, pl.Int64)
+    controlled = (
+        counts.with_columns(pl.Series("_hide", hidden_rows, dtype=pl.Boolean),
+                            # Profile 'none' (private checks only) keeps every cell, the never-published ones too.
+                            pl.Series("_published", [r not in unpublished_rows or profile.name == "none"
+                                                     for r in range(len(rows))], dtype=pl.Boolean))
+        .with_columns(
+            *[pl.when(pl.col("_hide")).then(hidden_value).otherwise(profile.control(c)).alias(c)
+              for c in ("numerator", "denominator")],
+            pl.col("_hide").alias("is_suppressed"),
+        )
+        .filter("_published")
+        .drop("_hide", "_published")
+    )
+    quality_controlled = None
+    if quality is not None:
+        from pipelines.segmentation.deprivation_quality import controlled_quality
+
+        masks = {c: [quality_units[(r, c)] in hidden for r in range(quality.height)] for c in count_columns}
+        quality_controlled = controlled_quality(quality, profile, masks)
+    stats = {"n_lp_solves": result.n_lp_solves, "n_complements": result.n_complements,
+             "n_needs_cut_by_earlier_releases": result.n_prior_cut,
+             "n_components": result.n_components, "n_variables": len(problem.keys),
+             "n_relations": len(problem.relations), "n_identities": n_identities,
+             "n_earlier_releases": len(earlier or ()), "n_release_links": n_linked,
+             "seconds": time.perf_counter() - started}
+    if len(months) == 1:
+        stats["release"] = _release_record(problem, hidden, months[0], classes.get(months[0], {}),
+                                           identities.get(months[0], []), gap_classes, quality_classes,
+                                           gap_cells.get(months[0], set()), quality_cells.get(months[0], set()))
+    return controlled, quality_controlled, stats
+
+
+RELEASE_COLUMNS = {"reporting_month": pl.Date, "population": pl.String, "imd_vintage": pl.String, "breakdown": pl.String,
+                   "group": pl.String, "value": pl.Int64, "is_hidden": pl.Boolean}
+
+
+def _release_record(problem: CountProblem, hidden_units: set, month, classes: dict, identities: list,
+                    gap_classes: set, quality_classes: set, gap_cells: set, quality_cells: set) -> tuple:
+    """Return (counts, structure) of a release, as the next release of the month must know it.
+
+    `counts`: one row per count of the system (a population class in a cell): its true value
+    and whether the release hid it (every place showing it hidden, or never published).
+    `structure`: what a reader could combine in that release, in population names: the
+    classes of identical populations, the identities between classes, and the cells where
+    each table's populations were published (the domain of those identities).
+    Both are private: they hold true counts, and stay in the warehouse's `disclosure` schema.
+    """
+    units_of: dict[int, list[int]] = {}
+    for u, members in enumerate(problem.units):
+        for m in members:
+            units_of.setdefault(m, []).append(u)
+    rows = []
+    for v, key in enumerate(problem.keys):
+        if not (isinstance(key, tuple) and len(key) == 3 and key[0] == month and v in units_of):
+            continue  # a helper constant, not a count
+        _, klass, (vintage, breakdown, group) = key
+        rows.append((month, klass, vintage, breakdown, group, int(problem.values[v]),
+                     all(u in hidden_units for u in units_of[v])))
+    counts = pl.DataFrame(rows, schema=RELEASE_COLUMNS, orient="row")
+    structure = {
+        "classes": {name: klass for name, klass in classes.items() if name != klass},
+        "identities": [{k: int(c) for k, c in identity.items()} for identity in identities],
+        "gap_classes": sorted(k for m, k in gap_classes if m == month),
+        "quality_classes": sorted(k for m, k in quality_classes if m == month),
+        "gap_cells": sorted(list(c) for c in gap_cells),
+        "quality_cells": sorted(list(c) for c in quality_cells),
+    }
+    return counts, structure
+
+
+def link_releases(problem: CountProblem, index: dict, earlier: Sequence[tuple], profile: DisclosureProfile, *,
+                  month, classes: dict) -> int:
+    """Add what earlier releases of the month told readers to the problem; return the relations added.
+
+    Each earlier release is `(counts, structure)` as `_release_record` made it when that
+    release was published. The reader this protects against holds every release and knows
+    exactly how each true count changed since (e.g. which one patient was added: the
+    strongest reader of a re-send, so any weaker one is covered too). For them an earlier
+    release is a second view of today's counts x, shifted by the known change s:
+
+    - a count it showed stands for a range r: today's count is within r + s (`released`);
+    - a count it hid stays hidden (`fixed_hidden`), and if it was small then (1..threshold),
+      today's interval must still cover 1 + s..threshold + s (`earlier_small`): what the
+      reader learns is about the earlier release's patients;
+    - its identities held for its counts: sum c (x - s) = 0, i.e. sum c x = sum c x_true, added
+      where today's identities do not already imply them (populations identical then but not
+      now, a pattern of memberships that today's extra patient broke).
+    """
+    import numpy as np
+
+    from pipelines.segmentation.disclosure import _shown_bounds
+
+    threshold = profile.small_count_threshold
+    suppresses = profile.small_count_action in ("suppress", "redact") and threshold > 0
+    today = [dict(classes)]
+    added = 0
+    released: list[dict] = []
+
+    def var(name: str, cell: tuple):
+        return index.get((month, today[0].get(name, name), cell))
+
+    def constant_relation(terms: dict) -> None:
+        nonlocal added
+        terms = {v: c for v, c in terms.items() if c != 0}
+        if not terms:
+            return
+        total = sum(c * problem.values[v] for v, c in terms.items())
+        members, coefficients = list(terms), [float(c) for c in terms.values()]
+        if total != 0:
+            # The known constant as an exact helper count (in no unit: never shown or hidden).
+            helper = len(problem.keys)
+            problem.keys.append(("__release_constant__", helper))
+            problem.values.append(abs(int(total)))
+            problem.exact[helper] = abs(int(total))
+            members.append(helper)
+            coefficients.append(-1.0 if total > 0 else 1.0)
+        problem.relations.append((members, coefficients))
+        added += 1
+
+    # Today's identities, to skip an earlier one they already imply.
+    today_vectors: dict[frozenset, list[dict]] = {}
+    for members, coefficients in problem.relations:
+        today_vectors.setdefault(frozenset(members), []).append(dict(zip(members, coefficients)))
+
+    for counts, structure in earlier:
+        old_classes = structure.get("classes", {})
+        members_of: dict[str, list[str]] = {}
+        for name, klass in old_classes.items():
+            members_of.setdefault(klass, []).append(name)
+        shown: dict[int, tuple[float, float]] = {}
+        rows = counts.filter(pl.col("reporting_month") == month)
+        values = rows["value"].to_list()
+        lo, hi = _shown_bounds(profile, values) if values else (np.zeros(0), np.zeros(0))
+        old_value: dict[tuple, int] = {}
+        for (klass, vintage, breakdown, group, value, is_hidden), low, high in zip(
+                rows.select("population", "imd_vintage", "breakdown", "group", "value", "is_hidden").rows(),
+                lo.tolist(), hi.tolist()):
+            cell = (vintage, breakdown, group)
+            names = [klass, *members_of.get(klass, [])]
+            old_value[(klass, cell)] = int(value)
+            today_vars = {}
+            for name in names:
+                v = var(name, cell)
+                if v is not None:
+                    today_vars[name] = v
+            for name, v in today_vars.items():
+                shift = problem.values[v] - int(value)
+                if is_hidden:
+                    problem.fixed_hidden.add(v)
+                    if suppresses and 1 <= int(value) <= threshold:
+                        low_need, high_need = 1 + shift, threshold + shift
+                        if v in problem.earlier_small:
+                            a, b = problem.earlier_small[v]
+                            low_need, high_need = min(a, low_need), max(b, high_need)
+                        problem.earlier_small[v] = (low_need, high_need)
+                else:
+                    a, b = shown.get(v, (0.0, np.inf))
+                    shown[v] = (max(a, low + shift), min(b, high + shift))
+            # Populations identical then but counted apart today: their counts differed by
+            # exactly the change since.
+            distinct = sorted(set(today_vars.values()))
+            for other in distinct[1:]:
+                constant_relation({other: 1, distinct[0]: -1})
+        released.append(shown)
+        # The earlier identities, in the cells where their populations were published then.
+        gap_classes, quality_classes = set(structure.get("gap_classes", [])), set(structure.get("quality_classes", []))
+        gap_cells = {tuple(c) for c in structure.get("gap_cells", [])}
+        quality_cells = {tuple(c) for c in structure.get("quality_cells", [])}
+        for identity in structure.get("identities", []):
+            domains = []
+            for klass in identity:
+                domain = set()
+                if klass in gap_classes:
+                    domain |= gap_cells
+                if klass in quality_classes:
+                    domain |= quality_cells
+                domains.append(domain)
+            for cell in sorted(set.intersection(*domains)) if domains else []:
+                terms: dict[int, int] = {}
+                constant = 0
+                for klass, c in identity.items():
+                    v = var(klass, cell)
+                    if v is not None:
+                        terms[v] = terms.get(v, 0) + int(c)
+                    constant += int(c) * old_value.get((klass, cell), 0)
+                if constant != 0 or not terms:
+                    continue  # not an identity of that release's counts here (a cell it did not publish)
+                if any(_same_relation(terms, t) for t in today_vectors.get(frozenset(terms), ())):
+                    continue
+                constant_relation(terms)
+    # What each release showed, as bounds over every count (helper constants included, unbounded).
+    n = len(problem.keys)
+    for shown in released:
+        lower, upper = np.zeros(n), np.full(n, np.inf)
+        for v, (a, b) in shown.items():
+            lower[v], upper[v] = a, b
+        problem.released.append((lower, upper, np.zeros(n)))
+    return added
+
+
+def _same_relation(terms: dict, other: dict) -> bool:
+    """Whether two homogeneous relations are the same up to a factor."""
+    if set(terms) != set(other):
+        return False
+    first = next(iter(terms))
+    ratio = other[first] / terms[first]
+    return all(abs(other[v] - ratio * c) < 1e-9 for v, c in terms.items())
