@@ -13,13 +13,16 @@ import dagster as dg
 import polars as pl
 
 from assets.cohorts import month_of
-from assets.staging import MONTH_META, PATIENTS
+from assets.staging import MONTH_META
 from pipelines import quality
 from pipelines.gates import run_suite
 from pipelines.partitions import MONTHLY
 from pipelines.resources import PipelineSettings, Warehouse
 from pipelines.segmentation.disclosure import PROFILES, unpublishable_counts
-from pipelines.segmentation.gaps import build_gap_table, build_inequality_table
+from pipelines.segmentation.gaps import build_inequality_table, gap_counts_sql, gap_table_from_counts
+from pipelines.segmentation.month_disclosure import population_memberships
+from pipelines.segmentation.populations import membership_representatives
+from pipelines.segmentation.sql import literal
 from pipelines.segmentation.cohorts import reported_cohorts
 from pipelines.segmentation.definitions import load_definitions
 from pipelines.segmentation.spc import build_spc_table, indicator_series_plans
@@ -43,13 +46,16 @@ def _check(key: dg.AssetKey) -> list[dg.AssetCheckSpec]:
 
 
 _GAP_INPUTS = {
-    "results": dg.AssetIn(["indicators", "patient_indicators"]),
-    "attributes": dg.AssetIn(["population", "patient_attributes"]),
     "catalogue": dg.AssetIn(["indicators", "indicator_catalogue"]),
-    "cohorts": dg.AssetIn(["cohorts", "cohort_membership"]),
     "cohort_catalogue": dg.AssetIn(["cohorts", "cohort_catalogue"]),
-    "deprivation": dg.AssetIn(["population", "patient_deprivation"]),
     "exact_quality": dg.AssetIn(["population", "deprivation_quality"]),
+}
+# Patient-level inputs: counted in the warehouse (one GROUP BY), never loaded into Python.
+_PATIENT_LEVEL = {
+    "results": ("indicators", "patient_indicators"),
+    "attributes": ("population", "patient_attributes"),
+    "cohorts": ("cohorts", "cohort_membership"),
+    "deprivation": ("population", "patient_deprivation"),
 }
 
 
@@ -64,31 +70,41 @@ _GAP_INPUTS = {
                         "together with the gap table."),
     },
     ins=_GAP_INPUTS,
-    # The practice of each patient is read in the warehouse (two columns), not the whole staged register.
-    deps=[PATIENTS],
+    deps=[dg.AssetKey(list(key)) for key in _PATIENT_LEVEL.values()],
     check_specs=_check(AUDIT_GAPS) + _check(AUDIT_DEPRIVATION_QUALITY),
     partitions_def=MONTHLY,
     can_subset=False,
 )
 def audit_gap_table(context: dg.AssetExecutionContext, settings: PipelineSettings, warehouse: Warehouse,
-                    results: pl.DataFrame, attributes: pl.DataFrame, catalogue: pl.DataFrame, cohorts: pl.DataFrame,
-                    cohort_catalogue: pl.DataFrame, deprivation: pl.DataFrame, exact_quality: pl.DataFrame):
-    """Both candidates from one suppression: a reader holds both tables, so they are protected together."""
+                    catalogue: pl.DataFrame, cohort_catalogue: pl.DataFrame, exact_quality: pl.DataFrame):
+    """Both candidates from one suppression: a reader holds both tables, so they are protected together.
+
+    The month's patient-level tables stay in the warehouse: DuckDB counts every group of the
+    gap table in one pass (`gap_counts_sql`) and picks one patient per distinct pattern of
+    published populations (`membership_representatives`); only those reach Python.
+    """
     from pipelines.releases import earlier_releases, write_candidate
 
     profile = PROFILES[settings.disclosure_profile]
     month = month_of(context)
     figures: dict = {}
-    # Earlier releases of this month a reader may still hold: this one is suppressed consistently with them.
+    relation = {name: f"(select * from {quote(schema)}.{quote(table)} where reporting_month = {literal(month)})"
+                for name, (schema, table) in _PATIENT_LEVEL.items()}
+    # The cohorts the ICS reports by (`reported_cohorts`), read from the month's small catalogue.
+    reported = reported_cohorts(cohort_catalogue.select("cohort_id"), cohort_catalogue)["cohort_id"].unique().sort()
+    reported_sql = ", ".join(literal(c) for c in reported) or "NULL"
+    cohorts = f"(select * from {relation['cohorts']} where cohort_id in ({reported_sql}))"
     with warehouse.connect(read_only=True) as con:
+        # Earlier releases of this month a reader may still hold: this one is suppressed consistently with them.
         earlier = earlier_releases(con, month)
-        patients = pl.from_arrow(con.sql("select patient_id, practice_code from staging.patients where reporting_month = ?",
-                                         params=[month]).to_arrow_table())
-    with_practice = deprivation.join(patients.select("patient_id", "practice_code"), on="patient_id", how="left")
-    table = build_gap_table(
-        results.lazy(), attributes.lazy(), catalogue, cohorts=reported_cohorts(cohorts, cohort_catalogue).lazy(), profile=profile,
-        primary_vintage=settings.primary_imd_vintage, deprivation=with_practice.lazy(), quality=exact_quality,
-        audit_stats=figures, reliability_threshold=settings.reliability_threshold, earlier=earlier,
+        counted = gap_counts_sql(con, relation["results"], relation["attributes"], cohorts,
+                                 primary_vintage=settings.primary_imd_vintage)
+        results, deprivation = membership_representatives(con, relation["results"], relation["deprivation"])
+    memberships = population_memberships(results.lazy(), deprivation.lazy())
+    table = gap_table_from_counts(
+        counted.counts, counted.hierarchy, catalogue, profile=profile, primary_vintage=settings.primary_imd_vintage,
+        emitted=counted.emitted, memberships=memberships, quality=exact_quality, audit_stats=figures,
+        reliability_threshold=settings.reliability_threshold, earlier=earlier,
     )
     quality_table = figures.pop("quality")
     release = figures.pop("release", None)

@@ -52,13 +52,14 @@ groups are reported, never compared.
 
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from typing import Mapping, NamedTuple, Sequence
 
 import polars as pl
 
 from pipelines.segmentation.disclosure import NHS_SUPPRESS_ROUND5, DisclosureProfile
 from pipelines.segmentation.month_disclosure import population_memberships, protect_month
 from pipelines.segmentation.schemas import GAP_TABLE, IMD_VINTAGES
+from pipelines.segmentation.sql import literal, quote
 from pipelines.segmentation.stats import newcombe_columns, wilson_columns
 
 # Under this many (the denominator of a proportion, the numerator of a rate), a rate from counts
@@ -132,31 +133,41 @@ _KEYS = ["reporting_month", "indicator_id", "indicator_version"]
 _CELL = ["imd_vintage", "breakdown", "group"]
 
 
-def _deprivation_groups(decile: pl.Expr) -> dict[str, pl.Expr]:
-    """Return the group label expressions derived from a national IMD decile."""
-    d = decile.cast(pl.Int32)
-    quintile = (d + 1) // 2  # ceil(decile / 2) for deciles 1..10
+def _deprivation_groups(decile: str) -> dict[str, str]:
+    """Return the SQL group labels derived from a national IMD decile column (deciles 1..10)."""
+    d = f"cast({decile} as integer)"
     return {
-        "imd_decile": d.cast(pl.String).fill_null(UNKNOWN),
-        "imd_quintile": quintile.cast(pl.String).fill_null(UNKNOWN),
+        "imd_decile": f"coalesce(cast({d} as varchar), '{UNKNOWN}')",
+        # ceil(decile / 2) for deciles 1..10
+        "imd_quintile": f"coalesce(cast(({d} + 1) // 2 as varchar), '{UNKNOWN}')",
         # 'rest' is everyone not in Core20, including patients with no national decile: the
         # small 'unknown' group then has a coarser published home in this headline breakdown,
         # instead of costing the Core20 row as its complement (missingness stays reported in
         # the decile and quintile breakdowns and in deprivation quality).
-        "core20": pl.when(d.is_not_null() & (d <= 2)).then(pl.lit("core20")).otherwise(pl.lit("rest")),
+        "core20": f"case when {d} <= 2 then 'core20' else 'rest' end",
     }
 
 
-def _age_band(age: pl.Expr) -> pl.Expr:
-    expr = pl.when(age.is_null() | (age < 0)).then(pl.lit(UNKNOWN))
-    for label, upper in AGE_BANDS:
-        expr = expr.when(age <= upper).then(pl.lit(label))
-    return expr.otherwise(pl.lit(AGE_BAND_OPEN))
+def _age_band(age: str) -> str:
+    """Return the SQL age-band label of an age column (`AGE_BANDS`, then `AGE_BAND_OPEN`)."""
+    bands = " ".join(f"when {age} <= {upper} then '{label}'" for label, upper in AGE_BANDS)
+    return f"case when {age} is null or {age} < 0 then '{UNKNOWN}' {bands} else '{AGE_BAND_OPEN}' end"
 
 
-def _text_group(column: str) -> pl.Expr:
-    value = pl.col(column).cast(pl.String).str.strip_chars()
-    return pl.when(value.is_null() | (value == "")).then(pl.lit(UNKNOWN)).otherwise(value)
+# Leading and trailing white space, as polars' str.strip_chars() removes it.
+_BLANKS = "' \t\n\r\x0b\x0c'"
+
+
+def _text_group(column: str) -> str:
+    """Return the SQL label of a text attribute: its stripped value, 'unknown' when null or blank."""
+    value = f"trim(cast({column} as varchar), {_BLANKS})"
+    return f"case when {value} is null or {value} = '' then '{UNKNOWN}' else {value} end"
+
+
+def _sex_group(column: str) -> str:
+    """Return the SQL sex label: 'F', 'M', 'I'...; null, blank and 'U' are 'unknown'."""
+    value = f"upper(trim({column}, {_BLANKS}))"
+    return f"case when {value} is null or {value} in ('U', '') then '{UNKNOWN}' else {value} end"
 
 
 def _check_columns(frame: pl.LazyFrame | pl.DataFrame, required: Sequence[str], what: str) -> None:
@@ -345,6 +356,182 @@ def build_gap_table(
         >>> table.select("imd_vintage", "breakdown", "group", "denominator", "is_suppressed").rows()
         [('IMD2019', 'overall', 'all', None, True), ('IMD2019', 'core20', 'core20', None, True), ('IMD2019', 'core20', 'rest', None, True), ('IMD2025', 'core20', 'core20', None, True), ('IMD2025', 'core20', 'rest', None, True)]
     """
+    counted = gap_counts(indicator_results, attributes, catalogue, cohorts=cohorts, breakdowns=breakdowns,
+                         intersections=intersections, primary_vintage=primary_vintage)
+    memberships = population_memberships(indicator_results, deprivation) if quality is not None else None
+    return gap_table_from_counts(
+        counted.counts, counted.hierarchy, catalogue, profile=profile, confidence=confidence,
+        primary_vintage=primary_vintage, reference_groups=reference_groups, emitted=counted.emitted,
+        memberships=memberships, quality=quality, earlier=earlier, audit_stats=audit_stats,
+        reliability_threshold=reliability_threshold,
+    )
+
+
+class GapCounts(NamedTuple):
+    """Exact (private) group counts of a gap table, before any disclosure control.
+
+    `counts` has one row per month x indicator x vintage x breakdown x group with its
+    numerator and denominator; `hierarchy` the distinct fine/coarse label pairs
+    (`_HIERARCHY_COLUMNS`); `emitted` the breakdowns in table order. Counts of disjoint
+    populations (two ICBs) add up group by group to the counts of their union.
+    """
+
+    counts: pl.DataFrame
+    hierarchy: pl.DataFrame
+    emitted: list[str]
+
+
+def gap_counts(
+    indicator_results: pl.LazyFrame,
+    attributes: pl.LazyFrame,
+    catalogue: pl.DataFrame,
+    *,
+    cohorts: pl.LazyFrame | None = None,
+    breakdowns: Sequence[str] | None = None,
+    intersections: Sequence[tuple[str, str]] | None = None,
+    primary_vintage: str = "IMD2019",
+) -> GapCounts:
+    """Return the exact group counts behind `build_gap_table` (same arguments; see there). Private: never publish.
+
+    The frames are handed to an in-memory DuckDB and counted by `gap_counts_sql`, the same
+    query the monthly run executes in the warehouse.
+    """
+    import duckdb
+
+    chosen = _chosen_breakdowns(breakdowns, primary_vintage)
+    _check_columns(indicator_results, ["reporting_month", "patient_id", *_KEYS[1:], "is_numerator"], "indicator_results")
+    needed = _needed_attributes(chosen)
+    _check_columns(attributes, ["reporting_month", "patient_id", "imd2019_decile", "imd2025_decile", *needed], "attributes")
+    _check_catalogue(catalogue)
+    if cohorts is not None:
+        _check_columns(cohorts, ["reporting_month", "patient_id", "cohort_id"], "cohorts")
+    con = duckdb.connect()
+    try:
+        con.register("_results", indicator_results.select("reporting_month", "patient_id", *_KEYS[1:], "is_numerator")
+                     .collect().to_arrow())
+        # One row per patient and month, the first given.
+        con.register("_attributes", attributes.select("reporting_month", "patient_id", "imd2019_decile", "imd2025_decile",
+                                                      *needed)
+                     .unique(subset=["reporting_month", "patient_id"], keep="first", maintain_order=True).collect().to_arrow())
+        if cohorts is not None:
+            con.register("_cohorts", cohorts.select("reporting_month", "patient_id", "cohort_id").collect().to_arrow())
+        return gap_counts_sql(con, "_results", "_attributes", "_cohorts" if cohorts is not None else None,
+                              breakdowns=chosen, intersections=intersections, primary_vintage=primary_vintage)
+    finally:
+        con.close()
+
+
+def gap_counts_sql(
+    con,
+    results: str,
+    attributes: str,
+    cohorts: str | None,
+    *,
+    breakdowns: Sequence[str] | None = None,
+    intersections: Sequence[tuple[str, str]] | None = None,
+    primary_vintage: str = "IMD2019",
+) -> GapCounts:
+    """Return the exact group counts of relations in a DuckDB connection; only the counts reach Python.
+
+    Arguments:
+        con: a DuckDB connection (read-only is enough).
+        results, attributes, cohorts: SQL relations (table names or parenthesised queries) with
+            the columns `build_gap_table` names for `indicator_results`, `attributes` (one row
+            per patient and month) and `cohorts` (the members of the reported cohorts; None:
+            no cohort breakdowns).
+        breakdowns, intersections, primary_vintage: as for `build_gap_table`.
+
+    One pass: the denominator rows are joined to their patients' attributes and cohort flags
+    and counted per group of every (vintage, breakdown) in one GROUP BY GROUPING SETS, so a
+    month of any size returns a frame of indicators x groups rows.
+    """
+    chosen = _chosen_breakdowns(breakdowns, primary_vintage)
+    needed = _needed_attributes(chosen)
+    # Cohort membership becomes one Boolean column per cohort (members only are listed).
+    cohort_ids: list[str] = []
+    if cohorts is not None:
+        cohort_ids = sorted(row[0] for row in con.execute(
+            f"select distinct cast(cohort_id as varchar) from {cohorts} where cohort_id <> 'core20' and cohort_id is not null"
+        ).fetchall())
+    cohort_breakdowns = [f"{COHORT_PREFIX}{c}" for c in cohort_ids]
+    one_dimensional = chosen + cohort_breakdowns
+    crosses = _crosses(intersections, one_dimensional, cohort_breakdowns)
+    # The overall count is always counted and protected (conservatively, as if published:
+    # two breakdowns that both sum to it are a relation even when it is not shown).
+    counted = one_dimensional if "overall" in chosen else ["overall", *one_dimensional]
+    # Every (vintage, breakdown) pair to emit.
+    pairs: list[tuple[str, str]] = []
+    for breakdown in counted + crosses:
+        if _is_deprivation(breakdown):
+            pairs += [(vintage, breakdown) for vintage in IMD_VINTAGES]
+        else:
+            pairs.append((primary_vintage, breakdown))
+
+    label_sql: dict[str, str] = {"__overall": "'all'"}
+    for vintage, column in _DECILE_COLUMNS.items():
+        for breakdown, expr in _deprivation_groups(f"a.{quote(column)}").items():
+            label_sql[f"{vintage}__{breakdown}"] = expr
+    if "sex" in needed:
+        label_sql["__sex"] = _sex_group("a.sex")
+    if "age" in needed:
+        label_sql["__age_band"] = _age_band("a.age")
+    for breakdown in ("ethnicity_broad", "ethnicity_16", "practice", "sub_icb", "icb"):
+        if breakdown in chosen:
+            label_sql[f"__{breakdown}"] = _text_group(f"a.{quote(_ATTRIBUTE_COLUMNS[breakdown])}")
+    for i, breakdown in enumerate(cohort_breakdowns):
+        label_sql[f"__{breakdown}"] = f"case when coalesce(c._c{i}, false) then '{MEMBER}' else '{NOT_MEMBER}' end"
+    # The grouping sets: one per pair (pairs with the same label columns share one), and the
+    # fine/coarse label combinations secondary suppression nests groups by.
+    sets: dict[frozenset, int] = {}
+    pair_sets = [sets.setdefault(frozenset(_label_column(v, p) for p in b.split(SEPARATOR)), len(sets)) for v, b in pairs]
+    hierarchy_columns = sorted({c for members in sets for c in members} & _HIERARCHY_COLUMNS)
+    hierarchy_set = sets.setdefault(frozenset(hierarchy_columns), len(sets)) if hierarchy_columns else None
+    flags = ""
+    if cohort_ids:
+        flags = (f"left join (select reporting_month, patient_id, "
+                 + ", ".join(f"bool_or(cohort_id = {literal(c)}) as _c{i}" for i, c in enumerate(cohort_ids))
+                 + f" from {cohorts} group by reporting_month, patient_id) c using (reporting_month, patient_id)")
+    keys = ", ".join(quote(k) for k in _KEYS)
+    # GROUPING() packs one bit per label column into a BIGINT: a query takes at most
+    # _MAX_GROUPING_COLUMNS of them, so a very long cohort list is counted in several passes.
+    batches: list[list[frozenset]] = [[]]
+    for members in sets:
+        if len(set().union(*batches[-1], members)) > _MAX_GROUPING_COLUMNS:
+            batches.append([])
+        batches[-1].append(members)
+    found: dict[int, pl.DataFrame] = {}
+    for batch in batches:
+        columns = sorted(set().union(*batch))
+        sql = f"""
+            with joined as (
+                select r.reporting_month, r.indicator_id, r.indicator_version, coalesce(r.is_numerator, false) as _numerator,
+                       {', '.join(f'{label_sql[c]} as {quote(c)}' for c in columns)}
+                from (select reporting_month, patient_id, indicator_id, indicator_version, is_numerator from {results}) r
+                left join {attributes} a using (reporting_month, patient_id)
+                {flags}
+            )
+            select {keys}, {', '.join(quote(c) for c in columns)}, grouping({', '.join(quote(c) for c in columns)}) as _set,
+                   cast(count(*) filter (where _numerator) as bigint) as numerator, cast(count(*) as bigint) as denominator
+            from joined
+            group by grouping sets ({', '.join('(' + ', '.join([keys, *(quote(c) for c in sorted(m))]) + ')' for m in batch)})
+        """
+        cells = pl.from_arrow(con.sql(sql).to_arrow_table())
+        for members in batch:
+            # GROUPING(c1, ..., cn): bit n-i set when ci is not grouped in the row's set.
+            mask = sum(1 << (len(columns) - 1 - i) for i, c in enumerate(columns) if c not in members)
+            found[sets[members]] = cells.filter(pl.col("_set") == mask).drop("_set")
+    pieces = []
+    for (vintage, breakdown), s in zip(pairs, pair_sets):
+        parts = [_label_column(vintage, p) for p in breakdown.split(SEPARATOR)]
+        label = pl.col(parts[0]) if len(parts) == 1 else pl.concat_str(parts, separator=SEPARATOR)
+        pieces.append(found[s].select(*_KEYS, pl.lit(vintage).alias("imd_vintage"), pl.lit(breakdown).alias("breakdown"),
+                                      label.alias("group"), "numerator", "denominator"))
+    counts = pl.concat(pieces)
+    hierarchy = found[hierarchy_set].select(hierarchy_columns).unique() if hierarchy_set is not None else pl.DataFrame()
+    return GapCounts(counts, hierarchy, one_dimensional + crosses)
+
+
+def _chosen_breakdowns(breakdowns: Sequence[str] | None, primary_vintage: str) -> list[str]:
     chosen = list(BREAKDOWNS) if breakdowns is None else list(dict.fromkeys(breakdowns))
     if not chosen:
         raise ValueError(f"breakdowns must name at least one of {list(BREAKDOWNS)} (or be None for all)")
@@ -353,11 +540,14 @@ def build_gap_table(
         raise ValueError(f"breakdowns {unknown_breakdowns} are not known; choose from {list(BREAKDOWNS)}")
     if primary_vintage not in IMD_VINTAGES:
         raise ValueError(f"primary_vintage must be one of {list(IMD_VINTAGES)}; got {primary_vintage!r}")
-    references = {**REFERENCE_GROUPS, **(reference_groups or {})}
+    return chosen
 
-    _check_columns(indicator_results, ["reporting_month", "patient_id", *_KEYS[1:], "is_numerator"], "indicator_results")
-    needed = list(dict.fromkeys(_ATTRIBUTE_COLUMNS[b] for b in chosen if b in _ATTRIBUTE_COLUMNS))
-    _check_columns(attributes, ["reporting_month", "patient_id", "imd2019_decile", "imd2025_decile", *needed], "attributes")
+
+def _needed_attributes(chosen: Sequence[str]) -> list[str]:
+    return list(dict.fromkeys(_ATTRIBUTE_COLUMNS[b] for b in chosen if b in _ATTRIBUTE_COLUMNS))
+
+
+def _check_catalogue(catalogue: pl.DataFrame) -> None:
     _check_columns(catalogue, [*_KEYS[1:], "clinical_area", "direction"], "catalogue")
     bad_direction = catalogue.filter(~pl.col("direction").is_in(["higher_is_better", "lower_is_better"]))
     if bad_direction.height:
@@ -366,25 +556,10 @@ def build_gap_table(
             f"{sorted(bad_direction['indicator_id'].unique().to_list())} have another value"
         )
 
-    # Cohort membership becomes one Boolean column per cohort (members only are listed).
-    cohort_ids: list[str] = []
-    member_flags = None
-    if cohorts is not None:
-        _check_columns(cohorts, ["reporting_month", "patient_id", "cohort_id"], "cohorts")
-        members = cohorts.select("reporting_month", "patient_id", "cohort_id").filter(pl.col("cohort_id") != "core20").collect()
-        cohort_ids = sorted(members["cohort_id"].unique().to_list())
-        if cohort_ids:
-            member_flags = (
-                members.unique().with_columns(pl.lit(True).alias("_member"))
-                .pivot(on="cohort_id", index=["reporting_month", "patient_id"], values="_member")
-                .rename({c: f"__{COHORT_PREFIX}{c}" for c in cohort_ids})
-            )
-    cohort_breakdowns = [f"{COHORT_PREFIX}{c}" for c in cohort_ids]
-    one_dimensional = chosen + cohort_breakdowns
-    # The overall count is always counted and protected (conservatively, as if published:
-    # two breakdowns that both sum to it are a relation even when it is not shown).
-    counted = one_dimensional if "overall" in chosen else ["overall", *one_dimensional]
 
+def _crosses(intersections: Sequence[tuple[str, str]] | None, one_dimensional: list[str],
+             cohort_breakdowns: list[str]) -> list[str]:
+    """Return the intersection breakdowns 'A|B' to emit ('cohort:*' expanded to every cohort)."""
     crosses: list[str] = []
     explicit = intersections is not None
     for first, second in INTERSECTIONS if intersections is None else intersections:
@@ -401,76 +576,57 @@ def build_gap_table(
                         )
                     continue
                 crosses.append(f"{a}{SEPARATOR}{b}")
+    return crosses
 
-    # Every (vintage, breakdown) pair to emit.
-    pairs: list[tuple[str, str]] = []
-    for breakdown in counted + crosses:
-        if _is_deprivation(breakdown):
-            pairs += [(vintage, breakdown) for vintage in IMD_VINTAGES]
-        else:
-            pairs.append((primary_vintage, breakdown))
 
-    group_exprs: dict[str, pl.Expr] = {"__overall": pl.lit("all")}
-    for vintage, column in _DECILE_COLUMNS.items():
-        for breakdown, expr in _deprivation_groups(pl.col(column)).items():
-            group_exprs[f"{vintage}__{breakdown}"] = expr
-    sex = pl.col("sex").str.strip_chars().str.to_uppercase() if "sex" in needed else None
-    if sex is not None:
-        group_exprs["__sex"] = pl.when(sex.is_null() | (sex == "U") | (sex == "")).then(pl.lit(UNKNOWN)).otherwise(sex)
-    if "age" in needed:
-        group_exprs["__age_band"] = _age_band(pl.col("age"))
-    for breakdown in ("ethnicity_broad", "ethnicity_16", "practice", "sub_icb", "icb"):
-        if breakdown in chosen:
-            group_exprs[f"__{breakdown}"] = _text_group(_ATTRIBUTE_COLUMNS[breakdown])
-    for breakdown in cohort_breakdowns:
-        flag = pl.col(f"__{breakdown}").fill_null(False)
-        group_exprs[f"__{breakdown}"] = pl.when(flag).then(pl.lit(MEMBER)).otherwise(pl.lit(NOT_MEMBER))
-    label_columns: set[str] = set()
-    for vintage, breakdown in pairs:
-        for part in breakdown.split(SEPARATOR):
-            label_columns.add(_label_column(vintage, part))
-    label_columns |= {_label_column(primary_vintage, "overall")}
-    group_columns = sorted(label_columns)
+_MAX_GROUPING_COLUMNS = 60
 
-    # Step 1: one pass over patient-level rows to the finest cross-tabulation needed.
-    # A left join keeps denominator patients without attributes (they become 'unknown').
-    attribute_columns = ["imd2019_decile", "imd2025_decile", *needed]
-    attribute_rows = attributes.select("reporting_month", "patient_id", *attribute_columns).unique(
-        subset=["reporting_month", "patient_id"], keep="first"
-    )
-    joined = indicator_results.select("reporting_month", "patient_id", *_KEYS[1:], "is_numerator").join(
-        attribute_rows, on=["reporting_month", "patient_id"], how="left"
-    )
-    if member_flags is not None:
-        joined = joined.join(member_flags.lazy(), on=["reporting_month", "patient_id"], how="left")
-    cells = (
-        joined.select(*_KEYS, "is_numerator", *[group_exprs[c].alias(c) for c in group_columns])
-        .group_by(*_KEYS, *group_columns)
-        .agg(
-            pl.col("is_numerator").fill_null(False).sum().cast(pl.Int64).alias("numerator"),
-            pl.len().cast(pl.Int64).alias("denominator"),
-        )
-        .collect()
-    )
-    pieces = []
-    for vintage, breakdown in pairs:
-        parts = [_label_column(vintage, p) for p in breakdown.split(SEPARATOR)]
-        label = pl.col(parts[0]) if len(parts) == 1 else pl.concat_str(parts, separator=SEPARATOR)
-        pieces.append(
-            cells.group_by(*_KEYS, label.alias("group"))
-            .agg(pl.col("numerator").sum(), pl.col("denominator").sum())
-            .with_columns(pl.lit(vintage).alias("imd_vintage"), pl.lit(breakdown).alias("breakdown"))
-            .select(*_KEYS, "imd_vintage", "breakdown", "group", "numerator", "denominator")
-        )
-    counts = pl.concat(pieces)
 
+# The label columns `_relations` reads to nest fine groups in coarse ones (ethnicity_16 in
+# ethnicity_broad, Sub-ICB in ICB): the only part of the cross-tabulation the counts lack.
+_HIERARCHY_COLUMNS = frozenset(_label_column(v, b) for v in IMD_VINTAGES for b in ("ethnicity_16", "ethnicity_broad", "sub_icb", "icb"))
+
+
+def gap_table_from_counts(
+    counts: pl.DataFrame,
+    hierarchy: pl.DataFrame,
+    catalogue: pl.DataFrame,
+    *,
+    profile: DisclosureProfile = NHS_SUPPRESS_ROUND5,
+    confidence: float = 0.95,
+    primary_vintage: str = "IMD2019",
+    reference_groups: Mapping[str, str | None] | None = None,
+    emitted: Sequence[str] | None = None,
+    memberships: pl.LazyFrame | pl.DataFrame | None = None,
+    quality: pl.DataFrame | None = None,
+    earlier: "Sequence[tuple] | None" = None,
+    audit_stats: dict | None = None,
+    reliability_threshold: int = RELIABILITY_THRESHOLD,
+) -> pl.DataFrame:
+    """Return the gap table of exact (private) group counts: disclosure control first, then every statistic.
+
+    Arguments:
+        counts: `reporting_month`, `indicator_id`, `indicator_version`, `imd_vintage`,
+            `breakdown`, `group`, `numerator`, `denominator` - exact, never rounded.
+        hierarchy: the distinct (fine, coarse) label combinations of the ethnicity and
+            geography breakdowns (columns `__ethnicity_16`, `__ethnicity_broad`, `__sub_icb`,
+            `__icb` where present), from which secondary suppression knows which groups nest.
+        emitted: the breakdowns to compare (default: every breakdown in `counts`).
+        memberships: `month_disclosure.population_memberships` of the month (any subset of
+            patients with every distinct membership pattern will do); with `quality`, the
+            deprivation-quality counts are protected together with the gap table.
+        The others: as for `build_gap_table`.
+    """
+    _check_catalogue(catalogue)
+    references = {**REFERENCE_GROUPS, **(reference_groups or {})}
+    if emitted is None:
+        emitted = list(dict.fromkeys(counts["breakdown"].to_list()))
     # Step 2: disclosure control on the counts, with secondary suppression, before any statistic:
     # jointly with the month's other published counts (deprivation quality) and every identity
     # between the populations behind them, since a reader holds all of them at once.
-    relations = _relations(counts, cells, primary_vintage)
-    memberships = None
-    if quality is not None:
-        memberships = population_memberships(indicator_results, deprivation)
+    relations = _relations(counts, hierarchy, primary_vintage)
+    if quality is None:
+        memberships = None
     controlled, quality_controlled, stats = protect_month(
         counts, relations, profile, primary_vintage=primary_vintage, memberships=memberships, quality=quality,
         earlier=earlier,
@@ -490,7 +646,7 @@ def build_gap_table(
         [pl.when(pl.col("is_suppressed")).then(None).when(is_rate).then(r).otherwise(w).alias(name)
          for w, r, name in zip(proportion, rate, ["rate", "rate_lower", "rate_upper"])]
     ).with_columns(_low_reliability(profile, reliability_threshold).alias("is_low_reliability"))
-    return _compare(controlled, catalogue, references, profile, confidence, one_dimensional + crosses)
+    return _compare(controlled, catalogue, references, profile, confidence, list(emitted))
 
 
 def _low_reliability(profile: DisclosureProfile, threshold: int) -> pl.Expr:

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import polars as pl
 
-__all__ = ["membership_patterns", "population_identities"]
+__all__ = ["membership_patterns", "membership_representatives", "population_identities"]
 
 
 def membership_patterns(memberships: pl.LazyFrame | pl.DataFrame, populations: list[str]) -> "np.ndarray":  # noqa: F821
@@ -189,3 +189,51 @@ def population_identities(matrix, populations: list[str]) -> tuple[dict[str, str
                 identity = {k: -v for k, v in identity.items()}
             identities.append(identity)
     return classes, identities
+
+
+def membership_representatives(con, results: str, deprivation: str) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Return the indicator-result and deprivation rows of one patient per distinct membership pattern.
+
+    `month_disclosure.population_memberships` of these rows has the same distinct patterns and
+    the same populations as of the whole month (a patient's populations follow from their
+    indicator rows, whether they have a deprivation row, its match methods and whether each
+    decile is known, and patients alike in all of that are kept once), so the identities
+    found from it are the same, and only a few thousand patients reach Python.
+
+    Arguments:
+        con: a DuckDB connection holding the relations (read-only is enough).
+        results: a relation with `reporting_month`, `patient_id`, `indicator_id`,
+            `indicator_version`, `is_numerator`.
+        deprivation: a relation with `reporting_month`, `patient_id`, `imd2019_decile`,
+            `imd2019_method`, `imd2025_decile`, `imd2025_method`.
+    """
+    result_columns = "reporting_month, patient_id, indicator_id, indicator_version, is_numerator"
+    deprivation_columns = "reporting_month, patient_id, imd2019_decile, imd2019_method, imd2025_decile, imd2025_method"
+    patterns = f"""
+        with indicators as (
+            select reporting_month, patient_id,
+                   list(distinct indicator_id || '@' || cast(indicator_version as varchar) || ':'
+                        || cast(coalesce(is_numerator, false) as varchar)) as memberships
+            from {results} group by reporting_month, patient_id
+        ), deprivation as (
+            select reporting_month, patient_id, imd2019_method, imd2019_decile is null as no2019,
+                   imd2025_method, imd2025_decile is null as no2025
+            from {deprivation}
+        ), patients as (
+            select coalesce(i.reporting_month, d.reporting_month) as reporting_month,
+                   coalesce(i.patient_id, d.patient_id) as patient_id, list_sort(i.memberships) as memberships,
+                   d.patient_id is null as no_deprivation, d.imd2019_method, d.no2019, d.imd2025_method, d.no2025
+            from indicators i full join deprivation d on i.reporting_month = d.reporting_month and i.patient_id = d.patient_id
+        )
+        select reporting_month, min(patient_id) as patient_id from patients
+        group by reporting_month, memberships, no_deprivation, imd2019_method, no2019, imd2025_method, no2025
+    """
+    con.execute(f"create or replace temporary table _representatives as {patterns}")
+    try:
+        def rows(relation: str, columns: str) -> pl.DataFrame:
+            return pl.from_arrow(con.sql(f"select {columns} from {relation} join _representatives "
+                                         "using (reporting_month, patient_id)").to_arrow_table())
+
+        return rows(results, result_columns), rows(deprivation, deprivation_columns)
+    finally:
+        con.execute("drop table if exists _representatives")
