@@ -7,7 +7,9 @@ leaves the scratch warehouse:
 
 - private: `gap_counts` (the exact group counts behind the gap table, never rounded),
   `gap_hierarchy` (which fine ethnicity / Sub-ICB groups nest in which coarse ones) and
-  `indicator_catalogue`: what the national roll-up needs and nothing patient-level;
+  `indicator_catalogue`, the exact deprivation-quality totals and the distinct membership
+  patterns of the published populations (numbered, no patient id): what the national
+  roll-up needs to protect every area together, and nothing patient-level;
 - published: the month's rows of every `published.*` table (already disclosure-controlled
   at ICB level), for the ICB rows of the national warehouse and serving snapshot.
 
@@ -27,7 +29,7 @@ import polars as pl
 
 from pipelines.national.store import PartitionStore
 
-PRIVATE_TABLES = ("gap_counts", "gap_hierarchy", "indicator_catalogue", "deprivation_quality")
+PRIVATE_TABLES = ("gap_counts", "gap_hierarchy", "indicator_catalogue", "deprivation_quality", "membership_patterns")
 
 
 class PartitionFailed(RuntimeError):
@@ -98,10 +100,21 @@ def run_icb_month(
 
 
 def export_partition(warehouse: Path, partition_key: str, primary_vintage: str) -> dict[str, pl.DataFrame]:
-    """Return the tables that leave an ICB month's scratch warehouse: private counts and published rows."""
+    """Return the tables that leave an ICB month's scratch warehouse: private counts and published rows.
+
+    The counts are made where the month's patient rows are, as the ICS month makes them
+    (`gaps.gap_counts_sql` in the warehouse); the membership patterns are one row per distinct
+    pattern of published populations (`populations.membership_representatives`) under a
+    pattern number, never a patient id: the roll-up needs them to find the identities
+    between the populations (two indicators with one denominator) in each ICB and region.
+    """
+    from assets.gaps import _PATIENT_LEVEL
     from pipelines.segmentation.cohorts import reported_cohorts
-    from pipelines.segmentation.gaps import gap_counts
-    from pipelines.warehouse import connect
+    from pipelines.segmentation.gaps import gap_counts_sql
+    from pipelines.segmentation.month_disclosure import population_memberships
+    from pipelines.segmentation.populations import membership_representatives
+    from pipelines.segmentation.sql import literal
+    from pipelines.warehouse import connect, quote
 
     month = date.fromisoformat(partition_key)
 
@@ -109,21 +122,31 @@ def export_partition(warehouse: Path, partition_key: str, primary_vintage: str) 
         frame = pl.from_arrow(con.sql(f'select * from "{schema}"."{table}"').to_arrow_table())
         return frame.filter(pl.col("reporting_month") == month) if "reporting_month" in frame.columns else frame
 
+    relation = {name: f"(select * from {quote(schema)}.{quote(table)} where reporting_month = {literal(month)})"
+                for name, (schema, table) in _PATIENT_LEVEL.items()}
     with connect(warehouse, read_only=True) as con:
-        results = month_rows(con, "indicators", "patient_indicators")
-        attributes = month_rows(con, "population", "patient_attributes")
         catalogue = month_rows(con, "indicators", "indicator_catalogue")
+        cohort_catalogue = month_rows(con, "cohorts", "cohort_catalogue")
         quality = month_rows(con, "population", "deprivation_quality").filter(pl.col("practice_code") == "ALL")
-        cohorts = reported_cohorts(month_rows(con, "cohorts", "cohort_membership"), month_rows(con, "cohorts", "cohort_catalogue"))
+        reported = reported_cohorts(cohort_catalogue.select("cohort_id"), cohort_catalogue)["cohort_id"].unique().sort()
+        cohorts = f"(select * from {relation['cohorts']} where cohort_id in ({', '.join(literal(c) for c in reported) or 'NULL'}))"
+        counted = gap_counts_sql(con, relation["results"], relation["attributes"], cohorts, primary_vintage=primary_vintage)
+        results, deprivation = membership_representatives(con, relation["results"], relation["deprivation"])
+        n_patients = con.execute(f"select count(distinct patient_id) from {relation['attributes']}").fetchone()[0]
         published = [row[0] for row in con.execute(
             "select table_name from information_schema.tables where table_schema = 'published' order by 1").fetchall()]
         tables = {f"published__{name}": month_rows(con, "published", name) for name in published}
-    counted = gap_counts(results.lazy(), attributes.lazy(), catalogue, cohorts=cohorts.lazy(), primary_vintage=primary_vintage)
+    memberships = population_memberships(results.lazy(), deprivation.lazy()).collect()
+    numbers = memberships.select("patient_id").unique().sort("patient_id").with_row_index("pattern")
+    memberships = (memberships.join(numbers, on="patient_id")
+                   .select("reporting_month", pl.format("pattern-{}", "pattern").alias("pattern"), "population")
+                   .sort("pattern", "population"))
     tables.update({
         "gap_counts": counted.counts,
         "gap_hierarchy": counted.hierarchy,
         "indicator_catalogue": catalogue,
         "deprivation_quality": quality,
-        "_n_patients": pl.DataFrame({"n": [attributes.height]}),
+        "membership_patterns": memberships,
+        "_n_patients": pl.DataFrame({"n": [n_patients]}),
     })
     return tables

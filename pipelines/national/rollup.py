@@ -11,7 +11,7 @@ statistics and blocking gate (`expectations/audit.gap_table.json`) as an ICS mon
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import date, timedelta
 
 import polars as pl
 
@@ -80,7 +80,11 @@ def complete_cohorts(counts: pl.DataFrame) -> pl.DataFrame:
 
 
 def sum_counts(counts: pl.DataFrame, icbs: list[str]) -> pl.DataFrame:
-    """Return the exact group counts of the union of `icbs`: each group's numerator and denominator summed."""
+    """Return the exact group counts of the union of `icbs`: each group's numerator and denominator summed.
+
+    `counts` should hold every ICB's cohort rows (`complete_cohorts` over all the partitions),
+    so that an area's cell is the sum of the very cells its ICBs show.
+    """
     return (complete_cohorts(counts.filter(pl.col("partition_icb").is_in(icbs))).group_by(_KEYS)
             .agg(pl.col("numerator").sum().cast(pl.Int64), pl.col("denominator").sum().cast(pl.Int64)).sort(_KEYS))
 
@@ -97,6 +101,14 @@ def rollup_month(store_root: str, month: str, *, reference_dir: str | None = Non
                  sii_repetitions: int = 10000, sii_transform: bool = False, icbs: list[str] | None = None) -> dict:
     """Roll the month's committed ICB partitions up to regions and England and commit the national partition.
 
+    Every area the national release shows - each ICB, each region, England - is protected in
+    one secondary-suppression problem (`month_disclosure.protect_month` with `sums`): a
+    reader holds them side by side, and a region's count is the sum of its ICBs' (England's
+    of every ICB's), so an ICB cell hidden in the ICB's rows could otherwise be read off as
+    the region's count minus the other ICBs'. Each area brings its own population
+    identities (from its membership patterns) and its exact deprivation-quality totals.
+    The ICB rows of the release are the ones decided here, not the ICB's own ICS publication.
+
     Returns:
         The national partition's manifest (ICBs, rows per table).
 
@@ -105,9 +117,9 @@ def rollup_month(store_root: str, month: str, *, reference_dir: str | None = Non
             primary vintages, or a roll-up table that fails its disclosure gate.
     """
     from pipelines.gates import run_suite
-    from pipelines.segmentation.deprivation_quality import published_quality
     from pipelines.segmentation.disclosure import PROFILES, unpublishable_counts
-    from pipelines.segmentation.gaps import build_inequality_table, gap_table_from_counts
+    from pipelines.segmentation.gaps import _relations, build_inequality_table, gap_statistics
+    from pipelines.segmentation.month_disclosure import protect_month
 
     store = PartitionStore(store_root)
     key = f"{month[:7]}-01"
@@ -117,53 +129,74 @@ def rollup_month(store_root: str, month: str, *, reference_dir: str | None = Non
     profile_name = _one_setting(store, key, icbs, "disclosure_profile")
     vintage = _one_setting(store, key, icbs, "primary_imd_vintage")
     profile = PROFILES[profile_name]
-    counts = store.read_all(key, "gap_counts", icbs)
+    # Cohort rows an ICB lacks (no member there) are completed before any area is summed.
+    counts = complete_cohorts(store.read_all(key, "gap_counts", icbs))
     hierarchy = store.read_all(key, "gap_hierarchy", icbs).drop("partition_icb").unique()
     catalogue = store.read_all(key, "indicator_catalogue", icbs).drop("partition_icb").unique()
     quality = store.read_all(key, "deprivation_quality", icbs)
+    patterns = store.read_all(key, "membership_patterns", icbs).with_columns(
+        (pl.col("partition_icb") + ":" + pl.col("pattern")).alias("patient_id"))
+    names = dict(icb_populations(reference_dir).select("icb_code", "icb_name").rows())
 
+    # One labelled block per area: its exact counts, quality totals and membership patterns.
+    # `protect_month` keeps populations, identities and cells apart per reporting month, so
+    # each area's block stands in for a month of its own: a label date (one day per area, in
+    # a year no extract has) that the tables get back as the real month afterwards.
+    geographies = [(("icb", icb, names.get(icb, icb)), [icb]) for icb in sorted(icbs)] + areas(icbs, reference_dir)
+    labels = {code: date(1900, 1, 1) + timedelta(days=i) for i, ((_, code, _), _) in enumerate(geographies)}
+    blocks, quality_blocks, pattern_blocks, sums = [], [], [], []
+    for (level, code, _), members in geographies:
+        label = labels[code]
+        blocks.append(sum_counts(counts, members).with_columns(pl.lit(label).alias("reporting_month")))
+        quality_blocks.append(
+            quality.filter(pl.col("partition_icb").is_in(members)).drop("partition_icb")
+            .group_by("imd_vintage", "practice_code").agg(pl.col("^n_.*$").sum())
+            .with_columns(pl.lit(label).alias("reporting_month")))
+        pattern_blocks.append(patterns.filter(pl.col("partition_icb").is_in(members))
+                              .select(pl.lit(label).alias("reporting_month"), "patient_id", "population").unique())
+        if level != "icb":
+            sums.append((label, [labels[icb] for icb in members]))
+    combined = pl.concat(blocks, how="vertical_relaxed")
+    exact_quality = pl.concat(quality_blocks, how="diagonal_relaxed").select(
+        "reporting_month", "imd_vintage", "practice_code", pl.col("^n_.*$"))
+    relations = _relations(combined, hierarchy, vintage)
+    controlled, quality_controlled, stats = protect_month(
+        combined, relations, profile, primary_vintage=vintage, memberships=pl.concat(pattern_blocks),
+        quality=exact_quality, sums=sums)
+
+    month_value = month_date(key)
     gap_tables, inequality_tables, quality_tables, private = [], [], [], []
-    for (level, code, name), members in areas(icbs, reference_dir):
-        label = [pl.lit(level).alias("geography_level"), pl.lit(code).alias("geography_code"), pl.lit(name).alias("geography_name")]
-        summed = sum_counts(counts, members)
-        table = gap_table_from_counts(summed, hierarchy, catalogue, profile=profile, primary_vintage=vintage)
+    for ((level, code, name), _members), block in zip(geographies, blocks):
+        label = labels[code]
+        geography = [pl.lit(level).alias("geography_level"), pl.lit(code).alias("geography_code"),
+                     pl.lit(name).alias("geography_name")]
+        own = controlled.filter(pl.col("reporting_month") == label).with_columns(pl.lit(month_value).alias("reporting_month"))
+        table = gap_statistics(own, catalogue, profile=profile)
         gate = run_suite(table, "audit.gap_table", {"unpublishable_counts": unpublishable_counts(profile)})
         if not gate.success:
             raise RollupError(f"the {level} gap table {code} of {key[:7]} failed its disclosure gate: {gate.summary()}")
         inequality = build_inequality_table(table, base_seed=sii_seed, repetitions=sii_repetitions, transform=sii_transform)
-        exact_quality = (quality.filter(pl.col("partition_icb").is_in(members)).drop("partition_icb")
-                         .group_by("reporting_month", "imd_vintage", "practice_code")
-                         .agg(pl.col("^n_.*$").sum()))
-        published = published_quality(exact_quality.with_columns(pl.lit(code).alias("practice_code")), profile)
-        gap_tables.append(table.select(*label, pl.all()))
-        inequality_tables.append(inequality.select(*label, pl.all()))
-        quality_tables.append(published.select(*label, pl.all()))
-        private.append(summed.select(*label, pl.all()))
+        own_quality = (quality_controlled.filter(pl.col("reporting_month") == label)
+                       .with_columns(pl.lit(month_value).alias("reporting_month"), pl.lit(code).alias("practice_code")))
+        gap_tables.append(table.select(*geography, pl.all()))
+        inequality_tables.append(inequality.select(*geography, pl.all()))
+        quality_tables.append(own_quality.select(*geography, pl.all()))
+        private.append(block.with_columns(pl.lit(month_value).alias("reporting_month")).select(*geography, pl.all()))
     tables = {
         "gap_table": pl.concat(gap_tables),
         "inequality_table": pl.concat(inequality_tables),
         "deprivation_quality": pl.concat(quality_tables),
         "private__gap_counts": pl.concat(private),
     }
-    return store.write(NATIONAL, key, tables, {"icbs": icbs, "disclosure_profile": profile_name, "primary_imd_vintage": vintage})
+    info = {"icbs": icbs, "disclosure_profile": profile_name, "primary_imd_vintage": vintage,
+            "suppression": {k: v for k, v in stats.items() if k != "release"}}
+    return store.write(NATIONAL, key, tables, info)
 
 
 def side_by_side(store_root: str, month: str) -> pl.DataFrame:
-    """Return the month's published gap rows of every ICB (its own ICS table) and of the regions and England.
-
-    ICB rows are each ICB's published table, controlled at ICB level; region and England
-    rows are the roll-up's. This is the table the national serving snapshot and warehouse carry.
-    """
+    """Return the month's national gap rows: every ICB, region and England, protected together (`rollup_month`)."""
     store = PartitionStore(store_root)
-    key = f"{month[:7]}-01"
-    national = store.read(NATIONAL, key, "gap_table")
-    icbs = store.manifest(NATIONAL, key)["icbs"]
-    names = dict(icb_populations().select("icb_code", "icb_name").rows())
-    icb_rows = store.read_all(key, "published__gap_table", icbs).with_columns(
-        pl.lit("icb").alias("geography_level"), pl.col("partition_icb").alias("geography_code"),
-        pl.col("partition_icb").replace_strict(names, default=None).alias("geography_name"),
-    ).drop("partition_icb")
-    return pl.concat([icb_rows.select(national.columns), national], how="vertical_relaxed")
+    return store.read(NATIONAL, f"{month[:7]}-01", "gap_table")
 
 
 def month_date(month: str) -> date:

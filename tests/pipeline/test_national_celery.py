@@ -160,3 +160,42 @@ def test_a_partition_rerun_replaces_exactly_its_own_icb_and_month(national):
     assert {p: p.stat().st_mtime_ns for icb in ("QOC", "QT6") for p in Path(store.folder(icb, month).path).rglob("*")} == others
     runs = [p.name for p in Path(store.folder("QSL", month).path).iterdir() if p.is_dir()]
     assert runs == [manifest["run_id"]]
+
+
+def test_a_reader_holding_every_area_side_by_side_recovers_nothing(national):
+    # The national release shows each ICB, region and England; a region's count in every cell is
+    # the sum of its ICBs'. The attacker (tests/attack.py, written apart from the pipeline's
+    # suppression) holds them all at once, per indicator.
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from attack import recovered_across_areas
+    from pipelines.national.rollup import areas
+    from pipelines.national.store import NATIONAL, PartitionStore
+    from pipelines.segmentation.disclosure import PROFILES
+    from pipelines.segmentation.gaps import gap_table_from_counts
+
+    store = PartitionStore(national["root"] / "partitions")
+    month = national["month"].isoformat()
+    published = store.read(NATIONAL, month, "gap_table")
+    truth = store.read(NATIONAL, month, "private__gap_counts")
+    hierarchy = pl.concat([store.read(icb, month, "gap_hierarchy") for icb in ICBS], how="diagonal_relaxed").unique()
+    fine = {"ethnicity_16": dict(hierarchy.select("__ethnicity_16", "__ethnicity_broad").drop_nulls().unique().rows()),
+            "sub_icb": dict(hierarchy.select("__sub_icb", "__icb").drop_nulls().unique().rows())}
+    sums = {code: members for (_level, code, _name), members in areas(ICBS)}
+    assert set(sums) == {"ENG", "Y58", "Y60"} and set(published["geography_code"]) == {*ICBS, *sums}
+    # Three indicators (each costs the attacker about 15 s here): one per kind of population.
+    attacked = pl.col("indicator_id").is_in(["bp_case_finding", "copd_flu_vaccination", "smi_health_check"])
+    published, truth = published.filter(attacked), truth.filter(attacked)
+    assert published["indicator_id"].n_unique() == 3
+    assert recovered_across_areas(published, truth, sums, fine) == []
+
+    # Control: the same counts, each area suppressed on its own (the roll-up before areas were
+    # protected together): the same reader does recover counts, so the attack can see a leak.
+    catalogue = pl.concat([store.read(icb, month, "indicator_catalogue") for icb in ICBS]).unique()
+    profile = PROFILES[published["disclosure_profile"][0]]
+    alone = []
+    for code in sorted(set(truth["geography_code"])):
+        counts = truth.filter(pl.col("geography_code") == code).drop("geography_level", "geography_code", "geography_name")
+        table = gap_table_from_counts(counts, hierarchy, catalogue, profile=profile, primary_vintage=published["imd_vintage"].filter(
+            published["breakdown"] == "overall")[0])
+        alone.append(table.with_columns(pl.lit(code).alias("geography_code")))
+    assert recovered_across_areas(pl.concat(alone, how="diagonal_relaxed"), truth, sums, fine) != []
