@@ -133,41 +133,31 @@ _KEYS = ["reporting_month", "indicator_id", "indicator_version"]
 _CELL = ["imd_vintage", "breakdown", "group"]
 
 
-def _deprivation_groups(decile: str) -> dict[str, str]:
-    """Return the SQL group labels derived from a national IMD decile column (deciles 1..10)."""
-    d = f"cast({decile} as integer)"
+def _deprivation_groups(decile: pl.Expr) -> dict[str, pl.Expr]:
+    """Return the group label expressions derived from a national IMD decile."""
+    d = decile.cast(pl.Int32)
+    quintile = (d + 1) // 2  # ceil(decile / 2) for deciles 1..10
     return {
-        "imd_decile": f"coalesce(cast({d} as varchar), '{UNKNOWN}')",
-        # ceil(decile / 2) for deciles 1..10
-        "imd_quintile": f"coalesce(cast(({d} + 1) // 2 as varchar), '{UNKNOWN}')",
+        "imd_decile": d.cast(pl.String).fill_null(UNKNOWN),
+        "imd_quintile": quintile.cast(pl.String).fill_null(UNKNOWN),
         # 'rest' is everyone not in Core20, including patients with no national decile: the
         # small 'unknown' group then has a coarser published home in this headline breakdown,
         # instead of costing the Core20 row as its complement (missingness stays reported in
         # the decile and quintile breakdowns and in deprivation quality).
-        "core20": f"case when {d} <= 2 then 'core20' else 'rest' end",
+        "core20": pl.when(d.is_not_null() & (d <= 2)).then(pl.lit("core20")).otherwise(pl.lit("rest")),
     }
 
 
-def _age_band(age: str) -> str:
-    """Return the SQL age-band label of an age column (`AGE_BANDS`, then `AGE_BAND_OPEN`)."""
-    bands = " ".join(f"when {age} <= {upper} then '{label}'" for label, upper in AGE_BANDS)
-    return f"case when {age} is null or {age} < 0 then '{UNKNOWN}' {bands} else '{AGE_BAND_OPEN}' end"
+def _age_band(age: pl.Expr) -> pl.Expr:
+    expr = pl.when(age.is_null() | (age < 0)).then(pl.lit(UNKNOWN))
+    for label, upper in AGE_BANDS:
+        expr = expr.when(age <= upper).then(pl.lit(label))
+    return expr.otherwise(pl.lit(AGE_BAND_OPEN))
 
 
-# Leading and trailing white space, as polars' str.strip_chars() removes it.
-_BLANKS = "' \t\n\r\x0b\x0c'"
-
-
-def _text_group(column: str) -> str:
-    """Return the SQL label of a text attribute: its stripped value, 'unknown' when null or blank."""
-    value = f"trim(cast({column} as varchar), {_BLANKS})"
-    return f"case when {value} is null or {value} = '' then '{UNKNOWN}' else {value} end"
-
-
-def _sex_group(column: str) -> str:
-    """Return the SQL sex label: 'F', 'M', 'I'...; null, blank and 'U' are 'unknown'."""
-    value = f"upper(trim({column}, {_BLANKS}))"
-    return f"case when {value} is null or {value} in ('U', '') then '{UNKNOWN}' else {value} end"
+def _text_group(column: str) -> pl.Expr:
+    value = pl.col(column).cast(pl.String).str.strip_chars()
+    return pl.when(value.is_null() | (value == "")).then(pl.lit(UNKNOWN)).otherwise(value)
 
 
 def _check_columns(frame: pl.LazyFrame | pl.DataFrame, required: Sequence[str], what: str) -> None:
@@ -467,67 +457,106 @@ def gap_counts_sql(
         else:
             pairs.append((primary_vintage, breakdown))
 
-    label_sql: dict[str, str] = {"__overall": "'all'"}
+    # Each label is a function of one attribute (or cohort flag): DuckDB counts by the raw
+    # values (small integers and short codes, no label built per row), and the labels are
+    # made, and their groups summed, on the few rows that come back.
+    raw: dict[str, str | None] = {"overall": None, "sex": "sex", "age_band": "age", "ethnicity_broad": "ethnicity_broad",
+                                  "ethnicity_16": "ethnicity_16", "practice": "practice_code", "sub_icb": "sicbl_code",
+                                  "icb": "icb_code"}
+    raw |= {b: f"_c{i}" for i, b in enumerate(cohort_breakdowns)}
+
+    def raw_column(vintage: str, part: str) -> str | None:
+        return _DECILE_COLUMNS[vintage] if part in DEPRIVATION_BREAKDOWNS else raw[part]
+
+    group_exprs: dict[str, pl.Expr] = {"__overall": pl.lit("all")}
     for vintage, column in _DECILE_COLUMNS.items():
-        for breakdown, expr in _deprivation_groups(f"a.{quote(column)}").items():
-            label_sql[f"{vintage}__{breakdown}"] = expr
-    if "sex" in needed:
-        label_sql["__sex"] = _sex_group("a.sex")
-    if "age" in needed:
-        label_sql["__age_band"] = _age_band("a.age")
+        for breakdown, expr in _deprivation_groups(pl.col(column)).items():
+            group_exprs[f"{vintage}__{breakdown}"] = expr
+    sex = pl.col("sex").cast(pl.String).str.strip_chars().str.to_uppercase()
+    group_exprs["__sex"] = pl.when(sex.is_null() | (sex == "U") | (sex == "")).then(pl.lit(UNKNOWN)).otherwise(sex)
+    group_exprs["__age_band"] = _age_band(pl.col("age"))
     for breakdown in ("ethnicity_broad", "ethnicity_16", "practice", "sub_icb", "icb"):
-        if breakdown in chosen:
-            label_sql[f"__{breakdown}"] = _text_group(f"a.{quote(_ATTRIBUTE_COLUMNS[breakdown])}")
-    for i, breakdown in enumerate(cohort_breakdowns):
-        label_sql[f"__{breakdown}"] = f"case when coalesce(c._c{i}, false) then '{MEMBER}' else '{NOT_MEMBER}' end"
-    # The grouping sets: one per pair (pairs with the same label columns share one), and the
-    # fine/coarse label combinations secondary suppression nests groups by.
+        group_exprs[f"__{breakdown}"] = _text_group(_ATTRIBUTE_COLUMNS[breakdown])
+    for breakdown in cohort_breakdowns:
+        flag = pl.col(raw[breakdown]).cast(pl.Boolean).fill_null(False)
+        group_exprs[f"__{breakdown}"] = pl.when(flag).then(pl.lit(MEMBER)).otherwise(pl.lit(NOT_MEMBER))
+
+    # The grouping sets: the raw columns of each pair (pairs on the same columns share one,
+    # e.g. decile, quintile and Core20 of a vintage), and those of the fine/coarse label
+    # combinations secondary suppression nests groups by.
     sets: dict[frozenset, int] = {}
-    pair_sets = [sets.setdefault(frozenset(_label_column(v, p) for p in b.split(SEPARATOR)), len(sets)) for v, b in pairs]
-    hierarchy_columns = sorted({c for members in sets for c in members} & _HIERARCHY_COLUMNS)
-    hierarchy_set = sets.setdefault(frozenset(hierarchy_columns), len(sets)) if hierarchy_columns else None
+    pair_sets = [sets.setdefault(frozenset(c for p in b.split(SEPARATOR) if (c := raw_column(v, p))), len(sets))
+                 for v, b in pairs]
+    present = {_label_column(v, p) for v, b in pairs for p in b.split(SEPARATOR)}
+    hierarchy_columns = sorted(present & _HIERARCHY_COLUMNS)
+    hierarchy_raw = frozenset(raw[c.removeprefix("__")] for c in hierarchy_columns)
+    hierarchy_set = sets.setdefault(hierarchy_raw, len(sets)) if hierarchy_columns else None
+    attribute_columns = sorted({c for members in sets for c in members if not c.startswith("_c")})
     flags = ""
     if cohort_ids:
         flags = (f"left join (select reporting_month, patient_id, "
                  + ", ".join(f"bool_or(cohort_id = {literal(c)}) as _c{i}" for i, c in enumerate(cohort_ids))
                  + f" from {cohorts} group by reporting_month, patient_id) c using (reporting_month, patient_id)")
+    # DuckDB's cost grows with the number of grouping sets, not with their width: sets are
+    # packed into host sets of at most _HOST_CELLS value combinations (distinct values
+    # multiplied, null included), and each set is summed from its host in polars.
+    distinct = _distinct_values(con, attributes, attribute_columns)
+    hosts: list[frozenset] = []
+    host_of: dict[frozenset, frozenset] = {}
+    for members in sorted(sets, key=lambda m: (-len(m), sorted(m))):
+        for h, host in enumerate(hosts):
+            if members <= host or _cells(host | members, distinct) <= _HOST_CELLS:
+                hosts[h] = host | members
+                break
+        else:
+            hosts.append(members)
+    for members in sets:
+        host_of[members] = next(host for host in hosts if members <= host)
     keys = ", ".join(quote(k) for k in _KEYS)
-    # GROUPING() packs one bit per label column into a BIGINT: a query takes at most
+    # GROUPING() packs one bit per grouped column into a BIGINT: a query takes at most
     # _MAX_GROUPING_COLUMNS of them, so a very long cohort list is counted in several passes.
     batches: list[list[frozenset]] = [[]]
-    for members in sets:
-        if len(set().union(*batches[-1], members)) > _MAX_GROUPING_COLUMNS:
+    for host in hosts:
+        if len(set().union(*batches[-1], host)) > _MAX_GROUPING_COLUMNS:
             batches.append([])
-        batches[-1].append(members)
-    found: dict[int, pl.DataFrame] = {}
+        batches[-1].append(host)
+    counted_hosts: dict[frozenset, pl.DataFrame] = {}
     for batch in batches:
         columns = sorted(set().union(*batch))
+        grouping = f"grouping({', '.join(quote(c) for c in columns)})" if columns else "0"
         sql = f"""
             with joined as (
                 select r.reporting_month, r.indicator_id, r.indicator_version, coalesce(r.is_numerator, false) as _numerator,
-                       {', '.join(f'{label_sql[c]} as {quote(c)}' for c in columns)}
+                       {''.join(f'a.{quote(c)}, ' for c in attribute_columns)}{''.join(f'c._c{i}, ' for i in range(len(cohort_ids)))}
+                       1 as _one
                 from (select reporting_month, patient_id, indicator_id, indicator_version, is_numerator from {results}) r
                 left join {attributes} a using (reporting_month, patient_id)
                 {flags}
             )
-            select {keys}, {', '.join(quote(c) for c in columns)}, grouping({', '.join(quote(c) for c in columns)}) as _set,
+            select {keys}{''.join(', ' + quote(c) for c in columns)}, {grouping} as _set,
                    cast(count(*) filter (where _numerator) as bigint) as numerator, cast(count(*) as bigint) as denominator
             from joined
             group by grouping sets ({', '.join('(' + ', '.join([keys, *(quote(c) for c in sorted(m))]) + ')' for m in batch)})
         """
         cells = pl.from_arrow(con.sql(sql).to_arrow_table())
-        for members in batch:
+        for host in batch:
             # GROUPING(c1, ..., cn): bit n-i set when ci is not grouped in the row's set.
-            mask = sum(1 << (len(columns) - 1 - i) for i, c in enumerate(columns) if c not in members)
-            found[sets[members]] = cells.filter(pl.col("_set") == mask).drop("_set")
+            mask = sum(1 << (len(columns) - 1 - i) for i, c in enumerate(columns) if c not in host)
+            counted_hosts[host] = cells.filter(pl.col("_set") == mask).drop("_set")
+    found = {s: counted_hosts[host_of[members]] for members, s in sets.items()}
     pieces = []
     for (vintage, breakdown), s in zip(pairs, pair_sets):
         parts = [_label_column(vintage, p) for p in breakdown.split(SEPARATOR)]
-        label = pl.col(parts[0]) if len(parts) == 1 else pl.concat_str(parts, separator=SEPARATOR)
-        pieces.append(found[s].select(*_KEYS, pl.lit(vintage).alias("imd_vintage"), pl.lit(breakdown).alias("breakdown"),
-                                      label.alias("group"), "numerator", "denominator"))
+        label = group_exprs[parts[0]] if len(parts) == 1 else pl.concat_str([group_exprs[p] for p in parts], separator=SEPARATOR)
+        pieces.append(
+            found[s].group_by(*_KEYS, label.alias("group"))
+            .agg(pl.col("numerator").sum(), pl.col("denominator").sum())
+            .select(*_KEYS, pl.lit(vintage).alias("imd_vintage"), pl.lit(breakdown).alias("breakdown"), "group",
+                    "numerator", "denominator")
+        )
     counts = pl.concat(pieces)
-    hierarchy = found[hierarchy_set].select(hierarchy_columns).unique() if hierarchy_set is not None else pl.DataFrame()
+    hierarchy = (found[hierarchy_set].select(group_exprs[c].alias(c) for c in hierarchy_columns).unique()
+                 if hierarchy_set is not None else pl.DataFrame())
     return GapCounts(counts, hierarchy, one_dimensional + crosses)
 
 
@@ -580,6 +609,26 @@ def _crosses(intersections: Sequence[tuple[str, str]] | None, one_dimensional: l
 
 
 _MAX_GROUPING_COLUMNS = 60
+# The most value combinations (per indicator) a packed grouping set may have: a few
+# thousand rows per indicator come back to Python, and fewer sets make the pass faster.
+_HOST_CELLS = 5000
+
+
+def _distinct_values(con, attributes: str, columns: Sequence[str]) -> dict[str, int]:
+    """Return each attribute column's number of distinct values, null counted as one (cohort flags: 2)."""
+    if not columns:
+        return {}
+    counts = con.execute("select " + ", ".join(
+        f"count(distinct {quote(c)}) + max(case when {quote(c)} is null then 1 else 0 end)" for c in columns)
+        + f" from {attributes}").fetchall()[0]
+    return {c: int(n or 0) + 1 for c, n in zip(columns, counts)}  # + 1: patients with no attributes row
+
+
+def _cells(columns: frozenset, distinct: Mapping[str, int]) -> int:
+    cells = 1
+    for column in columns:
+        cells *= distinct.get(column, 2)  # a cohort flag: member or not
+    return cells
 
 
 # The label columns `_relations` reads to nest fine groups in coarse ones (ethnicity_16 in

@@ -210,18 +210,24 @@ def membership_representatives(con, results: str, deprivation: str) -> tuple[pl.
     result_columns = "reporting_month, patient_id, indicator_id, indicator_version, is_numerator"
     deprivation_columns = "reporting_month, patient_id, imd2019_decile, imd2019_method, imd2025_decile, imd2025_method"
     patterns = f"""
-        with indicators as (
-            select reporting_month, patient_id,
-                   list(distinct indicator_id || '@' || cast(indicator_version as varchar) || ':'
-                        || cast(coalesce(is_numerator, false) as varchar)) as memberships
-            from {results} group by reporting_month, patient_id
+        with results as (
+            select reporting_month, patient_id, indicator_id, indicator_version, coalesce(is_numerator, false) as n
+            from {results}
+        ), populations as (
+            -- each indicator a small number: its rows' memberships become short lists of integers
+            select indicator_id, indicator_version, row_number() over (order by indicator_id, indicator_version) as k
+            from (select distinct indicator_id, indicator_version from results)
+        ), indicators as (
+            select reporting_month, patient_id, list_sort(list(distinct 2 * k + cast(n as integer))) as memberships
+            from results join populations using (indicator_id, indicator_version)
+            group by reporting_month, patient_id
         ), deprivation as (
             select reporting_month, patient_id, imd2019_method, imd2019_decile is null as no2019,
                    imd2025_method, imd2025_decile is null as no2025
             from {deprivation}
         ), patients as (
             select coalesce(i.reporting_month, d.reporting_month) as reporting_month,
-                   coalesce(i.patient_id, d.patient_id) as patient_id, list_sort(i.memberships) as memberships,
+                   coalesce(i.patient_id, d.patient_id) as patient_id, i.memberships,
                    d.patient_id is null as no_deprivation, d.imd2019_method, d.no2019, d.imd2025_method, d.no2025
             from indicators i full join deprivation d on i.reporting_month = d.reporting_month and i.patient_id = d.patient_id
         )
