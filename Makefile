@@ -12,7 +12,7 @@ EXTRACTS := data/extracts
 # Run history persists here, so `make run` and `make dev` share one history in the UI.
 export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
 
-.PHONY: run test env synth dev bench clean chromium
+.PHONY: run test env synth dev bench clean chromium redis national national-bench
 
 env: $(STAMP)
 
@@ -61,7 +61,18 @@ chromium:
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends chromium fonts-dejavu-core >/dev/null; \
 	else echo "no chromium and no apt-get: install Chromium or Chrome and set CORE20_CHROMIUM to its path" >&2; exit 1; fi
 
-test: $(STAMP) chromium
+# The national mode's distributed test starts a Redis broker and two Celery workers: on
+# Debian/Ubuntu Redis is installed here when absent (apt-get; needs root or sudo); elsewhere
+# install redis-server yourself and put it on PATH.
+redis:
+	@if command -v redis-server >/dev/null 2>&1; then :; \
+	elif command -v apt-get >/dev/null 2>&1; then \
+	  echo "installing Debian's redis-server for the national (Celery) test (apt-get, once)"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends redis-server >/dev/null; \
+	else echo "no redis-server and no apt-get: install Redis and put redis-server on PATH" >&2; exit 1; fi
+
+test: $(STAMP) chromium redis
 	@DAGSTER_HOME= $(BIN)/python -m pytest -q
 
 # `dagster dev` prints one notice that `dg dev` (the dagster-dg-cli package) supersedes it.
@@ -82,6 +93,22 @@ bench: $(STAMP)
 	@command -v flock >/dev/null || { echo "make bench needs flock (util-linux) to take $(BENCH_LOCK)" >&2; exit 1; }
 	@echo "waiting for $(BENCH_LOCK): one heavy job at a time on this machine"
 	@flock $(BENCH_LOCK) $(BIN)/python scripts/benchmark.py --sizes $(BENCH_SIZES) $(BENCH_ARGS)
+
+# The national month on this machine: a synthetic extract for every ICB (SCALE of each
+# ICB's population; ICBS=QT1,QOX for a subset), then the national job on a local Redis
+# broker with WORKERS Celery workers. Production runs the same job on long-lived workers (deploy/).
+SCALE ?= 0.001
+ICBS ?= all
+WORKERS ?= 2
+NATIONAL := data/national
+
+national: $(STAMP) redis
+	@test -d $(NATIONAL)/extracts || $(BIN)/core20 synth --out $(NATIONAL)/extracts --icbs $(ICBS) --scale $(SCALE) --seed $(SEED) $(if $(MONTH),--month $(MONTH),)
+	@$(BIN)/core20 national --root $(NATIONAL) --workers $(WORKERS) $(if $(MONTH),--month $(MONTH),)
+
+# The national benchmark: one worker, then two, on the same synthetic national extract.
+national-bench: $(STAMP) redis
+	@flock $(BENCH_LOCK) $(BIN)/python scripts/national_bench.py --scale $(SCALE) --icbs $(ICBS) $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) data .dagster_home

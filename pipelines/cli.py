@@ -2,6 +2,8 @@
 
     core20 init [--settings core20.toml] [--warehouse PATH] [--extract DIR] [--reference-dir DIR]
     core20 synth --out DIR [--patients N] [--seed S] [--month YYYY-MM]
+    core20 synth --out DIR --icbs all|QT1,QOX --scale 0.05           (national: one extracts root per ICB)
+    core20 national [--root data/national] [--month YYYY-MM] [--workers N]
     core20 run [--extract DIR] [--month YYYY-MM] [--warehouse PATH] [--definitions DIR]
     core20 run --from YYYY-MM --to YYYY-MM [--extract DIR]     (a backfill: each month in turn)
     core20 imd --vintage {2019,2025} INPUT.csv OUTPUT.csv
@@ -63,8 +65,21 @@ def build_parser() -> argparse.ArgumentParser:
     synth.add_argument("--month", help="reporting month YYYY-MM (default: the last complete month)")
     synth.add_argument("--defect-rate", type=float, default=0.02, help="share of rows given realistic defects")
     synth.add_argument("--icb", default="QT1", help="ODS code of the ICB whose postcodes and practices are used")
+    synth.add_argument("--icbs", help="national extract: 'all' or comma-separated ICB ODS codes; writes OUT/<ICB>/YYYY-MM/ for each, "
+                                      "sized by --scale (replaces --patients and --icb)")
+    synth.add_argument("--scale", type=float, help="with --icbs: share of each ICB's population to generate (e.g. 0.05)")
     synth.add_argument("--reference-dir", help="reference data folder (default $CORE20_REFERENCE_DIR, else core20.toml, else ../shared/reference_data)")
     synth.add_argument("--no-feeds", action="store_true", help="leave out the optional linked feeds (their indicators become not available)")
+
+    national = sub.add_parser("national", help="run a national month: every ICB's month on Celery workers, rolled up to regions and England")
+    national.add_argument("--root", default="data/national", type=Path,
+                          help="national folder: extracts/<ICB>/YYYY-MM/ in, partitions/, warehouse/, serving/ out (default data/national)")
+    national.add_argument("--month", help="reporting month YYYY-MM (default: the latest month with an ICB extract)")
+    national.add_argument("--icbs", default="", help="comma-separated ICB ODS codes (default: every ICB with an extract for the month)")
+    national.add_argument("--workers", type=int, default=2,
+                          help="start a local Redis broker and this many Celery workers for the run (0: use the running "
+                               "cluster named by CORE20_CELERY_BROKER)")
+    national.add_argument("--reference-dir", help="reference data folder (default $CORE20_REFERENCE_DIR, else core20.toml, else ../shared/reference_data)")
 
     dictionary = sub.add_parser("dictionary", help="write the serving data dictionary generated from the table contracts")
     dictionary.add_argument("--out", type=Path, help="file to write (default: print it)")
@@ -212,6 +227,8 @@ def _command(args: argparse.Namespace) -> int:
     try:
         if args.command == "synth":
             return _synth(args)
+        if args.command == "national":
+            return _national(args)
         if args.command == "imd":
             return _imd(args)
         if args.command == "reference":
@@ -292,6 +309,8 @@ def _synth(args: argparse.Namespace) -> int:
     from pipelines.partitions import parse_month
 
     month = parse_month(args.month) if args.month else synthetic.default_reporting_month()
+    if args.icbs is not None or args.scale is not None:
+        return _synth_national(args, month)
     folder = args.out / month.strftime("%Y-%m")
     started = time.perf_counter()
     truth = synthetic.generate_extract(
@@ -305,6 +324,65 @@ def _synth(args: argparse.Namespace) -> int:
         f"({time.perf_counter() - started:.1f} s); ground truth in {folder / 'ground_truth.json'}"
     )
     del truth
+    return EXIT_OK
+
+
+def _synth_national(args: argparse.Namespace, month: date) -> int:
+    from pipelines.national.synth import generate_national
+
+    if args.scale is None:
+        print("core20 synth: --icbs needs --scale (the share of each ICB's population to generate, e.g. 0.05)", file=sys.stderr)
+        return EXIT_ERROR
+    started = time.perf_counter()
+    try:
+        plan = generate_national(args.out, reporting_month=month, scale=args.scale, icbs=args.icbs, seed=args.seed,
+                                 defect_rate=args.defect_rate, reference_dir=args.reference_dir,
+                                 include_feeds=not args.no_feeds, progress=lambda m: print(m, flush=True))
+    except ValueError as error:
+        print(f"core20 synth: {error}", file=sys.stderr)
+        return EXIT_ERROR
+    print(f"wrote a national synthetic extract for {month:%Y-%m} in {args.out}: {plan.height} ICBs, "
+          f"{int(plan['n_patients'].sum()):,} patients ({time.perf_counter() - started:.1f} s)")
+    return EXIT_OK
+
+
+def _national(args: argparse.Namespace) -> int:
+    root = args.root.expanduser().resolve()
+    extracts = root / "extracts"
+    months = sorted({p.name for icb in extracts.glob("*") for p in icb.glob("????-??") if p.is_dir()}) if extracts.is_dir() else []
+    month = args.month or (months[-1] if months else None)
+    if month is None:
+        print(f"core20 national: no ICB extract under {extracts} (expected <ICB>/YYYY-MM/; `core20 synth --icbs all --scale 0.001 "
+              f"--out {extracts}` writes a synthetic one)", file=sys.stderr)
+        return EXIT_ERROR
+    from pipelines.national.local import ClusterError, local_cluster, run_national_month
+    from pipelines.runner import dagster_home, failure_message
+
+    home = dagster_home() or (root / "dagster_home")
+    home.mkdir(parents=True, exist_ok=True)
+    env = {"DAGSTER_HOME": str(home), "CORE20_NATIONAL_EXTRACTS_ROOT": str(extracts),
+           "CORE20_NATIONAL_STORE_ROOT": str(root / "partitions"), "CORE20_NATIONAL_SCRATCH_ROOT": str(root / "scratch"),
+           "CORE20_NATIONAL_WAREHOUSE": str(root / "warehouse" / "core20plus5_national.duckdb"),
+           "CORE20_NATIONAL_SERVING_ROOT": str(root / "serving"), "CORE20_NATIONAL_ICBS": args.icbs}
+    if args.reference_dir:
+        env["CORE20_NATIONAL_REFERENCE_DIR"] = args.reference_dir
+    started = time.perf_counter()
+    print(f"running the national month {month[:7]} ({'the running cluster' if args.workers == 0 else f'{args.workers} local Celery worker(s)'}) ...", flush=True)
+    try:
+        if args.workers == 0:
+            result, _events = run_national_month(month, env)
+        else:
+            with local_cluster(args.workers, env, root / "logs") as cluster:
+                result, _events = run_national_month(month, cluster["env"])
+    except ClusterError as error:
+        print(f"core20 national: {error}", file=sys.stderr)
+        return EXIT_ERROR
+    if not result.success:
+        print(f"core20 national: {month[:7]} did not complete: {failure_message(result)}", file=sys.stderr)
+        return EXIT_ERROR
+    print(f"  done in {time.perf_counter() - started:.0f} s\n"
+          f"partitions: {env['CORE20_NATIONAL_STORE_ROOT']}\nnational warehouse: {env['CORE20_NATIONAL_WAREHOUSE']} "
+          f"(national.gap_table: ICB, region and England rows)\nserving: {root / 'serving' / month[:7]}")
     return EXIT_OK
 
 

@@ -12,6 +12,7 @@ from assets.reference import REFERENCE_ASSETS
 from assets.staging import staging_extract
 from pipelines import settings_file
 from pipelines.jobs import monthly_job, reference_job
+from pipelines.national.engine import NationalSettings, icb_month_asset, national_month_job_from_env, national_rollup_asset
 from pipelines.progress import PROGRESS_LOGGER, progress_logger
 from pipelines.resources import ExtractSource, PipelineSettings, ReferenceData, ServingOutputs, Warehouse
 from pipelines.schedules import SCHEDULES, SENSORS, OperationsSettings
@@ -63,8 +64,10 @@ def build_definitions(
             audit_spc_series,
             disclosure_audit,
             publish_month,
+            icb_month_asset,
+            national_rollup_asset,
         ],
-        jobs=[monthly_job, reference_job],
+        jobs=[monthly_job, reference_job, national_month_job_from_env()],
         schedules=SCHEDULES,
         sensors=SENSORS,
         loggers={**dg.default_loggers(), PROGRESS_LOGGER: progress_logger},
@@ -75,6 +78,7 @@ def build_definitions(
             "reference_data": ReferenceData(directory=reference_dir),
             "settings": settings or PipelineSettings(**settings_file.choices()),
             "operations": OperationsSettings(),
+            "national": NationalSettings(),
             "serving": ServingOutputs(serving_root=serving_root, reports_dir=reports_dir, warehouse=warehouse),
         },
     )

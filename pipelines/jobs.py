@@ -28,8 +28,9 @@ def failpoint_after_step(context: dg.HookContext) -> None:
 
 monthly_job = dg.define_asset_job(
     MONTHLY_JOB,
+    # The national assets (group "national") run from the national job, never inside an ICS month.
     hooks={failpoint_after_step},
-    selection=dg.AssetSelection.all() - dg.AssetSelection.groups("reference"),
+    selection=dg.AssetSelection.all() - dg.AssetSelection.groups("reference", "national"),
     executor_def=dg.in_process_executor,
     description="Stage the month's extract, attach deprivation, evaluate cohorts and indicators, gate and publish gap tables.",
 )

@@ -417,3 +417,17 @@ def read_codelist(codelist_id: str, reference_dir: str | Path | None = None) -> 
 def attribution_statements() -> list[str]:
     """Return the attribution statements the reference data's licences require."""
     return list(load_manifest().attributions.values())
+
+
+def parse_icb_regions(raw: pl.DataFrame) -> pl.DataFrame:
+    """Return icb_code (ODS), icb_name, region_code (ODS), region_name from the ICB 2024 to NHS England region lookup."""
+    needed = ["icb24_code_nhs", "icb24_name", "nhser_code_nhs", "nhser_name"]
+    _require_columns(raw, needed, "icb24_nhser")
+    return raw.select(
+        pl.col("icb24_code_nhs").alias("icb_code"), pl.col("icb24_name").alias("icb_name"),
+        pl.col("nhser_code_nhs").alias("region_code"), pl.col("nhser_name").alias("region_name"),
+    )
+
+
+def read_icb_regions(reference_dir: str | Path | None = None) -> pl.DataFrame:
+    return parse_icb_regions(_read_csv("icb24_nhser", reference_dir))

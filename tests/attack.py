@@ -125,57 +125,106 @@ def recovered_cells(
     for key, table in joined.group_by(KEY, maintain_order=True):
         rows = table.rows(named=True)
         cells = [tuple(r[c] for c in cell) for r in rows]
-        # Hidden: null, or for a redacting profile a 0 in a suppressed row (which may also be
-        # a true 0: the attacker cannot tell, so treats it as unknown).
-        hidden = {(c, col) for c, r in zip(cells, rows) for col in columns
-                  if r[col] is None or (redacts and r["is_suppressed"] and r[col] == 0)}
-        if not hidden:
-            continue
-        variables = [(c, col) for col in columns for c in cells]
-        index = {v: i for i, v in enumerate(variables)}
-        bounds = []
-        for c, col in variables:
-            shown = rows[cells.index(c)][col]
-            bounds.append((0, None) if (c, col) in hidden else ranges[shown])
-        a_eq = []
-        for total, parts in _relations(cells, fine_to_coarse):
-            for col in columns:
-                row = np.zeros(len(variables))
-                for c, sign in [(total, 1.0)] + [(p, -1.0) for p in parts]:
-                    if (c, col) in index:  # a group with no row has no patients: 0
-                        row[index[(c, col)]] += sign
-                if row.any():
-                    a_eq.append(row)
-        a_ub = []
-        for c in cells:  # numerator <= denominator
+        recovered += _attack_key(key, rows, cells, _relations(cells, fine_to_coarse), threshold, redacts, ranges, integer)
+    return recovered
+
+
+def recovered_across_areas(
+    published: pl.DataFrame, truth: pl.DataFrame, sums: dict[str, list[str]], fine_to_coarse: dict[str, dict[str, str]],
+    *, integer: bool = False,
+) -> list[tuple]:
+    """Return the hidden counts a reader holding several areas' tables side by side narrows down.
+
+    `published` and `truth` carry a `geography_code` column: one gap table per area. Besides
+    each table's own structure, the reader knows that an area's count in every cell is the
+    sum of its parts' counts in that cell (`sums`: area code -> part codes; a region is its
+    ICBs). Otherwise as `recovered_cells`; a recovered count's key starts with its area.
+    """
+    cell = ["imd_vintage", "breakdown", "group"]
+    columns = ("numerator", "denominator")
+    profiles = published["disclosure_profile"].unique().to_list()
+    assert len(profiles) == 1, profiles
+    threshold = get_profile(profiles[0]).small_count_threshold
+    redacts = get_profile(profiles[0]).small_count_action == "redact"
+    place = ["geography_code", *cell]
+    joined = truth.select(*KEY, *place, *[pl.col(c).alias(f"true_{c}") for c in columns]).join(
+        published.select(*KEY, *place, *columns, "is_suppressed").with_columns(pl.lit(True).alias("_published")),
+        on=[*KEY, *place], how="left",
+    ).with_columns(pl.col("_published").fill_null(False), pl.col("is_suppressed").fill_null(True))
+    ranges = _ranges(profiles[0], [v for c in columns for v in joined[c].drop_nulls().to_list()])
+    recovered = []
+    for key, table in joined.group_by(KEY, maintain_order=True):
+        rows = table.sort(place).rows(named=True)
+        cells = [tuple(r[c] for c in place) for r in rows]
+        relations = []
+        for area in sorted({c[0] for c in cells}):
+            own = [c[1:] for c in cells if c[0] == area]
+            relations += [((area, *total), [(area, *p) for p in parts]) for total, parts in _relations(own, fine_to_coarse)]
+        present = set(cells)
+        for area, parts in sums.items():
+            for c in cells:
+                if c[0] == area:
+                    relations.append((c, [(p, *c[1:]) for p in parts if (p, *c[1:]) in present]))
+        recovered += _attack_key(key, rows, cells, relations, threshold, redacts, ranges, integer)
+    return recovered
+
+
+def _attack_key(key, rows, cells, relations, threshold, redacts, ranges, integer) -> list[tuple]:
+    """Attack the hidden counts of one indicator's rows: `cells` name the rows, `relations` are (total, parts)."""
+    columns = ("numerator", "denominator")
+    recovered = []
+    # Hidden: null, or for a redacting profile a 0 in a suppressed row (which may also be
+    # a true 0: the attacker cannot tell, so treats it as unknown).
+    hidden = {(c, col) for c, r in zip(cells, rows) for col in columns
+              if r[col] is None or (redacts and r["is_suppressed"] and r[col] == 0)}
+    if not hidden:
+        return recovered
+    variables = [(c, col) for col in columns for c in cells]
+    index = {v: i for i, v in enumerate(variables)}
+    position = {c: i for i, c in enumerate(cells)}
+    bounds = []
+    for c, col in variables:
+        shown = rows[position[c]][col]
+        bounds.append((0, None) if (c, col) in hidden else ranges[shown])
+    a_eq = []
+    for total, parts in relations:
+        for col in columns:
             row = np.zeros(len(variables))
-            row[index[(c, "numerator")]], row[index[(c, "denominator")]] = 1.0, -1.0
-            a_ub.append(row)
-        a_eq, a_ub = np.array(a_eq), np.array(a_ub)
-        true_of = {t: rows[cells.index(t[0])][f"true_{t[1]}"] for t in hidden}
-        public_zero = _public_zeros(variables, index, hidden, rows, cells, a_eq, a_ub)
-        # What must stay possible for the attack to fail on a cell: every value from 1 to
-        # the threshold for a small count; some value other than the truth for the rest.
-        need_high = {t: (threshold if 1 <= v <= threshold else v + 1) for t, v in true_of.items()}
-        need_low = {t: (1 if 1 <= v <= threshold else v - 1) for t, v in true_of.items()}
-        open_cells = sorted(hidden) if integer else _witnessed(sorted(hidden), index, need_low, need_high, a_eq, a_ub, bounds)
-        for target in open_cells:
-            objective = np.zeros(len(variables))
-            objective[index[target]] = 1.0
-            low, high = _solve(objective, a_eq, a_ub, bounds, integer), _solve(-objective, a_eq, a_ub, bounds, integer)
-            assert low.status == 0 and high.status in (0, 3), (low.message, high.message)
-            lowest, highest = low.fun, (float("inf") if high.status == 3 else -high.fun)
-            true = true_of[target]
-            if 1 <= true <= threshold:
-                narrowed = lowest > 1 + 1e-6 or highest < threshold - 1e-6
-            elif not rows[cells.index(target[0])]["_published"]:
-                narrowed = False  # a never-published cell pinned to a count over 7 tells nothing small
-            elif target in public_zero:
-                narrowed = False  # a visible 0 above it says so to every reader
-            else:  # a complement
-                narrowed = highest - lowest < 0.5
-            if narrowed:
-                recovered.append((*key, *target[0], target[1], true, lowest, highest))
+            for c, sign in [(total, 1.0)] + [(p, -1.0) for p in parts]:
+                if (c, col) in index:  # a group with no row has no patients: 0
+                    row[index[(c, col)]] += sign
+            if row.any():
+                a_eq.append(row)
+    a_ub = []
+    for c in cells:  # numerator <= denominator
+        row = np.zeros(len(variables))
+        row[index[(c, "numerator")]], row[index[(c, "denominator")]] = 1.0, -1.0
+        a_ub.append(row)
+    a_eq, a_ub = np.array(a_eq), np.array(a_ub)
+    true_of = {t: rows[position[t[0]]][f"true_{t[1]}"] for t in hidden}
+    public_zero = _public_zeros(variables, index, hidden, rows, cells, a_eq, a_ub)
+    # What must stay possible for the attack to fail on a cell: every value from 1 to
+    # the threshold for a small count; some value other than the truth for the rest.
+    need_high = {t: (threshold if 1 <= v <= threshold else v + 1) for t, v in true_of.items()}
+    need_low = {t: (1 if 1 <= v <= threshold else v - 1) for t, v in true_of.items()}
+    open_cells = sorted(hidden) if integer else _witnessed(sorted(hidden), index, need_low, need_high, a_eq, a_ub, bounds)
+    for target in open_cells:
+        objective = np.zeros(len(variables))
+        objective[index[target]] = 1.0
+        low, high = _solve(objective, a_eq, a_ub, bounds, integer), _solve(-objective, a_eq, a_ub, bounds, integer)
+        assert low.status == 0 and high.status in (0, 3), (low.message, high.message)
+        lowest, highest = low.fun, (float("inf") if high.status == 3 else -high.fun)
+        true = true_of[target]
+        if 1 <= true <= threshold:
+            narrowed = lowest > 1 + 1e-6 or highest < threshold - 1e-6
+        elif not rows[position[target[0]]]["_published"]:
+            narrowed = False  # a never-published cell pinned to a count over 7 tells nothing small
+        elif target in public_zero:
+            narrowed = False  # a visible 0 above it says so to every reader
+        else:  # a complement
+            narrowed = highest - lowest < 0.5
+        if narrowed:
+            recovered.append((*key, *target[0], target[1], true, lowest, highest))
     return recovered
 
 

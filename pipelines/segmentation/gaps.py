@@ -667,7 +667,6 @@ def gap_table_from_counts(
         The others: as for `build_gap_table`.
     """
     _check_catalogue(catalogue)
-    references = {**REFERENCE_GROUPS, **(reference_groups or {})}
     if emitted is None:
         emitted = list(dict.fromkeys(counts["breakdown"].to_list()))
     # Step 2: disclosure control on the counts, with secondary suppression, before any statistic:
@@ -683,7 +682,29 @@ def gap_table_from_counts(
     if audit_stats is not None:
         audit_stats.update(stats)
         audit_stats["quality"] = quality_controlled
+    return gap_statistics(controlled, catalogue, profile=profile, confidence=confidence, reference_groups=reference_groups,
+                          emitted=emitted, reliability_threshold=reliability_threshold)
 
+
+def gap_statistics(
+    controlled: pl.DataFrame,
+    catalogue: pl.DataFrame,
+    *,
+    profile: DisclosureProfile = NHS_SUPPRESS_ROUND5,
+    confidence: float = 0.95,
+    reference_groups: Mapping[str, str | None] | None = None,
+    emitted: Sequence[str] | None = None,
+    reliability_threshold: int = RELIABILITY_THRESHOLD,
+) -> pl.DataFrame:
+    """Return the gap table of disclosure-controlled counts (`month_disclosure.protect_month`'s output): every statistic.
+
+    Step 3 of `gap_table_from_counts`, apart so that tables protected together (the national
+    roll-up's areas side by side) get their statistics one area at a time.
+    """
+    _check_catalogue(catalogue)
+    references = {**REFERENCE_GROUPS, **(reference_groups or {})}
+    if emitted is None:
+        emitted = list(dict.fromkeys(controlled["breakdown"].to_list()))
     # Step 3: rates from controlled counts, in each indicator's unit; a hidden row gets no rate.
     units = _units(catalogue)
     controlled = controlled.join(units, on=["indicator_id", "indicator_version"], how="left").with_columns(

@@ -87,6 +87,7 @@ def protect_month(
     memberships: pl.LazyFrame | None = None,
     quality: pl.DataFrame | None = None,
     earlier: Sequence[tuple] | None = None,
+    sums: Sequence[tuple] | None = None,
 ) -> tuple[pl.DataFrame, pl.DataFrame | None, dict]:
     """Return (controlled gap counts, controlled quality table or None, audit figures).
 
@@ -102,6 +103,11 @@ def protect_month(
         earlier: earlier releases of the month still in readers' hands, each the
             `(counts, structure)` its own run returned under figures['release']; see
             `link_releases`.
+        sums: (total, parts) pairs of `reporting_month` labels, for tables of several areas
+            protected together (the national roll-up labels each area's rows with its own
+            key): every population's count in every cell of `total` is the sum of its counts
+            in that cell of `parts` (a region is its ICBs), a relation a reader holding the
+            area tables side by side can use.
 
     Returns:
         The gap counts with `numerator`/`denominator` controlled (hidden rows null, or 0 for
@@ -155,6 +161,7 @@ def protect_month(
     unpublished_rows: set[int] = set()
     gap_cells: dict = {}
     class_cells: dict = {}
+    published_in: dict = {}  # (month, population name) -> the cells its count is published in
     for r, (month, indicator, version, vintage, breakdown, group, numerator, denominator) in enumerate(rows):
         cell = (vintage, breakdown, group)
         gap_cells.setdefault(month, set()).add(cell)
@@ -162,6 +169,8 @@ def protect_month(
         num_class = population_class(month, f"{indicator}@{version}:num")
         n = var((month, num_class, cell), numerator or 0)
         d = var((month, den_class, cell), denominator or 0)
+        for name in (f"{indicator}@{version}:num", f"{indicator}@{version}:den"):
+            published_in.setdefault((month, name), set()).add(cell)
         class_cells.setdefault((month, num_class), set()).add(cell)
         class_cells.setdefault((month, den_class), set()).add(cell)
         gap_classes |= {(month, num_class), (month, den_class)}
@@ -189,6 +198,7 @@ def protect_month(
             for column in count_columns:
                 klass = population_class(month, _quality_population(vintage, column))
                 v = var((month, klass, cell), row[column] or 0)
+                published_in.setdefault((month, _quality_population(vintage, column)), set()).add(cell)
                 class_cells.setdefault((month, klass), set()).add(cell)
                 quality_classes.add((month, klass))
                 problem.units.append([v])
@@ -237,6 +247,19 @@ def protect_month(
                 if len(members) > 1 or (members and any((month, k, cell) not in index for k in identity)):
                     problem.relations.append(([m for m, _ in members], [float(c) for _, c in members]))
                     n_identities += 1
+
+    # Areas side by side: each population's count in an area's cell is the sum over its parts.
+    added: set = set()
+    for total, parts in sums or ():
+        for (month, name), cells in sorted(published_in.items(), key=repr):
+            if month != total:
+                continue
+            for cell in sorted(cells):
+                total_key = (total, population_class(total, name), cell)
+                part_keys = tuple(sorted({(p, population_class(p, name), cell) for p in parts}, key=repr))
+                if (total_key, part_keys) not in added:
+                    added.add((total_key, part_keys))
+                    add_relation(total_key, part_keys)
 
     # A population with no member this month (e.g. a match method nobody's postcode took) has a
     # count of 0 in every cell: an identity every reader holds, so hiding such a 0 protects nothing.
@@ -287,7 +310,7 @@ def protect_month(
     stats = {"n_lp_solves": result.n_lp_solves, "n_complements": result.n_complements,
              "n_needs_cut_by_earlier_releases": result.n_prior_cut,
              "n_components": result.n_components, "n_variables": len(problem.keys),
-             "n_relations": len(problem.relations), "n_identities": n_identities,
+             "n_relations": len(problem.relations), "n_identities": n_identities, "n_area_sums": len(added),
              "n_earlier_releases": len(earlier or ()), "n_release_links": n_linked,
              "seconds": time.perf_counter() - started}
     if len(months) == 1:

@@ -1,0 +1,152 @@
+"""Run one ICB's month in a private scratch warehouse and leave its results in the partition store.
+
+The ICB month runs the very job the single-ICS mode runs (staging, gates, cohorts,
+indicators, disclosure, publish) in a DuckDB file of its own under a scratch folder, so
+no two partitions ever share a DuckDB file (DuckDB allows one writer per file). What
+leaves the scratch warehouse:
+
+- private: `gap_counts` (the exact group counts behind the gap table, never rounded),
+  `gap_hierarchy` (which fine ethnicity / Sub-ICB groups nest in which coarse ones) and
+  `indicator_catalogue`, the exact deprivation-quality totals and the distinct membership
+  patterns of the published populations (numbered, no patient id): what the national
+  roll-up needs to protect every area together, and nothing patient-level;
+- published: the month's rows of every `published.*` table (already disclosure-controlled
+  at ICB level), for the ICB rows of the national warehouse and serving snapshot.
+
+The scratch folder is deleted afterwards; patient rows never reach the store.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import shutil
+import tempfile
+from datetime import date
+from pathlib import Path
+
+import dagster as dg
+import polars as pl
+
+from pipelines.national.store import PartitionStore
+
+PRIVATE_TABLES = ("gap_counts", "gap_hierarchy", "indicator_catalogue", "deprivation_quality", "membership_patterns")
+
+
+class PartitionFailed(RuntimeError):
+    """An ICB month did not publish (a gate blocked it or its input could not be used); the message says why."""
+
+
+def reference_template(scratch_root: Path, reference_dir: str | None) -> Path:
+    """Return a warehouse holding only the reference tables, built once per machine and reference pins.
+
+    Loading the reference tables (the spatial postcode lookup above all) costs far more than a
+    small ICB month; each partition starts from a copy of this file instead. A file lock
+    makes concurrent workers on one machine build it once.
+    """
+    from pipelines.definitions import build_definitions
+    from pipelines.runner import ensure_reference
+
+    scratch_root.mkdir(parents=True, exist_ok=True)
+    template = scratch_root / "reference-template.duckdb"
+    with open(scratch_root / "reference-template.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        defs = build_definitions(warehouse=str(template), reference_dir=reference_dir)
+        if ensure_reference(defs, template) != 0:
+            raise PartitionFailed(f"reference data could not be loaded into {template}")
+    return template
+
+
+def run_icb_month(
+    icb: str, month: str, *, extracts_root: str, store_root: str, scratch_root: str | None = None,
+    reference_dir: str | None = None, settings_kwargs: dict | None = None,
+) -> dict:
+    """Run ICB `icb`'s month `month` (YYYY-MM-DD or YYYY-MM) from EXTRACTS_ROOT/<icb>/ and commit its partition.
+
+    Returns:
+        The partition's committed manifest (run id, table row counts, patients run).
+
+    Raises:
+        PartitionFailed: when the month did not publish; the store keeps the previous run.
+    """
+    from pipelines.definitions import build_definitions
+    from pipelines.jobs import MONTHLY_JOB
+    from pipelines.resources import PipelineSettings
+    from pipelines.runner import QUIET_LOGS, failure_message
+
+    key = f"{month[:7]}-01"
+    scratch_base = Path(scratch_root or tempfile.gettempdir()) / "core20-national"
+    template = reference_template(scratch_base, reference_dir)
+    scratch = Path(tempfile.mkdtemp(prefix=f"{icb}-{key[:7]}-", dir=scratch_base))
+    try:
+        warehouse = scratch / "core20plus5.duckdb"
+        shutil.copyfile(template, warehouse)
+        settings = PipelineSettings(**(settings_kwargs or {}))
+        defs = build_definitions(
+            warehouse=str(warehouse), extracts=str(Path(extracts_root) / icb), reference_dir=reference_dir,
+            settings=settings, serving_root=str(scratch / "serving"), reports_dir=str(scratch / "reports"),
+        )
+        result = defs.resolve_job_def(MONTHLY_JOB).execute_in_process(
+            instance=dg.DagsterInstance.ephemeral(), partition_key=key, raise_on_error=False, run_config=QUIET_LOGS,
+        )
+        if not result.success:
+            raise PartitionFailed(f"ICB {icb} {key[:7]} did not publish: {failure_message(result)}")
+        tables = export_partition(warehouse, key, settings.primary_imd_vintage)
+        n_patients = int(tables.pop("_n_patients")["n"][0])
+        return PartitionStore(store_root).write(icb, key, tables, {"n_patients": n_patients,
+                                                                    "primary_imd_vintage": settings.primary_imd_vintage,
+                                                                    "disclosure_profile": settings.disclosure_profile})
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def export_partition(warehouse: Path, partition_key: str, primary_vintage: str) -> dict[str, pl.DataFrame]:
+    """Return the tables that leave an ICB month's scratch warehouse: private counts and published rows.
+
+    The counts are made where the month's patient rows are, as the ICS month makes them
+    (`gaps.gap_counts_sql` in the warehouse); the membership patterns are one row per distinct
+    pattern of published populations (`populations.membership_representatives`) under a
+    pattern number, never a patient id: the roll-up needs them to find the identities
+    between the populations (two indicators with one denominator) in each ICB and region.
+    """
+    from assets.gaps import _PATIENT_LEVEL
+    from pipelines.segmentation.cohorts import reported_cohorts
+    from pipelines.segmentation.gaps import gap_counts_sql
+    from pipelines.segmentation.month_disclosure import population_memberships
+    from pipelines.segmentation.populations import membership_representatives
+    from pipelines.segmentation.sql import literal
+    from pipelines.warehouse import connect, quote
+
+    month = date.fromisoformat(partition_key)
+
+    def month_rows(con, schema: str, table: str) -> pl.DataFrame:
+        frame = pl.from_arrow(con.sql(f'select * from "{schema}"."{table}"').to_arrow_table())
+        return frame.filter(pl.col("reporting_month") == month) if "reporting_month" in frame.columns else frame
+
+    relation = {name: f"(select * from {quote(schema)}.{quote(table)} where reporting_month = {literal(month)})"
+                for name, (schema, table) in _PATIENT_LEVEL.items()}
+    with connect(warehouse, read_only=True) as con:
+        catalogue = month_rows(con, "indicators", "indicator_catalogue")
+        cohort_catalogue = month_rows(con, "cohorts", "cohort_catalogue")
+        quality = month_rows(con, "population", "deprivation_quality").filter(pl.col("practice_code") == "ALL")
+        reported = reported_cohorts(cohort_catalogue.select("cohort_id"), cohort_catalogue)["cohort_id"].unique().sort()
+        cohorts = f"(select * from {relation['cohorts']} where cohort_id in ({', '.join(literal(c) for c in reported) or 'NULL'}))"
+        counted = gap_counts_sql(con, relation["results"], relation["attributes"], cohorts, primary_vintage=primary_vintage)
+        results, deprivation = membership_representatives(con, relation["results"], relation["deprivation"])
+        n_patients = con.execute(f"select count(distinct patient_id) from {relation['attributes']}").fetchone()[0]
+        published = [row[0] for row in con.execute(
+            "select table_name from information_schema.tables where table_schema = 'published' order by 1").fetchall()]
+        tables = {f"published__{name}": month_rows(con, "published", name) for name in published}
+    memberships = population_memberships(results.lazy(), deprivation.lazy()).collect()
+    numbers = memberships.select("patient_id").unique().sort("patient_id").with_row_index("pattern")
+    memberships = (memberships.join(numbers, on="patient_id")
+                   .select("reporting_month", pl.format("pattern-{}", "pattern").alias("pattern"), "population")
+                   .sort("pattern", "population"))
+    tables.update({
+        "gap_counts": counted.counts,
+        "gap_hierarchy": counted.hierarchy,
+        "indicator_catalogue": catalogue,
+        "deprivation_quality": quality,
+        "membership_patterns": memberships,
+        "_n_patients": pl.DataFrame({"n": [n_patients]}),
+    })
+    return tables

@@ -1,0 +1,250 @@
+"""The national roll-up: region and England gap tables, SII/RII and data quality from ICB partitions.
+
+Every figure is computed from the partitions' private exact counts - the group counts
+behind each ICB's gap table and its exact deprivation-quality counts - summed over the
+area's ICBs (registered populations of different ICBs are disjoint, so group counts add).
+Never from patient rows, and never from already-rounded published counts (summing rounded
+counts compounds the rounding error and lets a reader recover hidden cells by differencing).
+The summed counts then go through the same disclosure profile, secondary suppression,
+statistics and blocking gate (`expectations/audit.gap_table.json`) as an ICS month's.
+"""
+
+from __future__ import annotations
+
+from datetime import date, timedelta
+
+import polars as pl
+
+from pipelines.national.geography import icb_populations
+from pipelines.national.store import NATIONAL, PartitionStore
+
+_KEYS = ["reporting_month", "indicator_id", "indicator_version", "imd_vintage", "breakdown", "group"]
+GEOGRAPHY = ["geography_level", "geography_code", "geography_name"]
+ENGLAND = ("england", "ENG", "England")
+
+
+class RollupError(RuntimeError):
+    """The partitions cannot be rolled up (missing, inconsistent settings, or a gate failed)."""
+
+
+def areas(icbs: list[str], reference_dir: str | None = None) -> list[tuple[tuple[str, str, str], list[str]]]:
+    """Return (level, code, name) with the ICBs of England and of each NHS England region that has one."""
+    geography = icb_populations(reference_dir).filter(pl.col("icb_code").is_in(icbs))
+    found = [ENGLAND, icbs]
+    regions = [(("region", code, name), sorted(group["icb_code"].to_list()))
+               for (code, name), group in geography.group_by(["region_code", "region_name"], maintain_order=True)]
+    return [(found[0], sorted(found[1])), *sorted(regions)]
+
+
+COHORT_PREFIX, SEPARATOR, NOT_MEMBER = "cohort:", "|", "not_member"
+
+
+def complete_cohorts(counts: pl.DataFrame) -> pl.DataFrame:
+    """Add, for each ICB, the cohort breakdowns it lacks because no patient of it was in the cohort.
+
+    A partition emits `cohort:<id>` (and `core20|cohort:<id>`...) only for cohorts with
+    members; in an ICB without members everyone is 'not_member'. Without these rows the
+    region's 'member' + 'not_member' would not add up to its overall count, and the summed
+    table would break the very identities secondary suppression protects.
+
+    Examples:
+        >>> c = pl.DataFrame({"partition_icb": ["A", "A", "A", "B"], "reporting_month": [1] * 4,
+        ...     "indicator_id": ["x"] * 4, "indicator_version": [1] * 4, "imd_vintage": ["V"] * 4,
+        ...     "breakdown": ["overall", "cohort:smi", "cohort:smi", "overall"], "group": ["all", "member", "not_member", "all"],
+        ...     "numerator": [5, 1, 4, 7], "denominator": [9, 2, 7, 8]})
+        >>> complete_cohorts(c).filter(pl.col("partition_icb") == "B").select("breakdown", "group", "denominator").rows()
+        [('overall', 'all', 8), ('cohort:smi', 'not_member', 8)]
+    """
+    wanted = counts.select("imd_vintage", "breakdown").unique()
+    added = []
+    for icb in counts["partition_icb"].unique().sort().to_list():
+        own = counts.filter(pl.col("partition_icb") == icb)
+        missing = wanted.join(own.select("imd_vintage", "breakdown").unique(), on=["imd_vintage", "breakdown"], how="anti")
+        for vintage, breakdown in missing.sort("imd_vintage", "breakdown").rows():
+            parts = breakdown.split(SEPARATOR)
+            cohort_at = [i for i, part in enumerate(parts) if part.startswith(COHORT_PREFIX)]
+            others = [part for part in parts if not part.startswith(COHORT_PREFIX)]
+            if not cohort_at or len(others) + len(cohort_at) != len(parts) or len(cohort_at) > 1:
+                raise RollupError(f"ICB partition {icb} has no {breakdown!r} ({vintage}) rows; only cohort breakdowns may be absent")
+            base = SEPARATOR.join(others) or "overall"
+            rows = own.filter((pl.col("breakdown") == base) & (pl.col("imd_vintage") == vintage))
+            if base == "overall":
+                rows = own.filter(pl.col("breakdown") == "overall")
+                group = pl.lit(NOT_MEMBER)
+            else:
+                pieces = [pl.col("group"), pl.lit(NOT_MEMBER)] if cohort_at[0] == 1 else [pl.lit(NOT_MEMBER), pl.col("group")]
+                group = pl.concat_str(pieces, separator=SEPARATOR)
+            added.append(rows.with_columns(pl.lit(vintage).alias("imd_vintage"), pl.lit(breakdown).alias("breakdown"),
+                                           group.alias("group")))
+    return pl.concat([counts, *added]) if added else counts
+
+
+def sum_counts(counts: pl.DataFrame, icbs: list[str]) -> pl.DataFrame:
+    """Return the exact group counts of the union of `icbs`: each group's numerator and denominator summed.
+
+    `counts` should hold every ICB's cohort rows (`complete_cohorts` over all the partitions),
+    so that an area's cell is the sum of the very cells its ICBs show.
+    """
+    return (complete_cohorts(counts.filter(pl.col("partition_icb").is_in(icbs))).group_by(_KEYS)
+            .agg(pl.col("numerator").sum().cast(pl.Int64), pl.col("denominator").sum().cast(pl.Int64)).sort(_KEYS))
+
+
+def _one_setting(store: PartitionStore, month: str, icbs: list[str], name: str) -> str:
+    values = {store.manifest(icb, month).get(name) for icb in icbs}
+    if len(values) != 1:
+        raise RollupError(f"the ICB partitions of {month[:7]} were run with different {name} settings ({sorted(map(str, values))}); "
+                          "re-run them with one setting before rolling up")
+    return values.pop()
+
+
+def rollup_month(store_root: str, month: str, *, reference_dir: str | None = None, sii_seed: int = 20260,
+                 sii_repetitions: int = 10000, sii_transform: bool = False, icbs: list[str] | None = None) -> dict:
+    """Roll the month's committed ICB partitions up to regions and England and commit the national partition.
+
+    Every area the national release shows - each ICB, each region, England - is protected in
+    one secondary-suppression problem (`month_disclosure.protect_month` with `sums`): a
+    reader holds them side by side, and a region's count is the sum of its ICBs' (England's
+    of every ICB's), so an ICB cell hidden in the ICB's rows could otherwise be read off as
+    the region's count minus the other ICBs'. Each area brings its own population
+    identities (from its membership patterns) and its exact deprivation-quality totals.
+    The ICB rows of the release are the ones decided here, not the ICB's own ICS publication.
+
+    Returns:
+        The national partition's manifest (ICBs, rows per table).
+
+    Raises:
+        RollupError: no partitions, partitions with different disclosure profiles or
+            primary vintages, or a roll-up table that fails its disclosure gate.
+    """
+    from pipelines.gates import run_suite
+    from pipelines.segmentation.disclosure import PROFILES, unpublishable_counts
+    from pipelines.segmentation.gaps import _relations, build_inequality_table, gap_statistics
+    from pipelines.segmentation.month_disclosure import protect_month
+
+    store = PartitionStore(store_root)
+    key = f"{month[:7]}-01"
+    icbs = icbs or store.icbs(key)
+    if not icbs:
+        raise RollupError(f"no ICB partition of {key[:7]} is committed under {store_root}")
+    profile_name = _one_setting(store, key, icbs, "disclosure_profile")
+    vintage = _one_setting(store, key, icbs, "primary_imd_vintage")
+    profile = PROFILES[profile_name]
+    # Cohort rows an ICB lacks (no member there) are completed before any area is summed.
+    counts = complete_cohorts(store.read_all(key, "gap_counts", icbs))
+    hierarchy = store.read_all(key, "gap_hierarchy", icbs).drop("partition_icb").unique()
+    catalogue = store.read_all(key, "indicator_catalogue", icbs).drop("partition_icb").unique()
+    quality = store.read_all(key, "deprivation_quality", icbs)
+    patterns = store.read_all(key, "membership_patterns", icbs).with_columns(
+        (pl.col("partition_icb") + ":" + pl.col("pattern")).alias("patient_id"))
+    names = dict(icb_populations(reference_dir).select("icb_code", "icb_name").rows())
+
+    # One labelled block per area: its exact counts, quality totals and membership patterns.
+    # `protect_month` keeps populations, identities and cells apart per reporting month, so
+    # each area's block stands in for a month of its own: a label date (one day per area, in
+    # a year no extract has) that the tables get back as the real month afterwards.
+    geographies = [(("icb", icb, names.get(icb, icb)), [icb]) for icb in sorted(icbs)] + areas(icbs, reference_dir)
+    labels = {code: date(1900, 1, 1) + timedelta(days=i) for i, ((_, code, _), _) in enumerate(geographies)}
+    blocks, quality_blocks, pattern_blocks, sums = [], [], [], []
+    for (level, code, _), members in geographies:
+        label = labels[code]
+        blocks.append(sum_counts(counts, members).with_columns(pl.lit(label).alias("reporting_month")))
+        quality_blocks.append(
+            quality.filter(pl.col("partition_icb").is_in(members)).drop("partition_icb")
+            .group_by("imd_vintage", "practice_code").agg(pl.col("^n_.*$").sum())
+            .with_columns(pl.lit(label).alias("reporting_month")))
+        pattern_blocks.append(patterns.filter(pl.col("partition_icb").is_in(members))
+                              .select(pl.lit(label).alias("reporting_month"), "patient_id", "population").unique())
+        if level != "icb":
+            sums.append((label, [labels[icb] for icb in members]))
+    combined = pl.concat(blocks, how="vertical_relaxed")
+    exact_quality = pl.concat(quality_blocks, how="diagonal_relaxed").select(
+        "reporting_month", "imd_vintage", "practice_code", pl.col("^n_.*$"))
+    relations = _relations(combined, hierarchy, vintage)
+    controlled, quality_controlled, stats = protect_month(
+        combined, relations, profile, primary_vintage=vintage, memberships=pl.concat(pattern_blocks),
+        quality=exact_quality, sums=sums)
+
+    month_value = month_date(key)
+    gap_tables, inequality_tables, quality_tables, private = [], [], [], []
+    for ((level, code, name), _members), block in zip(geographies, blocks):
+        label = labels[code]
+        geography = [pl.lit(level).alias("geography_level"), pl.lit(code).alias("geography_code"),
+                     pl.lit(name).alias("geography_name")]
+        own = controlled.filter(pl.col("reporting_month") == label).with_columns(pl.lit(month_value).alias("reporting_month"))
+        table = gap_statistics(own, catalogue, profile=profile)
+        gate = run_suite(table, "audit.gap_table", {"unpublishable_counts": unpublishable_counts(profile)})
+        if not gate.success:
+            raise RollupError(f"the {level} gap table {code} of {key[:7]} failed its disclosure gate: {gate.summary()}")
+        inequality = build_inequality_table(table, base_seed=sii_seed, repetitions=sii_repetitions, transform=sii_transform)
+        own_quality = (quality_controlled.filter(pl.col("reporting_month") == label)
+                       .with_columns(pl.lit(month_value).alias("reporting_month"), pl.lit(code).alias("practice_code")))
+        gap_tables.append(table.select(*geography, pl.all()))
+        inequality_tables.append(inequality.select(*geography, pl.all()))
+        quality_tables.append(own_quality.select(*geography, pl.all()))
+        private.append(block.with_columns(pl.lit(month_value).alias("reporting_month")).select(*geography, pl.all()))
+    tables = {
+        "gap_table": pl.concat(gap_tables),
+        "inequality_table": pl.concat(inequality_tables),
+        "deprivation_quality": pl.concat(quality_tables),
+        "private__gap_counts": pl.concat(private),
+    }
+    info = {"icbs": icbs, "disclosure_profile": profile_name, "primary_imd_vintage": vintage,
+            "suppression": {k: v for k, v in stats.items() if k != "release"}}
+    return store.write(NATIONAL, key, tables, info)
+
+
+def side_by_side(store_root: str, month: str) -> pl.DataFrame:
+    """Return the month's national gap rows: every ICB, region and England, protected together (`rollup_month`)."""
+    store = PartitionStore(store_root)
+    return store.read(NATIONAL, f"{month[:7]}-01", "gap_table")
+
+
+def month_date(month: str) -> date:
+    return date.fromisoformat(f"{month[:7]}-01")
+
+
+def publish_national(store_root: str, month: str, warehouse: str, serving_root: str) -> dict:
+    """Build the national warehouse and serving snapshot of a month from the partition files.
+
+    The one writer of the national DuckDB file is this step (never the partitions): it
+    replaces the month's rows of `national.gap_table` (ICB, region and England rows side by
+    side), `national.inequality_table` and `national.deprivation_quality` in one
+    transaction, then writes the same tables as Parquet under SERVING_ROOT/YYYY-MM/ for
+    Power BI (written beside and renamed into place, so a reader never sees half a month).
+    """
+    import shutil
+    from pathlib import Path
+
+    from pipelines.warehouse import connect
+
+    store = PartitionStore(store_root)
+    key = f"{month[:7]}-01"
+    tables = {
+        "gap_table": side_by_side(store_root, key),
+        "inequality_table": store.read(NATIONAL, key, "inequality_table"),
+        "deprivation_quality": store.read(NATIONAL, key, "deprivation_quality"),
+    }
+    Path(warehouse).parent.mkdir(parents=True, exist_ok=True)
+    with connect(Path(warehouse)) as con:
+        # Fully qualified: a file called national.duckdb is itself a catalog named 'national'.
+        catalog = con.execute("select current_database()").fetchone()[0]
+        schema = f'"{catalog}"."national"'
+        con.execute("begin transaction")
+        con.execute(f"create schema if not exists {schema}")
+        for name, frame in tables.items():
+            con.register("incoming", frame.to_arrow())
+            con.execute(f"create table if not exists {schema}.{name} as select * from incoming limit 0")
+            con.execute(f"delete from {schema}.{name} where reporting_month = ?", [month_date(key)])
+            con.execute(f"insert into {schema}.{name} by name select * from incoming")
+            con.unregister("incoming")
+        con.execute("commit")
+    target = Path(serving_root) / key[:7]
+    pending = Path(serving_root) / f".{key[:7]}.partial"
+    shutil.rmtree(pending, ignore_errors=True)
+    pending.mkdir(parents=True)
+    for name, frame in tables.items():
+        frame.write_parquet(pending / f"{name}.parquet", compression="zstd", statistics=True)
+    if target.exists():
+        shutil.rmtree(target)
+    pending.rename(target)
+    return {name: frame.height for name, frame in tables.items()}
