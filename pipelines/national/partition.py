@@ -90,16 +90,18 @@ def run_icb_month(
         )
         if not result.success:
             raise PartitionFailed(f"ICB {icb} {key[:7]} did not publish: {failure_message(result)}")
-        tables = export_partition(warehouse, key, settings.primary_imd_vintage)
+        tables = export_partition(warehouse, key, settings.primary_imd_vintage, settings.definitions_path())
         n_patients = int(tables.pop("_n_patients")["n"][0])
         return PartitionStore(store_root).write(icb, key, tables, {"n_patients": n_patients,
                                                                     "primary_imd_vintage": settings.primary_imd_vintage,
+                                                                    "definitions": str(settings.definitions_path()),
                                                                     "disclosure_profile": settings.disclosure_profile})
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 
 
-def export_partition(warehouse: Path, partition_key: str, primary_vintage: str) -> dict[str, pl.DataFrame]:
+def export_partition(warehouse: Path, partition_key: str, primary_vintage: str, definitions: Path | None = None,
+                     ) -> dict[str, pl.DataFrame]:
     """Return the tables that leave an ICB month's scratch warehouse: private counts and published rows.
 
     The counts are made where the month's patient rows are, as the ICS month makes them
@@ -109,7 +111,8 @@ def export_partition(warehouse: Path, partition_key: str, primary_vintage: str) 
     between the populations (two indicators with one denominator) in each ICB and region.
     """
     from assets.gaps import _PATIENT_LEVEL
-    from pipelines.segmentation.cohorts import reported_cohorts
+    from pipelines.segmentation.cohorts import published_intersections, reported_cohorts
+    from pipelines.segmentation.definitions import load_definitions
     from pipelines.segmentation.gaps import gap_counts_sql
     from pipelines.segmentation.month_disclosure import population_memberships
     from pipelines.segmentation.populations import membership_representatives
@@ -130,7 +133,11 @@ def export_partition(warehouse: Path, partition_key: str, primary_vintage: str) 
         quality = month_rows(con, "population", "deprivation_quality").filter(pl.col("practice_code") == "ALL")
         reported = reported_cohorts(cohort_catalogue.select("cohort_id"), cohort_catalogue)["cohort_id"].unique().sort()
         cohorts = f"(select * from {relation['cohorts']} where cohort_id in ({', '.join(literal(c) for c in reported) or 'NULL'}))"
-        counted = gap_counts_sql(con, relation["results"], relation["attributes"], cohorts, primary_vintage=primary_vintage)
+        # The crosses the ICS month publishes (Core20 x age band, a cohort's reporting focus).
+        intersections = published_intersections(load_definitions(definitions), pl.DataFrame(
+            {"cohort_id": reported}, schema={"cohort_id": pl.String}))
+        counted = gap_counts_sql(con, relation["results"], relation["attributes"], cohorts, intersections=intersections,
+                                 primary_vintage=primary_vintage)
         results, deprivation = membership_representatives(con, relation["results"], relation["deprivation"])
         n_patients = con.execute(f"select count(distinct patient_id) from {relation['attributes']}").fetchone()[0]
         published = [row[0] for row in con.execute(

@@ -117,6 +117,8 @@ def rollup_month(store_root: str, month: str, *, reference_dir: str | None = Non
             primary vintages, or a roll-up table that fails its disclosure gate.
     """
     from pipelines.gates import run_suite
+    from pipelines.segmentation.cohorts import drop_by_construction
+    from pipelines.segmentation.definitions import load_definitions
     from pipelines.segmentation.disclosure import PROFILES, unpublishable_counts
     from pipelines.segmentation.gaps import _relations, build_inequality_table, gap_statistics
     from pipelines.segmentation.month_disclosure import protect_month
@@ -128,6 +130,7 @@ def rollup_month(store_root: str, month: str, *, reference_dir: str | None = Non
         raise RollupError(f"no ICB partition of {key[:7]} is committed under {store_root}")
     profile_name = _one_setting(store, key, icbs, "disclosure_profile")
     vintage = _one_setting(store, key, icbs, "primary_imd_vintage")
+    defs = load_definitions(_one_setting(store, key, icbs, "definitions"))
     profile = PROFILES[profile_name]
     # Cohort rows an ICB lacks (no member there) are completed before any area is summed.
     counts = complete_cohorts(store.read_all(key, "gap_counts", icbs))
@@ -171,7 +174,8 @@ def rollup_month(store_root: str, month: str, *, reference_dir: str | None = Non
         geography = [pl.lit(level).alias("geography_level"), pl.lit(code).alias("geography_code"),
                      pl.lit(name).alias("geography_name")]
         own = controlled.filter(pl.col("reporting_month") == label).with_columns(pl.lit(month_value).alias("reporting_month"))
-        table = gap_statistics(own, catalogue, profile=profile)
+        # As in an ICS month: comparisons true by construction are not published.
+        table, _dropped = drop_by_construction(gap_statistics(own, catalogue, profile=profile), defs)
         gate = run_suite(table, "audit.gap_table", {"unpublishable_counts": unpublishable_counts(profile)})
         if not gate.success:
             raise RollupError(f"the {level} gap table {code} of {key[:7]} failed its disclosure gate: {gate.summary()}")
