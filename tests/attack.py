@@ -89,6 +89,14 @@ def _ranges(profile_name: str, shown: list[int]) -> dict[int, tuple[int, int]]:
     return out
 
 
+def _profile_of(published: pl.DataFrame) -> tuple[str, int, bool]:
+    """The one disclosure profile a published table names: (name, small-count threshold, whether it redacts)."""
+    profiles = published["disclosure_profile"].unique().to_list()
+    assert len(profiles) == 1, profiles
+    profile = get_profile(profiles[0])
+    return profiles[0], profile.small_count_threshold, profile.small_count_action == "redact"
+
+
 def recovered_cells(
     published: pl.DataFrame, truth: pl.DataFrame, fine_to_coarse: dict[str, dict[str, str]], *, integer: bool = False
 ) -> list[tuple]:
@@ -109,10 +117,7 @@ def recovered_cells(
     """
     cell = ["imd_vintage", "breakdown", "group"]
     columns = ("numerator", "denominator")
-    profiles = published["disclosure_profile"].unique().to_list()
-    assert len(profiles) == 1, profiles
-    threshold = get_profile(profiles[0]).small_count_threshold
-    redacts = get_profile(profiles[0]).small_count_action == "redact"
+    profile_name, threshold, redacts = _profile_of(published)
     # Cells the table never publishes (an intersection with an 'unknown' part) are unknowns to the
     # reader too: they come from the truth with no published counts.
     joined = truth.select(*KEY, *cell, *[pl.col(c).alias(f"true_{c}") for c in columns]).join(
@@ -120,7 +125,7 @@ def recovered_cells(
         on=[*KEY, *cell], how="left",
     ).with_columns(pl.col("_published").fill_null(False), pl.col("is_suppressed").fill_null(True))
     shown_values = [v for c in columns for v in joined[c].drop_nulls().to_list()]
-    ranges = _ranges(profiles[0], shown_values)
+    ranges = _ranges(profile_name, shown_values)
     recovered = []
     for key, table in joined.group_by(KEY, maintain_order=True):
         rows = table.rows(named=True)
@@ -142,16 +147,13 @@ def recovered_across_areas(
     """
     cell = ["imd_vintage", "breakdown", "group"]
     columns = ("numerator", "denominator")
-    profiles = published["disclosure_profile"].unique().to_list()
-    assert len(profiles) == 1, profiles
-    threshold = get_profile(profiles[0]).small_count_threshold
-    redacts = get_profile(profiles[0]).small_count_action == "redact"
+    profile_name, threshold, redacts = _profile_of(published)
     place = ["geography_code", *cell]
     joined = truth.select(*KEY, *place, *[pl.col(c).alias(f"true_{c}") for c in columns]).join(
         published.select(*KEY, *place, *columns, "is_suppressed").with_columns(pl.lit(True).alias("_published")),
         on=[*KEY, *place], how="left",
     ).with_columns(pl.col("_published").fill_null(False), pl.col("is_suppressed").fill_null(True))
-    ranges = _ranges(profiles[0], [v for c in columns for v in joined[c].drop_nulls().to_list()])
+    ranges = _ranges(profile_name, [v for c in columns for v in joined[c].drop_nulls().to_list()])
     recovered = []
     for key, table in joined.group_by(KEY, maintain_order=True):
         rows = table.sort(place).rows(named=True)

@@ -186,14 +186,16 @@ def build_standardised_table(
     used = used.join(multipliers, on="indicator_id")
     ratio = pl.col("w") / pl.col("n").cast(pl.Float64)
     per_group = []
-    for (multiplier,), part in used.group_by("multiplier", maintain_order=True):
+    # No band usable anywhere (a small area): the same aggregation over no rows gives the columns, all empty.
+    parts = list(used.group_by("multiplier", maintain_order=True)) or [((1,), used.head(0))]
+    for (multiplier,), part in parts:
         per_group.append(part.group_by(*_KEYS, "group", maintain_order=True).agg(
             *dsr_columns("x", "n", "w", multiplier=float(multiplier), confidence=confidence),
             ((pl.col("x").cast(pl.Float64) * ratio * ratio).sum() / pl.col("w").sum().pow(2)
              * float(multiplier) ** 2).alias("_variance"),
             pl.col("band").min().alias("_first"), pl.col("band").max().alias("_last"), pl.len().cast(pl.Int32).alias("bands_used"),
         ))
-    dsr = pl.concat(per_group) if per_group else pl.DataFrame(schema={**{k: pl.Null for k in [*_KEYS, "group"]}})
+    dsr = pl.concat(per_group)
     band_range = (bands.join(common, on=[*_KEYS, "band"], how="semi").group_by(_KEYS)
                   .agg(pl.col("band").unique().sort().alias("_bands")))
 

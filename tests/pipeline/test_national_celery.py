@@ -108,20 +108,25 @@ def test_rollup_equals_the_sum_of_the_partitions_private_counts(national):
     assert all(total == overall[indicator] for indicator, _b, total in cohorts.rows())
 
 
+def _published_rollup(national) -> tuple:
+    """The national gap table, its private counts, the fine/coarse label pairs and the attacker's map of them."""
+    from pipelines.national.store import NATIONAL, PartitionStore
+
+    store = PartitionStore(national["root"] / "partitions")
+    month = national["month"].isoformat()
+    hierarchy = pl.concat([store.read(icb, month, "gap_hierarchy") for icb in ICBS], how="diagonal_relaxed").unique()
+    fine = {"ethnicity_16": dict(hierarchy.select("__ethnicity_16", "__ethnicity_broad").drop_nulls().unique().rows()),
+            "sub_icb": dict(hierarchy.select("__sub_icb", "__icb").drop_nulls().unique().rows())}
+    return store.read(NATIONAL, month, "gap_table"), store.read(NATIONAL, month, "private__gap_counts"), hierarchy, fine
+
+
 def test_published_rollup_passes_the_ics_disclosure_audit(national):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     from attack import recovered_cells
     from pipelines.gates import run_suite
-    from pipelines.national.store import NATIONAL, PartitionStore
     from pipelines.segmentation.disclosure import PROFILES, unpublishable_counts
 
-    store = PartitionStore(national["root"] / "partitions")
-    month = national["month"].isoformat()
-    published = store.read(NATIONAL, month, "gap_table")
-    truth = store.read(NATIONAL, month, "private__gap_counts")
-    hierarchy = pl.concat([store.read(icb, month, "gap_hierarchy") for icb in ICBS], how="diagonal_relaxed").unique()
-    fine = {"ethnicity_16": dict(hierarchy.select("__ethnicity_16", "__ethnicity_broad").drop_nulls().unique().rows()),
-            "sub_icb": dict(hierarchy.select("__sub_icb", "__icb").drop_nulls().unique().rows())}
+    published, truth, hierarchy, fine = _published_rollup(national)
     profile = PROFILES[published["disclosure_profile"][0]]
     for code in published["geography_code"].unique().sort().to_list():
         table = published.filter(pl.col("geography_code") == code).drop("geography_level", "geography_code", "geography_name")
@@ -169,17 +174,11 @@ def test_a_reader_holding_every_area_side_by_side_recovers_nothing(national):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     from attack import recovered_across_areas
     from pipelines.national.rollup import areas
-    from pipelines.national.store import NATIONAL, PartitionStore
+    from pipelines.national.store import PartitionStore
     from pipelines.segmentation.disclosure import PROFILES
     from pipelines.segmentation.gaps import gap_table_from_counts
 
-    store = PartitionStore(national["root"] / "partitions")
-    month = national["month"].isoformat()
-    published = store.read(NATIONAL, month, "gap_table")
-    truth = store.read(NATIONAL, month, "private__gap_counts")
-    hierarchy = pl.concat([store.read(icb, month, "gap_hierarchy") for icb in ICBS], how="diagonal_relaxed").unique()
-    fine = {"ethnicity_16": dict(hierarchy.select("__ethnicity_16", "__ethnicity_broad").drop_nulls().unique().rows()),
-            "sub_icb": dict(hierarchy.select("__sub_icb", "__icb").drop_nulls().unique().rows())}
+    published, truth, hierarchy, fine = _published_rollup(national)
     sums = {code: members for (_level, code, _name), members in areas(ICBS)}
     assert set(sums) == {"ENG", "Y58", "Y60"} and set(published["geography_code"]) == {*ICBS, *sums}
     # Three indicators (each costs the attacker about 15 s here): one per kind of population.
@@ -190,7 +189,8 @@ def test_a_reader_holding_every_area_side_by_side_recovers_nothing(national):
 
     # Control: the same counts, each area suppressed on its own (the roll-up before areas were
     # protected together): the same reader does recover counts, so the attack can see a leak.
-    catalogue = pl.concat([store.read(icb, month, "indicator_catalogue") for icb in ICBS]).unique()
+    store = PartitionStore(national["root"] / "partitions")
+    catalogue = pl.concat([store.read(icb, national["month"].isoformat(), "indicator_catalogue") for icb in ICBS]).unique()
     profile = PROFILES[published["disclosure_profile"][0]]
     alone = []
     for code in sorted(set(truth["geography_code"])):

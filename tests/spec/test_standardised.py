@@ -138,3 +138,13 @@ def test_the_warehouse_path_gives_the_same_table_as_the_patient_rows():
     got = build_standardised_table(None, None, gaps, NHS_SUPPRESS_ROUND5, primary_vintage="IMD2025", rows=rows)
     assert got.filter(pl.col("status") == "computed").height > 0
     assert got.equals(expected)
+
+
+def test_an_area_with_no_usable_band_shows_crude_rows_without_a_dsr():
+    # Every band holds 1-7 patients of a group: the profile hides them all, so no band is common
+    # to both groups and nothing is standardised (a small ICB); the crude rows still come out.
+    results, attributes = _people([(1, 42, 5, 3), (1, 72, 6, 2), (9, 43, 7, 4), (9, 71, 4, 1)])
+    table = build_standardised_table(results, attributes, _gap_rows(core20=(10, 10), rest=(10, 10)), NHS_SUPPRESS_ROUND5)
+    core20 = table.filter((pl.col("breakdown") == "core20") & (pl.col("group") == "core20"))
+    assert core20.height == 2 and core20["dsr"].is_null().all() and core20["bands_used"].fill_null(0).eq(0).all()
+    assert (core20["crude_rate"] == 1.0).all()
