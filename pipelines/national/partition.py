@@ -94,7 +94,9 @@ def run_icb_month(
         n_patients = int(tables.pop("_n_patients")["n"][0])
         return PartitionStore(store_root).write(icb, key, tables, {"n_patients": n_patients,
                                                                     "primary_imd_vintage": settings.primary_imd_vintage,
-                                                                    "definitions": str(settings.definitions_path()),
+                                                                    # None: the shipped definitions.
+                                                                    "definitions": (str(settings.definitions_path())
+                                                                                    if settings.definitions_path() else None),
                                                                     "disclosure_profile": settings.disclosure_profile})
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
