@@ -82,10 +82,11 @@ def complete_cohorts(counts: pl.DataFrame) -> pl.DataFrame:
 def sum_counts(counts: pl.DataFrame, icbs: list[str]) -> pl.DataFrame:
     """Return the exact group counts of the union of `icbs`: each group's numerator and denominator summed.
 
-    `counts` should hold every ICB's cohort rows (`complete_cohorts` over all the partitions),
-    so that an area's cell is the sum of the very cells its ICBs show.
+    `counts` must already hold every ICB's cohort rows (`complete_cohorts` over all the
+    partitions, done once by the caller), so that an area's cell is the sum of the very cells
+    its ICBs show.
     """
-    return (complete_cohorts(counts.filter(pl.col("partition_icb").is_in(icbs))).group_by(_KEYS)
+    return (counts.filter(pl.col("partition_icb").is_in(icbs)).group_by(_KEYS)
             .agg(pl.col("numerator").sum().cast(pl.Int64), pl.col("denominator").sum().cast(pl.Int64)).sort(_KEYS))
 
 
