@@ -250,10 +250,11 @@ def protect_month(
 
     # Areas side by side: each population's count in an area's cell is the sum over its parts.
     added: set = set()
+    names_of: dict = {}
+    for (month, name), cells in published_in.items():
+        names_of.setdefault(month, []).append((name, cells))
     for total, parts in sums or ():
-        for (month, name), cells in sorted(published_in.items(), key=repr):
-            if month != total:
-                continue
+        for name, cells in sorted(names_of.get(total, []), key=lambda item: item[0]):
             for cell in sorted(cells):
                 total_key = (total, population_class(total, name), cell)
                 part_keys = tuple(sorted({(p, population_class(p, name), cell) for p in parts}, key=repr))
