@@ -53,7 +53,7 @@ _GAP_INPUTS = {
     "exact_quality": dg.AssetIn(["population", "deprivation_quality"]),
 }
 # Patient-level inputs: counted in the warehouse (one GROUP BY), never loaded into Python.
-_PATIENT_LEVEL = {
+PATIENT_LEVEL = {
     "results": ("indicators", "patient_indicators"),
     "attributes": ("population", "patient_attributes"),
     "cohorts": ("cohorts", "cohort_membership"),
@@ -76,7 +76,7 @@ _PATIENT_LEVEL = {
                         "gap table, from disclosure-controlled band counts, awaiting its gate."),
     },
     ins=_GAP_INPUTS,
-    deps=[dg.AssetKey(list(key)) for key in _PATIENT_LEVEL.values()],
+    deps=[dg.AssetKey(list(key)) for key in PATIENT_LEVEL.values()],
     check_specs=_check(AUDIT_GAPS) + _check(AUDIT_DEPRIVATION_QUALITY) + _check(AUDIT_STANDARDISED),
     partitions_def=MONTHLY,
     can_subset=False,
@@ -95,7 +95,7 @@ def audit_gap_table(context: dg.AssetExecutionContext, settings: PipelineSetting
     month = month_of(context)
     figures: dict = {}
     relation = {name: f"(select * from {quote(schema)}.{quote(table)} where reporting_month = {literal(month)})"
-                for name, (schema, table) in _PATIENT_LEVEL.items()}
+                for name, (schema, table) in PATIENT_LEVEL.items()}
     # The cohorts the ICS reports by (`reported_cohorts`), read from the month's small catalogue.
     reported = reported_cohorts(cohort_catalogue.select("cohort_id"), cohort_catalogue)["cohort_id"].unique().sort()
     reported_sql = ", ".join(literal(c) for c in reported) or "NULL"

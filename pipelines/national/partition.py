@@ -112,7 +112,7 @@ def export_partition(warehouse: Path, partition_key: str, primary_vintage: str, 
     pattern number, never a patient id: the roll-up needs them to find the identities
     between the populations (two indicators with one denominator) in each ICB and region.
     """
-    from assets.gaps import _PATIENT_LEVEL
+    from assets.gaps import PATIENT_LEVEL
     from pipelines.segmentation.cohorts import published_intersections, reported_cohorts
     from pipelines.segmentation.definitions import load_definitions
     from pipelines.segmentation.gaps import gap_counts_sql
@@ -128,7 +128,7 @@ def export_partition(warehouse: Path, partition_key: str, primary_vintage: str, 
         return frame.filter(pl.col("reporting_month") == month) if "reporting_month" in frame.columns else frame
 
     relation = {name: f"(select * from {quote(schema)}.{quote(table)} where reporting_month = {literal(month)})"
-                for name, (schema, table) in _PATIENT_LEVEL.items()}
+                for name, (schema, table) in PATIENT_LEVEL.items()}
     with connect(warehouse, read_only=True) as con:
         catalogue = month_rows(con, "indicators", "indicator_catalogue")
         cohort_catalogue = month_rows(con, "cohorts", "cohort_catalogue")
