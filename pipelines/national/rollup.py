@@ -11,6 +11,7 @@ statistics and blocking gate (`expectations/audit.gap_table.json`) as an ICS mon
 
 from __future__ import annotations
 
+import time
 from datetime import date, timedelta
 
 import polars as pl
@@ -36,6 +37,8 @@ def areas(icbs: list[str], reference_dir: str | None = None) -> list[tuple[tuple
     return [(found[0], sorted(found[1])), *sorted(regions)]
 
 
+# Breakdowns by a geography inside the area: published in the ICB tables only (`rollup_month`).
+AREA_BREAKDOWNS = ("practice", "sub_icb", "icb")
 COHORT_PREFIX, SEPARATOR, NOT_MEMBER = "cohort:", "|", "not_member"
 
 
@@ -98,17 +101,24 @@ def _one_setting(store: PartitionStore, month: str, icbs: list[str], name: str) 
     return values.pop()
 
 
+SUPPRESSION_METHODS = ("top_down", "joint")
+
+
 def rollup_month(store_root: str, month: str, *, reference_dir: str | None = None, sii_seed: int = 20260,
-                 sii_repetitions: int = 10000, sii_transform: bool = False, icbs: list[str] | None = None) -> dict:
+                 sii_repetitions: int = 10000, sii_transform: bool = False, icbs: list[str] | None = None,
+                 suppression: str = "top_down", progress=None) -> dict:
     """Roll the month's committed ICB partitions up to regions and England and commit the national partition.
 
-    Every area the national release shows - each ICB, each region, England - is protected in
-    one secondary-suppression problem (`month_disclosure.protect_month` with `sums`): a
-    reader holds them side by side, and a region's count is the sum of its ICBs' (England's
-    of every ICB's), so an ICB cell hidden in the ICB's rows could otherwise be read off as
-    the region's count minus the other ICBs'. Each area brings its own population
+    Every area the national release shows - each ICB, each region, England - is protected
+    together: a reader holds them side by side, and a region's count is the sum of its ICBs'
+    (England's of every ICB's), so an ICB cell hidden in the ICB's rows could otherwise be
+    read off as the region's count minus the other ICBs'. Each area brings its own population
     identities (from its membership patterns) and its exact deprivation-quality totals.
-    The ICB rows of the release are the ones decided here, not the ICB's own ICS publication.
+    `suppression`: 'top_down' (England and regions, then each region's ICBs under the
+    region's fixed pattern, then one audit of the whole release: `protection.protect_top_down`)
+    or 'joint' (every area in one `protect_month` problem; exact, but only practical for a
+    few ICBs). The ICB rows of the release are the ones decided here, not the ICB's own ICS
+    publication.
 
     Returns:
         The national partition's manifest (ICBs, rows per table).
@@ -122,8 +132,12 @@ def rollup_month(store_root: str, month: str, *, reference_dir: str | None = Non
     from pipelines.segmentation.definitions import load_definitions
     from pipelines.segmentation.disclosure import PROFILES, unpublishable_counts
     from pipelines.segmentation.gaps import _relations, build_inequality_table, gap_statistics
+    from pipelines.national.protection import protect_top_down
     from pipelines.segmentation.month_disclosure import protect_month
 
+    if suppression not in SUPPRESSION_METHODS:
+        raise ValueError(f"suppression must be one of {SUPPRESSION_METHODS}, not {suppression!r}")
+    rollup_started = time.perf_counter()
     store = PartitionStore(store_root)
     key = f"{month[:7]}-01"
     icbs = icbs or store.icbs(key)
@@ -160,13 +174,31 @@ def rollup_month(store_root: str, month: str, *, reference_dir: str | None = Non
                               .select(pl.lit(label).alias("reporting_month"), "patient_id", "population").unique())
         if level != "icb":
             sums.append((label, [labels[icb] for icb in members]))
-    combined = pl.concat(blocks, how="vertical_relaxed")
+    # A region's or England's practice, Sub-ICB and ICB rows would be its ICBs' own rows again,
+    # cell for cell: they are published once, in the ICB's table, where they live.
+    combined = pl.concat([block if level == "icb" else block.filter(~pl.col("breakdown").is_in(AREA_BREAKDOWNS))
+                          for ((level, _, _), _), block in zip(geographies, blocks)], how="vertical_relaxed")
     exact_quality = pl.concat(quality_blocks, how="diagonal_relaxed").select(
         "reporting_month", "imd_vintage", "practice_code", pl.col("^n_.*$"))
     relations = _relations(combined, hierarchy, vintage)
-    controlled, quality_controlled, stats = protect_month(
-        combined, relations, profile, primary_vintage=vintage, memberships=pl.concat(pattern_blocks),
-        quality=exact_quality, sums=sums)
+    memberships = pl.concat(pattern_blocks)
+    started = time.perf_counter()
+    if suppression == "joint":
+        controlled, quality_controlled, stats = protect_month(
+            combined, relations, profile, primary_vintage=vintage, memberships=memberships,
+            quality=exact_quality, sums=sums)
+        stats = {"method": "joint", **{k: v for k, v in stats.items() if k not in ("hidden", "shown", "release")}}
+    else:
+        england = labels[ENGLAND[1]]
+        regions = {labels[code]: [labels[icb] for icb in members]
+                   for (level, code, _), members in geographies if level == "region"}
+        controlled, quality_controlled, stats = protect_top_down(
+            combined, relations, profile, primary_vintage=vintage, memberships=memberships, quality=exact_quality,
+            england=england, regions=regions, progress=progress)
+        # Labels back to area codes, so the manifest says which region each figure is.
+        code_of = {str(label): code for code, label in labels.items()}
+        stats["regions"] = {code_of[label]: figures for label, figures in stats["regions"].items()}
+    suppression_seconds = time.perf_counter() - started
 
     month_value = month_date(key)
     gap_tables, inequality_tables, quality_tables, private = [], [], [], []
@@ -194,7 +226,8 @@ def rollup_month(store_root: str, month: str, *, reference_dir: str | None = Non
         "private__gap_counts": pl.concat(private),
     }
     info = {"icbs": icbs, "disclosure_profile": profile_name, "primary_imd_vintage": vintage,
-            "suppression": {k: v for k, v in stats.items() if k != "release"}}
+            "suppression": {**stats, "seconds": suppression_seconds},
+            "rollup_seconds": time.perf_counter() - rollup_started}
     return store.write(NATIONAL, key, tables, info)
 
 

@@ -343,6 +343,9 @@ class CountProblem:
             applies to it, not to today's count (which the added patients make at least the
             change). Today's count alone is held to 1..threshold by a separate pass without
             the earlier releases (month_disclosure.protect_month).
+        kept_shown: units an enclosing problem already decided to show (a region's shown cells
+            when its ICBs are protected under it, `pipelines.national.hierarchy`): never hidden
+            here, so never a complement; the reader's knowledge of them is their published range.
     """
 
     keys: list
@@ -359,6 +362,7 @@ class CountProblem:
     fixed_hidden: set = field(default_factory=set)
     earlier_small: dict = field(default_factory=dict)
     known_zero: set = field(default_factory=set)
+    kept_shown: set = field(default_factory=set)
 
 
 _HIGHS_STARTED = False
@@ -701,6 +705,11 @@ def suppress(problem: CountProblem, profile: DisclosureProfile, primary_units: s
     fixed_units = {u for v in problem.fixed_hidden for u in units_of.get(v, ())}
     for u in sorted(set(primary_units) | set(problem.unpublished) | fixed_units):
         hide_unit(u)
+    if hidden_units & problem.kept_shown:
+        # An enclosing problem showed a unit this one must hide (its count is small here): the
+        # two problems do not describe the same counts.
+        raise ValueError(f"suppress: {len(hidden_units & problem.kept_shown)} unit(s) kept shown are hidden from the start "
+                         f"(e.g. {problem.unit_keys[min(hidden_units & problem.kept_shown)]})")
     only_unpublished = {v for v, us in units_of.items() if all(u in problem.unpublished for u in us)}
 
     def is_hidden(v: int) -> bool:
@@ -738,9 +747,26 @@ def suppress(problem: CountProblem, profile: DisclosureProfile, primary_units: s
         smallest = min(values[m] for m in members) if members else 0
         return worst, smallest == 0, smallest, problem.unit_keys[u]
 
+    # Units that cannot be hidden: kept shown, or hiding them hides a unit kept shown.
+    blocked = set(problem.kept_shown)
+    if blocked:
+        for u in range(len(problem.units)):
+            stack, seen = [u], set()
+            while stack:
+                x = stack.pop()
+                if x in blocked:
+                    blocked.add(u)
+                    break
+                if x not in seen:
+                    seen.add(x)
+                    stack.extend(problem.implies.get(x, ()))
+
     def cost_of_hiding(v: int):
         # Hiding a variable means hiding every unit that shows it.
-        ranks = [unit_rank(u) for u in units_of.get(v, ()) if u not in hidden_units]
+        units = [u for u in units_of.get(v, ()) if u not in hidden_units]
+        if blocked and any(u in blocked for u in units):
+            return None
+        ranks = [unit_rank(u) for u in units]
         return max(ranks) if ranks else None
 
     # Each part's own relations and order pairs (none reaches across parts).

@@ -31,7 +31,7 @@ and overall rows.
 from __future__ import annotations
 
 import time
-from typing import Sequence
+from typing import Collection, Sequence
 
 import polars as pl
 
@@ -88,6 +88,8 @@ def protect_month(
     quality: pl.DataFrame | None = None,
     earlier: Sequence[tuple] | None = None,
     sums: Sequence[tuple] | None = None,
+    hidden: Collection[tuple] = (),
+    shown: Collection[tuple] = (),
 ) -> tuple[pl.DataFrame, pl.DataFrame | None, dict]:
     """Return (controlled gap counts, controlled quality table or None, audit figures).
 
@@ -108,13 +110,22 @@ def protect_month(
             key): every population's count in every cell of `total` is the sum of its counts
             in that cell of `parts` (a region is its ICBs), a relation a reader holding the
             area tables side by side can use.
+        hidden: units hidden from the start whatever their counts (a decision already taken:
+            an enclosing problem's hidden cells, or a pattern to audit and complete), as
+            `figures['hidden']` names them: `(reporting_month, indicator_id, indicator_version,
+            (imd_vintage, breakdown, group))` for a gap-table row, `(reporting_month,
+            'deprivation_quality', imd_vintage, practice_code, column)` for a quality count.
+            Names of units not in this problem are ignored.
+        shown: units, named the same way, that an enclosing problem already showed: never
+            hidden here (never a complement); a reader knows them as published.
 
     Returns:
         The gap counts with `numerator`/`denominator` controlled (hidden rows null, or 0 for
         a redacting profile), `is_suppressed`, and without the never-published cells; the
         quality table with every count controlled and shares recomputed from the controlled
-        counts; figures (`n_lp_solves`, `n_complements`, `seconds`, ...), and for one month
-        `release`: this release's private record for the next release to link to.
+        counts; figures (`n_lp_solves`, `n_complements`, `seconds`, ..., `hidden`: the names of
+        the hidden units, `shown`: the others), and for one month `release`: this release's private record for the
+        next release to link to.
     """
     from pipelines.segmentation.gaps import complement_priority
     from pipelines.segmentation.populations import membership_patterns, population_identities
@@ -155,6 +166,7 @@ def protect_month(
         return classes.get(month, {}).get(name, name)
 
     # Gap-table rows: one unit each, numerator and denominator.
+    unit_names: list[tuple] = []
     rows = counts.select(*KEYS, *CELL, "numerator", "denominator").rows()
     gap_unit: list[int] = []
     gap_classes: set = set()
@@ -175,7 +187,8 @@ def protect_month(
         class_cells.setdefault((month, den_class), set()).add(cell)
         gap_classes |= {(month, num_class), (month, den_class)}
         problem.units.append([n, d])
-        problem.unit_keys.append(repr((month, indicator, version, cell)))
+        unit_names.append((month, indicator, version, cell))
+        problem.unit_keys.append(repr(unit_names[-1]))
         problem.unit_priority.append(complement_priority(cell))
         problem.at_most.append((n, d))
         unit = len(problem.units) - 1
@@ -202,7 +215,8 @@ def protect_month(
                 class_cells.setdefault((month, klass), set()).add(cell)
                 quality_classes.add((month, klass))
                 problem.units.append([v])
-                problem.unit_keys.append(repr((month, "deprivation_quality", vintage, practice, column)))
+                unit_names.append((month, "deprivation_quality", vintage, practice, column))
+                problem.unit_keys.append(repr(unit_names[-1]))
                 problem.unit_priority.append(QUALITY_PRIORITY)
                 quality_units[(r, column)] = len(problem.units) - 1
                 row_units.append(len(problem.units) - 1)
@@ -277,12 +291,21 @@ def protect_month(
                              unpublished=problem.unpublished, known_zero=problem.known_zero)
         n_linked = link_releases(problem, index, earlier, profile, month=months[0], classes=classes.get(months[0], {}))
 
-    result = suppress(problem, profile)
+    primary = None
+    if hidden or shown:
+        unit_of_name = {name: u for u, name in enumerate(unit_names)}
+        problem.kept_shown = {unit_of_name[name] for name in shown if name in unit_of_name}
+        if hidden:
+            small = profile.small_count_threshold
+            primary = {u for u, members in enumerate(problem.units) if any(1 <= problem.values[m] <= small for m in members)}
+            primary |= {unit_of_name[name] for name in hidden if name in unit_of_name}
+    result = suppress(problem, profile, primary_units=primary)
     hidden = result.hidden_units
     if earlier:
         # Two readers: one holding every release and the exact change (above), and one holding
         # this release alone, for whom today's small counts must cover 1..threshold. Hiding only
         # widens intervals, so the second pass keeps what the first guaranteed.
+        alone.kept_shown = problem.kept_shown
         second = suppress(alone, profile, primary_units=set(hidden))
         result.n_lp_solves += second.n_lp_solves
         result.n_complements += second.n_complements
@@ -313,7 +336,8 @@ def protect_month(
              "n_components": result.n_components, "n_variables": len(problem.keys),
              "n_relations": len(problem.relations), "n_identities": n_identities, "n_area_sums": len(added),
              "n_earlier_releases": len(earlier or ()), "n_release_links": n_linked,
-             "seconds": time.perf_counter() - started}
+             "seconds": time.perf_counter() - started, "hidden": {unit_names[u] for u in hidden},
+             "shown": {name for u, name in enumerate(unit_names) if u not in hidden}}
     if len(months) == 1:
         stats["release"] = _release_record(problem, hidden, months[0], classes.get(months[0], {}),
                                            identities.get(months[0], []), gap_classes, quality_classes,
