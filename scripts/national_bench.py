@@ -56,7 +56,7 @@ def floor_seconds(extracts: Path, month: str, reference_dir: Path) -> tuple[floa
     return statistics.median(walls), statistics.median(cpus)
 
 
-def run_with_workers(n: int, work: Path, extracts: Path, month: str) -> dict:
+def run_with_workers(n: int, work: Path, extracts: Path, month: str, rollup: bool = True) -> dict:
     from pipelines.national.local import local_cluster, run_national_month
 
     root = work / f"workers-{n}"
@@ -80,8 +80,8 @@ def run_with_workers(n: int, work: Path, extracts: Path, month: str) -> dict:
 
         sampler = threading.Thread(target=sample, daemon=True)
         sampler.start()
-        started = time.perf_counter()
-        result, events = run_national_month(month, cluster["env"])
+        started, load_before = time.perf_counter(), os.getloadavg()
+        result, events = run_national_month(month, cluster["env"], rollup=rollup)
         seconds = time.perf_counter() - started
         done.set()
         sampler.join()
@@ -89,10 +89,51 @@ def run_with_workers(n: int, work: Path, extracts: Path, month: str) -> dict:
     for e in events:
         if e.dagster_event and e.dagster_event.event_type_value == "STEP_SUCCESS":
             steps[e.step_key] = e.dagster_event.event_specific_data.duration_ms / 1000
-    return {"workers": n, "success": result.success, "seconds": seconds,
+    suppression = None
+    if result.success:
+        from pipelines.national.store import NATIONAL, PartitionStore
+
+        manifest = PartitionStore(root / "partitions").manifest(NATIONAL, f"{month[:7]}-01")
+        figures = manifest.get("suppression", {})
+        suppression = {"seconds": figures.get("seconds"), "method": figures.get("method"),
+                       "n_lp_solves": figures.get("n_lp_solves"), "n_complements": figures.get("n_complements"),
+                       "n_audit_complements": figures.get("n_audit_complements"), "n_variables": figures.get("n_variables"),
+                       "steps_seconds": {"top": figures.get("top", {}).get("seconds"),
+                                         "regions": {k: v.get("seconds") for k, v in figures.get("regions", {}).items()},
+                                         "audit": figures.get("audit", {}).get("seconds")}}
+    return {"workers": n, "success": result.success, "seconds": seconds, "rollup_suppression": suppression,
+            "load_average_before": load_before, "load_average_after": os.getloadavg(),
             "worker_peak_bytes": sorted(peaks.values()), "run_process_peak_bytes": own[0],
             "icb_step_seconds": sum(v for k, v in steps.items() if k.startswith("icb_month[")),
             "rollup_seconds": steps.get("national_rollup")}
+
+
+def time_rollup(root: Path, month: str) -> dict:
+    """Run the national roll-up and publish (`national_rollup`'s work) in this process; return its time, memory and figures."""
+    from pipelines.national.rollup import publish_national, rollup_month
+
+    peak, done = [0], threading.Event()
+
+    def sample() -> None:
+        while not done.is_set():
+            peak[0] = max(peak[0], tree_rss(os.getpid()))
+            time.sleep(0.2)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    started, load_before = time.perf_counter(), os.getloadavg()
+    manifest = rollup_month(str(root / "partitions"), month, progress=say)
+    publish_national(str(root / "partitions"), month, str(root / "national.duckdb"), str(root / "serving"))
+    seconds = time.perf_counter() - started
+    done.set()
+    sampler.join()
+    figures = manifest.get("suppression", {})
+    return {"seconds": seconds, "peak_bytes": peak[0], "load_average_before": load_before, "load_average_after": os.getloadavg(),
+            "suppression_seconds": figures.get("seconds"), "suppression": {k: figures.get(k) for k in (
+                "method", "n_lp_solves", "n_complements", "n_audit_complements", "n_variables", "n_fallbacks")},
+            "suppression_steps_seconds": {"top": figures.get("top", {}).get("seconds"),
+                                          "regions": {k: v.get("seconds") for k, v in figures.get("regions", {}).items()},
+                                          "audit": figures.get("audit", {}).get("seconds")}}
 
 
 def main() -> int:
@@ -103,6 +144,9 @@ def main() -> int:
     parser.add_argument("--work", type=Path, default=Path("/tmp/core20-national-bench"))
     parser.add_argument("--workers", default="1,2")
     parser.add_argument("--seed", type=int, default=20260)
+    parser.add_argument("--rollup-once", action="store_true",
+                        help="run the ICB months alone with each number of workers, and time the roll-up once, on the "
+                             "first run's partitions (it is one step, the same work whatever the workers)")
     args = parser.parse_args()
     from pipelines import synthetic
     from pipelines.national.synth import generate_national
@@ -134,13 +178,23 @@ def main() -> int:
     runs = []
     for n in [int(x) for x in args.workers.split(",")]:
         say(f"national month with {n} worker(s) ...")
-        runs.append(run_with_workers(n, args.work, extracts, f"{month:%Y-%m}"))
+        runs.append(run_with_workers(n, args.work, extracts, f"{month:%Y-%m}", rollup=not args.rollup_once))
         say(f"  {runs[-1]['seconds']:.0f} s, success={runs[-1]['success']}")
+        say(json.dumps(runs[-1]))  # each run as it ends: a run cut short still leaves the ones before
     floors.append(floor_seconds(extracts, f"{month:%Y-%m}", reference_dir))
+    say(f"floor (wall, cpu) before and after: {floors}")
     floor = statistics.median([f[0] for f in floors])
-    report = {"n_patients": n_patients, "n_icbs": n_icbs, "month": f"{month:%Y-%m}", "scale": args.scale,
+    rollup = None
+    if args.rollup_once and runs and runs[0]["success"]:
+        say("the roll-up, once, on the first run's partitions ...")
+        rollup = time_rollup(args.work / f"workers-{runs[0]['workers']}", f"{month:%Y-%m}")
+        say(json.dumps(rollup))
+    report = {"rollup_once": rollup, "n_patients": n_patients, "n_icbs": n_icbs, "month": f"{month:%Y-%m}", "scale": args.scale,
               "generate_seconds": generate_seconds, "floor_seconds": floor, "floor_runs": floors, "runs": runs}
     for run in runs:
+        if rollup is not None:
+            # The roll-up is one step after the ICB months whatever the number of workers.
+            run["seconds_with_rollup"] = run["seconds"] + rollup["seconds"]
         run["ratio_to_floor"] = run["seconds"] / floor if floor else None
         run["seconds_per_million_patients"] = run["seconds"] / n_patients * 1e6
         # One worker's step time is the serial work; the full England month at that rate on W workers:

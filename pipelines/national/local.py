@@ -95,8 +95,11 @@ def local_cluster(n_workers: int, env: dict, log_dir: Path) -> Iterator[dict]:
                 process.kill()
 
 
-def run_national_month(month: str, env: dict):
-    """Run the national job for `month` with `env` applied (broker, CORE20_NATIONAL_*, DAGSTER_HOME); return the result and its events."""
+def run_national_month(month: str, env: dict, *, rollup: bool = True):
+    """Run the national job for `month` with `env` applied (broker, CORE20_NATIONAL_*, DAGSTER_HOME); return the result and its events.
+
+    `rollup=False` runs the ICB months only (the benchmark times the roll-up on its own).
+    """
     import dagster as dg
 
     from pipelines.national.engine import national_month_job_from_env
@@ -110,7 +113,8 @@ def run_national_month(month: str, env: dict):
         with dg.DagsterInstance.get() as instance:
             # The partition tag is how a partitioned run names its partition (as the UI's launcher does).
             result = dg.execute_job(dg.reconstructable(national_month_job_from_env), instance=instance,
-                                    tags={"dagster/partition": f"{month[:7]}-01"}, raise_on_error=False)
+                                    tags={"dagster/partition": f"{month[:7]}-01"}, raise_on_error=False,
+                                    op_selection=None if rollup else ["national_icbs", "icb_month"])
             return result, list(instance.all_logs(result.run_id))
     finally:
         for k, v in old.items():

@@ -72,7 +72,8 @@ def protect_top_down(
     def solve(labels: Sequence, sums: list[tuple], **fixed):
         chosen = pl.col("reporting_month").is_in(list(labels))
         return protect_month(counts.filter(chosen), relations, profile, primary_vintage=primary_vintage,
-                             memberships=memberships.filter(chosen), quality=quality.filter(chosen), sums=sums, **fixed)
+                             memberships=memberships.filter(chosen), quality=quality.filter(chosen), sums=sums,
+                             decisions=True, **fixed)
 
     top_labels = [england, *sorted(regions)]
     top_sums = [(england, sorted(regions))]
@@ -100,7 +101,7 @@ def protect_top_down(
         # region's hidden cells (England minus the other regions) is part of what is audited.
         labels, sums = [*top_labels, *icbs], [*top_sums, (region, icbs)]
         try:
-            _, _, own = solve(labels, sums, hidden=top["hidden"], shown=top["shown"])
+            _, _, own = solve(labels, sums, hidden=top["hidden"], shown=top["shown"], protected=[region, *icbs])
         except RuntimeError as error:
             if "no visible count is left to hide" not in str(error):
                 raise
@@ -108,14 +109,14 @@ def protect_top_down(
             # only the hidden cells fixed; the audit below covers what that hid at the top.
             figures["n_fallbacks"] += 1
             say(f"  {error}; again with only the hidden cells fixed")
-            _, _, own = solve(labels, sums, hidden=top["hidden"])
+            _, _, own = solve(labels, sums, hidden=top["hidden"], protected=[region, *icbs])
         hidden |= own["hidden"]
         figures["regions"][str(region)] = _brief(own)
     all_sums = [*top_sums, *[(region, sorted(regions[region])) for region in sorted(regions)]]
     say("suppression: the whole release audited with that pattern ...")
     controlled, quality_controlled, audit = protect_month(
         counts, relations, profile, primary_vintage=primary_vintage, memberships=memberships, quality=quality,
-        sums=all_sums, hidden=hidden)
+        sums=all_sums, hidden=hidden, decisions=True)
     figures["audit"] = _brief(audit)
     steps = [figures["top"], *figures["regions"].values(), figures["audit"]]
     figures.update({

@@ -346,6 +346,9 @@ class CountProblem:
         kept_shown: units an enclosing problem already decided to show (a region's shown cells
             when its ICBs are protected under it, `pipelines.national.hierarchy`): never hidden
             here, so never a complement; the reader's knowledge of them is their published range.
+        context: variables that are what a reader knows, not what this problem protects (the
+            counts of areas an enclosing problem protected, audited again elsewhere): never a
+            target here, hidden or not.
     """
 
     keys: list
@@ -363,6 +366,7 @@ class CountProblem:
     earlier_small: dict = field(default_factory=dict)
     known_zero: set = field(default_factory=set)
     kept_shown: set = field(default_factory=set)
+    context: set = field(default_factory=set)
 
 
 _HIGHS_STARTED = False
@@ -877,7 +881,7 @@ def suppress(problem: CountProblem, profile: DisclosureProfile, primary_units: s
                 zero.update(_public_zeros(problem, {x for x in variables if (not is_hidden(x) and values[x] == 0
                                                                              and upper[x] == 0) or x in problem.known_zero},
                                           relations, at_most))
-            return newly
+            return [v for v in newly if v not in problem.context]
 
         def covered(v: int) -> bool:
             low, high = needs(v)
@@ -989,7 +993,7 @@ def suppress(problem: CountProblem, profile: DisclosureProfile, primary_units: s
                         hide_unit(u)
                 pending.extend(refresh())
 
-        pending = certify(sorted(seen_hidden, key=lambda v: rank_of[v]))
+        pending = certify(sorted(seen_hidden - problem.context, key=lambda v: rank_of[v]))
         added, recheck_every = 0, RECHECK_EVERY
         while pending:
             target = pending.pop(0)

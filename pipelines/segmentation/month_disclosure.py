@@ -90,6 +90,8 @@ def protect_month(
     sums: Sequence[tuple] | None = None,
     hidden: Collection[tuple] = (),
     shown: Collection[tuple] = (),
+    protected: Collection | None = None,
+    decisions: bool = False,
 ) -> tuple[pl.DataFrame, pl.DataFrame | None, dict]:
     """Return (controlled gap counts, controlled quality table or None, audit figures).
 
@@ -118,13 +120,18 @@ def protect_month(
             Names of units not in this problem are ignored.
         shown: units, named the same way, that an enclosing problem already showed: never
             hidden here (never a complement); a reader knows them as published.
+        protected: the `reporting_month` labels whose hidden counts this problem protects;
+            None: all. The other areas' counts are what a reader knows (their hidden counts are
+            protected by another problem that holds them: `national.protection`).
+        decisions: also return, in the figures, `hidden` and `shown`: the names of the units
+            hidden and shown (as `hidden` and `shown` take them), for an enclosing procedure.
 
     Returns:
         The gap counts with `numerator`/`denominator` controlled (hidden rows null, or 0 for
         a redacting profile), `is_suppressed`, and without the never-published cells; the
         quality table with every count controlled and shares recomputed from the controlled
-        counts; figures (`n_lp_solves`, `n_complements`, `seconds`, ..., `hidden`: the names of
-        the hidden units, `shown`: the others), and for one month `release`: this release's private record for the
+        counts; figures (`n_lp_solves`, `n_complements`, `seconds`, ...; `hidden` and `shown`
+        with `decisions`), and for one month `release`: this release's private record for the
         next release to link to.
     """
     from pipelines.segmentation.gaps import complement_priority
@@ -291,6 +298,9 @@ def protect_month(
                              unpublished=problem.unpublished, known_zero=problem.known_zero)
         n_linked = link_releases(problem, index, earlier, profile, month=months[0], classes=classes.get(months[0], {}))
 
+    if protected is not None:
+        protected = set(protected)
+        problem.context = {v for v, key in enumerate(problem.keys) if key[0] not in protected}
     primary = None
     if hidden or shown:
         unit_of_name = {name: u for u, name in enumerate(unit_names)}
@@ -336,8 +346,10 @@ def protect_month(
              "n_components": result.n_components, "n_variables": len(problem.keys),
              "n_relations": len(problem.relations), "n_identities": n_identities, "n_area_sums": len(added),
              "n_earlier_releases": len(earlier or ()), "n_release_links": n_linked,
-             "seconds": time.perf_counter() - started, "hidden": {unit_names[u] for u in hidden},
-             "shown": {name for u, name in enumerate(unit_names) if u not in hidden}}
+             "seconds": time.perf_counter() - started}
+    if decisions:
+        stats["hidden"] = {unit_names[u] for u in hidden}
+        stats["shown"] = {name for u, name in enumerate(unit_names) if u not in hidden}
     if len(months) == 1:
         stats["release"] = _release_record(problem, hidden, months[0], classes.get(months[0], {}),
                                            identities.get(months[0], []), gap_classes, quality_classes,
