@@ -48,6 +48,8 @@ class NationalSettings(dg.ConfigurableResource):
         reference_dir: shared reference data (default $CORE20_REFERENCE_DIR or ../shared/reference_data).
         icbs: comma-separated ICB ODS codes to run; empty: every ICB with an extract for the month.
         disclosure_profile / primary_imd_vintage: the ICS settings every partition runs with.
+        rollup_suppression: how the roll-up protects its areas together (`rollup.SUPPRESSION_METHODS`):
+            'top_down' (default), 'top_down_unaudited' or 'joint'.
     """
 
     extracts_root: str = "data/national/extracts"
@@ -59,6 +61,7 @@ class NationalSettings(dg.ConfigurableResource):
     icbs: str = ""
     disclosure_profile: str = "nhs_suppress_1_7_round_5"
     primary_imd_vintage: str = "IMD2025"
+    rollup_suppression: str = "top_down"
 
     def settings_kwargs(self) -> dict:
         return {"disclosure_profile": self.disclosure_profile, "primary_imd_vintage": self.primary_imd_vintage}
@@ -114,7 +117,8 @@ def national_rollup(context: dg.OpExecutionContext, national: NationalSettings, 
     from pipelines.national.rollup import publish_national, rollup_month
 
     month = context.partition_key
-    manifest = rollup_month(national.store_root, month, reference_dir=national.reference_dir, icbs=sorted(icbs))
+    manifest = rollup_month(national.store_root, month, reference_dir=national.reference_dir, icbs=sorted(icbs),
+                            suppression=national.rollup_suppression)
     rows = publish_national(national.store_root, month, national.warehouse, national.serving_root)
     context.log_event(dg.AssetMaterialization(ROLLUP_ASSET, partition=month,
                                               metadata={**_metadata(manifest), **{f"published_{k}": v for k, v in rows.items()}}))
@@ -183,6 +187,7 @@ def _month_of_icb_months() -> dg.PartitionMapping:
 def national_rollup_asset(context: dg.AssetExecutionContext, national: NationalSettings) -> dg.MaterializeResult:
     from pipelines.national.rollup import publish_national, rollup_month
 
-    manifest = rollup_month(national.store_root, context.partition_key, reference_dir=national.reference_dir)
+    manifest = rollup_month(national.store_root, context.partition_key, reference_dir=national.reference_dir,
+                            suppression=national.rollup_suppression)
     rows = publish_national(national.store_root, context.partition_key, national.warehouse, national.serving_root)
     return dg.MaterializeResult(metadata={**_metadata(manifest), **{f"published_{k}": v for k, v in rows.items()}})

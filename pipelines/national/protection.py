@@ -45,6 +45,7 @@ def protect_top_down(
     quality: pl.DataFrame,
     england,
     regions: dict,
+    audit: bool = True,
     progress=None,
 ) -> tuple[pl.DataFrame, pl.DataFrame, dict]:
     """Return (controlled gap counts, controlled quality, figures) of every area, protected top-down.
@@ -58,6 +59,8 @@ def protect_top_down(
         primary_vintage: as `protect_month`.
         england: England's label.
         regions: region label -> the labels of its ICBs.
+        audit: audit the whole release once with the pattern (step 3) and hide more where a
+            count is still narrowed down; False publishes the pattern of steps 1-2 as it is.
 
     Returns:
         What `protect_month` returns for the whole release (its final audit), with figures of
@@ -113,17 +116,19 @@ def protect_top_down(
         hidden |= own["hidden"]
         figures["regions"][str(region)] = _brief(own)
     all_sums = [*top_sums, *[(region, sorted(regions[region])) for region in sorted(regions)]]
-    say("suppression: the whole release audited with that pattern ...")
-    controlled, quality_controlled, audit = protect_month(
+    say("suppression: the whole release audited with that pattern ..." if audit else
+        "suppression: the pattern applied to the whole release (not audited as one) ...")
+    controlled, quality_controlled, final = protect_month(
         counts, relations, profile, primary_vintage=primary_vintage, memberships=memberships, quality=quality,
-        sums=all_sums, hidden=hidden, decisions=True)
-    figures["audit"] = _brief(audit)
-    steps = [figures["top"], *figures["regions"].values(), figures["audit"]]
+        sums=all_sums, hidden=hidden, decisions=True, audit=audit)
+    figures["audit"] = _brief(final) if audit else None
+    steps = [figures["top"], *figures["regions"].values(), *([figures["audit"]] if audit else [])]
     figures.update({
-        "method": "top_down", "n_lp_solves": sum(s["n_lp_solves"] for s in steps),
-        "n_complements": sum(s["n_complements"] for s in steps), "n_audit_complements": audit["n_complements"],
-        "n_variables": audit["n_variables"], "n_area_sums": audit["n_area_sums"],
-        "n_hidden_units": len(audit["hidden"]), "seconds": time.perf_counter() - started,
+        "method": "top_down" if audit else "top_down_unaudited", "n_lp_solves": sum(s["n_lp_solves"] for s in steps),
+        "n_complements": sum(s["n_complements"] for s in steps),
+        "n_audit_complements": final["n_complements"] if audit else None,
+        "n_variables": final["n_variables"], "n_area_sums": final["n_area_sums"],
+        "n_hidden_units": len(final["hidden"]), "seconds": time.perf_counter() - started,
     })
     return controlled, quality_controlled, figures
 
