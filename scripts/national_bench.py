@@ -108,7 +108,7 @@ def run_with_workers(n: int, work: Path, extracts: Path, month: str, rollup: boo
             "rollup_seconds": steps.get("national_rollup")}
 
 
-def time_rollup(root: Path, month: str) -> dict:
+def time_rollup(root: Path, month: str, suppression: str = "top_down") -> dict:
     """Run the national roll-up and publish (`national_rollup`'s work) in this process; return its time, memory and figures."""
     from pipelines.national.rollup import publish_national, rollup_month
 
@@ -122,7 +122,8 @@ def time_rollup(root: Path, month: str) -> dict:
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
     started, load_before = time.perf_counter(), os.getloadavg()
-    manifest = rollup_month(str(root / "partitions"), month, progress=say)
+    manifest = rollup_month(str(root / "partitions"), month, suppression=suppression,
+                            progress=lambda m: say(f"{time.strftime('%H:%M:%S')} {m}"))
     publish_national(str(root / "partitions"), month, str(root / "national.duckdb"), str(root / "serving"))
     seconds = time.perf_counter() - started
     done.set()
@@ -144,6 +145,7 @@ def main() -> int:
     parser.add_argument("--work", type=Path, default=Path("/tmp/core20-national-bench"))
     parser.add_argument("--workers", default="1,2")
     parser.add_argument("--seed", type=int, default=20260)
+    parser.add_argument("--rollup-suppression", default="top_down", help="with --rollup-once: rollup.SUPPRESSION_METHODS")
     parser.add_argument("--rollup-once", action="store_true",
                         help="run the ICB months alone with each number of workers, and time the roll-up once, on the "
                              "first run's partitions (it is one step, the same work whatever the workers)")
@@ -187,7 +189,7 @@ def main() -> int:
     rollup = None
     if args.rollup_once and runs and runs[0]["success"]:
         say("the roll-up, once, on the first run's partitions ...")
-        rollup = time_rollup(args.work / f"workers-{runs[0]['workers']}", f"{month:%Y-%m}")
+        rollup = time_rollup(args.work / f"workers-{runs[0]['workers']}", f"{month:%Y-%m}", args.rollup_suppression)
         say(json.dumps(rollup))
     report = {"rollup_once": rollup, "n_patients": n_patients, "n_icbs": n_icbs, "month": f"{month:%Y-%m}", "scale": args.scale,
               "generate_seconds": generate_seconds, "floor_seconds": floor, "floor_runs": floors, "runs": runs}
