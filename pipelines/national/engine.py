@@ -49,7 +49,7 @@ class NationalSettings(dg.ConfigurableResource):
         icbs: comma-separated ICB ODS codes to run; empty: every ICB with an extract for the month.
         disclosure_profile / primary_imd_vintage: the ICS settings every partition runs with.
         rollup_suppression: how the roll-up protects its areas together (`rollup.SUPPRESSION_METHODS`):
-            'top_down' (default), 'top_down_unaudited' or 'joint'.
+            'top_down' (default) or 'joint' (every area in one problem: exact, practical for a few ICBs).
     """
 
     extracts_root: str = "data/national/extracts"

@@ -101,7 +101,7 @@ def _one_setting(store: PartitionStore, month: str, icbs: list[str], name: str) 
     return values.pop()
 
 
-SUPPRESSION_METHODS = ("top_down", "top_down_unaudited", "joint")
+SUPPRESSION_METHODS = ("top_down", "joint")
 
 
 def rollup_month(store_root: str, month: str, *, reference_dir: str | None = None, sii_seed: int = 20260,
@@ -115,8 +115,8 @@ def rollup_month(store_root: str, month: str, *, reference_dir: str | None = Non
     read off as the region's count minus the other ICBs'. Each area brings its own population
     identities (from its membership patterns) and its exact deprivation-quality totals.
     `suppression`: 'top_down' (England and regions, then each region's ICBs under the
-    region's fixed pattern, then one audit of the whole release: `protection.protect_top_down`),
-    'top_down_unaudited' (the same without the final audit) or 'joint' (every area in one `protect_month` problem; exact, but only practical for a
+    region's fixed pattern, then one audit of the whole release: `protection.protect_top_down`)
+    or 'joint' (every area in one `protect_month` problem; exact, but only practical for a
     few ICBs). The ICB rows of the release are the ones decided here, not the ICB's own ICS
     publication.
 
@@ -194,7 +194,7 @@ def rollup_month(store_root: str, month: str, *, reference_dir: str | None = Non
                    for (level, code, _), members in geographies if level == "region"}
         controlled, quality_controlled, stats = protect_top_down(
             combined, relations, profile, primary_vintage=vintage, memberships=memberships, quality=exact_quality,
-            england=england, regions=regions, audit=suppression == "top_down", progress=progress)
+            england=england, regions=regions, progress=progress)
         # Labels back to area codes, so the manifest says which region each figure is.
         code_of = {str(label): code for code, label in labels.items()}
         stats["regions"] = {code_of[label]: figures for label, figures in stats["regions"].items()}

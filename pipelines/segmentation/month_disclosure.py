@@ -92,7 +92,6 @@ def protect_month(
     shown: Collection[tuple] = (),
     protected: Collection | None = None,
     decisions: bool = False,
-    audit: bool = True,
 ) -> tuple[pl.DataFrame, pl.DataFrame | None, dict]:
     """Return (controlled gap counts, controlled quality table or None, audit figures).
 
@@ -126,9 +125,6 @@ def protect_month(
             protected by another problem that holds them: `national.protection`).
         decisions: also return, in the figures, `hidden` and `shown`: the names of the units
             hidden and shown (as `hidden` and `shown` take them), for an enclosing procedure.
-        audit: False: hide the small counts and `hidden` (with what each implies) and nothing
-            else, unaudited - for a pattern every part of which was audited in problems of its
-            own (`national.protection` without its final audit).
 
     Returns:
         The gap counts with `numerator`/`denominator` controlled (hidden rows null, or 0 for
@@ -313,10 +309,7 @@ def protect_month(
             small = profile.small_count_threshold
             primary = {u for u, members in enumerate(problem.units) if any(1 <= problem.values[m] <= small for m in members)}
             primary |= {unit_of_name[name] for name in hidden if name in unit_of_name}
-    if audit:
-        result = suppress(problem, profile, primary_units=primary)
-    else:
-        result = _hide_only(problem, profile, primary)
+    result = suppress(problem, profile, primary_units=primary)
     hidden = result.hidden_units
     if earlier:
         # Two readers: one holding every release and the exact change (above), and one holding
@@ -362,23 +355,6 @@ def protect_month(
                                            identities.get(months[0], []), gap_classes, quality_classes,
                                            gap_cells.get(months[0], set()), quality_cells.get(months[0], set()))
     return controlled, quality_controlled, stats
-
-
-def _hide_only(problem: CountProblem, profile: DisclosureProfile, primary: set | None):
-    """Return a `SuppressionResult` hiding the primary (default: small) and never-published units, with what they imply."""
-    from pipelines.segmentation.disclosure import SuppressionResult
-
-    if primary is None:
-        small = profile.small_count_threshold if profile.small_count_action in ("suppress", "redact") else 0
-        primary = {u for u, members in enumerate(problem.units) if any(1 <= problem.values[m] <= small for m in members)}
-    hidden: set = set()
-    stack = [*primary, *problem.unpublished]
-    while stack:
-        u = stack.pop()
-        if u not in hidden:
-            hidden.add(u)
-            stack.extend(problem.implies.get(u, ()))
-    return SuppressionResult(hidden)
 
 
 RELEASE_COLUMNS = {"reporting_month": pl.Date, "population": pl.String, "imd_vintage": pl.String, "breakdown": pl.String,
