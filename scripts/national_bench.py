@@ -10,7 +10,12 @@
    a fresh partition store: wall-clock time, the peak resident memory of each worker process
    (sampled every 0.2 s, its children included) and of the run's own process.
 
-Prints one JSON object; --readme-block prints the Markdown table for the README.
+With --rollup-once the runs of step 3 are the ICB months alone, and the roll-up (one step
+after them whatever the number of workers, the same work) is timed once, in this process, on
+the first run's partitions, with its suppression's figures; each run's figures are printed
+to standard error as it ends, so a benchmark cut short keeps the runs before.
+
+Prints one JSON object.
 """
 
 from __future__ import annotations
