@@ -39,7 +39,7 @@ def rolled_up(tmp_path_factory):
     for icb in ICBS:
         run_icb_month(icb, month, extracts_root=str(root / "extracts"), store_root=str(root / "partitions"),
                       scratch_root=str(root / "scratch"))
-    manifest = rollup_month(str(root / "partitions"), month, sii_repetitions=200)
+    manifest = rollup_month(str(root / "partitions"), month, sii_repetitions=1000)
     store = PartitionStore(root / "partitions")
     hierarchy = pl.concat([store.read(icb, month, "gap_hierarchy") for icb in ICBS], how="diagonal_relaxed").unique()
     fine = {"ethnicity_16": dict(hierarchy.select("__ethnicity_16", "__ethnicity_broad").drop_nulls().unique().rows()),
