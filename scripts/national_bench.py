@@ -95,7 +95,7 @@ def run_with_workers(n: int, work: Path, extracts: Path, month: str, rollup: boo
         if e.dagster_event and e.dagster_event.event_type_value == "STEP_SUCCESS":
             steps[e.step_key] = e.dagster_event.event_specific_data.duration_ms / 1000
     suppression = None
-    if result.success:
+    if result.success and rollup:
         from pipelines.national.store import NATIONAL, PartitionStore
 
         manifest = PartitionStore(root / "partitions").manifest(NATIONAL, f"{month[:7]}-01")
@@ -182,6 +182,7 @@ def main() -> int:
     reference_template(args.work / "scratch" / "core20-national", None)
     say(f"{n_patients:,} patients in {n_icbs} ICBs; floor ...")
     floors = [floor_seconds(extracts, f"{month:%Y-%m}", reference_dir)]
+    say(f"floor (wall, cpu): {floors[0]}")
     runs = []
     for n in [int(x) for x in args.workers.split(",")]:
         say(f"national month with {n} worker(s) ...")
