@@ -881,7 +881,7 @@ def stage_events(
             f"SELECT * FROM (SELECT *{restore}, ({any_rule}) AS _caught FROM {seen}) "
             f"WHERE _caught OR event_date > {literal(reference_date)} ORDER BY {ROW}"
         ).to_arrow_table())
-        con.register("_set_aside", subset.select(ROW).to_arrow())
+        con.register("_set_aside", subset.select(ROW, "code").to_arrow())
         distinct, n_subset_repeats = quarantine.drop_exact_duplicates(subset, names)
         caught = distinct.filter("_caught").drop("_caught")
         records = caught.select(ROW, *names) if source is None else source.filter(pl.col(ROW).is_in(caught[ROW].implode()))
@@ -905,7 +905,15 @@ def stage_events(
         n_outside, n_outside_distinct = con.execute(
             f"SELECT coalesce(sum(n), 0), coalesce(sum(n_distinct), 0) FROM (SELECT count(*) AS n, "
             f"count(DISTINCT ({others})) AS n_distinct FROM _outside GROUP BY code)").fetchall()[0]
-        con.execute(f"CREATE OR REPLACE TEMP TABLE _event_code_counts AS SELECT DISTINCT code FROM {rest}").fetchall()
+        # The code dictionary is the codes of every row not set aside: the month's distinct
+        # codes (`_month_codes`, from the file's dictionary), less those of set-aside rows
+        # unless another row still has them - which reads only the rows of those few codes,
+        # not the month (a null code is always set aside: the contract's code_missing rule).
+        con.execute(
+            "CREATE OR REPLACE TEMP TABLE _event_code_counts AS SELECT code FROM _month_codes WHERE code IS NOT NULL "
+            "AND code NOT IN (SELECT code FROM _set_aside WHERE code IS NOT NULL) UNION "
+            f"SELECT DISTINCT code FROM {relation} WHERE code IN (SELECT code FROM _set_aside WHERE code IS NOT NULL) "
+            f"AND {ROW} NOT IN (SELECT {ROW} FROM _set_aside)").fetchall()
         # Pass 3. Everything else is the month's staged events, exact repeats dropped by GROUP BY.
         n_rows = con.execute(f"SELECT count(*) FROM {relation}").fetchall()[0][0]
         month = literal(reporting_month)
@@ -958,6 +966,7 @@ def stage_events(
             except Exception:  # noqa: BLE001 - not registered for this source
                 pass
         con.execute("DROP TABLE IF EXISTS _event_code_counts").fetchall()
+        con.execute("DROP TABLE IF EXISTS _month_codes").fetchall()
         for (table,) in con.execute("SELECT table_name FROM duckdb_tables() WHERE temporary AND "
                                     "starts_with(table_name, '_code_rule_')").fetchall():
             con.execute(f"DROP TABLE IF EXISTS {table}").fetchall()
@@ -976,7 +985,8 @@ def _per_code_rules(con, relation: str, rules: Sequence[quarantine.RowRule]) -> 
     milliseconds over the month's few thousand distinct codes, which a Parquet file's
     dictionary yields almost for free. Whether a rule reads the code alone is asked of
     DuckDB itself: its SQL is bound against a relation holding only `code`, and a rule that
-    names any other column fails to bind and stays a row test. The codes a rule catches stay
+    names any other column fails to bind and stays a row test. The month's distinct codes are
+    left in `_month_codes` (the code dictionary is made from them). The codes a rule catches stay
     in a temporary table (`_code_rule_<n>`, dropped by `stage_events`); its test becomes
     membership in that table (`false` when it holds none, as in a clean month), and the
     polars form of every rule still judges the rows caught.
@@ -996,7 +1006,6 @@ def _per_code_rules(con, relation: str, rules: Sequence[quarantine.RowRule]) -> 
         parts = ([f"coalesce(code IN (SELECT code FROM {table} WHERE code IS NOT NULL), false)"] if n_codes else []) + (
             ["code IS NULL"] if n_null else [])
         tests.append(" OR ".join(parts) or "false")
-    con.execute("DROP TABLE IF EXISTS _month_codes").fetchall()
     return tests
 
 
