@@ -203,7 +203,7 @@ def publication_committed(con, token: str) -> bool:
 VIEWS = "pub"
 
 
-def published_views(con, catalog: str, candidate_month: date | None = None) -> list[str]:
+def published_views(con, catalog: str, candidate_month: date | None = None, *, schema: str = PUBLISHED) -> list[str]:
     """Create schema `pub` (in `con`'s own catalog) with a view per published table; return their names.
 
     Arguments:
@@ -214,23 +214,25 @@ def published_views(con, catalog: str, candidate_month: date | None = None) -> l
             from `published`, this month from the gated `audit` candidates, with the same
             excluded columns and controlled rows as `publish` writes), so the report, the serving
             snapshot and the run summary can be built, and audited, before anything is published.
+        schema: the warehouse schema holding the published tables (`national` for the
+            national release, pipelines/national/rollup.py; it has no candidates).
     """
     from pipelines.warehouse import quote
 
-    def exists(schema: str, table: str) -> bool:
+    def exists(in_schema: str, table: str) -> bool:
         return bool(con.execute("select count(*) from information_schema.tables where table_catalog = ? and "
-                                "table_schema = ? and table_name = ?", [catalog, schema, table]).fetchall()[0][0])
+                                "table_schema = ? and table_name = ?", [catalog, in_schema, table]).fetchall()[0][0])
 
     con.execute(f"create schema if not exists {VIEWS}")
     names = []
     published = [r[0] for r in con.execute("select table_name from information_schema.tables where table_catalog = ? "
-                                           "and table_schema = ? order by 1", [catalog, PUBLISHED]).fetchall()]
+                                           "and table_schema = ? order by 1", [catalog, schema]).fetchall()]
     registry = {t.name: t for t in PUBLISHED_TABLES}
     for name in sorted(set(published) | (set(registry) if candidate_month else set())):
-        source = f"{catalog}.{PUBLISHED}.{quote(name)}"
+        source = f"{catalog}.{schema}.{quote(name)}"
         table = registry.get(name)
         if candidate_month is None or table is None or not exists(AUDIT, name):
-            if exists(PUBLISHED, name):
+            if exists(schema, name):
                 con.execute(f"create or replace view {VIEWS}.{quote(name)} as select * from {source}")
                 names.append(name)
             continue

@@ -101,7 +101,8 @@ def _write_parquet(con: duckdb.DuckDBPyConnection, table: str, folder: Path) -> 
     return written
 
 
-def build_snapshot(warehouse, target: Path, candidate_month=None, *, powerbi_parquet_folder: str | None = None) -> dict:
+def build_snapshot(warehouse, target: Path, candidate_month=None, *, powerbi_parquet_folder: str | None = None,
+                   schema: str = "published") -> dict:
     """Build a complete snapshot of the warehouse's published tables in folder `target`.
 
     Arguments:
@@ -111,6 +112,7 @@ def build_snapshot(warehouse, target: Path, candidate_month=None, *, powerbi_par
             are published (publication.published_views), for the disclosure audit before publishing.
         powerbi_parquet_folder: the Parquet folder as Power BI will see it, the default of the
             generated model's `ParquetFolder` parameter (default: this snapshot's own folder).
+        schema: the warehouse schema whose tables are served (`national` for the national release).
 
     Returns:
         The snapshot manifest (also written to `target/snapshot.json`).
@@ -128,7 +130,7 @@ def build_snapshot(warehouse, target: Path, candidate_month=None, *, powerbi_par
 
         as_warehouse(warehouse).attach(con, star.SOURCE)
 
-        published_views(con, star.SOURCE, candidate_month)
+        published_views(con, star.SOURCE, candidate_month, schema=schema)
         con.execute("use serving")
         published = _copy_published(con)
         star_tables = star.build_star(con)
@@ -179,7 +181,8 @@ def _new_snapshot_id() -> str:
     return datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
 
 
-def publish_snapshot(warehouse: Path, root: Path, *, keep: int = 3, powerbi_parquet_folder: str | None = None) -> dict:
+def publish_snapshot(warehouse: Path, root: Path, *, keep: int = 3, powerbi_parquet_folder: str | None = None,
+                     schema: str = "published") -> dict:
     """Build a new snapshot under `root/snapshots/` and point `root/current` at it atomically.
 
     Arguments:
@@ -188,6 +191,7 @@ def publish_snapshot(warehouse: Path, root: Path, *, keep: int = 3, powerbi_parq
         keep: how many snapshots to keep (at least 2: the new one and the one readers may still be on).
         powerbi_parquet_folder: the Parquet folder as Power BI's machines see it (e.g. a share's
             `\\\\server\\core20\\serving\\current\\parquet`); default `root/current/parquet` on this machine.
+        schema: the warehouse schema whose tables are served (`build_snapshot`).
 
     Returns:
         The new snapshot's manifest.
@@ -200,7 +204,7 @@ def publish_snapshot(warehouse: Path, root: Path, *, keep: int = 3, powerbi_parq
     building = snapshots / f".{snapshot_id}.building"
     try:
         parquet_folder = powerbi_parquet_folder or str(root.resolve() / CURRENT / PARQUET)
-        manifest = build_snapshot(warehouse, building, powerbi_parquet_folder=parquet_folder)
+        manifest = build_snapshot(warehouse, building, powerbi_parquet_folder=parquet_folder, schema=schema)
         final = snapshots / snapshot_id
         building.rename(final)
     except BaseException:

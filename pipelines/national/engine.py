@@ -44,7 +44,7 @@ class NationalSettings(dg.ConfigurableResource):
         store_root: the partition store (local folder or object-storage URL).
         scratch_root: local folder for each ICB month's private scratch warehouse.
         warehouse: the national DuckDB file the roll-up writes.
-        serving_root: the national serving snapshots (Parquet per month).
+        serving_root: the national serving snapshots (star, Parquet per table and month, Power BI Project; `current` points at the newest).
         reference_dir: shared reference data (default $CORE20_REFERENCE_DIR or ../shared/reference_data).
         icbs: comma-separated ICB ODS codes to run; empty: every ICB with an extract for the month.
         disclosure_profile / primary_imd_vintage: the ICS settings every partition runs with.
@@ -115,7 +115,8 @@ def national_rollup(context: dg.OpExecutionContext, national: NationalSettings, 
 
     month = context.partition_key
     manifest = rollup_month(national.store_root, month, reference_dir=national.reference_dir, icbs=sorted(icbs))
-    rows = publish_national(national.store_root, month, national.warehouse, national.serving_root)
+    rows = publish_national(national.store_root, month, national.warehouse, national.serving_root,
+                            reference_dir=national.reference_dir)
     context.log_event(dg.AssetMaterialization(ROLLUP_ASSET, partition=month,
                                               metadata={**_metadata(manifest), **{f"published_{k}": v for k, v in rows.items()}}))
 
@@ -184,5 +185,6 @@ def national_rollup_asset(context: dg.AssetExecutionContext, national: NationalS
     from pipelines.national.rollup import publish_national, rollup_month
 
     manifest = rollup_month(national.store_root, context.partition_key, reference_dir=national.reference_dir)
-    rows = publish_national(national.store_root, context.partition_key, national.warehouse, national.serving_root)
+    rows = publish_national(national.store_root, context.partition_key, national.warehouse, national.serving_root,
+                            reference_dir=national.reference_dir)
     return dg.MaterializeResult(metadata={**_metadata(manifest), **{f"published_{k}": v for k, v in rows.items()}})

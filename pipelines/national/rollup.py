@@ -208,26 +208,52 @@ def month_date(month: str) -> date:
     return date.fromisoformat(f"{month[:7]}-01")
 
 
-def publish_national(store_root: str, month: str, warehouse: str, serving_root: str) -> dict:
+def area_table(icbs: list[str], reference_dir: str | None = None) -> pl.DataFrame:
+    """Return the release's areas and how they nest (schemas.NATIONAL_AREAS): each ICB with its region, each region, England.
+
+    Examples:
+        >>> area_table(["QT1", "QOX"]).filter(pl.col("geography_level") != "icb").select(pl.exclude("geography_name")).rows()
+        [('england', 'ENG', None, None, None), ('region', 'Y58', None, None, 'Y58'), ('region', 'Y60', None, None, 'Y60')]
+    """
+    from pipelines.segmentation.schemas import NATIONAL_AREAS
+
+    geography = icb_populations(reference_dir).filter(pl.col("icb_code").is_in(icbs))
+    rows = [("icb", icb, name, icb, name, region)
+            for icb, name, region in geography.select("icb_code", "icb_name", "region_code").sort("icb_code").rows()]
+    rows += [(level, code, name, None, None, code if level == "region" else None)
+             for (level, code, name), _members in areas(icbs, reference_dir)]
+    return pl.DataFrame(rows, schema=NATIONAL_AREAS.schema, orient="row").sort("geography_level", "geography_code")
+
+
+def publish_national(store_root: str, month: str, warehouse: str, serving_root: str, *,
+                     reference_dir: str | None = None, keep: int = 3) -> dict:
     """Build the national warehouse and serving snapshot of a month from the partition files.
 
     The one writer of the national DuckDB file is this step (never the partitions): it
     replaces the month's rows of `national.gap_table` (ICB, region and England rows side by
-    side), `national.inequality_table` and `national.deprivation_quality` in one
-    transaction, then writes the same tables as Parquet under SERVING_ROOT/YYYY-MM/ for
-    Power BI (written beside and renamed into place, so a reader never sees half a month).
+    side), `national.inequality_table`, `national.deprivation_quality` and
+    `national.indicator_catalogue` in one transaction, with `national.areas` (how the areas
+    nest). It then publishes a serving snapshot of the whole national warehouse exactly as
+    an ICS month does (`serving.publish_snapshot`): the star with ICB, region and England
+    rows side by side in `dim_geography`, Parquet per table and month, the data dictionary
+    and the generated Power BI Project, built beside the current one and swapped in with one
+    rename, so a reader never sees half a month.
     """
-    import shutil
     from pathlib import Path
 
+    from pipelines.serving import publish_snapshot
     from pipelines.warehouse import connect
 
     store = PartitionStore(store_root)
     key = f"{month[:7]}-01"
+    icbs = store.manifest(NATIONAL, key)["icbs"]
     tables = {
         "gap_table": side_by_side(store_root, key),
         "inequality_table": store.read(NATIONAL, key, "inequality_table"),
         "deprivation_quality": store.read(NATIONAL, key, "deprivation_quality"),
+        # Every partition ran one set of definitions (rollup_month refuses otherwise): one catalogue.
+        "indicator_catalogue": store.read_all(key, "indicator_catalogue", icbs).drop("partition_icb").unique()
+        .sort(pl.all()),
     }
     Path(warehouse).parent.mkdir(parents=True, exist_ok=True)
     with connect(Path(warehouse)) as con:
@@ -242,14 +268,13 @@ def publish_national(store_root: str, month: str, warehouse: str, serving_root: 
             con.execute(f"delete from {schema}.{name} where reporting_month = ?", [month_date(key)])
             con.execute(f"insert into {schema}.{name} by name select * from incoming")
             con.unregister("incoming")
+        # Areas of every month published so far: a month may have run a different set of ICBs.
+        con.register("incoming", area_table(icbs, reference_dir).to_arrow())
+        con.execute(f"create table if not exists {schema}.areas as select * from incoming limit 0")
+        con.execute(f"insert into {schema}.areas select * from incoming i where not exists "
+                    f"(select 1 from {schema}.areas a where a.geography_level = i.geography_level "
+                    f"and a.geography_code = i.geography_code)")
+        con.unregister("incoming")
         con.execute("commit")
-    target = Path(serving_root) / key[:7]
-    pending = Path(serving_root) / f".{key[:7]}.partial"
-    shutil.rmtree(pending, ignore_errors=True)
-    pending.mkdir(parents=True)
-    for name, frame in tables.items():
-        frame.write_parquet(pending / f"{name}.parquet", compression="zstd", statistics=True)
-    if target.exists():
-        shutil.rmtree(target)
-    pending.rename(target)
-    return {name: frame.height for name, frame in tables.items()}
+    manifest = publish_snapshot(Path(warehouse), Path(serving_root), keep=keep, schema="national")
+    return {name: frame.height for name, frame in tables.items()} | {"snapshot": manifest["snapshot"]}

@@ -485,7 +485,7 @@ STAR_KEYS = Table(
         Column("month_key", pl.Int32, "Reporting month as YYYYMM; joins dim_month."),
         Column("indicator_key", pl.String, "indicator_id@vN of the definition version that produced the row; joins dim_indicator.", nullable=True),
         Column("group_key", pl.String, "breakdown:group; joins dim_group.", nullable=True),
-        Column("geography_key", pl.String, "level:ODS code (practice, sub_icb or icb); joins dim_geography. ICS-wide rows carry the ICB of the extract's practices.", nullable=True),
+        Column("geography_key", pl.String, "level:code (practice, sub_icb or icb by ODS code; in the national release also region, or england:ENG); joins dim_geography. ICS-wide rows carry the ICB of the extract's practices; national rows the area they describe.", nullable=True),
     ),
 )
 
@@ -542,11 +542,12 @@ DIM_GROUP = Table(
 
 DIM_GEOGRAPHY = Table(
     name="star.dim_geography",
-    description="GP practices, Sub-ICB locations and ICBs (NHS ODS, September 2025) as one hierarchy: practice -> Sub-ICB -> ICB -> region.",
+    description="GP practices, Sub-ICB locations and ICBs (NHS ODS, September 2025) as one hierarchy: practice -> Sub-ICB -> ICB -> region; the national release adds its NHS England regions and England.",
     columns=(
-        Column("geography_key", pl.String, "level:ODS code."),
-        Column("level", pl.String, "practice, sub_icb or icb.", allowed=("practice", "sub_icb", "icb")),
-        Column("code", pl.String, "ODS code at this level."),
+        Column("geography_key", pl.String, "level:code."),
+        Column("level", pl.String, "practice, sub_icb, icb, region (national release) or england (national release).",
+               allowed=("practice", "sub_icb", "icb", "region", "england")),
+        Column("code", pl.String, "ODS code at this level (ENG for England)."),
         Column("name", pl.String, "Organisation name.", nullable=True),
         Column("practice_code", pl.String, "ODS practice code (practice rows).", nullable=True),
         Column("sub_icb_code", pl.String, "ODS Sub-ICB location code.", nullable=True),
@@ -560,6 +561,27 @@ DIM_GEOGRAPHY = Table(
 )
 
 STAR_DIMENSIONS = (DIM_MONTH, DIM_INDICATOR, DIM_GROUP, DIM_GEOGRAPHY)
+
+# The national release (pipelines/national): each published table carries the area a row
+# describes, and the areas table says how the areas nest, for the star's geography.
+AREA_COLUMNS = (
+    Column("geography_level", pl.String, "The area this row describes: icb, region (NHS England region) or england.",
+           allowed=("icb", "region", "england")),
+    Column("geography_code", pl.String, "ODS code of the area (ICB or region), ENG for England."),
+    Column("geography_name", pl.String, "Name of the area."),
+)
+
+NATIONAL_AREAS = Table(
+    name="national.areas",
+    description="The areas of a national release and how they nest: every ICB in the run with its NHS England region, each region, and England.",
+    columns=(
+        *AREA_COLUMNS,
+        Column("icb_code", pl.String, "ODS ICB code (ICB rows).", nullable=True),
+        Column("icb_name", pl.String, "ICB name (ICB rows).", nullable=True),
+        Column("region_code", pl.String, "ODS NHS England region code (ICB and region rows).", nullable=True),
+    ),
+    primary_key=("geography_level", "geography_code"),
+)
 
 # ---------------------------------------------------------------------------
 # Data quality: the quarantine (private, patient-level) and the history of every

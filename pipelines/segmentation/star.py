@@ -21,7 +21,7 @@ import polars as pl
 
 from pipelines.segmentation import schemas
 from pipelines.segmentation.gaps import REFERENCE_GROUPS, UNKNOWN
-from pipelines.segmentation.schemas import DIM_GEOGRAPHY, DIM_GROUP, DIM_INDICATOR, DIM_MONTH, STAR_KEYS, Table
+from pipelines.segmentation.schemas import AREA_COLUMNS, DIM_GEOGRAPHY, DIM_GROUP, DIM_INDICATOR, DIM_MONTH, STAR_KEYS, Table
 
 SOURCE = "wh"
 # Where the star reads the published tables: views in the building connection's own catalog
@@ -263,41 +263,66 @@ def build_dim_group(con: duckdb.DuckDBPyConnection, facts: dict[str, list[str]])
         con.unregister("_groups")
 
 
+AREAS = "areas"
+
+
 def build_dim_geography(con: duckdb.DuckDBPyConnection) -> None:
-    """Create star.dim_geography: every practice in ODS epraccur, with Sub-ICB, ICB and their names."""
-    if not _has(con, "reference", "gp_practices"):
+    """Create star.dim_geography: every practice in ODS epraccur, with Sub-ICB, ICB and their names.
+
+    A national release (published `areas`, see pipelines/national) adds its areas: the ICBs
+    of the run with their regions, the NHS England regions and England. An area already
+    listed from the practice reference (an ICB) is not listed twice.
+    """
+    parts = []
+    if _has(con, "reference", "gp_practices"):
+        names = (f"select distinct sicbl24_code_nhs as sub_icb_code, sicbl24_name as sub_icb_name, icb24_code_nhs as icb_code, "
+                 f"icb24_name as icb_name from {SOURCE}.reference.lsoa21_geography") if _has(con, "reference", "lsoa21_geography") else \
+            "select null::varchar as sub_icb_code, null::varchar as sub_icb_name, null::varchar as icb_code, null::varchar as icb_name where false"
+        parts.append(f"""
+            with names as ({names}),
+            sub_icb as (select distinct sub_icb_code, sub_icb_name from names),
+            icb as (select distinct icb_code, icb_name from names),
+            practices as (
+                select p.practice_code, p.practice_name, p.sicbl_code, s.sub_icb_name, p.icb_code, i.icb_name,
+                       p.region_code, p.is_active
+                from {SOURCE}.reference.gp_practices p
+                left join sub_icb s on s.sub_icb_code = p.sicbl_code left join icb i on i.icb_code = p.icb_code)
+            select 'practice:' || practice_code as geography_key, 'practice', practice_code, practice_name, practice_code, sicbl_code,
+                   sub_icb_name, icb_code, icb_name, region_code, is_active from practices
+            union all
+            select 'sub_icb:' || sicbl_code, 'sub_icb', sicbl_code, any_value(sub_icb_name), null, sicbl_code,
+                   any_value(sub_icb_name), any_value(icb_code), any_value(icb_name), any_value(region_code), null
+            from practices where sicbl_code is not null group by sicbl_code
+            union all
+            select 'icb:' || icb_code, 'icb', icb_code, any_value(icb_name), null, null, null, icb_code,
+                   any_value(icb_name), any_value(region_code), null
+            from practices where icb_code is not null group by icb_code""")
+    if AREAS in source_tables(con):
+        parts.append(f"""
+            select geography_level || ':' || geography_code as geography_key, geography_level, geography_code, geography_name, null, null,
+                   null, icb_code, icb_name, region_code, null
+            from {PUBLISHED}.{AREAS}""")
+    if not parts:
         _create(con, DIM_GEOGRAPHY, "select " + ", ".join(["null"] * len(DIM_GEOGRAPHY.columns)) + " where false")
         return
-    names = (f"select distinct sicbl24_code_nhs as sub_icb_code, sicbl24_name as sub_icb_name, icb24_code_nhs as icb_code, "
-             f"icb24_name as icb_name from {SOURCE}.reference.lsoa21_geography") if _has(con, "reference", "lsoa21_geography") else \
-        "select null::varchar as sub_icb_code, null::varchar as sub_icb_name, null::varchar as icb_code, null::varchar as icb_name where false"
-    _create(con, DIM_GEOGRAPHY, f"""
-        with names as ({names}),
-        sub_icb as (select distinct sub_icb_code, sub_icb_name from names),
-        icb as (select distinct icb_code, icb_name from names),
-        practices as (
-            select p.practice_code, p.practice_name, p.sicbl_code, s.sub_icb_name, p.icb_code, i.icb_name,
-                   p.region_code, p.is_active
-            from {SOURCE}.reference.gp_practices p
-            left join sub_icb s on s.sub_icb_code = p.sicbl_code left join icb i on i.icb_code = p.icb_code)
-        select 'practice:' || practice_code, 'practice', practice_code, practice_name, practice_code, sicbl_code,
-               sub_icb_name, icb_code, icb_name, region_code, is_active from practices
-        union all
-        select 'sub_icb:' || sicbl_code, 'sub_icb', sicbl_code, any_value(sub_icb_name), null, sicbl_code,
-               any_value(sub_icb_name), any_value(icb_code), any_value(icb_name), any_value(region_code), null
-        from practices where sicbl_code is not null group by sicbl_code
-        union all
-        select 'icb:' || icb_code, 'icb', icb_code, any_value(icb_name), null, null, null, icb_code,
-               any_value(icb_name), any_value(region_code), null
-        from practices where icb_code is not null group by icb_code""")
+    rows = parts[0]
+    for part in parts[1:]:
+        rows = (f"select * from ({rows}) union all "
+                f"select * from ({part}) where geography_key not in (select geography_key from ({rows}))")
+    _create(con, DIM_GEOGRAPHY, rows)
 
 
 def _geography_key(columns: list[str]) -> str:
     """Return SQL for a fact row's geography key.
 
-    An organisation column or breakdown gives that organisation; 'ALL'/'all' (the whole
-    extract, or the benchmark row) gives the ICS; 'unknown' gives null (no organisation).
+    A national release's row (`geography_level`, `geography_code`) gives the area it
+    describes - ICB, region or England - whatever its breakdown: a practice group of a
+    region's row stays a group of that region. Otherwise an organisation column or
+    breakdown gives that organisation; 'ALL'/'all' (the whole extract, or the benchmark
+    row) gives the ICS; 'unknown' gives null (no organisation).
     """
+    if {"geography_level", "geography_code"} <= set(columns):
+        return "t.geography_level || ':' || t.geography_code"
     ics = "'icb:' || ics.icb_code"
 
     def organisation(value: str, level: str) -> str:
@@ -405,6 +430,7 @@ def dictionary_rows(tables: dict[str, list[tuple[str, str]]]) -> pl.DataFrame:
     for table, contract in published_contracts().items():
         contracts[fact_name(table)] = contract
     keys = {c.name: c for c in STAR_KEYS.columns}
+    areas = {c.name: c for c in AREA_COLUMNS}
     rows = []
     for table, columns in tables.items():
         contract = contracts.get(table)
@@ -413,7 +439,7 @@ def dictionary_rows(tables: dict[str, list[tuple[str, str]]]) -> pl.DataFrame:
         if table.startswith("fact_"):
             about = f"Fact from published.{table[5:]}. {about}"
         for name, dtype in columns:
-            column = described.get(name) or (keys.get(name) if table.startswith("fact_") else None)
+            column = described.get(name) or (keys.get(name) or areas.get(name) if table.startswith("fact_") else None)
             rows.append({"table": table, "column": name, "type": dtype,
                          "description": column.description if column else UNDECLARED, "table_description": about})
     return pl.DataFrame(rows, schema={"table": pl.String, "column": pl.String, "type": pl.String,

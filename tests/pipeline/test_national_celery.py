@@ -145,8 +145,24 @@ def test_national_warehouse_has_icb_and_national_rows_side_by_side(national):
             "select geography_level, count(distinct geography_code) from national.gap_table where reporting_month = ? group by 1",
             [month]).fetchall())
     assert levels == {"icb": 3, "region": 2, "england": 1}
-    served = pl.read_parquet(national["root"] / "serving" / f"{month:%Y-%m}" / "gap_table.parquet")
+
+
+def test_the_national_serving_snapshot_serves_every_area_side_by_side_to_power_bi(national):
+    from pipelines import serving
+    from powerbi_model import model_vs_parquet, parse_every_file, relationships_vs_data
+
+    month = national["month"]
+    snapshot = serving.read_pointer(national["root"] / "serving")
+    served = pl.read_parquet(snapshot / "parquet" / "fact_gap_table" / f"month={month:%Y-%m}" / "part-0.parquet")
     assert set(served["geography_level"]) == {"icb", "region", "england"}
+    assert (served["geography_key"] == served["geography_level"] + ":" + served["geography_code"]).all()
+    with duckdb.connect(str(snapshot / serving.SERVING_DB), read_only=True) as con:
+        areas = con.execute("select level, code, region_code from star.dim_geography order by 1, 2").fetchall()
+    assert areas == [("england", "ENG", None), ("icb", "QOC", "Y60"), ("icb", "QSL", "Y58"), ("icb", "QT6", "Y58"),
+                     ("region", "Y58", "Y58"), ("region", "Y60", "Y60")]
+    model = parse_every_file(snapshot)
+    assert model_vs_parquet(snapshot, model) == []
+    assert relationships_vs_data(snapshot, model) == []
 
 
 def test_a_partition_rerun_replaces_exactly_its_own_icb_and_month(national):

@@ -1,0 +1,63 @@
+"""The national release is served as an ICS month is: a snapshot whose star and Power BI model hold every area side by side."""
+
+from pathlib import Path
+
+import duckdb
+import polars as pl
+import pytest
+
+from pipelines import serving
+from pipelines.national.rollup import area_table
+from powerbi_model import model_vs_parquet, parse_every_file, relationships_vs_data
+from test_powerbi_project import catalogue, gaps
+
+AREAS = [("icb", "QT1", "NHS Nottingham and Nottinghamshire ICB"), ("icb", "QOX", "NHS Bath and North East Somerset, Swindon and Wiltshire ICB"),
+         ("region", "Y60", "Midlands"), ("region", "Y58", "South West"), ("england", "ENG", "England")]
+
+
+def national_warehouse(path: Path) -> Path:
+    """A national warehouse as publish_national leaves it: every table carries its area; `areas` says how they nest."""
+    gap = pl.concat([gaps().select(pl.lit(level).alias("geography_level"), pl.lit(code).alias("geography_code"),
+                                   pl.lit(name).alias("geography_name"), pl.all()) for level, code, name in AREAS])
+    with duckdb.connect(str(path)) as con:
+        con.execute('create schema "national"')
+        for name, frame in (("gap_table", gap), ("indicator_catalogue", catalogue()), ("areas", area_table(["QT1", "QOX"]))):
+            con.register("f", frame.to_arrow())
+            con.execute(f'create table "national".{name} as select * from f')
+            con.unregister("f")
+    return path
+
+
+@pytest.fixture
+def snapshot(tmp_path) -> Path:
+    serving.publish_snapshot(national_warehouse(tmp_path / "core20plus5_national.duckdb"), tmp_path / "serving", schema="national")
+    return serving.read_pointer(tmp_path / "serving")
+
+
+def test_every_area_is_a_row_of_dim_geography_with_its_place_in_the_hierarchy(snapshot):
+    with duckdb.connect(str(snapshot / serving.SERVING_DB), read_only=True) as con:
+        rows = con.execute("select geography_key, level, code, icb_code, region_code from star.dim_geography order by 1").fetchall()
+    assert rows == [("england:ENG", "england", "ENG", None, None),
+                    ("icb:QOX", "icb", "QOX", "QOX", "Y58"), ("icb:QT1", "icb", "QT1", "QT1", "Y60"),
+                    ("region:Y58", "region", "Y58", None, "Y58"), ("region:Y60", "region", "Y60", None, "Y60")]
+
+
+def test_each_fact_row_joins_the_area_it_describes(snapshot):
+    with duckdb.connect(str(snapshot / serving.SERVING_DB), read_only=True) as con:
+        keys = con.execute("select geography_level || ':' || geography_code = geography_key, count(*) "
+                           "from star.fact_gap_table group by 1").fetchall()
+        levels = con.execute("select g.level, count(*) from star.fact_gap_table f join star.dim_geography g using (geography_key) "
+                             "group by 1 order by 1").fetchall()
+    assert keys == [(True, 15)]
+    assert levels == [("england", 3), ("icb", 6), ("region", 6)]
+
+
+def test_the_national_power_bi_model_parses_and_matches_its_parquet_files(snapshot):
+    model = parse_every_file(snapshot)
+    assert model_vs_parquet(snapshot, model) == []
+    assert relationships_vs_data(snapshot, model) == []
+    geography = model.columns("fact_gap_table")
+    assert {"geography_level", "geography_code", "geography_name"} <= set(geography)
+    assert "icb, region" in geography["geography_level"].description
+    assert ("fact_gap_table.geography_key", "dim_geography.geography_key") in {
+        (str(r.properties["fromColumn"]), str(r.properties["toColumn"])) for r in model.relationships}
