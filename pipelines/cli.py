@@ -10,7 +10,7 @@
     core20 reference fetch [--source URL] [--reference-dir DIR] [--only ID]
     core20 quality [--warehouse PATH] [--month YYYY-MM]
     core20 quarantine --month YYYY-MM [--export] [--warehouse PATH]      (--export: restricted folder)
-    core20 disclosure-audit [--warehouse PATH] [--serving DIR] [--reports DIR] [--month YYYY-MM]
+    core20 disclosure-audit [--warehouse PATH] [--serving DIR] [--reports DIR] [--month YYYY-MM] [--national ROOT]
     core20 explain --patient ID --month YYYY-MM [--warehouse PATH]      (console only)
     core20 case-finding --month YYYY-MM [--cohort ID]    (restricted folder; off unless core20.toml enables it)
     core20 diff-definitions OLD NEW --month YYYY-MM [--warehouse PATH]
@@ -160,6 +160,9 @@ def build_parser() -> argparse.ArgumentParser:
     disclosure.add_argument("--serving", help="serving folder (default $CORE20_SERVING, else core20.toml, else beside the warehouse: data/serving)")
     disclosure.add_argument("--reports", help="reports folder (default $CORE20_REPORTS, else core20.toml, else beside the warehouse: data/reports)")
     disclosure.add_argument("--month", help="only this month YYYY-MM (default: every published month)")
+    disclosure.add_argument("--national", type=Path, metavar="ROOT",
+                            help="audit the national release of `core20 national --root ROOT` instead: its warehouse "
+                                 "(ROOT/warehouse/core20plus5_national.duckdb) and serving snapshots (ROOT/serving)")
 
     from pipelines import audit_commands, case_finding, quarantine_export
 
@@ -648,14 +651,19 @@ def _disclosure_audit(args: argparse.Namespace) -> int:
     month, failed = _month_option(args, "disclosure-audit")
     if failed is not None:
         return failed
-    warehouse = resolve_warehouse_path(args.warehouse)
+    if args.national is not None:
+        root = args.national.expanduser().resolve()
+        warehouse, serving, reports, schema = root / "warehouse" / "core20plus5_national.duckdb", root / "serving", None, "national"
+    else:
+        warehouse = resolve_warehouse_path(args.warehouse)
+        outputs = ServingOutputs(serving_root=args.serving, reports_dir=args.reports, warehouse=args.warehouse)
+        serving, reports, schema = outputs.serving_path(), outputs.reports_path(), "published"
     if not warehouse.exists():
         print(f"core20 disclosure-audit: no warehouse at {warehouse}", file=sys.stderr)
         return EXIT_ERROR
-    outputs = ServingOutputs(serving_root=args.serving, reports_dir=args.reports, warehouse=args.warehouse)
     started = time.perf_counter()
-    found, read = audit_published(warehouse, outputs.serving_path(), outputs.reports_path(), month)
-    print(f"disclosure audit of {warehouse}, {outputs.serving_path()} and {outputs.reports_path()}: "
+    found, read = audit_published(warehouse, serving, reports, month, schema=schema)
+    print(f"disclosure audit of {warehouse}, {serving}" + (f" and {reports}" if reports else "") + ": "
           f"{read['tables']} published table(s), {read['snapshots']} serving snapshot(s), {read['reports']} report(s), "
           f"{read['texts']} printed text(s) in {time.perf_counter() - started:.1f} s")
     for violation in found:

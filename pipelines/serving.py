@@ -182,7 +182,7 @@ def _new_snapshot_id() -> str:
 
 
 def publish_snapshot(warehouse: Path, root: Path, *, keep: int = 3, powerbi_parquet_folder: str | None = None,
-                     schema: str = "published") -> dict:
+                     schema: str = "published", check=None) -> dict:
     """Build a new snapshot under `root/snapshots/` and point `root/current` at it atomically.
 
     Arguments:
@@ -192,6 +192,9 @@ def publish_snapshot(warehouse: Path, root: Path, *, keep: int = 3, powerbi_parq
         powerbi_parquet_folder: the Parquet folder as Power BI's machines see it (e.g. a share's
             `\\\\server\\core20\\serving\\current\\parquet`); default `root/current/parquet` on this machine.
         schema: the warehouse schema whose tables are served (`build_snapshot`).
+        check: called with the built folder before it can be pointed at; an exception it raises
+            discards the snapshot and leaves `current` where it was (the national release's
+            disclosure audit).
 
     Returns:
         The new snapshot's manifest.
@@ -205,6 +208,8 @@ def publish_snapshot(warehouse: Path, root: Path, *, keep: int = 3, powerbi_parq
     try:
         parquet_folder = powerbi_parquet_folder or str(root.resolve() / CURRENT / PARQUET)
         manifest = build_snapshot(warehouse, building, powerbi_parquet_folder=parquet_folder, schema=schema)
+        if check is not None:
+            check(building)
         final = snapshots / snapshot_id
         building.rename(final)
     except BaseException:

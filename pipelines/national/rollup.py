@@ -238,9 +238,19 @@ def publish_national(store_root: str, month: str, warehouse: str, serving_root: 
     rows side by side in `dim_geography`, Parquet per table and month, the data dictionary
     and the generated Power BI Project, built beside the current one and swapped in with one
     rename, so a reader never sees half a month.
+
+    Both are held to the disclosure audit of an ICS month (`disclosure_audit`, with the
+    partitions' disclosure profile): the tables before the warehouse is written, the snapshot
+    before it can be pointed at.
+
+    Raises:
+        RollupError: a table or the snapshot breaks a disclosure rule (names surface and rule,
+            never a value); the warehouse, or the current snapshot, is then left as it was.
     """
     from pathlib import Path
 
+    from pipelines.disclosure_audit import audit_snapshot, audit_table
+    from pipelines.segmentation.disclosure import get_profile
     from pipelines.serving import publish_snapshot
     from pipelines.warehouse import connect
 
@@ -255,6 +265,15 @@ def publish_national(store_root: str, month: str, warehouse: str, serving_root: 
         "indicator_catalogue": store.read_all(key, "indicator_catalogue", icbs).drop("partition_icb").unique()
         .sort(pl.all()),
     }
+    profile = get_profile(store.manifest(NATIONAL, key)["disclosure_profile"])
+
+    def refuse(found: list, where: str) -> None:
+        if found:
+            raise RollupError(f"the national release of {key[:7]} breaks the disclosure profile {profile.name} in {where}: "
+                              + "; ".join(str(v) for v in found))
+
+    refuse([v for name, frame in tables.items() for v in audit_table(f"national.{name}", frame, profile)],
+           "its tables (nothing was written)")
     Path(warehouse).parent.mkdir(parents=True, exist_ok=True)
     with connect(Path(warehouse)) as con:
         # Fully qualified: a file called national.duckdb is itself a catalog named 'national'.
@@ -276,5 +295,6 @@ def publish_national(store_root: str, month: str, warehouse: str, serving_root: 
                     f"and a.geography_code = i.geography_code)")
         con.unregister("incoming")
         con.execute("commit")
-    manifest = publish_snapshot(Path(warehouse), Path(serving_root), keep=keep, schema="national")
+    manifest = publish_snapshot(Path(warehouse), Path(serving_root), keep=keep, schema="national", check=lambda folder: refuse(
+        audit_snapshot(folder, profile), "its serving snapshot (the warehouse holds the month; the current snapshot is unchanged)"))
     return {name: frame.height for name, frame in tables.items()} | {"snapshot": manifest["snapshot"]}

@@ -138,6 +138,15 @@ def test_published_rollup_passes_the_ics_disclosure_audit(national):
         assert recovered_cells(table, area_truth, fine) == [], code
 
 
+def test_the_ics_disclosure_audit_finds_no_breach_in_the_national_warehouse_or_snapshot(national):
+    from pipelines.disclosure_audit import audit_published
+
+    found, read = audit_published(national["root"] / "core20plus5_national.duckdb", national["root"] / "serving", None,
+                                  schema="national")
+    assert found == []
+    assert read["tables"] == 5 and read["snapshots"] == 1
+
+
 def test_national_warehouse_has_icb_and_national_rows_side_by_side(national):
     month = national["month"]
     with duckdb.connect(str(national["root"] / "core20plus5_national.duckdb"), read_only=True) as con:

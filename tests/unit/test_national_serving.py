@@ -61,3 +61,48 @@ def test_the_national_power_bi_model_parses_and_matches_its_parquet_files(snapsh
     assert "icb, region" in geography["geography_level"].description
     assert ("fact_gap_table.geography_key", "dim_geography.geography_key") in {
         (str(r.properties["fromColumn"]), str(r.properties["toColumn"])) for r in model.relationships}
+
+
+def published_national(root: Path, gap_numerator: int = 40) -> Path:
+    """A national root as `core20 national --root ROOT` leaves it: ROOT/warehouse and ROOT/serving."""
+    (root / "warehouse").mkdir(parents=True)
+    warehouse = national_warehouse(root / "warehouse" / "core20plus5_national.duckdb")
+    with duckdb.connect(str(warehouse)) as con:
+        con.execute('update "national".gap_table set numerator = ? where geography_code = ? and numerator = 40',
+                    [gap_numerator, "Y58"])
+    serving.publish_snapshot(warehouse, root / "serving", schema="national")
+    return root
+
+
+def test_the_disclosure_audit_reads_the_national_release_and_finds_no_breach(tmp_path, capsys):
+    from pipelines.cli import main
+
+    assert main(["disclosure-audit", "--national", str(published_national(tmp_path / "national"))]) == 0
+    out = capsys.readouterr().out
+    assert "3 published table(s), 1 serving snapshot(s)" in out and "no breach" in out
+
+
+def test_the_disclosure_audit_names_a_small_count_in_a_region_row_of_the_national_release(tmp_path, capsys):
+    from pipelines.cli import main
+
+    assert main(["disclosure-audit", "--national", str(published_national(tmp_path / "national", gap_numerator=3))]) == 2
+    out = capsys.readouterr().out
+    breaches = [line for line in out.splitlines() if "BREACH" in line]
+    # The table, the snapshot's Parquet file and both copies in its DuckDB file; each line names
+    # the surface and the rule, never the value.
+    assert len(breaches) == 4 and all("small_count (1 time(s))" in line for line in breaches)
+    assert any("national.gap_table" in line for line in breaches)
+
+
+def test_a_snapshot_that_fails_its_check_is_never_pointed_at(tmp_path):
+    root = published_national(tmp_path / "national")
+    before = serving.read_pointer(root / "serving")
+
+    def refuse(folder: Path) -> None:
+        raise RuntimeError("breach")
+
+    with pytest.raises(RuntimeError, match="breach"):
+        serving.publish_snapshot(root / "warehouse" / "core20plus5_national.duckdb", root / "serving", schema="national",
+                                 check=refuse)
+    assert serving.read_pointer(root / "serving") == before
+    assert not list((root / "serving" / "snapshots").glob(".*.building"))
