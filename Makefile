@@ -72,8 +72,12 @@ redis:
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends redis-server >/dev/null; \
 	else echo "no redis-server and no apt-get: install Redis and put redis-server on PATH" >&2; exit 1; fi
 
+# The suite runs on every core (pytest-xdist), a test file per worker so each file's
+# module fixtures (a published month, the Celery cluster) are built once; TEST_WORKERS=0
+# runs it in this process.
+TEST_WORKERS ?= auto
 test: $(STAMP) chromium redis
-	@DAGSTER_HOME= $(BIN)/python -m pytest -q
+	@DAGSTER_HOME= $(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile
 
 # `dagster dev` prints one notice that `dg dev` (the dagster-dg-cli package) supersedes it.
 # `dagster dev` is still supported in Dagster 1.13 and loads workspace.yaml; dg would add two

@@ -6,12 +6,20 @@ Geopandas reads and reprojects the pinned ONS boundary files (sha256-checked) to
 British National Grid, so the map is drawn in metres with north up; it is written as
 inline SVG paths, so the report needs no tiles, no script and no network.
 
-Geopandas and shapely are imported inside the function (the report module is imported by
-the code location, which must stay light).
+Geopandas and shapely are imported inside the functions (the report module is imported by
+the code location, which must stay light). Reading the national boundary file is most of
+the map's cost (about 1 s to decompress and scan 35,000 LSOAs for one ICB's 700, plus 0.7 s
+to import geopandas): an ICB's prepared boundaries (reprojected, repaired, simplified) are
+kept as WKB in the cache folder (`CORE20_CACHE_DIR`, default data/cache), keyed by the
+boundary file's pinned sha256, the LSOA codes and the simplification, so a later month of
+the same ICB reads about 700 shapes and needs shapely only. Both paths draw from the same
+WKB, so a map is the same to the byte whether its boundaries came from the file or the cache.
 """
 
 from __future__ import annotations
 
+import json
+import os
 from dataclasses import dataclass
 from html import escape
 from pathlib import Path
@@ -92,6 +100,50 @@ def _path(geometry, to_px) -> str:
     return "".join(parts)
 
 
+def _boundary_cache(file_id: str, codes: list[str]) -> Path:
+    """Return the cache file of an area's prepared boundaries (the pinned file's sha256, the codes, the simplification)."""
+    import hashlib
+
+    from pipelines.gates import CACHE_ENV, DEFAULT_CACHE
+    from reference_data.loader import load_manifest
+
+    key = hashlib.sha256(json.dumps({"file": load_manifest().entry(file_id).sha256, "codes": sorted(codes),
+                                     "simplify_m": SIMPLIFY_M, "crs": BNG, "version": 1}).encode()).hexdigest()
+    return Path(os.environ.get(CACHE_ENV) or DEFAULT_CACHE) / "map_boundaries" / f"{file_id}-{key[:24]}.parquet"
+
+
+def prepared_boundaries(reference_dir: Path, file_id: str, code_property: str, codes: list[str]) -> pl.DataFrame:
+    """Return (code, wkb) of the LSOAs among `codes`, in the boundary file's order, reprojected to the
+    British National Grid, repaired (buffer 0) and simplified; from the cache when it holds them."""
+    cache = _boundary_cache(file_id, codes)
+    try:
+        return pl.read_parquet(cache)
+    except Exception:  # noqa: BLE001 - absent or unreadable: read the pinned file again
+        pass
+    import geopandas as gpd
+    import shapely
+
+    from reference_data.loader import verified_path
+
+    listed = ", ".join(f"'{c}'" for c in codes if c and c.isalnum())
+    boundaries = gpd.read_file(f"/vsigzip/{verified_path(file_id, reference_dir)}", engine="pyogrio",
+                               columns=[code_property], where=f"{code_property} IN ({listed})" if listed else "1 = 0")
+    boundaries = boundaries.to_crs(BNG)
+    # Super-generalised boundaries can carry tiny self-intersections; buffer(0) repairs them.
+    geometry = boundaries.geometry.buffer(0).simplify(SIMPLIFY_M, preserve_topology=True)
+    prepared = pl.DataFrame({"code": boundaries[code_property].astype(str).tolist(),
+                             "wkb": shapely.to_wkb(geometry.values, include_srid=False).tolist()},
+                            schema={"code": pl.String, "wkb": pl.Binary})
+    try:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        partial = cache.with_name(f".{cache.name}.{os.getpid()}")
+        prepared.write_parquet(partial)
+        partial.replace(cache)
+    except OSError:
+        pass  # a read-only cache folder costs the next month the read again, nothing else
+    return prepared
+
+
 def ics_map(con: duckdb.DuckDBPyConnection, reference_dir: Path, *, icb_code: str, vintage: str,
             practice_codes: list[str]) -> MapResult:
     """Return the ICS map as inline SVG with counts for its caption.
@@ -103,24 +155,19 @@ def ics_map(con: duckdb.DuckDBPyConnection, reference_dir: Path, *, icb_code: st
         vintage: 'IMD2025' or 'IMD2019': which deciles and which LSOA boundaries.
         practice_codes: the practices to mark (those in the month's extract).
     """
-    import geopandas as gpd
-
-    from reference_data.loader import verified_path
+    import shapely
 
     file_id, code_property = VINTAGES[vintage][0], VINTAGES[vintage][1]
     areas = area_deciles(con, icb_code, vintage)
-    codes = ", ".join(f"'{c}'" for c in areas["code"].to_list() if c and c.isalnum())
-    boundaries = gpd.read_file(f"/vsigzip/{verified_path(file_id, reference_dir)}", engine="pyogrio",
-                               columns=[code_property], where=f"{code_property} IN ({codes})" if codes else "1 = 0")
-    boundaries = boundaries.to_crs(BNG)
-    # Super-generalised boundaries can carry tiny self-intersections; buffer(0) repairs them.
-    boundaries["geometry"] = boundaries.geometry.buffer(0).simplify(SIMPLIFY_M, preserve_topology=True)
-    frame = boundaries.merge(areas.to_pandas(), left_on=code_property, right_on="code", how="inner")
+    prepared = prepared_boundaries(reference_dir, file_id, code_property, areas["code"].to_list())
+    # The boundaries in file order with their area's attributes (an inner join on the code).
+    frame = prepared.with_row_index("_order").join(areas, on="code", how="inner").sort("_order")
+    geometries = shapely.from_wkb(frame["wkb"].to_list())
     points, unplaced = practice_points(con, practice_codes, reference_dir)
-    if frame.empty:
+    if frame.is_empty():
         return MapResult('<p class="note">No LSOA boundaries were found for this ICB.</p>', 0, 0, points.height, unplaced,
                          file_id)
-    minx, miny, maxx, maxy = frame.total_bounds
+    minx, miny, maxx, maxy = shapely.total_bounds(geometries).tolist()
     scale = MAP_WIDTH / (maxx - minx)
     height = (maxy - miny) * scale
 
@@ -129,37 +176,38 @@ def ics_map(con: duckdb.DuckDBPyConnection, reference_dir: Path, *, icb_code: st
 
     legend_h = 110
     parts = [f'<svg class="map" role="img" viewBox="-4 -4 {MAP_WIDTH + 8} {height + legend_h + 8:.0f}" '
-             f'width="{MAP_WIDTH + 8}" height="{height + legend_h + 8:.0f}" data-lsoas="{len(frame)}" '
+             f'width="{MAP_WIDTH + 8}" height="{height + legend_h + 8:.0f}" data-lsoas="{frame.height}" '
              f'data-practices="{points.height}" xmlns="http://www.w3.org/2000/svg">'
              f'<title>LSOAs of {escape(icb_code)} shaded by national {escape(vintage)} decile; Core20 areas outlined; GP practices marked</title>']
-    for row in frame.itertuples():
-        decile = None if row.decile is None or row.decile != row.decile else int(row.decile)
+    rows = frame.select("code", "name", "decile", "sub_icb", "place").rows()
+    for (code, name, decile, _, _), geometry in zip(rows, geometries):
         fill = DECILE_COLOURS[decile - 1] if decile else "#cccccc"
-        label = f"{row.name} ({row.code}): decile {decile if decile else 'unknown'}"
-        parts.append(f'<path class="lsoa" data-decile="{decile or ""}" d="{_path(row.geometry, to_px)}" fill="{fill}" '
+        label = f"{name} ({code}): decile {decile if decile else 'unknown'}"
+        parts.append(f'<path class="lsoa" data-decile="{decile or ""}" d="{_path(geometry, to_px)}" fill="{fill}" '
                      f'stroke="#ffffff" stroke-width="0.3"><title>{escape(label)}</title></path>')
-    core20 = frame[frame["decile"].fillna(99) <= 2]
-    if not core20.empty:
-        outline = core20.geometry.union_all()
+    core20 = [g for (_, _, decile, _, _), g in zip(rows, geometries) if decile is not None and decile <= 2]
+    if core20:
+        outline = shapely.union_all(core20)
         parts.append(f'<path class="core20" d="{_path(outline, to_px)}" fill="none" stroke="{CORE20_STROKE}" '
                      f'stroke-width="1.6" fill-rule="evenodd"><title>Core20: national IMD deciles 1-2</title></path>')
     # Sub-ICB locations and local authorities: no boundary file of their own is pinned, so their
     # outlines are the union of their LSOAs (the ONS LSOA21 -> Sub-ICB / LAD 2024 lookups);
     # each local authority is named at a point inside it.
     outlines = []
-    for column, css, stroke, width, dash in (("place", "lad", "#3a3a3a", 0.9, ' stroke-dasharray="4 3"'),
-                                             ("sub_icb", "subicb", "#000000", 2.4, "")):
-        known = frame[frame[column].notna()]
-        if known.empty:
-            continue
-        for key, part in known.groupby(column):
+    for position, css, stroke, width, dash in ((4, "lad", "#3a3a3a", 0.9, ' stroke-dasharray="4 3"'),
+                                               (3, "subicb", "#000000", 2.4, "")):
+        groups: dict[str, list] = {}
+        for row, geometry in zip(rows, geometries):
+            if row[position] is not None:
+                groups.setdefault(row[position], []).append(geometry)
+        for key in sorted(groups):
             # Simplified neighbours leave hairline gaps; closing by 25 m before the union keeps
             # them from drawing as stray lines inside the outline.
-            shape = part.geometry.buffer(25).union_all().buffer(-25)
-            attribute = f' data-subicb="{escape(str(key))}"' if column == "sub_icb" else ""
+            shape = shapely.union_all(shapely.buffer(groups[key], 25, quad_segs=16)).buffer(-25, quad_segs=16)
+            attribute = f' data-subicb="{escape(str(key))}"' if css == "subicb" else ""
             parts.append(f'<path class="{css}"{attribute} d="{_path(shape, to_px)}" fill="none" stroke="{stroke}" '
                          f'stroke-width="{width}"{dash}><title>{escape(str(key))}</title></path>')
-            outlines.append((column, str(key), shape))
+            outlines.append(("place" if css == "lad" else "sub_icb", str(key), shape))
     for column, key, shape in outlines:
         if column != "place":
             continue
@@ -189,4 +237,4 @@ def ics_map(con: duckdb.DuckDBPyConnection, reference_dir: Path, *, icb_code: st
     parts.append("</svg>")
     n_sub_icbs = sum(1 for column, _, _ in outlines if column == "sub_icb")
     n_places = sum(1 for column, _, _ in outlines if column == "place")
-    return MapResult("".join(parts), len(frame), len(core20), points.height, unplaced, file_id, n_sub_icbs, n_places)
+    return MapResult("".join(parts), frame.height, len(core20), points.height, unplaced, file_id, n_sub_icbs, n_places)

@@ -696,6 +696,8 @@ def suppress(problem: CountProblem, profile: DisclosureProfile, primary_units: s
         primary_units = {u for u, members in enumerate(problem.units) if any(is_small[m] for m in members)}
 
     hidden_units: set[int] = set()
+    # Units hidden since the current part last looked: only their counts can have become hidden.
+    recent_units: list[int] = []
 
     def hide_unit(u: int) -> None:
         stack = [u]
@@ -704,6 +706,7 @@ def suppress(problem: CountProblem, profile: DisclosureProfile, primary_units: s
             if x in hidden_units:
                 continue
             hidden_units.add(x)
+            recent_units.append(x)
             stack.extend(problem.implies.get(x, ()))
 
     fixed_units = {u for v in problem.fixed_hidden for u in units_of.get(v, ())}
@@ -794,6 +797,7 @@ def suppress(problem: CountProblem, profile: DisclosureProfile, primary_units: s
                                {v: b[1] for v, b in bounds.items()},
                                {v: (fixed_lower[v], fixed_upper[v]) for v in variables}, relations, at_most)
         seen_hidden = {v for v in variables if is_hidden(v)}
+        recent_units.clear()
         # With earlier releases: what they and the structure alone allow of a count (`_within_prior`),
         # from a model of the part with every count hidden, built when a target first falls short.
         prior: dict[int, tuple[float, float]] = {}
@@ -871,7 +875,11 @@ def suppress(problem: CountProblem, profile: DisclosureProfile, primary_units: s
             return (bool(is_small[v]) and v not in known_before) or v in problem.earlier_small
 
         def refresh() -> list[int]:
-            newly = [v for v in variables if v not in seen_hidden and is_hidden(v)]
+            # A count becomes hidden when its last unit does, so only the counts of the units
+            # hidden since the last look can be new (in the part's order, as a scan of it gave).
+            touched = {m for u in recent_units for m in problem.units[u] if m in component.local}
+            recent_units.clear()
+            newly = sorted(v for v in touched if v not in seen_hidden and is_hidden(v))
             for v in newly:
                 seen_hidden.add(v)
                 component.set_hidden(v)

@@ -871,7 +871,7 @@ def stage_events(
             raise ValueError(f"event rule(s) {missing_sql} have no SQL form; the staged events are checked in DuckDB")
         con.register("_population", population.select("patient_id", "patient_key").to_arrow())
         reference_date = month_end(reporting_month)
-        any_rule = " OR ".join(f"({r.sql})" for r in all_rules) or "false"
+        any_rule = " OR ".join(f"({sql})" for sql in _per_code_rules(con, relation, all_rules)) or "false"
         if as_at:
             any_rule = f"({any_rule}) AND NOT coalesce(event_date > {literal(reference_date)}, false)"
         restored = ", ".join(f"{quote(prefix + c)} AS {quote(c)}" for c in raw_floats)
@@ -881,7 +881,7 @@ def stage_events(
             f"SELECT * FROM (SELECT *{restore}, ({any_rule}) AS _caught FROM {seen}) "
             f"WHERE _caught OR event_date > {literal(reference_date)} ORDER BY {ROW}"
         ).to_arrow_table())
-        con.register("_set_aside", subset.select(ROW).to_arrow())
+        con.register("_set_aside", subset.select(ROW, "code").to_arrow())
         distinct, n_subset_repeats = quarantine.drop_exact_duplicates(subset, names)
         caught = distinct.filter("_caught").drop("_caught")
         records = caught.select(ROW, *names) if source is None else source.filter(pl.col(ROW).is_in(caught[ROW].implode()))
@@ -899,13 +899,24 @@ def stage_events(
         # table by one anti-join, and counted there with and without exact repeats (a repeat
         # has the same code, so distinct rows per code add up to the distinct rows); the
         # month's code dictionary reads the code column alone. Neither aggregates the month.
+        # (The population's anti-join first, then the set-aside rows' on the few rows left:
+        # about 20% less CPU than the other way round, same rows.)
         con.execute(
-            f"CREATE OR REPLACE TEMP TABLE _outside AS SELECT {', '.join(quote(n) for n in names)} FROM {rest} "
-            "WHERE patient_id NOT IN (SELECT patient_id FROM _population)").fetchall()
+            f"CREATE OR REPLACE TEMP TABLE _outside AS SELECT {', '.join(quote(n) for n in names)} FROM "
+            f"(SELECT * FROM {relation} WHERE patient_id NOT IN (SELECT patient_id FROM _population)) "
+            f"WHERE {ROW} NOT IN (SELECT {ROW} FROM _set_aside)").fetchall()
         n_outside, n_outside_distinct = con.execute(
             f"SELECT coalesce(sum(n), 0), coalesce(sum(n_distinct), 0) FROM (SELECT count(*) AS n, "
             f"count(DISTINCT ({others})) AS n_distinct FROM _outside GROUP BY code)").fetchall()[0]
-        con.execute(f"CREATE OR REPLACE TEMP TABLE _event_code_counts AS SELECT DISTINCT code FROM {rest}").fetchall()
+        # The code dictionary is the codes of every row not set aside: the month's distinct
+        # codes (`_month_codes`, from the file's dictionary), less those of set-aside rows
+        # unless another row still has them - which reads only the rows of those few codes,
+        # not the month (a null code is always set aside: the contract's code_missing rule).
+        con.execute(
+            "CREATE OR REPLACE TEMP TABLE _event_code_counts AS SELECT code FROM _month_codes WHERE code IS NOT NULL "
+            "AND code NOT IN (SELECT code FROM _set_aside WHERE code IS NOT NULL) UNION "
+            f"SELECT DISTINCT code FROM {relation} WHERE code IN (SELECT code FROM _set_aside WHERE code IS NOT NULL) "
+            f"AND {ROW} NOT IN (SELECT {ROW} FROM _set_aside)").fetchall()
         # Pass 3. Everything else is the month's staged events, exact repeats dropped by GROUP BY.
         n_rows = con.execute(f"SELECT count(*) FROM {relation}").fetchall()[0][0]
         month = literal(reporting_month)
@@ -958,9 +969,47 @@ def stage_events(
             except Exception:  # noqa: BLE001 - not registered for this source
                 pass
         con.execute("DROP TABLE IF EXISTS _event_code_counts").fetchall()
+        con.execute("DROP TABLE IF EXISTS _month_codes").fetchall()
+        for (table,) in con.execute("SELECT table_name FROM duckdb_tables() WHERE temporary AND "
+                                    "starts_with(table_name, '_code_rule_')").fetchall():
+            con.execute(f"DROP TABLE IF EXISTS {table}").fetchall()
         con.execute("DROP TABLE IF EXISTS _outside").fetchall()
         if own:
             con.close()
+
+
+CODE_RULE_TABLE = "_code_rule_{}"
+
+
+def _per_code_rules(con, relation: str, rules: Sequence[quarantine.RowRule]) -> list[str]:
+    """Return each rule's SQL test for pass 1, a rule that reads the code alone evaluated once per distinct code.
+
+    A rule such as the SNOMED pattern (a regular expression) costs seconds over 25M rows but
+    milliseconds over the month's few thousand distinct codes, which a Parquet file's
+    dictionary yields almost for free. Whether a rule reads the code alone is asked of
+    DuckDB itself: its SQL is bound against a relation holding only `code`, and a rule that
+    names any other column fails to bind and stays a row test. The month's distinct codes are
+    left in `_month_codes` (the code dictionary is made from them). The codes a rule catches stay
+    in a temporary table (`_code_rule_<n>`, dropped by `stage_events`); its test becomes
+    membership in that table (`false` when it holds none, as in a clean month), and the
+    polars form of every rule still judges the rows caught.
+    """
+    import duckdb
+
+    tests = []
+    con.execute(f"CREATE OR REPLACE TEMP TABLE _month_codes AS SELECT DISTINCT code FROM {relation}").fetchall()
+    for index, rule in enumerate(rules):
+        table = CODE_RULE_TABLE.format(index)
+        try:
+            con.execute(f"CREATE OR REPLACE TEMP TABLE {table} AS SELECT code FROM _month_codes WHERE {rule.sql}").fetchall()
+        except duckdb.BinderException:  # the rule reads another column: judged row by row
+            tests.append(rule.sql)
+            continue
+        n_codes, n_null = con.execute(f"SELECT count(code), count(*) - count(code) FROM {table}").fetchall()[0]
+        parts = ([f"coalesce(code IN (SELECT code FROM {table} WHERE code IS NOT NULL), false)"] if n_codes else []) + (
+            ["code IS NULL"] if n_null else [])
+        tests.append(" OR ".join(parts) or "false")
+    return tests
 
 
 def _columns(con, relation: str) -> list[str]:

@@ -218,8 +218,11 @@ def attrition_query(builder: ModelBuilder, model: str) -> tuple[str, list[tuple]
             kept: list[str] = []
             for step, (stage, path, rule, sql) in enumerate(definition_steps(builder, kind, definition_id), start=1):
                 kept.append(sql)
-                # Kept by this rule = every rule of the definition up to here holds.
-                sums.append(f"count(*) filter (where {' and '.join(kept)}) as _s{len(specs)}")
+                # Kept by this rule = every rule of the definition up to here holds. A count of a
+                # CASE, not a FILTER clause: DuckDB runs each of the hundred-odd FILTER clauses as
+                # its own selective pass over the chunk, and this form took half the time on a
+                # 1,000,000-patient model (0.77 s against 1.5 s of CPU, same counts).
+                sums.append(f"count(case when {' and '.join(kept)} then 1 end) as _s{len(specs)}")
                 specs.append((kind, definition_id, version, stage, step, path, rule))
     return f"select count(*) as _population{''.join(', ' + s for s in sums)} from {model}", specs
 

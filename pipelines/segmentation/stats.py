@@ -8,8 +8,9 @@ same numbers as the scalar functions, not merely close ones (a property test che
 z is the exact normal quantile from `statistics.NormalDist().inv_cdf` (1.959964 at 95%,
 3.090232 at 99.8%), as the Fingertips technical guidance requires, never 1.96.
 
-Only the standard library and polars are imported here; scipy, which the exact Poisson
-limits need, is imported inside `byar_interval` so importing the package stays light.
+Only the standard library and polars are imported here; scipy's special functions, which
+the exact Poisson limits need, are imported inside `exact_poisson_limits` so importing the
+package stays light.
 """
 
 from __future__ import annotations
@@ -329,12 +330,17 @@ def exact_poisson_limits(count: float, confidence: float = 0.95) -> tuple[float,
     """
     _check_count("count", count)
     _z(confidence)
-    from scipy.stats import chi2  # lazy: scipy is heavy and only needed here
+    # The chi-squared quantile with 2o degrees of freedom, halved, is the gamma quantile of
+    # shape o: chi2.ppf(p, 2o) / 2 = gammaincinv(o, p), which is how scipy.stats computes it
+    # (chi2._ppf is 2 * gammaincinv(df / 2, p)), so the limits are the same numbers to the
+    # last bit. Lazy, and scipy.special rather than scipy.stats: importing scipy.stats cost a
+    # monthly run 1-2.5 s, scipy.special a third of that.
+    from scipy.special import gammaincinv
 
     alpha = 1.0 - confidence
     o = float(count)
-    lower = 0.0 if o == 0 else float(chi2.ppf(alpha / 2.0, 2.0 * o)) / 2.0
-    upper = float(chi2.ppf(1.0 - alpha / 2.0, 2.0 * o + 2.0)) / 2.0
+    lower = 0.0 if o == 0 else float(gammaincinv(o, alpha / 2.0))
+    upper = float(gammaincinv(o + 1.0, 1.0 - alpha / 2.0))
     return lower, upper
 
 
