@@ -289,7 +289,8 @@ def publish_national(store_root: str, month: str, warehouse: str, serving_root: 
 
     store = PartitionStore(store_root)
     key = f"{month[:7]}-01"
-    icbs = store.manifest(NATIONAL, key)["icbs"]
+    committed = store.manifest(NATIONAL, key)
+    icbs = committed["icbs"]
     tables = {
         "gap_table": side_by_side(store_root, key),
         "inequality_table": store.read(NATIONAL, key, "inequality_table"),
@@ -298,7 +299,7 @@ def publish_national(store_root: str, month: str, warehouse: str, serving_root: 
         "indicator_catalogue": store.read_all(key, "indicator_catalogue", icbs).drop("partition_icb").unique()
         .sort(pl.all()),
     }
-    profile = get_profile(store.manifest(NATIONAL, key)["disclosure_profile"])
+    profile = get_profile(committed["disclosure_profile"])
 
     def refuse(found: list, where: str) -> None:
         if found:

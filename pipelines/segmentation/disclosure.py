@@ -344,7 +344,7 @@ class CountProblem:
             change). Today's count alone is held to 1..threshold by a separate pass without
             the earlier releases (month_disclosure.protect_month).
         kept_shown: units an enclosing problem already decided to show (a region's shown cells
-            when its ICBs are protected under it, `pipelines.national.hierarchy`): never hidden
+            when its ICBs are protected under it, `pipelines.national.protection`): never hidden
             here, so never a complement; the reader's knowledge of them is their published range.
         context: variables that are what a reader knows, not what this problem protects (the
             counts of areas an enclosing problem protected, audited again elsewhere): never a

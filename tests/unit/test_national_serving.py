@@ -9,7 +9,7 @@ import pytest
 from pipelines import serving
 from pipelines.national.rollup import area_table
 from powerbi_model import model_vs_parquet, parse_every_file, relationships_vs_data
-from test_powerbi_project import catalogue, gaps
+from test_powerbi_project import catalogue, gaps, make_warehouse
 
 AREAS = [("icb", "QT1", "NHS Nottingham and Nottinghamshire ICB"), ("icb", "QOX", "NHS Bath and North East Somerset, Swindon and Wiltshire ICB"),
          ("region", "Y60", "Midlands"), ("region", "Y58", "South West"), ("england", "ENG", "England")]
@@ -19,13 +19,7 @@ def national_warehouse(path: Path) -> Path:
     """A national warehouse as publish_national leaves it: every table carries its area; `areas` says how they nest."""
     gap = pl.concat([gaps().select(pl.lit(level).alias("geography_level"), pl.lit(code).alias("geography_code"),
                                    pl.lit(name).alias("geography_name"), pl.all()) for level, code, name in AREAS])
-    with duckdb.connect(str(path)) as con:
-        con.execute('create schema "national"')
-        for name, frame in (("gap_table", gap), ("indicator_catalogue", catalogue()), ("areas", area_table(["QT1", "QOX"]))):
-            con.register("f", frame.to_arrow())
-            con.execute(f'create table "national".{name} as select * from f')
-            con.unregister("f")
-    return path
+    return make_warehouse(path, gap, catalogue(), schema="national", others={"areas": area_table(["QT1", "QOX"])})
 
 
 @pytest.fixture

@@ -44,12 +44,13 @@ def gaps(teeth_rate_scale: float = 1.0) -> pl.DataFrame:
     return pl.DataFrame(rows, schema=GAP_TABLE.schema)
 
 
-def make_warehouse(path: Path, gap_table: pl.DataFrame, catalogue_table: pl.DataFrame) -> Path:
+def make_warehouse(path: Path, gap_table: pl.DataFrame, catalogue_table: pl.DataFrame, *, schema: str = "published",
+                   others: dict[str, pl.DataFrame] | None = None) -> Path:
     with duckdb.connect(str(path)) as con:
-        con.execute("create schema published")
-        for name, frame in (("gap_table", gap_table), ("indicator_catalogue", catalogue_table)):
+        con.execute(f'create schema "{schema}"')
+        for name, frame in {"gap_table": gap_table, "indicator_catalogue": catalogue_table, **(others or {})}.items():
             con.register("f", frame.to_arrow())
-            con.execute(f"create table published.{name} as select * from f")
+            con.execute(f'create table "{schema}".{name} as select * from f')
             con.unregister("f")
     return path
 
