@@ -755,18 +755,19 @@ def suppress(problem: CountProblem, profile: DisclosureProfile, primary_units: s
         return worst, smallest == 0, smallest, problem.unit_keys[u]
 
     # Units that cannot be hidden: kept shown, or hiding them hides a unit kept shown.
+    # One walk back along `implies` from the kept units, not a walk forward from every unit.
     blocked = set(problem.kept_shown)
     if blocked:
-        for u in range(len(problem.units)):
-            stack, seen = [u], set()
-            while stack:
-                x = stack.pop()
-                if x in blocked:
-                    blocked.add(u)
-                    break
-                if x not in seen:
-                    seen.add(x)
-                    stack.extend(problem.implies.get(x, ()))
+        implied_by: dict[int, list[int]] = {}
+        for x, implied in problem.implies.items():
+            for y in implied:
+                implied_by.setdefault(y, []).append(x)
+        stack = list(blocked)
+        while stack:
+            for x in implied_by.get(stack.pop(), ()):
+                if x not in blocked:
+                    blocked.add(x)
+                    stack.append(x)
 
     def cost_of_hiding(v: int):
         # Hiding a variable means hiding every unit that shows it.
