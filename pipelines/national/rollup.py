@@ -186,7 +186,7 @@ def rollup_month(store_root: str, month: str, *, reference_dir: str | None = Non
     if suppression == "joint":
         controlled, quality_controlled, stats = protect_month(
             combined, relations, profile, primary_vintage=vintage, memberships=memberships,
-            quality=exact_quality, sums=sums)
+            quality=exact_quality, sums=sums, progress=progress)
         stats = {"method": "joint", **{k: v for k, v in stats.items() if k not in ("hidden", "shown", "release")}}
     else:
         england = labels[ENGLAND[1]]

@@ -58,6 +58,7 @@ are the small ones would tell them those cells are 1-7.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from typing import Literal, Sequence, TypeVar
 
@@ -349,6 +350,16 @@ class CountProblem:
         context: variables that are what a reader knows, not what this problem protects (the
             counts of areas an enclosing problem protected, audited again elsewhere): never a
             target here, hidden or not.
+        scope_sets: scope name -> the variables of a smaller model of the problem (an area and
+            the areas under it, when several are protected together: `month_disclosure.protect_month`).
+        scope_chain: variable -> the scopes it is audited in, smallest first; the whole connected
+            part always comes last. In a scope's model every count outside it is held at its
+            true value, so a point of that model is a point of the whole problem with the rest
+            at the truth: what it shows a reader cannot rule out (the guarantee is the same),
+            and each LP is the size of the scope, not of every area at once. A count short of
+            its need is completed with complements from its smallest scope, and moves to the
+            next scope only when that scope has no visible count left to hide (the rest of the
+            part holds it there). Without scopes every count is audited in its whole part.
     """
 
     keys: list
@@ -367,9 +378,13 @@ class CountProblem:
     known_zero: set = field(default_factory=set)
     kept_shown: set = field(default_factory=set)
     context: set = field(default_factory=set)
+    scope_sets: dict = field(default_factory=dict)
+    scope_chain: dict = field(default_factory=dict)
 
 
 _HIGHS_STARTED = False
+# Parts of at least this many counts report their progress (a national roll-up's take minutes).
+PROGRESS_PART_SIZE = 5000
 # After this many new complements the remaining targets are re-checked with the two joint LPs
 # (each such check costs two solves of the whole part; the witness points stay free).
 RECHECK_EVERY = 10
@@ -420,13 +435,17 @@ class _Component:
     one cell costs a fraction of a fresh solve (measured: see the README's suppression figures).
     """
 
-    def __init__(self, variables, problem: CountProblem, lower, upper, hidden_bounds, relations=None, at_most=None):
+    def __init__(self, variables, problem: CountProblem, lower, upper, hidden_bounds, relations=None, at_most=None,
+                 seen=None):
         import highspy
         import numpy as np
 
         self.highspy = highspy
         self.variables = list(variables)
+        self.index = np.array(self.variables, dtype=np.int64)
         self.local = {v: i for i, v in enumerate(self.variables)}
+        self.relations = problem.relations if relations is None else relations
+        self.at_most = problem.at_most if at_most is None else at_most
         self.lower, self.upper = lower, upper
         h = _new_highs()
         # Presolve rebuilds the model each time; these LPs are re-solved many times from a
@@ -444,8 +463,16 @@ class _Component:
         lp.col_lower_ = np.array([lower[v] for v in self.variables], dtype=float)
         lp.col_upper_ = np.array([upper[v] if np.isfinite(upper[v]) else inf for v in self.variables], dtype=float)
         rows_lower, rows_upper, starts, index, value = [], [], [0], [], []
-        for members, coefficients in (problem.relations if relations is None else relations):
-            local = [(self.local[m], c) for m, c in zip(members, coefficients) if m in self.local]
+        # A count outside the model (a scope of a larger part: `CountProblem.scope_sets`) is held at
+        # its true value: its terms move to the right-hand side, so every point of the model is a
+        # point of the whole problem (the rest at the truth) and certifies what it shows.
+        for members, coefficients in self.relations:
+            local, constant = [], 0.0
+            for m, c in zip(members, coefficients):
+                if m in self.local:
+                    local.append((self.local[m], c))
+                else:
+                    constant -= float(c) * problem.values[m]
             if not local:
                 continue
             merged: dict[int, float] = {}
@@ -460,16 +487,26 @@ class _Component:
                 index.append(i)
                 value.append(c)
             starts.append(len(index))
-            rows_lower.append(0.0)
-            rows_upper.append(0.0)
-        for a, b in (problem.at_most if at_most is None else at_most):
+            rows_lower.append(constant)
+            rows_upper.append(constant)
+        for a, b in self.at_most:
             # a == b when the numerator is the whole denominator (the same population): nothing to add.
-            if a in self.local and b in self.local and a != b:
+            if a == b or (a not in self.local and b not in self.local):
+                continue
+            if a in self.local and b in self.local:
                 index += [self.local[a], self.local[b]]
                 value += [1.0, -1.0]
-                starts.append(len(index))
-                rows_lower.append(-inf)
                 rows_upper.append(0.0)
+            elif a in self.local:
+                index.append(self.local[a])  # x_a <= the true x_b
+                value.append(1.0)
+                rows_upper.append(float(problem.values[b]))
+            else:
+                index.append(self.local[b])  # the true x_a <= x_b
+                value.append(-1.0)
+                rows_upper.append(-float(problem.values[a]))
+            starts.append(len(index))
+            rows_lower.append(-inf)
         if not rows_lower:
             # A part with no relation at all (one count alone): HiGHS calls a row-less model
             # 'empty' rather than solving it, so it gets the trivial row x >= 0.
@@ -491,6 +528,9 @@ class _Component:
         if status != highspy.HighsStatus.kOk:
             raise RuntimeError(f"secondary suppression audit: HiGHS refused the model ({status}); "
                                f"{n} counts, {len(rows_lower)} rows")
+        self.rows = (np.array(starts, dtype=np.int64), np.array(index, dtype=np.int64), np.array(value, dtype=float),
+                     np.array(rows_lower, dtype=float), np.array(rows_upper, dtype=float))
+        self.truth = np.array([problem.values[v] for v in self.variables], dtype=float)
         self.col_lower = np.array(lp.col_lower_, dtype=float)
         self.col_upper = np.array(lp.col_upper_, dtype=float)
         self.hidden_lower = np.array([hidden_bounds[v][0] for v in self.variables], dtype=float)
@@ -502,15 +542,50 @@ class _Component:
         # Every solution is a point a reader cannot rule out, so the lowest and highest value
         # each count took in any solution so far are within its interval: a target they
         # already cover needs no LP of its own. (Hiding only adds points; they stay valid.)
-        truth = np.array([problem.values[v] for v in self.variables], dtype=float)
-        self.seen_low, self.seen_high = truth.copy(), truth.copy()
+        # `seen`: (low, high) arrays over every variable of the problem, shared by the models of
+        # one part's scopes (a point of one is a point of the whole problem).
+        if seen is None:
+            truth = np.array([problem.values[v] for v in self.variables], dtype=float)
+            self.seen_low, self.seen_high, self.shared = truth.copy(), truth.copy(), False
+        else:
+            self.seen_low, self.seen_high, self.shared = seen[0], seen[1], True
+
+    def _truth_violation(self) -> str:
+        """Describe how far the true counts are from the model's rows and bounds (for an error; no values)."""
+        import numpy as np
+
+        starts, index, value, lower, upper = self.rows
+        activity = np.add.reduceat(value * self.truth[index], starts[:-1]) if len(index) else np.zeros(0)
+        activity[np.diff(starts) == 0] = 0.0
+        rows = float(np.max(np.maximum(lower - activity, activity - upper), initial=0.0))
+        columns = float(np.max(np.maximum(self.col_lower - self.truth, self.truth - self.col_upper), initial=0.0))
+        return f"the true counts break a row by {rows:g} and a bound by {columns:g}"
+
+    def free_anywhere(self, variable) -> bool:
+        """Whether the count could move at all were every count of this model hidden.
+
+        A count held by what lies outside the model (the rest of the part, at the truth) is not;
+        no complement from this model can protect it. The model's bounds are put back after.
+        """
+        import numpy as np
+
+        inf = self.highspy.kHighsInf
+        everything = np.arange(self.n, dtype=np.int32)
+        self.h.changeColsBounds(self.n, everything, self.hidden_lower, self.hidden_upper)
+        try:
+            top = self.extreme(variable, -1.0, witness=False)[0]
+            bottom = self.extreme(variable, 1.0, witness=False)[0]
+        finally:
+            self.h.changeColsBounds(self.n, everything, self.col_lower,
+                                    np.where(np.isfinite(self.col_upper), self.col_upper, inf))
+        return top - bottom > 0.5
 
     def set_hidden(self, variable) -> None:
         i = self.local[variable]
         self.col_lower[i], self.col_upper[i] = self.hidden_lower[i], self.hidden_upper[i]
         self.h.changeColBounds(i, self.col_lower[i], self.col_upper[i])
 
-    def _run(self, costs: dict[int, float]):
+    def _run(self, costs: dict[int, float], witness: bool = True):
         import numpy as np
 
         columns = np.array(sorted(costs), dtype=np.int32)
@@ -518,27 +593,49 @@ class _Component:
         self.h.run()
         self.solves += 1
         status = self.h.getModelStatus()
+        if status not in (self.highspy.HighsModelStatus.kOptimal, self.highspy.HighsModelStatus.kUnbounded):
+            # The true counts satisfy every row, so a model that is not optimal is the solver's
+            # numerical trouble or a bug: solved again from no basis with the dual simplex, and if
+            # that fails too, the truth is checked against the rows.
+            # (Measured: HiGHS's primal simplex without presolve called a model of 18,248 counts
+            # infeasible that its dual simplex, and the truth, show is not.)
+            self.h.clearSolver()
+            self.h.setOptionValue("simplex_strategy", 1)
+            self.h.run()
+            self.h.setOptionValue("simplex_strategy", 4)
+            self.solves += 1
+            status = self.h.getModelStatus()
         self.h.changeColsCost(len(columns), columns, np.zeros(len(columns)))
         if status == self.highspy.HighsModelStatus.kUnbounded:
             return None
         if status != self.highspy.HighsModelStatus.kOptimal:
             # The true counts always satisfy every relation, so this is a bug in the caller's
             # relations or counts, never something to publish through.
-            raise RuntimeError(f"secondary suppression audit: the counts do not fit the relations ({self.h.modelStatusToString(status)})")
+            raise RuntimeError(f"secondary suppression audit: the counts do not fit the relations "
+                               f"({self.h.modelStatusToString(status)}; {self._truth_violation()})")
         solution = self.h.getSolution()
+        if not witness:
+            return solution
         x = np.asarray(solution.col_value[: self.n])
-        np.minimum(self.seen_low, x, out=self.seen_low)
-        np.maximum(self.seen_high, x, out=self.seen_high)
+        if self.shared:
+            self.seen_low[self.index] = np.minimum(self.seen_low[self.index], x)
+            self.seen_high[self.index] = np.maximum(self.seen_high[self.index], x)
+        else:
+            np.minimum(self.seen_low, x, out=self.seen_low)
+            np.maximum(self.seen_high, x, out=self.seen_high)
         return solution
 
     def seen(self, variable) -> tuple[float, float]:
         """Return the lowest and highest value the count took in any solution so far."""
-        i = self.local[variable]
+        i = variable if self.shared else self.local[variable]
         return self.seen_low[i], self.seen_high[i]
 
-    def extreme(self, variable, sign: float):
-        """Return (value, binding visible variables) of min (sign +1) or max (sign -1) of a count."""
-        solution = self._run({self.local[variable]: sign})
+    def extreme(self, variable, sign: float, witness: bool = True):
+        """Return (value, binding visible variables) of min (sign +1) or max (sign -1) of a count.
+
+        `witness`: the solution is a point a reader cannot rule out (False: the model's bounds
+        were changed for a question of its own, `free_anywhere`)."""
+        solution = self._run({self.local[variable]: sign}, witness)
         if solution is None:
             return float("inf"), []
         import numpy as np
@@ -654,9 +751,13 @@ class SuppressionResult:
     n_components: int = 0
     n_complements: int = 0
     n_prior_cut: int = 0
+    largest_model: int = 0
+    n_models: int = 0
+    smallest_model: int = 0
 
 
-def suppress(problem: CountProblem, profile: DisclosureProfile, primary_units: set | None = None) -> SuppressionResult:
+def suppress(problem: CountProblem, profile: DisclosureProfile, primary_units: set | None = None,
+             progress=None) -> SuppressionResult:
     """Return the units to hide so that no hidden count can be narrowed down from everything published.
 
     Arguments:
@@ -664,6 +765,7 @@ def suppress(problem: CountProblem, profile: DisclosureProfile, primary_units: s
         profile: the disclosure profile; its rounding is what a reader knows of each visible count.
         primary_units: units hidden by the small-count rule; default: every unit showing a
             count of 1 to the profile's threshold.
+        progress: called with a line of text (no count's value) as each large part starts and ends.
 
     The rule (DOMAIN.md section 6; the audit of cell suppression in Hundepool et al.,
     *Handbook on Statistical Disclosure Control*, ch. 4): for every hidden count, the values
@@ -789,14 +891,55 @@ def suppress(problem: CountProblem, profile: DisclosureProfile, primary_units: s
     for pair in problem.at_most:
         part_at_most[part_of[pair[0]]].append(pair)
 
+    # Scopes (`CountProblem.scope_sets`): each target is audited first in the smallest model that
+    # can certify it, the rest of its part held at the truth; the whole part is the last scope.
+    scoped = bool(problem.scope_chain)
+    seen_all = (np.asarray(values, dtype=float).copy(), np.asarray(values, dtype=float).copy()) if scoped else None
+
     for k, variables in enumerate(components):
         if not any(is_hidden(v) for v in variables):
             continue
         relations, at_most = part_relations[k], part_at_most[k]
-        bounds = {v: bounds_for(v) for v in variables}
-        component = _Component(variables, problem, {v: b[0] for v, b in bounds.items()},
-                               {v: b[1] for v, b in bounds.items()},
-                               {v: (fixed_lower[v], fixed_upper[v]) for v in variables}, relations, at_most)
+        in_part = set(variables)
+        models: dict = {}
+        level: dict[int, int] = {}
+        relations_of: dict[int, list[int]] = {}
+        pairs_of: dict[int, list[int]] = {}
+
+        def chain(v: int) -> tuple:
+            return (*problem.scope_chain.get(v, ()), None)
+
+        def scope_of(v: int):
+            return chain(v)[level.get(v, 0)]
+
+        def model(scope) -> _Component:
+            """The part's model of one scope (None: the whole part), built on first use."""
+            found = models.get(scope)
+            if found is not None:
+                return found
+            if scope is None:
+                members, scope_relations, scope_pairs = variables, relations, at_most
+            else:
+                if not relations_of:
+                    for r, (rel_members, _) in enumerate(relations):
+                        for m in rel_members:
+                            relations_of.setdefault(m, []).append(r)
+                    for r, (a, b) in enumerate(at_most):
+                        pairs_of.setdefault(a, []).append(r)
+                        pairs_of.setdefault(b, []).append(r)
+                inside = problem.scope_sets[scope]
+                members = [v for v in variables if v in inside]
+                scope_relations = [relations[r] for r in sorted({r for v in members for r in relations_of.get(v, ())})]
+                scope_pairs = [at_most[r] for r in sorted({r for v in members for r in pairs_of.get(v, ())})]
+            bounds = {v: bounds_for(v) for v in members}
+            built = models[scope] = _Component(members, problem, {v: b[0] for v, b in bounds.items()},
+                                               {v: b[1] for v, b in bounds.items()},
+                                               {v: (fixed_lower[v], fixed_upper[v]) for v in members},
+                                               scope_relations, scope_pairs, seen=seen_all)
+            return built
+
+        if not scoped:
+            component = model(None)
         seen_hidden = {v for v in variables if is_hidden(v)}
         recent_units.clear()
         # With earlier releases: what they and the structure alone allow of a count (`_within_prior`),
@@ -878,12 +1021,14 @@ def suppress(problem: CountProblem, profile: DisclosureProfile, primary_units: s
         def refresh() -> list[int]:
             # A count becomes hidden when its last unit does, so only the counts of the units
             # hidden since the last look can be new (in the part's order, as a scan of it gave).
-            touched = {m for u in recent_units for m in problem.units[u] if m in component.local}
+            touched = {m for u in recent_units for m in problem.units[u] if m in in_part}
             recent_units.clear()
             newly = sorted(v for v in touched if v not in seen_hidden and is_hidden(v))
             for v in newly:
                 seen_hidden.add(v)
-                component.set_hidden(v)
+                for built in models.values():
+                    if v in built.local:
+                        built.set_hidden(v)
             if any(v in zero for v in newly):
                 # A visible 0 is hidden now: what it told every reader must be worked out again.
                 zero.clear()
@@ -892,11 +1037,16 @@ def suppress(problem: CountProblem, profile: DisclosureProfile, primary_units: s
                                           relations, at_most))
             return [v for v in newly if v not in problem.context]
 
+        def seen(v: int) -> tuple[float, float]:
+            if scoped:
+                return seen_all[0][v], seen_all[1][v]
+            return component.seen(v)
+
         def covered(v: int) -> bool:
             low, high = needs(v)
             if low is None and high is None:
                 return True
-            seen_low, seen_high = component.seen(v)
+            seen_low, seen_high = seen(v)
             reaches_high = high is not None and seen_high >= high - 1e-6
             reaches_low = low is not None and seen_low <= low + 1e-6
             return (reaches_high and reaches_low) if small_like(v) else (reaches_high or reaches_low)
@@ -904,7 +1054,7 @@ def suppress(problem: CountProblem, profile: DisclosureProfile, primary_units: s
         def reaches(v: int, up: bool) -> bool:
             """Whether a solution so far took the count to its need in that direction."""
             low, high = needs(v)
-            seen_low, seen_high = component.seen(v)
+            seen_low, seen_high = seen(v)
             if up:
                 return high is not None and seen_high >= high - 1e-6
             return low is not None and seen_low <= low + 1e-6
@@ -926,16 +1076,23 @@ def suppress(problem: CountProblem, profile: DisclosureProfile, primary_units: s
             costs about what two single ones do).
             """
             targets = [v for v in targets if not covered(v)]
-            up, idle = True, 0
-            while targets and idle < 2:
-                want = {v: (needs(v)[1] if up else needs(v)[0]) for v in targets if wants(v, up)}
-                if want:
-                    component.joint(want, up)
-                before = len(targets)
-                targets = [v for v in targets if not covered(v)]
-                idle = idle + 1 if before - len(targets) < JOINT_MIN_GAIN else 0
-                up = not up
-            return sorted(targets, key=lambda v: rank_of[v])
+            by_scope: dict = {}
+            for v in targets:
+                by_scope.setdefault(scope_of(v), []).append(v)  # in the targets' order: a stable model order
+            left: list[int] = []
+            for scope, group in by_scope.items():
+                scope_model = model(scope)
+                up, idle = True, 0
+                while group and idle < 2:
+                    want = {v: (needs(v)[1] if up else needs(v)[0]) for v in group if wants(v, up)}
+                    if want:
+                        scope_model.joint(want, up)
+                    before = len(group)
+                    group = [v for v in group if not covered(v)]
+                    idle = idle + 1 if before - len(group) < JOINT_MIN_GAIN else 0
+                    up = not up
+                left += group
+            return sorted(left, key=lambda v: rank_of[v])
 
         def known_anyway(c: int) -> bool:
             """Whether the earlier releases alone fix the count exactly: hiding it today tells the
@@ -951,6 +1108,7 @@ def suppress(problem: CountProblem, profile: DisclosureProfile, primary_units: s
                 low, high = needs(v)
                 if covered(v):
                     return
+                component = model(scope_of(v))
                 short = None
                 # An end a solution so far already reached needs no LP: hiding only widens the
                 # feasible set, so that point is still one a reader cannot rule out.
@@ -983,14 +1141,23 @@ def suppress(problem: CountProblem, profile: DisclosureProfile, primary_units: s
                     continue  # the need was beyond what earlier releases already allowed: check again
                 candidates = [c for c in dict.fromkeys(short) if not is_hidden(c) and cost_of_hiding(c) is not None
                               and not known_anyway(c)]
+                if not candidates and level.get(v, 0) + 1 < len(chain(v)) and not component.free_anywhere(v):
+                    # No visible count of this scope binds, and hiding all of them would not free the
+                    # count: the rest of the part (held at the truth) holds it here. Audit it, and
+                    # choose its complements, in the next larger scope.
+                    level[v] = level.get(v, 0) + 1
+                    continue
                 if not candidates:
                     # Only non-negativity of hidden counts binds: widen the search to every
                     # visible count of a relation touching a hidden one. Hiding only removes
                     # information, so this ends, at worst with every such count hidden.
-                    candidates = sorted({m for members, _ in relations if any(
+                    candidates = sorted({m for members, _ in component.relations if any(
                         x in component.local and is_hidden(x) for x in members)
                         for m in members if m in component.local and not is_hidden(m)
                         and cost_of_hiding(m) is not None and not known_anyway(m)})
+                    if not candidates and level.get(v, 0) + 1 < len(chain(v)):
+                        level[v] = level.get(v, 0) + 1  # nothing left to hide here: the next scope
+                        continue
                     if not candidates:
                         # Names the count (population and cell), never its value.
                         raise RuntimeError("secondary suppression: a hidden count stays narrowed down and "
@@ -1002,6 +1169,11 @@ def suppress(problem: CountProblem, profile: DisclosureProfile, primary_units: s
                         hide_unit(u)
                 pending.extend(refresh())
 
+        large = progress is not None and len(variables) >= PROGRESS_PART_SIZE
+        if large:
+            started = time.perf_counter()
+            progress(f"suppression: part {k + 1} of {len(components)}, {len(variables):,} counts, "
+                     f"{len(seen_hidden):,} hidden ...")
         pending = certify(sorted(seen_hidden - problem.context, key=lambda v: rank_of[v]))
         added, recheck_every = 0, RECHECK_EVERY
         while pending:
@@ -1014,7 +1186,15 @@ def suppress(problem: CountProblem, profile: DisclosureProfile, primary_units: s
                     # The new complements may protect the rest too: re-check them jointly.
                     added = 0
                     pending = certify(sorted(set(pending) - {target}, key=lambda v: rank_of[v]))
-        result.n_lp_solves += component.solves
+        result.n_lp_solves += sum(built.solves for built in models.values())
+        if large:
+            progress(f"  {len(seen_hidden):,} hidden, {sum(built.solves for built in models.values()):,} LP solves in "
+                     f"{len(models)} model(s) of {min(b.n for b in models.values()):,}-{max(b.n for b in models.values()):,} "
+                     f"counts, {time.perf_counter() - started:.0f} s")
+        sizes = [built.n for built in models.values()]
+        result.largest_model = max([result.largest_model, *sizes])
+        result.smallest_model = min([result.smallest_model or sizes[0], *sizes]) if sizes else result.smallest_model
+        result.n_models += len(sizes)
     return result
 
 

@@ -92,6 +92,7 @@ def protect_month(
     shown: Collection[tuple] = (),
     protected: Collection | None = None,
     decisions: bool = False,
+    progress=None,
 ) -> tuple[pl.DataFrame, pl.DataFrame | None, dict]:
     """Return (controlled gap counts, controlled quality table or None, audit figures).
 
@@ -125,6 +126,7 @@ def protect_month(
             protected by another problem that holds them: `national.protection`).
         decisions: also return, in the figures, `hidden` and `shown`: the names of the units
             hidden and shown (as `hidden` and `shown` take them), for an enclosing procedure.
+        progress: called with lines of text on the suppression of large parts (`suppress`).
 
     Returns:
         The gap counts with `numerator`/`denominator` controlled (hidden rows null, or 0 for
@@ -271,6 +273,7 @@ def protect_month(
 
     # Areas side by side: each population's count in an area's cell is the sum over its parts.
     added: set = set()
+    linked: set = set()  # counts that are a part of an area's sum (an ICB's count in its region's)
     names_of: dict = {}
     for (month, name), cells in published_in.items():
         names_of.setdefault(month, []).append((name, cells))
@@ -282,6 +285,9 @@ def protect_month(
                 if (total_key, part_keys) not in added:
                     added.add((total_key, part_keys))
                     add_relation(total_key, part_keys)
+                    linked.update(index[k] for k in part_keys if k in index)
+    if linked:
+        _area_scopes(problem, sums, linked)
 
     # A population with no member this month (e.g. a match method nobody's postcode took) has a
     # count of 0 in every cell: an identity every reader holds, so hiding such a 0 protects nothing.
@@ -309,7 +315,7 @@ def protect_month(
             small = profile.small_count_threshold
             primary = {u for u, members in enumerate(problem.units) if any(1 <= problem.values[m] <= small for m in members)}
             primary |= {unit_of_name[name] for name in hidden if name in unit_of_name}
-    result = suppress(problem, profile, primary_units=primary)
+    result = suppress(problem, profile, primary_units=primary, progress=progress)
     hidden = result.hidden_units
     if earlier:
         # Two readers: one holding every release and the exact change (above), and one holding
@@ -344,6 +350,7 @@ def protect_month(
     stats = {"n_lp_solves": result.n_lp_solves, "n_complements": result.n_complements,
              "n_needs_cut_by_earlier_releases": result.n_prior_cut,
              "n_components": result.n_components, "n_variables": len(problem.keys),
+             "n_lp_models": result.n_models, "largest_lp_model": result.largest_model,
              "n_relations": len(problem.relations), "n_identities": n_identities, "n_area_sums": len(added),
              "n_earlier_releases": len(earlier or ()), "n_release_links": n_linked,
              "seconds": time.perf_counter() - started}
@@ -355,6 +362,100 @@ def protect_month(
                                            identities.get(months[0], []), gap_classes, quality_classes,
                                            gap_cells.get(months[0], set()), quality_cells.get(months[0], set()))
     return controlled, quality_controlled, stats
+
+
+def _area_scopes(problem: CountProblem, sums: Sequence[tuple], linked: set) -> None:
+    """Give `problem` a scope per area that is a part of another (`CountProblem.scope_sets`).
+
+    The scope of an area is it and every area under it (a region and its ICBs; an ICB alone).
+    A count is audited first in its own area's scope; a count that is a part of its parent's
+    sum (an ICB's row of a breakdown its region also shows) first in a scope of its area and one
+    sibling (held by the parent and the other siblings in its own), then in its parent's; then
+    in each scope up to the top, whose scope is the whole problem (`suppress` always adds it).
+    So an ICB's practice rows are audited within the ICB, its other rows with one neighbouring
+    ICB of its region, then the region; a region's rows with one other region, then England.
+    """
+    # An area's parent is the smallest area whose sum holds it (England may be given as the sum
+    # of every ICB and a region as the sum of its ICBs: each ICB's parent is its region).
+    parts_of = {total: set(parts) for total, parts in sums}
+    leaves: dict = {}
+
+    def leaves_of(area) -> frozenset:
+        if area not in leaves:
+            leaves[area] = frozenset().union(*(leaves_of(p) for p in parts_of[area])) if area in parts_of else frozenset([area])
+        return leaves[area]
+
+    areas = set(parts_of) | {p for parts in parts_of.values() for p in parts}
+    parent: dict = {}
+    for area in sorted(areas, key=repr):
+        # (A region of one ICB holds the same leaves as its ICB: it is still the ICB's parent.)
+        above = [t for t in parts_of if t != area and (leaves_of(area) < leaves_of(t)
+                                                       or (leaves_of(area) == leaves_of(t) and area in parts_of[t]))]
+        if above:
+            sizes = sorted((len(leaves_of(t)), repr(t)) for t in above)
+            if len(sizes) > 1 and sizes[0][0] == sizes[1][0]:
+                raise ValueError(f"protect_month: area {area!r} is in two sums of the same size: the areas do not nest")
+            parent[area] = min(above, key=lambda t: (len(leaves_of(t)), repr(t)))
+    children: dict = {}
+    for part, total in parent.items():
+        children.setdefault(total, []).append(part)
+    by_area: dict = {}
+    for v, key in enumerate(problem.keys):
+        by_area.setdefault(key[0], []).append(v)
+
+    def under(area) -> list:
+        found, stack = [], [area]
+        while stack:
+            a = stack.pop()
+            found.append(a)
+            stack.extend(children.get(a, ()))
+        return found
+
+    def sibling_pair(area) -> tuple:
+        """The scope of `area` and the next part of its parent's sum (in key order, round)."""
+        siblings = sorted(children[parent[area]], key=repr)
+        other = siblings[(siblings.index(area) + 1) % len(siblings)]
+        name = ("pair", area, other)
+        if name not in problem.scope_sets:
+            problem.scope_sets[name] = {x for a in (*under(area), *under(other)) for x in by_area.get(a, ())}
+        return name
+
+    def down(top, child) -> tuple:
+        """The scope of a top area and one of its parts, with everything under that part."""
+        name = ("down", top, child)
+        if name not in problem.scope_sets:
+            problem.scope_sets[name] = {x for a in (top, *under(child)) for x in by_area.get(a, ())}
+        return name
+
+    index = {key: v for v, key in enumerate(problem.keys)}
+    chains: dict = {}
+    for v, key in enumerate(problem.keys):
+        area, scopes = key[0], []
+        if area not in parent and area in children:
+            # A top area's count (England's) moves with one of its parts' (held by the others):
+            # first with the part whose count in the same cell is smallest (most often hidden too).
+            parts = [(problem.values[index[(part, *key[1:])]], repr(part), part) for part in children[area]
+                     if (part, *key[1:]) in index]
+            if parts:
+                scopes.append(down(area, min(parts)[2]))
+        if v in linked:
+            # A part of its parent's sum moves only against a sibling's count (the parent held at
+            # the truth): its first scope is it and one sibling, climbing while it is its parent's
+            # only part (a region of one ICB is that ICB, cell for cell).
+            while parent[area] in parent and len(children[parent[area]]) == 1:
+                area = parent[area]
+            if len(children[parent[area]]) > 1:
+                scopes.append(sibling_pair(area))
+            area = parent[area]
+        while area in parent:  # the top area's scope is the whole problem
+            scopes.append(area)
+            area = parent[area]
+        if scopes:
+            chain = chains.setdefault(tuple(scopes), tuple(scopes))  # one tuple per distinct chain
+            problem.scope_chain[v] = chain
+            for scope in chain:
+                if scope not in problem.scope_sets:
+                    problem.scope_sets[scope] = {x for a in under(scope) for x in by_area.get(a, ())}
 
 
 RELEASE_COLUMNS = {"reporting_month": pl.Date, "population": pl.String, "imd_vintage": pl.String, "breakdown": pl.String,
