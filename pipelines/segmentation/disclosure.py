@@ -561,31 +561,12 @@ class _Component:
         columns = float(np.max(np.maximum(self.col_lower - self.truth, self.truth - self.col_upper), initial=0.0))
         return f"the true counts break a row by {rows:g} and a bound by {columns:g}"
 
-    def free_anywhere(self, variable) -> bool:
-        """Whether the count could move at all were every count of this model hidden.
-
-        A count held by what lies outside the model (the rest of the part, at the truth) is not;
-        no complement from this model can protect it. The model's bounds are put back after.
-        """
-        import numpy as np
-
-        inf = self.highspy.kHighsInf
-        everything = np.arange(self.n, dtype=np.int32)
-        self.h.changeColsBounds(self.n, everything, self.hidden_lower, self.hidden_upper)
-        try:
-            top = self.extreme(variable, -1.0, witness=False)[0]
-            bottom = self.extreme(variable, 1.0, witness=False)[0]
-        finally:
-            self.h.changeColsBounds(self.n, everything, self.col_lower,
-                                    np.where(np.isfinite(self.col_upper), self.col_upper, inf))
-        return top - bottom > 0.5
-
     def set_hidden(self, variable) -> None:
         i = self.local[variable]
         self.col_lower[i], self.col_upper[i] = self.hidden_lower[i], self.hidden_upper[i]
         self.h.changeColBounds(i, self.col_lower[i], self.col_upper[i])
 
-    def _run(self, costs: dict[int, float], witness: bool = True):
+    def _run(self, costs: dict[int, float]):
         import numpy as np
 
         columns = np.array(sorted(costs), dtype=np.int32)
@@ -614,8 +595,6 @@ class _Component:
             raise RuntimeError(f"secondary suppression audit: the counts do not fit the relations "
                                f"({self.h.modelStatusToString(status)}; {self._truth_violation()})")
         solution = self.h.getSolution()
-        if not witness:
-            return solution
         x = np.asarray(solution.col_value[: self.n])
         if self.shared:
             self.seen_low[self.index] = np.minimum(self.seen_low[self.index], x)
@@ -630,12 +609,9 @@ class _Component:
         i = variable if self.shared else self.local[variable]
         return self.seen_low[i], self.seen_high[i]
 
-    def extreme(self, variable, sign: float, witness: bool = True):
-        """Return (value, binding visible variables) of min (sign +1) or max (sign -1) of a count.
-
-        `witness`: the solution is a point a reader cannot rule out (False: the model's bounds
-        were changed for a question of its own, `free_anywhere`)."""
-        solution = self._run({self.local[variable]: sign}, witness)
+    def extreme(self, variable, sign: float):
+        """Return (value, binding visible variables) of min (sign +1) or max (sign -1) of a count."""
+        solution = self._run({self.local[variable]: sign})
         if solution is None:
             return float("inf"), []
         import numpy as np
@@ -1141,10 +1117,10 @@ def suppress(problem: CountProblem, profile: DisclosureProfile, primary_units: s
                     continue  # the need was beyond what earlier releases already allowed: check again
                 candidates = [c for c in dict.fromkeys(short) if not is_hidden(c) and cost_of_hiding(c) is not None
                               and not known_anyway(c)]
-                if not candidates and level.get(v, 0) + 1 < len(chain(v)) and not component.free_anywhere(v):
-                    # No visible count of this scope binds, and hiding all of them would not free the
-                    # count: the rest of the part (held at the truth) holds it here. Audit it, and
-                    # choose its complements, in the next larger scope.
+                if not candidates and level.get(v, 0) + 1 < len(chain(v)):
+                    # No visible count of this scope binds: the count is held by what lies outside
+                    # (the rest of the part, at the truth) or by non-negativity. Audit it, and choose
+                    # its complements, in the next larger scope.
                     level[v] = level.get(v, 0) + 1
                     continue
                 if not candidates:
@@ -1155,9 +1131,6 @@ def suppress(problem: CountProblem, profile: DisclosureProfile, primary_units: s
                         x in component.local and is_hidden(x) for x in members)
                         for m in members if m in component.local and not is_hidden(m)
                         and cost_of_hiding(m) is not None and not known_anyway(m)})
-                    if not candidates and level.get(v, 0) + 1 < len(chain(v)):
-                        level[v] = level.get(v, 0) + 1  # nothing left to hide here: the next scope
-                        continue
                     if not candidates:
                         # Names the count (population and cell), never its value.
                         raise RuntimeError("secondary suppression: a hidden count stays narrowed down and "

@@ -446,9 +446,15 @@ def _area_scopes(problem: CountProblem, sums: Sequence[tuple], linked: set) -> N
                 area = parent[area]
             if len(children[parent[area]]) > 1:
                 scopes.append(sibling_pair(area))
+            if parent[area] not in parent:
+                scopes.append(down(parent[area], area))  # a region's count, freed with England's
             area = parent[area]
         while area in parent:  # the top area's scope is the whole problem
             scopes.append(area)
+            if parent[area] not in parent:
+                # The top area with the scope below it: frees that part's own count (held there by
+                # the top area's) while every other part of the top stays at the truth.
+                scopes.append(down(parent[area], area))
             area = parent[area]
         if scopes:
             chain = chains.setdefault(tuple(scopes), tuple(scopes))  # one tuple per distinct chain

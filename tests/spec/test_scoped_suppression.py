@@ -119,17 +119,18 @@ def test_scopes_follow_the_areas():
     problem, sums, linked = national_problem(1)
     _area_scopes(problem, sums, linked)
     key = {k: v for v, k in enumerate(problem.keys)}
-    # A practice count: its ICB, then its region (England's scope is the whole problem).
-    assert problem.scope_chain[key[("I1", "practice", "p0", "g1")]] == ("I1", "R1")
+    # A practice count: its ICB, its region, then its region with England (the other regions held);
+    # the whole problem is every count's last scope.
+    assert problem.scope_chain[key[("I1", "practice", "p0", "g1")]] == ("I1", "R1", ("down", "ENG", "R1"))
     # An ICB's own row is a part of its region's sum: it moves against a sibling ICB (with the next
     # ICB of its region, round), then anywhere in the region.
-    assert problem.scope_chain[key[("I3", "icb", "total", "g2")]] == (("pair", "I3", "I4"), "R2")
-    assert problem.scope_chain[key[("I5", "icb", "total", "g2")]] == (("pair", "I5", "I3"), "R2")
+    assert problem.scope_chain[key[("I3", "icb", "total", "g2")]] == (("pair", "I3", "I4"), "R2", ("down", "ENG", "R2"))
+    assert problem.scope_chain[key[("I5", "icb", "total", "g2")]] == (("pair", "I5", "I3"), "R2", ("down", "ENG", "R2"))
     # A region of one ICB is that ICB cell for cell: its ICB row moves with the region, against another region.
-    assert problem.scope_chain[key[("I6", "icb", "total", "g2")]] == (("pair", "R3", "R1"),)
-    assert problem.scope_chain[key[("I6", "practice", "p1", "g2")]] == ("I6", "R3")
-    # Regions: with another region and its ICBs (then the whole problem, as every count).
-    assert problem.scope_chain[key[("R1", "area", "total", "all")]] == (("pair", "R1", "R2"),)
+    assert problem.scope_chain[key[("I6", "icb", "total", "g2")]] == (("pair", "R3", "R1"), ("down", "ENG", "R3"))
+    assert problem.scope_chain[key[("I6", "practice", "p1", "g2")]] == ("I6", "R3", ("down", "ENG", "R3"))
+    # Regions: with another region and its ICBs, then with England.
+    assert problem.scope_chain[key[("R1", "area", "total", "all")]] == (("pair", "R1", "R2"), ("down", "ENG", "R1"))
     # England: with the region whose count of the same cell is smallest, and everything under it.
     smallest = min(REGIONS, key=lambda r: (problem.values[key[(r, "area", "total", "g3")]], r))
     assert problem.scope_chain[key[("ENG", "area", "total", "g3")]] == (("down", "ENG", smallest),)
