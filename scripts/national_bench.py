@@ -113,7 +113,7 @@ def run_with_workers(n: int, work: Path, extracts: Path, month: str, rollup: boo
             "rollup_seconds": steps.get("national_rollup")}
 
 
-def time_rollup(root: Path, month: str, suppression: str = "top_down") -> dict:
+def time_rollup(root: Path, month: str, suppression: str | None = None) -> dict:
     """Run the national roll-up and publish (`national_rollup`'s work) in this process; return its time, memory and figures."""
     from pipelines.national.rollup import publish_national, rollup_month
 
@@ -150,7 +150,7 @@ def main() -> int:
     parser.add_argument("--work", type=Path, default=Path("/tmp/core20-national-bench"))
     parser.add_argument("--workers", default="1,2")
     parser.add_argument("--seed", type=int, default=20260)
-    parser.add_argument("--rollup-suppression", default="top_down", help="with --rollup-once: rollup.SUPPRESSION_METHODS")
+    parser.add_argument("--rollup-suppression", default=None, help="with --rollup-once: rollup.SUPPRESSION_METHODS (default: the roll-up's)")
     parser.add_argument("--rollup-once", action="store_true",
                         help="run the ICB months alone with each number of workers, and time the roll-up once, on the "
                              "first run's partitions (it is one step, the same work whatever the workers)")

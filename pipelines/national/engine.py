@@ -49,7 +49,8 @@ class NationalSettings(dg.ConfigurableResource):
         icbs: comma-separated ICB ODS codes to run; empty: every ICB with an extract for the month.
         disclosure_profile / primary_imd_vintage: the ICS settings every partition runs with.
         rollup_suppression: how the roll-up protects its areas together (`rollup.SUPPRESSION_METHODS`):
-            'top_down' (default) or 'joint' (every area in one problem: exact, practical for a few ICBs).
+            'joint' (every area in one problem, audited in scopes of an area or two) or 'top_down';
+            empty: $CORE20_NATIONAL_ROLLUP_SUPPRESSION, else 'joint'.
     """
 
     extracts_root: str = "data/national/extracts"
@@ -61,7 +62,7 @@ class NationalSettings(dg.ConfigurableResource):
     icbs: str = ""
     disclosure_profile: str = "nhs_suppress_1_7_round_5"
     primary_imd_vintage: str = "IMD2025"
-    rollup_suppression: str = "top_down"
+    rollup_suppression: str = ""
 
     def settings_kwargs(self) -> dict:
         return {"disclosure_profile": self.disclosure_profile, "primary_imd_vintage": self.primary_imd_vintage}

@@ -11,6 +11,7 @@ statistics and blocking gate (`expectations/audit.gap_table.json`) as an ICS mon
 
 from __future__ import annotations
 
+import os
 import time
 from datetime import date, timedelta
 
@@ -101,12 +102,13 @@ def _one_setting(store: PartitionStore, month: str, icbs: list[str], name: str) 
     return values.pop()
 
 
-SUPPRESSION_METHODS = ("top_down", "joint")
+SUPPRESSION_METHODS = ("joint", "top_down")
+SUPPRESSION_ENV = "CORE20_NATIONAL_ROLLUP_SUPPRESSION"
 
 
 def rollup_month(store_root: str, month: str, *, reference_dir: str | None = None, sii_seed: int = 20260,
                  sii_repetitions: int = 10000, sii_transform: bool = False, icbs: list[str] | None = None,
-                 suppression: str = "top_down", progress=None) -> dict:
+                 suppression: str | None = None, progress=None) -> dict:
     """Roll the month's committed ICB partitions up to regions and England and commit the national partition.
 
     Every area the national release shows - each ICB, each region, England - is protected
@@ -114,11 +116,14 @@ def rollup_month(store_root: str, month: str, *, reference_dir: str | None = Non
     (England's of every ICB's), so an ICB cell hidden in the ICB's rows could otherwise be
     read off as the region's count minus the other ICBs'. Each area brings its own population
     identities (from its membership patterns) and its exact deprivation-quality totals.
-    `suppression`: 'top_down' (England and regions, then each region's ICBs under the
-    region's fixed pattern, then one audit of the whole release: `protection.protect_top_down`)
-    or 'joint' (every area in one `protect_month` problem; exact, but only practical for a
-    few ICBs). The ICB rows of the release are the ones decided here, not the ICB's own ICS
-    publication.
+    `suppression` (default $CORE20_NATIONAL_ROLLUP_SUPPRESSION, else 'joint'): 'joint' (every
+    area in one `protect_month` problem, audited in scopes: each count first in a model of its
+    ICB, of its ICB and a neighbour, of its region, of its region with England - the rest held
+    at the truth - so each LP is the size of an area or two, not of the release; see
+    `month_disclosure._area_scopes`) or 'top_down' (England and regions, then each region's
+    ICBs under the region's fixed pattern, then one audit of the whole release:
+    `protection.protect_top_down`; slower at every size measured). The ICB rows of the release
+    are the ones decided here, not the ICB's own ICS publication.
 
     Returns:
         The national partition's manifest (ICBs, rows per table).
@@ -135,6 +140,7 @@ def rollup_month(store_root: str, month: str, *, reference_dir: str | None = Non
     from pipelines.national.protection import protect_top_down
     from pipelines.segmentation.month_disclosure import protect_month
 
+    suppression = suppression or os.environ.get(SUPPRESSION_ENV) or "joint"
     if suppression not in SUPPRESSION_METHODS:
         raise ValueError(f"suppression must be one of {SUPPRESSION_METHODS}, not {suppression!r}")
     rollup_started = time.perf_counter()

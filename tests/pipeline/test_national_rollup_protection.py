@@ -1,13 +1,14 @@
-"""The national roll-up protected top-down over four ICBs in two NHS England regions.
+"""The national roll-up's protection over four ICBs in two NHS England regions.
 
-England and the regions are protected first, then each region's ICBs with the region's
-pattern fixed (`pipelines.national.protection`), then the whole release is audited once.
-Four ICBs (Midlands: QOC, QPM; South West: QSL, QT6), so that each region has ICB rows to
-protect under its own fixed pattern (`test_national_celery.py`'s Midlands is one ICB, which
-copies its region). The ICB months run in this process (the Celery path is
-`test_national_celery.py`'s); what is checked here is the roll-up's protection: the attacker
-of `tests/attack.py`, holding every area side by side, recovers nothing, with linear and with
-integer programmes, while the same counts suppressed area by area leak.
+Every area (each ICB, each region, England) is protected in one problem, audited in scopes
+(`month_disclosure._area_scopes`): each count first in a model of its own ICB, its ICB and a
+neighbour, its region, its region with England, the rest held at the truth. Four ICBs
+(Midlands: QOC, QPM; South West: QSL, QT6), so that each region has ICBs to pair
+(`test_national_celery.py`'s Midlands is one ICB, which copies its region). The ICB months run
+in this process (the Celery path is `test_national_celery.py`'s); what is checked here is the
+roll-up's protection: the attacker of `tests/attack.py`, holding every area side by side,
+recovers nothing, with linear and with integer programmes, while the same counts suppressed
+area by area leak.
 """
 
 import sys
@@ -32,7 +33,7 @@ def rolled_up(tmp_path_factory):
     from pipelines.national.store import NATIONAL, PartitionStore
     from pipelines.national.synth import generate_national
 
-    root = tmp_path_factory.mktemp("national_top_down")
+    root = tmp_path_factory.mktemp("national_rollup")
     month = synthetic.default_reporting_month().isoformat()
     generate_national(root / "extracts", reporting_month=synthetic.default_reporting_month(), scale=SCALE,
                       icbs=",".join(ICBS), include_feeds=False)
@@ -54,15 +55,13 @@ def _sums() -> dict:
     return {"ENG": ICBS, **REGIONS}
 
 
-def test_the_rollup_is_protected_region_by_region(rolled_up):
+def test_the_rollup_is_audited_in_scopes_of_an_area_or_two(rolled_up):
     figures = rolled_up["manifest"]["suppression"]
-    assert figures["method"] == "top_down"
-    # A problem per region of more than one ICB (the one-ICB region copies its region's rows),
-    # each smaller than the whole release the final audit holds.
-    assert set(figures["regions"]) == {"Y58", "Y60"}
-    whole = figures["audit"]["n_variables"]
-    assert all(0 < region["n_variables"] < whole for region in figures["regions"].values())
-    assert figures["top"]["n_variables"] < whole
+    assert figures["method"] == "joint"
+    # Many models (ICBs, pairs of ICBs, regions, a region with England), the largest smaller
+    # than the release's whole problem.
+    assert figures["n_lp_models"] > len(ICBS)
+    assert 0 < figures["largest_lp_model"] < figures["n_variables"]
     published = rolled_up["published"]
     assert set(published["geography_code"]) == {*ICBS, *REGIONS, "ENG"}
     # Practice, Sub-ICB and ICB rows are published in the ICB tables only.
