@@ -114,7 +114,10 @@ def load_month(warehouse: Path, month: date, patient_id: str | None = None) -> M
             raise ValueError(f"{warehouse} holds no staged extract for {month:%Y-%m}: "
                              f"run `{settings_file.hint('run', warehouse, month=f'{month:%Y-%m}')}` first.")
         patients = _read(con, f"select * from staging.patients where {where}", params)
-        events = _read(con, f"select * from staging.events where {where}", params)
+        # In the order staging used to store them (patient, code, date, value): the stored
+        # order within a slice of patients is the write's DISTINCT's (`extract.stage_events`).
+        events = _read(con, f"select * from staging.events where {where} order by patient_id, code, event_date, value",
+                       params)
         deprivation = (_read(con, f"select * from population.patient_deprivation where {where}", params)
                        if table_exists(con, "population", "patient_deprivation") else None)
         ethnicity = (_read(con, f"select patient_id, ethnic_category, ethnicity_16, ethnicity_broad from "

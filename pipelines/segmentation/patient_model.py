@@ -680,6 +680,31 @@ SLICE_ENV = "CORE20_MODEL_SLICE_PATIENTS"
 DEFAULT_SLICE_PATIENTS = 250_000
 
 
+def patient_slices(low: int | None, high: int | None, slice_patients: int | None = None) -> list[tuple[int, int]]:
+    """Return the closed ranges of patient keys, in order, a month of keys `low`..`high` is cut into.
+
+    Staging writes each slice's events together (`extract.stage_events`) and the model
+    aggregates a slice at a time (`ModelSession.model_sqls`): both cut the same ranges, so a
+    slice of the model reads exactly the rows written for it.
+
+    Arguments:
+        low, high: the month's least and greatest patient key (None: no patients, no slice).
+        slice_patients: patients per slice (default $CORE20_MODEL_SLICE_PATIENTS or 250,000).
+
+    Examples:
+        >>> patient_slices(1, 10, 4)
+        [(1, 4), (5, 8), (9, 10)]
+        >>> patient_slices(1, 3, 4)
+        [(1, 3)]
+    """
+    size = int(slice_patients or os.environ.get(SLICE_ENV) or DEFAULT_SLICE_PATIENTS)
+    if size < 1:
+        raise ValueError(f"{SLICE_ENV} must be a positive number of patients; got {size}")
+    if low is None or high is None:
+        return []
+    return [(start, min(start + size - 1, high)) for start in range(low, high + 1, size)]
+
+
 class ModelSession:
     """A DuckDB connection holding the month's sources, in which patient models are built.
 
@@ -764,26 +789,25 @@ class ModelSession:
 
         One GROUP BY over a million patients' events holds every patient's aggregates at
         once and spills; slices of consecutive patient keys each aggregate only their own
-        rows — which lie together, as the staged events are stored in patient order, so a
-        slice reads just its part of the table — and keep the memory a slice needs, not a
-        month. The slices' rows together are exactly the one-query model (each patient's
+        rows — which lie together, as staging writes the events a slice at a time
+        (`patient_slices`), so a slice reads just its part of the table — and keep the
+        memory a slice needs, not a month. The slices' rows together are exactly the one-query model (each patient's
         row reads only that patient's events). Unkeyed sources give one query.
 
         Arguments:
             builder: the planned model.
             slice_patients: patients per slice (default $CORE20_MODEL_SLICE_PATIENTS or 250,000).
         """
-        size = int(slice_patients or os.environ.get(SLICE_ENV) or DEFAULT_SLICE_PATIENTS)
-        if size < 1:
-            raise ValueError(f"{SLICE_ENV} must be a positive number of patients; got {size}")
         if self.sources.event_codes is None:
+            patient_slices(None, None, slice_patients)  # (checks the size)
             return [self.model_sql(builder)]
         low, high = self.con.execute(
             f"select min(patient_key), max(patient_key) from {self.sources.patients} "
             f"where reporting_month = {literal(self.sources.month)}").fetchall()[0]
-        if low is None or high - low < size:
+        slices = patient_slices(low, high, slice_patients)
+        if len(slices) < 2:
             return [self.model_sql(builder)]
-        return [self.model_sql(builder, keys=(start, min(start + size - 1, high))) for start in range(low, high + 1, size)]
+        return [self.model_sql(builder, keys=keys) for keys in slices]
 
     def materialise(self, builder: ModelBuilder, table: str = "_model", extra: Sequence[str] = ()) -> str:
         """Build the model as the temporary table `table`; return its name."""

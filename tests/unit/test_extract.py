@@ -236,3 +236,49 @@ def test_a_folder_or_a_dangling_link_where_a_table_should_be_is_named(tmp_path):
 def test_month_end_handles_leap_years():
     assert month_end(dt.date(2024, 2, 1)) == dt.date(2024, 2, 29)
     assert month_end(dt.date(2026, 12, 1)) == dt.date(2026, 12, 31)
+
+
+REPEATS_PATIENTS_CSV = "patient_id,practice_code,postcode,date_of_birth,sex,registration_start_date,registration_end_date\n" + "".join(
+    f"q{i},C84001,NG7 2UH,1980-05-17,F,2010-01-01,\n" for i in range(1, 6))
+# Exact repeats (with and without a value), rows differing only in value, code or date
+# (not repeats), a repeat of a patient's row far apart in the file, for five patients.
+REPEATS_EVENTS_CSV = """patient_id,code,event_date,value
+q1,72313002,2026-10-01,138
+q2,72313002,2026-10-01,
+q1,72313002,2026-10-01,138
+q3,1091811000000102,2026-05-01,
+q2,72313002,2026-10-01,
+q1,72313002,2026-10-01,139
+q4,72313002,2026-09-01,120
+q5,1091811000000102,2026-05-01,
+q3,1091811000000102,2026-05-02,
+q4,1091811000000102,2026-09-01,120
+q3,1091811000000102,2026-05-01,
+q3,1091811000000102,2026-05-01,
+"""
+
+
+@pytest.mark.parametrize("slice_patients", ["1", "2", "250000"])
+def test_warehouse_staging_drops_exact_repeats_within_each_slice_of_patients(tmp_path, monkeypatch, slice_patients):
+    import duckdb
+
+    monkeypatch.setenv("CORE20_MODEL_SLICE_PATIENTS", slice_patients)
+    raw = read_extract(write(tmp_path / "x", REPEATS_PATIENTS_CSV, REPEATS_EVENTS_CSV))
+    with duckdb.connect() as con:
+        staged = stage_extract(raw, MONTH, con=con, warehouse=True)
+        con.register("_staged_patients", staged.patients.select("patient_id", "patient_key").to_arrow())
+        stored = con.execute(
+            "SELECT p.patient_id, c.code, r.event_date, r.value, r.patient_key FROM staging.event_rows r "
+            "JOIN staging.event_codes c USING (reporting_month, code_key) JOIN _staged_patients p USING (patient_key)"
+        ).fetchall()
+        keys = [key for (key,) in con.execute("SELECT patient_key FROM staging.event_rows").fetchall()]
+    expected = pl.read_csv(tmp_path / "x" / "events.csv", schema_overrides={"code": pl.String, "event_date": pl.Date})
+    distinct = sorted(expected.unique().rows(), key=repr)
+    assert sorted([row[:4] for row in stored], key=repr) == distinct
+    assert staged.counts["n_events"] == len(distinct) == 8
+    assert staged.counts["n_duplicate_event_rows"] == expected.height - len(distinct) == 4
+    # As stored: each slice's rows together, in slice order, and each patient's rows together.
+    size = int(slice_patients)
+    slices = [(key - 1) // size for key in keys]
+    assert slices == sorted(slices)
+    assert len([k for i, k in enumerate(keys) if i == 0 or keys[i - 1] != k]) == len(set(keys))
