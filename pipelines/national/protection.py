@@ -1,5 +1,9 @@
 """Secondary suppression of the national release, top-down: England and regions, then each region's ICBs.
 
+Not the default: the roll-up protects every area in one problem audited in scopes of an area
+or two (`month_disclosure._area_scopes`), which was faster at every size measured; this method
+is kept for comparison (`CORE20_NATIONAL_ROLLUP_SUPPRESSION=top_down`).
+
 The national release shows every ICB, every NHS England region and England side by side, and
 an area's count in every cell is the sum of its parts' (a region is its ICBs, England its
 regions). Protecting every area in one problem (`month_disclosure.protect_month` with `sums`)
