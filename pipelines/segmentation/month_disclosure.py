@@ -433,11 +433,12 @@ def _area_scopes(problem: CountProblem, sums: Sequence[tuple], linked: set) -> N
         area, scopes = key[0], []
         if area not in parent and area in children:
             # A top area's count (England's) moves with one of its parts' (held by the others):
-            # first with the part whose count in the same cell is smallest (most often hidden too).
-            parts = [(problem.values[index[(part, *key[1:])]], repr(part), part) for part in children[area]
-                     if (part, *key[1:]) in index]
+            # with the part whose count in the same cell is smallest but not 0 (a small count is
+            # hidden too; a 0 shown pins it, and England's with it).
+            parts = [(problem.values[index[(part, *key[1:])]] == 0, problem.values[index[(part, *key[1:])]], repr(part), part)
+                     for part in children[area] if (part, *key[1:]) in index]
             if parts:
-                scopes.append(down(area, min(parts)[2]))
+                scopes.append(down(area, min(parts)[3]))
         if v in linked:
             # A part of its parent's sum moves only against a sibling's count (the parent held at
             # the truth): its first scope is it and one sibling, climbing while it is its parent's

@@ -131,8 +131,9 @@ def test_scopes_follow_the_areas():
     assert problem.scope_chain[key[("I6", "practice", "p1", "g2")]] == ("I6", "R3", ("down", "ENG", "R3"))
     # Regions: with another region and its ICBs, then with England.
     assert problem.scope_chain[key[("R1", "area", "total", "all")]] == (("pair", "R1", "R2"), ("down", "ENG", "R1"))
-    # England: with the region whose count of the same cell is smallest, and everything under it.
-    smallest = min(REGIONS, key=lambda r: (problem.values[key[(r, "area", "total", "g3")]], r))
+    # England: with the region whose count of the same cell is smallest but not 0, and everything under it.
+    smallest = min(REGIONS, key=lambda r: (problem.values[key[(r, "area", "total", "g3")]] == 0,
+                                           problem.values[key[(r, "area", "total", "g3")]], r))
     assert problem.scope_chain[key[("ENG", "area", "total", "g3")]] == (("down", "ENG", smallest),)
     assert problem.scope_sets["R2"] == {v for v, k in enumerate(problem.keys) if k[0] in ("R2", "I3", "I4", "I5")}
     assert problem.scope_sets[("pair", "R3", "R1")] == {v for v, k in enumerate(problem.keys)
