@@ -545,8 +545,7 @@ class _Component:
         # `seen`: (low, high) arrays over every variable of the problem, shared by the models of
         # one part's scopes (a point of one is a point of the whole problem).
         if seen is None:
-            truth = np.array([problem.values[v] for v in self.variables], dtype=float)
-            self.seen_low, self.seen_high, self.shared = truth.copy(), truth.copy(), False
+            self.seen_low, self.seen_high, self.shared = self.truth.copy(), self.truth.copy(), False
         else:
             self.seen_low, self.seen_high, self.shared = seen[0], seen[1], True
 

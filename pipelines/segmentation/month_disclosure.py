@@ -411,21 +411,21 @@ def _area_scopes(problem: CountProblem, sums: Sequence[tuple], linked: set) -> N
             stack.extend(children.get(a, ()))
         return found
 
+    def scope(name, areas) -> tuple:
+        """Register the scope `name` holding the counts of `areas` (once); return its name."""
+        if name not in problem.scope_sets:
+            problem.scope_sets[name] = {x for a in areas for x in by_area.get(a, ())}
+        return name
+
     def sibling_pair(area) -> tuple:
         """The scope of `area` and the next part of its parent's sum (in key order, round)."""
         siblings = sorted(children[parent[area]], key=repr)
         other = siblings[(siblings.index(area) + 1) % len(siblings)]
-        name = ("pair", area, other)
-        if name not in problem.scope_sets:
-            problem.scope_sets[name] = {x for a in (*under(area), *under(other)) for x in by_area.get(a, ())}
-        return name
+        return scope(("pair", area, other), (*under(area), *under(other)))
 
     def down(top, child) -> tuple:
         """The scope of a top area and one of its parts, with everything under that part."""
-        name = ("down", top, child)
-        if name not in problem.scope_sets:
-            problem.scope_sets[name] = {x for a in (top, *under(child)) for x in by_area.get(a, ())}
-        return name
+        return scope(("down", top, child), (top, *under(child)))
 
     index = {key: v for v, key in enumerate(problem.keys)}
     chains: dict = {}
@@ -435,10 +435,9 @@ def _area_scopes(problem: CountProblem, sums: Sequence[tuple], linked: set) -> N
             # A top area's count (England's) moves with one of its parts' (held by the others):
             # with the part whose count in the same cell is smallest but not 0 (a small count is
             # hidden too; a 0 shown pins it, and England's with it).
-            parts = [(problem.values[index[(part, *key[1:])]] == 0, problem.values[index[(part, *key[1:])]], repr(part), part)
-                     for part in children[area] if (part, *key[1:]) in index]
-            if parts:
-                scopes.append(down(area, min(parts)[3]))
+            counts = {part: problem.values[index[(part, *key[1:])]] for part in children[area] if (part, *key[1:]) in index}
+            if counts:
+                scopes.append(down(area, min(counts, key=lambda part: (counts[part] == 0, counts[part], repr(part)))))
         if v in linked:
             # A part of its parent's sum moves only against a sibling's count (the parent held at
             # the truth): its first scope is it and one sibling, climbing while it is its parent's
@@ -460,9 +459,9 @@ def _area_scopes(problem: CountProblem, sums: Sequence[tuple], linked: set) -> N
         if scopes:
             chain = chains.setdefault(tuple(scopes), tuple(scopes))  # one tuple per distinct chain
             problem.scope_chain[v] = chain
-            for scope in chain:
-                if scope not in problem.scope_sets:
-                    problem.scope_sets[scope] = {x for a in under(scope) for x in by_area.get(a, ())}
+            for name in chain:
+                if not isinstance(name, tuple):  # an area's own scope: it and everything under it
+                    scope(name, under(name))
 
 
 RELEASE_COLUMNS = {"reporting_month": pl.Date, "population": pl.String, "imd_vintage": pl.String, "breakdown": pl.String,
