@@ -678,6 +678,36 @@ def _from_analysis_scale(value_type: str, x):
     return x
 
 
+def _draws(seed, loc, scale, repetitions: int):
+    """Return `repetitions` x k draws from Normal(loc, scale): numpy's `Generator.normal`, made faster.
+
+    `default_rng(seed).normal(loc, scale, size)` draws each standard normal z of the stream in
+    order and returns loc + scale * z; one fill of standard normals scaled and shifted in place
+    is the same numbers to the bit (tests/unit/test_stats.py holds the two equal), at about
+    half the time and without the temporaries.
+    """
+    import numpy as np
+
+    draws = np.random.default_rng(seed).standard_normal(size=(repetitions, len(loc)))
+    draws *= scale
+    draws += loc
+    return draws
+
+
+def _from_analysis_scale_in_place(value_type: str, x) -> None:
+    """Overwrite the numpy array x with f(x), the same numbers `_from_analysis_scale` returns."""
+    import numpy as np
+
+    if value_type == "rate":
+        np.exp(x, out=x)
+    elif value_type == "proportion":
+        with np.errstate(over="ignore"):
+            np.negative(x, out=x)
+            np.exp(x, out=x)
+        x += 1.0
+        np.divide(1.0, x, out=x)
+
+
 def _check_inequality_inputs(quantiles, populations, values, standard_errors, value_type, transform, multiplier,
                              repetitions):
     k = len(quantiles)
@@ -784,8 +814,7 @@ def inequality_indices(
     solver = np.linalg.solve(design @ design.T, design)  # (X'X)^-1 X'
     inverted = multiplier < 0
 
-    rng = np.random.default_rng(seed)
-    draws = rng.normal(loc=y_g, scale=se, size=(repetitions, len(y)))
+    draws = _draws(seed, y_g, se, repetitions)
     critical = confidence + (1.0 - confidence) / 2.0
     low = max(int(round(repetitions * (1.0 - critical))), 1) - 1  # R's 1-based positions
     high = min(int(round(repetitions * critical)), repetitions) - 1
@@ -796,7 +825,8 @@ def inequality_indices(
     if transform:
         beta0, beta1 = solver @ (y_g * sqrt_a)
         midpoint = beta0 + beta1 / 2.0
-        slopes = np.partition(((draws * sqrt_a) @ solver.T)[:, 1], positions)
+        draws *= sqrt_a
+        slopes = np.partition((draws @ solver.T)[:, 1], positions)
 
         def back_transformed(slope: float) -> tuple[float, float]:
             lower_end = float(_from_analysis_scale(value_type, midpoint - slope / 2.0))
@@ -813,7 +843,9 @@ def inequality_indices(
     beta0, beta1 = solver @ (y * sqrt_a)
     sii = multiplier * beta1
     rii = (beta0 + beta1) / beta0
-    params = (_from_analysis_scale(value_type, draws) * sqrt_a) @ solver.T  # repetitions x 2
+    _from_analysis_scale_in_place(value_type, draws)
+    draws *= sqrt_a
+    params = draws @ solver.T  # repetitions x 2
     sii_draws = np.partition(multiplier * params[:, 1], positions)
     rii_draws = (params[:, 0] + params[:, 1]) / params[:, 0]
     if inverted:

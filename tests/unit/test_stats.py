@@ -214,6 +214,26 @@ def test_sii_is_reproducible_from_its_seed_and_transform_keeps_draws_in_range():
     assert -1 <= transformed.sii_lower <= transformed.sii_upper <= 1
 
 
+@pytest.mark.parametrize("seed", [0, 9, 20260, 2**40 + 7])
+@pytest.mark.parametrize("k", [5, 10])
+def test_sii_draws_are_numpys_normal_draws_to_the_bit(seed, k):
+    """The SII's draws (one standard-normal fill, scaled and shifted in place) are the numbers
+    numpy's `Generator.normal(loc, scale, size)` returns for the same seed, bit for bit, and the
+    in-place back-transform is `_from_analysis_scale`: the published limits cannot move with them."""
+    import numpy as np
+
+    loc = np.linspace(-3.0, 2.5, k) * (1 + seed % 7)
+    scale = np.abs(np.sin(np.arange(1, k + 1) * (seed % 11 + 1))) / 3
+    scale[k // 2] = 0.0  # a quantile with no spread keeps its value in every draw
+    expected = np.random.default_rng(seed).normal(loc=loc, scale=scale, size=(100_000, k))
+    draws = stats._draws(seed, loc, scale, 100_000)
+    assert draws.tobytes() == expected.tobytes()
+    for value_type in ("normal", "rate", "proportion"):
+        in_place = draws.copy()
+        stats._from_analysis_scale_in_place(value_type, in_place)
+        assert in_place.tobytes() == np.asarray(stats._from_analysis_scale(value_type, draws)).tobytes()
+
+
 @pytest.mark.parametrize(
     ("call", "message"),
     [
