@@ -330,6 +330,9 @@ def start_run(context, warehouse: Path) -> None:
             context.log.warning(message)
 
     recover(Path(warehouse), say=say)
+    from pipelines.warehouse import hold
+
+    hold(warehouse)  # one open database for the run's many connections (pipelines/warehouse.py)
     from pipelines.limits import start_memory_watchdog
 
     instance, run_id = context.instance, run.run_id
@@ -347,11 +350,15 @@ def end_run(context, warehouse: Path) -> None:
     run = context.run
     if run is None:
         return
+    from pipelines.warehouse import let_go
+
     try:
         write_quality_copy(Path(warehouse))
     except Exception as error:  # noqa: BLE001 - a stale copy for readers must never fail the run
         if context.log:
             context.log.warning(f"the readers' copy of the data-quality history was not refreshed: {error}")
+    finally:
+        let_go(warehouse)  # closed (and checkpointed) before another writer may take the file
     release_writer(Path(warehouse))
     release_run(context.instance, run.run_id)
 

@@ -137,12 +137,60 @@ def connect(path: str | Path, *, read_only: bool = False, memory_limit: str | No
     if read_only and not path.exists():
         raise FileNotFoundError(f"warehouse {path} does not exist: run `core20 run` first (or pass --warehouse).")
     wait = default_wait() if wait_seconds is None else wait_seconds
-    con = _open(path, read_only, wait)
+    anchor = _held_database(path, wait)
+    con = anchor.cursor() if anchor is not None else _open(path, read_only, wait)
     try:
         con.execute(f"set memory_limit = '{memory_limit or os.environ.get(MEMORY_ENV) or DEFAULT_MEMORY}'")
         yield con
     finally:
         con.close()
+
+
+# --- a run's hold on its warehouse ------------------------------------------------------------
+# Opening the file costs DuckDB a new database instance (about 15-20 ms of CPU: its catalog of
+# built-in functions is made again) and closing the last connection checkpoints the
+# write-ahead log (a write and an fsync). A month opens the warehouse about 60 times (every
+# step, gate record and IO-manager write); holding one connection for the run turns each of
+# those into a cursor on the open database (under 1 ms). The run holds the writer lock
+# (pipelines/runlock.py) for its whole length anyway, so no other writer could have used the
+# gaps; a reader that opens the file during the run waits for its end (`connect` says whom it
+# waits for) instead of slipping in between two steps and delaying the run. Within the run a
+# read-only `connect` is a cursor on the same read-write database.
+_HELD: dict[Path, duckdb.DuckDBPyConnection | None] = {}
+
+
+def hold(path: str | Path) -> None:
+    """Keep `path` open in this process between connections until `let_go` (a run, from its start to its end).
+
+    The database is opened lazily by the next `connect` and closed again while an `attach` of
+    the same file needs it (DuckDB lets one process open a file either way, not both at once).
+    """
+    _HELD.setdefault(Path(path).resolve(), None)
+
+
+def let_go(path: str | Path) -> None:
+    """End `hold`: close the held database (which checkpoints its write-ahead log)."""
+    _close_held(Path(path).resolve(), forget=True)
+
+
+def _close_held(key: Path, *, forget: bool = False) -> None:
+    anchor = _HELD.pop(key, None) if forget else _HELD.get(key)
+    if anchor is not None:
+        anchor.close()  # closes every cursor made from it too
+    if not forget and key in _HELD:
+        _HELD[key] = None
+
+
+def _held_database(path: Path, wait_seconds: float) -> duckdb.DuckDBPyConnection | None:
+    """Return the held database's anchor connection for `path` (opening it if need be), or None when not held."""
+    if not _HELD:
+        return None
+    key = path.resolve()
+    if key not in _HELD:
+        return None
+    if _HELD[key] is None:
+        _HELD[key] = _open(path, False, wait_seconds)
+    return _HELD[key]
 
 
 def attach(con: duckdb.DuckDBPyConnection, path: str | Path, alias: str, *, memory_limit: str | None = None,
@@ -163,6 +211,8 @@ def attach(con: duckdb.DuckDBPyConnection, path: str | Path, alias: str, *, memo
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"warehouse {path} does not exist: run `core20 run` first (or pass --warehouse).")
+    if _HELD:
+        _close_held(path.resolve())  # a held database would refuse the attach; the next connect opens it again
     con.execute(f"set memory_limit = '{memory_limit or os.environ.get(MEMORY_ENV) or DEFAULT_MEMORY}'")
     wait = default_wait() if wait_seconds is None else wait_seconds
     target = "'" + str(path).replace("'", "''") + "'"

@@ -60,3 +60,42 @@ def test_partition_read_returns_one_month(tmp_path):
         write_frame(con, "s", "t", month_rows(OCT, [1]), partition_column="reporting_month", partition_value=OCT)
         write_frame(con, "s", "t", month_rows(NOV, [2]), partition_column="reporting_month", partition_value=NOV)
         assert read_table(con, "s", "t", partition_column="reporting_month", partition_value=NOV)["v"].to_list() == [2]
+
+
+def test_a_held_warehouse_is_one_open_database_until_let_go(tmp_path):
+    """During a run (`hold` .. `let_go`) every connect is a cursor on one open database: writes
+    commit for the next connect, read-only connects work, an attach of the same file gets it,
+    and after `let_go` another process can open the file."""
+    import subprocess
+    import sys
+
+    import duckdb
+
+    from pipelines import warehouse
+
+    path = tmp_path / "w.duckdb"
+    with connect(path) as con:
+        write_frame(con, "s", "t", month_rows(OCT, [1]), partition_column="reporting_month", partition_value=OCT)
+    warehouse.hold(path)
+    try:
+        with connect(path) as con:
+            write_frame(con, "s", "t", month_rows(NOV, [2, 3]), partition_column="reporting_month", partition_value=NOV)
+            con.execute("create temp table scratch as select 1")  # private to this connection
+        anchor = warehouse._HELD[path.resolve()]
+        assert anchor is not None
+        with connect(path, read_only=True) as con:
+            assert con.execute("select count(*) from s.t").fetchall() == [(3,)]
+            assert con.execute("select count(*) from duckdb_tables() where temporary").fetchall() == [(0,)]
+        assert warehouse._HELD[path.resolve()] is anchor  # still the same open database
+        reader = duckdb.connect()
+        warehouse.attach(reader, path, "wh")  # the held database lets go of the file for the attach
+        assert reader.execute("select count(*) from wh.s.t").fetchall() == [(3,)]
+        reader.close()
+        with connect(path) as con:  # opened again for the rest of the run
+            assert read_table(con, "s", "t", partition_column="reporting_month", partition_value=NOV)["v"].to_list() == [2, 3]
+    finally:
+        warehouse.let_go(path)
+    assert path.resolve() not in warehouse._HELD
+    opened = subprocess.run([sys.executable, "-c", f"import duckdb; print(duckdb.connect({str(path)!r}).execute("
+                             "'select count(*) from s.t').fetchall()[0][0])"], capture_output=True, text=True, timeout=120)
+    assert opened.stdout.strip() == "3", opened.stderr
