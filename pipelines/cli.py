@@ -215,6 +215,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"core20 {args.command}: {error}", file=sys.stderr)
         return EXIT_ERROR
     finally:
+        if "pipelines.runner" in sys.modules:
+            sys.modules["pipelines.runner"].close_instances()
         settings_file.use_settings(None)
         if previous is None:
             os.environ.pop(settings_file.SETTINGS_ENV, None)
