@@ -219,14 +219,16 @@ def published_views(con, catalog: str, candidate_month: date | None = None, *, s
     """
     from pipelines.warehouse import quote
 
+    # The attached warehouse is read-only here: its tables are listed once, not looked up one by one.
+    present = {(r[0], r[1]) for r in con.execute("select table_schema, table_name from information_schema.tables "
+                                                 "where table_catalog = ?", [catalog]).fetchall()}
+
     def exists(in_schema: str, table: str) -> bool:
-        return bool(con.execute("select count(*) from information_schema.tables where table_catalog = ? and "
-                                "table_schema = ? and table_name = ?", [catalog, in_schema, table]).fetchall()[0][0])
+        return (in_schema, table) in present
 
     con.execute(f"create schema if not exists {VIEWS}")
     names = []
-    published = [r[0] for r in con.execute("select table_name from information_schema.tables where table_catalog = ? "
-                                           "and table_schema = ? order by 1", [catalog, schema]).fetchall()]
+    published = sorted(table for in_schema, table in present if in_schema == schema)
     registry = {t.name: t for t in PUBLISHED_TABLES}
     for name in sorted(set(published) | (set(registry) if candidate_month else set())):
         source = f"{catalog}.{schema}.{quote(name)}"
