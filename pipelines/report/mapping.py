@@ -179,6 +179,43 @@ def ics_map(con: duckdb.DuckDBPyConnection, reference_dir: Path, *, icb_code: st
              f'width="{MAP_WIDTH + 8}" height="{height + legend_h + 8:.0f}" data-lsoas="{frame.height}" '
              f'data-practices="{points.height}" xmlns="http://www.w3.org/2000/svg">'
              f'<title>LSOAs of {escape(icb_code)} shaded by national {escape(vintage)} decile; Core20 areas outlined; GP practices marked</title>']
+    # The areas and their outlines depend only on the ICB's reference data, the same every month:
+    # drawn once and kept in the cache, keyed by everything they are drawn from.
+    layers = _cached_layers(frame, geometries, to_px)
+    parts.append(layers["svg"])
+    n_core20, outlines = layers["n_core20"], layers["outlines"]
+    for practice in points.iter_rows(named=True):
+        px, py = to_px(practice["easting"], practice["northing"])
+        parts.append(f'<circle class="practice" cx="{px:.1f}" cy="{py:.1f}" r="3" fill="#ffffff" stroke="#111111" '
+                     f'stroke-width="1.2"><title>{escape(practice["practice_name"] or "")} ({practice["practice_code"]})</title></circle>')
+    # The legend: a numbered swatch per decile, then the outlines and marks, in 13 px type.
+    y0 = height + 14
+    parts.append(f'<text x="0" y="{y0 + 4:.0f}" font-size="13" font-weight="bold">National IMD decile</text>')
+    for k, colour in enumerate(DECILE_COLOURS):
+        parts.append(f'<rect x="{k * 34}" y="{y0 + 12:.0f}" width="34" height="18" fill="{colour}"/>'
+                     f'<text x="{k * 34 + 17}" y="{y0 + 46:.0f}" font-size="13" text-anchor="middle">{k + 1}</text>')
+    parts.append(f'<text x="0" y="{y0 + 64:.0f}" font-size="13">1 = most deprived, 10 = least deprived</text>')
+    keys = [(f'<rect x="0" y="-11" width="30" height="14" fill="none" stroke="{CORE20_STROKE}" stroke-width="2.5"/>',
+             "Core20 area (deciles 1-2)"),
+            ('<line x1="0" y1="-4" x2="30" y2="-4" stroke="#000000" stroke-width="2.4"/>', "Sub-ICB location"),
+            ('<line x1="0" y1="-4" x2="30" y2="-4" stroke="#3a3a3a" stroke-width="0.9" stroke-dasharray="4 3"/>',
+             "local authority (named)"),
+            ('<circle cx="15" cy="-4" r="4" fill="#ffffff" stroke="#111111" stroke-width="1.4"/>', "GP practice")]
+    for k, (mark, text) in enumerate(keys):
+        parts.append(f'<g transform="translate(380,{y0 + 18 + 20 * k:.0f})">{mark}'
+                     f'<text x="38" y="0" font-size="13">{escape(text)}</text></g>')
+    parts.append("</svg>")
+    n_sub_icbs = sum(1 for column, _ in outlines if column == "sub_icb")
+    n_places = sum(1 for column, _ in outlines if column == "place")
+    return MapResult("".join(parts), frame.height, n_core20, points.height, unplaced, file_id, n_sub_icbs, n_places)
+
+
+def _draw_layers(frame: pl.DataFrame, geometries, to_px) -> dict:
+    """Return the SVG of the LSOAs, the Core20 outline, the Sub-ICB and local-authority outlines and
+    the place names, with the counts the caption needs."""
+    import shapely
+
+    parts: list[str] = []
     rows = frame.select("code", "name", "decile", "sub_icb", "place").rows()
     for (code, name, decile, _, _), geometry in zip(rows, geometries):
         fill = DECILE_COLOURS[decile - 1] if decile else "#cccccc"
@@ -214,27 +251,38 @@ def ics_map(con: duckdb.DuckDBPyConnection, reference_dir: Path, *, icb_code: st
         px, py = to_px(*shape.representative_point().coords[0])
         parts.append(f'<text class="place" x="{px:.1f}" y="{py:.1f}" font-size="12" font-weight="bold" text-anchor="middle" '
                      f'fill="#111111" stroke="#ffffff" stroke-width="3" paint-order="stroke">{escape(key)}</text>')
-    for practice in points.iter_rows(named=True):
-        px, py = to_px(practice["easting"], practice["northing"])
-        parts.append(f'<circle class="practice" cx="{px:.1f}" cy="{py:.1f}" r="3" fill="#ffffff" stroke="#111111" '
-                     f'stroke-width="1.2"><title>{escape(practice["practice_name"] or "")} ({practice["practice_code"]})</title></circle>')
-    # The legend: a numbered swatch per decile, then the outlines and marks, in 13 px type.
-    y0 = height + 14
-    parts.append(f'<text x="0" y="{y0 + 4:.0f}" font-size="13" font-weight="bold">National IMD decile</text>')
-    for k, colour in enumerate(DECILE_COLOURS):
-        parts.append(f'<rect x="{k * 34}" y="{y0 + 12:.0f}" width="34" height="18" fill="{colour}"/>'
-                     f'<text x="{k * 34 + 17}" y="{y0 + 46:.0f}" font-size="13" text-anchor="middle">{k + 1}</text>')
-    parts.append(f'<text x="0" y="{y0 + 64:.0f}" font-size="13">1 = most deprived, 10 = least deprived</text>')
-    keys = [(f'<rect x="0" y="-11" width="30" height="14" fill="none" stroke="{CORE20_STROKE}" stroke-width="2.5"/>',
-             "Core20 area (deciles 1-2)"),
-            ('<line x1="0" y1="-4" x2="30" y2="-4" stroke="#000000" stroke-width="2.4"/>', "Sub-ICB location"),
-            ('<line x1="0" y1="-4" x2="30" y2="-4" stroke="#3a3a3a" stroke-width="0.9" stroke-dasharray="4 3"/>',
-             "local authority (named)"),
-            ('<circle cx="15" cy="-4" r="4" fill="#ffffff" stroke="#111111" stroke-width="1.4"/>', "GP practice")]
-    for k, (mark, text) in enumerate(keys):
-        parts.append(f'<g transform="translate(380,{y0 + 18 + 20 * k:.0f})">{mark}'
-                     f'<text x="38" y="0" font-size="13">{escape(text)}</text></g>')
-    parts.append("</svg>")
-    n_sub_icbs = sum(1 for column, _, _ in outlines if column == "sub_icb")
-    n_places = sum(1 for column, _, _ in outlines if column == "place")
-    return MapResult("".join(parts), frame.height, len(core20), points.height, unplaced, file_id, n_sub_icbs, n_places)
+    return {"svg": "".join(parts), "n_core20": len(core20),
+            "outlines": [(column, key) for column, key, _ in outlines]}
+
+
+def _cached_layers(frame: pl.DataFrame, geometries, to_px) -> dict:
+    """Return `_draw_layers`, from the cache folder when it holds the drawing of the same input.
+
+    The key is a sha256 of every input of the drawing (each area's code, name, decile, Sub-ICB,
+    local authority and prepared boundary, and the map's width), so a changed lookup, decile or
+    boundary draws again; a hit is the same string to the byte (about 0.2 s of shapely unions
+    and path formatting a month).
+    """
+    import hashlib
+
+    from pipelines.gates import CACHE_ENV, DEFAULT_CACHE
+
+    digest = hashlib.sha256(json.dumps({"width": MAP_WIDTH, "version": 1,
+                                        "rows": frame.select("code", "name", "decile", "sub_icb", "place").rows()}).encode())
+    for wkb in frame["wkb"].to_list():
+        digest.update(len(wkb).to_bytes(8, "little"))
+        digest.update(wkb)
+    cache = Path(os.environ.get(CACHE_ENV) or DEFAULT_CACHE) / "map_layers" / f"{digest.hexdigest()[:32]}.json"
+    try:
+        return json.loads(cache.read_text(encoding="utf-8"))
+    except Exception:  # noqa: BLE001 - absent or unreadable: draw again
+        pass
+    layers = _draw_layers(frame, geometries, to_px)
+    try:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        partial = cache.with_name(f".{cache.name}.{os.getpid()}")
+        partial.write_text(json.dumps(layers), encoding="utf-8")
+        partial.replace(cache)
+    except OSError:
+        pass  # a read-only cache folder costs the next month the drawing again, nothing else
+    return json.loads(json.dumps(layers))  # the same types a cache hit returns
