@@ -251,7 +251,7 @@ def run_month(defs: dg.Definitions, partition_key: str, warehouse: Path, after=N
     started = time.perf_counter()
     # The objects made so far (imported modules, the definitions) live for the whole command:
     # frozen, they are left out of the garbage collector's full passes during the run, which
-    # otherwise walked them all again (about 0.5 s of CPU a demo month).
+    # otherwise walked them all again (a demo month's full passes: 0.46 s of CPU, 0.22 s frozen).
     gc.freeze()
     try:
         result = job.execute_in_process(
