@@ -390,6 +390,127 @@ PROGRESS_PART_SIZE = 5000
 RECHECK_EVERY = 10
 # A round of joint LPs continues while the last two certified at least this many targets.
 JOINT_MIN_GAIN = 2
+# With `suppress(processes=)` above 1, parts of at least this many counts are shared out to
+# forked processes (a national roll-up's parts take minutes each; smaller ones cost less than a fork).
+PARALLEL_PART_SIZE = 5000
+
+
+class _PartWorkers:
+    """Forked processes that audit the large parts of one `suppress` call, largest first.
+
+    The parts of a problem are independent (no relation, order pair, unit or implied unit
+    reaches across two), so each can be protected in its own process from the state at the
+    fork and the hidden units merged afterwards: the same units as one process hides. Forked,
+    not spawned, so a child starts from the problem already built (nothing pickled but the
+    results, and it works inside a Celery worker, whose daemonic processes may not start
+    multiprocessing children). A child takes its next part from a shared pipe (4 bytes a part
+    index), sends its progress lines and each part's result back on its own pipe, and ends
+    with `os._exit`; it touches no file, database or logger of the parent.
+    """
+
+    # In a child: its connection to the parent (`suppress` sends an error there and exits).
+    child_out = None
+
+    def __init__(self, processes: int, parts: list[int]):
+        self.processes, self.parts = processes, parts
+
+    @classmethod
+    def fail_child(cls, error: BaseException) -> None:
+        """In a child: send the error to the parent and end the process (it must never return
+        into the parent's callers: a Dagster step, a Celery task)."""
+        import os
+        import traceback
+
+        try:
+            cls.child_out.send(("error", f"{type(error).__name__}: {error}\n{traceback.format_exc()}"))
+        finally:
+            os._exit(1)
+
+    def parts_here(self, progress, part_result, merge):
+        """Yield (part, progress) in each child for every part it takes; in the parent, yield
+        nothing: fork, relay the children's lines to `progress`, hand each part's result to `merge`.
+
+        After each part a child sends `part_result()` (picklable); a child's error is raised in
+        the parent as a RuntimeError naming it (no count's value: the errors name keys only).
+        """
+        import gc
+        import os
+        import pickle
+        import struct
+        import traceback
+        from multiprocessing.connection import Connection, wait
+
+        import highspy
+
+        # HiGHS's global task scheduler has threads a child would not have: stop them first
+        # (a model's next solve starts it again).
+        highspy.Highs.resetGlobalScheduler(True)
+        queue_read, queue_write = os.pipe()
+        os.write(queue_write, b"".join(struct.pack("<i", k) for k in self.parts))
+        os.close(queue_write)
+        gc.collect()
+        gc.freeze()  # the collector then leaves the parent's objects (and their pages) alone in a child
+        children: dict = {}
+        try:
+            for _ in range(min(self.processes, len(self.parts))):
+                read_fd, write_fd = os.pipe()
+                pid = os.fork()
+                if pid == 0:
+                    yield from self._child(queue_read, read_fd, write_fd, progress, part_result)
+                os.close(write_fd)
+                children[Connection(read_fd, writable=False)] = pid
+        finally:
+            os.close(queue_read)
+            gc.unfreeze()
+        failure = None
+        waiting = list(children)
+        while waiting:
+            for conn in wait(waiting):
+                try:
+                    kind, payload = conn.recv()
+                except EOFError:
+                    waiting.remove(conn)
+                    conn.close()
+                    continue
+                if kind == "line" and progress is not None:
+                    progress(payload)
+                elif kind == "part":
+                    merge(pickle.loads(payload))
+                elif kind == "error" and failure is None:
+                    failure = payload
+        for pid in children.values():
+            _, status = os.waitpid(pid, 0)
+            if status != 0 and failure is None:
+                failure = f"a suppression process ended with status {status}"
+        if failure is not None:
+            raise RuntimeError(f"secondary suppression: a part audited in its own process failed: {failure}")
+
+    @staticmethod
+    def _child(queue_read, read_fd, write_fd, progress, part_result):
+        """A child's life: take parts until the queue is empty, then `os._exit` (never returns)."""
+        import os
+        import pickle
+        import struct
+        import traceback
+        from multiprocessing.connection import Connection
+
+        os.close(read_fd)
+        out = _PartWorkers.child_out = Connection(write_fd, readable=False)
+        try:
+            say = (lambda line: out.send(("line", line))) if progress is not None else None
+            while True:
+                taken = os.read(queue_read, 4)
+                if len(taken) < 4:
+                    break
+                yield struct.unpack("<i", taken)[0], say
+                out.send(("part", pickle.dumps(part_result())))
+        except GeneratorExit:
+            # The audit of a part raised: the error is on its way out of `_suppress`, whose
+            # caller (`suppress`) sends it to the parent and ends this process.
+            raise
+        except BaseException as error:
+            _PartWorkers.fail_child(error)
+        os._exit(0)
 
 
 def _new_highs():
@@ -732,7 +853,7 @@ class SuppressionResult:
 
 
 def suppress(problem: CountProblem, profile: DisclosureProfile, primary_units: set | None = None,
-             progress=None) -> SuppressionResult:
+             progress=None, processes: int = 1) -> SuppressionResult:
     """Return the units to hide so that no hidden count can be narrowed down from everything published.
 
     Arguments:
@@ -741,6 +862,8 @@ def suppress(problem: CountProblem, profile: DisclosureProfile, primary_units: s
         primary_units: units hidden by the small-count rule; default: every unit showing a
             count of 1 to the profile's threshold.
         progress: called with a line of text (no count's value) as each large part starts and ends.
+        processes: with more than 1, the parts of at least PARALLEL_PART_SIZE counts are audited
+            in that many forked processes (`_PartWorkers`); the units hidden are the same.
 
     The rule (DOMAIN.md section 6; the audit of cell suppression in Hundepool et al.,
     *Handbook on Statistical Disclosure Control*, ch. 4): for every hidden count, the values
@@ -756,6 +879,16 @@ def suppress(problem: CountProblem, profile: DisclosureProfile, primary_units: s
     hidden, with the units it implies, and the check repeats. Hiding only widens every
     interval, so a count once protected stays so and the loop ends.
     """
+    try:
+        return _suppress(problem, profile, primary_units, progress, processes)
+    except BaseException as error:
+        if _PartWorkers.child_out is not None:
+            _PartWorkers.fail_child(error)  # a forked child never returns into its parent's callers
+        raise
+
+
+def _suppress(problem: CountProblem, profile: DisclosureProfile, primary_units: set | None, progress,
+              processes: int) -> SuppressionResult:
     import numpy as np
 
     n = len(problem.keys)
@@ -871,7 +1004,43 @@ def suppress(problem: CountProblem, profile: DisclosureProfile, primary_units: s
     scoped = bool(problem.scope_chain)
     seen_all = (np.asarray(values, dtype=float).copy(), np.asarray(values, dtype=float).copy()) if scoped else None
 
-    for k, variables in enumerate(components):
+    # Parts of PARALLEL_PART_SIZE counts or more go to forked processes, largest first, when
+    # there are two or more of them; the rest are audited here first, in order.
+    forked = sorted((k for k, variables in enumerate(components)
+                     if len(variables) >= PARALLEL_PART_SIZE and any(is_hidden(v) for v in variables)),
+                    key=lambda k: (-len(components[k]), k)) if processes > 1 else []
+    forked = forked if len(forked) > 1 else []
+    counters = ("n_lp_solves", "n_complements", "n_prior_cut", "n_models")
+    sent: dict = {}
+
+    def part_result() -> tuple:
+        """In a child: the units hidden and the work done since the last part's result."""
+        units = hidden_units - sent["units"]
+        sent["units"] |= units
+        done = {c: getattr(result, c) - sent[c] for c in counters}
+        sent.update({c: getattr(result, c) for c in counters})
+        return units, done, result.largest_model, result.smallest_model
+
+    def merge_part(part: tuple) -> None:
+        units, done, largest, smallest = part
+        hidden_units.update(units)
+        for c, n in done.items():
+            setattr(result, c, getattr(result, c) + n)
+        result.largest_model = max(result.largest_model, largest)
+        sizes = [x for x in (result.smallest_model, smallest) if x]
+        result.smallest_model = min(sizes) if sizes else 0
+
+    def parts_here():
+        nonlocal progress
+        elsewhere = set(forked)
+        yield from ((k, variables) for k, variables in enumerate(components) if k not in elsewhere)
+        if forked:
+            sent.update({"units": set(hidden_units), **{c: getattr(result, c) for c in counters}})
+            for k, say in _PartWorkers(processes, forked).parts_here(progress, part_result, merge_part):
+                progress = say  # in a child: its lines go to the parent
+                yield k, components[k]
+
+    for k, variables in parts_here():
         if not any(is_hidden(v) for v in variables):
             continue
         relations, at_most = part_relations[k], part_at_most[k]
