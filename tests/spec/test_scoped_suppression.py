@@ -138,3 +138,22 @@ def test_scopes_follow_the_areas():
     assert problem.scope_sets["R2"] == {v for v, k in enumerate(problem.keys) if k[0] in ("R2", "I3", "I4", "I5")}
     assert problem.scope_sets[("pair", "R3", "R1")] == {v for v, k in enumerate(problem.keys)
                                                         if k[0] in ("R3", "I6", "R1", "I1", "I2")}
+
+
+@pytest.mark.parametrize("seed", [2, 5])
+def test_interior_point_solves_keep_the_guarantee(seed, monkeypatch):
+    """Every first LP and joint LP by the interior-point method with crossover (large models' path)."""
+    from pipelines.segmentation import disclosure
+
+    monkeypatch.setattr(disclosure, "IPM_MODEL_SIZE", 1)
+    monkeypatch.setattr(disclosure, "IPM_JOINT_MODEL_SIZE", 1)
+    monkeypatch.setattr(disclosure, "IPM_JOINT_TARGETS", 2)
+    problem, sums, linked = national_problem(seed)
+    _area_scopes(problem, sums, linked)
+    result = suppress(problem, NHS_SUPPRESS_ROUND5)
+    for v, (low, high) in attacker_intervals(problem, result.hidden_units).items():
+        value = problem.values[v]
+        if 1 <= value <= 7:
+            assert low <= 1 + 1e-6 and high >= 7 - 1e-6, (problem.keys[v], low, high)
+        elif not (value == 0 and high < 0.5):
+            assert high - low > 0.5, (problem.keys[v], low, high)
