@@ -97,3 +97,33 @@ def test_the_roll_up_processes_setting(monkeypatch):
         rollup_processes()
     monkeypatch.delenv(PROCESSES_ENV)
     assert rollup_processes() == len(os.sched_getaffinity(0))
+
+
+def _suppress_in_daemon(queue) -> None:
+    disclosure.PARALLEL_PART_SIZE = 50
+    problem = several_parts()
+    try:
+        result = suppress(problem, NHS_SUPPRESS_ROUND5, processes=2)
+        queue.put(("ok", sorted(result.hidden_units)))
+    except BaseException as error:  # reported to the test
+        queue.put(("error", repr(error)))
+
+
+def test_forks_inside_a_daemonic_worker_process():
+    """A Celery prefork worker runs tasks in daemonic processes, which multiprocessing forbids to
+    have children; the forked parts must still run there, and hide what one process hides.
+
+    The daemon is spawned, not forked: this test process has run HiGHS, and a process forked
+    after that inherits HiGHS's task scheduler without its threads (it would hang; `suppress`
+    stops the scheduler before it forks for that reason, and a Celery worker's pool is forked
+    from a main process that never solves an LP)."""
+    import multiprocessing
+
+    context = multiprocessing.get_context("spawn")
+    queue = context.Queue()
+    worker = context.Process(target=_suppress_in_daemon, args=(queue,), daemon=True)
+    worker.start()
+    outcome = queue.get(timeout=300)
+    worker.join(60)
+    assert outcome[0] == "ok", outcome
+    assert outcome[1] == sorted(suppress(several_parts(), NHS_SUPPRESS_ROUND5).hidden_units)
