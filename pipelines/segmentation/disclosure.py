@@ -446,8 +446,8 @@ class _PartWorkers:
         import gc
         import os
         import pickle
+        import signal
         import struct
-        import traceback
         from multiprocessing.connection import Connection, wait
 
         import highspy
@@ -474,24 +474,34 @@ class _PartWorkers:
             gc.unfreeze()
         failure = None
         waiting = list(children)
-        while waiting:
-            for conn in wait(waiting):
-                try:
-                    kind, payload = conn.recv()
-                except EOFError:
-                    waiting.remove(conn)
-                    conn.close()
-                    continue
-                if kind == "line" and progress is not None:
-                    progress(payload)
-                elif kind == "part":
-                    merge(pickle.loads(payload))
-                elif kind == "error" and failure is None:
-                    failure = payload
-        for pid in children.values():
-            _, status = os.waitpid(pid, 0)
-            if status != 0 and failure is None:
-                failure = f"a suppression process ended with status {status}"
+        try:
+            while waiting:
+                for conn in wait(waiting):
+                    try:
+                        kind, payload = conn.recv()
+                    except EOFError:
+                        waiting.remove(conn)
+                        conn.close()
+                        continue
+                    if kind == "line" and progress is not None:
+                        progress(payload)
+                    elif kind == "part":
+                        merge(pickle.loads(payload))
+                    elif kind == "error" and failure is None:
+                        failure = payload
+                        for pid in children.values():  # the call fails: the other parts' work is moot
+                            os.kill(pid, signal.SIGTERM)
+        finally:
+            if waiting:  # the parent is leaving early (interrupted): no child outlives the call
+                for pid in children.values():
+                    try:
+                        os.kill(pid, signal.SIGTERM)
+                    except ProcessLookupError:
+                        pass
+            for pid in children.values():
+                _, status = os.waitpid(pid, 0)
+                if status != 0 and failure is None:
+                    failure = f"a suppression process ended with status {status}"
         if failure is not None:
             raise RuntimeError(f"secondary suppression: a part audited in its own process failed: {failure}")
 
