@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -113,6 +114,12 @@ def run_with_workers(n: int, work: Path, extracts: Path, month: str, rollup: boo
             "rollup_seconds": steps.get("national_rollup")}
 
 
+def _cpu_seconds() -> float:
+    """User and system CPU of this process and of its children waited for (the roll-up's forked audit)."""
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
 def time_rollup(root: Path, month: str, suppression: str | None = None) -> dict:
     """Run the national roll-up and publish (`national_rollup`'s work) in this process; return its time, memory and figures."""
     from pipelines.national.rollup import publish_national, rollup_month
@@ -127,16 +134,20 @@ def time_rollup(root: Path, month: str, suppression: str | None = None) -> dict:
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
     started, load_before = time.perf_counter(), os.getloadavg()
+    cpu_before = _cpu_seconds()
     manifest = rollup_month(str(root / "partitions"), month, suppression=suppression,
                             progress=lambda m: say(f"{time.strftime('%H:%M:%S')} {m}"))
     publish_national(str(root / "partitions"), month, str(root / "national.duckdb"), str(root / "serving"))
     seconds = time.perf_counter() - started
+    cpu_seconds = _cpu_seconds() - cpu_before
     done.set()
     sampler.join()
     figures = manifest.get("suppression", {})
-    return {"seconds": seconds, "peak_bytes": peak[0], "load_average_before": load_before, "load_average_after": os.getloadavg(),
+    return {"seconds": seconds, "cpu_seconds": cpu_seconds, "peak_bytes": peak[0], "load_average_before": load_before,
+            "load_average_after": os.getloadavg(),
             "suppression_seconds": figures.get("seconds"), "suppression": {k: figures.get(k) for k in (
-                "method", "n_lp_solves", "n_complements", "n_audit_complements", "n_variables", "n_fallbacks")},
+                "method", "processes", "n_lp_solves", "n_complements", "n_audit_complements", "n_variables", "n_components",
+                "n_lp_models", "largest_lp_model", "n_fallbacks")},
             "suppression_steps_seconds": {"top": figures.get("top", {}).get("seconds"),
                                           "regions": {k: v.get("seconds") for k, v in figures.get("regions", {}).items()},
                                           "audit": figures.get("audit", {}).get("seconds")}}

@@ -51,6 +51,8 @@ class NationalSettings(dg.ConfigurableResource):
         rollup_suppression: how the roll-up protects its areas together (`rollup.SUPPRESSION_METHODS`):
             'joint' (every area in one problem, audited in scopes of an area or two) or 'top_down';
             empty: $CORE20_NATIONAL_ROLLUP_SUPPRESSION, else 'joint'.
+        rollup_processes: processes the roll-up's audit shares its independent parts between on
+            the worker that runs it; 0: $CORE20_ROLLUP_PROCESSES, else every CPU of that worker.
     """
 
     extracts_root: str = "data/national/extracts"
@@ -63,6 +65,7 @@ class NationalSettings(dg.ConfigurableResource):
     disclosure_profile: str = "nhs_suppress_1_7_round_5"
     primary_imd_vintage: str = "IMD2025"
     rollup_suppression: str = ""
+    rollup_processes: int = 0
 
     def settings_kwargs(self) -> dict:
         return {"disclosure_profile": self.disclosure_profile, "primary_imd_vintage": self.primary_imd_vintage}
@@ -119,7 +122,8 @@ def national_rollup(context: dg.OpExecutionContext, national: NationalSettings, 
 
     month = context.partition_key
     manifest = rollup_month(national.store_root, month, reference_dir=national.reference_dir, icbs=sorted(icbs),
-                            suppression=national.rollup_suppression)
+                            suppression=national.rollup_suppression,
+                            processes=national.rollup_processes)
     rows = publish_national(national.store_root, month, national.warehouse, national.serving_root,
                             reference_dir=national.reference_dir)
     context.log_event(dg.AssetMaterialization(ROLLUP_ASSET, partition=month,
@@ -190,7 +194,8 @@ def national_rollup_asset(context: dg.AssetExecutionContext, national: NationalS
     from pipelines.national.rollup import publish_national, rollup_month
 
     manifest = rollup_month(national.store_root, context.partition_key, reference_dir=national.reference_dir,
-                            suppression=national.rollup_suppression)
+                            suppression=national.rollup_suppression,
+                            processes=national.rollup_processes)
     rows = publish_national(national.store_root, context.partition_key, national.warehouse, national.serving_root,
                             reference_dir=national.reference_dir)
     return dg.MaterializeResult(metadata={**_metadata(manifest), **{f"published_{k}": v for k, v in rows.items()}})

@@ -104,11 +104,29 @@ def _one_setting(store: PartitionStore, month: str, icbs: list[str], name: str) 
 
 SUPPRESSION_METHODS = ("joint", "top_down")
 SUPPRESSION_ENV = "CORE20_NATIONAL_ROLLUP_SUPPRESSION"
+PROCESSES_ENV = "CORE20_ROLLUP_PROCESSES"
+
+
+def rollup_processes(processes: int | None = None) -> int:
+    """The processes the roll-up's suppression audits its parts in: `processes` if given (above 0),
+    else $CORE20_ROLLUP_PROCESSES, else every CPU this process may run on."""
+    if processes is None or processes <= 0:
+        text = os.environ.get(PROCESSES_ENV, "").strip()
+        if text:
+            try:
+                processes = int(text)
+            except ValueError:
+                raise ValueError(f"${PROCESSES_ENV} must be a whole number of processes, not {text!r}") from None
+        else:
+            processes = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    if processes < 1:
+        raise ValueError(f"the roll-up needs at least 1 process, not {processes}")
+    return processes
 
 
 def rollup_month(store_root: str, month: str, *, reference_dir: str | None = None, sii_seed: int = 20260,
                  sii_repetitions: int = 10000, sii_transform: bool = False, icbs: list[str] | None = None,
-                 suppression: str | None = None, progress=None) -> dict:
+                 suppression: str | None = None, progress=None, processes: int | None = None) -> dict:
     """Roll the month's committed ICB partitions up to regions and England and commit the national partition.
 
     Every area the national release shows - each ICB, each region, England - is protected
@@ -123,6 +141,9 @@ def rollup_month(store_root: str, month: str, *, reference_dir: str | None = Non
     `month_disclosure._area_scopes`) or 'top_down' (England and regions, then each region's
     ICBs under the region's fixed pattern, then one audit of the whole release:
     `protection.protect_top_down`; slower at every size measured). The ICB rows of the release
+    `processes` (default `rollup_processes()`: $CORE20_ROLLUP_PROCESSES, else every CPU): the
+    'joint' audit's independent parts (one per group of indicators that share populations)
+    are audited that many at a time, in forked processes; the cells hidden are the same.
     are the ones decided here, not the ICB's own ICS publication.
 
     Returns:
@@ -190,10 +211,12 @@ def rollup_month(store_root: str, month: str, *, reference_dir: str | None = Non
     memberships = pl.concat(pattern_blocks)
     started = time.perf_counter()
     if suppression == "joint":
+        processes = rollup_processes(processes)
         controlled, quality_controlled, stats = protect_month(
             combined, relations, profile, primary_vintage=vintage, memberships=memberships,
-            quality=exact_quality, sums=sums, progress=progress)
-        stats = {"method": "joint", **{k: v for k, v in stats.items() if k not in ("hidden", "shown", "release")}}
+            quality=exact_quality, sums=sums, progress=progress, processes=processes)
+        stats = {"method": "joint", "processes": processes,
+                 **{k: v for k, v in stats.items() if k not in ("hidden", "shown", "release")}}
     else:
         england = labels[ENGLAND[1]]
         regions = {labels[code]: [labels[icb] for icb in members]

@@ -93,6 +93,7 @@ def protect_month(
     protected: Collection | None = None,
     decisions: bool = False,
     progress=None,
+    processes: int = 1,
 ) -> tuple[pl.DataFrame, pl.DataFrame | None, dict]:
     """Return (controlled gap counts, controlled quality table or None, audit figures).
 
@@ -127,6 +128,7 @@ def protect_month(
         decisions: also return, in the figures, `hidden` and `shown`: the names of the units
             hidden and shown (as `hidden` and `shown` take them), for an enclosing procedure.
         progress: called with lines of text on the suppression of large parts (`suppress`).
+        processes: forked processes the large parts are audited in (`suppress`); 1: this one.
 
     Returns:
         The gap counts with `numerator`/`denominator` controlled (hidden rows null, or 0 for
@@ -315,14 +317,14 @@ def protect_month(
             small = profile.small_count_threshold
             primary = {u for u, members in enumerate(problem.units) if any(1 <= problem.values[m] <= small for m in members)}
             primary |= {unit_of_name[name] for name in hidden if name in unit_of_name}
-    result = suppress(problem, profile, primary_units=primary, progress=progress)
+    result = suppress(problem, profile, primary_units=primary, progress=progress, processes=processes)
     hidden = result.hidden_units
     if earlier:
         # Two readers: one holding every release and the exact change (above), and one holding
         # this release alone, for whom today's small counts must cover 1..threshold. Hiding only
         # widens intervals, so the second pass keeps what the first guaranteed.
         alone.kept_shown = problem.kept_shown
-        second = suppress(alone, profile, primary_units=set(hidden))
+        second = suppress(alone, profile, primary_units=set(hidden), processes=processes)
         result.n_lp_solves += second.n_lp_solves
         result.n_complements += second.n_complements
         hidden = result.hidden_units = set(hidden) | second.hidden_units

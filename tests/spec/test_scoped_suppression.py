@@ -97,6 +97,16 @@ def attacker_intervals(problem: CountProblem, hidden_units: set) -> dict[int, tu
     return found
 
 
+def assert_nothing_narrowed(problem: CountProblem, hidden_units: set) -> None:
+    """Every hidden small count free over 1..7 and every other hidden count not pinned, for the attacker."""
+    for v, (low, high) in attacker_intervals(problem, hidden_units).items():
+        value = problem.values[v]
+        if 1 <= value <= 7:
+            assert low <= 1 + 1e-6 and high >= 7 - 1e-6, (problem.keys[v], low, high)
+        elif not (value == 0 and high < 0.5):  # a 0 every reader knows (its visible total is 0) needs nothing
+            assert high - low > 0.5, (problem.keys[v], low, high)
+
+
 @pytest.mark.parametrize("seed", [1, 2, 3, 4, 5, 6])
 def test_scoped_audit_leaves_no_hidden_count_narrowed_down(seed):
     problem, sums, linked = national_problem(seed)
@@ -104,12 +114,7 @@ def test_scoped_audit_leaves_no_hidden_count_narrowed_down(seed):
     result = suppress(problem, NHS_SUPPRESS_ROUND5)
     hidden = {m for u in result.hidden_units for m in problem.units[u]}
     assert any(1 <= problem.values[v] <= 7 for v in hidden)
-    for v, (low, high) in attacker_intervals(problem, result.hidden_units).items():
-        value = problem.values[v]
-        if 1 <= value <= 7:
-            assert low <= 1 + 1e-6 and high >= 7 - 1e-6, (problem.keys[v], low, high)
-        elif not (value == 0 and high < 0.5):  # a 0 every reader knows (its visible total is 0) needs nothing
-            assert high - low > 0.5, (problem.keys[v], low, high)
+    assert_nothing_narrowed(problem, result.hidden_units)
     # Models of one ICB (practice counts) and of two areas, not only of every area at once.
     one_icb = sum(1 for k in problem.keys if k[0] == "I1")
     assert result.n_models > 1 and result.smallest_model <= one_icb
@@ -138,3 +143,17 @@ def test_scopes_follow_the_areas():
     assert problem.scope_sets["R2"] == {v for v, k in enumerate(problem.keys) if k[0] in ("R2", "I3", "I4", "I5")}
     assert problem.scope_sets[("pair", "R3", "R1")] == {v for v, k in enumerate(problem.keys)
                                                         if k[0] in ("R3", "I6", "R1", "I1", "I2")}
+
+
+@pytest.mark.parametrize("seed", [2, 5])
+def test_interior_point_solves_keep_the_guarantee(seed, monkeypatch):
+    """Every first LP and joint LP by the interior-point method with crossover (large models' path)."""
+    from pipelines.segmentation import disclosure
+
+    monkeypatch.setattr(disclosure, "IPM_MODEL_SIZE", 1)
+    monkeypatch.setattr(disclosure, "IPM_JOINT_MODEL_SIZE", 1)
+    monkeypatch.setattr(disclosure, "IPM_JOINT_TARGETS", 2)
+    problem, sums, linked = national_problem(seed)
+    _area_scopes(problem, sums, linked)
+    result = suppress(problem, NHS_SUPPRESS_ROUND5)
+    assert_nothing_narrowed(problem, result.hidden_units)
