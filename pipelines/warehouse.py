@@ -174,11 +174,12 @@ def let_go(path: str | Path) -> None:
 
 
 def _close_held(key: Path, *, forget: bool = False) -> None:
+    """Close the held database of `key` (it opens again on the next `connect`), or, with `forget`, end the hold."""
     anchor = _HELD.pop(key, None) if forget else _HELD.get(key)
     if anchor is not None:
         anchor.close()  # closes every cursor made from it too
-    if not forget and key in _HELD:
-        _HELD[key] = None
+        if not forget:
+            _HELD[key] = None
 
 
 def _held_database(path: Path, wait_seconds: float) -> duckdb.DuckDBPyConnection | None:

@@ -514,7 +514,6 @@ class _PartWorkers:
         import os
         import pickle
         import struct
-        import traceback
         from multiprocessing.connection import Connection
 
         os.close(read_fd)
