@@ -464,11 +464,13 @@ class _PartWorkers:
         gc.collect()
         gc.freeze()  # the collector then leaves the parent's objects (and their pages) alone in a child
         children: dict = {}
+        parent = os.getpid()
         try:
             for _ in range(min(self.processes, len(self.parts))):
                 read_fd, write_fd = os.pipe()
                 pid = os.fork()
                 if pid == 0:
+                    _die_with_parent(parent)
                     yield from self._child(queue_read, read_fd, write_fd, progress, part_result)
                 os.close(write_fd)
                 children[Connection(read_fd, writable=False)] = pid
@@ -533,6 +535,33 @@ class _PartWorkers:
         except BaseException as error:
             _PartWorkers.fail_child(error)
         os._exit(0)
+
+
+def _die_with_parent(parent: int) -> None:
+    """In a forked child: end when the parent does, however it ends.
+
+    The parent kills its children when it fails or is interrupted (`_PartWorkers.parts_here`),
+    but a parent killed outright (SIGKILL, the OOM killer, a Celery worker's hard time limit)
+    runs no code: its children would go on solving for an hour with nobody to read them. On
+    Linux the kernel sends them SIGKILL then (prctl PR_SET_PDEATHSIG); elsewhere they end at
+    their next write to the closed pipe. SIGTERM, the parent's own way of stopping them, gets
+    its default action back (a Celery worker installs a handler for it that a child must not run).
+    """
+    import ctypes
+    import os
+    import signal
+
+    try:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    except ValueError:
+        pass
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, int(signal.SIGKILL), 0, 0, 0)  # 1: PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != parent:  # the parent died before the request took effect
+        os._exit(1)
 
 
 def _new_highs():
@@ -698,6 +727,10 @@ class _Component:
         self.h = h
         self.n = n
         self.solves = 0
+        # Bumped whenever a count of the model is hidden (its bounds widen): a target re-checked
+        # jointly at one version and left uncertified gets nothing new from another joint LP of
+        # the same version (`_suppress`'s `certify` skips it; `protect` still audits it alone).
+        self.version = 0
         # Every solution is a point a reader cannot rule out, so the lowest and highest value
         # each count took in any solution so far are within its interval: a target they
         # already cover needs no LP of its own. (Hiding only adds points; they stay valid.)
@@ -721,6 +754,7 @@ class _Component:
 
     def set_hidden(self, variable) -> None:
         i = self.local[variable]
+        self.version += 1
         self.col_lower[i], self.col_upper[i] = self.hidden_lower[i], self.hidden_upper[i]
         self.h.changeColBounds(i, self.col_lower[i], self.col_upper[i])
         for a, b in self.dormant.pop(i, ()):
@@ -1181,6 +1215,7 @@ def _suppress(problem: CountProblem, profile: DisclosureProfile, primary_units: 
             component = model(None)
         seen_hidden = {v for v in variables if is_hidden(v)}
         recent_units.clear()
+        checked: dict[int, tuple] = {}  # target -> (scope, model version) of its last joint check
         # With earlier releases: what they and the structure alone allow of a count (`_within_prior`),
         # from a model of the part with every count hidden, built when a target first falls short.
         prior: dict[int, tuple[float, float]] = {}
@@ -1323,6 +1358,14 @@ def _suppress(problem: CountProblem, profile: DisclosureProfile, primary_units: 
             left: list[int] = []
             for scope, group in by_scope.items():
                 scope_model = model(scope)
+                # A target whose model is unchanged since its last joint check (no count of it
+                # hidden since) would meet the same optimum again: it waits for `protect`. In a
+                # scoped audit most complements fall in other scopes' models, so most re-checks
+                # are skipped (measured on a 42-ICB roll-up part of 18,248 counts: 12,669 LP
+                # solves without the skip, 4,664 with it).
+                stamp = (scope, scope_model.version)
+                left += [v for v in group if checked.get(v) == stamp]
+                group = [v for v in group if checked.get(v) != stamp]
                 active = {True: True, False: True}
                 up = True
                 while group and (active[True] or active[False]):
@@ -1336,6 +1379,7 @@ def _suppress(problem: CountProblem, profile: DisclosureProfile, primary_units: 
                         if not want or gained < max(JOINT_MIN_GAIN, JOINT_MIN_SHARE * len(want)):
                             active[up] = False
                     up = not up
+                checked.update({v: stamp for v in group})
                 left += group
             return sorted(left, key=lambda v: rank_of[v])
 

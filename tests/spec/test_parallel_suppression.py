@@ -122,3 +122,48 @@ def test_forks_inside_a_daemonic_worker_process():
     worker.join(60)
     assert outcome[0] == "ok", outcome
     assert outcome[1] == sorted(suppress(several_parts(), NHS_SUPPRESS_ROUND5).hidden_units)
+
+
+def _hang_in_children(folder: str) -> None:
+    """In a spawned process: fork two part processes that each note their pid and never finish."""
+    import time
+
+    from pipelines.segmentation.disclosure import _PartWorkers
+
+    for _part, _say in _PartWorkers(2, [0, 1]).parts_here(None, lambda: None, lambda result: None):
+        with open(os.path.join(folder, str(os.getpid())), "w"):
+            pass
+        time.sleep(600)
+
+
+def _ended(pid: int) -> bool:
+    """Whether the process is gone or a zombie (a container's pid 1 may never reap orphans)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] in ("Z", "X")
+    except FileNotFoundError:
+        return True
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="reads process states from Linux's /proc")
+def test_part_processes_end_when_their_parent_is_killed(tmp_path):
+    """A parent killed outright (SIGKILL: the OOM killer, a worker's hard time limit) runs no
+    clean-up: its part processes must end with it, not solve on for an hour unread."""
+    import multiprocessing
+    import signal
+    import time
+
+    parent = multiprocessing.get_context("spawn").Process(target=_hang_in_children, args=(str(tmp_path),))
+    parent.start()
+    deadline = time.monotonic() + 120
+    while len(os.listdir(tmp_path)) < 2:
+        assert time.monotonic() < deadline, "the part processes did not start"
+        time.sleep(0.1)
+    children = [int(name) for name in os.listdir(tmp_path)]
+    assert not any(_ended(pid) for pid in children)
+    os.kill(parent.pid, signal.SIGKILL)
+    parent.join(30)
+    deadline = time.monotonic() + 30
+    while not all(_ended(pid) for pid in children) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert all(_ended(pid) for pid in children), "a part process outlived its killed parent"
