@@ -947,24 +947,50 @@ def _public_zeros(problem: CountProblem, visible_zero: set, relations=None, at_m
     `relations` and `at_most` default to the whole problem's; a connected part's own are enough
     for the variables of that part (no relation reaches across parts).
     """
-    zero = set(visible_zero)
-    signed = [([m for m, c in zip(members, coefficients) if c > 0], [m for m, c in zip(members, coefficients) if c < 0])
-              for members, coefficients in (problem.relations if relations is None else relations)]
-    at_most = problem.at_most if at_most is None else at_most
-    changed = True
-    while changed:
-        changed = False
-        for totals, parts in signed:
-            if totals and all(t in zero for t in totals):
-                for p in parts:
-                    if p not in zero:
-                        zero.add(p)
-                        changed = True
+    return _ZeroRules(problem.relations if relations is None else relations,
+                      problem.at_most if at_most is None else at_most).closure(visible_zero)
+
+
+class _ZeroRules:
+    """The rules by which a reader infers a 0, indexed once and applied from any set of visible zeros.
+
+    A relation's parts (negative coefficients) are 0 once all its totals (positive ones) are;
+    x_a is 0 once x_b is, for every pair x_a <= x_b. `closure` follows the rules from each new
+    zero only, so it costs the rules that fire, not a sweep of every relation until nothing
+    changes: a national roll-up part hides a visible 0 thousands of times, and each time the
+    zeros are worked out again (py-spy on a part of 58,160 counts: 16% of its audit in the sweeps).
+    """
+
+    def __init__(self, relations, at_most):
+        self.parts: list[list[int]] = []
+        self.n_totals: list[int] = []
+        self.as_total: dict[int, list[int]] = {}
+        for members, coefficients in relations:
+            totals = {m for m, c in zip(members, coefficients) if c > 0}
+            r = len(self.parts)
+            self.parts.append([m for m, c in zip(members, coefficients) if c < 0])
+            self.n_totals.append(len(totals))
+            for t in totals:
+                self.as_total.setdefault(t, []).append(r)
+        self.below: dict[int, list[int]] = {}
         for a, b in at_most:
-            if b in zero and a not in zero:
-                zero.add(a)
-                changed = True
-    return zero
+            self.below.setdefault(b, []).append(a)
+
+    def closure(self, visible_zero) -> set:
+        zero: set = set()
+        left = list(self.n_totals)
+        stack = list(visible_zero)
+        while stack:
+            v = stack.pop()
+            if v in zero:
+                continue
+            zero.add(v)
+            for r in self.as_total.get(v, ()):
+                left[r] -= 1
+                if left[r] == 0:
+                    stack.extend(self.parts[r])
+            stack.extend(self.below.get(v, ()))
+        return zero
 
 
 @dataclass
@@ -1246,9 +1272,11 @@ def _suppress(problem: CountProblem, profile: DisclosureProfile, primary_units: 
                 return True
             return False
 
-        zero = _public_zeros(problem, {v for v in variables if (not is_hidden(v) and values[v] == 0
-                                                                and upper[v] == 0) or v in problem.known_zero},
-                             relations, at_most)
+        zero_rules = _ZeroRules(relations, at_most)
+        # The visible zeros only shrink as counts are hidden (`refresh`).
+        visible_zero = {v for v in variables if (not is_hidden(v) and values[v] == 0 and upper[v] == 0)
+                        or v in problem.known_zero}
+        zero = zero_rules.closure(visible_zero)
 
         def needs(v: int) -> tuple[float | None, float | None]:
             """(need_low, need_high): the values the count's interval must reach; None: no need."""
@@ -1303,12 +1331,11 @@ def _suppress(problem: CountProblem, profile: DisclosureProfile, primary_units: 
                 for built in models.values():
                     if v in built.local:
                         built.set_hidden(v)
-            if any(v in zero for v in newly):
+            if any(v in visible_zero and v not in problem.known_zero for v in newly):
                 # A visible 0 is hidden now: what it told every reader must be worked out again.
+                visible_zero.difference_update(v for v in newly if v not in problem.known_zero)
                 zero.clear()
-                zero.update(_public_zeros(problem, {x for x in variables if (not is_hidden(x) and values[x] == 0
-                                                                             and upper[x] == 0) or x in problem.known_zero},
-                                          relations, at_most))
+                zero.update(zero_rules.closure(visible_zero))
             return [v for v in newly if v not in problem.context]
 
         def seen(v: int) -> tuple[float, float]:
