@@ -383,8 +383,10 @@ class CountProblem:
 
 
 _HIGHS_STARTED = False
-# Parts of at least this many counts report their progress (a national roll-up's take minutes).
+# Parts of at least this many counts report their progress (a national roll-up's take minutes),
+# at most every PROGRESS_EVERY seconds while their counts are audited one by one.
 PROGRESS_PART_SIZE = 5000
+PROGRESS_EVERY = 60.0
 # After this many new complements the remaining targets are re-checked with the two joint LPs
 # (each such check costs two solves of the whole part; the witness points stay free).
 RECHECK_EVERY = 10
@@ -1489,7 +1491,15 @@ def _suppress(problem: CountProblem, profile: DisclosureProfile, primary_units: 
                      f"{len(seen_hidden):,} hidden ...")
         pending = certify(sorted(seen_hidden - problem.context, key=lambda v: rank_of[v]))
         added, recheck_every = 0, RECHECK_EVERY
+        if large:
+            progress(f"  {len(pending):,} to audit one by one after the joint LPs")
+            reported = time.perf_counter()
         while pending:
+            if large and time.perf_counter() - reported >= PROGRESS_EVERY:
+                reported = time.perf_counter()
+                progress(f"  part {k + 1}: {len(pending):,} left to audit, {len(seen_hidden):,} hidden, "
+                         f"{sum(built.solves for built in models.values()):,} LP solves, "
+                         f"{reported - started:.0f} s")
             target = pending.pop(0)
             before = len(seen_hidden)
             protect(target)

@@ -47,6 +47,7 @@ def small_parts_fork(monkeypatch):
     # The test's parts are a few hundred counts: let them count as large (forked, and reporting progress).
     monkeypatch.setattr(disclosure, "PARALLEL_PART_SIZE", 50)
     monkeypatch.setattr(disclosure, "PROGRESS_PART_SIZE", 50)
+    monkeypatch.setattr(disclosure, "PROGRESS_EVERY", 0.0)
 
 
 def test_forked_parts_hide_what_one_process_hides(small_parts_fork):
@@ -59,8 +60,11 @@ def test_forked_parts_hide_what_one_process_hides(small_parts_fork):
     assert (forked.n_lp_solves, forked.n_complements, forked.n_models, forked.largest_model, forked.smallest_model) == (
         alone.n_lp_solves, alone.n_complements, alone.n_models, alone.largest_model, alone.smallest_model)
     assert alone.n_complements > 0
-    # The children's progress reached the parent: a start and an end line for each part.
-    assert sum("LP solves" in line for line in lines) == len(SEEDS)
+    # The children's progress reached the parent: a start and an end line for each part, and
+    # lines while its counts are audited one by one.
+    assert sum("LP solves in" in line for line in lines) == len(SEEDS)
+    assert sum(line.startswith("suppression: part") for line in lines) == len(SEEDS)
+    assert any("left to audit" in line for line in lines)
     # Every part protected against a reader of all of them at once.
     assert_nothing_narrowed(problem, forked.hidden_units)
 
