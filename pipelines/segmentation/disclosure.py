@@ -1391,7 +1391,7 @@ def _suppress(problem: CountProblem, profile: DisclosureProfile, primary_units: 
                 # hidden since) would meet the same optimum again: it waits for `protect`. In a
                 # scoped audit most complements fall in other scopes' models, so most re-checks
                 # are skipped (measured on a 42-ICB roll-up part of 18,248 counts: 12,669 LP
-                # solves without the skip, 4,664 with it).
+                # solves and 126.8 s of CPU without the skip, 4,680 and 110.7 s with it).
                 stamp = (scope, scope_model.version)
                 left += [v for v in group if checked.get(v) == stamp]
                 group = [v for v in group if checked.get(v) != stamp]
