@@ -360,6 +360,14 @@ class CountProblem:
             its need is completed with complements from its smallest scope, and moves to the
             next scope only when that scope has no visible count left to hide (the rest of the
             part holds it there). Without scopes every count is audited in its whole part.
+        prior_blocks: with `released`, variable -> the block it belongs to, when what the
+            earlier releases allow of each count follows from its block alone: the blocks share
+            no relation except through `prior_sums` totals, which those releases did not show
+            (each ICB's own release, under a national one). A count's prior interval is then an
+            LP over its block, not over its whole part.
+        prior_sums: with `prior_blocks`, variable -> its parts: a total the earlier releases did
+            not show, whose prior interval is the sum of its parts' (exact: the blocks are
+            independent, and every other relation of the total is the sum of its parts').
     """
 
     keys: list
@@ -380,6 +388,8 @@ class CountProblem:
     context: set = field(default_factory=set)
     scope_sets: dict = field(default_factory=dict)
     scope_chain: dict = field(default_factory=dict)
+    prior_blocks: dict = field(default_factory=dict)
+    prior_sums: dict = field(default_factory=dict)
 
 
 _HIGHS_STARTED = False
@@ -1249,9 +1259,35 @@ def _suppress(problem: CountProblem, profile: DisclosureProfile, primary_units: 
         prior: dict[int, tuple[float, float]] = {}
         prior_model: list = []
 
+        block_models: dict = {}
+
+        def block_prior(v: int) -> tuple[float, float]:
+            """`prior_interval` from the count's block alone, or as the sum of its parts' (`CountProblem.prior_blocks`)."""
+            if v in problem.prior_sums:
+                ends = [prior_interval(x) for x in problem.prior_sums[v]]
+                return sum(e[0] for e in ends), sum(e[1] for e in ends)
+            block = problem.prior_blocks.get(v)
+            if block is None:
+                return 0.0, float("inf")  # nothing the earlier releases showed bounds it
+            if block not in block_models:
+                members = [x for x in variables if problem.prior_blocks.get(x) == block]
+                inside = set(members)
+                hidden_all = {x: ((float(problem.exact[x]),) * 2 if x in problem.exact else (fixed_lower[x], fixed_upper[x]))
+                              for x in members}
+                block_models[block] = _Component(
+                    members, problem, {x: b[0] for x, b in hidden_all.items()}, {x: b[1] for x, b in hidden_all.items()},
+                    hidden_all, [r for r in relations if all(m in inside for m in r[0])],
+                    [pair for pair in at_most if pair[0] in inside and pair[1] in inside])
+            model = block_models[block]
+            result.n_lp_solves += 2
+            return model.extreme(v, 1.0)[0], model.extreme(v, -1.0)[0]
+
         def prior_interval(v: int) -> tuple[float, float]:
             """What the earlier releases and the structure alone allow of the count (with earlier releases only)."""
             if v in prior:
+                return prior[v]
+            if problem.prior_blocks:
+                prior[v] = block_prior(v)
                 return prior[v]
             if not prior_model:
                 hidden_all = {x: ((float(problem.exact[x]),) * 2 if x in problem.exact else (fixed_lower[x], fixed_upper[x]))
