@@ -1254,6 +1254,10 @@ def _suppress(problem: CountProblem, profile: DisclosureProfile, primary_units: 
         seen_hidden = {v for v in variables if is_hidden(v)}
         recent_units.clear()
         checked: dict[int, tuple] = {}  # target -> (scope, model version) of its last joint check
+        # scope -> (model version, counts to wait for): a scope whose last joint re-check certified
+        # fewer than JOINT_MIN_GAIN targets is re-checked again only once that many more of its
+        # counts are hidden, the wait doubling each fruitless time (`certify`).
+        backoff: dict = {}
         # With earlier releases: what they and the structure alone allow of a count (`_within_prior`),
         # from a model of the part with every count hidden, built when a target first falls short.
         prior: dict[int, tuple[float, float]] = {}
@@ -1405,7 +1409,7 @@ def _suppress(problem: CountProblem, profile: DisclosureProfile, primary_units: 
                 return False
             return small_like(v) or not reaches(v, not up)
 
-        def certify(targets: list[int]) -> list[int]:
+        def certify(targets: list[int], recheck: bool = False) -> list[int]:
             """Return the targets the solutions so far and joint LPs could not certify.
 
             Rounds alternate up and down, each over the targets still open in its direction: a
@@ -1414,7 +1418,9 @@ def _suppress(problem: CountProblem, profile: DisclosureProfile, primary_units: 
             stops once one of its rounds certifies fewer than JOINT_MIN_GAIN targets or
             JOINT_MIN_SHARE of those it pushed (each joint LP costs about what two to four single
             ones do; measured on the demo month, the SMI part's down rounds went on certifying
-            nothing while its up rounds still gained, at 20-30 ms a round).
+            nothing while its up rounds still gained, at 20-30 ms a round). In a re-check
+            (`recheck`), a scope whose last re-check certified fewer than JOINT_MIN_GAIN targets
+            waits (`backoff`); its targets are still audited one by one, so nothing is skipped.
             """
             targets = [v for v in targets if not covered(v)]
             by_scope: dict = {}
@@ -1431,6 +1437,14 @@ def _suppress(problem: CountProblem, profile: DisclosureProfile, primary_units: 
                 stamp = (scope, scope_model.version)
                 left += [v for v in group if checked.get(v) == stamp]
                 group = [v for v in group if checked.get(v) != stamp]
+                if scope in backoff and scope_model.version - backoff[scope][0] < backoff[scope][1]:
+                    # Its last re-check was fruitless and its model has changed little since. (In
+                    # a linked national roll-up every England complement changes every ICB's model:
+                    # re-checking each after every 10 complements certified 1 target in 181, and
+                    # took minutes a round; measured on the 42-ICB 1% release's SMI part.)
+                    left += group
+                    continue
+                open_before = len(group)
                 active = {True: True, False: True}
                 up = True
                 while group and (active[True] or active[False]):
@@ -1445,6 +1459,13 @@ def _suppress(problem: CountProblem, profile: DisclosureProfile, primary_units: 
                             active[up] = False
                     up = not up
                 checked.update({v: stamp for v in group})
+                if not open_before:
+                    pass
+                elif recheck and open_before - len(group) < JOINT_MIN_GAIN:
+                    wait = backoff[scope][1] * 2 if scope in backoff else RECHECK_EVERY
+                    backoff[scope] = (scope_model.version, wait)
+                else:
+                    backoff.pop(scope, None)
                 left += group
             return sorted(left, key=lambda v: rank_of[v])
 
@@ -1544,7 +1565,7 @@ def _suppress(problem: CountProblem, profile: DisclosureProfile, primary_units: 
                 if added >= recheck_every and len(pending) > 2:
                     # The new complements may protect the rest too: re-check them jointly.
                     added = 0
-                    pending = certify(sorted(set(pending) - {target}, key=lambda v: rank_of[v]))
+                    pending = certify(sorted(set(pending) - {target}, key=lambda v: rank_of[v]), recheck=True)
         result.n_lp_solves += sum(built.solves for built in models.values())
         if large:
             progress(f"  {len(seen_hidden):,} hidden, {sum(built.solves for built in models.values()):,} LP solves in "
