@@ -99,18 +99,8 @@ def test_the_icb_rows_repeat_each_ics_own_release(rolled_up):
     assert forced.height > 0 and forced["is_suppressed"].all()
 
 
-def _ics_releases_alone(rolled_up, attacked) -> pl.DataFrame:
-    """The ICS releases as a reader held them before the national one: every area above them unknown."""
-    published = rolled_up["published"].filter(attacked)
-    columns = [c for c in published.columns if c in rolled_up["own"].columns]
-    above = published.filter(pl.col("geography_level") != "icb").select(columns).with_columns(
-        pl.lit(None, pl.Int64).alias("numerator"), pl.lit(None, pl.Int64).alias("denominator"),
-        pl.lit(True).alias("is_suppressed"))
-    return pl.concat([rolled_up["own"].filter(attacked).select(columns), above])
-
-
 def test_a_reader_holding_every_area_learns_nothing_the_ics_releases_did_not_tell(rolled_up):
-    from attack import recovered_across_areas
+    from attack import own_releases_alone, recovered_across_areas
 
     attacked = pl.col("indicator_id").is_in(ATTACKED)
     published, truth = rolled_up["published"].filter(attacked), rolled_up["truth"].filter(attacked)
@@ -120,7 +110,8 @@ def test_a_reader_holding_every_area_learns_nothing_the_ics_releases_did_not_tel
     # The ICS releases alone already narrow a few totals above them (two hidden ICB counts of 1
     # or more each: England's is 2 or more), whatever the national release hides; the national
     # release must narrow nothing further, and nothing else.
-    before = recovered_across_areas(_ics_releases_alone(rolled_up, attacked), truth, _sums(), rolled_up["fine"])
+    before = recovered_across_areas(own_releases_alone(published, rolled_up["own"].filter(attacked)), truth, _sums(),
+                                    rolled_up["fine"])
     assert all(x[3] not in ICBS for x in before)
     assert sorted(recovered) == sorted(before)
 
@@ -128,13 +119,13 @@ def test_a_reader_holding_every_area_learns_nothing_the_ics_releases_did_not_tel
 def test_whole_numbers_recover_nothing_either(rolled_up):
     # Integer programmes can only narrow further than LPs; on a sample (one indicator, one region
     # and its ICBs), as they cost far more.
-    from attack import recovered_across_areas
+    from attack import own_releases_alone, recovered_across_areas
 
     sample = pl.col("indicator_id").eq("smi_health_check") & pl.col("geography_code").is_in(["Y58", *REGIONS["Y58"]])
     published, truth = rolled_up["published"].filter(sample), rolled_up["truth"].filter(sample)
     assert published["is_suppressed"].sum() > 0
     recovered = recovered_across_areas(published, truth, {"Y58": REGIONS["Y58"]}, rolled_up["fine"], integer=True)
-    before = recovered_across_areas(_ics_releases_alone(rolled_up, sample), truth, {"Y58": REGIONS["Y58"]},
+    before = recovered_across_areas(own_releases_alone(published, rolled_up["own"].filter(sample)), truth, {"Y58": REGIONS["Y58"]},
                                     rolled_up["fine"], integer=True)
     assert sorted(recovered) == sorted(before)
 
