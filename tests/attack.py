@@ -171,6 +171,21 @@ def recovered_across_areas(
     return recovered
 
 
+def own_releases_alone(published: pl.DataFrame, own: pl.DataFrame) -> pl.DataFrame:
+    """Return what a reader held before a national release: each ICS's own table, every area above it unknown.
+
+    `published` is the national release (`geography_level`, `geography_code`); `own` the ICSs'
+    own gap tables, each with its ICB's `geography_code`. Attacked with `recovered_across_areas`,
+    this is what the ICS releases alone tell about every count, the areas above included
+    (as sums of ICB counts): what a national release that repeats them cannot take back.
+    """
+    columns = [c for c in published.columns if c in own.columns]
+    above = published.filter(pl.col("geography_level") != "icb").select(columns).with_columns(
+        pl.lit(None, pl.Int64).alias("numerator"), pl.lit(None, pl.Int64).alias("denominator"),
+        pl.lit(True).alias("is_suppressed"))
+    return pl.concat([own.select(columns), above])
+
+
 def _attack_key(key, rows, cells, relations, threshold, redacts, ranges, integer) -> list[tuple]:
     """Attack the hidden counts of one indicator's rows: `cells` name the rows, `relations` are (total, parts)."""
     columns = ("numerator", "denominator")

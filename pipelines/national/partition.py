@@ -7,7 +7,7 @@ leaves the scratch warehouse:
 
 - private: `gap_counts` (the exact group counts behind the gap table, never rounded),
   `gap_hierarchy` (which fine ethnicity / Sub-ICB groups nest in which coarse ones) and
-  `indicator_catalogue`, the exact deprivation-quality totals and the distinct membership
+  `indicator_catalogue`, the exact deprivation-quality counts (every practice and 'ALL') and the distinct membership
   patterns of the published populations (numbered, no patient id): what the national
   roll-up needs to protect every area together, and nothing patient-level;
 - published: the month's rows of every `published.*` table (already disclosure-controlled
@@ -132,7 +132,9 @@ def export_partition(warehouse: Path, partition_key: str, primary_vintage: str, 
     with connect(warehouse, read_only=True) as con:
         catalogue = month_rows(con, "indicators", "indicator_catalogue")
         cohort_catalogue = month_rows(con, "cohorts", "cohort_catalogue")
-        quality = month_rows(con, "population", "deprivation_quality").filter(pl.col("practice_code") == "ALL")
+        # Every practice's row, not only 'ALL': the ICS published them, so the roll-up, which
+        # shows the same ICB counts again, must hold them as that ICS's reader does.
+        quality = month_rows(con, "population", "deprivation_quality")
         reported = reported_cohorts(cohort_catalogue.select("cohort_id"), cohort_catalogue)["cohort_id"].unique().sort()
         cohorts = f"(select * from {relation['cohorts']} where cohort_id in ({', '.join(literal(c) for c in reported) or 'NULL'}))"
         # The crosses the ICS month publishes (Core20 x age band, a cohort's reporting focus).

@@ -23,6 +23,7 @@ from pipelines.national.store import NATIONAL, PartitionStore
 _KEYS = ["reporting_month", "indicator_id", "indicator_version", "imd_vintage", "breakdown", "group"]
 GEOGRAPHY = ["geography_level", "geography_code", "geography_name"]
 ENGLAND = ("england", "ENG", "England")
+ALL_PRACTICES = "ALL"
 
 
 class RollupError(RuntimeError):
@@ -102,9 +103,98 @@ def _one_setting(store: PartitionStore, month: str, icbs: list[str], name: str) 
     return values.pop()
 
 
-SUPPRESSION_METHODS = ("joint", "top_down")
+SUPPRESSION_METHODS = ("linked", "joint", "top_down")
 SUPPRESSION_ENV = "CORE20_NATIONAL_ROLLUP_SUPPRESSION"
 PROCESSES_ENV = "CORE20_ROLLUP_PROCESSES"
+
+
+def own_releases(store: PartitionStore, month: str, icbs: list[str], counts: pl.DataFrame, quality: pl.DataFrame,
+                 geographies: list, labels: dict, profile) -> tuple[set, set, dict]:
+    """Return (hidden, shown, figures): each ICB's own published decisions, and what they force above.
+
+    Each ICS publishes its month before the roll-up, and a reader may hold both releases. If
+    the national release showed an ICB count its ICS hid, or hid one it showed and so on,
+    a reader would hold two suppression patterns of the same counts. So the national ICB
+    rows repeat the ICS's own: every row and deprivation-quality count the ICS published
+    is named here, hidden if the ICS hid it, else shown (kept: never a complement). Only
+    the regions and England are then decided by the roll-up, and a region's or England's
+    row (quality count) is hidden from the start when any of its ICBs' is (its count
+    minus the others' would narrow the hidden ones, all of them if only one is hidden);
+    the audit then hides what else the rounding windows of the shown ones require.
+
+    Names are `protect_month`'s: `(label, indicator_id, indicator_version, (imd_vintage,
+    breakdown, group))` and `(label, 'deprivation_quality', imd_vintage, practice_code, column)`.
+
+    Raises:
+        RollupError: an ICS published a row or count that its partition's exact counts do not
+            give under the disclosure profile (the partition is not the run that published),
+            or published practice rows its partition did not export (an older partition:
+            re-run it).
+    """
+    cell = ["imd_vintage", "breakdown", "group"]
+    published = store.read_all(month, "published__gap_table", icbs).select(
+        "partition_icb", "indicator_id", "indicator_version", *cell, "numerator", "denominator", "is_suppressed")
+    joined = published.join(counts.select("partition_icb", "indicator_id", "indicator_version", *cell,
+                                          pl.col("numerator").alias("_n"), pl.col("denominator").alias("_d")),
+                            on=["partition_icb", "indicator_id", "indicator_version", *cell], how="left")
+    unmatched = joined.filter(pl.col("_d").is_null() | (~pl.col("is_suppressed") & (
+        (pl.col("numerator") != profile.control("_n")) | (pl.col("denominator") != profile.control("_d")))))
+    if unmatched.height:
+        icb, indicator, _, vintage, breakdown, group = unmatched.row(0)[:6]
+        raise RollupError(f"{unmatched.height} published gap-table row(s) of {month[:7]} differ from their partitions' exact counts "
+                          f"under the disclosure profile (e.g. ICB {icb}: {indicator} {vintage} {breakdown}={group}); "
+                          "re-run those ICB partitions so that the roll-up repeats what each ICS published")
+    names_of = {code: label for code, label in labels.items()}
+
+    def gap_name(row) -> tuple:
+        icb, indicator, version, vintage, breakdown, group = row
+        return names_of[icb], indicator, version, (vintage, breakdown, group)
+
+    name_columns = ["partition_icb", "indicator_id", "indicator_version", *cell]
+    hidden = {gap_name(r) for r in joined.filter("is_suppressed").select(name_columns).rows()}
+    shown = {gap_name(r) for r in joined.filter(~pl.col("is_suppressed")).select(name_columns).rows()}
+    hidden_rows: dict = {}
+    for icb, *rest in joined.filter("is_suppressed").select(name_columns).rows():
+        hidden_rows.setdefault(icb, set()).add(tuple(rest))
+
+    columns = [c for c in quality.columns if c.startswith("n_")]
+    place = ["partition_icb", "imd_vintage", "practice_code"]
+    released = store.read_all(month, "published__deprivation_quality", icbs).select(*place, *columns)
+    both = released.join(quality.select(*place, *[pl.col(c).alias(f"_{c}") for c in columns]), on=place, how="left")
+    missing = both.filter(pl.col(f"_{columns[0]}").is_null())
+    if missing.height:
+        raise RollupError(f"the partition of ICB {missing['partition_icb'][0]} ({month[:7]}) has no exact deprivation-quality "
+                          f"row for practice {missing['practice_code'][0]}, which its ICS published: it was exported "
+                          "before partitions kept every practice's row; re-run it")
+    hidden_quality: dict = {}
+    for c in columns:
+        redacted = (pl.col(c) == 0) & (profile.control(f"_{c}") != 0) if profile.small_count_action == "redact" else pl.lit(False)
+        is_hidden = pl.col(c).is_null() | redacted
+        wrong = both.filter(~is_hidden & (pl.col(c) != profile.control(f"_{c}")))
+        if wrong.height:
+            raise RollupError(f"ICB {wrong['partition_icb'][0]}'s published deprivation-quality {c} of {month[:7]} "
+                              f"(practice {wrong['practice_code'][0]}) differs from its partition's exact count under the "
+                              "disclosure profile; re-run that ICB partition")
+        for icb, vintage, practice, hide in both.select(*place, is_hidden.alias("_hide")).rows():
+            (hidden if hide else shown).add((names_of[icb], "deprivation_quality", vintage, practice, c))
+            if hide and practice == ALL_PRACTICES:
+                hidden_quality.setdefault(icb, set()).add((vintage, c))
+
+    # Above the ICBs: hidden from the start where any ICB part is.
+    forced = 0
+    for (level, code, _), members in geographies:
+        if level == "icb":
+            continue
+        rows = set().union(*(hidden_rows.get(icb, set()) for icb in members))
+        counts_hidden = set().union(*(hidden_quality.get(icb, set()) for icb in members))
+        above = {(labels[code], indicator, version, (vintage, breakdown, group))
+                 for indicator, version, vintage, breakdown, group in rows if breakdown not in AREA_BREAKDOWNS}
+        above |= {(labels[code], "deprivation_quality", vintage, ALL_PRACTICES, c) for vintage, c in counts_hidden}
+        hidden |= above
+        forced += len(above)
+    figures = {"n_icb_units_hidden_by_their_ics": sum(len(r) for r in hidden_rows.values()),
+               "n_icb_units_released": len(joined) + len(both) * len(columns), "n_units_hidden_above_for_them": forced}
+    return hidden, shown, figures
 
 
 def rollup_processes(processes: int | None = None) -> int:
@@ -134,7 +224,10 @@ def rollup_month(store_root: str, month: str, *, reference_dir: str | None = Non
     (England's of every ICB's), so an ICB cell hidden in the ICB's rows could otherwise be
     read off as the region's count minus the other ICBs'. Each area brings its own population
     identities (from its membership patterns) and its exact deprivation-quality totals.
-    `suppression` (default $CORE20_NATIONAL_ROLLUP_SUPPRESSION, else 'joint'): 'joint' (every
+    `suppression` (default $CORE20_NATIONAL_ROLLUP_SUPPRESSION, else 'linked'): 'linked' (as
+    'joint', but the ICB rows repeat each ICS's own published decisions - a reader may hold
+    both releases - and the regions and England are decided around them: `own_releases`),
+    'joint' (every
     area in one `protect_month` problem, audited in scopes: each count first in a model of its
     ICB, of its ICB and a neighbour, of its region, of its region with England - the rest held
     at the truth - so each LP is the size of an area or two, not of the release; see
@@ -142,9 +235,10 @@ def rollup_month(store_root: str, month: str, *, reference_dir: str | None = Non
     ICBs under the region's fixed pattern, then one audit of the whole release:
     `protection.protect_top_down`; slower at every size measured). The ICB rows of the release
     `processes` (default `rollup_processes()`: $CORE20_ROLLUP_PROCESSES, else every CPU): the
-    'joint' audit's independent parts (one per group of indicators that share populations)
-    are audited that many at a time, in forked processes; the cells hidden are the same.
-    are the ones decided here, not the ICB's own ICS publication.
+    audit's independent parts (one per group of indicators that share populations) are
+    audited that many at a time, in forked processes; the cells hidden are the same. With
+    'joint' and 'top_down' the ICB rows of the release are the ones decided here, not the
+    ICB's own ICS publication (a reader holding both holds two patterns).
 
     Returns:
         The national partition's manifest (ICBs, rows per table).
@@ -161,7 +255,7 @@ def rollup_month(store_root: str, month: str, *, reference_dir: str | None = Non
     from pipelines.national.protection import protect_top_down
     from pipelines.segmentation.month_disclosure import protect_month
 
-    suppression = suppression or os.environ.get(SUPPRESSION_ENV) or "joint"
+    suppression = suppression or os.environ.get(SUPPRESSION_ENV) or "linked"
     if suppression not in SUPPRESSION_METHODS:
         raise ValueError(f"suppression must be one of {SUPPRESSION_METHODS}, not {suppression!r}")
     rollup_started = time.perf_counter()
@@ -193,9 +287,12 @@ def rollup_month(store_root: str, month: str, *, reference_dir: str | None = Non
     for (level, code, _), members in geographies:
         label = labels[code]
         blocks.append(sum_counts(counts, members).with_columns(pl.lit(label).alias("reporting_month")))
+        # An ICB's every practice row (its ICS published them); above it the 'ALL' rows summed.
+        area_quality = quality.filter(pl.col("partition_icb").is_in(members))
+        if level != "icb":
+            area_quality = area_quality.filter(pl.col("practice_code") == ALL_PRACTICES)
         quality_blocks.append(
-            quality.filter(pl.col("partition_icb").is_in(members)).drop("partition_icb")
-            .group_by("imd_vintage", "practice_code").agg(pl.col("^n_.*$").sum())
+            area_quality.drop("partition_icb").group_by("imd_vintage", "practice_code").agg(pl.col("^n_.*$").sum())
             .with_columns(pl.lit(label).alias("reporting_month")))
         pattern_blocks.append(patterns.filter(pl.col("partition_icb").is_in(members))
                               .select(pl.lit(label).alias("reporting_month"), "patient_id", "population").unique())
@@ -210,12 +307,15 @@ def rollup_month(store_root: str, month: str, *, reference_dir: str | None = Non
     relations = _relations(combined, hierarchy, vintage)
     memberships = pl.concat(pattern_blocks)
     started = time.perf_counter()
-    if suppression == "joint":
+    if suppression in ("linked", "joint"):
         processes = rollup_processes(processes)
+        hidden, shown, linking = (own_releases(store, key, icbs, counts, quality, geographies, labels, profile)
+                                  if suppression == "linked" else (set(), set(), {}))
         controlled, quality_controlled, stats = protect_month(
             combined, relations, profile, primary_vintage=vintage, memberships=memberships,
-            quality=exact_quality, sums=sums, progress=progress, processes=processes)
-        stats = {"method": "joint", "processes": processes,
+            quality=exact_quality, sums=sums, progress=progress, processes=processes, hidden=hidden, shown=shown,
+            released_areas={labels[icb] for icb in icbs} if suppression == "linked" else ())
+        stats = {"method": suppression, "processes": processes, **linking,
                  **{k: v for k, v in stats.items() if k not in ("hidden", "shown", "release")}}
     else:
         england = labels[ENGLAND[1]]
@@ -242,7 +342,8 @@ def rollup_month(store_root: str, month: str, *, reference_dir: str | None = Non
         if not gate.success:
             raise RollupError(f"the {level} gap table {code} of {key[:7]} failed its disclosure gate: {gate.summary()}")
         inequality = build_inequality_table(table, base_seed=sii_seed, repetitions=sii_repetitions, transform=sii_transform)
-        own_quality = (quality_controlled.filter(pl.col("reporting_month") == label)
+        own_quality = (quality_controlled.filter((pl.col("reporting_month") == label)
+                                                 & (pl.col("practice_code") == ALL_PRACTICES))
                        .with_columns(pl.lit(month_value).alias("reporting_month"), pl.lit(code).alias("practice_code")))
         gap_tables.append(table.select(*geography, pl.all()))
         inequality_tables.append(inequality.select(*geography, pl.all()))

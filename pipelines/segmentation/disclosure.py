@@ -360,6 +360,14 @@ class CountProblem:
             its need is completed with complements from its smallest scope, and moves to the
             next scope only when that scope has no visible count left to hide (the rest of the
             part holds it there). Without scopes every count is audited in its whole part.
+        prior_blocks: with `released`, variable -> the block it belongs to, when what the
+            earlier releases allow of each count follows from its block alone: the blocks share
+            no relation except through `prior_sums` totals, which those releases did not show
+            (each ICB's own release, under a national one). A count's prior interval is then an
+            LP over its block, not over its whole part.
+        prior_sums: with `prior_blocks`, variable -> its parts: a total the earlier releases did
+            not show, whose prior interval is the sum of its parts' (exact: the blocks are
+            independent, and every other relation of the total is the sum of its parts').
     """
 
     keys: list
@@ -380,6 +388,8 @@ class CountProblem:
     context: set = field(default_factory=set)
     scope_sets: dict = field(default_factory=dict)
     scope_chain: dict = field(default_factory=dict)
+    prior_blocks: dict = field(default_factory=dict)
+    prior_sums: dict = field(default_factory=dict)
 
 
 _HIGHS_STARTED = False
@@ -1244,14 +1254,44 @@ def _suppress(problem: CountProblem, profile: DisclosureProfile, primary_units: 
         seen_hidden = {v for v in variables if is_hidden(v)}
         recent_units.clear()
         checked: dict[int, tuple] = {}  # target -> (scope, model version) of its last joint check
+        # scope -> (model version, counts to wait for): a scope whose last joint re-check certified
+        # fewer than JOINT_MIN_GAIN targets is re-checked again only once that many more of its
+        # counts are hidden, the wait doubling each fruitless time (`certify`).
+        backoff: dict = {}
         # With earlier releases: what they and the structure alone allow of a count (`_within_prior`),
         # from a model of the part with every count hidden, built when a target first falls short.
         prior: dict[int, tuple[float, float]] = {}
         prior_model: list = []
 
+        block_models: dict = {}
+
+        def block_prior(v: int) -> tuple[float, float]:
+            """`prior_interval` from the count's block alone, or as the sum of its parts' (`CountProblem.prior_blocks`)."""
+            if v in problem.prior_sums:
+                ends = [prior_interval(x) for x in problem.prior_sums[v]]
+                return sum(e[0] for e in ends), sum(e[1] for e in ends)
+            block = problem.prior_blocks.get(v)
+            if block is None:
+                return 0.0, float("inf")  # nothing the earlier releases showed bounds it
+            if block not in block_models:
+                members = [x for x in variables if problem.prior_blocks.get(x) == block]
+                inside = set(members)
+                hidden_all = {x: ((float(problem.exact[x]),) * 2 if x in problem.exact else (fixed_lower[x], fixed_upper[x]))
+                              for x in members}
+                block_models[block] = _Component(
+                    members, problem, {x: b[0] for x, b in hidden_all.items()}, {x: b[1] for x, b in hidden_all.items()},
+                    hidden_all, [r for r in relations if all(m in inside for m in r[0])],
+                    [pair for pair in at_most if pair[0] in inside and pair[1] in inside])
+            model = block_models[block]
+            result.n_lp_solves += 2
+            return model.extreme(v, 1.0)[0], model.extreme(v, -1.0)[0]
+
         def prior_interval(v: int) -> tuple[float, float]:
             """What the earlier releases and the structure alone allow of the count (with earlier releases only)."""
             if v in prior:
+                return prior[v]
+            if problem.prior_blocks:
+                prior[v] = block_prior(v)
                 return prior[v]
             if not prior_model:
                 hidden_all = {x: ((float(problem.exact[x]),) * 2 if x in problem.exact else (fixed_lower[x], fixed_upper[x]))
@@ -1369,7 +1409,7 @@ def _suppress(problem: CountProblem, profile: DisclosureProfile, primary_units: 
                 return False
             return small_like(v) or not reaches(v, not up)
 
-        def certify(targets: list[int]) -> list[int]:
+        def certify(targets: list[int], recheck: bool = False) -> list[int]:
             """Return the targets the solutions so far and joint LPs could not certify.
 
             Rounds alternate up and down, each over the targets still open in its direction: a
@@ -1378,7 +1418,9 @@ def _suppress(problem: CountProblem, profile: DisclosureProfile, primary_units: 
             stops once one of its rounds certifies fewer than JOINT_MIN_GAIN targets or
             JOINT_MIN_SHARE of those it pushed (each joint LP costs about what two to four single
             ones do; measured on the demo month, the SMI part's down rounds went on certifying
-            nothing while its up rounds still gained, at 20-30 ms a round).
+            nothing while its up rounds still gained, at 20-30 ms a round). In a re-check
+            (`recheck`), a scope whose last re-check certified fewer than JOINT_MIN_GAIN targets
+            waits (`backoff`); its targets are still audited one by one, so nothing is skipped.
             """
             targets = [v for v in targets if not covered(v)]
             by_scope: dict = {}
@@ -1395,6 +1437,14 @@ def _suppress(problem: CountProblem, profile: DisclosureProfile, primary_units: 
                 stamp = (scope, scope_model.version)
                 left += [v for v in group if checked.get(v) == stamp]
                 group = [v for v in group if checked.get(v) != stamp]
+                if scope in backoff and scope_model.version - backoff[scope][0] < backoff[scope][1]:
+                    # Its last re-check was fruitless and its model has changed little since. (In
+                    # a linked national roll-up every England complement changes every ICB's model:
+                    # re-checking each after every 10 complements certified 1 target in 181, and
+                    # took minutes a round; measured on the 42-ICB 1% release's SMI part.)
+                    left += group
+                    continue
+                open_before = len(group)
                 active = {True: True, False: True}
                 up = True
                 while group and (active[True] or active[False]):
@@ -1409,6 +1459,13 @@ def _suppress(problem: CountProblem, profile: DisclosureProfile, primary_units: 
                             active[up] = False
                     up = not up
                 checked.update({v: stamp for v in group})
+                if not open_before:
+                    pass
+                elif recheck and open_before - len(group) < JOINT_MIN_GAIN:
+                    wait = backoff[scope][1] * 2 if scope in backoff else RECHECK_EVERY
+                    backoff[scope] = (scope_model.version, wait)
+                else:
+                    backoff.pop(scope, None)
                 left += group
             return sorted(left, key=lambda v: rank_of[v])
 
@@ -1508,7 +1565,7 @@ def _suppress(problem: CountProblem, profile: DisclosureProfile, primary_units: 
                 if added >= recheck_every and len(pending) > 2:
                     # The new complements may protect the rest too: re-check them jointly.
                     added = 0
-                    pending = certify(sorted(set(pending) - {target}, key=lambda v: rank_of[v]))
+                    pending = certify(sorted(set(pending) - {target}, key=lambda v: rank_of[v]), recheck=True)
         result.n_lp_solves += sum(built.solves for built in models.values())
         if large:
             progress(f"  {len(seen_hidden):,} hidden, {sum(built.solves for built in models.values()):,} LP solves in "

@@ -91,6 +91,7 @@ def protect_month(
     hidden: Collection[tuple] = (),
     shown: Collection[tuple] = (),
     protected: Collection | None = None,
+    released_areas: Collection = (),
     decisions: bool = False,
     progress=None,
     processes: int = 1,
@@ -125,6 +126,11 @@ def protect_month(
         protected: the `reporting_month` labels whose hidden counts this problem protects;
             None: all. The other areas' counts are what a reader knows (their hidden counts are
             protected by another problem that holds them: `national.protection`).
+        released_areas: with `sums`: the `reporting_month` labels of areas whose every unit
+            `hidden` and `shown` decide (an ICB whose own release the national one must repeat).
+            Their counts are audited first in a scope of the area and the areas above it, the
+            others (its siblings, theirs) held at the truth: complements can only come from
+            above, so that is where they are looked for (`_area_scopes`).
         decisions: also return, in the figures, `hidden` and `shown`: the names of the units
             hidden and shown (as `hidden` and `shown` take them), for an enclosing procedure.
         progress: called with lines of text on the suppression of large parts (`suppress`).
@@ -275,6 +281,7 @@ def protect_month(
 
     # Areas side by side: each population's count in an area's cell is the sum over its parts.
     added: set = set()
+    sum_parts: dict = {}  # an area's count -> its parts' counts
     linked: set = set()  # counts that are a part of an area's sum (an ICB's count in its region's)
     names_of: dict = {}
     for (month, name), cells in published_in.items():
@@ -287,9 +294,11 @@ def protect_month(
                 if (total_key, part_keys) not in added:
                     added.add((total_key, part_keys))
                     add_relation(total_key, part_keys)
+                    if total_key in index:
+                        sum_parts[index[total_key]] = [index[k] for k in part_keys if k in index]
                     linked.update(index[k] for k in part_keys if k in index)
     if linked:
-        _area_scopes(problem, sums, linked)
+        _area_scopes(problem, sums, linked, set(released_areas))
 
     # A population with no member this month (e.g. a match method nobody's postcode took) has a
     # count of 0 in every cell: an identity every reader holds, so hiding such a 0 protects nothing.
@@ -317,6 +326,8 @@ def protect_month(
             small = profile.small_count_threshold
             primary = {u for u, members in enumerate(problem.units) if any(1 <= problem.values[m] <= small for m in members)}
             primary |= {unit_of_name[name] for name in hidden if name in unit_of_name}
+    if released_areas:
+        _link_area_releases(problem, profile, set(released_areas), sum_parts)
     result = suppress(problem, profile, primary_units=primary, progress=progress, processes=processes)
     hidden = result.hidden_units
     if earlier:
@@ -366,7 +377,33 @@ def protect_month(
     return controlled, quality_controlled, stats
 
 
-def _area_scopes(problem: CountProblem, sums: Sequence[tuple], linked: set) -> None:
+def _link_area_releases(problem: CountProblem, profile: DisclosureProfile, released: set, sum_parts: dict) -> None:
+    """Add to `problem` what the released areas' own releases told their readers (`protect_month`'s `released_areas`).
+
+    That release is an earlier release of the same counts (no change since): a count it showed
+    is known within its rounding window, one it hid from 0 up, and the areas above it showed
+    nothing then. What it allows of a count (`suppress`'s prior) follows from the count's own
+    area (`CountProblem.prior_blocks`), and of a count above, from its parts (`prior_sums`): a
+    need that release already cut (a region's small count whose two hidden ICB parts that
+    release keeps at 1 or more each is known to be 2 or more) is not this release's to meet.
+    """
+    import numpy as np
+
+    from pipelines.segmentation.disclosure import _shown_bounds
+
+    n = len(problem.keys)
+    low, high = _shown_bounds(profile, np.asarray(problem.values, dtype=np.int64))
+    lower, upper = np.zeros(n), np.full(n, np.inf)
+    for u in problem.kept_shown:
+        for v in problem.units[u]:
+            if problem.keys[v][0] in released:
+                lower[v], upper[v] = low[v], high[v]
+    problem.released.append((lower, upper, np.zeros(n)))
+    problem.prior_blocks = {v: key[0] for v, key in enumerate(problem.keys) if key[0] in released}
+    problem.prior_sums = {v: parts for v, parts in sum_parts.items() if problem.keys[v][0] not in released}
+
+
+def _area_scopes(problem: CountProblem, sums: Sequence[tuple], linked: set, released: set = frozenset()) -> None:
     """Give `problem` a scope per area that is a part of another (`CountProblem.scope_sets`).
 
     The scope of an area is it and every area under it (a region and its ICBs; an ICB alone).
@@ -376,6 +413,13 @@ def _area_scopes(problem: CountProblem, sums: Sequence[tuple], linked: set) -> N
     in each scope up to the top, whose scope is the whole problem (`suppress` always adds it).
     So an ICB's practice rows are audited within the ICB, its other rows with one neighbouring
     ICB of its region, then the region; a region's rows with one other region, then England.
+
+    A count of a `released` area (its rows already decided by the area's own release) is
+    audited first in a scope of the area and every area above it, with no sibling: there the
+    areas above are free (each count of theirs is this area's plus constants: the siblings
+    are held at the truth), so an area above whose count is hidden frees this area's, and one
+    whose count is shown binds it within its own rounding window - the only new thing the
+    release can tell about the area.
     """
     # An area's parent is the smallest area whose sum holds it (England may be given as the sum
     # of every ICB and a region as the sum of its ICBs: each ICB's parent is its region).
@@ -429,10 +473,20 @@ def _area_scopes(problem: CountProblem, sums: Sequence[tuple], linked: set) -> N
         """The scope of a top area and one of its parts, with everything under that part."""
         return scope(("down", top, child), (top, *under(child)))
 
+    def up(area) -> tuple:
+        """The scope of an area and every area above it (its siblings held at the truth)."""
+        above, a = [area], area
+        while a in parent:
+            a = parent[a]
+            above.append(a)
+        return scope(("up", area), above)
+
     index = {key: v for v, key in enumerate(problem.keys)}
     chains: dict = {}
     for v, key in enumerate(problem.keys):
         area, scopes = key[0], []
+        if area in released and area in parent:
+            scopes.append(up(area))
         if area not in parent and area in children:
             # A top area's count (England's) moves with one of its parts' (held by the others):
             # with the part whose count in the same cell is smallest but not 0 (a small count is

