@@ -144,11 +144,9 @@ def own_releases(store: PartitionStore, month: str, icbs: list[str], counts: pl.
         raise RollupError(f"{unmatched.height} published gap-table row(s) of {month[:7]} differ from their partitions' exact counts "
                           f"under the disclosure profile (e.g. ICB {icb}: {indicator} {vintage} {breakdown}={group}); "
                           "re-run those ICB partitions so that the roll-up repeats what each ICS published")
-    names_of = {code: label for code, label in labels.items()}
-
     def gap_name(row) -> tuple:
         icb, indicator, version, vintage, breakdown, group = row
-        return names_of[icb], indicator, version, (vintage, breakdown, group)
+        return labels[icb], indicator, version, (vintage, breakdown, group)
 
     name_columns = ["partition_icb", "indicator_id", "indicator_version", *cell]
     hidden = {gap_name(r) for r in joined.filter("is_suppressed").select(name_columns).rows()}
@@ -176,7 +174,7 @@ def own_releases(store: PartitionStore, month: str, icbs: list[str], counts: pl.
                               f"(practice {wrong['practice_code'][0]}) differs from its partition's exact count under the "
                               "disclosure profile; re-run that ICB partition")
         for icb, vintage, practice, hide in both.select(*place, is_hidden.alias("_hide")).rows():
-            (hidden if hide else shown).add((names_of[icb], "deprivation_quality", vintage, practice, c))
+            (hidden if hide else shown).add((labels[icb], "deprivation_quality", vintage, practice, c))
             if hide and practice == ALL_PRACTICES:
                 hidden_quality.setdefault(icb, set()).add((vintage, c))
 
