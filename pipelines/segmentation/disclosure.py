@@ -1419,8 +1419,10 @@ def _suppress(problem: CountProblem, profile: DisclosureProfile, primary_units: 
             JOINT_MIN_SHARE of those it pushed (each joint LP costs about what two to four single
             ones do; measured on the demo month, the SMI part's down rounds went on certifying
             nothing while its up rounds still gained, at 20-30 ms a round). In a re-check
-            (`recheck`), a scope whose last re-check certified fewer than JOINT_MIN_GAIN targets
-            waits (`backoff`); its targets are still audited one by one, so nothing is skipped.
+            (`recheck`) of a scoped audit, a scope whose last re-check certified fewer than
+            JOINT_MIN_GAIN targets waits (`backoff`); its targets are still audited one by one,
+            so nothing is skipped. (An ICS month has one model per part and is not scoped: its
+            re-checks, and so its complements, are as before.)
             """
             targets = [v for v in targets if not covered(v)]
             by_scope: dict = {}
@@ -1461,7 +1463,7 @@ def _suppress(problem: CountProblem, profile: DisclosureProfile, primary_units: 
                 checked.update({v: stamp for v in group})
                 if not open_before:
                     pass
-                elif recheck and open_before - len(group) < JOINT_MIN_GAIN:
+                elif recheck and scoped and open_before - len(group) < JOINT_MIN_GAIN:
                     wait = backoff[scope][1] * 2 if scope in backoff else RECHECK_EVERY
                     backoff[scope] = (scope_model.version, wait)
                 else:
