@@ -1461,12 +1461,10 @@ def _suppress(problem: CountProblem, profile: DisclosureProfile, primary_units: 
                             active[up] = False
                     up = not up
                 checked.update({v: stamp for v in group})
-                if not open_before:
-                    pass
-                elif recheck and scoped and open_before - len(group) < JOINT_MIN_GAIN:
+                if open_before and recheck and scoped and open_before - len(group) < JOINT_MIN_GAIN:
                     wait = backoff[scope][1] * 2 if scope in backoff else RECHECK_EVERY
                     backoff[scope] = (scope_model.version, wait)
-                else:
+                elif open_before:
                     backoff.pop(scope, None)
                 left += group
             return sorted(left, key=lambda v: rank_of[v])
