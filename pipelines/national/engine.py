@@ -49,8 +49,10 @@ class NationalSettings(dg.ConfigurableResource):
         icbs: comma-separated ICB ODS codes to run; empty: every ICB with an extract for the month.
         disclosure_profile / primary_imd_vintage: the ICS settings every partition runs with.
         rollup_suppression: how the roll-up protects its areas together (`rollup.SUPPRESSION_METHODS`):
-            'joint' (every area in one problem, audited in scopes of an area or two) or 'top_down';
-            empty: $CORE20_NATIONAL_ROLLUP_SUPPRESSION, else 'joint'.
+            'linked' (the ICB rows repeat each ICS's own release; the regions and England are
+            decided around them), 'joint' (every area decided afresh in one problem, audited in
+            scopes of an area or two) or 'top_down'; empty: $CORE20_NATIONAL_ROLLUP_SUPPRESSION,
+            else 'linked'.
         rollup_processes: processes the roll-up's audit shares its independent parts between on
             the worker that runs it; 0: $CORE20_ROLLUP_PROCESSES, else every CPU of that worker.
     """
