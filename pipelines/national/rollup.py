@@ -19,11 +19,11 @@ import polars as pl
 
 from pipelines.national.geography import icb_populations
 from pipelines.national.store import NATIONAL, PartitionStore
+from pipelines.segmentation.month_disclosure import ALL_PRACTICES
 
 _KEYS = ["reporting_month", "indicator_id", "indicator_version", "imd_vintage", "breakdown", "group"]
 GEOGRAPHY = ["geography_level", "geography_code", "geography_name"]
 ENGLAND = ("england", "ENG", "England")
-ALL_PRACTICES = "ALL"
 
 
 class RollupError(RuntimeError):
@@ -148,12 +148,12 @@ def own_releases(store: PartitionStore, month: str, icbs: list[str], counts: pl.
         icb, indicator, version, vintage, breakdown, group = row
         return labels[icb], indicator, version, (vintage, breakdown, group)
 
-    name_columns = ["partition_icb", "indicator_id", "indicator_version", *cell]
-    hidden = {gap_name(r) for r in joined.filter("is_suppressed").select(name_columns).rows()}
-    shown = {gap_name(r) for r in joined.filter(~pl.col("is_suppressed")).select(name_columns).rows()}
-    hidden_rows: dict = {}
-    for icb, *rest in joined.filter("is_suppressed").select(name_columns).rows():
-        hidden_rows.setdefault(icb, set()).add(tuple(rest))
+    hidden, shown = set(), set()
+    hidden_rows: dict = {}  # ICB -> its hidden rows, for the areas above it
+    for *row, is_hidden in joined.select("partition_icb", "indicator_id", "indicator_version", *cell, "is_suppressed").rows():
+        (hidden if is_hidden else shown).add(gap_name(row))
+        if is_hidden:
+            hidden_rows.setdefault(row[0], set()).add(tuple(row[1:]))
 
     columns = [c for c in quality.columns if c.startswith("n_")]
     place = ["partition_icb", "imd_vintage", "practice_code"]
