@@ -209,17 +209,28 @@ def membership_representatives(con, results: str, deprivation: str) -> tuple[pl.
     """
     result_columns = "reporting_month, patient_id, indicator_id, indicator_version, is_numerator"
     deprivation_columns = "reporting_month, patient_id, imd2019_decile, imd2019_method, imd2025_decile, imd2025_method"
+    # A patient's memberships as bits: bit 2k + n of word (2k + n) // 63 for indicator k (from 1)
+    # and n = whether in its numerator; 63 bits a BIGINT word (the sign bit left alone). One
+    # `bit_or` per word is a fixed-size aggregate: the sorted list of the same numbers this
+    # replaced cost 2.5-3x the time at 5,000,000 patients, with the same patterns to the patient.
+    n_populations = con.execute(f"select count(*) from (select distinct indicator_id, indicator_version from {results})"
+                                ).fetchall()[0][0]
+    words = (2 * n_populations + 1) // 63 + 1
+    membership_words = ", ".join(f"bit_or(case when b // 63 = {w} then 1::bigint << (b % 63) else 0::bigint end) as m{w}"
+                                 for w in range(words))
+    word_names = ", ".join(f"m{w}" for w in range(words))
     patterns = f"""
         with results as (
             select reporting_month, patient_id, indicator_id, indicator_version, coalesce(is_numerator, false) as n
             from {results}
         ), populations as (
-            -- each indicator a small number: its rows' memberships become short lists of integers
+            -- each indicator a small number k: its rows' memberships become bits 2k and 2k + 1
             select indicator_id, indicator_version, row_number() over (order by indicator_id, indicator_version) as k
             from (select distinct indicator_id, indicator_version from results)
         ), indicators as (
-            select reporting_month, patient_id, list_sort(list(distinct 2 * k + cast(n as integer))) as memberships
-            from results join populations using (indicator_id, indicator_version)
+            select reporting_month, patient_id, {membership_words}
+            from (select reporting_month, patient_id, 2 * k + n::integer as b
+                  from results join populations using (indicator_id, indicator_version))
             group by reporting_month, patient_id
         ), deprivation as (
             select reporting_month, patient_id, imd2019_method, imd2019_decile is null as no2019,
@@ -227,12 +238,12 @@ def membership_representatives(con, results: str, deprivation: str) -> tuple[pl.
             from {deprivation}
         ), patients as (
             select coalesce(i.reporting_month, d.reporting_month) as reporting_month,
-                   coalesce(i.patient_id, d.patient_id) as patient_id, i.memberships,
+                   coalesce(i.patient_id, d.patient_id) as patient_id, {", ".join(f"i.m{w}" for w in range(words))},
                    d.patient_id is null as no_deprivation, d.imd2019_method, d.no2019, d.imd2025_method, d.no2025
             from indicators i full join deprivation d on i.reporting_month = d.reporting_month and i.patient_id = d.patient_id
         )
         select reporting_month, min(patient_id) as patient_id from patients
-        group by reporting_month, memberships, no_deprivation, imd2019_method, no2019, imd2025_method, no2025
+        group by reporting_month, {word_names}, no_deprivation, imd2019_method, no2019, imd2025_method, no2025
     """
     con.execute(f"create or replace temporary table _representatives as {patterns}")
     try:
