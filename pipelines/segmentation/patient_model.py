@@ -456,12 +456,18 @@ class ModelBuilder:
         if keys is not None and sources.event_codes is None:
             raise ValueError("a slice of patients (keys) needs keyed events (staging.event_rows)")
         sliced = {sources.patients, sources.events} if keys is not None else set()
+        # Patient-level relations keyed by patient_id alone (deprivation, ethnicity, feeds): a
+        # slice keeps the slice's patients' rows, or each slice's join would read the whole month
+        # (measured at 5,000,000 patients: 0.5-1.2 s of CPU a slice for the deprivation alone, 20 slices).
+        by_id = ({sources.deprivation, sources.ethnicity, *sources.feeds.values()} - {None}) if keys is not None else set()
 
         def scoped(relation: str) -> str:
             has_month = "reporting_month" in sources.columns.get(relation, ())
             conditions = [f"reporting_month = {literal(month)}"] if (month and has_month) else []
             if relation in sliced:
                 conditions.append(f"patient_key between {int(keys[0])} and {int(keys[1])}")
+            elif relation in by_id:
+                conditions.append(f"patient_id in (select patient_id from {scoped(sources.patients)})")
             return f"(select * from {relation} where {' and '.join(conditions)})" if conditions else relation
 
         patient_columns = set(sources.columns.get(sources.patients, ()))
