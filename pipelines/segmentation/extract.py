@@ -894,6 +894,9 @@ def stage_events(
                 "engines disagree (pipelines/pushdown.py)"
             )
         n_after = distinct.filter(~pl.col("_caught")).height
+        # The gate's own time is pass 1, the rules; passes 2 and 3 are staging (the month's
+        # write among them), which the events gate's `gate_seconds` counted until now.
+        rules_seconds = time.perf_counter() - started
         rest = f"(SELECT * FROM {relation} WHERE {ROW} NOT IN (SELECT {ROW} FROM _set_aside))"
         others = ", ".join(quote(n) for n in names if n != "code")
         # Pass 2: the rows of patients outside the population (few) are set aside in a small
@@ -980,7 +983,7 @@ def stage_events(
             # not in the rules' denominator (as in an extract cut on the month's last day).
             n_distinct -= n_after
         split = quarantine.Split(STAGING_EVENTS.empty(), split.quarantined, int(n_distinct), split.n_failing,
-                                 split.n_quarantined, time.perf_counter() - started)
+                                 split.n_quarantined, rules_seconds)
         return split, counts, staged
     finally:
         for name in ("_events_cast", "_population", "_set_aside"):
