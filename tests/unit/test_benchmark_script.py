@@ -79,3 +79,14 @@ def test_a_month_that_died_is_described_in_the_report():
     assert "| population/patient_deprivation | **died here** | 18.00 GiB |" in text
     assert "25.0 s until it stopped" in text
     assert "| **month / floor** | — |" in text  # no ratio for a month that did not finish
+
+
+def test_the_report_says_whether_the_suites_were_validated_before_the_months():
+    result = benchmark.SizeResult(1_000_000, n_events=27_000_000, floor_seconds=[0.6])
+    common = dict(command="make bench", reference_seconds=5.0, started=benchmark.dt.datetime(2026, 12, 7),
+                  load=(1.0, 1.0, 1.0), available=20 * 2**30, commit="abc")
+    warmed = benchmark.markdown([result], warmup_seconds=21.0, **common)
+    assert "a 2,000-patient month (21.0 s with its extract) validated the expectation suites with GX" in warmed
+    cold = benchmark.markdown([result], warmup_seconds=None, **common)
+    assert "No warm-up month ran: the first size's month includes validating the expectation suites with GX." in cold
+    assert "2,000-patient month" not in cold
