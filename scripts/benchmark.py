@@ -373,18 +373,8 @@ def run_size(n: int, args, work: Path, template: Path | None, env: dict, cap: in
     measure_floor(result, sql, FLOOR_BEFORE, env)
     say(f"  floor {', '.join(f'{s:.2f}' for s in result.floor_seconds)} s; month ...")
 
-    warehouse = folder / "warehouse.duckdb"
-    if template is not None:
-        shutil.copy2(template, warehouse)
-    home = folder / "dagster_home"
-    home.mkdir()
-    shutil.copy2(REPO / "instance" / "dagster.yaml", home / "dagster.yaml")
-    result.month = measure(
-        [str(BIN / "core20"), "run", "--extract", str(extracts), "--month", args.month, "--warehouse", str(warehouse),
-         "--serving", str(folder / "serving"), "--reports", str(folder / "reports"),
-         *(["--reference-dir", args.reference_dir] if args.reference_dir else [])],
-        env={**env, "DAGSTER_HOME": str(home)}, log_prefix=folder / "month", cap_bytes=cap,
-    )
+    command, home = month_command(folder, extracts, template, args)
+    result.month = measure(command, env={**env, "DAGSTER_HOME": str(home)}, log_prefix=folder / "month", cap_bytes=cap)
     result.work_bytes = folder_bytes(folder)
     result.run = read_run(home, result.month)
     measure_floor(result, sql, FLOOR_AFTER, env)
@@ -414,6 +404,20 @@ def measure_floor(result: SizeResult, sql: str, repeats: int, env: dict) -> None
 WARMUP_PATIENTS = 2_000
 
 
+def month_command(folder: Path, extracts: Path, template: Path | None, args) -> tuple[list[str], Path]:
+    """Return the analyst's `core20 run` for a month in `folder` (its warehouse copied from the template) and its DAGSTER_HOME."""
+    warehouse = folder / "warehouse.duckdb"
+    if template is not None:
+        shutil.copy2(template, warehouse)
+    home = folder / "dagster_home"
+    home.mkdir()
+    shutil.copy2(REPO / "instance" / "dagster.yaml", home / "dagster.yaml")
+    command = [str(BIN / "core20"), "run", "--extract", str(extracts), "--month", args.month, "--warehouse", str(warehouse),
+               "--serving", str(folder / "serving"), "--reports", str(folder / "reports"),
+               *(["--reference-dir", args.reference_dir] if args.reference_dir else [])]
+    return command, home
+
+
 def warm_suites(work: Path, template: Path | None, args, env: dict) -> float | None:
     """Run a small month first, so that every size's month finds the expectation suites validated; return its wall time.
 
@@ -432,16 +436,8 @@ def warm_suites(work: Path, template: Path | None, args, env: dict) -> float | N
                            str(WARMUP_PATIENTS), "--seed", str(args.seed), "--month", args.month, *ref],
                           capture_output=True, text=True, env=env)
     if made.returncode == 0:
-        warehouse = folder / "warehouse.duckdb"
-        if template is not None:
-            shutil.copy2(template, warehouse)
-        home = folder / "dagster_home"
-        home.mkdir()
-        shutil.copy2(REPO / "instance" / "dagster.yaml", home / "dagster.yaml")
-        made = subprocess.run([str(BIN / "core20"), "run", "--extract", str(folder / "extracts"), "--month", args.month,
-                               "--warehouse", str(warehouse), "--serving", str(folder / "serving"),
-                               "--reports", str(folder / "reports"), *ref],
-                              capture_output=True, text=True, env={**env, "DAGSTER_HOME": str(home)})
+        command, home = month_command(folder, folder / "extracts", template, args)
+        made = subprocess.run(command, capture_output=True, text=True, env={**env, "DAGSTER_HOME": str(home)})
     seconds = time.perf_counter() - started
     shutil.rmtree(folder, ignore_errors=True)
     if made.returncode != 0:
