@@ -139,11 +139,38 @@ def connect(path: str | Path, *, read_only: bool = False, memory_limit: str | No
     wait = default_wait() if wait_seconds is None else wait_seconds
     anchor = _held_database(path, wait)
     con = anchor.cursor() if anchor is not None else _open(path, read_only, wait)
+    limit = memory_limit or os.environ.get(MEMORY_ENV) or DEFAULT_MEMORY
+    key = path.resolve() if anchor is not None else None
+    _OPEN_CURSORS[key] = _OPEN_CURSORS.get(key, 0) + 1
     try:
-        con.execute(f"set memory_limit = '{memory_limit or os.environ.get(MEMORY_ENV) or DEFAULT_MEMORY}'")
+        con.execute(f"set memory_limit = '{limit}'")
         yield con
     finally:
+        _OPEN_CURSORS[key] -= 1
+        if anchor is not None and not _OPEN_CURSORS[key]:
+            _drop_cached_blocks(con, limit)  # the last cursor of the step: no other query or temp table of ours is open
         con.close()
+
+
+def _drop_cached_blocks(con: duckdb.DuckDBPyConnection, limit: str) -> None:
+    """Let the held database give back the file's blocks it keeps cached, up to its memory limit, once a step is done with it.
+
+    DuckDB keeps the blocks it has read or written cached up to `memory_limit`, and a held
+    database (`hold`) outlives the step that read them: the next step's Python work (the
+    patients' deprivation in polars, the feeds, a gate's frame) then sat on top of 0.8-1.2 GB
+    the warehouse no longer needed, and that sum was the month's peak (in staging at 1M, in
+    the deprivation step at 5M). Lowering the limit makes DuckDB evict them (64 ms for 0.8 GB);
+    the limit is then set back. A block needed again is read again from the file. Nothing is
+    evicted that a query holds: if DuckDB cannot get under the low limit it says so, and the
+    cache stays.
+    """
+    try:
+        try:
+            con.execute("set memory_limit = '64MB'")
+        finally:
+            con.execute(f"set memory_limit = '{limit}'")
+    except duckdb.Error:
+        pass  # the cache stays; the connection closes next either way
 
 
 # --- a run's hold on its warehouse ------------------------------------------------------------
@@ -157,6 +184,8 @@ def connect(path: str | Path, *, read_only: bool = False, memory_limit: str | No
 # waits for) instead of slipping in between two steps and delaying the run. Within the run a
 # read-only `connect` is a cursor on the same read-write database.
 _HELD: dict[Path, duckdb.DuckDBPyConnection | None] = {}
+# Cursors open on each held database (a `connect` inside another's block makes two).
+_OPEN_CURSORS: dict[Path | None, int] = {}
 
 
 def hold(path: str | Path) -> None:

@@ -99,3 +99,30 @@ def test_a_held_warehouse_is_one_open_database_until_let_go(tmp_path):
     opened = subprocess.run([sys.executable, "-c", f"import duckdb; print(duckdb.connect({str(path)!r}).execute("
                              "'select count(*) from s.t').fetchall()[0][0])"], capture_output=True, text=True, timeout=120)
     assert opened.stdout.strip() == "3", opened.stderr
+
+
+def _cached_mb(con) -> float:
+    return con.execute("select coalesce(sum(memory_usage_bytes), 0) / 2 ** 20 from duckdb_memory() "
+                       "where tag = 'BASE_TABLE'").fetchone()[0]
+
+
+def test_a_held_warehouse_gives_back_its_cached_blocks_when_the_last_cursor_closes(tmp_path):
+    from pipelines.warehouse import hold, let_go
+
+    path = tmp_path / "w.duckdb"
+    with connect(path) as con:  # not held: closing the file frees everything anyway
+        con.execute("create table big as select random() as x from range(20000000)")
+    hold(path)
+    try:
+        with connect(path, memory_limit="1GB") as outer:
+            outer.execute("select sum(x) from big").fetchall()
+            with connect(path, memory_limit="1GB") as inner:  # a second cursor of the same step
+                inner.execute("select count(*) from big").fetchall()
+            cached_while_outer_open = _cached_mb(outer)
+        with connect(path, memory_limit="1GB") as after:
+            cached_after, limit = _cached_mb(after), after.execute("select current_setting('memory_limit')").fetchone()[0]
+    finally:
+        let_go(path)
+    assert cached_while_outer_open > 100  # the inner cursor's close left the outer's blocks alone
+    assert cached_after <= 64  # evicted down to the low limit the step's close sets
+    assert limit == "953.6 MiB"  # 1GB, set back after the eviction
