@@ -11,7 +11,10 @@ leaves the scratch warehouse:
   patterns of the published populations (numbered, no patient id): what the national
   roll-up needs to protect every area together, and nothing patient-level;
 - published: the month's rows of every `published.*` table (already disclosure-controlled
-  at ICB level), for the ICB rows of the national warehouse and serving snapshot.
+  at ICB level), for the ICB rows of the national warehouse and serving snapshot;
+- private: the month's record of every release the partition published (`releases`,
+  `release_structures`, true counts), which the next run of the partition carries back into
+  its scratch warehouse so that a re-sent extract is suppressed against them (`carry_releases`).
 
 The scratch folder is deleted afterwards; patient rows never reach the store.
 """
@@ -29,7 +32,12 @@ import polars as pl
 
 from pipelines.national.store import PartitionStore
 
-PRIVATE_TABLES = ("gap_counts", "gap_hierarchy", "indicator_catalogue", "deprivation_quality", "membership_patterns")
+PRIVATE_TABLES = ("gap_counts", "gap_hierarchy", "indicator_catalogue", "deprivation_quality", "membership_patterns",
+                  "releases", "release_structures")
+# The ICS month's private record of every release of the month (`pipelines/releases.py`):
+# exported with the partition and put back into the next run's scratch warehouse, so that a
+# re-run on a re-sent extract is suppressed against what the partition published before.
+RELEASE_TABLES = {"releases": ("disclosure", "releases"), "release_structures": ("disclosure", "release_structures")}
 
 
 class PartitionFailed(RuntimeError):
@@ -80,6 +88,7 @@ def run_icb_month(
     try:
         warehouse = scratch / "core20plus5.duckdb"
         shutil.copyfile(template, warehouse)
+        carry_releases(PartitionStore(store_root), icb, key, warehouse)
         settings = PipelineSettings(**(settings_kwargs or {}))
         defs = build_definitions(
             warehouse=str(warehouse), extracts=str(Path(extracts_root) / icb), reference_dir=reference_dir,
@@ -100,6 +109,32 @@ def run_icb_month(
                                                                     "disclosure_profile": settings.disclosure_profile})
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
+
+
+def carry_releases(store: PartitionStore, icb: str, partition_key: str, warehouse: Path) -> int:
+    """Put the partition's earlier releases of the month into a new scratch warehouse; return how many.
+
+    Each run of a partition starts from the reference tables alone, and the scratch folder is
+    deleted afterwards, so without this a re-run on a re-sent extract (a correction, a late
+    practice) was suppressed on its own: a reader holding the ICB rows published before and
+    after could subtract them. With the earlier releases in `disclosure.releases` the ICB
+    month links to them as an ICS's re-run does (`month_disclosure.link_releases`) and records
+    itself as the next release. A partition committed before releases were exported has none
+    to carry: its re-run is its first recorded release.
+    """
+    from pipelines.warehouse import connect, write_frame
+
+    manifest = store.manifest(icb, partition_key)
+    if manifest is None or not all(name in manifest.get("tables", {}) for name in RELEASE_TABLES):
+        return 0
+    frames = {name: store.read(icb, partition_key, name) for name in RELEASE_TABLES}
+    if frames["release_structures"].is_empty():
+        return 0
+    month = date.fromisoformat(partition_key)
+    with connect(warehouse) as con:
+        for name, (schema, table) in RELEASE_TABLES.items():
+            write_frame(con, schema, table, frames[name], partition_column="reporting_month", partition_value=month)
+    return frames["release_structures"].height
 
 
 def export_partition(warehouse: Path, partition_key: str, primary_vintage: str, definitions: Path | None = None,
@@ -147,6 +182,11 @@ def export_partition(warehouse: Path, partition_key: str, primary_vintage: str, 
         published = [row[0] for row in con.execute(
             "select table_name from information_schema.tables where table_schema = 'published' order by 1").fetchall()]
         tables = {f"published__{name}": month_rows(con, "published", name) for name in published}
+        recorded = {name for (name,) in con.execute(
+            "select table_name from information_schema.tables where table_schema = 'disclosure'").fetchall()}
+        for name, (schema, table) in RELEASE_TABLES.items():
+            if table in recorded:
+                tables[name] = month_rows(con, schema, table)
     memberships = population_memberships(results.lazy(), deprivation.lazy()).collect()
     numbers = memberships.select("patient_id").unique().sort("patient_id").with_row_index("pattern")
     memberships = (memberships.join(numbers, on="patient_id")
