@@ -140,15 +140,17 @@ def connect(path: str | Path, *, read_only: bool = False, memory_limit: str | No
     anchor = _held_database(path, wait)
     con = anchor.cursor() if anchor is not None else _open(path, read_only, wait)
     limit = memory_limit or os.environ.get(MEMORY_ENV) or DEFAULT_MEMORY
-    key = path.resolve() if anchor is not None else None
-    _OPEN_CURSORS[key] = _OPEN_CURSORS.get(key, 0) + 1
+    held = path.resolve() if anchor is not None else None
+    if held:
+        _OPEN_CURSORS[held] = _OPEN_CURSORS.get(held, 0) + 1
     try:
         con.execute(f"set memory_limit = '{limit}'")
         yield con
     finally:
-        _OPEN_CURSORS[key] -= 1
-        if anchor is not None and not _OPEN_CURSORS[key]:
-            _drop_cached_blocks(con, limit)  # the last cursor of the step: no other query or temp table of ours is open
+        if held:
+            _OPEN_CURSORS[held] -= 1
+            if not _OPEN_CURSORS[held]:
+                _drop_cached_blocks(con, limit)  # the last cursor of the step: no other query or temp table of ours is open
         con.close()
 
 
@@ -185,7 +187,7 @@ def _drop_cached_blocks(con: duckdb.DuckDBPyConnection, limit: str) -> None:
 # read-only `connect` is a cursor on the same read-write database.
 _HELD: dict[Path, duckdb.DuckDBPyConnection | None] = {}
 # Cursors open on each held database (a `connect` inside another's block makes two).
-_OPEN_CURSORS: dict[Path | None, int] = {}
+_OPEN_CURSORS: dict[Path, int] = {}
 
 
 def hold(path: str | Path) -> None:

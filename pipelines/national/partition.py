@@ -34,10 +34,18 @@ from pipelines.national.store import PartitionStore
 
 PRIVATE_TABLES = ("gap_counts", "gap_hierarchy", "indicator_catalogue", "deprivation_quality", "membership_patterns",
                   "releases", "release_structures")
-# The ICS month's private record of every release of the month (`pipelines/releases.py`):
-# exported with the partition and put back into the next run's scratch warehouse, so that a
-# re-run on a re-sent extract is suppressed against what the partition published before.
-RELEASE_TABLES = {"releases": ("disclosure", "releases"), "release_structures": ("disclosure", "release_structures")}
+
+
+def release_tables() -> dict[str, tuple[str, str]]:
+    """Return partition table name -> (schema, table) of the month's release record in a warehouse.
+
+    The ICS month's private record of every release of the month (`pipelines/releases.py`):
+    exported with the partition and put back into the next run's scratch warehouse, so that a
+    re-run on a re-sent extract is suppressed against what the partition published before.
+    """
+    from pipelines import releases  # (imported here: it brings the disclosure modules)
+
+    return {"releases": (releases.SCHEMA, releases.RELEASES), "release_structures": (releases.SCHEMA, releases.STRUCTURES)}
 
 
 class PartitionFailed(RuntimeError):
@@ -125,14 +133,14 @@ def carry_releases(store: PartitionStore, icb: str, partition_key: str, warehous
     from pipelines.warehouse import connect, write_frame
 
     manifest = store.manifest(icb, partition_key)
-    if manifest is None or not all(name in manifest.get("tables", {}) for name in RELEASE_TABLES):
+    if manifest is None or not all(name in manifest.get("tables", {}) for name in release_tables()):
         return 0
-    frames = {name: store.read(icb, partition_key, name) for name in RELEASE_TABLES}
+    frames = {name: store.read(icb, partition_key, name) for name in release_tables()}
     if frames["release_structures"].is_empty():
         return 0
     month = date.fromisoformat(partition_key)
     with connect(warehouse) as con:
-        for name, (schema, table) in RELEASE_TABLES.items():
+        for name, (schema, table) in release_tables().items():
             write_frame(con, schema, table, frames[name], partition_column="reporting_month", partition_value=month)
     return frames["release_structures"].height
 
@@ -154,7 +162,7 @@ def export_partition(warehouse: Path, partition_key: str, primary_vintage: str, 
     from pipelines.segmentation.month_disclosure import population_memberships
     from pipelines.segmentation.populations import membership_representatives
     from pipelines.segmentation.sql import literal
-    from pipelines.warehouse import connect, quote
+    from pipelines.warehouse import connect, quote, table_exists
 
     month = date.fromisoformat(partition_key)
 
@@ -182,10 +190,8 @@ def export_partition(warehouse: Path, partition_key: str, primary_vintage: str, 
         published = [row[0] for row in con.execute(
             "select table_name from information_schema.tables where table_schema = 'published' order by 1").fetchall()]
         tables = {f"published__{name}": month_rows(con, "published", name) for name in published}
-        recorded = {name for (name,) in con.execute(
-            "select table_name from information_schema.tables where table_schema = 'disclosure'").fetchall()}
-        for name, (schema, table) in RELEASE_TABLES.items():
-            if table in recorded:
+        for name, (schema, table) in release_tables().items():
+            if table_exists(con, schema, table):
                 tables[name] = month_rows(con, schema, table)
     memberships = population_memberships(results.lazy(), deprivation.lazy()).collect()
     numbers = memberships.select("patient_id").unique().sort("patient_id").with_row_index("pattern")
