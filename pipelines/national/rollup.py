@@ -296,6 +296,12 @@ def rollup_month(store_root: str, month: str, *, reference_dir: str | None = Non
                               .select(pl.lit(label).alias("reporting_month"), "patient_id", "population").unique())
         if level != "icb":
             sums.append((label, [labels[icb] for icb in members]))
+    regions_of_all = [code for (level, code, _), members in geographies if level == "region" and members == sorted(icbs)]
+    if regions_of_all:
+        # Every ICB in one region (a regional team's roll-up): England is that region cell for cell,
+        # given as its one part so that the areas nest (England above the region above its ICBs).
+        sums = [(labels[ENGLAND[1]], [labels[regions_of_all[0]]]) if total == labels[ENGLAND[1]] else (total, parts)
+                for total, parts in sums]
     # A region's or England's practice, Sub-ICB and ICB rows would be its ICBs' own rows again,
     # cell for cell: they are published once, in the ICB's table, where they live.
     combined = pl.concat([block if level == "icb" else block.filter(~pl.col("breakdown").is_in(AREA_BREAKDOWNS))

@@ -438,10 +438,14 @@ def _area_scopes(problem: CountProblem, sums: Sequence[tuple], linked: set, rele
         above = [t for t in parts_of if t != area and (leaves_of(area) < leaves_of(t)
                                                        or (leaves_of(area) == leaves_of(t) and area in parts_of[t]))]
         if above:
-            sizes = sorted((len(leaves_of(t)), repr(t)) for t in above)
-            if len(sizes) > 1 and sizes[0][0] == sizes[1][0]:
+            smallest = min(len(leaves_of(t)) for t in above)
+            tied = [t for t in above if len(leaves_of(t)) == smallest]
+            # Two sums of the same leaves nest when one is a part of the other (England given as its
+            # one region): the inner one, which holds no other, is the parent.
+            inner = [t for t in tied if not any(u in parts_of[t] for u in tied if u != t)]
+            if len(inner) > 1:
                 raise ValueError(f"protect_month: area {area!r} is in two sums of the same size: the areas do not nest")
-            parent[area] = min(above, key=lambda t: (len(leaves_of(t)), repr(t)))
+            parent[area] = inner[0]
     children: dict = {}
     for part, total in parent.items():
         children.setdefault(total, []).append(part)
