@@ -343,11 +343,10 @@ def protect_month(
     if released_areas:
         for linked_problem in (problem, alone) if alone is not None else (problem,):
             _link_area_releases(linked_problem, profile, set(released_areas), sum_parts)
-        if set(earlier or ()) - set(released_areas):
-            # An earlier release of the areas above (a national release before a re-send) bounds
-            # their totals too: the released areas' blocks are then tied together through those
-            # totals, so what the releases allow of a count is worked out over its whole part.
-            problem.prior_blocks, problem.prior_sums = {}, {}
+        # An earlier release of the areas above (a national release before a re-send) bounds their
+        # totals too, which ties the released areas' blocks together: their intervals are then a
+        # relaxation, worked out over the whole part where that decides (CountProblem.prior_relaxed).
+        problem.prior_relaxed = bool(set(earlier or ()) - set(released_areas))
     result = suppress(problem, profile, primary_units=primary, progress=progress, processes=processes)
     hidden = result.hidden_units
     if alone is not None:
