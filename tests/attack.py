@@ -136,7 +136,7 @@ def recovered_cells(
 
 def recovered_across_areas(
     published: pl.DataFrame, truth: pl.DataFrame, sums: dict[str, list[str]], fine_to_coarse: dict[str, dict[str, str]],
-    *, integer: bool = False,
+    *, integer: bool = False, earlier: list[tuple[pl.DataFrame, pl.DataFrame]] = (),
 ) -> list[tuple]:
     """Return the hidden counts a reader holding several areas' tables side by side narrows down.
 
@@ -144,16 +144,36 @@ def recovered_across_areas(
     each table's own structure, the reader knows that an area's count in every cell is the
     sum of its parts' counts in that cell (`sums`: area code -> part codes; a region is its
     ICBs). Otherwise as `recovered_cells`; a recovered count's key starts with its area.
+
+    `earlier`: earlier releases of the same month's tables, each `(published, truth)`, held by
+    the strongest reader of a re-send, who knows exactly how every true count changed since
+    (e.g. which one patient was added). A count an earlier release showed is then known today
+    within its range there plus the change; a count an earlier release hid is a target too,
+    and is recovered when today's knowledge narrows what the earlier release hid: a count
+    small then (1 to the threshold) must still allow every value of 1..threshold plus the
+    change, a complement then must not be pinned.
     """
     cell = ["imd_vintage", "breakdown", "group"]
     columns = ("numerator", "denominator")
     profile_name, threshold, redacts = _profile_of(published)
     place = ["geography_code", *cell]
-    joined = truth.select(*KEY, *place, *[pl.col(c).alias(f"true_{c}") for c in columns]).join(
-        published.select(*KEY, *place, *columns, "is_suppressed").with_columns(pl.lit(True).alias("_published")),
-        on=[*KEY, *place], how="left",
-    ).with_columns(pl.col("_published").fill_null(False), pl.col("is_suppressed").fill_null(True))
-    ranges = _ranges(profile_name, [v for c in columns for v in joined[c].drop_nulls().to_list()])
+
+    def joined_with(published: pl.DataFrame, truth: pl.DataFrame) -> pl.DataFrame:
+        return truth.select(*KEY, *place, *[pl.col(c).alias(f"true_{c}") for c in columns]).join(
+            published.select(*KEY, *place, *columns, "is_suppressed").with_columns(pl.lit(True).alias("_published")),
+            on=[*KEY, *place], how="left",
+        ).with_columns(pl.col("_published").fill_null(False), pl.col("is_suppressed").fill_null(True))
+
+    joined = joined_with(published, truth)
+    before = [joined_with(*release) for release in earlier]
+    ranges = _ranges(profile_name, [v for frame in (joined, *before) for c in columns for v in frame[c].drop_nulls().to_list()])
+    earlier_of: dict = {}  # indicator key -> per earlier release: {(place, column): (shown or None, true then)}
+    for position, frame in enumerate(before):
+        for row in frame.iter_rows(named=True):
+            found = earlier_of.setdefault(tuple(row[k] for k in KEY), [{} for _ in before])[position]
+            for c in columns:
+                hidden = row[c] is None or (redacts and row["is_suppressed"] and row[c] == 0)
+                found[(tuple(row[k] for k in place), c)] = (None if hidden else row[c], row[f"true_{c}"])
     recovered = []
     for key, table in joined.group_by(KEY, maintain_order=True):
         rows = table.sort(place).rows(named=True)
@@ -167,7 +187,8 @@ def recovered_across_areas(
             for c in cells:
                 if c[0] == area:
                     relations.append((c, [(p, *c[1:]) for p in parts if (p, *c[1:]) in present]))
-        recovered += _attack_key(key, rows, cells, relations, threshold, redacts, ranges, integer)
+        recovered += _attack_key(key, rows, cells, relations, threshold, redacts, ranges, integer,
+                                 earlier=earlier_of.get(tuple(key), []))
     return recovered
 
 
@@ -186,23 +207,37 @@ def own_releases_alone(published: pl.DataFrame, own: pl.DataFrame) -> pl.DataFra
     return pl.concat([own.select(columns), above])
 
 
-def _attack_key(key, rows, cells, relations, threshold, redacts, ranges, integer) -> list[tuple]:
-    """Attack the hidden counts of one indicator's rows: `cells` name the rows, `relations` are (total, parts)."""
+def _attack_key(key, rows, cells, relations, threshold, redacts, ranges, integer, earlier=()) -> list[tuple]:
+    """Attack the hidden counts of one indicator's rows: `cells` name the rows, `relations` are (total, parts).
+
+    `earlier`: per earlier release, {(cell, column): (shown value or None, true count then)}
+    (`recovered_across_areas`).
+    """
     columns = ("numerator", "denominator")
     recovered = []
     # Hidden: null, or for a redacting profile a 0 in a suppressed row (which may also be
     # a true 0: the attacker cannot tell, so treats it as unknown).
     hidden = {(c, col) for c, r in zip(cells, rows) for col in columns
               if r[col] is None or (redacts and r["is_suppressed"] and r[col] == 0)}
-    if not hidden:
-        return recovered
     variables = [(c, col) for col in columns for c in cells]
+    # What each earlier release hid: (variable, small then, the change since).
+    hidden_then = [(v, 1 <= then[v][1] <= threshold, rows[cells.index(v[0])][f"true_{v[1]}"] - then[v][1])
+                   for then in earlier for v in variables if v in then and then[v][0] is None]
+    if not hidden and not hidden_then:
+        return recovered
     index = {v: i for i, v in enumerate(variables)}
     position = {c: i for i, c in enumerate(cells)}
     bounds = []
     for c, col in variables:
         shown = rows[position[c]][col]
-        bounds.append((0, None) if (c, col) in hidden else ranges[shown])
+        low, high = (0, None) if (c, col) in hidden else ranges[shown]
+        for then in earlier:
+            shown_then, true_then = then.get((c, col), (None, None))
+            if shown_then is not None:  # its range then, moved by the known change
+                change = rows[position[c]][f"true_{col}"] - true_then
+                low = max(low, ranges[shown_then][0] + change)
+                high = ranges[shown_then][1] + change if high is None else min(high, ranges[shown_then][1] + change)
+        bounds.append((low, high))
     a_eq = []
     for total, parts in relations:
         for col in columns:
@@ -218,30 +253,38 @@ def _attack_key(key, rows, cells, relations, threshold, redacts, ranges, integer
         row[index[(c, "numerator")]], row[index[(c, "denominator")]] = 1.0, -1.0
         a_ub.append(row)
     a_eq, a_ub = np.array(a_eq), np.array(a_ub)
-    true_of = {t: rows[position[t[0]]][f"true_{t[1]}"] for t in hidden}
+    true_of = {t: rows[position[t[0]]][f"true_{t[1]}"] for t in variables}
     public_zero = _public_zeros(variables, index, hidden, rows, cells, a_eq, a_ub)
-    # What must stay possible for the attack to fail on a cell: every value from 1 to
-    # the threshold for a small count; some value other than the truth for the rest.
-    need_high = {t: (threshold if 1 <= v <= threshold else v + 1) for t, v in true_of.items()}
-    need_low = {t: (1 if 1 <= v <= threshold else v - 1) for t, v in true_of.items()}
-    open_cells = sorted(hidden) if integer else _witnessed(sorted(hidden), index, need_low, need_high, a_eq, a_ub, bounds)
+    # What must stay possible for the attack to fail on a cell: every value from 1 to the
+    # threshold for a small count (moved by the change since, for a count small in an earlier
+    # release); some value other than the truth for the rest (a complement).
+    needs: dict = {}
+    for t in hidden:
+        v = true_of[t]
+        if 1 <= v <= threshold:
+            needs.setdefault(t, []).append((1, threshold))
+        elif rows[position[t[0]]]["_published"] and t not in public_zero:
+            needs.setdefault(t, []).append(None)
+    for t, small, change in hidden_then:
+        if small:
+            needs.setdefault(t, []).append((1 + change, threshold + change))
+        elif rows[position[t[0]]]["_published"] and t not in public_zero:
+            needs.setdefault(t, []).append(None)
+    need_high = {t: max(true_of[t] + 1 if n is None else n[1] for n in found) for t, found in needs.items()}
+    need_low = {t: min(true_of[t] - 1 if n is None else n[0] for n in found) for t, found in needs.items()}
+    targets = sorted(needs)
+    open_cells = targets if integer else _witnessed(targets, index, need_low, need_high, a_eq, a_ub, bounds)
     for target in open_cells:
         objective = np.zeros(len(variables))
         objective[index[target]] = 1.0
         low, high = _solve(objective, a_eq, a_ub, bounds, integer), _solve(-objective, a_eq, a_ub, bounds, integer)
         assert low.status == 0 and high.status in (0, 3), (low.message, high.message)
         lowest, highest = low.fun, (float("inf") if high.status == 3 else -high.fun)
-        true = true_of[target]
-        if 1 <= true <= threshold:
-            narrowed = lowest > 1 + 1e-6 or highest < threshold - 1e-6
-        elif not rows[position[target[0]]]["_published"]:
-            narrowed = False  # a never-published cell pinned to a count over 7 tells nothing small
-        elif target in public_zero:
-            narrowed = False  # a visible 0 above it says so to every reader
-        else:  # a complement
-            narrowed = highest - lowest < 0.5
+        # A small count's range must stay open at both ends; a complement must not be pinned.
+        narrowed = any(lowest > n[0] + 1e-6 or highest < n[1] - 1e-6 if n is not None else highest - lowest < 0.5
+                       for n in needs[target])
         if narrowed:
-            recovered.append((*key, *target[0], target[1], true, lowest, highest))
+            recovered.append((*key, *target[0], target[1], true_of[target], lowest, highest))
     return recovered
 
 

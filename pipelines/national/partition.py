@@ -132,8 +132,7 @@ def carry_releases(store: PartitionStore, icb: str, partition_key: str, warehous
     """
     from pipelines.warehouse import connect, write_frame
 
-    manifest = store.manifest(icb, partition_key)
-    if manifest is None or not all(name in manifest.get("tables", {}) for name in release_tables()):
+    if not store.has_tables(icb, partition_key, release_tables()):
         return 0
     frames = {name: store.read(icb, partition_key, name) for name in release_tables()}
     if frames["release_structures"].is_empty():

@@ -11,6 +11,7 @@ statistics and blocking gate (`expectations/audit.gap_table.json`) as an ICS mon
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from datetime import date, timedelta
@@ -195,6 +196,87 @@ def own_releases(store: PartitionStore, month: str, icbs: list[str], counts: pl.
     return hidden, shown, figures
 
 
+# The national partition's private record of every release of the month (true counts: never
+# published, never served), as `pipelines/releases.py` keeps an ICS's, per area.
+RELEASES, RELEASE_STRUCTURES = "private__releases", "private__release_structures"
+_RELEASE_ORDER = ["geography_code", "population", "imd_vintage", "breakdown", "group"]
+
+
+def earlier_releases(store: PartitionStore, month: str, icbs: list[str], labels: dict) -> dict:
+    """Return area label -> the earlier releases of its counts still in readers' hands, as `protect_month` links them.
+
+    Two kinds, each relabelled to the area's label in this roll-up:
+
+    - an ICS's releases of its ICB before its current one (a re-sent extract re-ran the
+      partition, which carried them: `partition.carry_releases`). The current one is repeated
+      by the national ICB rows and linked as each ICB's own release (`own_releases`);
+    - every earlier national release of the month (this partition's `private__releases`), for
+      every area it showed that this roll-up shows: ICBs, regions and England. A reader holding
+      national release 1 and 2 and the exact change of the re-send could otherwise subtract a
+      region's or England's rows, as an ICS's re-run is protected from (`pipelines/releases.py`).
+
+    A national month rolled up before the roll-up kept its record has none: its next roll-up is
+    its first recorded release.
+    """
+    from pipelines.national.partition import release_tables
+    from pipelines.segmentation.month_disclosure import RELEASE_COLUMNS
+
+    found: dict = {}
+
+    def add(label, counts: pl.DataFrame, structures: pl.DataFrame, code_column: str | None = None, code=None) -> None:
+        for release, text in structures.sort("release").select("release", "structure").rows():
+            rows = counts.filter(pl.col("release") == release)
+            if code_column is not None:
+                rows = rows.filter(pl.col(code_column) == code)
+            found.setdefault(label, []).append(
+                (rows.with_columns(pl.lit(label).alias("reporting_month")).select(list(RELEASE_COLUMNS)), json.loads(text)))
+
+    for icb in icbs:
+        if not store.has_tables(icb, month, release_tables()):
+            continue
+        structures = store.read(icb, month, "release_structures")
+        if structures.height > 1:
+            latest = structures["release"].max()
+            add(labels[icb], store.read(icb, month, "releases"), structures.filter(pl.col("release") < latest))
+    if store.has_tables(NATIONAL, month, (RELEASES, RELEASE_STRUCTURES)):
+        counts, structures = store.read(NATIONAL, month, RELEASES), store.read(NATIONAL, month, RELEASE_STRUCTURES)
+        for code in sorted(set(structures["geography_code"]) & set(labels)):
+            add(labels[code], counts, structures.filter(pl.col("geography_code") == code), "geography_code", code)
+    return found
+
+
+def national_release_tables(store: PartitionStore, month: str, records: dict, labels: dict) -> tuple[dict, int]:
+    """Return (the national partition's release tables with this roll-up's release appended, its number).
+
+    `records`: label -> (counts, structure) of this roll-up (`protect_month`'s figures['releases']).
+    A roll-up identical to the latest recorded release (a re-run on the same partitions) adds
+    nothing and returns that release's number.
+    """
+    code_of = {label: code for code, label in labels.items()}
+    value = month_date(month)
+    counts = pl.concat([frame.with_columns(pl.lit(code_of[label]).alias("geography_code"), pl.lit(value).alias("reporting_month"))
+                        for label, (frame, _) in records.items()]).select(
+        "reporting_month", "geography_code", pl.exclude("reporting_month", "geography_code")).sort(_RELEASE_ORDER)
+    structures = pl.DataFrame({"geography_code": [code_of[label] for label in records],
+                               "structure": [json.dumps(structure, sort_keys=True) for _, structure in records.values()]}
+                              ).sort("geography_code")
+    earlier_counts = earlier_structures = None
+    if store.has_tables(NATIONAL, month, (RELEASES, RELEASE_STRUCTURES)):
+        earlier_counts, earlier_structures = store.read(NATIONAL, month, RELEASES), store.read(NATIONAL, month, RELEASE_STRUCTURES)
+    latest = int(earlier_structures["release"].max()) if earlier_structures is not None and earlier_structures.height else 0
+    if latest:
+        last_counts = earlier_counts.filter(pl.col("release") == latest).drop("release").sort(_RELEASE_ORDER)
+        last_structures = earlier_structures.filter(pl.col("release") == latest).drop("release").sort("geography_code")
+        if last_counts.equals(counts) and last_structures.equals(structures):
+            return {RELEASES: earlier_counts, RELEASE_STRUCTURES: earlier_structures}, latest
+    release = pl.lit(latest + 1, pl.Int32).alias("release")
+    counts = counts.select("reporting_month", release, pl.exclude("reporting_month"))
+    structures = structures.select(release, pl.all())
+    if latest:
+        counts, structures = pl.concat([earlier_counts, counts]), pl.concat([earlier_structures, structures])
+    return {RELEASES: counts, RELEASE_STRUCTURES: structures}, latest + 1
+
+
 def rollup_processes(processes: int | None = None) -> int:
     """The processes the roll-up's suppression audits its parts in: `processes` if given (above 0),
     else $CORE20_ROLLUP_PROCESSES, else every CPU this process may run on."""
@@ -238,12 +320,21 @@ def rollup_month(store_root: str, month: str, *, reference_dir: str | None = Non
     'joint' and 'top_down' the ICB rows of the release are the ones decided here, not the
     ICB's own ICS publication (a reader holding both holds two patterns).
 
+    Every roll-up is a release of the month's national counts that readers keep. The national
+    partition keeps a private record of each (`private__releases`, `private__release_structures`:
+    true counts per area, never published), and the next roll-up of the month (after an ICB's
+    extract was re-sent and its partition re-run) is linked to them and to the ICSs' earlier
+    releases (`earlier_releases`): what they hid stays hidden, what they showed bounds today's
+    counts by the known change. A roll-up on unchanged partitions adds no release.
+
     Returns:
-        The national partition's manifest (ICBs, rows per table).
+        The national partition's manifest (ICBs, rows per table, `release`: the number of this
+        national release of the month).
 
     Raises:
         RollupError: no partitions, partitions with different disclosure profiles or
-            primary vintages, or a roll-up table that fails its disclosure gate.
+            primary vintages, a roll-up table that fails its disclosure gate, or earlier releases
+            to link under the 'top_down' method (which does not link them).
     """
     from pipelines.gates import run_suite
     from pipelines.segmentation.cohorts import drop_by_construction
@@ -296,6 +387,12 @@ def rollup_month(store_root: str, month: str, *, reference_dir: str | None = Non
                               .select(pl.lit(label).alias("reporting_month"), "patient_id", "population").unique())
         if level != "icb":
             sums.append((label, [labels[icb] for icb in members]))
+    regions_of_all = [code for (level, code, _), members in geographies if level == "region" and members == sorted(icbs)]
+    if regions_of_all:
+        # Every ICB in one region (a regional team's roll-up): England is that region cell for cell,
+        # given as its one part so that the areas nest (England above the region above its ICBs).
+        sums = [(labels[ENGLAND[1]], [labels[regions_of_all[0]]]) if total == labels[ENGLAND[1]] else (total, parts)
+                for total, parts in sums]
     # A region's or England's practice, Sub-ICB and ICB rows would be its ICBs' own rows again,
     # cell for cell: they are published once, in the ICB's table, where they live.
     combined = pl.concat([block if level == "icb" else block.filter(~pl.col("breakdown").is_in(AREA_BREAKDOWNS))
@@ -305,6 +402,9 @@ def rollup_month(store_root: str, month: str, *, reference_dir: str | None = Non
     relations = _relations(combined, hierarchy, vintage)
     memberships = pl.concat(pattern_blocks)
     started = time.perf_counter()
+    # Earlier releases of this month's counts still in readers' hands: the ICSs' before a re-send,
+    # and the national roll-up's own (a re-run after a partition was re-sent).
+    earlier = earlier_releases(store, key, icbs, labels)
     if suppression in ("linked", "joint"):
         processes = rollup_processes(processes)
         hidden, shown, linking = (own_releases(store, key, icbs, counts, quality, geographies, labels, profile)
@@ -312,10 +412,14 @@ def rollup_month(store_root: str, month: str, *, reference_dir: str | None = Non
         controlled, quality_controlled, stats = protect_month(
             combined, relations, profile, primary_vintage=vintage, memberships=memberships,
             quality=exact_quality, sums=sums, progress=progress, processes=processes, hidden=hidden, shown=shown,
-            released_areas={labels[icb] for icb in icbs} if suppression == "linked" else ())
+            released_areas={labels[icb] for icb in icbs} if suppression == "linked" else (), earlier=earlier)
+        records = stats["releases"]
         stats = {"method": suppression, "processes": processes, **linking,
-                 **{k: v for k, v in stats.items() if k not in ("hidden", "shown", "release")}}
+                 **{k: v for k, v in stats.items() if k not in ("hidden", "shown", "release", "releases")}}
     else:
+        if earlier:
+            raise RollupError(f"the {key[:7]} roll-up has earlier releases to link (a re-sent ICB or an earlier national "
+                              "release), which the 'top_down' method (kept for comparison) does not do; use 'linked'")
         england = labels[ENGLAND[1]]
         regions = {labels[code]: [labels[icb] for icb in members]
                    for (level, code, _), members in geographies if level == "region"}
@@ -325,7 +429,9 @@ def rollup_month(store_root: str, month: str, *, reference_dir: str | None = Non
         # Labels back to area codes, so the manifest says which region each figure is.
         code_of = {str(label): code for code, label in labels.items()}
         stats["regions"] = {code_of[label]: figures for label, figures in stats["regions"].items()}
+        records = None
     suppression_seconds = time.perf_counter() - started
+    release_frames, release = national_release_tables(store, key, records, labels) if records is not None else ({}, None)
 
     month_value = month_date(key)
     gap_tables, inequality_tables, quality_tables, private = [], [], [], []
@@ -352,8 +458,9 @@ def rollup_month(store_root: str, month: str, *, reference_dir: str | None = Non
         "inequality_table": pl.concat(inequality_tables),
         "deprivation_quality": pl.concat(quality_tables),
         "private__gap_counts": pl.concat(private),
+        **release_frames,
     }
-    info = {"icbs": icbs, "disclosure_profile": profile_name, "primary_imd_vintage": vintage,
+    info = {"icbs": icbs, "disclosure_profile": profile_name, "primary_imd_vintage": vintage, "release": release,
             "suppression": {**stats, "seconds": suppression_seconds},
             "rollup_seconds": time.perf_counter() - rollup_started}
     return store.write(NATIONAL, key, tables, info)

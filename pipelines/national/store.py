@@ -68,6 +68,11 @@ class PartitionStore:
         path = self.folder(icb, month) / COMMITTED
         return json.loads(path.read_bytes()) if path.exists() else None
 
+    def has_tables(self, icb: str, month: str, names) -> bool:
+        """Whether the partition has a committed run holding every table in `names` (older runs may lack some)."""
+        manifest = self.manifest(icb, month)
+        return manifest is not None and all(name in manifest.get("tables", {}) for name in names)
+
     def icbs(self, month: str) -> list[str]:
         """Return the ICBs with a committed partition for the month (the national roll-up excluded)."""
         if not self.root.exists():

@@ -368,6 +368,12 @@ class CountProblem:
         prior_sums: with `prior_blocks`, variable -> its parts: a total the earlier releases did
             not show, whose prior interval is the sum of its parts' (exact: the blocks are
             independent, and every other relation of the total is the sum of its parts').
+        prior_relaxed: the blocks are a relaxation, not exact: an earlier release also showed
+            totals (a national release before a re-send), which ties the blocks together. A
+            block's interval (a total's: its parts' sum within its own earlier bounds) is then
+            wider than what the releases allow, so a need it cuts is cut, and one it does not is
+            worked out over the whole part before the count is given a complement found by
+            widening the search, or declared short.
     """
 
     keys: list
@@ -390,6 +396,7 @@ class CountProblem:
     scope_chain: dict = field(default_factory=dict)
     prior_blocks: dict = field(default_factory=dict)
     prior_sums: dict = field(default_factory=dict)
+    prior_relaxed: bool = False
 
 
 _HIGHS_STARTED = False
@@ -1269,7 +1276,8 @@ def _suppress(problem: CountProblem, profile: DisclosureProfile, primary_units: 
             """`prior_interval` from the count's block alone, or as the sum of its parts' (`CountProblem.prior_blocks`)."""
             if v in problem.prior_sums:
                 ends = [prior_interval(x) for x in problem.prior_sums[v]]
-                return sum(e[0] for e in ends), sum(e[1] for e in ends)
+                # Within what the earlier releases showed of the total itself (none: 0 up).
+                return max(sum(e[0] for e in ends), fixed_lower[v]), min(sum(e[1] for e in ends), fixed_upper[v])
             block = problem.prior_blocks.get(v)
             if block is None:
                 return 0.0, float("inf")  # nothing the earlier releases showed bounds it
@@ -1286,11 +1294,15 @@ def _suppress(problem: CountProblem, profile: DisclosureProfile, primary_units: 
             result.n_lp_solves += 2
             return model.extreme(v, 1.0)[0], model.extreme(v, -1.0)[0]
 
-        def prior_interval(v: int) -> tuple[float, float]:
-            """What the earlier releases and the structure alone allow of the count (with earlier releases only)."""
-            if v in prior:
+        def prior_interval(v: int, whole: bool = False) -> tuple[float, float]:
+            """What the earlier releases and the structure alone allow of the count (with earlier releases only).
+
+            From the count's block (`CountProblem.prior_blocks`) where there are blocks, unless
+            `whole`: then over the whole part (what a relaxed block allows, narrowed to the truth).
+            """
+            if v in prior and not whole:
                 return prior[v]
-            if problem.prior_blocks:
+            if problem.prior_blocks and not whole:
                 prior[v] = block_prior(v)
                 return prior[v]
             if not prior_model:
@@ -1303,12 +1315,18 @@ def _suppress(problem: CountProblem, profile: DisclosureProfile, primary_units: 
             result.n_lp_solves += 2
             return prior[v]
 
-        def learn_prior(v: int) -> bool:
-            """Work out the count's prior interval; return whether it cut the count's need."""
-            if not problem.released or v in prior:
+        worked_whole: set = set()
+
+        def learn_prior(v: int, whole: bool = False) -> bool:
+            """Work out the count's prior interval (over its whole part: `whole`, once, where the
+            blocks are relaxed); return whether it cut the count's need."""
+            if not problem.released or (v in prior and not whole) or (whole and (not problem.prior_relaxed
+                                                                                  or v in worked_whole)):
                 return False
+            if whole:
+                worked_whole.add(v)
             before = needs(v)
-            prior_interval(v)
+            prior_interval(v, whole)
             if needs(v) != before:
                 result.n_prior_cut += 1
                 return True
@@ -1522,6 +1540,8 @@ def _suppress(problem: CountProblem, profile: DisclosureProfile, primary_units: 
                     # its complements, in the next larger scope.
                     level[v] = level.get(v, 0) + 1
                     continue
+                if not candidates and learn_prior(v, whole=True):
+                    continue  # beyond what the earlier releases allow, over the whole part
                 if not candidates:
                     # Only non-negativity of hidden counts binds: widen the search to every
                     # visible count of a relation touching a hidden one. Hiding only removes

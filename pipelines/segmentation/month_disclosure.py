@@ -30,8 +30,9 @@ and overall rows.
 
 from __future__ import annotations
 
+import dataclasses
 import time
-from typing import Collection, Sequence
+from typing import Collection, Mapping, Sequence
 
 import polars as pl
 
@@ -86,7 +87,7 @@ def protect_month(
     primary_vintage: str,
     memberships: pl.LazyFrame | None = None,
     quality: pl.DataFrame | None = None,
-    earlier: Sequence[tuple] | None = None,
+    earlier: Sequence[tuple] | Mapping | None = None,
     sums: Sequence[tuple] | None = None,
     hidden: Collection[tuple] = (),
     shown: Collection[tuple] = (),
@@ -109,7 +110,9 @@ def protect_month(
         quality: the exact deprivation-quality table (DEPRIVATION_QUALITY) to protect jointly.
         earlier: earlier releases of the month still in readers' hands, each the
             `(counts, structure)` its own run returned under figures['release']; see
-            `link_releases`.
+            `link_releases`. For several areas side by side (`sums`): a mapping from an
+            area's `reporting_month` label to its earlier releases, each relabelled to it (an
+            earlier national release's record of that area, an ICS's earlier release of an ICB).
         sums: (total, parts) pairs of `reporting_month` labels, for tables of several areas
             protected together (the national roll-up labels each area's rows with its own
             key): every population's count in every cell of `total` is the sum of its counts
@@ -141,8 +144,8 @@ def protect_month(
         a redacting profile), `is_suppressed`, and without the never-published cells; the
         quality table with every count controlled and shares recomputed from the controlled
         counts; figures (`n_lp_solves`, `n_complements`, `seconds`, ...; `hidden` and `shown`
-        with `decisions`), and for one month `release`: this release's private record for the
-        next release to link to.
+        with `decisions`), and this release's private record for the next release to link to:
+        for one month `release`, for several `releases` (label -> record).
     """
     from pipelines.segmentation.gaps import complement_priority
     from pipelines.segmentation.populations import membership_patterns, population_identities
@@ -306,14 +309,23 @@ def protect_month(
         problem.known_zero = {v for v, key in enumerate(problem.keys)
                               if key[1] not in present.get(key[0], set()) and problem.values[v] == 0}
     n_linked = 0
-    if earlier:
+    if isinstance(earlier, Mapping):
+        earlier = {month: list(found) for month, found in earlier.items() if found}
+    elif earlier:
         if len(months) != 1:
-            raise ValueError("protect_month: earlier releases are linked for one month at a time")
-        alone = CountProblem(keys=list(problem.keys), values=list(problem.values), relations=list(problem.relations),
-                             at_most=problem.at_most, units=problem.units, unit_keys=problem.unit_keys,
-                             unit_priority=problem.unit_priority, implies=problem.implies,
-                             unpublished=problem.unpublished, known_zero=problem.known_zero)
-        n_linked = link_releases(problem, index, earlier, profile, month=months[0], classes=classes.get(months[0], {}))
+            raise ValueError("protect_month: earlier releases of several areas are given per area label (a mapping)")
+        earlier = {months[0]: list(earlier)}
+    alone = None
+    if earlier:
+        # This release as a reader holding it alone sees it (the second pass below): the problem
+        # before the earlier releases add their bounds, relations and helper constants.
+        alone = dataclasses.replace(problem, keys=list(problem.keys), values=list(problem.values),
+                                    relations=list(problem.relations), released=list(problem.released),
+                                    exact=dict(problem.exact), fixed_hidden=set(problem.fixed_hidden),
+                                    earlier_small=dict(problem.earlier_small))
+        for month in sorted(earlier):
+            n_linked += link_releases(problem, index, earlier[month], profile, month=month,
+                                      classes=classes.get(month, {}))
 
     if protected is not None:
         protected = set(protected)
@@ -326,15 +338,21 @@ def protect_month(
             small = profile.small_count_threshold
             primary = {u for u, members in enumerate(problem.units) if any(1 <= problem.values[m] <= small for m in members)}
             primary |= {unit_of_name[name] for name in hidden if name in unit_of_name}
+    if alone is not None:
+        alone.context, alone.kept_shown = problem.context, problem.kept_shown
     if released_areas:
-        _link_area_releases(problem, profile, set(released_areas), sum_parts)
+        for linked_problem in (problem, alone) if alone is not None else (problem,):
+            _link_area_releases(linked_problem, profile, set(released_areas), sum_parts)
+        # An earlier release of the areas above (a national release before a re-send) bounds their
+        # totals too, which ties the released areas' blocks together: their intervals are then a
+        # relaxation, worked out over the whole part where that decides (CountProblem.prior_relaxed).
+        problem.prior_relaxed = bool(set(earlier or ()) - set(released_areas))
     result = suppress(problem, profile, primary_units=primary, progress=progress, processes=processes)
     hidden = result.hidden_units
-    if earlier:
+    if alone is not None:
         # Two readers: one holding every release and the exact change (above), and one holding
         # this release alone, for whom today's small counts must cover 1..threshold. Hiding only
         # widens intervals, so the second pass keeps what the first guaranteed.
-        alone.kept_shown = problem.kept_shown
         second = suppress(alone, profile, primary_units=set(hidden), processes=processes)
         result.n_lp_solves += second.n_lp_solves
         result.n_complements += second.n_complements
@@ -365,15 +383,18 @@ def protect_month(
              "n_components": result.n_components, "n_variables": len(problem.keys),
              "n_lp_models": result.n_models, "largest_lp_model": result.largest_model,
              "n_relations": len(problem.relations), "n_identities": n_identities, "n_area_sums": len(added),
-             "n_earlier_releases": len(earlier or ()), "n_release_links": n_linked,
+             "n_earlier_releases": max((len(found) for found in (earlier or {}).values()), default=0),
+             "n_release_links": n_linked,
              "seconds": time.perf_counter() - started}
     if decisions:
         stats["hidden"] = {unit_names[u] for u in hidden}
         stats["shown"] = {name for u, name in enumerate(unit_names) if u not in hidden}
+    records = _release_records(problem, hidden, months, classes, identities, gap_classes, quality_classes,
+                               gap_cells, quality_cells)
     if len(months) == 1:
-        stats["release"] = _release_record(problem, hidden, months[0], classes.get(months[0], {}),
-                                           identities.get(months[0], []), gap_classes, quality_classes,
-                                           gap_cells.get(months[0], set()), quality_cells.get(months[0], set()))
+        stats["release"] = records[months[0]]
+    else:
+        stats["releases"] = records
     return controlled, quality_controlled, stats
 
 
@@ -438,10 +459,14 @@ def _area_scopes(problem: CountProblem, sums: Sequence[tuple], linked: set, rele
         above = [t for t in parts_of if t != area and (leaves_of(area) < leaves_of(t)
                                                        or (leaves_of(area) == leaves_of(t) and area in parts_of[t]))]
         if above:
-            sizes = sorted((len(leaves_of(t)), repr(t)) for t in above)
-            if len(sizes) > 1 and sizes[0][0] == sizes[1][0]:
+            smallest = min(len(leaves_of(t)) for t in above)
+            tied = [t for t in above if len(leaves_of(t)) == smallest]
+            # Two sums of the same leaves nest when one is a part of the other (England given as its
+            # one region): the inner one, which holds no other, is the parent.
+            inner = [t for t in tied if not any(u in parts_of[t] for u in tied if u != t)]
+            if len(inner) > 1:
                 raise ValueError(f"protect_month: area {area!r} is in two sums of the same size: the areas do not nest")
-            parent[area] = min(above, key=lambda t: (len(leaves_of(t)), repr(t)))
+            parent[area] = inner[0]
     children: dict = {}
     for part, total in parent.items():
         children.setdefault(total, []).append(part)
@@ -524,45 +549,49 @@ RELEASE_COLUMNS = {"reporting_month": pl.Date, "population": pl.String, "imd_vin
                    "group": pl.String, "value": pl.Int64, "is_hidden": pl.Boolean}
 
 
-def _release_record(problem: CountProblem, hidden_units: set, month, classes: dict, identities: list,
-                    gap_classes: set, quality_classes: set, gap_cells: set, quality_cells: set) -> tuple:
-    """Return (counts, structure) of a release, as the next release of the month must know it.
+def _release_records(problem: CountProblem, hidden_units: set, months: list, classes: dict, identities: dict,
+                     gap_classes: set, quality_classes: set, gap_cells: dict, quality_cells: dict) -> dict:
+    """Return, per `reporting_month` label, (counts, structure) of a release, as the next release must know it.
 
     `counts`: one row per count of the system (a population class in a cell): its true value
     and whether the release hid it (every place showing it hidden, or never published).
     `structure`: what a reader could combine in that release, in population names: the
     classes of identical populations, the identities between classes, and the cells where
     each table's populations were published (the domain of those identities).
-    Both are private: they hold true counts, and stay in the warehouse's `disclosure` schema.
+    Both are private: they hold true counts, and stay in the warehouse's `disclosure` schema
+    (a national roll-up's, in its partition's private tables).
     """
     units_of: dict[int, list[int]] = {}
     for u, members in enumerate(problem.units):
         for m in members:
             units_of.setdefault(m, []).append(u)
-    rows = []
+    wanted = set(months)
+    rows: dict = {month: [] for month in months}
     for v, key in enumerate(problem.keys):
-        if not (isinstance(key, tuple) and len(key) == 3 and key[0] == month and v in units_of):
+        if not (isinstance(key, tuple) and len(key) == 3 and key[0] in wanted and v in units_of):
             continue  # a helper constant, not a count
-        _, klass, (vintage, breakdown, group) = key
-        rows.append((month, klass, vintage, breakdown, group, int(problem.values[v]),
-                     all(u in hidden_units for u in units_of[v])))
-    counts = pl.DataFrame(rows, schema=RELEASE_COLUMNS, orient="row")
-    structure = {
-        "classes": {name: klass for name, klass in classes.items() if name != klass},
-        "identities": [{k: int(c) for k, c in identity.items()} for identity in identities],
-        "gap_classes": sorted(k for m, k in gap_classes if m == month),
-        "quality_classes": sorted(k for m, k in quality_classes if m == month),
-        "gap_cells": sorted(list(c) for c in gap_cells),
-        "quality_cells": sorted(list(c) for c in quality_cells),
-    }
-    return counts, structure
+        month, klass, (vintage, breakdown, group) = key
+        rows[month].append((month, klass, vintage, breakdown, group, int(problem.values[v]),
+                            all(u in hidden_units for u in units_of[v])))
+    records = {}
+    for month in months:
+        structure = {
+            "classes": {name: klass for name, klass in classes.get(month, {}).items() if name != klass},
+            "identities": [{k: int(c) for k, c in identity.items()} for identity in identities.get(month, [])],
+            "gap_classes": sorted(k for m, k in gap_classes if m == month),
+            "quality_classes": sorted(k for m, k in quality_classes if m == month),
+            "gap_cells": sorted(list(c) for c in gap_cells.get(month, set())),
+            "quality_cells": sorted(list(c) for c in quality_cells.get(month, set())),
+        }
+        records[month] = (pl.DataFrame(rows[month], schema=RELEASE_COLUMNS, orient="row"), structure)
+    return records
 
 
 def link_releases(problem: CountProblem, index: dict, earlier: Sequence[tuple], profile: DisclosureProfile, *,
                   month, classes: dict) -> int:
     """Add what earlier releases of the month told readers to the problem; return the relations added.
 
-    Each earlier release is `(counts, structure)` as `_release_record` made it when that
+    Each earlier release is `(counts, structure)` as `_release_records` made it when that
     release was published. The reader this protects against holds every release and knows
     exactly how each true count changed since (e.g. which one patient was added: the
     strongest reader of a re-send, so any weaker one is covered too). For them an earlier
