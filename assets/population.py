@@ -53,8 +53,8 @@ REFERENCE_TABLES = ("imd2019_lsoa11", "imd2025_lsoa21", "lsoa11_lsoa21", "lsoa21
 def patient_deprivation(context: dg.AssetExecutionContext, settings: PipelineSettings, extracts: ExtractSource,
                         warehouse: Warehouse):
     month = month_of(context)
-    patients_sql = ("(SELECT reporting_month, patient_id, practice_code, postcode, postcode_status, lsoa_code_supplied "
-                    f"FROM staging.patients WHERE reporting_month = {literal(month)})")
+    patients_sql = ("(SELECT reporting_month, patient_id, patient_key, practice_code, postcode, postcode_status, "
+                    f"lsoa_code_supplied FROM staging.patients WHERE reporting_month = {literal(month)})")
     with warehouse.connect() as con:
         patients = pl.from_arrow(con.sql(f"SELECT * FROM {patients_sql}").to_arrow_table())
         reference = deprivation_reference_from_warehouse(con, patients_sql)
@@ -65,7 +65,10 @@ def patient_deprivation(context: dg.AssetExecutionContext, settings: PipelineSet
                                       month)
     methods = {f"{v}:{m}": n for v, col in (("IMD2019", "imd2019_method"), ("IMD2025", "imd2025_method"))
                for m, n in frame.group_by(col).len().sort(col).iter_rows()}
-    yield dg.Output(frame, output_name="patient_deprivation", metadata=methods)
+    # Stored with the patients' keys, in their order (attach_deprivation keeps its input's rows
+    # in order, and staging writes the patients in key order): a slice of the patient model
+    # reads its patients' rows by a key range (`patient_model.Sources.keyed`).
+    yield dg.Output(frame.with_columns(patients["patient_key"]), output_name="patient_deprivation", metadata=methods)
     yield dg.Output(by_practice, output_name="deprivation_quality", metadata={"n_rows": by_practice.height})
     rate = quality.match_rate_outcome(frame, settings.primary_imd_vintage, settings.min_decile_match_rate)
     yield quality.check_result(context, warehouse, DEPRIVATION, "decile_match_rate", rate)

@@ -146,6 +146,12 @@ def read_feed(folder: Path, feed: Feed, mapping: ColumnMapping | None = None) ->
 def stage_feed(frame: pl.DataFrame | None, feed: Feed, reporting_month: date, patients: pl.DataFrame) -> pl.DataFrame:
     """Return a feed's staged rows: registered patients, dated on or before R, no exact duplicates.
 
+    When the patients carry their `patient_key` (staged for the warehouse), the rows gain
+    it as a last column and are ordered by it, each patient's rows in file order: a slice
+    of the patient model then reads its patients' rows by a key range (see
+    `patient_model.Sources.keyed`) instead of testing every row's id. Otherwise the rows
+    keep file order.
+
     Arguments:
         frame: `read_feed` output, or None when the feed is absent (an empty table results).
         feed: which feed.
@@ -154,21 +160,30 @@ def stage_feed(frame: pl.DataFrame | None, feed: Feed, reporting_month: date, pa
 
     Examples:
         >>> p = pl.DataFrame({"patient_id": ["a", "b"]})
-        >>> f = pl.DataFrame({"patient_id": ["a", "a", "a", "z"], "contact_date": [date(2026, 1, 5), date(2026, 1, 5),
-        ...     date(2026, 2, 1), date(2026, 1, 5)]})
+        >>> f = pl.DataFrame({"patient_id": ["b", "a", "a", "a", "z"], "contact_date": [date(2026, 1, 7),
+        ...     date(2026, 1, 5), date(2026, 1, 5), date(2026, 2, 1), date(2026, 1, 5)]})
         >>> stage_feed(f, FEEDS["mh_contacts"], date(2026, 1, 1), p).select("patient_id", "contact_date").rows()
-        [('a', datetime.date(2026, 1, 5))]
+        [('b', datetime.date(2026, 1, 7)), ('a', datetime.date(2026, 1, 5))]
+        >>> keyed = p.with_columns(pl.Series("patient_key", [1, 2], dtype=pl.Int32))
+        >>> stage_feed(f, FEEDS["mh_contacts"], date(2026, 1, 1), keyed).select("patient_id", "patient_key").rows()
+        [('a', 1), ('b', 2)]
     """
     contract = feed.staging()
+    keyed = "patient_key" in patients.columns
+    key = {"patient_key": pl.Int32} if keyed else {}
     if frame is None:
-        return contract.empty()
+        return pl.DataFrame(schema={**contract.schema, **key})
+    rows = frame.unique(maintain_order=True).filter(pl.col(feed.date_column) <= month_end(reporting_month))
+    if keyed:
+        rows = (rows.join(patients.select("patient_id", "patient_key").unique(), on="patient_id", how="inner",
+                          maintain_order="left")
+                .sort("patient_key", maintain_order=True))
+    else:
+        rows = rows.join(patients.select("patient_id").unique(), on="patient_id", how="semi")
     return (
-        frame.unique(maintain_order=True)
-        .filter(pl.col(feed.date_column) <= month_end(reporting_month))
-        .join(patients.select("patient_id").unique(), on="patient_id", how="semi")
-        .with_columns(pl.lit(reporting_month).alias("reporting_month"))
-        .select(contract.names)
-        .cast(contract.schema)
+        rows.with_columns(pl.lit(reporting_month).alias("reporting_month"))
+        .select(*contract.names, *key)
+        .cast({**contract.schema, **key})
     )
 
 

@@ -368,26 +368,34 @@ def test_a_month_without_feeds_reports_their_indicators_as_not_available(run, tm
     assert not FEED_INDICATORS & set(published(warehouse_copy).filter(pl.col("reporting_month") == month)["indicator_id"])
 
 
-@pytest.mark.parametrize("slice_patients", [997, 4_000])
-def test_the_patient_model_built_in_slices_of_patients_is_the_one_query_model(run, slice_patients):
-    # A big month's model is written a slice of patient keys at a time (ModelSession.model_sqls);
-    # the run above had one slice. Rebuilt here in slices (12,000 patients: 13 and 3 of them),
-    # every row must be the run's, and no patient may be missing or repeated.
+def _session_over_the_month(con, tables=None):
+    """Return the month's planned model, its session over the warehouse (`tables` overriding relations) and the feeds present."""
     from pipelines.resources import PipelineSettings
     from pipelines.segmentation import definitions
     from pipelines.segmentation.cohorts import codelists_from_warehouse
     from pipelines.segmentation.extract import month_end
     from pipelines.segmentation.patient_model import ModelBuilder, ModelSession
 
+    present = read_table(con, "staging", "feed_availability", partition_column="reporting_month",
+                         partition_value=MONTH).filter("is_present")["feed"].to_list()
+    defs = definitions.load_definitions()
+    builder = ModelBuilder(defs, codelists_from_warehouse(con, defs), month_end(MONTH),
+                           PipelineSettings().primary_imd_vintage).plan(feeds_present=present)
+    ethnicity = pl.from_arrow(con.sql("select * from reference.ethnicity_codes").to_arrow_table())
+    return builder, ModelSession.in_warehouse(con, MONTH, present, ethnicity, tables=tables), present
+
+
+@pytest.mark.parametrize("slice_patients", [997, 4_000])
+def test_the_patient_model_built_in_slices_of_patients_is_the_one_query_model(run, slice_patients):
+    # A big month's model is written a slice of patient keys at a time (ModelSession.model_sqls);
+    # the run above had one slice. Rebuilt here in slices (12,000 patients: 13 and 3 of them),
+    # every row must be the run's, and no patient may be missing or repeated.
     _, warehouse, _, _ = run
     with connect(warehouse, read_only=True) as con:
-        present = read_table(con, "staging", "feed_availability", partition_column="reporting_month",
-                             partition_value=MONTH).filter("is_present")["feed"].to_list()
-        defs = definitions.load_definitions()
-        builder = ModelBuilder(defs, codelists_from_warehouse(con, defs), month_end(MONTH),
-                               PipelineSettings().primary_imd_vintage).plan(feeds_present=present)
-        ethnicity = pl.from_arrow(con.sql("select * from reference.ethnicity_codes").to_arrow_table())
-        queries = ModelSession.in_warehouse(con, MONTH, present, ethnicity).model_sqls(builder, slice_patients)
+        builder, session, present = _session_over_the_month(con)
+        # The month's deprivation and feed rows carry the patients' keys: each slice reads them by its key range.
+        assert session.keyed_relations() == {"population.patient_deprivation", *(f'staging."{f}"' for f in present)}
+        queries = session.model_sqls(builder, slice_patients)
         sliced = pl.concat([pl.from_arrow(con.sql(q).to_arrow_table()) for q in queries])
         written = read_table(con, "population", "patient_model", partition_column="reporting_month", partition_value=MONTH)
     n_patients = written.height
@@ -395,3 +403,26 @@ def test_the_patient_model_built_in_slices_of_patients_is_the_one_query_model(ru
     assert sliced["patient_id"].n_unique() == sliced.height == n_patients
     columns = written.columns
     assert sliced.select(columns).sort("patient_id").equals(written.sort("patient_id"))
+
+
+def test_a_slice_reads_a_month_of_deprivation_rows_without_keys_by_patient_id(run):
+    # A month written before the deprivation table carried the patients' keys has none (or
+    # null ones, once a later month added the column): read by a key range, a slice would find
+    # none of its patients' rows. The session reads such a month by patient id instead.
+    _, warehouse, _, _ = run
+    with connect(warehouse, read_only=True) as con:
+        con.execute("create temp view _unkeyed as select * replace (NULL::INTEGER as patient_key) "
+                    "from population.patient_deprivation")
+        builder, session, _ = _session_over_the_month(con, tables={"deprivation": "_unkeyed"})
+        assert "_unkeyed" not in session.keyed_relations()
+
+        def model(keyed=None) -> pl.DataFrame:
+            queries = (session.model_sqls(builder, 4_000) if keyed is None else
+                       [session.model_sql(builder, keys=keys, keyed=keyed) for keys in ((1, 4_000), (4_001, 20_000))])
+            return pl.concat([pl.from_arrow(con.sql(q).to_arrow_table()) for q in queries]).sort("patient_id")
+
+        by_id, by_null_keys = model(), model(frozenset({"_unkeyed"}))
+        written = read_table(con, "population", "patient_model", partition_column="reporting_month", partition_value=MONTH)
+    assert by_id.select(written.columns).equals(written.sort("patient_id"))
+    # The control: the same month read by a key range has no decile for anyone.
+    assert written["imd2019_decile"].is_not_null().sum() > 0 and by_null_keys["imd2019_decile"].is_null().all()
