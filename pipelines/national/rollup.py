@@ -202,7 +202,15 @@ RELEASES, RELEASE_STRUCTURES = "private__releases", "private__release_structures
 _RELEASE_ORDER = ["geography_code", "population", "imd_vintage", "breakdown", "group"]
 
 
-def earlier_releases(store: PartitionStore, month: str, icbs: list[str], labels: dict) -> dict:
+def national_record(store: PartitionStore, month: str) -> tuple[pl.DataFrame, pl.DataFrame] | None:
+    """Return the national partition's record of the month's releases (counts, structures), None before the first."""
+    if not store.has_tables(NATIONAL, month, (RELEASES, RELEASE_STRUCTURES)):
+        return None
+    return store.read(NATIONAL, month, RELEASES), store.read(NATIONAL, month, RELEASE_STRUCTURES)
+
+
+def earlier_releases(store: PartitionStore, month: str, icbs: list[str], labels: dict,
+                     record: tuple[pl.DataFrame, pl.DataFrame] | None) -> dict:
     """Return area label -> the earlier releases of its counts still in readers' hands, as `protect_month` links them.
 
     Two kinds, each relabelled to the area's label in this roll-up:
@@ -215,8 +223,8 @@ def earlier_releases(store: PartitionStore, month: str, icbs: list[str], labels:
       national release 1 and 2 and the exact change of the re-send could otherwise subtract a
       region's or England's rows, as an ICS's re-run is protected from (`pipelines/releases.py`).
 
-    A national month rolled up before the roll-up kept its record has none: its next roll-up is
-    its first recorded release.
+    `record`: the national partition's (`national_record`). A national month rolled up before
+    the roll-up kept its record has none: its next roll-up is its first recorded release.
     """
     from pipelines.national.partition import release_tables
     from pipelines.segmentation.month_disclosure import RELEASE_COLUMNS
@@ -238,17 +246,19 @@ def earlier_releases(store: PartitionStore, month: str, icbs: list[str], labels:
         if structures.height > 1:
             latest = structures["release"].max()
             add(labels[icb], store.read(icb, month, "releases"), structures.filter(pl.col("release") < latest))
-    if store.has_tables(NATIONAL, month, (RELEASES, RELEASE_STRUCTURES)):
-        counts, structures = store.read(NATIONAL, month, RELEASES), store.read(NATIONAL, month, RELEASE_STRUCTURES)
+    if record is not None:
+        counts, structures = record
         for code in sorted(set(structures["geography_code"]) & set(labels)):
             add(labels[code], counts, structures.filter(pl.col("geography_code") == code), "geography_code", code)
     return found
 
 
-def national_release_tables(store: PartitionStore, month: str, records: dict, labels: dict) -> tuple[dict, int]:
+def national_release_tables(month: str, records: dict, labels: dict,
+                            record: tuple[pl.DataFrame, pl.DataFrame] | None) -> tuple[dict, int]:
     """Return (the national partition's release tables with this roll-up's release appended, its number).
 
-    `records`: label -> (counts, structure) of this roll-up (`protect_month`'s figures['releases']).
+    `records`: label -> (counts, structure) of this roll-up (`protect_month`'s figures['releases']);
+    `record`: the national partition's record so far (`national_record`).
     A roll-up identical to the latest recorded release (a re-run on the same partitions) adds
     nothing and returns that release's number.
     """
@@ -260,9 +270,7 @@ def national_release_tables(store: PartitionStore, month: str, records: dict, la
     structures = pl.DataFrame({"geography_code": [code_of[label] for label in records],
                                "structure": [json.dumps(structure, sort_keys=True) for _, structure in records.values()]}
                               ).sort("geography_code")
-    earlier_counts = earlier_structures = None
-    if store.has_tables(NATIONAL, month, (RELEASES, RELEASE_STRUCTURES)):
-        earlier_counts, earlier_structures = store.read(NATIONAL, month, RELEASES), store.read(NATIONAL, month, RELEASE_STRUCTURES)
+    earlier_counts, earlier_structures = record if record is not None else (None, None)
     latest = int(earlier_structures["release"].max()) if earlier_structures is not None and earlier_structures.height else 0
     if latest:
         last_counts = earlier_counts.filter(pl.col("release") == latest).drop("release").sort(_RELEASE_ORDER)
@@ -404,7 +412,8 @@ def rollup_month(store_root: str, month: str, *, reference_dir: str | None = Non
     started = time.perf_counter()
     # Earlier releases of this month's counts still in readers' hands: the ICSs' before a re-send,
     # and the national roll-up's own (a re-run after a partition was re-sent).
-    earlier = earlier_releases(store, key, icbs, labels)
+    record = national_record(store, key)
+    earlier = earlier_releases(store, key, icbs, labels, record)
     if suppression in ("linked", "joint"):
         processes = rollup_processes(processes)
         hidden, shown, linking = (own_releases(store, key, icbs, counts, quality, geographies, labels, profile)
@@ -431,7 +440,7 @@ def rollup_month(store_root: str, month: str, *, reference_dir: str | None = Non
         stats["regions"] = {code_of[label]: figures for label, figures in stats["regions"].items()}
         records = None
     suppression_seconds = time.perf_counter() - started
-    release_frames, release = national_release_tables(store, key, records, labels) if records is not None else ({}, None)
+    release_frames, release = national_release_tables(key, records, labels, record) if records is not None else ({}, None)
 
     month_value = month_date(key)
     gap_tables, inequality_tables, quality_tables, private = [], [], [], []

@@ -1320,11 +1320,14 @@ def _suppress(problem: CountProblem, profile: DisclosureProfile, primary_units: 
         def learn_prior(v: int, whole: bool = False) -> bool:
             """Work out the count's prior interval (over its whole part: `whole`, once, where the
             blocks are relaxed); return whether it cut the count's need."""
-            if not problem.released or (v in prior and not whole) or (whole and (not problem.prior_relaxed
-                                                                                  or v in worked_whole)):
+            if not problem.released:
                 return False
             if whole:
+                if not problem.prior_relaxed or v in worked_whole:
+                    return False
                 worked_whole.add(v)
+            elif v in prior:
+                return False
             before = needs(v)
             prior_interval(v, whole)
             if needs(v) != before:
