@@ -83,7 +83,9 @@ def patient_model(context: dg.AssetExecutionContext, settings: PipelineSettings,
         session = ModelSession.in_warehouse(con, month, present, ethnicity)
         written = {}
         with unordered(con):
-            written["patient_model"] = write_query(con, "population", "patient_model", session.model_sqls(builder),
+            # A deprivation or feed table older than a re-staged month is read by patient id, and named in the log.
+            queries = session.model_sqls(builder, say=context.log.warning)
+            written["patient_model"] = write_query(con, "population", "patient_model", queries,
                                                    partition_column="reporting_month", partition_value=month)
             for name, (schema, table), sql in (
                 ("patient_attributes", ("population", "patient_attributes"), patient_attributes_sql(model)),

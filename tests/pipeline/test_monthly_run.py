@@ -405,6 +405,15 @@ def test_the_patient_model_built_in_slices_of_patients_is_the_one_query_model(ru
     assert sliced.select(columns).sort("patient_id").equals(written.sort("patient_id"))
 
 
+def _sliced_model(con, builder, session, keyed=None, say=None) -> pl.DataFrame:
+    """Return the month's model built in slices, sorted by patient: the session's own choice of
+    key-read relations (slices of 4,000 patients), or the two slices 1-4,000 and 4,001-20,000
+    reading the `keyed` relations by key range whatever their keys (the control: no guard)."""
+    queries = (session.model_sqls(builder, 4_000, say=say) if keyed is None else
+               [session.model_sql(builder, keys=keys, keyed=keyed) for keys in ((1, 4_000), (4_001, 20_000))])
+    return pl.concat([pl.from_arrow(con.sql(q).to_arrow_table()) for q in queries]).sort("patient_id")
+
+
 def test_a_slice_reads_a_month_of_deprivation_rows_without_keys_by_patient_id(run):
     # A month written before the deprivation table carried the patients' keys has none (or
     # null ones, once a later month added the column): read by a key range, a slice would find
@@ -414,15 +423,45 @@ def test_a_slice_reads_a_month_of_deprivation_rows_without_keys_by_patient_id(ru
         con.execute("create temp view _unkeyed as select * replace (NULL::INTEGER as patient_key) "
                     "from population.patient_deprivation")
         builder, session, _ = _session_over_the_month(con, tables={"deprivation": "_unkeyed"})
-        assert "_unkeyed" not in session.keyed_relations()
-
-        def model(keyed=None) -> pl.DataFrame:
-            queries = (session.model_sqls(builder, 4_000) if keyed is None else
-                       [session.model_sql(builder, keys=keys, keyed=keyed) for keys in ((1, 4_000), (4_001, 20_000))])
-            return pl.concat([pl.from_arrow(con.sql(q).to_arrow_table()) for q in queries]).sort("patient_id")
-
-        by_id, by_null_keys = model(), model(frozenset({"_unkeyed"}))
+        said = []
+        assert "_unkeyed" not in session.keyed_relations(said.append)
+        # A month older than the keys is expected, not stale: nothing to warn the analyst about.
+        assert said == []
+        by_id, by_null_keys = _sliced_model(con, builder, session), _sliced_model(con, builder, session, frozenset({"_unkeyed"}))
         written = read_table(con, "population", "patient_model", partition_column="reporting_month", partition_value=MONTH)
     assert by_id.select(written.columns).equals(written.sort("patient_id"))
     # The control: the same month read by a key range has no decile for anyone.
     assert written["imd2019_decile"].is_not_null().sum() > 0 and by_null_keys["imd2019_decile"].is_null().all()
+
+
+def test_a_slice_reads_deprivation_rows_with_stale_keys_by_patient_id_and_says_so(run):
+    # Staging re-materialised alone (a changed extract, in the Dagster UI) numbers the month's
+    # patients again; a deprivation table written before keeps the old keys. Here every stored
+    # key is reversed against staging.patients' (key k stored as n + 1 - k), so a key range
+    # finds other patients' rows. The session must see the keys disagree, read the table by
+    # patient id (the freshly keyed model's rows exactly) and name the table in a warning.
+    _, warehouse, _, _ = run
+    with connect(warehouse, read_only=True) as con:
+        n = con.execute("select max(patient_key) from staging.patients where reporting_month = $1", [MONTH]).fetchall()[0][0]
+        con.execute(f"create temp view _stale as select * replace ({n} + 1 - patient_key as patient_key) "
+                    "from population.patient_deprivation")
+        builder, session, present = _session_over_the_month(con, tables={"deprivation": "_stale"})
+        said = []
+        # Only the stale table loses its key reads: the feeds' keys are the staged patients'.
+        assert session.keyed_relations(said.append) == {f'staging."{f}"' for f in present}
+        assert len(said) == 1 and said[0].startswith("_stale: "), said
+        guarded = _sliced_model(con, builder, session, say=said.append)  # the build warns too
+        unguarded = _sliced_model(con, builder, session, frozenset({"_stale"}))
+        written = read_table(con, "population", "patient_model", partition_column="reporting_month", partition_value=MONTH)
+        ids = [pid for pid, in con.execute("select patient_id from staging.patients where reporting_month = $1",
+                                           [MONTH]).fetchall()]
+    assert said[1:] == said[:1]
+    assert not any(pid in said[0] for pid in ids)
+    assert guarded.select(written.columns).equals(written.sort("patient_id"))
+    # The control: read by the stale key ranges (no guard), most patients lose their decile.
+    deprivation = ["imd2019_decile", "imd2025_decile", "imd_decile", "is_core20"]
+    expected = written.sort("patient_id").select("patient_id", *deprivation)
+    lost = unguarded.select("patient_id", *deprivation).join(expected, on="patient_id", suffix="_fresh").filter(
+        pl.col("imd2019_decile").is_null() & pl.col("imd2019_decile_fresh").is_not_null())
+    assert lost.height > written.height // 2, lost.height
+    assert not unguarded.select(deprivation).equals(guarded.select(deprivation))
