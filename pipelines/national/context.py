@@ -79,12 +79,16 @@ def hidden_for_national_release(store: PartitionStore, icb: str, key: str, table
     hidden |= {(month, "deprivation_quality", vintage, practice, column)
                for month, vintage, practice in problem.exact_quality.filter(pl.col("reporting_month").is_in(list(above)))
                .select("reporting_month", "imd_vintage", "practice_code").rows() for column in columns}
-    earlier = earlier_releases(view, key, released, problem.labels, record)
+    # Every release readers hold: the national record, each ICS's earlier releases and every
+    # committed release of this ICB (its current one too: the new run is not out yet).
+    earlier = earlier_releases(store, key, released, problem.labels, record, every_release_of=[icb])
     _, _, stats = protect_month(
         problem.combined, problem.relations, problem.profile, primary_vintage=problem.vintage,
         memberships=problem.memberships, quality=problem.exact_quality, sums=problem.sums, hidden=hidden,
         shown=shown - candidate, released_areas={problem.labels[other] for other in released}, earlier=earlier,
-        decisions=True, progress=progress, processes=rollup_processes())
+        # A reader holding the ICS releases without the national one sees no sum across ICBs: the
+        # ICB month's own audit protects them.
+        alone_pass=False, dear_complements=True, decisions=True, progress=progress, processes=rollup_processes())
     month = date.fromisoformat(key)
     more = {(month, *name[1:]) for name in stats["hidden"] & candidate}
     figures = {"n_units_hidden": len(more), "n_lp_solves": stats["n_lp_solves"], "n_complements": stats["n_complements"],

@@ -15,6 +15,7 @@ import json
 import os
 import time
 from dataclasses import dataclass
+from typing import Collection
 from datetime import date, timedelta
 
 import polars as pl
@@ -211,7 +212,7 @@ def national_record(store: PartitionStore, month: str) -> tuple[pl.DataFrame, pl
 
 
 def earlier_releases(store: PartitionStore, month: str, icbs: list[str], labels: dict,
-                     record: tuple[pl.DataFrame, pl.DataFrame] | None) -> dict:
+                     record: tuple[pl.DataFrame, pl.DataFrame] | None, every_release_of: Collection[str] = ()) -> dict:
     """Return area label -> the earlier releases of its counts still in readers' hands, as `protect_month` links them.
 
     Two kinds, each relabelled to the area's label in this roll-up:
@@ -226,6 +227,8 @@ def earlier_releases(store: PartitionStore, month: str, icbs: list[str], labels:
 
     `record`: the national partition's (`national_record`). A national month rolled up before
     the roll-up kept its record has none: its next roll-up is its first recorded release.
+    `every_release_of`: ICBs whose committed releases are all earlier, the current one included
+    (a new run of the ICB being checked before it is committed: `national.context`).
     """
     from pipelines.national.partition import release_tables
     from pipelines.segmentation.month_disclosure import RELEASE_COLUMNS
@@ -244,7 +247,9 @@ def earlier_releases(store: PartitionStore, month: str, icbs: list[str], labels:
         if not store.has_tables(icb, month, release_tables()):
             continue
         structures = store.read(icb, month, "release_structures")
-        if structures.height > 1:
+        if icb in every_release_of:
+            add(labels[icb], store.read(icb, month, "releases"), structures)
+        elif structures.height > 1:
             latest = structures["release"].max()
             add(labels[icb], store.read(icb, month, "releases"), structures.filter(pl.col("release") < latest))
     if record is not None:
