@@ -18,8 +18,12 @@ national problem (`rollup.national_problem`, the roll-up's own) as a reader woul
   (`rollup.earlier_releases`: the national record and the ICSs' earlier releases);
 - this ICB's candidate: what it hides is hidden, what it shows may still be hidden.
 
-Complements can come only from this ICB's shown rows, the only thing being published. The
-units the audit hides there go back into the ICB month (`releases.write_forced_hidden`), which
+Complements can come only from this ICB's shown rows, the only thing being published, and
+each one changes the ICS's release, so one is chosen only for a count short of its need in
+its whole part (`protect_month(dear_complements=True)`), beyond what the releases already out
+allow: an unchanged re-run hides nothing. The reader holding the ICS releases without the
+national one sees no sum across ICBs; the ICB month's own audit protects them
+(`alone_pass=False`). The units the audit hides there go back into the ICB month (`releases.write_forced_hidden`), which
 runs again with them hidden from the start, so its every table, statistic and release record
 follows from one suppression; the loop ends when the audit hides nothing more.
 """
