@@ -23,9 +23,10 @@ each one changes the ICS's release, so one is chosen only for a count short of i
 its whole part (`protect_month(dear_complements=True)`), beyond what the releases already out
 allow: an unchanged re-run hides nothing. The reader holding the ICS releases without the
 national one sees no sum across ICBs; the ICB month's own audit protects them
-(`alone_pass=False`). The units the audit hides there go back into the ICB month (`releases.write_forced_hidden`), which
-runs again with them hidden from the start, so its every table, statistic and release record
-follows from one suppression; the loop ends when the audit hides nothing more.
+(`alone_pass=False`). The units the audit hides there go back into the ICB month
+(`releases.write_forced_hidden`), which runs again with them hidden from the start, so its
+every table, statistic and release record follows from one suppression; the loop ends when
+the audit hides nothing more (`partition.run_icb_month`).
 """
 
 from __future__ import annotations
@@ -54,6 +55,7 @@ def hidden_for_national_release(store: PartitionStore, icb: str, key: str, table
         `(month, 'deprivation_quality', imd_vintage, practice_code, column)`; and the figures of
         the audit (LP solves, seconds), without any count.
     """
+    from pipelines.national.partition import PartitionFailed
     from pipelines.national.rollup import (earlier_releases, national_problem, national_record, own_releases,
                                            rollup_processes)
     from pipelines.segmentation.month_disclosure import protect_month
@@ -66,8 +68,8 @@ def hidden_for_national_release(store: PartitionStore, icb: str, key: str, table
     view = store.with_run(icb, key, tables, info)
     gone = [other for other in released if view.manifest(other, key) is None]
     if gone:
-        raise FileNotFoundError(f"the national release of {key[:7]} holds ICB(s) {', '.join(gone)}, whose partitions are no "
-                                f"longer in the store: ICB {icb}'s re-run cannot be checked against that release")
+        raise PartitionFailed(f"the national release of {key[:7]} holds ICB(s) {', '.join(gone)}, whose partitions are no "
+                              f"longer in the store: ICB {icb}'s re-run cannot be checked against that release")
     problem = national_problem(view, key, released, reference_dir)
     label, above = problem.labels[icb], problem.above()
     hidden, shown, _ = own_releases(view, key, released, problem.counts, problem.quality, problem.geographies,

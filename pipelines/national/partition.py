@@ -81,8 +81,13 @@ def run_icb_month(
     Returns:
         The partition's committed manifest (run id, table row counts, patients run).
 
+    After the month's national roll-up, the new run is checked against that release before it is
+    committed (`national.context`): units the check hides are hidden from the start in a new run
+    of the month, until the check hides nothing more (the manifest's `national_release_check`).
+
     Raises:
-        PartitionFailed: when the month did not publish; the store keeps the previous run.
+        PartitionFailed: when the month did not publish, or cannot be checked against the
+            month's national release; the store keeps the previous run.
     """
     from pipelines.national.context import hidden_for_national_release
     from pipelines.resources import PipelineSettings
@@ -108,6 +113,10 @@ def run_icb_month(
             checks.append(figures)
         if not more:
             break
+        if more <= forced:
+            # The month showed units it was told to hide: looping again would change nothing.
+            raise PartitionFailed(f"ICB {icb} {key[:7]}: the month still shows {len(more)} unit(s) the check against the "
+                                  "month's national release requires hidden (disclosure.forced_hidden); nothing committed")
         forced |= more
     n_patients = int(tables.pop("_n_patients")["n"][0])
     if checks:
