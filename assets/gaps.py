@@ -89,7 +89,7 @@ def audit_gap_table(context: dg.AssetExecutionContext, settings: PipelineSetting
     gap table in one pass (`gap_counts_sql`) and picks one patient per distinct pattern of
     published populations (`membership_representatives`); only those reach Python.
     """
-    from pipelines.releases import earlier_releases, write_candidate
+    from pipelines.releases import earlier_releases, forced_hidden, write_candidate
 
     profile = PROFILES[settings.disclosure_profile]
     month = month_of(context)
@@ -107,6 +107,9 @@ def audit_gap_table(context: dg.AssetExecutionContext, settings: PipelineSetting
     with warehouse.connect(read_only=True) as con:
         # Earlier releases of this month a reader may still hold: this one is suppressed consistently with them.
         earlier = earlier_releases(con, month)
+        # Units a check outside the month decided must be hidden (an ICB re-run after its month's
+        # national release: `national.context`); none in an ICS's own month.
+        forced = forced_hidden(con, month)
         counted = gap_counts_sql(con, relation["results"], relation["attributes"], cohorts, intersections=intersections,
                                  primary_vintage=settings.primary_imd_vintage)
         results, deprivation = membership_representatives(con, relation["results"], relation["deprivation"])
@@ -116,7 +119,7 @@ def audit_gap_table(context: dg.AssetExecutionContext, settings: PipelineSetting
     table = gap_table_from_counts(
         counted.counts, counted.hierarchy, catalogue, profile=profile, primary_vintage=settings.primary_imd_vintage,
         emitted=counted.emitted, memberships=memberships, quality=exact_quality, audit_stats=figures,
-        reliability_threshold=settings.reliability_threshold, earlier=earlier,
+        reliability_threshold=settings.reliability_threshold, earlier=earlier, hidden=forced,
     )
     # Indicator x cohort comparisons that the cohort's own definition decides are not published.
     table, by_construction = drop_by_construction(table, defs)
@@ -128,7 +131,7 @@ def audit_gap_table(context: dg.AssetExecutionContext, settings: PipelineSetting
     if release is not None:
         with warehouse.connect() as con:
             write_candidate(con, month, *release)
-    metadata = {"disclosure_profile": settings.disclosure_profile,
+    metadata = {"disclosure_profile": settings.disclosure_profile, "n_units_hidden_by_a_check_outside_the_month": len(forced),
                 **{f"suppression_{k}": (round(v, 3) if isinstance(v, float) else v) for k, v in figures.items()}}
     yield dg.Output(table, output_name="gap_table",
                     metadata={"n_rows": table.height, "n_suppressed": int(table["is_suppressed"].sum()),

@@ -110,3 +110,42 @@ def record_release(con, month: date) -> int | None:
         con.unregister("_release")
     con.execute(f"insert into {SCHEMA}.{STRUCTURES} values (?, ?, ?)", [month, release, structure])
     return release
+
+
+# Units a month's suppression must hide from the start whatever their counts: decided outside
+# the month, by a check of its candidate against what readers hold elsewhere (an ICB re-run
+# after its month's national release: `national.context`). Private, like the releases.
+FORCED = "forced_hidden"
+_FORCED_SCHEMA = {"reporting_month": pl.Date, "indicator_id": pl.String, "indicator_version": pl.Int32,
+                  "imd_vintage": pl.String, "breakdown": pl.String, "group": pl.String, "practice_code": pl.String,
+                  "count_column": pl.String}
+_QUALITY = "deprivation_quality"
+
+
+def write_forced_hidden(con, month: date, names) -> None:
+    """Replace the month's forced-hidden units with `names` (as `protect_month`'s `hidden` takes them)."""
+    from pipelines.warehouse import write_frame
+
+    rows = []
+    for name in sorted(names, key=repr):
+        if name[1] == _QUALITY:
+            _, _, vintage, practice, column = name
+            rows.append((month, _QUALITY, None, vintage, None, None, practice, column))
+        else:
+            _, indicator, version, (vintage, breakdown, group) = name
+            rows.append((month, indicator, version, vintage, breakdown, group, None, None))
+    write_frame(con, SCHEMA, FORCED, pl.DataFrame(rows, schema=_FORCED_SCHEMA, orient="row"),
+                partition_column="reporting_month", partition_value=month)
+
+
+def forced_hidden(con, month: date) -> set[tuple]:
+    """Return the month's forced-hidden units, named as `protect_month`'s `hidden` takes them (none: empty)."""
+    from pipelines.warehouse import table_exists
+
+    if not table_exists(con, SCHEMA, FORCED):
+        return set()
+    frame = pl.from_arrow(con.sql(f"select * from {SCHEMA}.{FORCED} where reporting_month = $1", params=[month]).to_arrow_table())
+    return {(month, _QUALITY, vintage, practice, column) if indicator == _QUALITY
+            else (month, indicator, version, (vintage, breakdown, group))
+            for _, indicator, version, vintage, breakdown, group, practice, column
+            in frame.select(list(_FORCED_SCHEMA)).rows()}

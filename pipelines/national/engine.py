@@ -86,13 +86,18 @@ def _run_partition(context, national: NationalSettings, icb: str, month: str) ->
                              scratch_root=national.scratch_root, reference_dir=national.reference_dir,
                              settings_kwargs=national.settings_kwargs())
     context.log.info(f"ICB {icb} {month[:7]} committed as run {manifest['run_id']} ({manifest['n_patients']:,} patients)")
+    check = manifest.get("national_release_check")
+    if check:
+        context.log.info(f"ICB {icb} {month[:7]} was checked against the month's national release: {check['n_units_hidden']} "
+                         f"more unit(s) hidden over {check['runs']} run(s) of the month, {check['seconds']:.0f} s")
     return manifest
 
 
 def _metadata(manifest: dict) -> dict:
     # Counts only: the run id, patients run and rows per table; never a row of data.
     return {"run_id": manifest["run_id"], "n_patients": manifest.get("n_patients", 0), "pid": os.getpid(),
-            **{f"rows_{name}": n for name, n in manifest["tables"].items() if not name.startswith("_")}}
+            **{f"rows_{name}": n for name, n in manifest["tables"].items() if not name.startswith("_")},
+            **{f"national_release_check_{k}": v for k, v in (manifest.get("national_release_check") or {}).items()}}
 
 
 @dg.op(out=dg.DynamicOut(str))

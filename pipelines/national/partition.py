@@ -81,23 +81,73 @@ def run_icb_month(
     Returns:
         The partition's committed manifest (run id, table row counts, patients run).
 
+    After the month's national roll-up, the new run is checked against that release before it is
+    committed (`national.context`): units the check hides are hidden from the start in a new run
+    of the month, until the check hides nothing more (the manifest's `national_release_check`).
+
     Raises:
-        PartitionFailed: when the month did not publish; the store keeps the previous run.
+        PartitionFailed: when the month did not publish, or cannot be checked against the
+            month's national release; the store keeps the previous run.
     """
-    from pipelines.definitions import build_definitions
-    from pipelines.jobs import MONTHLY_JOB
+    from pipelines.national.context import hidden_for_national_release
     from pipelines.resources import PipelineSettings
-    from pipelines.runner import QUIET_LOGS, failure_message
 
     key = f"{month[:7]}-01"
     scratch_base = Path(scratch_root or tempfile.gettempdir()) / "core20-national"
     template = reference_template(scratch_base, reference_dir)
+    settings = PipelineSettings(**(settings_kwargs or {}))
+    info = {"primary_imd_vintage": settings.primary_imd_vintage,
+            # None: the shipped definitions.
+            "definitions": str(settings.definitions_path()) if settings.definitions_path() else None,
+            "disclosure_profile": settings.disclosure_profile}
+    store = PartitionStore(store_root)
+    # After the month's national release, the run is checked against it before it is committed
+    # (`national.context`); units the check hides go back into the month, run again with them.
+    forced: set = set()
+    checks: list[dict] = []
+    while True:
+        tables = _run_month(icb, key, template, scratch_base, store, settings, forced, extracts_root=extracts_root,
+                            reference_dir=reference_dir)
+        more, figures = hidden_for_national_release(store, icb, key, tables, info, reference_dir=reference_dir)
+        if figures:
+            checks.append(figures)
+        if not more:
+            break
+        if more <= forced:
+            # The month showed units it was told to hide: looping again would change nothing.
+            raise PartitionFailed(f"ICB {icb} {key[:7]}: the month still shows {len(more)} unit(s) the check against the "
+                                  "month's national release requires hidden (disclosure.forced_hidden); nothing committed")
+        forced |= more
+    n_patients = int(tables.pop("_n_patients")["n"][0])
+    if checks:
+        info["national_release_check"] = {"runs": len(checks), "n_units_hidden": len(forced),
+                                          "n_lp_solves": sum(c["n_lp_solves"] for c in checks),
+                                          "seconds": round(sum(c["seconds"] for c in checks), 3)}
+    return store.write(icb, key, tables, {"n_patients": n_patients, **info})
+
+
+def _run_month(icb: str, key: str, template: Path, scratch_base: Path, store: PartitionStore, settings, forced: set, *,
+               extracts_root: str, reference_dir: str | None) -> dict[str, pl.DataFrame]:
+    """Run the ICB month once in a fresh scratch warehouse (its earlier releases carried in, `forced` hidden); return
+    the tables that leave it (`export_partition`).
+
+    Raises:
+        PartitionFailed: the month did not publish.
+    """
+    from pipelines.definitions import build_definitions
+    from pipelines.jobs import MONTHLY_JOB
+    from pipelines.releases import write_forced_hidden
+    from pipelines.runner import QUIET_LOGS, failure_message
+    from pipelines.warehouse import connect
+
     scratch = Path(tempfile.mkdtemp(prefix=f"{icb}-{key[:7]}-", dir=scratch_base))
     try:
         warehouse = scratch / "core20plus5.duckdb"
         shutil.copyfile(template, warehouse)
-        carry_releases(PartitionStore(store_root), icb, key, warehouse)
-        settings = PipelineSettings(**(settings_kwargs or {}))
+        carry_releases(store, icb, key, warehouse)
+        if forced:
+            with connect(warehouse) as con:
+                write_forced_hidden(con, date.fromisoformat(key), forced)
         defs = build_definitions(
             warehouse=str(warehouse), extracts=str(Path(extracts_root) / icb), reference_dir=reference_dir,
             settings=settings, serving_root=str(scratch / "serving"), reports_dir=str(scratch / "reports"),
@@ -107,14 +157,7 @@ def run_icb_month(
         )
         if not result.success:
             raise PartitionFailed(f"ICB {icb} {key[:7]} did not publish: {failure_message(result)}")
-        tables = export_partition(warehouse, key, settings.primary_imd_vintage, settings.definitions_path())
-        n_patients = int(tables.pop("_n_patients")["n"][0])
-        return PartitionStore(store_root).write(icb, key, tables, {"n_patients": n_patients,
-                                                                    "primary_imd_vintage": settings.primary_imd_vintage,
-                                                                    # None: the shipped definitions.
-                                                                    "definitions": (str(settings.definitions_path())
-                                                                                    if settings.definitions_path() else None),
-                                                                    "disclosure_profile": settings.disclosure_profile})
+        return export_partition(warehouse, key, settings.primary_imd_vintage, settings.definitions_path())
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 

@@ -14,6 +14,8 @@ from __future__ import annotations
 import json
 import os
 import time
+from dataclasses import dataclass
+from typing import Collection
 from datetime import date, timedelta
 
 import polars as pl
@@ -210,7 +212,7 @@ def national_record(store: PartitionStore, month: str) -> tuple[pl.DataFrame, pl
 
 
 def earlier_releases(store: PartitionStore, month: str, icbs: list[str], labels: dict,
-                     record: tuple[pl.DataFrame, pl.DataFrame] | None) -> dict:
+                     record: tuple[pl.DataFrame, pl.DataFrame] | None, every_release_of: Collection[str] = ()) -> dict:
     """Return area label -> the earlier releases of its counts still in readers' hands, as `protect_month` links them.
 
     Two kinds, each relabelled to the area's label in this roll-up:
@@ -225,6 +227,8 @@ def earlier_releases(store: PartitionStore, month: str, icbs: list[str], labels:
 
     `record`: the national partition's (`national_record`). A national month rolled up before
     the roll-up kept its record has none: its next roll-up is its first recorded release.
+    `every_release_of`: ICBs whose committed releases are all earlier, the current one included
+    (a new run of the ICB being checked before it is committed: `national.context`).
     """
     from pipelines.national.partition import release_tables
     from pipelines.segmentation.month_disclosure import RELEASE_COLUMNS
@@ -243,7 +247,9 @@ def earlier_releases(store: PartitionStore, month: str, icbs: list[str], labels:
         if not store.has_tables(icb, month, release_tables()):
             continue
         structures = store.read(icb, month, "release_structures")
-        if structures.height > 1:
+        if icb in every_release_of:
+            add(labels[icb], store.read(icb, month, "releases"), structures)
+        elif structures.height > 1:
             latest = structures["release"].max()
             add(labels[icb], store.read(icb, month, "releases"), structures.filter(pl.col("release") < latest))
     if record is not None:
@@ -283,6 +289,96 @@ def national_release_tables(month: str, records: dict, labels: dict,
     if latest:
         counts, structures = pl.concat([earlier_counts, counts]), pl.concat([earlier_structures, structures])
     return {RELEASES: counts, RELEASE_STRUCTURES: structures}, latest + 1
+
+
+@dataclass(frozen=True)
+class NationalProblem:
+    """A month's areas as one disclosure problem: every ICB, its region and England, each under a label of its own.
+
+    `protect_month` keeps populations, identities and cells apart per reporting month, so each
+    area's block stands in for a month of its own: a label date (one day per area, in a year no
+    extract has) that the tables get back as the real month afterwards.
+    """
+
+    icbs: list
+    profile: object
+    vintage: str
+    definitions: object
+    counts: pl.DataFrame  # every ICB's exact gap counts (`partition_icb`), cohort rows completed
+    quality: pl.DataFrame  # every ICB's exact deprivation-quality counts (`partition_icb`)
+    catalogue: pl.DataFrame
+    geographies: list  # ((level, code, name), member ICBs): each ICB, England, each region
+    labels: dict  # area code -> its label
+    blocks: list  # per geography: its summed exact counts, labelled
+    combined: pl.DataFrame  # the blocks as published (no practice, Sub-ICB or ICB rows above an ICB)
+    exact_quality: pl.DataFrame
+    relations: list
+    memberships: pl.DataFrame
+    sums: list  # (area label, its parts' labels)
+
+    def above(self) -> set:
+        """The labels of the areas above the ICBs (regions and England)."""
+        return {self.labels[code] for (level, code, _), _ in self.geographies if level != "icb"}
+
+
+def national_problem(store: PartitionStore, key: str, icbs: list[str], reference_dir: str | None = None) -> NationalProblem:
+    """Return the month's ICBs, regions and England as one problem, from the partitions' private exact counts.
+
+    Raises:
+        RollupError: the partitions were run with different disclosure profiles, primary
+            vintages or definitions.
+    """
+    from pipelines.segmentation.definitions import load_definitions
+    from pipelines.segmentation.disclosure import PROFILES
+    from pipelines.segmentation.gaps import _relations
+
+    profile = PROFILES[_one_setting(store, key, icbs, "disclosure_profile")]
+    vintage = _one_setting(store, key, icbs, "primary_imd_vintage")
+    definitions = load_definitions(_one_setting(store, key, icbs, "definitions"))
+    # Cohort rows an ICB lacks (no member there) are completed before any area is summed.
+    counts = complete_cohorts(store.read_all(key, "gap_counts", icbs))
+    hierarchy = store.read_all(key, "gap_hierarchy", icbs).drop("partition_icb").unique()
+    catalogue = store.read_all(key, "indicator_catalogue", icbs).drop("partition_icb").unique()
+    quality = store.read_all(key, "deprivation_quality", icbs)
+    patterns = store.read_all(key, "membership_patterns", icbs).with_columns(
+        (pl.col("partition_icb") + ":" + pl.col("pattern")).alias("patient_id"))
+    names = dict(icb_populations(reference_dir).select("icb_code", "icb_name").rows())
+
+    # One labelled block per area: its exact counts, quality totals and membership patterns.
+    geographies = [(("icb", icb, names.get(icb, icb)), [icb]) for icb in sorted(icbs)] + areas(icbs, reference_dir)
+    labels = {code: date(1900, 1, 1) + timedelta(days=i) for i, ((_, code, _), _) in enumerate(geographies)}
+    blocks, quality_blocks, pattern_blocks, sums = [], [], [], []
+    for (level, code, _), members in geographies:
+        label = labels[code]
+        blocks.append(sum_counts(counts, members).with_columns(pl.lit(label).alias("reporting_month")))
+        # An ICB's every practice row (its ICS published them); above it the 'ALL' rows summed.
+        area_quality = quality.filter(pl.col("partition_icb").is_in(members))
+        if level != "icb":
+            area_quality = area_quality.filter(pl.col("practice_code") == ALL_PRACTICES)
+        quality_blocks.append(
+            area_quality.drop("partition_icb").group_by("imd_vintage", "practice_code").agg(pl.col("^n_.*$").sum())
+            .with_columns(pl.lit(label).alias("reporting_month")))
+        pattern_blocks.append(patterns.filter(pl.col("partition_icb").is_in(members))
+                              .select(pl.lit(label).alias("reporting_month"), "patient_id", "population").unique())
+        if level != "icb":
+            sums.append((label, [labels[icb] for icb in members]))
+    regions_of_all = [code for (level, code, _), members in geographies if level == "region" and members == sorted(icbs)]
+    if regions_of_all:
+        # Every ICB in one region (a regional team's roll-up): England is that region cell for cell,
+        # given as its one part so that the areas nest (England above the region above its ICBs).
+        sums = [(labels[ENGLAND[1]], [labels[regions_of_all[0]]]) if total == labels[ENGLAND[1]] else (total, parts)
+                for total, parts in sums]
+    # A region's or England's practice, Sub-ICB and ICB rows would be its ICBs' own rows again,
+    # cell for cell: they are published once, in the ICB's table, where they live.
+    combined = pl.concat([block if level == "icb" else block.filter(~pl.col("breakdown").is_in(AREA_BREAKDOWNS))
+                          for ((level, _, _), _), block in zip(geographies, blocks)], how="vertical_relaxed")
+    exact_quality = pl.concat(quality_blocks, how="diagonal_relaxed").select(
+        "reporting_month", "imd_vintage", "practice_code", pl.col("^n_.*$"))
+    return NationalProblem(icbs=list(icbs), profile=profile, vintage=vintage, definitions=definitions, counts=counts,
+                           quality=quality, catalogue=catalogue, geographies=geographies, labels=labels, blocks=blocks,
+                           combined=combined, exact_quality=exact_quality,
+                           relations=_relations(combined, hierarchy, vintage), memberships=pl.concat(pattern_blocks),
+                           sums=sums)
 
 
 def rollup_processes(processes: int | None = None) -> int:
@@ -346,9 +442,8 @@ def rollup_month(store_root: str, month: str, *, reference_dir: str | None = Non
     """
     from pipelines.gates import run_suite
     from pipelines.segmentation.cohorts import drop_by_construction
-    from pipelines.segmentation.definitions import load_definitions
-    from pipelines.segmentation.disclosure import PROFILES, unpublishable_counts
-    from pipelines.segmentation.gaps import _relations, build_inequality_table, gap_statistics
+    from pipelines.segmentation.disclosure import unpublishable_counts
+    from pipelines.segmentation.gaps import build_inequality_table, gap_statistics
     from pipelines.national.protection import protect_top_down
     from pipelines.segmentation.month_disclosure import protect_month
 
@@ -361,54 +456,9 @@ def rollup_month(store_root: str, month: str, *, reference_dir: str | None = Non
     icbs = icbs or store.icbs(key)
     if not icbs:
         raise RollupError(f"no ICB partition of {key[:7]} is committed under {store_root}")
-    profile_name = _one_setting(store, key, icbs, "disclosure_profile")
-    vintage = _one_setting(store, key, icbs, "primary_imd_vintage")
-    defs = load_definitions(_one_setting(store, key, icbs, "definitions"))
-    profile = PROFILES[profile_name]
-    # Cohort rows an ICB lacks (no member there) are completed before any area is summed.
-    counts = complete_cohorts(store.read_all(key, "gap_counts", icbs))
-    hierarchy = store.read_all(key, "gap_hierarchy", icbs).drop("partition_icb").unique()
-    catalogue = store.read_all(key, "indicator_catalogue", icbs).drop("partition_icb").unique()
-    quality = store.read_all(key, "deprivation_quality", icbs)
-    patterns = store.read_all(key, "membership_patterns", icbs).with_columns(
-        (pl.col("partition_icb") + ":" + pl.col("pattern")).alias("patient_id"))
-    names = dict(icb_populations(reference_dir).select("icb_code", "icb_name").rows())
-
-    # One labelled block per area: its exact counts, quality totals and membership patterns.
-    # `protect_month` keeps populations, identities and cells apart per reporting month, so
-    # each area's block stands in for a month of its own: a label date (one day per area, in
-    # a year no extract has) that the tables get back as the real month afterwards.
-    geographies = [(("icb", icb, names.get(icb, icb)), [icb]) for icb in sorted(icbs)] + areas(icbs, reference_dir)
-    labels = {code: date(1900, 1, 1) + timedelta(days=i) for i, ((_, code, _), _) in enumerate(geographies)}
-    blocks, quality_blocks, pattern_blocks, sums = [], [], [], []
-    for (level, code, _), members in geographies:
-        label = labels[code]
-        blocks.append(sum_counts(counts, members).with_columns(pl.lit(label).alias("reporting_month")))
-        # An ICB's every practice row (its ICS published them); above it the 'ALL' rows summed.
-        area_quality = quality.filter(pl.col("partition_icb").is_in(members))
-        if level != "icb":
-            area_quality = area_quality.filter(pl.col("practice_code") == ALL_PRACTICES)
-        quality_blocks.append(
-            area_quality.drop("partition_icb").group_by("imd_vintage", "practice_code").agg(pl.col("^n_.*$").sum())
-            .with_columns(pl.lit(label).alias("reporting_month")))
-        pattern_blocks.append(patterns.filter(pl.col("partition_icb").is_in(members))
-                              .select(pl.lit(label).alias("reporting_month"), "patient_id", "population").unique())
-        if level != "icb":
-            sums.append((label, [labels[icb] for icb in members]))
-    regions_of_all = [code for (level, code, _), members in geographies if level == "region" and members == sorted(icbs)]
-    if regions_of_all:
-        # Every ICB in one region (a regional team's roll-up): England is that region cell for cell,
-        # given as its one part so that the areas nest (England above the region above its ICBs).
-        sums = [(labels[ENGLAND[1]], [labels[regions_of_all[0]]]) if total == labels[ENGLAND[1]] else (total, parts)
-                for total, parts in sums]
-    # A region's or England's practice, Sub-ICB and ICB rows would be its ICBs' own rows again,
-    # cell for cell: they are published once, in the ICB's table, where they live.
-    combined = pl.concat([block if level == "icb" else block.filter(~pl.col("breakdown").is_in(AREA_BREAKDOWNS))
-                          for ((level, _, _), _), block in zip(geographies, blocks)], how="vertical_relaxed")
-    exact_quality = pl.concat(quality_blocks, how="diagonal_relaxed").select(
-        "reporting_month", "imd_vintage", "practice_code", pl.col("^n_.*$"))
-    relations = _relations(combined, hierarchy, vintage)
-    memberships = pl.concat(pattern_blocks)
+    problem = national_problem(store, key, icbs, reference_dir)
+    profile, vintage, labels, geographies = problem.profile, problem.vintage, problem.labels, problem.geographies
+    counts, quality, combined = problem.counts, problem.quality, problem.combined
     started = time.perf_counter()
     # Earlier releases of this month's counts still in readers' hands: the ICSs' before a re-send,
     # and the national roll-up's own (a re-run after a partition was re-sent).
@@ -419,8 +469,8 @@ def rollup_month(store_root: str, month: str, *, reference_dir: str | None = Non
         hidden, shown, linking = (own_releases(store, key, icbs, counts, quality, geographies, labels, profile)
                                   if suppression == "linked" else (set(), set(), {}))
         controlled, quality_controlled, stats = protect_month(
-            combined, relations, profile, primary_vintage=vintage, memberships=memberships,
-            quality=exact_quality, sums=sums, progress=progress, processes=processes, hidden=hidden, shown=shown,
+            combined, problem.relations, profile, primary_vintage=vintage, memberships=problem.memberships,
+            quality=problem.exact_quality, sums=problem.sums, progress=progress, processes=processes, hidden=hidden, shown=shown,
             released_areas={labels[icb] for icb in icbs} if suppression == "linked" else (), earlier=earlier)
         records = stats["releases"]
         stats = {"method": suppression, "processes": processes, **linking,
@@ -433,8 +483,8 @@ def rollup_month(store_root: str, month: str, *, reference_dir: str | None = Non
         regions = {labels[code]: [labels[icb] for icb in members]
                    for (level, code, _), members in geographies if level == "region"}
         controlled, quality_controlled, stats = protect_top_down(
-            combined, relations, profile, primary_vintage=vintage, memberships=memberships, quality=exact_quality,
-            england=england, regions=regions, progress=progress)
+            combined, problem.relations, profile, primary_vintage=vintage, memberships=problem.memberships,
+            quality=problem.exact_quality, england=england, regions=regions, progress=progress)
         # Labels back to area codes, so the manifest says which region each figure is.
         code_of = {str(label): code for code, label in labels.items()}
         stats["regions"] = {code_of[label]: figures for label, figures in stats["regions"].items()}
@@ -444,13 +494,13 @@ def rollup_month(store_root: str, month: str, *, reference_dir: str | None = Non
 
     month_value = month_date(key)
     gap_tables, inequality_tables, quality_tables, private = [], [], [], []
-    for ((level, code, name), _members), block in zip(geographies, blocks):
+    for ((level, code, name), _members), block in zip(geographies, problem.blocks):
         label = labels[code]
         geography = [pl.lit(level).alias("geography_level"), pl.lit(code).alias("geography_code"),
                      pl.lit(name).alias("geography_name")]
         own = controlled.filter(pl.col("reporting_month") == label).with_columns(pl.lit(month_value).alias("reporting_month"))
         # As in an ICS month: comparisons true by construction are not published.
-        table, _dropped = drop_by_construction(gap_statistics(own, catalogue, profile=profile), defs)
+        table, _dropped = drop_by_construction(gap_statistics(own, problem.catalogue, profile=profile), problem.definitions)
         gate = run_suite(table, "audit.gap_table", {"unpublishable_counts": unpublishable_counts(profile)})
         if not gate.success:
             raise RollupError(f"the {level} gap table {code} of {key[:7]} failed its disclosure gate: {gate.summary()}")
@@ -469,7 +519,7 @@ def rollup_month(store_root: str, month: str, *, reference_dir: str | None = Non
         "private__gap_counts": pl.concat(private),
         **release_frames,
     }
-    info = {"icbs": icbs, "disclosure_profile": profile_name, "primary_imd_vintage": vintage, "release": release,
+    info = {"icbs": icbs, "disclosure_profile": profile.name, "primary_imd_vintage": vintage, "release": release,
             "suppression": {**stats, "seconds": suppression_seconds},
             "rollup_seconds": time.perf_counter() - rollup_started}
     return store.write(NATIONAL, key, tables, info)

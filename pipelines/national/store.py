@@ -105,3 +105,42 @@ class PartitionStore:
             raise FileNotFoundError(f"no ICB partition of {month[:7]} is committed under {self.root}")
         frame = pl.concat(frames, how="diagonal_relaxed")
         return frame.select("partition_icb", pl.exclude("partition_icb"))
+
+    def with_run(self, icb: str, month: str, tables: dict[str, pl.DataFrame], info: dict | None = None) -> "PartitionStore":
+        """Return this store as a reader would see it with `tables` committed as ICB `icb`'s month; nothing is written.
+
+        For checking a partition's new run against the rest of the month before it is committed
+        (`national.context`): every other partition is read from the store as it is.
+        """
+        return _PendingRun(self, icb, month, tables, info or {})
+
+
+class _PendingRun(PartitionStore):
+    """A read-only view of a store with one partition's uncommitted run in place of its committed one."""
+
+    def __init__(self, store: PartitionStore, icb: str, month: str, tables: dict[str, pl.DataFrame], info: dict) -> None:
+        super().__init__(store.root)
+        self._icb, self._month, self._tables, self._info = icb, month[:7], tables, info
+
+    def _pending(self, icb: str, month: str) -> bool:
+        return icb == self._icb and month[:7] == self._month
+
+    def write(self, icb: str, month: str, tables: dict[str, pl.DataFrame], info: dict | None = None) -> dict:
+        raise TypeError("a store with a pending run is a read-only view: commit the run through the store itself")
+
+    def manifest(self, icb: str, month: str) -> dict | None:
+        if self._pending(icb, month):
+            return {"icb": icb, "month": self._month, "run_id": "(pending)",
+                    "tables": {name: frame.height for name, frame in self._tables.items()}, **self._info}
+        return super().manifest(icb, month)
+
+    def icbs(self, month: str) -> list[str]:
+        found = super().icbs(month)
+        return sorted({*found, self._icb}) if month[:7] == self._month else found
+
+    def read(self, icb: str, month: str, table: str) -> pl.DataFrame:
+        if not self._pending(icb, month):
+            return super().read(icb, month, table)
+        if table not in self._tables:
+            raise FileNotFoundError(f"the pending run of partition icb={icb} month={self._month} has no table {table!r}")
+        return self._tables[table]

@@ -374,6 +374,11 @@ class CountProblem:
             wider than what the releases allow, so a need it cuts is cut, and one it does not is
             worked out over the whole part before the count is given a complement found by
             widening the search, or declared short.
+        dear_complements: a complement changes something already decided (a check of a new run
+            against a release already out, `national.context`), so one is chosen only for a count
+            short of its need in its whole part: a count short in a scope climbs to the next one
+            (up to the whole part) first, and with `prior_relaxed` its interval is worked out over
+            the whole part first. Slower (LPs over the whole part), never more hiding.
     """
 
     keys: list
@@ -397,6 +402,7 @@ class CountProblem:
     prior_blocks: dict = field(default_factory=dict)
     prior_sums: dict = field(default_factory=dict)
     prior_relaxed: bool = False
+    dear_complements: bool = False
 
 
 _HIGHS_STARTED = False
@@ -1535,6 +1541,13 @@ def _suppress(problem: CountProblem, profile: DisclosureProfile, primary_units: 
                     return
                 if learn_prior(v):
                     continue  # the need was beyond what earlier releases already allowed: check again
+                if problem.dear_complements:
+                    if level.get(v, 0) + 1 < len(chain(v)):
+                        # Short in this scope only (the rest held at the truth): look in the next one.
+                        level[v] = level.get(v, 0) + 1
+                        continue
+                    if learn_prior(v, whole=True):
+                        continue  # beyond what the earlier releases allow, over the whole part
                 candidates = [c for c in dict.fromkeys(short) if not is_hidden(c) and cost_of_hiding(c) is not None
                               and not known_anyway(c)]
                 if not candidates and level.get(v, 0) + 1 < len(chain(v)):

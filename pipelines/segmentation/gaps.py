@@ -52,7 +52,7 @@ groups are reported, never compared.
 
 from __future__ import annotations
 
-from typing import Mapping, NamedTuple, Sequence
+from typing import Collection, Mapping, NamedTuple, Sequence
 
 import polars as pl
 
@@ -651,6 +651,7 @@ def gap_table_from_counts(
     earlier: "Sequence[tuple] | None" = None,
     audit_stats: dict | None = None,
     reliability_threshold: int = RELIABILITY_THRESHOLD,
+    hidden: Collection[tuple] = (),
 ) -> pl.DataFrame:
     """Return the gap table of exact (private) group counts: disclosure control first, then every statistic.
 
@@ -664,6 +665,7 @@ def gap_table_from_counts(
         memberships: `month_disclosure.population_memberships` of the month (any subset of
             patients with every distinct membership pattern will do); with `quality`, the
             deprivation-quality counts are protected together with the gap table.
+        hidden: units hidden from the start whatever their counts (`protect_month`'s `hidden`).
         The others: as for `build_gap_table`.
     """
     _check_catalogue(catalogue)
@@ -677,7 +679,7 @@ def gap_table_from_counts(
         memberships = None
     controlled, quality_controlled, stats = protect_month(
         counts, relations, profile, primary_vintage=primary_vintage, memberships=memberships, quality=quality,
-        earlier=earlier,
+        earlier=earlier, hidden=hidden,
     )
     if audit_stats is not None:
         audit_stats.update(stats)

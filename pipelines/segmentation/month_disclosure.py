@@ -93,6 +93,8 @@ def protect_month(
     shown: Collection[tuple] = (),
     protected: Collection | None = None,
     released_areas: Collection = (),
+    alone_pass: bool = True,
+    dear_complements: bool = False,
     decisions: bool = False,
     progress=None,
     processes: int = 1,
@@ -134,6 +136,13 @@ def protect_month(
             Their counts are audited first in a scope of the area and the areas above it, the
             others (its siblings, theirs) held at the truth: complements can only come from
             above, so that is where they are looked for (`_area_scopes`).
+        alone_pass: with `earlier`, also audit the release for a reader holding it alone (the
+            second pass); False where that reader is protected by another audit (an ICB re-run
+            checked against its month's national release: `national.context`; the ICB month
+            audited its own counts for them).
+        dear_complements: choose a complement only for a count short of its need in its whole
+            part (`CountProblem.dear_complements`): for a check whose complements would change a
+            release already out (`national.context`).
         decisions: also return, in the figures, `hidden` and `shown`: the names of the units
             hidden and shown (as `hidden` and `shown` take them), for an enclosing procedure.
         progress: called with lines of text on the suppression of large parts (`suppress`).
@@ -317,12 +326,13 @@ def protect_month(
         earlier = {months[0]: list(earlier)}
     alone = None
     if earlier:
-        # This release as a reader holding it alone sees it (the second pass below): the problem
-        # before the earlier releases add their bounds, relations and helper constants.
-        alone = dataclasses.replace(problem, keys=list(problem.keys), values=list(problem.values),
-                                    relations=list(problem.relations), released=list(problem.released),
-                                    exact=dict(problem.exact), fixed_hidden=set(problem.fixed_hidden),
-                                    earlier_small=dict(problem.earlier_small))
+        if alone_pass:
+            # This release as a reader holding it alone sees it (the second pass below): the problem
+            # before the earlier releases add their bounds, relations and helper constants.
+            alone = dataclasses.replace(problem, keys=list(problem.keys), values=list(problem.values),
+                                        relations=list(problem.relations), released=list(problem.released),
+                                        exact=dict(problem.exact), fixed_hidden=set(problem.fixed_hidden),
+                                        earlier_small=dict(problem.earlier_small))
         for month in sorted(earlier):
             n_linked += link_releases(problem, index, earlier[month], profile, month=month,
                                       classes=classes.get(month, {}))
@@ -347,6 +357,7 @@ def protect_month(
         # totals too, which ties the released areas' blocks together: their intervals are then a
         # relaxation, worked out over the whole part where that decides (CountProblem.prior_relaxed).
         problem.prior_relaxed = bool(set(earlier or ()) - set(released_areas))
+    problem.dear_complements = dear_complements
     result = suppress(problem, profile, primary_units=primary, progress=progress, processes=processes)
     hidden = result.hidden_units
     if alone is not None:

@@ -190,6 +190,11 @@ def test_a_partition_rerun_replaces_exactly_its_own_icb_and_month(national):
     assert {p: p.stat().st_mtime_ns for icb in ("QOC", "QT6") for p in Path(store.folder(icb, month).path).rglob("*")} == others
     runs = [p.name for p in Path(store.folder("QSL", month).path).iterdir() if p.is_dir()]
     assert runs == [manifest["run_id"]]
+    # After the month's roll-up the re-run is checked against the national release
+    # (`national.context`); the extract is unchanged, so the check hides nothing and the month
+    # runs once: the ICS rows still match the national release's (the test below).
+    assert manifest["national_release_check"]["runs"] == 1
+    assert manifest["national_release_check"]["n_units_hidden"] == 0
 
 
 def test_a_reader_holding_every_area_side_by_side_learns_nothing_the_ics_releases_did_not_tell(national):
