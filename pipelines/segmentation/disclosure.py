@@ -378,7 +378,8 @@ class CountProblem:
             against a release already out, `national.context`), so one is chosen only for a count
             short of its need in its whole part: a count short in a scope climbs to the next one
             (up to the whole part) first, and with `prior_relaxed` its interval is worked out over
-            the whole part first. Slower (LPs over the whole part), never more hiding.
+            the whole part first. Slower (LPs over the whole part); on the scoped-audit spec tables
+            it never hid more (`tests/spec/test_scoped_suppression.py`).
     """
 
     keys: list
