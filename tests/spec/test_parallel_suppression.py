@@ -79,22 +79,35 @@ def _children(pid: int) -> set[int]:
     return {c for c in found if not _ended(c)}
 
 
-@pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="reads process states from Linux's /proc")
-def test_a_failing_child_fails_the_call_in_the_parent(small_parts_fork, monkeypatch):
-    problem = several_parts()
+def _break_the_audit(monkeypatch, in_child, in_parent) -> int:
+    """Make every single LP of the audit call `in_child()` first in a part process, `in_parent()`
+    in the calling one (either may sleep or raise); return the calling process's pid."""
     parent = os.getpid()
-    before = _children(parent)
     real = disclosure._Component.extreme
-    waited = []
 
     def broken(self, variable, sign):
-        if os.getpid() != parent:
-            raise ValueError("a part that cannot be audited")
-        if not waited:  # the parent takes parts too: the child takes one while the parent starts
-            waited.append(time.sleep(0.5))
+        (in_child if os.getpid() != parent else in_parent)()
         return real(self, variable, sign)
 
     monkeypatch.setattr(disclosure._Component, "extreme", broken)
+    return parent
+
+
+def _fail(message: str):
+    def fail():
+        raise ValueError(message)
+
+    return fail
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="reads process states from Linux's /proc")
+def test_a_failing_child_fails_the_call_in_the_parent(small_parts_fork, monkeypatch):
+    problem = several_parts()
+    before = _children(os.getpid())
+    waited: list = []
+    # The parent takes parts too: it waits at its first LP while the child takes one.
+    parent = _break_the_audit(monkeypatch, _fail("a part that cannot be audited"),
+                              lambda: waited or waited.append(time.sleep(0.5)))
     with pytest.raises(RuntimeError, match="a part that cannot be audited"):
         suppress(problem, NHS_SUPPRESS_ROUND5, processes=2)
     # Only the parent came back here (a child that escaped would run the rest of the test),
@@ -107,21 +120,16 @@ def test_a_failing_child_fails_the_call_in_the_parent(small_parts_fork, monkeypa
 def test_a_failure_in_the_parent_stops_the_part_processes(small_parts_fork, monkeypatch):
     """The calling process audits parts too: its own error ends the call, and the children with it."""
     problem = several_parts()
-    parent = os.getpid()
-    before = _children(parent)
-    real = disclosure._Component.extreme
+    before = _children(os.getpid())
     seen: list[set[int]] = []
 
-    def broken(self, variable, sign):
-        if os.getpid() != parent:
-            time.sleep(60)  # a long part: the child is still at it when the parent fails
-        else:
-            time.sleep(0.5)  # the child is at work by now
-            seen.append(_children(parent) - before)
-            raise ValueError("the parent's part cannot be audited")
-        return real(self, variable, sign)
+    def in_parent():
+        time.sleep(0.5)  # the child is at work by now
+        seen.append(_children(parent) - before)
+        raise ValueError("the parent's part cannot be audited")
 
-    monkeypatch.setattr(disclosure._Component, "extreme", broken)
+    # A long part: the child is still at it when the parent fails.
+    parent = _break_the_audit(monkeypatch, lambda: time.sleep(60), in_parent)
     with pytest.raises(ValueError, match="the parent's part cannot be audited"):
         suppress(problem, NHS_SUPPRESS_ROUND5, processes=2)
     assert len(seen[0]) == 1  # one child beside the parent (processes=2)
