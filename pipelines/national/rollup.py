@@ -384,18 +384,9 @@ def national_problem(store: PartitionStore, key: str, icbs: list[str], reference
 def rollup_processes(processes: int | None = None) -> int:
     """The processes the roll-up's suppression audits its parts in: `processes` if given (above 0),
     else $CORE20_ROLLUP_PROCESSES, else every CPU this process may run on."""
-    if processes is None or processes <= 0:
-        text = os.environ.get(PROCESSES_ENV, "").strip()
-        if text:
-            try:
-                processes = int(text)
-            except ValueError:
-                raise ValueError(f"${PROCESSES_ENV} must be a whole number of processes, not {text!r}") from None
-        else:
-            processes = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    if processes < 1:
-        raise ValueError(f"the roll-up needs at least 1 process, not {processes}")
-    return processes
+    from pipelines.segmentation.disclosure import suppression_processes
+
+    return suppression_processes(processes, env=PROCESSES_ENV)
 
 
 def rollup_month(store_root: str, month: str, *, reference_dir: str | None = None, sii_seed: int = 20260,

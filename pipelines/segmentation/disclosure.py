@@ -430,12 +430,34 @@ IPM_MODEL_SIZE = 5000
 IPM_JOINT_TARGETS = 100
 IPM_JOINT_MODEL_SIZE = 2000
 # With `suppress(processes=)` above 1, parts of at least this many counts are shared out to
-# forked processes (a national roll-up's parts take minutes each; smaller ones cost less than a fork).
-PARALLEL_PART_SIZE = 5000
+# forked processes (a national roll-up's parts take minutes each; an ICS month's largest, the
+# SMI health checks, about a second on the demo month; a fork costs milliseconds).
+PARALLEL_PART_SIZE = 1000
+# The processes an ICS month's secondary suppression audits its parts in (`suppression_processes`).
+PROCESSES_ENV = "CORE20_SUPPRESSION_PROCESSES"
+
+
+def suppression_processes(processes: int | None = None, env: str = PROCESSES_ENV) -> int:
+    """The processes `suppress` shares a problem's parts between: `processes` if given (above 0),
+    else the whole number in $`env`, else every CPU this process may run on."""
+    import os
+
+    if processes is None or processes <= 0:
+        text = os.environ.get(env, "").strip()
+        if text:
+            try:
+                processes = int(text)
+            except ValueError:
+                raise ValueError(f"${env} must be a whole number of processes, not {text!r}") from None
+        else:
+            processes = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    if processes < 1:
+        raise ValueError(f"secondary suppression needs at least 1 process, not {processes}")
+    return processes
 
 
 class _PartWorkers:
-    """Forked processes that audit the large parts of one `suppress` call, largest first.
+    """Forked processes that audit the large parts of one `suppress` call, largest first, beside the caller.
 
     The parts of a problem are independent (no relation, order pair, unit or implied unit
     reaches across two), so each can be protected in its own process from the state at the
@@ -445,13 +467,25 @@ class _PartWorkers:
     multiprocessing children). A child takes its next part from a shared pipe (4 bytes a part
     index), sends its progress lines and each part's result back on its own pipe, and ends
     with `os._exit`; it touches no file, database or logger of the parent.
+
+    The calling process works too: after `start` it audits the parts kept for it (the small
+    ones), then takes large parts from the same pipe (`take`) until none is left, while a
+    thread of its own reads the children's pipes (HiGHS lets go of the interpreter while it
+    solves, so the thread reads while the caller's LPs run, and no child waits on a full pipe).
+    `finish` then merges what the children sent. So `processes` processes are busy in all: the
+    caller and `processes - 1` children.
     """
 
     # In a child: its connection to the parent (`suppress` sends an error there and exits).
     child_out = None
 
-    def __init__(self, processes: int, parts: list[int]):
-        self.processes, self.parts = processes, parts
+    def __init__(self, children: int, parts: list[int]):
+        self.n_children, self.parts = children, parts
+        self.children: dict = {}
+        self.results: list = []
+        self.failure: str | None = None
+        self.queue_read: int | None = None
+        self.reader = None
 
     @classmethod
     def fail_child(cls, error: BaseException) -> None:
@@ -465,19 +499,18 @@ class _PartWorkers:
         finally:
             os._exit(1)
 
-    def parts_here(self, progress, part_result, merge):
-        """Yield (part, progress) in each child for every part it takes; in the parent, yield
-        nothing: fork, relay the children's lines to `progress`, hand each part's result to `merge`.
+    def start(self, progress, part_result):
+        """Fork the children. In each child yield (part, progress) for every part it takes, then
+        end the process; in the parent yield nothing and return once the children run.
 
-        After each part a child sends `part_result()` (picklable); a child's error is raised in
-        the parent as a RuntimeError naming it (no count's value: the errors name keys only).
+        `progress` (called from the reader thread too: give a thread-safe one) gets the
+        children's lines; after each part a child sends `part_result()` (picklable).
         """
         import gc
         import os
-        import pickle
-        import signal
         import struct
-        from multiprocessing.connection import Connection, wait
+        import threading
+        from multiprocessing.connection import Connection
 
         import highspy
 
@@ -487,54 +520,98 @@ class _PartWorkers:
         queue_read, queue_write = os.pipe()
         os.write(queue_write, b"".join(struct.pack("<i", k) for k in self.parts))
         os.close(queue_write)
-        gc.collect()
+        self.queue_read = queue_read
         gc.freeze()  # the collector then leaves the parent's objects (and their pages) alone in a child
-        children: dict = {}
         parent = os.getpid()
         try:
-            for _ in range(min(self.processes, len(self.parts))):
+            for _ in range(min(self.n_children, len(self.parts))):
                 read_fd, write_fd = os.pipe()
                 pid = os.fork()
                 if pid == 0:
                     _die_with_parent(parent)
                     yield from self._child(queue_read, read_fd, write_fd, progress, part_result)
                 os.close(write_fd)
-                children[Connection(read_fd, writable=False)] = pid
+                self.children[Connection(read_fd, writable=False)] = pid
         finally:
-            os.close(queue_read)
             gc.unfreeze()
-        failure = None
-        waiting = list(children)
-        try:
-            while waiting:
-                for conn in wait(waiting):
-                    try:
-                        kind, payload = conn.recv()
-                    except EOFError:
-                        waiting.remove(conn)
-                        conn.close()
-                        continue
-                    if kind == "line" and progress is not None:
-                        progress(payload)
-                    elif kind == "part":
-                        merge(pickle.loads(payload))
-                    elif kind == "error" and failure is None:
-                        failure = payload
-                        for pid in children.values():  # the call fails: the other parts' work is moot
-                            os.kill(pid, signal.SIGTERM)
-        finally:
-            if waiting:  # the parent is leaving early (interrupted): no child outlives the call
-                for pid in children.values():
-                    try:
-                        os.kill(pid, signal.SIGTERM)
-                    except ProcessLookupError:
-                        pass
-            for pid in children.values():
-                _, status = os.waitpid(pid, 0)
-                if status != 0 and failure is None:
-                    failure = f"a suppression process ended with status {status}"
-        if failure is not None:
-            raise RuntimeError(f"secondary suppression: a part audited in its own process failed: {failure}")
+        self.reader = threading.Thread(target=self._read, args=(progress,), name="suppression-parts", daemon=True)
+        self.reader.start()
+
+    def _read(self, progress) -> None:
+        """In the parent's reader thread: relay the children's lines, keep their results, note an error."""
+        import signal
+        from multiprocessing.connection import wait
+
+        waiting = list(self.children)
+        while waiting:
+            for conn in wait(waiting):
+                try:
+                    kind, payload = conn.recv()
+                except (EOFError, OSError):
+                    waiting.remove(conn)
+                    conn.close()
+                    continue
+                if kind == "line" and progress is not None:
+                    progress(payload)
+                elif kind == "part":
+                    self.results.append(payload)
+                elif kind == "error" and self.failure is None:
+                    self.failure = payload
+                    self._signal(signal.SIGTERM)  # the call fails: the other parts' work is moot
+
+    def _signal(self, signum) -> None:
+        import os
+
+        for pid in self.children.values():
+            try:
+                os.kill(pid, signum)
+            except ProcessLookupError:
+                pass
+
+    def take(self):
+        """In the parent: yield the parts it takes from the pipe itself, until none is left or a child failed."""
+        import os
+        import struct
+
+        while self.failure is None:
+            taken = os.read(self.queue_read, 4)
+            if len(taken) < 4:
+                return
+            yield struct.unpack("<i", taken)[0]
+
+    def finish(self, merge) -> None:
+        """In the parent: wait for the children, hand each part's result to `merge`; raise a
+        child's error as a RuntimeError naming it (no count's value: the errors name keys only)."""
+        import os
+        import pickle
+
+        self.reader.join()
+        self._close()
+        if self.failure is not None:
+            raise RuntimeError(f"secondary suppression: a part audited in its own process failed: {self.failure}")
+        for payload in self.results:
+            merge(pickle.loads(payload))
+
+    def stop(self) -> None:
+        """In the parent leaving early (its own part failed, or it was interrupted): no child outlives the call."""
+        import signal
+
+        self._signal(signal.SIGTERM)
+        if self.reader is not None:
+            self.reader.join()
+        self._close()
+
+    def _close(self) -> None:
+        import os
+
+        if self.queue_read is not None:
+            os.close(self.queue_read)
+            self.queue_read = None
+        for pid in self.children.values():
+            _, status = os.waitpid(pid, 0)
+            if status != 0 and self.failure is None:
+                self.failure = f"a suppression process ended with status {status}"
+        self.children = {}
 
     @staticmethod
     def _child(queue_read, read_fd, write_fd, progress, part_result):
@@ -566,7 +643,7 @@ class _PartWorkers:
 def _die_with_parent(parent: int) -> None:
     """In a forked child: end when the parent does, however it ends.
 
-    The parent kills its children when it fails or is interrupted (`_PartWorkers.parts_here`),
+    The parent kills its children when it fails or is interrupted (`_PartWorkers.stop`),
     but a parent killed outright (SIGKILL, the OOM killer, a Celery worker's hard time limit)
     runs no code: its children would go on solving for an hour with nobody to read them. On
     Linux the kernel sends them SIGKILL then (prctl PR_SET_PDEATHSIG); elsewhere they end at
@@ -1044,7 +1121,8 @@ def suppress(problem: CountProblem, profile: DisclosureProfile, primary_units: s
             count of 1 to the profile's threshold.
         progress: called with a line of text (no count's value) as each large part starts and ends.
         processes: with more than 1, the parts of at least PARALLEL_PART_SIZE counts are audited
-            in that many forked processes (`_PartWorkers`); the units hidden are the same.
+            in `processes - 1` forked processes beside this one (`_PartWorkers`); the units
+            hidden are the same.
 
     The rule (DOMAIN.md section 6; the audit of cell suppression in Hundepool et al.,
     *Handbook on Statistical Disclosure Control*, ch. 4): for every hidden count, the values
@@ -1060,16 +1138,32 @@ def suppress(problem: CountProblem, profile: DisclosureProfile, primary_units: s
     hidden, with the units it implies, and the check repeats. Hiding only widens every
     interval, so a count once protected stays so and the loop ends.
     """
+    started: list[_PartWorkers] = []
     try:
-        return _suppress(problem, profile, primary_units, progress, processes)
+        return _suppress(problem, profile, primary_units, progress, processes, started)
     except BaseException as error:
         if _PartWorkers.child_out is not None:
             _PartWorkers.fail_child(error)  # a forked child never returns into its parent's callers
+        for workers in started:
+            workers.stop()  # no part process outlives a call that failed here
         raise
 
 
+def _one_at_a_time(progress):
+    """`progress`, called by one thread at a time (a line is never cut into by another)."""
+    import threading
+
+    lock = threading.Lock()
+
+    def say(line: str) -> None:
+        with lock:
+            progress(line)
+
+    return say
+
+
 def _suppress(problem: CountProblem, profile: DisclosureProfile, primary_units: set | None, progress,
-              processes: int) -> SuppressionResult:
+              processes: int, started: list) -> SuppressionResult:
     import numpy as np
 
     n = len(problem.keys)
@@ -1185,12 +1279,14 @@ def _suppress(problem: CountProblem, profile: DisclosureProfile, primary_units: 
     scoped = bool(problem.scope_chain)
     seen_all = (np.asarray(values, dtype=float).copy(), np.asarray(values, dtype=float).copy()) if scoped else None
 
-    # Parts of PARALLEL_PART_SIZE counts or more go to forked processes, largest first, when
-    # there are two or more of them; the rest are audited here first, in order.
-    forked = sorted((k for k, variables in enumerate(components)
-                     if len(variables) >= PARALLEL_PART_SIZE and any(is_hidden(v) for v in variables)),
+    # Parts of PARALLEL_PART_SIZE counts or more go to forked processes, largest first, while
+    # this process audits the rest and then takes large parts too (`_PartWorkers`): when there are
+    # two large parts or more, or one and at least as many counts in the rest.
+    with_hidden = [k for k, variables in enumerate(components) if any(is_hidden(v) for v in variables)]
+    forked = sorted((k for k in with_hidden if len(components[k]) >= PARALLEL_PART_SIZE),
                     key=lambda k: (-len(components[k]), k)) if processes > 1 else []
-    forked = forked if len(forked) > 1 else []
+    rest = sum(len(components[k]) for k in with_hidden if k not in forked)
+    forked = forked if len(forked) > 1 or (forked and rest >= PARALLEL_PART_SIZE) else []
     counters = ("n_lp_solves", "n_complements", "n_prior_cut", "n_models")
     sent: dict = {}
 
@@ -1213,13 +1309,21 @@ def _suppress(problem: CountProblem, profile: DisclosureProfile, primary_units: 
 
     def parts_here():
         nonlocal progress
+        if not forked:
+            yield from enumerate(components)
+            return
         elsewhere = set(forked)
+        if progress is not None:
+            progress = _one_at_a_time(progress)  # the reader thread relays the children's lines beside this process's
+        sent.update({"units": set(hidden_units), **{c: getattr(result, c) for c in counters}})
+        workers = _PartWorkers(processes - 1, forked)
+        started.append(workers)  # `suppress` stops them if this process fails or is interrupted
+        for k, say in workers.start(progress, part_result):
+            progress = say  # in a child: its lines go to the parent
+            yield k, components[k]
         yield from ((k, variables) for k, variables in enumerate(components) if k not in elsewhere)
-        if forked:
-            sent.update({"units": set(hidden_units), **{c: getattr(result, c) for c in counters}})
-            for k, say in _PartWorkers(processes, forked).parts_here(progress, part_result, merge_part):
-                progress = say  # in a child: its lines go to the parent
-                yield k, components[k]
+        yield from ((k, components[k]) for k in workers.take())
+        workers.finish(merge_part)
 
     for k, variables in parts_here():
         if not any(is_hidden(v) for v in variables):

@@ -56,7 +56,7 @@ from typing import Collection, Mapping, NamedTuple, Sequence
 
 import polars as pl
 
-from pipelines.segmentation.disclosure import NHS_SUPPRESS_ROUND5, DisclosureProfile
+from pipelines.segmentation.disclosure import NHS_SUPPRESS_ROUND5, DisclosureProfile, suppression_processes
 from pipelines.segmentation.month_disclosure import population_memberships, protect_month
 from pipelines.segmentation.schemas import GAP_TABLE, IMD_VINTAGES
 from pipelines.segmentation.sql import literal, quote
@@ -679,7 +679,7 @@ def gap_table_from_counts(
         memberships = None
     controlled, quality_controlled, stats = protect_month(
         counts, relations, profile, primary_vintage=primary_vintage, memberships=memberships, quality=quality,
-        earlier=earlier, hidden=hidden,
+        earlier=earlier, hidden=hidden, processes=suppression_processes(),
     )
     if audit_stats is not None:
         audit_stats.update(stats)

@@ -10,6 +10,7 @@ and a child that fails must fail the call in the parent (never carry on in the c
 from __future__ import annotations
 
 import os
+import time
 
 import pytest
 
@@ -69,21 +70,70 @@ def test_forked_parts_hide_what_one_process_hides(small_parts_fork):
     assert_nothing_narrowed(problem, forked.hidden_units)
 
 
-def test_a_failing_child_fails_the_call_in_the_parent(small_parts_fork, monkeypatch):
-    problem = several_parts()
+def _children(pid: int) -> set[int]:
+    """The live (not zombie) child processes of `pid`, from Linux's /proc."""
+    found = set()
+    for task in os.listdir(f"/proc/{pid}/task"):
+        with open(f"/proc/{pid}/task/{task}/children") as children:
+            found |= {int(c) for c in children.read().split()}
+    return {c for c in found if not _ended(c)}
+
+
+def _break_the_audit(monkeypatch, in_child, in_parent) -> int:
+    """Make every single LP of the audit call `in_child()` first in a part process, `in_parent()`
+    in the calling one (either may sleep or raise); return the calling process's pid."""
     parent = os.getpid()
     real = disclosure._Component.extreme
 
     def broken(self, variable, sign):
-        if os.getpid() != parent and problem.keys[variable][0].startswith(f"s{SEEDS[2]}:"):
-            raise ValueError("a part that cannot be audited")
+        (in_child if os.getpid() != parent else in_parent)()
         return real(self, variable, sign)
 
     monkeypatch.setattr(disclosure._Component, "extreme", broken)
+    return parent
+
+
+def _fail(message: str):
+    def fail():
+        raise ValueError(message)
+
+    return fail
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="reads process states from Linux's /proc")
+def test_a_failing_child_fails_the_call_in_the_parent(small_parts_fork, monkeypatch):
+    problem = several_parts()
+    before = _children(os.getpid())
+    waited: list = []
+    # The parent takes parts too: it waits at its first LP while the child takes one.
+    parent = _break_the_audit(monkeypatch, _fail("a part that cannot be audited"),
+                              lambda: waited or waited.append(time.sleep(0.5)))
     with pytest.raises(RuntimeError, match="a part that cannot be audited"):
         suppress(problem, NHS_SUPPRESS_ROUND5, processes=2)
-    # Only the parent came back here (a child that escaped would run the rest of the test).
+    # Only the parent came back here (a child that escaped would run the rest of the test),
+    # and no part process is left.
     assert os.getpid() == parent
+    assert _children(parent) == before
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="reads process states from Linux's /proc")
+def test_a_failure_in_the_parent_stops_the_part_processes(small_parts_fork, monkeypatch):
+    """The calling process audits parts too: its own error ends the call, and the children with it."""
+    problem = several_parts()
+    before = _children(os.getpid())
+    seen: list[set[int]] = []
+
+    def in_parent():
+        time.sleep(0.5)  # the child is at work by now
+        seen.append(_children(parent) - before)
+        raise ValueError("the parent's part cannot be audited")
+
+    # A long part: the child is still at it when the parent fails.
+    parent = _break_the_audit(monkeypatch, lambda: time.sleep(60), in_parent)
+    with pytest.raises(ValueError, match="the parent's part cannot be audited"):
+        suppress(problem, NHS_SUPPRESS_ROUND5, processes=2)
+    assert len(seen[0]) == 1  # one child beside the parent (processes=2)
+    assert _children(parent) == before
 
 
 def test_the_roll_up_processes_setting(monkeypatch):
@@ -134,10 +184,11 @@ def _hang_in_children(folder: str) -> None:
 
     from pipelines.segmentation.disclosure import _PartWorkers
 
-    for _part, _say in _PartWorkers(2, [0, 1]).parts_here(None, lambda: None, lambda result: None):
+    for _part, _say in _PartWorkers(2, [0, 1]).start(None, lambda: None):
         with open(os.path.join(folder, str(os.getpid())), "w"):
             pass
         time.sleep(600)
+    time.sleep(600)  # the parent, while its children work
 
 
 def _ended(pid: int) -> bool:
