@@ -101,13 +101,17 @@ def run_with_workers(n: int, work: Path, extracts: Path, month: str, rollup: boo
 
         manifest = PartitionStore(root / "partitions").manifest(NATIONAL, f"{month[:7]}-01")
         figures = manifest.get("suppression", {})
+        hidden = manifest.get("hidden_rows")
         suppression = {"seconds": figures.get("seconds"), "method": figures.get("method"),
                        "n_lp_solves": figures.get("n_lp_solves"), "n_complements": figures.get("n_complements"),
                        "n_audit_complements": figures.get("n_audit_complements"), "n_variables": figures.get("n_variables"),
                        "steps_seconds": {"top": figures.get("top", {}).get("seconds"),
                                          "regions": {k: v.get("seconds") for k, v in figures.get("regions", {}).items()},
                                          "audit": figures.get("audit", {}).get("seconds")}}
+    else:
+        hidden = None
     return {"workers": n, "success": result.success, "seconds": seconds, "rollup_suppression": suppression,
+            "hidden_rows": hidden,
             "load_average_before": load_before, "load_average_after": os.getloadavg(),
             "worker_peak_bytes": sorted(peaks.values()), "run_process_peak_bytes": own[0],
             "icb_step_seconds": sum(v for k, v in steps.items() if k.startswith("icb_month[")),
@@ -148,6 +152,7 @@ def time_rollup(root: Path, month: str, suppression: str | None = None) -> dict:
             "suppression_seconds": figures.get("seconds"), "suppression": {k: figures.get(k) for k in (
                 "method", "processes", "n_lp_solves", "n_complements", "n_audit_complements", "n_variables", "n_components",
                 "n_lp_models", "largest_lp_model", "n_fallbacks")},
+            "hidden_rows": manifest.get("hidden_rows"),
             "suppression_steps_seconds": {"top": figures.get("top", {}).get("seconds"),
                                           "regions": {k: v.get("seconds") for k, v in figures.get("regions", {}).items()},
                                           "audit": figures.get("audit", {}).get("seconds")}}

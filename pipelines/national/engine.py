@@ -97,7 +97,10 @@ def _metadata(manifest: dict) -> dict:
     # Counts only: the run id, patients run and rows per table; never a row of data.
     return {"run_id": manifest["run_id"], "n_patients": manifest.get("n_patients", 0), "pid": os.getpid(),
             **{f"rows_{name}": n for name, n in manifest["tables"].items() if not name.startswith("_")},
-            **{f"national_release_check_{k}": v for k, v in (manifest.get("national_release_check") or {}).items()}}
+            **{f"national_release_check_{k}": v for k, v in (manifest.get("national_release_check") or {}).items()},
+            # The roll-up's: gap-table rows hidden per level (`rollup.hidden_rows`).
+            **{f"{level}_{k}": v for level, figures in (manifest.get("hidden_rows") or {}).items()
+               for k, v in figures.items() if k != "rows"}}
 
 
 @dg.op(out=dg.DynamicOut(str))

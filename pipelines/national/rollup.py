@@ -512,8 +512,39 @@ def rollup_month(store_root: str, month: str, *, reference_dir: str | None = Non
     }
     info = {"icbs": icbs, "disclosure_profile": profile.name, "primary_imd_vintage": vintage, "release": release,
             "suppression": {**stats, "seconds": suppression_seconds},
+            "hidden_rows": hidden_rows(tables["gap_table"], geographies),
             "rollup_seconds": time.perf_counter() - rollup_started}
     return store.write(NATIONAL, key, tables, info)
+
+
+def hidden_rows(gap_table: pl.DataFrame, geographies: list) -> dict:
+    """Return, per geography level, how many gap-table rows the roll-up published and how many it hid.
+
+    Above the ICBs the hidden rows are split by why they can be: `over_a_hidden_icb_row` where
+    at least one of the area's ICBs hid the same row (an ICS hid it; the area's count minus the
+    other ICBs' would narrow it down, so the area's row is hidden too), `other` where none did
+    (the area's own small count, or a complement). Counts of rows only: what a national team
+    reads to see what disclosure control cost each level.
+    """
+    keys = ["indicator_id", "indicator_version", "imd_vintage", "breakdown", "group"]
+    members = pl.DataFrame([(code, icb) for (level, code, _), icbs in geographies if level != "icb" for icb in icbs],
+                           schema={"geography_code": pl.String, "icb": pl.String}, orient="row")
+    hidden_icb = (gap_table.filter((pl.col("geography_level") == "icb") & pl.col("is_suppressed"))
+                  .select(pl.col("geography_code").alias("icb"), *keys).unique())
+    above = (gap_table.filter((pl.col("geography_level") != "icb") & pl.col("is_suppressed"))
+             .select("geography_code", *keys).unique()
+             .join(members, on="geography_code").join(hidden_icb.with_columns(pl.lit(True).alias("_under")),
+                                                      on=["icb", *keys], how="left")
+             .group_by("geography_code", *keys).agg(pl.col("_under").any().fill_null(False).alias("under")))
+    under = dict(above.join(gap_table.select("geography_code", "geography_level").unique(), on="geography_code")
+                 .group_by("geography_level").agg(pl.col("under").sum()).rows())
+    figures = {}
+    for level, rows, hidden in (gap_table.group_by("geography_level")
+                                .agg(pl.len(), pl.col("is_suppressed").sum()).sort("geography_level").rows()):
+        figures[level] = {"rows": rows, "hidden": hidden, "share_hidden": round(hidden / rows, 4) if rows else 0.0}
+        if level != "icb":
+            figures[level] |= {"over_a_hidden_icb_row": under.get(level, 0), "other": hidden - under.get(level, 0)}
+    return figures
 
 
 def side_by_side(store_root: str, month: str) -> pl.DataFrame:

@@ -72,6 +72,33 @@ def test_the_rollup_is_audited_in_scopes_of_an_area_or_two(rolled_up):
     assert published.filter(pl.col("geography_level") == "icb")["breakdown"].is_in(["practice"]).any()
 
 
+def test_the_manifest_says_how_many_rows_each_level_hid_and_why(rolled_up):
+    # Counted here from the published table by hand: rows per level, hidden rows, and above the
+    # ICBs the hidden rows over a hidden row of one of the area's own ICBs.
+    published = rolled_up["published"]
+    figures = rolled_up["manifest"]["hidden_rows"]
+    assert set(figures) == {"icb", "region", "england"}
+    cell = ["indicator_id", "indicator_version", "imd_vintage", "breakdown", "group"]
+    hidden_icb = {(row[0], *row[1:]) for row in published.filter((pl.col("geography_level") == "icb") & pl.col("is_suppressed"))
+                  .select("geography_code", *cell).rows()}
+    for level in ("icb", "region", "england"):
+        rows = published.filter(pl.col("geography_level") == level)
+        hidden = rows.filter("is_suppressed")
+        assert figures[level]["rows"] == rows.height
+        assert figures[level]["hidden"] == hidden.height
+        assert figures[level]["share_hidden"] == round(hidden.height / rows.height, 4)
+        if level == "icb":
+            continue
+        under = 0
+        for code, *key in hidden.select("geography_code", *cell).rows():
+            below = ICBS if level == "england" else REGIONS[code]
+            under += any((icb, *key) in hidden_icb for icb in below)
+        assert figures[level]["over_a_hidden_icb_row"] == under
+        assert figures[level]["other"] == hidden.height - under
+        # The roll-up hides a region's or England's row wherever one of its ICBs hid it.
+        assert under > 0
+
+
 def test_the_icb_rows_repeat_each_ics_own_release(rolled_up):
     # A reader may hold each ICS's own release and the national one: the national ICB rows must
     # show and hide exactly what the ICS did, or the two patterns of the same counts would
