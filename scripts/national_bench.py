@@ -95,7 +95,7 @@ def run_with_workers(n: int, work: Path, extracts: Path, month: str, rollup: boo
     for e in events:
         if e.dagster_event and e.dagster_event.event_type_value == "STEP_SUCCESS":
             steps[e.step_key] = e.dagster_event.event_specific_data.duration_ms / 1000
-    suppression = None
+    suppression = hidden = None
     if result.success and rollup:
         from pipelines.national.store import NATIONAL, PartitionStore
 
@@ -108,8 +108,6 @@ def run_with_workers(n: int, work: Path, extracts: Path, month: str, rollup: boo
                        "steps_seconds": {"top": figures.get("top", {}).get("seconds"),
                                          "regions": {k: v.get("seconds") for k, v in figures.get("regions", {}).items()},
                                          "audit": figures.get("audit", {}).get("seconds")}}
-    else:
-        hidden = None
     return {"workers": n, "success": result.success, "seconds": seconds, "rollup_suppression": suppression,
             "hidden_rows": hidden,
             "load_average_before": load_before, "load_average_after": os.getloadavg(),

@@ -532,12 +532,11 @@ def hidden_rows(gap_table: pl.DataFrame, geographies: list) -> dict:
     hidden_icb = (gap_table.filter((pl.col("geography_level") == "icb") & pl.col("is_suppressed"))
                   .select(pl.col("geography_code").alias("icb"), *keys).unique())
     above = (gap_table.filter((pl.col("geography_level") != "icb") & pl.col("is_suppressed"))
-             .select("geography_code", *keys).unique()
+             .select("geography_level", "geography_code", *keys)
              .join(members, on="geography_code").join(hidden_icb.with_columns(pl.lit(True).alias("_under")),
                                                       on=["icb", *keys], how="left")
-             .group_by("geography_code", *keys).agg(pl.col("_under").any().fill_null(False).alias("under")))
-    under = dict(above.join(gap_table.select("geography_code", "geography_level").unique(), on="geography_code")
-                 .group_by("geography_level").agg(pl.col("under").sum()).rows())
+             .group_by("geography_level", "geography_code", *keys).agg(pl.col("_under").any().fill_null(False).alias("under")))
+    under = dict(above.group_by("geography_level").agg(pl.col("under").sum()).rows())
     figures = {}
     for level, rows, hidden in (gap_table.group_by("geography_level")
                                 .agg(pl.len(), pl.col("is_suppressed").sum()).sort("geography_level").rows()):
